@@ -1,0 +1,181 @@
+//! The service's shared state and the request context every command receives.
+//!
+//! [`App`] holds the store, the XMPP handle, the hasher, the secrets and the policy knobs; the
+//! transports (`http_handler`, `tcp_handler`) turn their requests into a [`Call`] and hand it to one
+//! command in `cmd/`. Nothing here knows about sockets or XML.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::crypto;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::passwords::Hasher;
+use crate::ratelimit::RateLimiter;
+use crate::secrets::Secrets;
+use crate::store::{Account, Store};
+
+/// Everything a command may use.
+pub struct App {
+    pub cfg: Config,
+    pub store: Arc<dyn Store>,
+    pub xmpp: xmpp::Xmpp,
+    pub hasher: Hasher,
+    pub secrets: Secrets,
+    pub clock: Arc<dyn Clock>,
+    pub limiter: RateLimiter,
+    pub metrics: Metrics,
+}
+
+/// One request, whatever transport it came by.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// Parameters in the order sent (duplicates already refused by the transport).
+    pub params: Vec<(String, String)>,
+    /// Captcha challenge id from the cookie or the `X-Verify-Code-Id` header.
+    pub captcha_id: Option<String>,
+    pub client_ip: IpAddr,
+}
+
+impl Call {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// A parameter that must be present and non-empty.
+    pub fn required(&self, name: &str) -> Result<&str, ApiError> {
+        match self.get(name) {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => Err(ApiError::Params(format!("{name} is required"))),
+        }
+    }
+}
+
+impl App {
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Sign a reply object.
+    pub fn sign(&self, reply: Value) -> Value {
+        crypto::sign_reply(&self.secrets.sign_key, reply)
+    }
+
+    /// Verify `param_sign`: required when `required`, checked whenever sent; a `timestamp`
+    /// parameter must then lie within the window.
+    pub fn check_param_sign(&self, call: &Call, required: bool) -> Result<(), ApiError> {
+        let Some(sent) = call.get("param_sign") else {
+            return if required { Err(ApiError::Sign) } else { Ok(()) };
+        };
+        if !crypto::verify_param_sign(&self.secrets.app_keys, &call.params, sent) {
+            return Err(ApiError::Sign);
+        }
+        if let Some(ts) = call.get("timestamp") {
+            let ts: i64 = ts.parse().map_err(|_| ApiError::Sign)?;
+            let window = self.cfg.security.timestamp_window_secs as i64;
+            if (self.now() - ts).abs() > window {
+                return Err(ApiError::Sign);
+            }
+        }
+        Ok(())
+    }
+
+    /// Check and spend the captcha answer sent in `verify_code`.
+    pub async fn check_captcha(&self, call: &Call) -> Result<(), ApiError> {
+        let answer = call.get("verify_code").filter(|a| !a.is_empty());
+        let id = call.get("verify_code_id").map(str::to_owned).or_else(|| call.captcha_id.clone());
+        let (Some(answer), Some(id)) = (answer, id) else {
+            self.metrics.captcha_failed();
+            return Err(ApiError::VerifyCode);
+        };
+        if id.len() > 64 {
+            return Err(ApiError::VerifyCode);
+        }
+        let stored = self.store.take_captcha(id).await?;
+        let ok = match stored {
+            Some((expected, expires_at)) if expires_at > self.now() => {
+                let given = answer.trim().to_lowercase();
+                given.len() == expected.len()
+                    && subtle::ConstantTimeEq::ct_eq(given.as_bytes(), expected.as_bytes()).into()
+            }
+            _ => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            self.metrics.captcha_failed();
+            Err(ApiError::VerifyCode)
+        }
+    }
+
+    /// Humans answer a captcha; devices sign. `param_sign` is checked whenever sent.
+    pub async fn check_human_or_device(
+        &self,
+        call: &Call,
+        device: bool,
+        sign_required: bool,
+    ) -> Result<(), ApiError> {
+        self.check_param_sign(call, device || sign_required)?;
+        if !device {
+            self.check_captcha(call).await?;
+        }
+        Ok(())
+    }
+
+    /// The account owning the `access_token` parameter. Devices must also sign their requests.
+    pub async fn token_owner(&self, call: &Call) -> Result<(Account, i64), ApiError> {
+        let token = call.get("access_token").filter(|t| !t.is_empty()).ok_or(ApiError::AccessToken)?;
+        if token.len() > 128 {
+            return Err(ApiError::AccessToken);
+        }
+        let found = self.store.token_account(crypto::token_hash(token), self.now()).await?;
+        let (account, expires) = found.ok_or(ApiError::AccessToken)?;
+        self.check_param_sign(call, account.kind == crate::types::AccountType::Device)?;
+        Ok((account, expires))
+    }
+
+    /// The token owner, who must be the account named by `user_name` (bind, unbind, list).
+    pub async fn token_owner_named(&self, call: &Call) -> Result<Account, ApiError> {
+        let name = crate::types::UserName::parse(call.required("user_name")?)?;
+        let (me, _) = self.token_owner(call).await?;
+        if me.user_name != name.as_str() {
+            return Err(ApiError::NotPermitted("access_token belongs to another user".into()));
+        }
+        Ok(me)
+    }
+
+    /// The account's `jid_pwd`, decrypted.
+    pub fn jid_pwd(&self, a: &Account) -> Result<String, ApiError> {
+        crypto::open(&self.secrets.encryption_key, &a.jid_node, &a.jid_pwd).ok_or(ApiError::NoJid)
+    }
+
+    /// The account as one side of a binding.
+    pub fn party(&self, a: &Account) -> Result<xmpp::Party, ApiError> {
+        Ok(xmpp::Party {
+            node: a.jid_node.clone(),
+            password: self.jid_pwd(a)?,
+            nickname: a.user_name.clone(),
+            group: a.kind.group_name().to_owned(),
+        })
+    }
+
+    /// `user_info` of an account; `jid_pwd` only when `own`.
+    pub fn user_info(&self, a: &Account, own: bool) -> Result<Value, ApiError> {
+        let mut m = serde_json::Map::new();
+        m.insert("user_name".into(), a.user_name.clone().into());
+        m.insert("des".into(), a.des.clone().into());
+        m.insert("jid".into(), self.xmpp.jid_of(&a.jid_node).into());
+        m.insert("type".into(), a.kind.code().into());
+        if let Some(d) = &a.device_type {
+            m.insert("device_type".into(), d.clone().into());
+        }
+        if own {
+            m.insert("jid_pwd".into(), self.jid_pwd(a)?.into());
+        }
+        Ok(Value::Object(m))
+    }
+}

@@ -1,0 +1,211 @@
+//! Command line: `register [--config FILE] [--set section.key=value]... [run|check|user|reconcile]`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::store::AccountState;
+
+#[derive(Debug, Parser)]
+#[command(name = "register", version, about = "Registration server for XMPP phones and devices")]
+pub struct Cli {
+    /// Configuration file (default: register.toml in the working directory, if present).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Override one key, e.g. `--set http.listen=127.0.0.1:9443` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the service (the default).
+    Run,
+    /// Check the configuration, the database and the XMPP server (handshake, add and delete a test JID).
+    Check,
+    /// List, show or delete users.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Finish or undo every interrupted operation now, and print what was fixed.
+    Reconcile,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Every account, one a line.
+    List,
+    /// One account.
+    Show { name: String },
+    /// Delete an account as /cancel does (bindings, JID, tokens, row).
+    Delete { name: String },
+}
+
+/// Set up logging from the configuration (`RUST_LOG` wins when set).
+pub fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if cfg.log.format == "json" { b.json().try_init() } else { b.try_init() };
+}
+
+/// Start the app for an admin command and wait (up to the XMPP timeout) for the link.
+async fn admin_app(cfg: Config) -> Result<(Arc<App>, CancellationToken), String> {
+    let shutdown = CancellationToken::new();
+    let app = crate::server::build_app(cfg, shutdown.clone()).map_err(|e| e.to_string())?;
+    let mut w = app.xmpp.link_watch();
+    let wait = Duration::from_millis(app.cfg.xmpp.timeout_ms);
+    let _ = tokio::time::timeout(wait, w.wait_for(|s| *s == xmpp::LinkState::Up)).await;
+    Ok((app, shutdown))
+}
+
+/// `register check`: exit 0 when everything works, 1 with a diagnosis otherwise.
+pub async fn check(cfg: Config) -> i32 {
+    println!("configuration: ok");
+    let (app, shutdown) = match admin_app(cfg).await {
+        Ok(x) => x,
+        Err(e) => {
+            println!("start: FAILED: {e}");
+            return 1;
+        }
+    };
+    let mut code = 0;
+    match app.store.ping().await {
+        Ok(()) => println!("database: ok ({})", app.cfg.data_dir.join("register.db").display()),
+        Err(e) => {
+            println!("database: FAILED: {e}");
+            code = 1;
+        }
+    }
+    match app.xmpp.probe().await {
+        Ok(()) => println!(
+            "xmpp: ok (component {} attached at {}; test JID created and deleted)",
+            app.cfg.xmpp.component, app.cfg.xmpp.component_addr
+        ),
+        Err(e) => {
+            println!("xmpp: FAILED: {e}");
+            println!("      {}", diagnose(&app, &e));
+            code = 1;
+        }
+    }
+    shutdown.cancel();
+    code
+}
+
+fn diagnose(app: &App, e: &xmpp::XmppError) -> String {
+    let x = &app.cfg.xmpp;
+    match e {
+        xmpp::XmppError::LinkDown | xmpp::XmppError::Timeout => format!(
+            "no component link to {}: is the server's component port there, and is {} declared as a component? ({})",
+            x.component_addr,
+            x.component,
+            app.xmpp.last_link_error().unwrap_or_else(|| "no error recorded".into())
+        ),
+        xmpp::XmppError::Refused(_) | xmpp::XmppError::Unsupported(_) => format!(
+            "the server refused the test account: on Prosody list {:?} in `admins`; on ejabberd grant it the `configure` access rule",
+            x.component
+        ),
+        _ => "see the error above".into(),
+    }
+}
+
+/// `register user ...`.
+pub async fn user(cfg: Config, action: UserAction) -> i32 {
+    let needs_xmpp = matches!(action, UserAction::Delete { .. });
+    let (app, shutdown) = if needs_xmpp {
+        match admin_app(cfg).await {
+            Ok(x) => x,
+            Err(e) => return report(Err(e)),
+        }
+    } else {
+        let s = CancellationToken::new();
+        match crate::server::build_app(cfg, s.clone()) {
+            Ok(a) => (a, s),
+            Err(e) => return report(Err(e.to_string())),
+        }
+    };
+    let r = match action {
+        UserAction::List => list(&app).await,
+        UserAction::Show { name } => show(&app, &name).await,
+        UserAction::Delete { name } => delete(&app, &name).await,
+    };
+    shutdown.cancel();
+    report(r)
+}
+
+fn report(r: Result<(), String>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+async fn list(app: &App) -> Result<(), String> {
+    let mut after = 0;
+    println!("{:<24} {:<6} {:<9} jid", "user_name", "type", "state");
+    loop {
+        let page = app.store.list_accounts(after, 500).await.map_err(|e| e.to_string())?;
+        let Some(last) = page.last() else { return Ok(()) };
+        after = last.id;
+        for a in &page {
+            println!("{:<24} {:<6} {:<9} {}", a.user_name, a.kind.code(), a.state.as_str(), app.xmpp.jid_of(&a.jid_node));
+        }
+    }
+}
+
+async fn show(app: &App, name: &str) -> Result<(), String> {
+    let a = app.store.account_by_name(name).await.map_err(|e| e.to_string())?.ok_or("no such user")?;
+    let bindings = app.store.bindings_of(a.id).await.map_err(|e| e.to_string())?;
+    println!("user_name:   {}", a.user_name);
+    println!("type:        {} ({})", a.kind.code(), a.kind.group_name());
+    if let Some(d) = &a.device_type {
+        println!("device_type: {d}");
+    }
+    println!("des:         {}", a.des);
+    println!("jid:         {}", app.xmpp.jid_of(&a.jid_node));
+    println!("state:       {}", a.state.as_str());
+    println!("locked:      {}", if a.locked_until > app.now() { "yes" } else { "no" });
+    println!("bindings:    {}", bindings.len());
+    Ok(())
+}
+
+async fn delete(app: &App, name: &str) -> Result<(), String> {
+    let a = app.store.account_by_name(name).await.map_err(|e| e.to_string())?.ok_or("no such user")?;
+    if a.state != AccountState::Deleting {
+        app.store.begin_cancel(a.id, app.now()).await.map_err(|e| e.to_string())?;
+    }
+    crate::cmd::cancel::finish(app, &a).await.map_err(|e| format!("{e} (left for the reconciler)"))?;
+    println!("deleted {name}");
+    Ok(())
+}
+
+/// `register reconcile`: progress on stderr, a summary on stdout.
+pub async fn reconcile(cfg: Config) -> i32 {
+    let (app, shutdown) = match admin_app(cfg).await {
+        Ok(x) => x,
+        Err(e) => return report(Err(e)),
+    };
+    let r = crate::reconcile::run(&app, app.now() + 1, &mut |rep, what| {
+        eprintln!("[{}/{}] {what}", rep.repaired + rep.failed, rep.found);
+    })
+    .await;
+    shutdown.cancel();
+    match r {
+        Ok(rep) => {
+            println!("found {} unfinished records: {} repaired, {} left", rep.found, rep.repaired, rep.failed);
+            i32::from(rep.failed > 0)
+        }
+        Err(e) => report(Err(e.to_string())),
+    }
+}

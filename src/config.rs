@@ -1,0 +1,444 @@
+//! Configuration: a TOML file, then `REGISTER_<SECTION>__<KEY>` environment variables, then flags.
+//!
+//! The file and the environment are merged as TOML values before anything is typed, so an
+//! environment variable can set any key the file can (`REGISTER_XMPP__TIMEOUT_MS=5000`,
+//! `REGISTER_SECURITY__APP_KEYS='["k1","k2"]'`). A secret key `X` can instead be given as `X_file`,
+//! naming a file whose trimmed content is the secret. See `docs/CONFIG.md` for every key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole configuration, with defaults for every key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub http: HttpSection,
+    pub tcp: TcpSection,
+    pub admin: AdminSection,
+    pub xmpp: XmppSection,
+    pub security: SecuritySection,
+    pub captcha: CaptchaSection,
+    pub log: LogSection,
+    pub reconcile: ReconcileSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    pub listen: SocketAddr,
+    pub tls: bool,
+    pub cert_file: String,
+    pub key_file: String,
+    pub max_body_bytes: usize,
+    pub max_connections: usize,
+    pub header_timeout_ms: u64,
+    pub trusted_proxies: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TcpSection {
+    pub listen: SocketAddr,
+    pub allow: Vec<String>,
+    pub max_connections: usize,
+    pub idle_timeout_secs: u64,
+    pub max_line_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSection {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct XmppSection {
+    pub domain: String,
+    pub component: String,
+    pub component_addr: String,
+    pub component_secret: String,
+    pub c2s_addr: String,
+    pub c2s_tls: String,
+    pub tls_ca_file: String,
+    pub allow_plain_without_tls: bool,
+    pub accounts: String,
+    pub binding: String,
+    pub timeout_ms: u64,
+    pub session_idle_secs: u64,
+    pub keepalive_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecuritySection {
+    pub sign_key: String,
+    pub app_keys: Vec<String>,
+    /// Key (64 hex characters) encrypting `jid_pwd` at rest; empty: generated into data_dir.
+    pub encryption_key: String,
+    pub token_ttl_secs: u64,
+    pub timestamp_window_secs: u64,
+    /// Failed logins before an account is locked.
+    pub lockout_threshold: u32,
+    pub lockout_secs: u64,
+    /// Requests per minute per client IP for /login, /register, /cancel and /verify_code.
+    pub rate_per_minute: u32,
+    /// Concurrent Argon2id computations (0: number of CPUs).
+    pub hash_concurrency: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptchaSection {
+    pub length: usize,
+    pub ttl_secs: u64,
+    pub fixed_answer: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter, e.g. `info` or `register=debug,info`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconcileSection {
+    /// Seconds between reconciler runs (0: only at start and by `register reconcile`).
+    pub interval_secs: u64,
+    /// A pending record younger than this is left alone (its request may still be running).
+    pub grace_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            http: HttpSection::default(),
+            tcp: TcpSection::default(),
+            admin: AdminSection::default(),
+            xmpp: XmppSection::default(),
+            security: SecuritySection::default(),
+            captcha: CaptchaSection::default(),
+            log: LogSection::default(),
+            reconcile: ReconcileSection::default(),
+        }
+    }
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            listen: "127.0.0.1:8443".parse().unwrap(),
+            tls: true,
+            cert_file: String::new(),
+            key_file: String::new(),
+            max_body_bytes: 64 * 1024,
+            max_connections: 4096,
+            header_timeout_ms: 10_000,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl Default for TcpSection {
+    fn default() -> Self {
+        TcpSection {
+            listen: "127.0.0.1:8444".parse().unwrap(),
+            allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            max_connections: 20_000,
+            idle_timeout_secs: 300,
+            max_line_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection { listen: "127.0.0.1:8445".parse().unwrap() }
+    }
+}
+
+impl Default for XmppSection {
+    fn default() -> Self {
+        XmppSection {
+            domain: "example.com".into(),
+            component: "register.example.com".into(),
+            component_addr: "127.0.0.1:5275".into(),
+            component_secret: String::new(),
+            c2s_addr: "127.0.0.1:5222".into(),
+            c2s_tls: "required".into(),
+            tls_ca_file: String::new(),
+            allow_plain_without_tls: false,
+            accounts: "component".into(),
+            binding: "c2s".into(),
+            timeout_ms: 10_000,
+            session_idle_secs: 60,
+            keepalive_secs: 60,
+        }
+    }
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        SecuritySection {
+            sign_key: String::new(),
+            app_keys: Vec::new(),
+            encryption_key: String::new(),
+            token_ttl_secs: 2_592_000,
+            timestamp_window_secs: 300,
+            lockout_threshold: 5,
+            lockout_secs: 900,
+            rate_per_minute: 60,
+            hash_concurrency: 0,
+        }
+    }
+}
+
+impl Default for CaptchaSection {
+    fn default() -> Self {
+        CaptchaSection { length: 5, ttl_secs: 300, fixed_answer: String::new() }
+    }
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection { format: "text".into(), level: "info".into() }
+    }
+}
+
+impl Default for ReconcileSection {
+    fn default() -> Self {
+        ReconcileSection { interval_secs: 60, grace_secs: 120 }
+    }
+}
+
+/// Secret keys that may be given as `<key>_file`.
+const SECRET_KEYS: &[(&str, &str)] = &[
+    ("xmpp", "component_secret"),
+    ("security", "sign_key"),
+    ("security", "app_keys"),
+    ("security", "encryption_key"),
+];
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("parsing {0}")]
+    Parse(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Load from `path` (a missing default file is fine: built-in defaults), the environment and
+    /// `overrides` (`section.key=value` pairs from flags), in that order of precedence.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[String],
+    ) -> Result<Config, ConfigError> {
+        let mut root = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|source| ConfigError::Read { path: p.to_owned(), source })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse(format!("{}: {e}", p.display())))?
+            }
+            None => match std::fs::read_to_string("register.toml") {
+                Ok(text) => text
+                    .parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse(format!("register.toml: {e}")))?,
+                Err(_) => toml::Table::new(),
+            },
+        };
+        for (k, v) in env {
+            let Some(rest) = k.strip_prefix("REGISTER_") else { continue };
+            let rest = rest.to_ascii_lowercase();
+            let (section, key) = match rest.split_once("__") {
+                Some((s, k)) => (Some(s.to_owned()), k.to_owned()),
+                None => (None, rest),
+            };
+            set_value(&mut root, section.as_deref(), &key, &v);
+        }
+        for o in overrides {
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| ConfigError::Invalid(format!("--set {o}: expected key=value")))?;
+            match k.split_once('.') {
+                Some((s, key)) => set_value(&mut root, Some(s), key, v),
+                None => set_value(&mut root, None, k, v),
+            }
+        }
+        read_secret_files(&mut root)?;
+        let cfg: Config = toml::Value::Table(root)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks that span several keys or need more than a type.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if !self.captcha.fixed_answer.is_empty() && !self.http.listen.ip().is_loopback() {
+            return bad("captcha.fixed_answer is for tests only and needs a loopback http.listen".into());
+        }
+        if !(4..=8).contains(&self.captcha.length) {
+            return bad("captcha.length must be 4-8".into());
+        }
+        if !matches!(self.xmpp.c2s_tls.as_str(), "required" | "optional" | "off") {
+            return bad("xmpp.c2s_tls must be required, optional or off".into());
+        }
+        if !matches!(self.xmpp.accounts.as_str(), "component" | "ibr") {
+            return bad("xmpp.accounts must be component or ibr".into());
+        }
+        if !matches!(self.xmpp.binding.as_str(), "c2s" | "privileged") {
+            return bad("xmpp.binding must be c2s or privileged".into());
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return bad("log.format must be text or json".into());
+        }
+        if self.xmpp.timeout_ms == 0 || self.security.token_ttl_secs == 0 {
+            return bad("xmpp.timeout_ms and security.token_ttl_secs must be positive".into());
+        }
+        for n in self.tcp.allow.iter().chain(&self.http.trusted_proxies) {
+            if n.parse::<ipnet::IpNet>().is_err() && n.parse::<std::net::IpAddr>().is_err() {
+                return bad(format!("{n:?} is not a network (e.g. 10.0.0.0/8)"));
+            }
+        }
+        if self.http.cert_file.is_empty() != self.http.key_file.is_empty() {
+            return bad("http.cert_file and http.key_file go together".into());
+        }
+        Ok(())
+    }
+}
+
+/// Parse a list of networks (`10.0.0.0/8`, or a single address).
+pub fn parse_nets(list: &[String]) -> Vec<ipnet::IpNet> {
+    list.iter()
+        .filter_map(|n| {
+            n.parse::<ipnet::IpNet>()
+                .ok()
+                .or_else(|| n.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+        })
+        .collect()
+}
+
+fn set_value(root: &mut toml::Table, section: Option<&str>, key: &str, raw: &str) {
+    // A value that parses as TOML (number, bool, array) keeps its type; anything else is a string.
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    let table = match section {
+        Some(s) => {
+            let entry = root
+                .entry(s.to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry.as_table_mut() {
+                Some(t) => t,
+                None => return,
+            }
+        }
+        None => root,
+    };
+    table.insert(key.to_owned(), value);
+}
+
+fn read_secret_files(root: &mut toml::Table) -> Result<(), ConfigError> {
+    for (section, key) in SECRET_KEYS {
+        let Some(table) = root.get_mut(*section).and_then(|v| v.as_table_mut()) else { continue };
+        let file_key = format!("{key}_file");
+        let Some(path) = table.remove(&file_key) else { continue };
+        let path = path
+            .as_str()
+            .ok_or_else(|| ConfigError::Invalid(format!("{section}.{file_key} must be a path")))?
+            .to_owned();
+        if path.is_empty() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| ConfigError::Read { path: path.clone().into(), source })?;
+        let text = text.trim();
+        let value = if *key == "app_keys" {
+            toml::Value::Array(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(|l| toml::Value::String(l.to_owned()))
+                    .collect(),
+            )
+        } else {
+            toml::Value::String(text.to_owned())
+        };
+        table.insert((*key).to_owned(), value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml_text: &str, env: &[(&str, &str)], flags: &[&str]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.toml");
+        std::fs::write(&p, toml_text).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let flags: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
+        Config::load(Some(&p), env, &flags)
+    }
+
+    #[test]
+    fn defaults_file_env_flags_in_order() {
+        let c = load(
+            "data_dir = \"d\"\n[xmpp]\ntimeout_ms = 5\ndomain = \"a.test\"\n",
+            &[("REGISTER_XMPP__TIMEOUT_MS", "7"), ("REGISTER_DATA_DIR", "e"), ("OTHER", "x")],
+            &["xmpp.domain=b.test"],
+        )
+        .unwrap();
+        assert_eq!(c.xmpp.timeout_ms, 7);
+        assert_eq!(c.xmpp.domain, "b.test");
+        assert_eq!(c.data_dir, PathBuf::from("e"));
+        assert_eq!(c.http.listen.port(), 8443);
+        assert_eq!(c.captcha.length, 5);
+    }
+
+    #[test]
+    fn env_arrays_and_secret_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("secret");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        let c = load(
+            &format!("[xmpp]\ncomponent_secret_file = {:?}\n", f.to_str().unwrap()),
+            &[("REGISTER_SECURITY__APP_KEYS", r#"["k1","k2"]"#)],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.xmpp.component_secret, "s3cret");
+        assert_eq!(c.security.app_keys, vec!["k1", "k2"]);
+    }
+
+    #[test]
+    fn rejects_bad_configs() {
+        assert!(load("[xmpp]\nnope = 1\n", &[], &[]).is_err());
+        assert!(load("[xmpp]\naccounts = \"magic\"\n", &[], &[]).is_err());
+        assert!(load(
+            "[http]\nlisten = \"0.0.0.0:8443\"\n[captcha]\nfixed_answer = \"abcde\"\n",
+            &[],
+            &[]
+        )
+        .is_err());
+        assert!(load("[tcp]\nallow = [\"nonsense\"]\n", &[], &[]).is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! The HTTPS API: turns an `http_api::Request` into a command call and signs the reply.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http_api::{Reply, Request};
+use serde_json::{json, Value};
+
+use crate::app::{App, Call};
+use crate::cmd;
+use crate::error::ApiError;
+
+/// Endpoints of SPEC §3.
+pub const ROUTES: &[&str] = &[
+    "/verify_code",
+    "/login",
+    "/register",
+    "/cancel",
+    "/get_users",
+    "/set_user_banding",
+    "/set_user_unbanding",
+    "/get_user_banding",
+];
+
+/// Name of the captcha cookie and parameter.
+pub const CAPTCHA_COOKIE: &str = "verify_code_id";
+
+pub struct Api(pub Arc<App>);
+
+impl Api {
+    async fn dispatch(&self, path: &str, call: &Call) -> Result<Value, ApiError> {
+        let app = &*self.0;
+        match path {
+            "/login" => cmd::login::run(app, call).await,
+            "/register" => cmd::register::run(app, call).await,
+            "/cancel" => cmd::cancel::run(app, call).await,
+            "/get_users" => cmd::get_users::run(app, call).await,
+            "/set_user_banding" => cmd::bind::run(app, call).await,
+            "/set_user_unbanding" => cmd::unbind::run(app, call).await,
+            "/get_user_banding" => cmd::get_user_banding::run(app, call).await,
+            _ => Err(ApiError::Params(format!("no such endpoint {path}"))),
+        }
+    }
+
+    fn captcha_reply(&self, c: cmd::verify_code::Challenge) -> Reply {
+        let ttl = self.0.cfg.captcha.ttl_secs;
+        Reply::Body {
+            content_type: "image/png".into(),
+            body: c.png.into(),
+            headers: vec![
+                ("Cache-Control".into(), "no-store".into()),
+                (
+                    "Set-Cookie".into(),
+                    format!("{CAPTCHA_COOKIE}={}; Max-Age={ttl}; Path=/; HttpOnly; Secure; SameSite=Strict", c.id),
+                ),
+                ("X-Verify-Code-Id".into(), c.id),
+            ],
+        }
+    }
+}
+
+/// Whether `path` costs CPU or invites guessing, and so is rate-limited per client IP.
+fn rate_limited(path: &str) -> bool {
+    matches!(path, "/verify_code" | "/login" | "/register" | "/cancel")
+}
+
+/// The reply body of an error, logged when it is a bug or a storage failure.
+pub fn error_reply(e: &ApiError) -> Value {
+    match e {
+        ApiError::Unknown(_) | ApiError::Db(_) => tracing::error!(error = %e, "request failed"),
+        _ => tracing::debug!(error = %e, "request refused"),
+    }
+    json!({"result": e.code()})
+}
+
+impl http_api::Handler for Api {
+    fn routes(&self) -> &[&'static str] {
+        ROUTES
+    }
+
+    async fn handle(&self, req: Request) -> Reply {
+        let started = Instant::now();
+        let app = &self.0;
+        if rate_limited(&req.path) && !app.limiter.allow(req.client_ip) {
+            app.metrics.request(&req.path, ApiError::RateLimited.code(), started.elapsed());
+            return Reply::Status(429, app.sign(json!({"result": ApiError::RateLimited.code()})));
+        }
+        if req.path == "/verify_code" {
+            return match cmd::verify_code::run(app).await {
+                Ok(c) => {
+                    app.metrics.request(&req.path, 0, started.elapsed());
+                    self.captcha_reply(c)
+                }
+                Err(e) => {
+                    app.metrics.request(&req.path, e.code(), started.elapsed());
+                    Reply::Json(app.sign(error_reply(&e)))
+                }
+            };
+        }
+        let captcha_id = req
+            .header("x-verify-code-id")
+            .or_else(|| req.cookie(CAPTCHA_COOKIE))
+            .map(str::to_owned);
+        let call = Call { params: req.params, captcha_id, client_ip: req.client_ip };
+        let reply = self.dispatch(&req.path, &call).await.unwrap_or_else(|e| error_reply(&e));
+        let code = reply["result"].as_i64().unwrap_or(1);
+        app.metrics.request(&req.path, code, started.elapsed());
+        Reply::Json(app.sign(reply))
+    }
+
+    fn error_body(&self, status: u16) -> Value {
+        let code = if status == 500 { 1 } else { 2 };
+        self.0.sign(json!({"result": code}))
+    }
+}

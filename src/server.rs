@@ -1,0 +1,223 @@
+//! Startup and shutdown: one function builds the [`App`], binds the three listeners and runs them
+//! as named tasks under one cancellation token.
+//!
+//! Listeners bound to port 0 get a free port; [`Server::addrs`] tells which (the tests use this).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::clock::SystemClock;
+use crate::config::{parse_nets, Config};
+use crate::passwords::Hasher;
+use crate::ratelimit::RateLimiter;
+use crate::secrets::{self, Secrets};
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+
+/// Where the listeners ended up.
+#[derive(Debug, Clone, Copy)]
+pub struct Addrs {
+    pub http: SocketAddr,
+    pub tcp: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// A running service.
+pub struct Server {
+    pub app: Arc<App>,
+    pub addrs: Addrs,
+    pub shutdown: CancellationToken,
+    tasks: JoinSet<(&'static str, std::io::Result<()>)>,
+}
+
+/// Why the service could not start (exit status 7).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+fn fail<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> StartError {
+    move |e| StartError(format!("{what}: {e}"))
+}
+
+/// The XMPP side's configuration from ours.
+pub fn xmpp_config(cfg: &Config) -> Result<xmpp::XmppConfig, StartError> {
+    let x = &cfg.xmpp;
+    Ok(xmpp::XmppConfig {
+        domain: x.domain.clone(),
+        component: x.component.clone(),
+        component_addr: x.component_addr.clone(),
+        component_secret: secrets::component_secret(cfg).map_err(fail("component secret"))?,
+        c2s_addr: x.c2s_addr.clone(),
+        c2s_tls: match x.c2s_tls.as_str() {
+            "off" => xmpp::C2sTls::Off,
+            "optional" => xmpp::C2sTls::Optional,
+            _ => xmpp::C2sTls::Required,
+        },
+        tls_ca_file: (!x.tls_ca_file.is_empty()).then(|| x.tls_ca_file.clone().into()),
+        allow_plain_without_tls: x.allow_plain_without_tls,
+        accounts: if x.accounts == "ibr" { xmpp::AccountsMode::Ibr } else { xmpp::AccountsMode::Component },
+        binding: if x.binding == "privileged" { xmpp::BindingMode::Privileged } else { xmpp::BindingMode::C2s },
+        timeout: Duration::from_millis(x.timeout_ms),
+        session_idle: Duration::from_secs(x.session_idle_secs),
+        keepalive: Duration::from_secs(x.keepalive_secs.max(1)),
+    })
+}
+
+/// Build the shared state: secrets, database, XMPP link (started, not awaited).
+pub fn build_app(cfg: Config, shutdown: CancellationToken) -> Result<Arc<App>, StartError> {
+    let secrets = Secrets::load_or_generate(&cfg).map_err(fail("secrets"))?;
+    for p in &secrets.generated {
+        tracing::warn!(file = %p.display(), "generated a secret (owner-only permissions)");
+    }
+    let store = SqliteStore::open(&cfg.data_dir.join("register.db")).map_err(fail("database"))?;
+    let xcfg = xmpp_config(&cfg)?;
+    let xmpp = xmpp::Xmpp::start(xcfg, shutdown);
+    let clock = Arc::new(SystemClock);
+    Ok(Arc::new(App {
+        hasher: Hasher::new(cfg.security.hash_concurrency),
+        limiter: RateLimiter::new(cfg.security.rate_per_minute, clock.clone()),
+        store: Arc::new(store) as Arc<dyn Store>,
+        xmpp,
+        secrets,
+        clock,
+        metrics: Default::default(),
+        cfg,
+    }))
+}
+
+impl Server {
+    /// Bind every listener and start serving.
+    pub async fn start(cfg: Config) -> Result<Server, StartError> {
+        let shutdown = CancellationToken::new();
+        let http_cfg = http_config(&cfg)?;
+        let tcp_cfg = tcp_api::TcpConfig {
+            allow: parse_nets(&cfg.tcp.allow),
+            max_connections: cfg.tcp.max_connections,
+            idle_timeout: Duration::from_secs(cfg.tcp.idle_timeout_secs),
+            max_line: cfg.tcp.max_line_bytes,
+            ..tcp_api::TcpConfig::default()
+        };
+        let http_l = TcpListener::bind(cfg.http.listen).await.map_err(fail("binding http.listen"))?;
+        let tcp_l = TcpListener::bind(cfg.tcp.listen).await.map_err(fail("binding tcp.listen"))?;
+        let admin_l = TcpListener::bind(cfg.admin.listen).await.map_err(fail("binding admin.listen"))?;
+        let addrs = Addrs {
+            http: http_l.local_addr().map_err(fail("http address"))?,
+            tcp: tcp_l.local_addr().map_err(fail("tcp address"))?,
+            admin: admin_l.local_addr().map_err(fail("admin address"))?,
+        };
+        if !cfg.captcha.fixed_answer.is_empty() {
+            tracing::warn!("captcha.fixed_answer is set: every captcha has the same answer (tests only)");
+        }
+        let app = build_app(cfg, shutdown.clone())?;
+        let mut tasks = JoinSet::new();
+        let drain = Duration::from_secs(10);
+        let (a, s) = (Arc::new(crate::http_handler::Api(app.clone())), shutdown.clone());
+        tasks.spawn(async move { ("http", http_api::serve(http_l, http_cfg, a, s, drain).await) });
+        let (a, s) = (Arc::new(crate::tcp_handler::LineApi(app.clone())), shutdown.clone());
+        tasks.spawn(async move { ("tcp", tcp_api::serve(tcp_l, tcp_cfg, a, s).await) });
+        let admin_cfg = http_api::HttpConfig { tls: None, ..http_api::HttpConfig::default() };
+        let (a, s) = (Arc::new(crate::admin::Admin(app.clone())), shutdown.clone());
+        tasks.spawn(async move { ("admin", http_api::serve(admin_l, admin_cfg, a, s, drain).await) });
+        let (a, s) = (app.clone(), shutdown.clone());
+        tasks.spawn(async move { ("reconciler", reconcile_loop(a, s).await) });
+        tracing::info!(http = %addrs.http, tcp = %addrs.tcp, admin = %addrs.admin, "register started");
+        Ok(Server { app, addrs, shutdown, tasks })
+    }
+
+    /// Wait until every task has ended (after [`Server::shutdown`] is cancelled, or a failure).
+    pub async fn wait(mut self) -> Result<(), StartError> {
+        let mut result = Ok(());
+        while let Some(r) = self.tasks.join_next().await {
+            match r {
+                Ok((_, Ok(()))) => {}
+                Ok((name, Err(e))) => {
+                    tracing::error!(task = name, error = %e, "task failed");
+                    result = Err(StartError(format!("{name}: {e}")));
+                    self.shutdown.cancel();
+                }
+                Err(e) => {
+                    result = Err(StartError(format!("task: {e}")));
+                    self.shutdown.cancel();
+                }
+            }
+        }
+        result
+    }
+
+    /// Stop accepting, let in-flight requests finish, and wait.
+    pub async fn stop(self) -> Result<(), StartError> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}
+
+fn http_config(cfg: &Config) -> Result<http_api::HttpConfig, StartError> {
+    let tls = if cfg.http.tls {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(fail("data_dir"))?;
+        let (cert, key) = secrets::tls_pem(cfg).map_err(fail("certificate"))?;
+        Some(http_api::tls_config_from_pem(&cert, &key).map_err(fail("certificate"))?)
+    } else {
+        None
+    };
+    Ok(http_api::HttpConfig {
+        tls,
+        max_body: cfg.http.max_body_bytes,
+        max_connections: cfg.http.max_connections,
+        header_read_timeout: Duration::from_millis(cfg.http.header_timeout_ms),
+        trusted_proxies: parse_nets(&cfg.http.trusted_proxies),
+        security_headers: true,
+        ..http_api::HttpConfig::default()
+    })
+}
+
+/// Reconcile everything at start (once the link is up), then every `interval_secs`.
+async fn reconcile_loop(app: Arc<App>, shutdown: CancellationToken) -> std::io::Result<()> {
+    let mut first = true;
+    let interval = app.cfg.reconcile.interval_secs;
+    loop {
+        let wait_link = async {
+            let mut w = app.xmpp.link_watch();
+            let _ = w.wait_for(|s| *s == xmpp::LinkState::Up).await;
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = wait_link => {}
+        }
+        let before = if first { app.now() + 1 } else { app.now() - app.cfg.reconcile.grace_secs as i64 };
+        match crate::reconcile::run(&app, before, &mut |_, _| {}).await {
+            Ok(r) if r.found > 0 => tracing::info!(found = r.found, repaired = r.repaired, failed = r.failed, "reconciler run"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reconciler run failed"),
+        }
+        let _ = app.store.prune(app.now()).await;
+        first = false;
+        if interval == 0 {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(interval)) => {}
+        }
+    }
+}
+
+/// Wait for SIGINT or SIGTERM.
+pub async fn signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

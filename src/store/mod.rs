@@ -1,0 +1,186 @@
+//! Storage behind a trait, so that a second backend (PostgreSQL) can be added without touching
+//! the handlers. The SQLite implementation is in [`sqlite`].
+//!
+//! Rows carry the state of multi-step operations (`pending`/`deleting` accounts,
+//! `binding`/`unbinding` pairs): they are written before the first remote step and cleared after
+//! the last, and the reconciler finishes whatever a crash left behind.
+
+pub mod sqlite;
+
+use crate::types::AccountType;
+
+/// Lifecycle of an account row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountState {
+    Pending,
+    Active,
+    Deleting,
+}
+
+impl AccountState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountState::Pending => "pending",
+            AccountState::Active => "active",
+            AccountState::Deleting => "deleting",
+        }
+    }
+    pub fn parse(s: &str) -> Option<AccountState> {
+        match s {
+            "pending" => Some(AccountState::Pending),
+            "active" => Some(AccountState::Active),
+            "deleting" => Some(AccountState::Deleting),
+            _ => None,
+        }
+    }
+}
+
+/// Lifecycle of a bound pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingState {
+    Binding,
+    Bound,
+    Unbinding,
+}
+
+impl BindingState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindingState::Binding => "binding",
+            BindingState::Bound => "bound",
+            BindingState::Unbinding => "unbinding",
+        }
+    }
+    pub fn parse(s: &str) -> Option<BindingState> {
+        match s {
+            "binding" => Some(BindingState::Binding),
+            "bound" => Some(BindingState::Bound),
+            "unbinding" => Some(BindingState::Unbinding),
+            _ => None,
+        }
+    }
+}
+
+/// An account as stored.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: i64,
+    pub user_name: String,
+    pub kind: AccountType,
+    pub device_type: Option<String>,
+    pub des: String,
+    pub password_hash: String,
+    pub jid_node: String,
+    /// `jid_pwd` sealed (see `crypto::seal`).
+    pub jid_pwd: Vec<u8>,
+    pub state: AccountState,
+    pub failed_logins: u32,
+    pub locked_until: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// What `insert_pending_account` needs.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub user_name: String,
+    pub kind: AccountType,
+    pub device_type: Option<String>,
+    pub des: String,
+    pub password_hash: String,
+    pub jid_node: String,
+    pub jid_pwd: Vec<u8>,
+}
+
+/// A pair row; `a < b`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding {
+    pub a: i64,
+    pub b: i64,
+    pub state: BindingState,
+    pub updated_at: i64,
+}
+
+/// Storage failures, kept apart from the domain errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique key is taken (user name, JID node, or pair).
+    #[error("already exists")]
+    Exists,
+    #[error("{0}")]
+    Db(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        if let rusqlite::Error::SqliteFailure(f, _) = &e {
+            if f.code == rusqlite::ErrorCode::ConstraintViolation {
+                return StoreError::Exists;
+            }
+        }
+        StoreError::Db(e.to_string())
+    }
+}
+
+impl From<StoreError> for crate::error::ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Exists => crate::error::ApiError::Db("unexpected duplicate".into()),
+            StoreError::Db(s) => crate::error::ApiError::Db(s),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything the service stores. All times are Unix seconds.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Check that the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn insert_pending_account(&self, new: NewAccount, now: i64) -> StoreResult<i64>;
+    async fn set_account_state(&self, id: i64, state: AccountState, now: i64) -> StoreResult<()>;
+    /// Delete an account with its tokens and bindings.
+    async fn delete_account(&self, id: i64) -> StoreResult<()>;
+    async fn account_by_name(&self, name: &str) -> StoreResult<Option<Account>>;
+    async fn account_by_id(&self, id: i64) -> StoreResult<Option<Account>>;
+    /// Accounts with these names, in no particular order.
+    async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Account>>;
+    /// Accounts with these JID nodes.
+    async fn accounts_by_nodes(&self, nodes: &[String]) -> StoreResult<Vec<Account>>;
+    async fn list_accounts(&self, after_id: i64, limit: u32) -> StoreResult<Vec<Account>>;
+    /// Count a failed login; lock the account for `lock_secs` when it reaches `threshold`.
+    async fn record_login_failure(
+        &self,
+        id: i64,
+        now: i64,
+        threshold: u32,
+        lock_secs: i64,
+    ) -> StoreResult<()>;
+    async fn reset_login_failures(&self, id: i64) -> StoreResult<()>;
+    /// Mark an account `deleting` and revoke its tokens, atomically.
+    async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<()>;
+
+    async fn insert_token(&self, hash: Vec<u8>, account_id: i64, expires_at: i64, now: i64)
+        -> StoreResult<()>;
+    /// The active account a live token belongs to, with the token's expiry.
+    async fn token_account(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<(Account, i64)>>;
+
+    async fn insert_captcha(&self, id: String, answer: String, expires_at: i64) -> StoreResult<()>;
+    /// Remove a challenge and return its answer and expiry (single use: gone after this call).
+    async fn take_captcha(&self, id: String) -> StoreResult<Option<(String, i64)>>;
+    /// Drop expired captchas and tokens.
+    async fn prune(&self, now: i64) -> StoreResult<()>;
+
+    /// Insert a pair row (ordered by the caller so that `a < b`); `Exists` when the pair has one.
+    async fn insert_binding(&self, a: i64, b: i64, state: BindingState, now: i64) -> StoreResult<()>;
+    async fn set_binding_state(&self, a: i64, b: i64, state: BindingState, now: i64)
+        -> StoreResult<()>;
+    async fn delete_binding(&self, a: i64, b: i64) -> StoreResult<()>;
+    async fn binding(&self, a: i64, b: i64) -> StoreResult<Option<Binding>>;
+    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>>;
+
+    /// Records of unfinished work not updated since `before`.
+    async fn unfinished(&self, before: i64) -> StoreResult<(Vec<Account>, Vec<Binding>)>;
+}

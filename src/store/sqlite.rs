@@ -1,0 +1,441 @@
+//! The SQLite store: one writer connection and a few readers, all used on the blocking pool.
+//!
+//! WAL mode lets readers run beside the single writer; `synchronous = FULL` makes every
+//! acknowledged commit survive a process kill or power loss; `busy_timeout` absorbs other
+//! processes (the admin CLI) holding the write lock. Writes are serialized by the writer mutex, so
+//! SQLite's own locking never returns BUSY to a request. The schema is versioned with
+//! `PRAGMA user_version`; `MIGRATIONS[i]` takes version `i` to `i + 1`.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::*;
+
+/// Numbered schema steps; index `i` upgrades `user_version` `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[include_str!("../../schema.sql")];
+
+const READERS: usize = 4;
+
+/// SQLite-backed [`Store`].
+pub struct SqliteStore {
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next: AtomicUsize,
+}
+
+fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
+    let c = Connection::open(path)?;
+    c.busy_timeout(std::time::Duration::from_secs(5))?;
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.pragma_update(None, "synchronous", "FULL")?;
+    c.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(c)
+}
+
+impl SqliteStore {
+    /// Open (creating and migrating as needed) the database at `path`.
+    pub fn open(path: &Path) -> StoreResult<SqliteStore> {
+        let mut w = open_conn(path)?;
+        migrate(&mut w)?;
+        let readers = (0..READERS).map(|_| open_conn(path).map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;
+        Ok(SqliteStore {
+            writer: Arc::new(Mutex::new(w)),
+            readers: Arc::new(readers),
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let w = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = w.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut c)
+        })
+        .await
+        .map_err(|e| StoreError::Db(format!("store task: {e}")))?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let readers = self.readers.clone();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            for i in 0..readers.len() {
+                if let Ok(c) = readers[(start + i) % readers.len()].try_lock() {
+                    return f(&c);
+                }
+            }
+            let c = readers[start % readers.len()].lock().unwrap_or_else(|e| e.into_inner());
+            f(&c)
+        })
+        .await
+        .map_err(|e| StoreError::Db(format!("store task: {e}")))?
+    }
+}
+
+fn migrate(c: &mut Connection) -> StoreResult<()> {
+    let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if v as usize > MIGRATIONS.len() {
+        return Err(StoreError::Db(format!(
+            "database schema version {v} is newer than this binary ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(v as usize) {
+        let tx = c.transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+const ACCOUNT_COLS: &str = "id, user_name, type, device_type, des, password_hash, jid_node, jid_pwd, \
+     state, failed_logins, locked_until, created_at, updated_at";
+
+fn account(r: &Row) -> rusqlite::Result<Account> {
+    let kind: i64 = r.get(2)?;
+    let state: String = r.get(8)?;
+    let bad = |what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, what.to_owned().into())
+    };
+    Ok(Account {
+        id: r.get(0)?,
+        user_name: r.get(1)?,
+        kind: AccountType::from_code(kind).ok_or_else(|| bad("account type"))?,
+        device_type: r.get(3)?,
+        des: r.get(4)?,
+        password_hash: r.get(5)?,
+        jid_node: r.get(6)?,
+        jid_pwd: r.get(7)?,
+        state: AccountState::parse(&state).ok_or_else(|| bad("account state"))?,
+        failed_logins: r.get(9)?,
+        locked_until: r.get(10)?,
+        created_at: r.get(11)?,
+        updated_at: r.get(12)?,
+    })
+}
+
+fn binding(r: &Row) -> rusqlite::Result<Binding> {
+    let s: String = r.get(2)?;
+    Ok(Binding {
+        a: r.get(0)?,
+        b: r.get(1)?,
+        state: BindingState::parse(&s).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, "binding state".into())
+        })?,
+        updated_at: r.get(3)?,
+    })
+}
+
+fn accounts_where(c: &Connection, column: &str, values: &[String]) -> StoreResult<Vec<Account>> {
+    // One statement per value keeps every query parameterized and cached.
+    let mut stmt = c.prepare_cached(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE {column} = ?1"))?;
+    let mut out = Vec::with_capacity(values.len());
+    for v in values {
+        if let Some(a) = stmt.query_row([v], account).optional()? {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?)).await
+    }
+
+    async fn insert_pending_account(&self, n: NewAccount, now: i64) -> StoreResult<i64> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO accounts (user_name, type, device_type, des, password_hash, jid_node, \
+                 jid_pwd, state, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
+            )?
+            .execute(params![
+                n.user_name,
+                n.kind.code(),
+                n.device_type,
+                n.des,
+                n.password_hash,
+                n.jid_node,
+                n.jid_pwd,
+                now
+            ])?;
+            Ok(c.last_insert_rowid())
+        })
+        .await
+    }
+
+    async fn set_account_state(&self, id: i64, state: AccountState, now: i64) -> StoreResult<()> {
+        self.write(move |c| {
+            c.prepare_cached("UPDATE accounts SET state = ?2, updated_at = ?3 WHERE id = ?1")?
+                .execute(params![id, state.as_str(), now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_account(&self, id: i64) -> StoreResult<()> {
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM accounts WHERE id = ?1")?.execute([id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn account_by_name(&self, name: &str) -> StoreResult<Option<Account>> {
+        let name = name.to_owned();
+        self.read(move |c| Ok(accounts_where(c, "user_name", &[name])?.pop())).await
+    }
+
+    async fn account_by_id(&self, id: i64) -> StoreResult<Option<Account>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"))?
+                .query_row([id], account)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Account>> {
+        let names = names.to_vec();
+        self.read(move |c| accounts_where(c, "user_name", &names)).await
+    }
+
+    async fn accounts_by_nodes(&self, nodes: &[String]) -> StoreResult<Vec<Account>> {
+        let nodes = nodes.to_vec();
+        self.read(move |c| accounts_where(c, "jid_node", &nodes)).await
+    }
+
+    async fn list_accounts(&self, after_id: i64, limit: u32) -> StoreResult<Vec<Account>> {
+        self.read(move |c| {
+            let mut s = c.prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts WHERE id > ?1 ORDER BY id LIMIT ?2"
+            ))?;
+            let rows = s.query_map(params![after_id, limit], account)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn record_login_failure(&self, id: i64, now: i64, threshold: u32, lock_secs: i64) -> StoreResult<()> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE accounts SET \
+                 locked_until = CASE WHEN failed_logins + 1 >= ?2 THEN ?3 ELSE locked_until END, \
+                 failed_logins = CASE WHEN failed_logins + 1 >= ?2 THEN 0 ELSE failed_logins + 1 END \
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, threshold, now + lock_secs])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn reset_login_failures(&self, id: i64) -> StoreResult<()> {
+        self.write(move |c| {
+            c.prepare_cached("UPDATE accounts SET failed_logins = 0 WHERE id = ?1 AND failed_logins <> 0")?
+                .execute([id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<()> {
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            tx.execute("UPDATE accounts SET state = 'deleting', updated_at = ?2 WHERE id = ?1", params![id, now])?;
+            tx.execute("DELETE FROM tokens WHERE account_id = ?1", [id])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_token(&self, hash: Vec<u8>, account_id: i64, expires_at: i64, now: i64) -> StoreResult<()> {
+        self.write(move |c| {
+            c.prepare_cached("INSERT INTO tokens (hash, account_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![hash, account_id, expires_at, now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn token_account(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<(Account, i64)>> {
+        self.read(move |c| {
+            let cols = ACCOUNT_COLS.split(", ").map(|s| format!("a.{s}")).collect::<Vec<_>>().join(", ");
+            Ok(c.prepare_cached(&format!(
+                "SELECT {cols}, t.expires_at FROM tokens t JOIN accounts a ON a.id = t.account_id \
+                 WHERE t.hash = ?1 AND t.expires_at > ?2 AND a.state = 'active'"
+            ))?
+            .query_row(params![hash, now], |r| Ok((account(r)?, r.get(13)?)))
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn insert_captcha(&self, id: String, answer: String, expires_at: i64) -> StoreResult<()> {
+        self.write(move |c| {
+            c.prepare_cached("INSERT INTO captchas (id, answer, expires_at) VALUES (?1, ?2, ?3)")?
+                .execute(params![id, answer, expires_at])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_captcha(&self, id: String) -> StoreResult<Option<(String, i64)>> {
+        self.write(move |c| {
+            Ok(c.prepare_cached("DELETE FROM captchas WHERE id = ?1 RETURNING answer, expires_at")?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn prune(&self, now: i64) -> StoreResult<()> {
+        self.write(move |c| {
+            c.execute("DELETE FROM captchas WHERE expires_at <= ?1", [now])?;
+            c.execute("DELETE FROM tokens WHERE expires_at <= ?1", [now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_binding(&self, a: i64, b: i64, state: BindingState, now: i64) -> StoreResult<()> {
+        self.write(move |c| {
+            c.prepare_cached("INSERT INTO bindings (a, b, state, updated_at) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![a, b, state.as_str(), now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_binding_state(&self, a: i64, b: i64, state: BindingState, now: i64) -> StoreResult<()> {
+        self.write(move |c| {
+            c.prepare_cached("UPDATE bindings SET state = ?3, updated_at = ?4 WHERE a = ?1 AND b = ?2")?
+                .execute(params![a, b, state.as_str(), now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_binding(&self, a: i64, b: i64) -> StoreResult<()> {
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM bindings WHERE a = ?1 AND b = ?2")?.execute([a, b])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn binding(&self, a: i64, b: i64) -> StoreResult<Option<Binding>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT a, b, state, updated_at FROM bindings WHERE a = ?1 AND b = ?2")?
+                .query_row([a, b], binding)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>> {
+        self.read(move |c| {
+            let mut s = c.prepare_cached(
+                "SELECT a, b, state, updated_at FROM bindings WHERE a = ?1 \
+                 UNION ALL SELECT a, b, state, updated_at FROM bindings WHERE b = ?1",
+            )?;
+            let rows = s.query_map([id], binding)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn unfinished(&self, before: i64) -> StoreResult<(Vec<Account>, Vec<Binding>)> {
+        self.read(move |c| {
+            let mut s = c.prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts WHERE state <> 'active' AND updated_at < ?1 ORDER BY id"
+            ))?;
+            let accounts = s.query_map([before], account)?.collect::<Result<Vec<_>, _>>()?;
+            let mut s = c.prepare_cached(
+                "SELECT a, b, state, updated_at FROM bindings WHERE state <> 'bound' AND updated_at < ?1",
+            )?;
+            let bindings = s.query_map([before], binding)?.collect::<Result<Vec<_>, _>>()?;
+            Ok((accounts, bindings))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_account(name: &str, node: &str) -> NewAccount {
+        NewAccount {
+            user_name: name.into(),
+            kind: AccountType::Phone,
+            device_type: None,
+            des: String::new(),
+            password_hash: "h".into(),
+            jid_node: node.into(),
+            jid_pwd: vec![1, 2, 3],
+        }
+    }
+
+    #[tokio::test]
+    async fn accounts_tokens_bindings_captchas() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let a = s.insert_pending_account(new_account("alice", "n1"), 10).await.unwrap();
+        assert!(matches!(s.insert_pending_account(new_account("alice", "n2"), 10).await, Err(StoreError::Exists)));
+        let b = s.insert_pending_account(new_account("bob", "n2"), 10).await.unwrap();
+        s.set_account_state(a, AccountState::Active, 11).await.unwrap();
+        s.set_account_state(b, AccountState::Active, 11).await.unwrap();
+        assert_eq!(s.account_by_name("alice").await.unwrap().unwrap().state, AccountState::Active);
+        assert_eq!(s.accounts_by_nodes(&["n2".into(), "zz".into()]).await.unwrap().len(), 1);
+
+        s.insert_token(vec![9; 32], a, 100, 11).await.unwrap();
+        assert_eq!(s.token_account(vec![9; 32], 50).await.unwrap().unwrap().0.id, a);
+        assert!(s.token_account(vec![9; 32], 100).await.unwrap().is_none());
+
+        s.insert_binding(a, b, BindingState::Binding, 12).await.unwrap();
+        assert!(matches!(s.insert_binding(a, b, BindingState::Binding, 12).await, Err(StoreError::Exists)));
+        s.set_binding_state(a, b, BindingState::Bound, 13).await.unwrap();
+        assert_eq!(s.bindings_of(b).await.unwrap().len(), 1);
+
+        s.begin_cancel(a, 14).await.unwrap();
+        assert!(s.token_account(vec![9; 32], 50).await.unwrap().is_none());
+        let (acc, _) = s.unfinished(100).await.unwrap();
+        assert_eq!(acc.len(), 1);
+        s.delete_account(a).await.unwrap();
+        assert!(s.bindings_of(b).await.unwrap().is_empty());
+
+        s.insert_captcha("c1".into(), "abcde".into(), 99).await.unwrap();
+        assert_eq!(s.take_captcha("c1".into()).await.unwrap(), Some(("abcde".into(), 99)));
+        assert_eq!(s.take_captcha("c1".into()).await.unwrap(), None);
+
+        for _ in 0..4 {
+            s.record_login_failure(b, 20, 5, 60).await.unwrap();
+        }
+        assert_eq!(s.account_by_id(b).await.unwrap().unwrap().locked_until, 0);
+        s.record_login_failure(b, 20, 5, 60).await.unwrap();
+        assert_eq!(s.account_by_id(b).await.unwrap().unwrap().locked_until, 80);
+    }
+
+    #[test]
+    fn reopening_keeps_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("db");
+        drop(SqliteStore::open(&p).unwrap());
+        let s = SqliteStore::open(&p).unwrap();
+        let v: i64 = s.writer.lock().unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+    }
+}

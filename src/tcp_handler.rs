@@ -1,0 +1,51 @@
+//! The TCP JSON line API for IM backends: `/verify_access_token` and `/get_users`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::app::{App, Call};
+use crate::cmd;
+
+pub struct LineApi(pub Arc<App>);
+
+/// A JSON object's members as request parameters: strings as they are, anything else as its
+/// compact JSON text (the same rule as the HTTPS API's JSON bodies).
+pub fn params_of(body: &Value) -> Vec<(String, String)> {
+    match body {
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| {
+                let s = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), s)
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl tcp_api::LineHandler for LineApi {
+    async fn handle(&self, path: &str, body: Value, peer: SocketAddr) -> Value {
+        let started = Instant::now();
+        let app = &self.0;
+        let call = Call { params: params_of(&body), captcha_id: None, client_ip: peer.ip() };
+        let reply = match path {
+            "/verify_access_token" => cmd::verify_token::run(app, &call).await,
+            "/get_users" => cmd::get_users::run(app, &call)
+                .await
+                .unwrap_or_else(|e| crate::http_handler::error_reply(&e)),
+            _ => json!({"result": 2}),
+        };
+        app.metrics.request(&format!("tcp{path}"), reply["result"].as_i64().unwrap_or(1), started.elapsed());
+        app.sign(reply)
+    }
+
+    fn malformed(&self) -> Value {
+        self.0.sign(json!({"result": 2}))
+    }
+}

@@ -1,0 +1,173 @@
+//! Domain types, parsed once at the edge and trusted inside.
+
+use crate::error::ApiError;
+
+/// A login name: 1–64 characters, no control characters or white space.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserName(String);
+
+impl UserName {
+    pub fn parse(s: &str) -> Result<UserName, ApiError> {
+        let n = s.chars().count();
+        if n == 0 || n > 64 {
+            return Err(ApiError::Params("user_name must be 1-64 characters".into()));
+        }
+        if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(ApiError::Params(
+                "user_name may not contain white space or control characters".into(),
+            ));
+        }
+        Ok(UserName(s.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for UserName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A password as sent by a client: 6–128 characters.
+pub struct Password(String);
+
+impl Password {
+    pub fn parse(s: &str) -> Result<Password, ApiError> {
+        let n = s.chars().count();
+        if !(6..=128).contains(&n) {
+            return Err(ApiError::Params("password must be 6-128 characters".into()));
+        }
+        Ok(Password(s.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(…)")
+    }
+}
+
+/// `1` Phone, `2` Device, `3` Wechat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccountType {
+    Phone,
+    Device,
+    Wechat,
+}
+
+impl AccountType {
+    pub fn parse(s: &str) -> Result<AccountType, ApiError> {
+        match s {
+            "1" => Ok(AccountType::Phone),
+            "2" => Ok(AccountType::Device),
+            "3" => Ok(AccountType::Wechat),
+            _ => Err(ApiError::Params("type must be 1, 2 or 3".into())),
+        }
+    }
+    pub fn from_code(c: i64) -> Option<AccountType> {
+        match c {
+            1 => Some(AccountType::Phone),
+            2 => Some(AccountType::Device),
+            3 => Some(AccountType::Wechat),
+            _ => None,
+        }
+    }
+    pub fn code(self) -> i64 {
+        match self {
+            AccountType::Phone => 1,
+            AccountType::Device => 2,
+            AccountType::Wechat => 3,
+        }
+    }
+    /// The roster group under which a peer of this type is filed.
+    pub fn group_name(self) -> &'static str {
+        match self {
+            AccountType::Phone => "Phone",
+            AccountType::Device => "Device",
+            AccountType::Wechat => "Wechat",
+        }
+    }
+    /// Whether two types may be bound (default policy: Phone or Wechat with Device).
+    pub fn may_bind(self, other: AccountType) -> bool {
+        use AccountType::*;
+        matches!(
+            (self, other),
+            (Phone, Device) | (Device, Phone) | (Wechat, Device) | (Device, Wechat)
+        )
+    }
+}
+
+/// Parse an optional free-text field with a maximum length in characters.
+pub fn bounded_text(name: &str, s: &str, min: usize, max: usize) -> Result<String, ApiError> {
+    let n = s.chars().count();
+    if n < min || n > max {
+        return Err(ApiError::Params(format!("{name} must be {min}-{max} characters")));
+    }
+    if s.chars().any(|c| c.is_control()) {
+        return Err(ApiError::Params(format!("{name} may not contain control characters")));
+    }
+    Ok(s.to_owned())
+}
+
+/// Parse `user_name_ls`: a JSON array of 1..=`max` user names, sent as text holding JSON.
+pub fn user_name_list(raw: &str, max: usize) -> Result<Vec<UserName>, ApiError> {
+    let v: Vec<String> = serde_json::from_str(raw)
+        .map_err(|_| ApiError::Params("user_name_ls must be a JSON array of strings".into()))?;
+    if v.is_empty() || v.len() > max {
+        return Err(ApiError::Params(format!(
+            "user_name_ls must hold 1-{max} names"
+        )));
+    }
+    let mut out: Vec<UserName> = Vec::with_capacity(v.len());
+    for s in &v {
+        let n = UserName::parse(s)?;
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names() {
+        assert!(UserName::parse("13800138000").is_ok());
+        assert!(UserName::parse("").is_err());
+        assert!(UserName::parse("a b").is_err());
+        assert!(UserName::parse("a\u{0}b").is_err());
+        assert!(UserName::parse(&"x".repeat(64)).is_ok());
+        assert!(UserName::parse(&"x".repeat(65)).is_err());
+        assert!(UserName::parse("名字").is_ok());
+    }
+
+    #[test]
+    fn passwords_and_types() {
+        assert!(Password::parse("12345").is_err());
+        assert!(Password::parse("123456").is_ok());
+        assert!(Password::parse(&"p".repeat(129)).is_err());
+        assert_eq!(AccountType::parse("2").unwrap(), AccountType::Device);
+        assert!(AccountType::parse("4").is_err());
+        assert!(AccountType::Phone.may_bind(AccountType::Device));
+        assert!(!AccountType::Phone.may_bind(AccountType::Wechat));
+        assert!(!AccountType::Device.may_bind(AccountType::Device));
+    }
+
+    #[test]
+    fn name_lists() {
+        let l = user_name_list(r#"["a","b","a"]"#, 100).unwrap();
+        assert_eq!(l.len(), 2);
+        assert!(user_name_list("[]", 100).is_err());
+        assert!(user_name_list("a,b", 100).is_err());
+        assert!(user_name_list(r#"[1]"#, 100).is_err());
+        let many: Vec<String> = (0..101).map(|i| format!("u{i}")).collect();
+        assert!(user_name_list(&serde_json::to_string(&many).unwrap(), 100).is_err());
+    }
+}

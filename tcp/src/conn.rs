@@ -1,0 +1,220 @@
+//! One connection: read lines, run up to `max_pipeline` requests concurrently, write the replies
+//! in request order.
+//!
+//! A single task does everything, waiting in one `select!` on whichever comes first: the oldest
+//! request's reply (a `FuturesOrdered`, so later requests progress meanwhile but replies stay in
+//! order), the socket becoming readable, the idle timer, or shutdown. Replies that are ready
+//! together are written in one batch under `write_timeout`; while writing, nothing is read, which
+//! is the backpressure on a client that sends faster than it reads. The in-flight queue is dropped
+//! whenever it empties, so an idle connection holds no allocation besides the task itself.
+
+use std::io;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error};
+
+use crate::frame::{parse_line, LineBuf, Next, Parsed};
+use crate::{LineHandler, TcpConfig};
+
+/// Replies written in one batch at most (more wait for the next write).
+const MAX_BATCH: usize = 64 * 1024;
+
+/// A request to answer: by the handler, or with a reply known already (malformed line).
+enum Job {
+    Handle { path: String, body: Value },
+    Reply(Value),
+}
+
+async fn run_job<H: LineHandler>(handler: Arc<H>, job: Job, peer: SocketAddr) -> Value {
+    match job {
+        Job::Reply(v) => v,
+        Job::Handle { path, body } => {
+            match AssertUnwindSafe(handler.handle(&path, body, peer))
+                .catch_unwind()
+                .await
+            {
+                Ok(v) => v,
+                Err(_) => {
+                    error!(path = %truncate(&path, 100), "handler panicked");
+                    handler.internal_error()
+                }
+            }
+        }
+    }
+}
+
+/// Serves one accepted connection until the peer leaves, a limit closes it, or `force` (the end of
+/// the shutdown drain) is cancelled.
+pub(crate) async fn run<H: LineHandler>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    cfg: Arc<TcpConfig>,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+    force: CancellationToken,
+) {
+    let (rd, mut wr) = stream.into_split();
+    let mut lines = LineBuf::new(cfg.max_line);
+    let mut pending = None;
+    // Stop reading: end of input, an over-long line, or shutdown.
+    let mut closing = false;
+    let max_pipeline = cfg.max_pipeline.max(1);
+    let idle = tokio::time::sleep(cfg.idle_timeout);
+    tokio::pin!(idle);
+
+    loop {
+        let mut in_flight = pending.as_ref().map_or(0, FuturesOrdered::len);
+        while !closing && in_flight < max_pipeline {
+            let job = match lines.next_line() {
+                Next::Incomplete => break,
+                Next::TooLong => {
+                    debug!(max = cfg.max_line, "line too long; closing after its reply");
+                    closing = true;
+                    Job::Reply(handler.malformed())
+                }
+                Next::Line(line) => match parse_line(&line) {
+                    Parsed::Empty => continue,
+                    Parsed::Request { path, body } => Job::Handle { path, body },
+                    Parsed::Malformed(why) => {
+                        debug!(why, "malformed line");
+                        Job::Reply(handler.malformed())
+                    }
+                },
+            };
+            pending
+                .get_or_insert_with(FuturesOrdered::new)
+                .push_back(run_job(handler.clone(), job, peer));
+            in_flight += 1;
+        }
+        if in_flight == 0 {
+            pending = None;
+            if closing {
+                return;
+            }
+        }
+        let reading = !closing && in_flight < max_pipeline;
+
+        tokio::select! {
+            biased;
+            _ = force.cancelled() => return,
+            Some(reply) = next_reply(&mut pending), if in_flight > 0 => {
+                let mut out = encode(&reply);
+                while out.len() < MAX_BATCH {
+                    match next_reply(&mut pending).now_or_never() {
+                        Some(Some(reply)) => out.extend_from_slice(&encode(&reply)),
+                        _ => break,
+                    }
+                }
+                if let Err(why) = write(&mut wr, &out, cfg.write_timeout).await {
+                    return debug!(why, "dropping connection");
+                }
+                idle.as_mut().reset(deadline(cfg.idle_timeout));
+            }
+            _ = shutdown.cancelled(), if !closing => closing = true,
+            readable = rd.readable(), if reading => {
+                if let Err(e) = readable {
+                    return debug!(error = %e, "read failed");
+                }
+                match read(&rd, &mut lines) {
+                    Ok(0) => closing = true,
+                    Ok(_) => idle.as_mut().reset(deadline(cfg.idle_timeout)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return debug!(error = %e, "read failed"),
+                }
+            }
+            _ = &mut idle, if in_flight == 0 => return debug!("idle timeout"),
+        }
+    }
+}
+
+/// `now + after`, saturating far in the future (a huge timeout means none).
+fn deadline(after: std::time::Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after)
+        .unwrap_or_else(|| now + std::time::Duration::from_secs(86_400 * 365 * 30))
+}
+
+async fn next_reply<F: std::future::Future<Output = Value>>(
+    pending: &mut Option<FuturesOrdered<F>>,
+) -> Option<Value> {
+    match pending {
+        Some(p) => p.next().await,
+        None => None,
+    }
+}
+
+fn read(rd: &OwnedReadHalf, lines: &mut LineBuf) -> io::Result<usize> {
+    rd.try_read_buf(lines.spare())
+}
+
+async fn write(
+    wr: &mut OwnedWriteHalf,
+    bytes: &[u8],
+    timeout: std::time::Duration,
+) -> Result<(), &'static str> {
+    match tokio::time::timeout(timeout, wr.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("write failed"),
+        Err(_) => Err("client not reading its replies (write timeout)"),
+    }
+}
+
+fn encode(reply: &Value) -> Vec<u8> {
+    let mut line = serde_json::to_vec(reply).unwrap_or_else(|_| b"{}".to_vec());
+    line.push(b'\n');
+    line
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nop;
+    impl LineHandler for Nop {
+        async fn handle(&self, _: &str, body: Value, _: SocketAddr) -> Value {
+            // A handler with a large future must not make idle connections large.
+            let big = [0u8; 16 * 1024];
+            tokio::task::yield_now().await;
+            serde_json::json!({ "body": body, "n": big.len() })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_task_is_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, peer) = listener.accept().await.unwrap();
+        let token = CancellationToken::new();
+        let fut = run(
+            server,
+            peer,
+            Arc::new(TcpConfig::default()),
+            Arc::new(Nop),
+            token.clone(),
+            token,
+        );
+        let size = std::mem::size_of_val(&fut);
+        println!("connection future: {size} bytes");
+        assert!(size < 1024, "connection future is {size} bytes");
+        drop(client);
+    }
+}

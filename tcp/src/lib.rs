@@ -1,0 +1,75 @@
+//! The TCP JSON line API of `register` (SPEC §6): framing, pipelining and limits — and nothing
+//! about accounts.
+//!
+//! The service implements [`LineHandler`]; this crate reads requests, hands each to the handler and
+//! writes the replies back in order.
+//!
+//! # Protocol (what the service documentation can rely on)
+//!
+//! - A request is one line: `PATH JSON`, e.g. `/verify_access_token {"access_token":"…"}`,
+//!   ended by `\n` or `\r\n`. Path and JSON are separated by spaces or tabs; a line with only a path
+//!   has the body `{}`. The line must be UTF-8.
+//! - A reply is one line: a compact JSON object followed by `\n`, one per request, in request order.
+//!   Clients may pipeline: up to [`TcpConfig::max_pipeline`] requests of one connection are handled
+//!   concurrently; reading pauses beyond that.
+//! - An empty (or all-blank) line is ignored and gets **no** reply, so a client may send blank lines
+//!   as keep-alives.
+//! - A malformed line — not UTF-8, no leading `/PATH`, bad JSON, JSON that is not an object — gets
+//!   [`LineHandler::malformed`] (`{"result":2}`) in its place, and the connection goes on. An
+//!   unknown path is not malformed: it goes to the handler, which answers it.
+//! - A line longer than [`TcpConfig::max_line`] bytes (64 KiB) gets one `malformed` reply, after
+//!   the replies to the lines before it, and then the connection is closed: its end cannot be found
+//!   reliably, so nothing after it can be trusted to be a request.
+//! - A handler that panics gets [`LineHandler::internal_error`] (`{"result":1}`) in its place.
+//! - A peer outside [`TcpConfig::allow`], or a connection over [`TcpConfig::max_connections`], is
+//!   closed at once without reading. A connection with nothing in flight and nothing received for
+//!   [`TcpConfig::idle_timeout`] is closed. A client that does not read its replies within
+//!   [`TcpConfig::write_timeout`] is dropped. On shutdown, connections stop reading, finish and send
+//!   their in-flight replies, and close.
+//!
+//! # Memory
+//!
+//! One task per connection and nothing else while idle: its read buffer is released whenever it
+//! holds no partial line, and the queue of in-flight requests exists only while there are some, so
+//! an idle connection costs a few hundred bytes of task state plus the kernel's socket buffers.
+//!
+//! Module map: [`config`] (limits), `frame` (line splitting and parsing, pure), `conn` (one
+//! connection), `server` (accept loop, allow-list, connection limit, drain).
+
+pub mod config;
+
+mod conn;
+mod frame;
+mod server;
+
+pub use config::TcpConfig;
+pub use server::serve;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use serde_json::Value;
+
+/// The service side of the TCP API. Implemented by the service, called by this crate.
+pub trait LineHandler: Send + Sync + 'static {
+    /// Answers one request. `path` is like `"/verify_access_token"` (any path: the handler answers
+    /// unknown ones, e.g. with `{"result":2}`); `body` is the parsed JSON object. The reply should
+    /// be a JSON object; the service signs it.
+    fn handle(
+        &self,
+        path: &str,
+        body: Value,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Value> + Send;
+
+    /// Reply for a malformed line (bad JSON, no path, not an object, not UTF-8, too long); the
+    /// service signs it. Default: `{"result":2}`.
+    fn malformed(&self) -> Value {
+        serde_json::json!({ "result": 2 })
+    }
+
+    /// Reply in place of a handler call that panicked. Default: `{"result":1}`.
+    fn internal_error(&self) -> Value {
+        serde_json::json!({ "result": 1 })
+    }
+}

@@ -1,0 +1,88 @@
+//! The listener: accept loop, allow-list, connection limit, and the drain on shutdown.
+//!
+//! A refused peer (outside the allow-list, or over the connection limit) is closed right after
+//! `accept` without a byte read or written. On shutdown the listener is dropped, connections finish
+//! their in-flight requests, and any still open after [`TcpConfig::drain`] are dropped.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::{conn, LineHandler, TcpConfig};
+
+/// Serves `handler` on `listener` until `shutdown` is cancelled, then waits for open connections
+/// to send their in-flight replies (at most [`TcpConfig::drain`]). Accept errors (e.g. out of file
+/// descriptors) are logged and retried, so this returns only after shutdown.
+pub async fn serve<H: LineHandler>(
+    listener: TcpListener,
+    cfg: TcpConfig,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let local = listener.local_addr()?;
+    let cfg = Arc::new(cfg);
+    let limit = Arc::new(Semaphore::new(
+        cfg.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
+    let tracker = TaskTracker::new();
+    let force = CancellationToken::new();
+    info!(%local, "TCP listener serving");
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "accept failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    }
+                }
+            },
+        };
+        if !cfg.allows(peer.ip()) {
+            debug!(%peer, "peer not in the allow-list; closing");
+            continue;
+        }
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            debug!(%peer, "connection limit reached; closing");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let span = tracing::debug_span!("tcp_conn", %peer);
+        let (cfg, handler) = (cfg.clone(), handler.clone());
+        let (shutdown, force) = (shutdown.clone(), force.clone());
+        tracker.spawn(
+            async move {
+                conn::run(stream, peer, cfg, handler, shutdown, force).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+
+    drop(listener);
+    tracker.close();
+    info!(%local, open = tracker.len(), "TCP listener draining");
+    if tokio::time::timeout(cfg.drain, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            open = tracker.len(),
+            "drain deadline passed; dropping remaining connections"
+        );
+        force.cancel();
+        tracker.wait().await;
+    }
+    info!(%local, "TCP listener stopped");
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! The test handler, a server started on a free port, and a line client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tcp_api::{LineHandler, TcpConfig};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// `/echo` echoes; `/sleep {"ms","i"}` sleeps then answers `i`; `/big {"kib"}` pads its reply;
+/// `/panic` panics; any other path is answered as unknown.
+pub struct Test;
+
+impl LineHandler for Test {
+    async fn handle(&self, path: &str, body: Value, _peer: SocketAddr) -> Value {
+        match path {
+            "/echo" => json!({"result": 0, "body": body}),
+            "/sleep" => {
+                let ms = body["ms"].as_u64().unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                json!({"result": 0, "i": body["i"]})
+            }
+            "/big" => {
+                let kib = body["kib"].as_u64().unwrap_or(16) as usize;
+                json!({"result": 0, "pad": "x".repeat(kib * 1024)})
+            }
+            "/panic" => panic!("test handler panics on purpose"),
+            other => json!({"result": 2, "unknown": other}),
+        }
+    }
+
+    fn malformed(&self) -> Value {
+        json!({"result": 2, "malformed": true})
+    }
+}
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn start(cfg: TcpConfig) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(tcp_api::serve(
+        listener,
+        cfg,
+        Arc::new(Test),
+        shutdown.clone(),
+    ));
+    Server {
+        addr,
+        shutdown,
+        task: Some(task),
+    }
+}
+
+/// A connected line client.
+pub struct Client {
+    pub rd: BufReader<OwnedReadHalf>,
+    pub wr: OwnedWriteHalf,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let (rd, wr) = TcpStream::connect(addr).await.unwrap().into_split();
+        Self {
+            rd: BufReader::new(rd),
+            wr,
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.wr.write_all(bytes).await.unwrap();
+    }
+
+    /// The next reply line, parsed; panics after 5 s or at EOF.
+    pub async fn reply(&mut self) -> Value {
+        self.try_reply().await.expect("connection closed")
+    }
+
+    /// The next reply line, or `None` at EOF / reset; panics after 5 s.
+    pub async fn try_reply(&mut self) -> Option<Value> {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(5), self.rd.read_line(&mut line))
+            .await
+            .expect("no reply within 5 s");
+        match n {
+            Ok(0) | Err(_) => None,
+            Ok(_) => {
+                assert!(line.ends_with('\n'), "{line:?}");
+                Some(serde_json::from_str(&line).expect("reply is JSON"))
+            }
+        }
+    }
+
+    /// Whether the server closes the connection within `within` (EOF or reset, no data).
+    pub async fn closed_within(&mut self, within: Duration) -> bool {
+        let mut line = String::new();
+        matches!(
+            tokio::time::timeout(within, self.rd.read_line(&mut line)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+}
+
+pub fn malformed() -> Value {
+    json!({"result": 2, "malformed": true})
+}

@@ -1,0 +1,154 @@
+//! Allow-list, connection bound, idle timeout, a client that never reads, shutdown.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tcp_api::TcpConfig;
+use tokio::io::AsyncReadExt;
+
+use crate::common::{start, Client};
+
+#[tokio::test]
+async fn a_peer_outside_the_allow_list_is_closed_at_once() {
+    let srv = start(TcpConfig {
+        allow: vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+        ..TcpConfig::default()
+    })
+    .await;
+    let mut c = Client::connect(srv.addr).await;
+    let _ = c.wr.try_write(b"/echo {}\n");
+    let started = Instant::now();
+    assert!(c.closed_within(Duration::from_secs(2)).await);
+    assert!(started.elapsed() < Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn connections_are_bounded() {
+    let srv = start(TcpConfig {
+        max_connections: 2,
+        ..TcpConfig::default()
+    })
+    .await;
+    let mut a = Client::connect(srv.addr).await;
+    let mut b = Client::connect(srv.addr).await;
+    a.send(b"/echo {}\n").await;
+    b.send(b"/echo {}\n").await;
+    a.reply().await;
+    b.reply().await;
+    let mut third = Client::connect(srv.addr).await;
+    assert!(third.closed_within(Duration::from_secs(2)).await);
+    drop(a);
+    let mut served = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut c = Client::connect(srv.addr).await;
+        let _ = c.wr.try_write(b"/echo {}\n");
+        if c.try_reply().await.is_some() {
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "a freed slot was never reused");
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed() {
+    let srv = start(TcpConfig {
+        idle_timeout: Duration::from_millis(400),
+        ..TcpConfig::default()
+    })
+    .await;
+    let mut c = Client::connect(srv.addr).await;
+    // Activity keeps it open...
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        c.send(b"/echo {}\n").await;
+        c.reply().await;
+    }
+    // ...silence closes it.
+    let started = Instant::now();
+    assert!(c.closed_within(Duration::from_secs(3)).await);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_does_not_block_others_and_is_dropped() {
+    let srv = start(TcpConfig {
+        write_timeout: Duration::from_millis(500),
+        ..TcpConfig::default()
+    })
+    .await;
+    let mut hog = Client::connect(srv.addr).await;
+    // ~32 MiB of replies, never read: the socket buffers fill and the server's write stalls.
+    let writer = {
+        let input = "/big {\"kib\":64}\n".repeat(512);
+        tokio::spawn(async move {
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut hog.wr, input.as_bytes()).await;
+            hog
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut other = Client::connect(srv.addr).await;
+    for i in 0..10 {
+        other
+            .send(format!("/echo {{\"i\":{i}}}\n").as_bytes())
+            .await;
+        assert_eq!(other.reply().await, json!({"result": 0, "body": {"i": i}}));
+    }
+    // The hog is dropped after the write timeout: reading now drains what was sent, then EOF.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut hog = tokio::time::timeout(Duration::from_secs(5), writer)
+        .await
+        .expect("writer finished")
+        .unwrap();
+    let mut sink = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), hog.rd.read_to_end(&mut sink)).await;
+    assert!(r.is_ok(), "hog connection still open");
+    assert!(
+        sink.len() < 32 * 1024 * 1024,
+        "the hog did not get every reply"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_sends_in_flight_replies_then_closes() {
+    let mut srv = start(TcpConfig::default()).await;
+    let mut c = Client::connect(srv.addr).await;
+    c.send(b"/sleep {\"ms\":500,\"i\":7}\n").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut idle = Client::connect(srv.addr).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    srv.shutdown.cancel();
+    assert_eq!(c.reply().await, json!({"result": 0, "i": 7}));
+    assert!(c.closed_within(Duration::from_secs(2)).await);
+    assert!(idle.closed_within(Duration::from_secs(2)).await);
+    let task = srv.task.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(3), task)
+        .await
+        .expect("serve returned")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_drain_deadline_drops_slow_requests() {
+    let mut srv = start(TcpConfig {
+        drain: Duration::from_millis(300),
+        ..TcpConfig::default()
+    })
+    .await;
+    let mut c = Client::connect(srv.addr).await;
+    c.send(b"/sleep {\"ms\":10000,\"i\":1}\n").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    srv.shutdown.cancel();
+    let task = srv.task.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(3), task)
+        .await
+        .expect("serve returned")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(c.try_reply().await.is_none());
+}

@@ -1,0 +1,238 @@
+//! XEP-0133 `add-user` / `delete-user` through the component, as XEP-0050 two-step commands.
+//!
+//! Step one executes the command and gets a `sessionid` and a form; step two submits the filled
+//! `jabber:x:data` form with that `sessionid`. The outcome can be an IQ error (ejabberd, Openfire:
+//! `conflict`) or a completed command with a `<note/>` (Prosody: `type='error'` "Account already
+//! exists"; a failed delete is only an `info` note naming the accounts that "could not be deleted").
+//! Whatever goes wrong after a `sessionid` was handed out, the session is cancelled so none stays
+//! open (Openfire allows 100 and expires them lazily). xmpp-parsers has no XEP-0050 type, so the
+//! `<command/>` is built with `Element::builder` around a typed `DataForm`.
+
+use minidom::Element;
+use xmpp_parsers::data_forms::{DataForm, DataFormType, Field, FieldType};
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::jid::Jid;
+
+use crate::component::{server_jid, Link};
+use crate::stanza::{attr_name, iq_error, reply_payload};
+use crate::XmppError;
+
+pub(crate) const NS_COMMANDS: &str = "http://jabber.org/protocol/commands";
+pub(crate) const NS_ADMIN: &str = "http://jabber.org/protocol/admin";
+pub(crate) const ADD_USER: &str = "http://jabber.org/protocol/admin#add-user";
+pub(crate) const DELETE_USER: &str = "http://jabber.org/protocol/admin#delete-user";
+
+/// A `<command/>` element: `action` is `execute`, `complete` or `cancel`.
+pub(crate) fn command(node: &str, action: &str, session: Option<&str>, form: Option<DataForm>) -> Element {
+    let mut b = Element::builder("command", NS_COMMANDS)
+        .attr(attr_name("node"), node)
+        .attr(attr_name("action"), action);
+    if let Some(session) = session {
+        b = b.attr(attr_name("sessionid"), session);
+    }
+    if let Some(form) = form {
+        b = b.append(Element::from(form));
+    }
+    b.build()
+}
+
+/// The submitted form of `add-user`.
+pub(crate) fn add_user_form(jid: &str, password: &str) -> DataForm {
+    DataForm::new(
+        DataFormType::Submit,
+        NS_ADMIN,
+        vec![
+            Field::new("accountjid", FieldType::JidSingle).with_value(jid),
+            Field::new("password", FieldType::TextPrivate).with_value(password),
+            Field::new("password-verify", FieldType::TextPrivate).with_value(password),
+        ],
+    )
+}
+
+/// The submitted form of `delete-user`.
+pub(crate) fn delete_user_form(jid: &str) -> DataForm {
+    DataForm::new(
+        DataFormType::Submit,
+        NS_ADMIN,
+        vec![Field::new("accountjids", FieldType::JidMulti).with_value(jid)],
+    )
+}
+
+/// What a command reply says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CommandReply {
+    pub status: String,
+    pub sessionid: Option<String>,
+    /// `(type, text)` of each `<note/>`; type defaults to `info`.
+    pub notes: Vec<(String, String)>,
+    pub has_form: bool,
+}
+
+pub(crate) fn parse_command(payload: Option<&Element>) -> Result<CommandReply, XmppError> {
+    let cmd = payload
+        .filter(|p| p.is("command", NS_COMMANDS))
+        .ok_or_else(|| XmppError::Protocol("command reply without <command/>".into()))?;
+    let notes = cmd
+        .children()
+        .filter(|c| c.is("note", NS_COMMANDS))
+        .map(|n| (n.attr("type").unwrap_or("info").to_owned(), n.text()))
+        .collect();
+    Ok(CommandReply {
+        status: cmd.attr("status").unwrap_or("").to_owned(),
+        sessionid: cmd.attr("sessionid").map(str::to_owned),
+        notes,
+        has_form: cmd.has_child("x", xmpp_parsers::ns::DATA_FORMS),
+    })
+}
+
+/// The outcome of a completed `add-user`.
+pub(crate) fn add_user_outcome(reply: &CommandReply) -> Result<(), XmppError> {
+    if let Some((_, text)) = reply.notes.iter().find(|(kind, _)| kind == "error") {
+        let lower = text.to_lowercase();
+        if lower.contains("already exist") || lower.contains("conflict") {
+            return Err(XmppError::Conflict);
+        }
+        return Err(XmppError::Refused(text.clone()));
+    }
+    if reply.status != "completed" {
+        return Err(XmppError::Protocol(format!("add-user ended in status '{}'", reply.status)));
+    }
+    Ok(())
+}
+
+/// The outcome of a completed `delete-user`.
+pub(crate) fn delete_user_outcome(reply: &CommandReply) -> Result<(), XmppError> {
+    for (kind, text) in &reply.notes {
+        let lower = text.to_lowercase();
+        if lower.contains("could not be deleted") || lower.contains("not found") || lower.contains("does not exist") {
+            return Err(XmppError::NotFound);
+        }
+        if kind == "error" {
+            return Err(XmppError::Refused(text.clone()));
+        }
+    }
+    if reply.status != "completed" {
+        return Err(XmppError::Protocol(format!("delete-user ended in status '{}'", reply.status)));
+    }
+    Ok(())
+}
+
+fn set(to: &Jid, payload: Element) -> Iq {
+    Iq::Set { from: None, to: Some(to.clone()), id: String::new(), payload }
+}
+
+/// Runs one two-step admin command; `outcome` judges the completed reply.
+async fn run(
+    link: &Link,
+    node: &str,
+    form: DataForm,
+    outcome: fn(&CommandReply) -> Result<(), XmppError>,
+) -> Result<(), XmppError> {
+    let server = server_jid(link.config());
+    let first = link.iq(set(&server, command(node, "execute", None, None))).await?;
+    let first = match reply_payload(first) {
+        Ok(p) => parse_command(p.as_ref())?,
+        Err(e) => return Err(iq_error(&e)),
+    };
+    let Some(session) = first.sessionid.clone() else {
+        // Completed at once (or refused with a note) without a session to close.
+        outcome(&first)?;
+        return Err(XmppError::Protocol("command completed without taking the form".into()));
+    };
+    let cancel = || link.send_iq_nowait(set(&server, command(node, "cancel", Some(&session), None)));
+    if first.status != "executing" || !first.has_form {
+        cancel();
+        outcome(&first)?;
+        return Err(XmppError::Protocol(format!("unexpected command status '{}'", first.status)));
+    }
+    let second = link.iq(set(&server, command(node, "complete", Some(&session), Some(form)))).await;
+    let second = match second {
+        Ok(reply) => reply,
+        Err(e) => {
+            cancel();
+            return Err(e);
+        }
+    };
+    match reply_payload(second) {
+        Ok(p) => {
+            let reply = parse_command(p.as_ref()).inspect_err(|_| cancel())?;
+            if reply.status != "completed" && reply.status != "canceled" {
+                cancel();
+            }
+            outcome(&reply)
+        }
+        Err(e) => {
+            cancel();
+            Err(iq_error(&e))
+        }
+    }
+}
+
+/// XEP-0133 add-user of `jid` with `password`.
+pub(crate) async fn add_user(link: &Link, jid: &str, password: &str) -> Result<(), XmppError> {
+    run(link, ADD_USER, add_user_form(jid, password), add_user_outcome).await
+}
+
+/// XEP-0133 delete-user of `jid`.
+pub(crate) async fn delete_user(link: &Link, jid: &str) -> Result<(), XmppError> {
+    run(link, DELETE_USER, delete_user_form(jid), delete_user_outcome).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn execute_and_submit_elements() {
+        let exec = command(ADD_USER, "execute", None, None);
+        assert_eq!(exec.attr("node"), Some(ADD_USER));
+        assert_eq!(exec.attr("action"), Some("execute"));
+        assert!(exec.attr("sessionid").is_none());
+
+        let submit = command(ADD_USER, "complete", Some("s1"), Some(add_user_form("a@b", "pw")));
+        assert_eq!(submit.attr("sessionid"), Some("s1"));
+        let form = DataForm::try_from(submit.get_child("x", "jabber:x:data").unwrap().clone()).unwrap();
+        assert_eq!(form.type_, DataFormType::Submit);
+        assert_eq!(form.form_type(), Some(NS_ADMIN));
+        let value = |var: &str| {
+            form.fields.iter().find(|f| f.var.as_deref() == Some(var)).unwrap().values.clone()
+        };
+        assert_eq!(value("accountjid"), vec!["a@b"]);
+        assert_eq!(value("password"), vec!["pw"]);
+        assert_eq!(value("password-verify"), vec!["pw"]);
+
+        let del = delete_user_form("a@b");
+        assert_eq!(del.fields.iter().find(|f| f.var.as_deref() == Some("accountjids")).unwrap().values, vec!["a@b"]);
+    }
+
+    fn reply(xml: &str) -> CommandReply {
+        let el: Element = xml.parse().unwrap();
+        parse_command(Some(&el)).unwrap()
+    }
+
+    #[test]
+    fn parses_form_reply() {
+        let r = reply(
+            "<command xmlns='http://jabber.org/protocol/commands' status='executing' sessionid='x1' \
+             node='http://jabber.org/protocol/admin#add-user'><x xmlns='jabber:x:data' type='form'/></command>",
+        );
+        assert_eq!(r.status, "executing");
+        assert_eq!(r.sessionid.as_deref(), Some("x1"));
+        assert!(r.has_form);
+    }
+
+    #[test]
+    fn note_mapping() {
+        let ok = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='info'>Account successfully created</note></command>");
+        assert!(add_user_outcome(&ok).is_ok());
+        let exists = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='error'>Account already exists</note></command>");
+        assert!(matches!(add_user_outcome(&exists), Err(XmppError::Conflict)));
+        let other = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='error'>Password mismatch</note></command>");
+        assert!(matches!(add_user_outcome(&other), Err(XmppError::Refused(t)) if t == "Password mismatch"));
+        let gone = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='info'>The following accounts could not be deleted:\nx@y</note></command>");
+        assert!(matches!(delete_user_outcome(&gone), Err(XmppError::NotFound)));
+        let deleted = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='info'>The following accounts were successfully deleted:\nx@y</note></command>");
+        assert!(delete_user_outcome(&deleted).is_ok());
+        assert!(parse_command(None).is_err());
+    }
+}

@@ -1,0 +1,373 @@
+//! The XEP-0114 component link, owned end to end (not `tokio_xmpp::Component`, see XMPP-NOTES.md).
+//!
+//! One task ([`Link::run`]) connects, handshakes, then serves the stream: it writes what operations
+//! queue, answers disco#info and pings, routes IQ replies to their waiters by id, sends a whitespace
+//! keepalive every `keepalive`, and pings the server when the stream has been silent that long.
+//! Any stanza it cannot parse is logged and skipped. When the stream ends it tears everything
+//! down (waiters get [`XmppError::LinkDown`]), closes the socket and reconnects with exponential
+//! backoff and jitter until shutdown. Handshake refusals are told apart: `not-authorized` (wrong
+//! secret) and `conflict` (another connection holds the name).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use minidom::Element;
+use tokio::io::BufStream;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_xmpp::xmlstream::{initiate_stream, ReadError, StreamHeader, Timeouts, XmlStream};
+use xmpp_parsers::component::Handshake;
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::jid::Jid;
+use xmpp_parsers::ns;
+use xmpp_parsers::ping::Ping;
+
+use crate::backoff::Backoff;
+use crate::stanza::{from_component, next_id, to_component, Whitespace, NS_COMPONENT};
+use crate::{serve, LinkState, XmppConfig, XmppError};
+
+type Stream = XmlStream<BufStream<TcpStream>, Element>;
+
+/// Why a connection attempt failed or a link ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LinkError {
+    /// Handshake refused with `not-authorized`: the secret (or component name) is wrong.
+    NotAuthorized,
+    /// Handshake refused with `conflict`: another connection uses this component name.
+    Conflict,
+    /// The server sent a stream error.
+    Stream(String),
+    /// Connecting, reading or writing failed.
+    Io(String),
+    /// The server closed the stream.
+    Closed,
+    /// No answer in time.
+    Timeout,
+}
+
+impl std::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkError::NotAuthorized => {
+                f.write_str("handshake refused: not-authorized (wrong component secret or name)")
+            }
+            LinkError::Conflict => {
+                f.write_str("handshake refused: conflict (another connection holds this component)")
+            }
+            LinkError::Stream(cond) => write!(f, "stream error: {cond}"),
+            LinkError::Io(e) => write!(f, "i/o: {e}"),
+            LinkError::Closed => f.write_str("stream closed by the server"),
+            LinkError::Timeout => f.write_str("timed out"),
+        }
+    }
+}
+
+/// Roster privilege the server granted the component (XEP-0356).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Privileges {
+    /// Namespace the server used (`urn:xmpp:privilege:2` or `:1`).
+    pub namespace: String,
+    /// `access` → `type`, e.g. `roster` → `both`.
+    pub perms: HashMap<String, String>,
+}
+
+/// The shared state of the component link; operations call [`Link::iq`].
+pub(crate) struct Link {
+    cfg: XmppConfig,
+    jid: Jid,
+    state: watch::Sender<LinkState>,
+    out: Mutex<Option<mpsc::UnboundedSender<Element>>>,
+    pending: Mutex<HashMap<String, oneshot::Sender<Iq>>>,
+    connects: AtomicU64,
+    failures: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    privileges: watch::Sender<Option<Privileges>>,
+}
+
+impl Link {
+    pub(crate) fn new(cfg: XmppConfig) -> Result<Arc<Link>, XmppError> {
+        let jid = Jid::new(&cfg.component)
+            .map_err(|e| XmppError::InvalidInput(format!("component JID: {e}")))?;
+        Ok(Arc::new(Link {
+            cfg,
+            jid,
+            state: watch::channel(LinkState::Down).0,
+            out: Mutex::new(None),
+            pending: Mutex::new(HashMap::new()),
+            connects: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            privileges: watch::channel(None).0,
+        }))
+    }
+
+    pub(crate) fn config(&self) -> &XmppConfig {
+        &self.cfg
+    }
+
+    pub(crate) fn jid(&self) -> &Jid {
+        &self.jid
+    }
+
+    pub(crate) fn watch(&self) -> watch::Receiver<LinkState> {
+        self.state.subscribe()
+    }
+
+    pub(crate) fn stats(&self) -> (u64, u64) {
+        (self.connects.load(Ordering::Relaxed), self.failures.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_error.lock().expect("lock").clone()
+    }
+
+    /// The privileges granted after the handshake, waiting up to `wait` for the server's message.
+    pub(crate) async fn privileges(&self, wait: Duration) -> Option<Privileges> {
+        let mut rx = self.privileges.subscribe();
+        let got = tokio::time::timeout(wait, rx.wait_for(|p| p.is_some())).await;
+        match got {
+            Ok(Ok(p)) => p.clone(),
+            _ => None,
+        }
+    }
+
+    /// Sends an IQ (id and `from` are set here) and waits for its reply.
+    pub(crate) async fn iq(&self, mut iq: Iq) -> Result<Iq, XmppError> {
+        let id = next_id();
+        *iq.id_mut() = id.clone();
+        *iq.from_mut() = Some(self.jid.clone());
+        let el = to_component(&Element::from(iq));
+        let (tx, rx) = oneshot::channel();
+        let out = self.out.lock().expect("lock").clone().ok_or(XmppError::LinkDown)?;
+        self.pending.lock().expect("lock").insert(id.clone(), tx);
+        if out.send(el).is_err() {
+            self.pending.lock().expect("lock").remove(&id);
+            return Err(XmppError::LinkDown);
+        }
+        match tokio::time::timeout(self.cfg.timeout, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(XmppError::LinkDown),
+            Err(_) => {
+                self.pending.lock().expect("lock").remove(&id);
+                Err(XmppError::Timeout)
+            }
+        }
+    }
+
+    /// Queues an IQ without waiting for its reply (command cancels).
+    pub(crate) fn send_iq_nowait(&self, mut iq: Iq) {
+        *iq.id_mut() = next_id();
+        *iq.from_mut() = Some(self.jid.clone());
+        if let Some(out) = self.out.lock().expect("lock").as_ref() {
+            let _ = out.send(to_component(&Element::from(iq)));
+        }
+    }
+
+    /// Connects, serves, reconnects with backoff until `shutdown`.
+    pub(crate) async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        while !shutdown.is_cancelled() {
+            let attempt = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = tokio::time::timeout(self.cfg.timeout, self.connect()) => r,
+            };
+            match attempt.unwrap_or(Err(LinkError::Timeout)) {
+                Ok(stream) => {
+                    self.connects.fetch_add(1, Ordering::Relaxed);
+                    backoff.reset();
+                    tracing::info!(component = %self.cfg.component, "component link up");
+                    let why = self.serve(stream, &shutdown).await;
+                    if shutdown.is_cancelled() {
+                        break;
+                    }
+                    tracing::warn!(reason = %why, "component link down; reconnecting");
+                    self.set_error(&why);
+                }
+                Err(e) => {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    match e {
+                        LinkError::NotAuthorized => tracing::error!(
+                            component = %self.cfg.component,
+                            "component handshake refused: not-authorized — check the component secret and name"
+                        ),
+                        LinkError::Conflict => tracing::warn!(
+                            "component handshake refused: conflict — another connection holds {}",
+                            self.cfg.component
+                        ),
+                        ref other => {
+                            tracing::warn!(error = %other, "component connection failed")
+                        }
+                    }
+                    self.set_error(&e);
+                }
+            }
+            let delay = backoff.next_delay();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        self.state.send_replace(LinkState::Down);
+    }
+
+    fn set_error(&self, e: &LinkError) {
+        *self.last_error.lock().expect("lock") = Some(e.to_string());
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            read_timeout: self.cfg.keepalive,
+            response_timeout: (self.cfg.timeout * 2).max(Duration::from_secs(2)),
+        }
+    }
+
+    async fn connect(&self) -> Result<Stream, LinkError> {
+        let io = |e: std::io::Error| LinkError::Io(e.to_string());
+        let tcp = TcpStream::connect(&self.cfg.component_addr).await.map_err(io)?;
+        tcp.set_nodelay(true).map_err(io)?;
+        let header = StreamHeader {
+            to: Some(Cow::Owned(self.cfg.component.clone())),
+            from: None,
+            id: None,
+        };
+        let mut pending = initiate_stream(BufStream::new(tcp), NS_COMPONENT, header, self.timeouts())
+            .await
+            .map_err(io)?;
+        let id = pending
+            .take_header()
+            .id
+            .ok_or_else(|| LinkError::Io("no stream id in the server's header".into()))?;
+        let mut stream: Stream = pending.skip_features();
+        let handshake =
+            Handshake::from_stream_id_and_password(id.into_owned(), &self.cfg.component_secret);
+        stream.send(&handshake).await.map_err(io)?;
+        loop {
+            match stream.next().await {
+                Some(Ok(el)) if el.is("handshake", NS_COMPONENT) => return Ok(stream),
+                Some(Ok(el)) if el.is("error", ns::STREAM) => {
+                    return Err(match serve::stream_error_condition(&el).as_str() {
+                        "not-authorized" => LinkError::NotAuthorized,
+                        "conflict" => LinkError::Conflict,
+                        other => LinkError::Stream(other.to_owned()),
+                    })
+                }
+                Some(Ok(el)) => tracing::debug!(name = el.name(), "ignored before handshake"),
+                Some(Err(ReadError::SoftTimeout)) => {}
+                Some(Err(ReadError::ParseError(e))) => tracing::debug!(%e, "unparsable element"),
+                Some(Err(ReadError::HardError(e))) => return Err(io(e)),
+                Some(Err(ReadError::StreamFooterReceived)) | None => return Err(LinkError::Closed),
+            }
+        }
+    }
+
+    async fn serve(&self, mut stream: Stream, shutdown: &CancellationToken) -> LinkError {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Element>();
+        *self.out.lock().expect("lock") = Some(tx);
+        self.state.send_replace(LinkState::Up);
+        let mut keepalive = tokio::time::interval(self.cfg.keepalive);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        keepalive.tick().await;
+        let why = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break LinkError::Closed,
+                Some(el) = rx.recv() => {
+                    if let Err(e) = stream.send(&el).await {
+                        break LinkError::Io(e.to_string());
+                    }
+                }
+                _ = keepalive.tick() => {
+                    if let Err(e) = stream.send(&Whitespace).await {
+                        break LinkError::Io(e.to_string());
+                    }
+                }
+                item = stream.next() => match item {
+                    Some(Ok(el)) if el.is("error", ns::STREAM) => {
+                        break LinkError::Stream(serve::stream_error_condition(&el));
+                    }
+                    Some(Ok(el)) => {
+                        if let Some(reply) = self.handle(el) {
+                            if let Err(e) = stream.send(&to_component(&reply)).await {
+                                break LinkError::Io(e.to_string());
+                            }
+                        }
+                    }
+                    Some(Err(ReadError::SoftTimeout)) => {
+                        // Silence for `keepalive`: make the server talk, or time out hard.
+                        let ping = Iq::from_get(next_id(), Ping)
+                            .with_from(self.jid.clone())
+                            .with_to(server_jid(&self.cfg));
+                        if let Err(e) = stream.send(&to_component(&Element::from(ping))).await {
+                            break LinkError::Io(e.to_string());
+                        }
+                    }
+                    Some(Err(ReadError::ParseError(e))) => {
+                        tracing::warn!(%e, "skipped an unparsable element on the component link");
+                    }
+                    Some(Err(ReadError::HardError(e))) => break LinkError::Io(e.to_string()),
+                    Some(Err(ReadError::StreamFooterReceived)) | None => break LinkError::Closed,
+                }
+            }
+        };
+        // Tear down: no new sends, wake every waiter with LinkDown, close the socket.
+        *self.out.lock().expect("lock") = None;
+        drop(rx);
+        self.state.send_replace(LinkState::Down);
+        self.pending.lock().expect("lock").clear();
+        let _ = tokio::time::timeout(Duration::from_millis(300), stream.shutdown()).await;
+        drop(stream);
+        why
+    }
+
+    /// Handles one stanza from the server; returns a reply (jabber:client) to send, if any.
+    fn handle(&self, el: Element) -> Option<Element> {
+        let el = from_component(&el);
+        match el.name() {
+            "iq" => match Iq::try_from(el.clone()) {
+                Ok(iq @ (Iq::Result { .. } | Iq::Error { .. })) => {
+                    let waiter = self.pending.lock().expect("lock").remove(iq.id());
+                    match waiter {
+                        Some(tx) => {
+                            let _ = tx.send(iq);
+                        }
+                        None => tracing::trace!(id = iq.id(), "reply nobody waits for"),
+                    }
+                    None
+                }
+                Ok(request) => Some(serve::answer_request(request, &self.jid)),
+                Err(e) => {
+                    tracing::warn!(%e, "skipped an unparsable IQ on the component link");
+                    serve::bad_request_reply(&el, &self.jid)
+                }
+            },
+            "message" => {
+                if let Some(p) = serve::parse_privileges(&el) {
+                    tracing::info!(?p.perms, namespace = %p.namespace, "server granted privileges");
+                    self.privileges.send_replace(Some(p));
+                } else if let Err(e) = xmpp_parsers::message::Message::try_from(el) {
+                    tracing::debug!(%e, "skipped an unparsable message to the component");
+                }
+                None
+            }
+            "presence" => {
+                if let Err(e) = xmpp_parsers::presence::Presence::try_from(el) {
+                    tracing::debug!(%e, "skipped an unparsable presence to the component");
+                }
+                None
+            }
+            other => {
+                tracing::debug!(name = other, "skipped an unknown element on the component link");
+                None
+            }
+        }
+    }
+}
+
+/// The server's own JID (the users' domain).
+pub(crate) fn server_jid(cfg: &XmppConfig) -> Jid {
+    Jid::new(&cfg.domain).unwrap_or_else(|_| Jid::new("invalid.invalid").expect("valid"))
+}
