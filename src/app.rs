@@ -43,7 +43,10 @@ pub struct Call {
 
 impl Call {
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// A parameter that must be present and non-empty.
@@ -69,7 +72,11 @@ impl App {
     /// parameter must then lie within the window.
     pub fn check_param_sign(&self, call: &Call, required: bool) -> Result<(), ApiError> {
         let Some(sent) = call.get("param_sign") else {
-            return if required { Err(ApiError::Sign) } else { Ok(()) };
+            return if required {
+                Err(ApiError::Sign)
+            } else {
+                Ok(())
+            };
         };
         if !crypto::verify_param_sign(&self.secrets.app_keys, &call.params, sent) {
             return Err(ApiError::Sign);
@@ -87,7 +94,10 @@ impl App {
     /// Check and spend the captcha answer sent in `verify_code`.
     pub async fn check_captcha(&self, call: &Call) -> Result<(), ApiError> {
         let answer = call.get("verify_code").filter(|a| !a.is_empty());
-        let id = call.get("verify_code_id").map(str::to_owned).or_else(|| call.captcha_id.clone());
+        let id = call
+            .get("verify_code_id")
+            .map(str::to_owned)
+            .or_else(|| call.captcha_id.clone());
         let (Some(answer), Some(id)) = (answer, id) else {
             self.metrics.captcha_failed();
             return Err(ApiError::VerifyCode);
@@ -128,11 +138,17 @@ impl App {
 
     /// The account owning the `access_token` parameter. Devices must also sign their requests.
     pub async fn token_owner(&self, call: &Call) -> Result<(Account, i64), ApiError> {
-        let token = call.get("access_token").filter(|t| !t.is_empty()).ok_or(ApiError::AccessToken)?;
+        let token = call
+            .get("access_token")
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::AccessToken)?;
         if token.len() > 128 {
             return Err(ApiError::AccessToken);
         }
-        let found = self.store.token_account(crypto::token_hash(token), self.now()).await?;
+        let found = self
+            .store
+            .token_account(crypto::token_hash(token), self.now())
+            .await?;
         let (account, expires) = found.ok_or(ApiError::AccessToken)?;
         self.check_param_sign(call, account.kind == crate::types::AccountType::Device)?;
         Ok((account, expires))
@@ -143,7 +159,9 @@ impl App {
         let name = crate::types::UserName::parse(call.required("user_name")?)?;
         let (me, _) = self.token_owner(call).await?;
         if me.user_name != name.as_str() {
-            return Err(ApiError::NotPermitted("access_token belongs to another user".into()));
+            return Err(ApiError::NotPermitted(
+                "access_token belongs to another user".into(),
+            ));
         }
         Ok(me)
     }

@@ -21,7 +21,9 @@ pub fn generate(len: usize, answer: Option<&str>) -> Option<(String, Vec<u8>)> {
         Some(a) => a.chars().collect(),
         None => {
             let mut rng = rand::thread_rng();
-            (0..len).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())]).collect()
+            (0..len)
+                .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())])
+                .collect()
         }
     };
     let mut c = captcha::Captcha::new();

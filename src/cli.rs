@@ -12,7 +12,11 @@ use crate::config::Config;
 use crate::store::AccountState;
 
 #[derive(Debug, Parser)]
-#[command(name = "register", version, about = "Registration server for XMPP phones and devices")]
+#[command(
+    name = "register",
+    version,
+    about = "Registration server for XMPP phones and devices"
+)]
 pub struct Cli {
     /// Configuration file (default: register.toml in the working directory, if present).
     #[arg(long, short)]
@@ -53,8 +57,14 @@ pub enum UserAction {
 pub fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if cfg.log.format == "json" { b.json().try_init() } else { b.try_init() };
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if cfg.log.format == "json" {
+        b.json().try_init()
+    } else {
+        b.try_init()
+    };
 }
 
 /// Start the app for an admin command and wait (up to the XMPP timeout) for the link.
@@ -79,7 +89,10 @@ pub async fn check(cfg: Config) -> i32 {
     };
     let mut code = 0;
     match app.store.ping().await {
-        Ok(()) => println!("database: ok ({})", app.cfg.data_dir.join("register.db").display()),
+        Ok(()) => println!(
+            "database: ok ({})",
+            app.cfg.data_dir.join("register.db").display()
+        ),
         Err(e) => {
             println!("database: FAILED: {e}");
             code = 1;
@@ -155,18 +168,39 @@ async fn list(app: &App) -> Result<(), String> {
     let mut after = 0;
     println!("{:<24} {:<6} {:<9} jid", "user_name", "type", "state");
     loop {
-        let page = app.store.list_accounts(after, 500).await.map_err(|e| e.to_string())?;
-        let Some(last) = page.last() else { return Ok(()) };
+        let page = app
+            .store
+            .list_accounts(after, 500)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
         after = last.id;
         for a in &page {
-            println!("{:<24} {:<6} {:<9} {}", a.user_name, a.kind.code(), a.state.as_str(), app.xmpp.jid_of(&a.jid_node));
+            println!(
+                "{:<24} {:<6} {:<9} {}",
+                a.user_name,
+                a.kind.code(),
+                a.state.as_str(),
+                app.xmpp.jid_of(&a.jid_node)
+            );
         }
     }
 }
 
 async fn show(app: &App, name: &str) -> Result<(), String> {
-    let a = app.store.account_by_name(name).await.map_err(|e| e.to_string())?.ok_or("no such user")?;
-    let bindings = app.store.bindings_of(a.id).await.map_err(|e| e.to_string())?;
+    let a = app
+        .store
+        .account_by_name(name)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("no such user")?;
+    let bindings = app
+        .store
+        .bindings_of(a.id)
+        .await
+        .map_err(|e| e.to_string())?;
     println!("user_name:   {}", a.user_name);
     println!("type:        {} ({})", a.kind.code(), a.kind.group_name());
     if let Some(d) = &a.device_type {
@@ -175,17 +209,34 @@ async fn show(app: &App, name: &str) -> Result<(), String> {
     println!("des:         {}", a.des);
     println!("jid:         {}", app.xmpp.jid_of(&a.jid_node));
     println!("state:       {}", a.state.as_str());
-    println!("locked:      {}", if a.locked_until > app.now() { "yes" } else { "no" });
+    println!(
+        "locked:      {}",
+        if a.locked_until > app.now() {
+            "yes"
+        } else {
+            "no"
+        }
+    );
     println!("bindings:    {}", bindings.len());
     Ok(())
 }
 
 async fn delete(app: &App, name: &str) -> Result<(), String> {
-    let a = app.store.account_by_name(name).await.map_err(|e| e.to_string())?.ok_or("no such user")?;
+    let a = app
+        .store
+        .account_by_name(name)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("no such user")?;
     if a.state != AccountState::Deleting {
-        app.store.begin_cancel(a.id, app.now()).await.map_err(|e| e.to_string())?;
+        app.store
+            .begin_cancel(a.id, app.now())
+            .await
+            .map_err(|e| e.to_string())?;
     }
-    crate::cmd::cancel::finish(app, &a).await.map_err(|e| format!("{e} (left for the reconciler)"))?;
+    crate::cmd::cancel::finish(app, &a)
+        .await
+        .map_err(|e| format!("{e} (left for the reconciler)"))?;
     println!("deleted {name}");
     Ok(())
 }
@@ -203,7 +254,10 @@ pub async fn reconcile(cfg: Config) -> i32 {
     shutdown.cancel();
     match r {
         Ok(rep) => {
-            println!("found {} unfinished records: {} repaired, {} left", rep.found, rep.repaired, rep.failed);
+            println!(
+                "found {} unfinished records: {} repaired, {} left",
+                rep.found, rep.repaired, rep.failed
+            );
             i32::from(rep.failed > 0)
         }
         Err(e) => report(Err(e.to_string())),

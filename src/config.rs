@@ -161,7 +161,9 @@ impl Default for TcpSection {
 
 impl Default for AdminSection {
     fn default() -> Self {
-        AdminSection { listen: "127.0.0.1:8445".parse().unwrap() }
+        AdminSection {
+            listen: "127.0.0.1:8445".parse().unwrap(),
+        }
     }
 }
 
@@ -203,19 +205,29 @@ impl Default for SecuritySection {
 
 impl Default for CaptchaSection {
     fn default() -> Self {
-        CaptchaSection { length: 5, ttl_secs: 300, fixed_answer: String::new() }
+        CaptchaSection {
+            length: 5,
+            ttl_secs: 300,
+            fixed_answer: String::new(),
+        }
     }
 }
 
 impl Default for LogSection {
     fn default() -> Self {
-        LogSection { format: "text".into(), level: "info".into() }
+        LogSection {
+            format: "text".into(),
+            level: "info".into(),
+        }
     }
 }
 
 impl Default for ReconcileSection {
     fn default() -> Self {
-        ReconcileSection { interval_secs: 60, grace_secs: 120 }
+        ReconcileSection {
+            interval_secs: 60,
+            grace_secs: 120,
+        }
     }
 }
 
@@ -231,7 +243,10 @@ const SECRET_KEYS: &[(&str, &str)] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("parsing {0}")]
     Parse(String),
     #[error("invalid configuration: {0}")]
@@ -248,8 +263,10 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut root = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|source| ConfigError::Read { path: p.to_owned(), source })?;
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
+                })?;
                 text.parse::<toml::Table>()
                     .map_err(|e| ConfigError::Parse(format!("{}: {e}", p.display())))?
             }
@@ -261,7 +278,9 @@ impl Config {
             },
         };
         for (k, v) in env {
-            let Some(rest) = k.strip_prefix("REGISTER_") else { continue };
+            let Some(rest) = k.strip_prefix("REGISTER_") else {
+                continue;
+            };
             let rest = rest.to_ascii_lowercase();
             let (section, key) = match rest.split_once("__") {
                 Some((s, k)) => (Some(s.to_owned()), k.to_owned()),
@@ -290,7 +309,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if !self.captcha.fixed_answer.is_empty() && !self.http.listen.ip().is_loopback() {
-            return bad("captcha.fixed_answer is for tests only and needs a loopback http.listen".into());
+            return bad(
+                "captcha.fixed_answer is for tests only and needs a loopback http.listen".into(),
+            );
         }
         if !(4..=8).contains(&self.captcha.length) {
             return bad("captcha.length must be 4-8".into());
@@ -357,9 +378,13 @@ fn set_value(root: &mut toml::Table, section: Option<&str>, key: &str, raw: &str
 
 fn read_secret_files(root: &mut toml::Table) -> Result<(), ConfigError> {
     for (section, key) in SECRET_KEYS {
-        let Some(table) = root.get_mut(*section).and_then(|v| v.as_table_mut()) else { continue };
+        let Some(table) = root.get_mut(*section).and_then(|v| v.as_table_mut()) else {
+            continue;
+        };
         let file_key = format!("{key}_file");
-        let Some(path) = table.remove(&file_key) else { continue };
+        let Some(path) = table.remove(&file_key) else {
+            continue;
+        };
         let path = path
             .as_str()
             .ok_or_else(|| ConfigError::Invalid(format!("{section}.{file_key} must be a path")))?
@@ -367,8 +392,10 @@ fn read_secret_files(root: &mut toml::Table) -> Result<(), ConfigError> {
         if path.is_empty() {
             continue;
         }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|source| ConfigError::Read { path: path.clone().into(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone().into(),
+            source,
+        })?;
         let text = text.trim();
         let value = if *key == "app_keys" {
             toml::Value::Array(
@@ -403,7 +430,11 @@ mod tests {
     fn defaults_file_env_flags_in_order() {
         let c = load(
             "data_dir = \"d\"\n[xmpp]\ntimeout_ms = 5\ndomain = \"a.test\"\n",
-            &[("REGISTER_XMPP__TIMEOUT_MS", "7"), ("REGISTER_DATA_DIR", "e"), ("OTHER", "x")],
+            &[
+                ("REGISTER_XMPP__TIMEOUT_MS", "7"),
+                ("REGISTER_DATA_DIR", "e"),
+                ("OTHER", "x"),
+            ],
             &["xmpp.domain=b.test"],
         )
         .unwrap();
@@ -420,7 +451,10 @@ mod tests {
         let f = dir.path().join("secret");
         std::fs::write(&f, "s3cret\n").unwrap();
         let c = load(
-            &format!("[xmpp]\ncomponent_secret_file = {:?}\n", f.to_str().unwrap()),
+            &format!(
+                "[xmpp]\ncomponent_secret_file = {:?}\n",
+                f.to_str().unwrap()
+            ),
             &[("REGISTER_SECURITY__APP_KEYS", r#"["k1","k2"]"#)],
             &[],
         )

@@ -73,7 +73,10 @@ pub fn sign_reply(key: &[u8], mut reply: Value) -> Value {
 pub fn param_sign_base(params: &[(String, String)]) -> String {
     let mut ps: Vec<&(String, String)> = params.iter().filter(|(k, _)| k != "param_sign").collect();
     ps.sort_by(|a, b| a.0.cmp(&b.0));
-    ps.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+    ps.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// Compute `param_sign` for a request (what a client does).
@@ -83,7 +86,9 @@ pub fn param_sign(key: &[u8], params: &[(String, String)]) -> String {
 
 /// Whether `sent` is a valid `param_sign` under any of `keys`, compared in constant time.
 pub fn verify_param_sign(keys: &[Vec<u8>], params: &[(String, String)], sent: &str) -> bool {
-    let Ok(sent) = hex::decode(sent.trim()) else { return false };
+    let Ok(sent) = hex::decode(sent.trim()) else {
+        return false;
+    };
     let base = param_sign_base(params);
     let mut ok = false;
     for k in keys {
@@ -113,7 +118,13 @@ pub fn seal(key: &[u8; 32], node: &str, plain: &str) -> Vec<u8> {
     let mut nonce = [0u8; 12];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let ct = cipher
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain.as_bytes(), aad: node.as_bytes() })
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plain.as_bytes(),
+                aad: node.as_bytes(),
+            },
+        )
         .expect("encryption of a short text cannot fail");
     let mut out = nonce.to_vec();
     out.extend_from_slice(&ct);
@@ -128,7 +139,13 @@ pub fn open(key: &[u8; 32], node: &str, sealed: &[u8]) -> Option<String> {
     let cipher = ChaCha20Poly1305::new(key.into());
     let (nonce, ct) = sealed.split_at(12);
     let pt = cipher
-        .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: node.as_bytes() })
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: ct,
+                aad: node.as_bytes(),
+            },
+        )
         .ok()?;
     String::from_utf8(pt).ok()
 }
@@ -139,7 +156,9 @@ mod tests {
     use serde_json::json;
 
     fn p(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     /// The vectors published in docs/SIGNATURES.md.
@@ -163,17 +182,26 @@ mod tests {
             "password=secret123&timestamp=1700000000&type=2&user_name=dev-001"
         );
         assert_eq!(param_sign(b"app-key-1", &params), PARAM_SIGN_VECTOR);
+        // The same vectors are what docs/API.md publishes.
+        let doc = include_str!("../docs/API.md");
+        assert!(doc.contains(&format!("sign:      {SIGN_VECTOR}")));
+        assert!(doc.contains(&format!("param_sign: {PARAM_SIGN_VECTOR}")));
     }
 
     const SIGN_VECTOR: &str = "d0c3f7652e428a5234e4831407f6b3416eb03ed83d520bf6701b1e34fbb5a756";
-    const PARAM_SIGN_VECTOR: &str = "b71c8348c40403bc36ae1403bdba6f53ebf82b8b732d17b5a01e5f128980d44f";
+    const PARAM_SIGN_VECTOR: &str =
+        "b71c8348c40403bc36ae1403bdba6f53ebf82b8b732d17b5a01e5f128980d44f";
 
     #[test]
     fn param_sign_checks() {
         let mut params = p(&[("b", "2"), ("a", "1")]);
         let s = param_sign(b"k2", &params);
         params.push(("param_sign".into(), s.clone()));
-        assert!(verify_param_sign(&[b"k1".to_vec(), b"k2".to_vec()], &params, &s));
+        assert!(verify_param_sign(
+            &[b"k1".to_vec(), b"k2".to_vec()],
+            &params,
+            &s
+        ));
         assert!(!verify_param_sign(&[b"k1".to_vec()], &params, &s));
         assert!(!verify_param_sign(&[b"k2".to_vec()], &params, "zz"));
         params[0].1 = "3".into();

@@ -82,8 +82,12 @@ impl http_api::Handler for Api {
         let started = Instant::now();
         let app = &self.0;
         if rate_limited(&req.path) && !app.limiter.allow(req.client_ip) {
-            app.metrics.request(&req.path, ApiError::RateLimited.code(), started.elapsed());
-            return Reply::Status(429, app.sign(json!({"result": ApiError::RateLimited.code()})));
+            app.metrics
+                .request(&req.path, ApiError::RateLimited.code(), started.elapsed());
+            return Reply::Status(
+                429,
+                app.sign(json!({"result": ApiError::RateLimited.code()})),
+            );
         }
         if req.path == "/verify_code" {
             return match cmd::verify_code::run(app).await {
@@ -101,8 +105,15 @@ impl http_api::Handler for Api {
             .header("x-verify-code-id")
             .or_else(|| req.cookie(CAPTCHA_COOKIE))
             .map(str::to_owned);
-        let call = Call { params: req.params, captcha_id, client_ip: req.client_ip };
-        let reply = self.dispatch(&req.path, &call).await.unwrap_or_else(|e| error_reply(&e));
+        let call = Call {
+            params: req.params,
+            captcha_id,
+            client_ip: req.client_ip,
+        };
+        let reply = self
+            .dispatch(&req.path, &call)
+            .await
+            .unwrap_or_else(|e| error_reply(&e));
         let code = reply["result"].as_i64().unwrap_or(1);
         app.metrics.request(&req.path, code, started.elapsed());
         Reply::Json(app.sign(reply))

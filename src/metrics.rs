@@ -49,7 +49,11 @@ impl Metrics {
         self.captcha_failed.fetch_add(1, Ordering::Relaxed);
     }
     pub fn login_failed(&self, locked: bool) {
-        let c = if locked { &self.logins_locked } else { &self.logins_failed };
+        let c = if locked {
+            &self.logins_locked
+        } else {
+            &self.logins_failed
+        };
         c.fetch_add(1, Ordering::Relaxed);
     }
     pub fn repaired(&self, n: u64) {
@@ -62,32 +66,76 @@ impl Metrics {
         let _ = writeln!(o, "# TYPE register_requests_total counter");
         let reqs = self.requests.lock().unwrap_or_else(|e| e.into_inner());
         for ((ep, code), s) in reqs.iter() {
-            let _ = writeln!(o, "register_requests_total{{endpoint=\"{ep}\",result=\"{code}\"}} {}", s.count);
+            let _ = writeln!(
+                o,
+                "register_requests_total{{endpoint=\"{ep}\",result=\"{code}\"}} {}",
+                s.count
+            );
         }
         let _ = writeln!(o, "# TYPE register_request_seconds_sum counter");
         for ((ep, code), s) in reqs.iter() {
-            let _ = writeln!(o, "register_request_seconds_sum{{endpoint=\"{ep}\",result=\"{code}\"}} {}", s.sum_secs);
+            let _ = writeln!(
+                o,
+                "register_request_seconds_sum{{endpoint=\"{ep}\",result=\"{code}\"}} {}",
+                s.sum_secs
+            );
         }
         drop(reqs);
         let ops = self.xmpp_ops.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(o, "# TYPE register_xmpp_operations_total counter");
         for ((op, ok), s) in ops.iter() {
-            let _ = writeln!(o, "register_xmpp_operations_total{{op=\"{op}\",ok=\"{ok}\"}} {}", s.count);
+            let _ = writeln!(
+                o,
+                "register_xmpp_operations_total{{op=\"{op}\",ok=\"{ok}\"}} {}",
+                s.count
+            );
         }
         let _ = writeln!(o, "# TYPE register_xmpp_operation_seconds_sum counter");
         for ((op, ok), s) in ops.iter() {
-            let _ = writeln!(o, "register_xmpp_operation_seconds_sum{{op=\"{op}\",ok=\"{ok}\"}} {}", s.sum_secs);
+            let _ = writeln!(
+                o,
+                "register_xmpp_operation_seconds_sum{{op=\"{op}\",ok=\"{ok}\"}} {}",
+                s.sum_secs
+            );
         }
         drop(ops);
         let gauges: [(&str, &str, u64); 8] = [
             ("register_xmpp_link_up", "gauge", link_up as u64),
-            ("register_xmpp_link_connects_total", "counter", link_connects),
-            ("register_xmpp_link_failures_total", "counter", link_failures),
-            ("register_captcha_issued_total", "counter", self.captcha_issued.load(Ordering::Relaxed)),
-            ("register_captcha_failed_total", "counter", self.captcha_failed.load(Ordering::Relaxed)),
-            ("register_logins_failed_total", "counter", self.logins_failed.load(Ordering::Relaxed)),
-            ("register_logins_locked_total", "counter", self.logins_locked.load(Ordering::Relaxed)),
-            ("register_reconciler_repairs_total", "counter", self.repairs.load(Ordering::Relaxed)),
+            (
+                "register_xmpp_link_connects_total",
+                "counter",
+                link_connects,
+            ),
+            (
+                "register_xmpp_link_failures_total",
+                "counter",
+                link_failures,
+            ),
+            (
+                "register_captcha_issued_total",
+                "counter",
+                self.captcha_issued.load(Ordering::Relaxed),
+            ),
+            (
+                "register_captcha_failed_total",
+                "counter",
+                self.captcha_failed.load(Ordering::Relaxed),
+            ),
+            (
+                "register_logins_failed_total",
+                "counter",
+                self.logins_failed.load(Ordering::Relaxed),
+            ),
+            (
+                "register_logins_locked_total",
+                "counter",
+                self.logins_locked.load(Ordering::Relaxed),
+            ),
+            (
+                "register_reconciler_repairs_total",
+                "counter",
+                self.repairs.load(Ordering::Relaxed),
+            ),
         ];
         for (name, kind, v) in gauges {
             let _ = writeln!(o, "# TYPE {name} {kind}\n{name} {v}");

@@ -32,16 +32,24 @@ impl Hasher {
     /// `concurrency` 0 means one per CPU.
     pub fn new(concurrency: usize) -> Hasher {
         let n = if concurrency == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
         } else {
             concurrency
         };
-        Hasher { permits: Arc::new(Semaphore::new(n)) }
+        Hasher {
+            permits: Arc::new(Semaphore::new(n)),
+        }
     }
 
     /// PHC string of a new Argon2id hash.
     pub async fn hash(&self, password: String) -> Result<String, ApiError> {
-        let _permit = self.permits.acquire().await.map_err(|_| ApiError::Unknown("hasher closed".into()))?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| ApiError::Unknown("hasher closed".into()))?;
         tokio::task::spawn_blocking(move || {
             let salt = SaltString::generate(&mut rand::rngs::OsRng);
             argon2()
@@ -55,10 +63,17 @@ impl Hasher {
 
     /// Whether `password` matches the stored PHC string (constant-time inside argon2).
     pub async fn verify(&self, password: String, phc: String) -> Result<bool, ApiError> {
-        let _permit = self.permits.acquire().await.map_err(|_| ApiError::Unknown("hasher closed".into()))?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| ApiError::Unknown("hasher closed".into()))?;
         tokio::task::spawn_blocking(move || {
-            let parsed = PasswordHash::new(&phc).map_err(|e| ApiError::Unknown(format!("stored hash: {e}")))?;
-            Ok(argon2().verify_password(password.as_bytes(), &parsed).is_ok())
+            let parsed = PasswordHash::new(&phc)
+                .map_err(|e| ApiError::Unknown(format!("stored hash: {e}")))?;
+            Ok(argon2()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok())
         })
         .await
         .map_err(|e| ApiError::Unknown(format!("hash task: {e}")))?
@@ -70,7 +85,10 @@ impl Hasher {
         static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         DUMMY.get_or_init(|| {
             let salt = SaltString::generate(&mut rand::rngs::OsRng);
-            argon2().hash_password(b"not a password", &salt).expect("hash").to_string()
+            argon2()
+                .hash_password(b"not a password", &salt)
+                .expect("hash")
+                .to_string()
         })
     }
 }

@@ -18,7 +18,11 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(per_minute: u32, clock: Arc<dyn Clock>) -> RateLimiter {
-        RateLimiter { per_minute, clock, table: Mutex::new((0, HashMap::new())) }
+        RateLimiter {
+            per_minute,
+            clock,
+            table: Mutex::new((0, HashMap::new())),
+        }
     }
 
     /// Count one request from `ip`; false when it is over the limit.

@@ -25,9 +25,16 @@ pub struct Report {
 }
 
 /// Repair every record last touched before `before`; `progress` is told after each record.
-pub async fn run(app: &App, before: i64, progress: &mut (dyn FnMut(&Report, &str) + Send)) -> Result<Report, ApiError> {
+pub async fn run(
+    app: &App,
+    before: i64,
+    progress: &mut (dyn FnMut(&Report, &str) + Send),
+) -> Result<Report, ApiError> {
     let (accounts, bindings) = app.store.unfinished(before).await?;
-    let mut rep = Report { found: (accounts.len() + bindings.len()) as u64, ..Report::default() };
+    let mut rep = Report {
+        found: (accounts.len() + bindings.len()) as u64,
+        ..Report::default()
+    };
     for b in bindings {
         let what = format!("pair {}-{} ({})", b.a, b.b, b.state.as_str());
         let r = async {
@@ -51,7 +58,11 @@ pub async fn run(app: &App, before: i64, progress: &mut (dyn FnMut(&Report, &str
             match a.state {
                 AccountState::Deleting => crate::cmd::cancel::finish(app, &a).await,
                 AccountState::Pending => {
-                    match app.xmpp.delete_account(&a.jid_node, &app.jid_pwd(&a)?).await {
+                    match app
+                        .xmpp
+                        .delete_account(&a.jid_node, &app.jid_pwd(&a)?)
+                        .await
+                    {
                         Ok(()) | Err(XmppError::NotFound) => {}
                         // ibr mode deletes by logging in: a JID that was never created cannot log in.
                         Err(XmppError::AuthFailed) => {}
@@ -70,7 +81,12 @@ pub async fn run(app: &App, before: i64, progress: &mut (dyn FnMut(&Report, &str
     Ok(rep)
 }
 
-fn tally(rep: &mut Report, what: &str, r: Result<(), ApiError>, progress: &mut (dyn FnMut(&Report, &str) + Send)) {
+fn tally(
+    rep: &mut Report,
+    what: &str,
+    r: Result<(), ApiError>,
+    progress: &mut (dyn FnMut(&Report, &str) + Send),
+) {
     match r {
         Ok(()) => {
             rep.repaired += 1;

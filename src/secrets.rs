@@ -45,7 +45,11 @@ impl Secrets {
         let app_keys = if cfg.security.app_keys.is_empty() {
             vec![file_or_generate(&cfg.data_dir.join("app_key"), &mut generated)?.into_bytes()]
         } else {
-            cfg.security.app_keys.iter().map(|k| k.clone().into_bytes()).collect()
+            cfg.security
+                .app_keys
+                .iter()
+                .map(|k| k.clone().into_bytes())
+                .collect()
         };
         let key_hex = if cfg.security.encryption_key.is_empty() {
             file_or_generate(&cfg.data_dir.join("encryption_key"), &mut generated)?
@@ -59,7 +63,12 @@ impl Secrets {
                 "security.encryption_key must be 64 hex characters",
             )
         })?;
-        Ok(Secrets { sign_key, app_keys, encryption_key, generated })
+        Ok(Secrets {
+            sign_key,
+            app_keys,
+            encryption_key,
+            generated,
+        })
     }
 }
 
@@ -122,14 +131,21 @@ fn restrict_dir(dir: &Path) -> std::io::Result<()> {
 /// the data directory (for `localhost`, `127.0.0.1` and `::1`).
 pub fn tls_pem(cfg: &Config) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
     if !cfg.http.cert_file.is_empty() {
-        return Ok((std::fs::read(&cfg.http.cert_file)?, std::fs::read(&cfg.http.key_file)?));
+        return Ok((
+            std::fs::read(&cfg.http.cert_file)?,
+            std::fs::read(&cfg.http.key_file)?,
+        ));
     }
     let cert = cfg.data_dir.join("cert.pem");
     let key = cfg.data_dir.join("key.pem");
     if let (Ok(c), Ok(k)) = (std::fs::read(&cert), std::fs::read(&key)) {
         return Ok((c, k));
     }
-    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     let ck = rcgen::generate_simple_self_signed(names)
         .map_err(|e| std::io::Error::other(format!("generating a certificate: {e}")))?;
     let (c, k) = (ck.cert.pem(), ck.key_pair.serialize_pem());
@@ -146,7 +162,10 @@ mod tests {
     #[test]
     fn generated_once_private_and_stable() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = Config { data_dir: dir.path().join("d"), ..Config::default() };
+        let cfg = Config {
+            data_dir: dir.path().join("d"),
+            ..Config::default()
+        };
         let a = Secrets::load_or_generate(&cfg).unwrap();
         assert_eq!(a.generated.len(), 3);
         let b = Secrets::load_or_generate(&cfg).unwrap();
@@ -156,7 +175,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let m = std::fs::metadata(cfg.data_dir.join("sign_key")).unwrap().permissions().mode();
+            let m = std::fs::metadata(cfg.data_dir.join("sign_key"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(m & 0o777, 0o600);
         }
     }
@@ -164,7 +186,10 @@ mod tests {
     #[test]
     fn configured_secrets_win() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config { data_dir: dir.path().to_owned(), ..Config::default() };
+        let mut cfg = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
         cfg.security.sign_key = "sk".into();
         cfg.security.app_keys = vec!["a1".into()];
         cfg.security.encryption_key = "11".repeat(32);

@@ -61,8 +61,16 @@ pub fn xmpp_config(cfg: &Config) -> Result<xmpp::XmppConfig, StartError> {
         },
         tls_ca_file: (!x.tls_ca_file.is_empty()).then(|| x.tls_ca_file.clone().into()),
         allow_plain_without_tls: x.allow_plain_without_tls,
-        accounts: if x.accounts == "ibr" { xmpp::AccountsMode::Ibr } else { xmpp::AccountsMode::Component },
-        binding: if x.binding == "privileged" { xmpp::BindingMode::Privileged } else { xmpp::BindingMode::C2s },
+        accounts: if x.accounts == "ibr" {
+            xmpp::AccountsMode::Ibr
+        } else {
+            xmpp::AccountsMode::Component
+        },
+        binding: if x.binding == "privileged" {
+            xmpp::BindingMode::Privileged
+        } else {
+            xmpp::BindingMode::C2s
+        },
         timeout: Duration::from_millis(x.timeout_ms),
         session_idle: Duration::from_secs(x.session_idle_secs),
         keepalive: Duration::from_secs(x.keepalive_secs.max(1)),
@@ -103,31 +111,58 @@ impl Server {
             max_line: cfg.tcp.max_line_bytes,
             ..tcp_api::TcpConfig::default()
         };
-        let http_l = TcpListener::bind(cfg.http.listen).await.map_err(fail("binding http.listen"))?;
-        let tcp_l = TcpListener::bind(cfg.tcp.listen).await.map_err(fail("binding tcp.listen"))?;
-        let admin_l = TcpListener::bind(cfg.admin.listen).await.map_err(fail("binding admin.listen"))?;
+        let http_l = TcpListener::bind(cfg.http.listen)
+            .await
+            .map_err(fail("binding http.listen"))?;
+        let tcp_l = TcpListener::bind(cfg.tcp.listen)
+            .await
+            .map_err(fail("binding tcp.listen"))?;
+        let admin_l = TcpListener::bind(cfg.admin.listen)
+            .await
+            .map_err(fail("binding admin.listen"))?;
         let addrs = Addrs {
             http: http_l.local_addr().map_err(fail("http address"))?,
             tcp: tcp_l.local_addr().map_err(fail("tcp address"))?,
             admin: admin_l.local_addr().map_err(fail("admin address"))?,
         };
         if !cfg.captcha.fixed_answer.is_empty() {
-            tracing::warn!("captcha.fixed_answer is set: every captcha has the same answer (tests only)");
+            tracing::warn!(
+                "captcha.fixed_answer is set: every captcha has the same answer (tests only)"
+            );
         }
         let app = build_app(cfg, shutdown.clone())?;
         let mut tasks = JoinSet::new();
         let drain = Duration::from_secs(10);
-        let (a, s) = (Arc::new(crate::http_handler::Api(app.clone())), shutdown.clone());
+        let (a, s) = (
+            Arc::new(crate::http_handler::Api(app.clone())),
+            shutdown.clone(),
+        );
         tasks.spawn(async move { ("http", http_api::serve(http_l, http_cfg, a, s, drain).await) });
-        let (a, s) = (Arc::new(crate::tcp_handler::LineApi(app.clone())), shutdown.clone());
+        let (a, s) = (
+            Arc::new(crate::tcp_handler::LineApi(app.clone())),
+            shutdown.clone(),
+        );
         tasks.spawn(async move { ("tcp", tcp_api::serve(tcp_l, tcp_cfg, a, s).await) });
-        let admin_cfg = http_api::HttpConfig { tls: None, ..http_api::HttpConfig::default() };
+        let admin_cfg = http_api::HttpConfig {
+            tls: None,
+            ..http_api::HttpConfig::default()
+        };
         let (a, s) = (Arc::new(crate::admin::Admin(app.clone())), shutdown.clone());
-        tasks.spawn(async move { ("admin", http_api::serve(admin_l, admin_cfg, a, s, drain).await) });
+        tasks.spawn(async move {
+            (
+                "admin",
+                http_api::serve(admin_l, admin_cfg, a, s, drain).await,
+            )
+        });
         let (a, s) = (app.clone(), shutdown.clone());
         tasks.spawn(async move { ("reconciler", reconcile_loop(a, s).await) });
         tracing::info!(http = %addrs.http, tcp = %addrs.tcp, admin = %addrs.admin, "register started");
-        Ok(Server { app, addrs, shutdown, tasks })
+        Ok(Server {
+            app,
+            addrs,
+            shutdown,
+            tasks,
+        })
     }
 
     /// Wait until every task has ended (after [`Server::shutdown`] is cancelled, or a failure).
@@ -189,9 +224,18 @@ async fn reconcile_loop(app: Arc<App>, shutdown: CancellationToken) -> std::io::
             _ = shutdown.cancelled() => return Ok(()),
             _ = wait_link => {}
         }
-        let before = if first { app.now() + 1 } else { app.now() - app.cfg.reconcile.grace_secs as i64 };
+        let before = if first {
+            app.now() + 1
+        } else {
+            app.now() - app.cfg.reconcile.grace_secs as i64
+        };
         match crate::reconcile::run(&app, before, &mut |_, _| {}).await {
-            Ok(r) if r.found > 0 => tracing::info!(found = r.found, repaired = r.repaired, failed = r.failed, "reconciler run"),
+            Ok(r) if r.found > 0 => tracing::info!(
+                found = r.found,
+                repaired = r.repaired,
+                failed = r.failed,
+                "reconciler run"
+            ),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "reconciler run failed"),
         }

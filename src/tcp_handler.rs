@@ -33,7 +33,11 @@ impl tcp_api::LineHandler for LineApi {
     async fn handle(&self, path: &str, body: Value, peer: SocketAddr) -> Value {
         let started = Instant::now();
         let app = &self.0;
-        let call = Call { params: params_of(&body), captcha_id: None, client_ip: peer.ip() };
+        let call = Call {
+            params: params_of(&body),
+            captcha_id: None,
+            client_ip: peer.ip(),
+        };
         let reply = match path {
             "/verify_access_token" => cmd::verify_token::run(app, &call).await,
             "/get_users" => cmd::get_users::run(app, &call)
@@ -41,7 +45,11 @@ impl tcp_api::LineHandler for LineApi {
                 .unwrap_or_else(|e| crate::http_handler::error_reply(&e)),
             _ => json!({"result": 2}),
         };
-        app.metrics.request(&format!("tcp{path}"), reply["result"].as_i64().unwrap_or(1), started.elapsed());
+        app.metrics.request(
+            &format!("tcp{path}"),
+            reply["result"].as_i64().unwrap_or(1),
+            started.elapsed(),
+        );
         app.sign(reply)
     }
 

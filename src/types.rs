@@ -106,10 +106,14 @@ impl AccountType {
 pub fn bounded_text(name: &str, s: &str, min: usize, max: usize) -> Result<String, ApiError> {
     let n = s.chars().count();
     if n < min || n > max {
-        return Err(ApiError::Params(format!("{name} must be {min}-{max} characters")));
+        return Err(ApiError::Params(format!(
+            "{name} must be {min}-{max} characters"
+        )));
     }
     if s.chars().any(|c| c.is_control()) {
-        return Err(ApiError::Params(format!("{name} may not contain control characters")));
+        return Err(ApiError::Params(format!(
+            "{name} may not contain control characters"
+        )));
     }
     Ok(s.to_owned())
 }

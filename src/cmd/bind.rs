@@ -20,9 +20,18 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
     let peers = super::unbind::peers(app, call, &me).await?;
     for p in &peers {
         if !me.kind.may_bind(p.kind) {
-            return Err(ApiError::NotPermitted(format!("type {} may not bind type {}", me.kind.code(), p.kind.code())));
+            return Err(ApiError::NotPermitted(format!(
+                "type {} may not bind type {}",
+                me.kind.code(),
+                p.kind.code()
+            )));
         }
-        if app.store.binding(me.id.min(p.id), me.id.max(p.id)).await?.is_some() {
+        if app
+            .store
+            .binding(me.id.min(p.id), me.id.max(p.id))
+            .await?
+            .is_some()
+        {
             return Err(ApiError::AlreadyInRoster);
         }
     }
@@ -38,7 +47,11 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
 
 async fn bind_pair(app: &App, me: &Account, peer: &Account) -> Result<(), ApiError> {
     let (a, b) = (me.id.min(peer.id), me.id.max(peer.id));
-    match app.store.insert_binding(a, b, BindingState::Binding, app.now()).await {
+    match app
+        .store
+        .insert_binding(a, b, BindingState::Binding, app.now())
+        .await
+    {
         Ok(()) => {}
         Err(StoreError::Exists) => return Err(ApiError::AlreadyInRoster),
         Err(e) => return Err(e.into()),
@@ -51,7 +64,9 @@ async fn bind_pair(app: &App, me: &Account, peer: &Account) -> Result<(), ApiErr
         // Already mutual contacts on the server (e.g. through the users' own clients): the
         // database now agrees with it.
         Ok(()) | Err(XmppError::AlreadyBound) => {
-            app.store.set_binding_state(a, b, BindingState::Bound, app.now()).await?;
+            app.store
+                .set_binding_state(a, b, BindingState::Bound, app.now())
+                .await?;
             Ok(())
         }
         Err(e) => {
@@ -72,4 +87,3 @@ pub(super) fn active(found: &[Account], name: &str) -> Result<Account, ApiError>
         .cloned()
         .ok_or_else(|| ApiError::UserNotExist(name.to_owned()))
 }
-

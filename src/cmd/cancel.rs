@@ -27,7 +27,9 @@ pub async fn finish(app: &App, account: &Account) -> Result<(), ApiError> {
     for b in app.store.bindings_of(account.id).await? {
         let peer_id = if b.a == account.id { b.b } else { b.a };
         if let Some(peer) = app.store.account_by_id(peer_id).await? {
-            app.store.set_binding_state(b.a, b.b, BindingState::Unbinding, app.now()).await?;
+            app.store
+                .set_binding_state(b.a, b.b, BindingState::Unbinding, app.now())
+                .await?;
             match app.xmpp.unbind(&me, &app.party(&peer)?).await {
                 Ok(()) | Err(XmppError::NotBound) => {}
                 Err(e) => return Err(ApiError::from_roster(e)),
@@ -35,7 +37,11 @@ pub async fn finish(app: &App, account: &Account) -> Result<(), ApiError> {
         }
         app.store.delete_binding(b.a, b.b).await?;
     }
-    match app.xmpp.delete_account(&account.jid_node, &me.password).await {
+    match app
+        .xmpp
+        .delete_account(&account.jid_node, &me.password)
+        .await
+    {
         Ok(()) | Err(XmppError::NotFound) => {}
         Err(e) => return Err(ApiError::from_provisioning(e)),
     }

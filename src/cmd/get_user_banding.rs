@@ -29,7 +29,10 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
                 "nickname": i.nickname,
                 "groups": i.groups,
             });
-            if let Some(a) = ours.iter().find(|a| i.jid.strip_suffix(&suffix) == Some(a.jid_node.as_str())) {
+            if let Some(a) = ours
+                .iter()
+                .find(|a| i.jid.strip_suffix(&suffix) == Some(a.jid_node.as_str()))
+            {
                 v["user_name"] = a.user_name.clone().into();
                 v["type"] = a.kind.code().into();
             }

@@ -17,7 +17,10 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
     let found = app.store.accounts_by_names(&wanted).await?;
     let mut out = Vec::with_capacity(found.len());
     for name in &wanted {
-        if let Some(a) = found.iter().find(|a| &a.user_name == name && a.state == AccountState::Active) {
+        if let Some(a) = found
+            .iter()
+            .find(|a| &a.user_name == name && a.state == AccountState::Active)
+        {
             out.push(app.user_info(a, a.id == me.id)?);
         }
     }

@@ -16,7 +16,9 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
     let (account, _) = authenticate(app, call, true).await?;
     let token = crypto::new_token();
     let expires = app.now() + app.cfg.security.token_ttl_secs as i64;
-    app.store.insert_token(crypto::token_hash(&token), account.id, expires, app.now()).await?;
+    app.store
+        .insert_token(crypto::token_hash(&token), account.id, expires, app.now())
+        .await?;
     Ok(json!({
         "result": 0,
         "user_info": app.user_info(&account, true)?,
@@ -26,11 +28,17 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
 }
 
 /// The checks `/login` and `/cancel` share: parameters, captcha or signature, lock, password, type.
-pub async fn authenticate(app: &App, call: &Call, sign_required: bool) -> Result<(Account, AccountType), ApiError> {
+pub async fn authenticate(
+    app: &App,
+    call: &Call,
+    sign_required: bool,
+) -> Result<(Account, AccountType), ApiError> {
     let name = UserName::parse(call.required("user_name")?)?;
-    let password = Password::parse(call.required("password")?).map_err(|_| ApiError::UserOrPassword)?;
+    let password =
+        Password::parse(call.required("password")?).map_err(|_| ApiError::UserOrPassword)?;
     let kind = AccountType::parse(call.required("type")?)?;
-    app.check_human_or_device(call, kind == AccountType::Device, sign_required).await?;
+    app.check_human_or_device(call, kind == AccountType::Device, sign_required)
+        .await?;
     let account = app.store.account_by_name(name.as_str()).await?;
     let phc = match &account {
         Some(a) => a.password_hash.clone(),
@@ -49,7 +57,12 @@ pub async fn authenticate(app: &App, call: &Call, sign_required: bool) -> Result
     if !good {
         let sec = &app.cfg.security;
         app.store
-            .record_login_failure(account.id, now, sec.lockout_threshold, sec.lockout_secs as i64)
+            .record_login_failure(
+                account.id,
+                now,
+                sec.lockout_threshold,
+                sec.lockout_secs as i64,
+            )
             .await?;
         app.metrics.login_failed(false);
         return Err(ApiError::UserOrPassword);

@@ -19,10 +19,16 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
     let kind = AccountType::parse(call.required("type")?)?;
     let des = bounded_text("des", call.get("des").unwrap_or(""), 0, 256)?;
     let device_type = match kind {
-        AccountType::Device => Some(bounded_text("device_type", call.required("device_type")?, 1, 32)?),
+        AccountType::Device => Some(bounded_text(
+            "device_type",
+            call.required("device_type")?,
+            1,
+            32,
+        )?),
         _ => None,
     };
-    app.check_human_or_device(call, kind == AccountType::Device, false).await?;
+    app.check_human_or_device(call, kind == AccountType::Device, false)
+        .await?;
     if app.store.account_by_name(name.as_str()).await?.is_some() {
         return Err(ApiError::UserExists);
     }
@@ -50,10 +56,13 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
     };
     let started = std::time::Instant::now();
     let created = app.xmpp.create_account(&node, &jid_pwd).await;
-    app.metrics.xmpp_op("create_account", started.elapsed(), created.is_ok());
+    app.metrics
+        .xmpp_op("create_account", started.elapsed(), created.is_ok());
     match created {
         Ok(()) => {
-            app.store.set_account_state(id, AccountState::Active, app.now()).await?;
+            app.store
+                .set_account_state(id, AccountState::Active, app.now())
+                .await?;
             tracing::info!(user = %name, jid = %app.xmpp.jid_of(&node), "registered");
             Ok(json!({"result": 0}))
         }
@@ -69,7 +78,10 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
 /// link, garbled reply) it is deleted first; if that cannot be done now the pending row stays for
 /// the reconciler.
 async fn undo_pending(app: &App, id: i64, node: &str, jid_pwd: &str, e: &XmppError) {
-    let jid_may_exist = matches!(e, XmppError::Timeout | XmppError::LinkDown | XmppError::Protocol(_));
+    let jid_may_exist = matches!(
+        e,
+        XmppError::Timeout | XmppError::LinkDown | XmppError::Protocol(_)
+    );
     if jid_may_exist {
         match app.xmpp.delete_account(node, jid_pwd).await {
             Ok(()) | Err(XmppError::NotFound) => {}

@@ -29,7 +29,9 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
 
 async fn unbind_pair(app: &App, me: &Account, peer: &Account) -> Result<(), ApiError> {
     let (a, b) = (me.id.min(peer.id), me.id.max(peer.id));
-    app.store.set_binding_state(a, b, BindingState::Unbinding, app.now()).await?;
+    app.store
+        .set_binding_state(a, b, BindingState::Unbinding, app.now())
+        .await?;
     let started = std::time::Instant::now();
     let r = app.xmpp.unbind(&app.party(me)?, &app.party(peer)?).await;
     app.metrics.xmpp_op("unbind", started.elapsed(), r.is_ok());
@@ -50,7 +52,10 @@ pub(super) async fn peers(app: &App, call: &Call, me: &Account) -> Result<Vec<Ac
         return Err(ApiError::Params("a user cannot bind to itself".into()));
     }
     let found = app.store.accounts_by_names(&wanted).await?;
-    wanted.iter().map(|n| super::bind::active(&found, n)).collect()
+    wanted
+        .iter()
+        .map(|n| super::bind::active(&found, n))
+        .collect()
 }
 
 /// The reply of a bind or unbind: 0, or the first failure's code with every failed name.

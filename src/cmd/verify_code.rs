@@ -24,7 +24,9 @@ pub async fn run(app: &App) -> Result<Challenge, ApiError> {
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let id = hex::encode(raw);
     let expires = app.now() + app.cfg.captcha.ttl_secs as i64;
-    app.store.insert_captcha(id.clone(), answer, expires).await?;
+    app.store
+        .insert_captcha(id.clone(), answer, expires)
+        .await?;
     app.metrics.captcha_issued();
     Ok(Challenge { id, png })
 }

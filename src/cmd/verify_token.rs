@@ -10,7 +10,11 @@ pub async fn run(app: &App, call: &Call) -> Value {
     if token.is_empty() || token.len() > 128 {
         return json!({"result": 4, "validate": false});
     }
-    match app.store.token_account(crypto::token_hash(token), app.now()).await {
+    match app
+        .store
+        .token_account(crypto::token_hash(token), app.now())
+        .await
+    {
         Ok(Some((a, expires_at))) => json!({
             "result": 0,
             "validate": true,

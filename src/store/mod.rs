@@ -162,8 +162,13 @@ pub trait Store: Send + Sync + 'static {
     /// Mark an account `deleting` and revoke its tokens, atomically.
     async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<()>;
 
-    async fn insert_token(&self, hash: Vec<u8>, account_id: i64, expires_at: i64, now: i64)
-        -> StoreResult<()>;
+    async fn insert_token(
+        &self,
+        hash: Vec<u8>,
+        account_id: i64,
+        expires_at: i64,
+        now: i64,
+    ) -> StoreResult<()>;
     /// The active account a live token belongs to, with the token's expiry.
     async fn token_account(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<(Account, i64)>>;
 
@@ -174,9 +179,20 @@ pub trait Store: Send + Sync + 'static {
     async fn prune(&self, now: i64) -> StoreResult<()>;
 
     /// Insert a pair row (ordered by the caller so that `a < b`); `Exists` when the pair has one.
-    async fn insert_binding(&self, a: i64, b: i64, state: BindingState, now: i64) -> StoreResult<()>;
-    async fn set_binding_state(&self, a: i64, b: i64, state: BindingState, now: i64)
-        -> StoreResult<()>;
+    async fn insert_binding(
+        &self,
+        a: i64,
+        b: i64,
+        state: BindingState,
+        now: i64,
+    ) -> StoreResult<()>;
+    async fn set_binding_state(
+        &self,
+        a: i64,
+        b: i64,
+        state: BindingState,
+        now: i64,
+    ) -> StoreResult<()>;
     async fn delete_binding(&self, a: i64, b: i64) -> StoreResult<()>;
     async fn binding(&self, a: i64, b: i64) -> StoreResult<Option<Binding>>;
     async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>>;

@@ -40,7 +40,9 @@ impl SqliteStore {
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
         let mut w = open_conn(path)?;
         migrate(&mut w)?;
-        let readers = (0..READERS).map(|_| open_conn(path).map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;
+        let readers = (0..READERS)
+            .map(|_| open_conn(path).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(SqliteStore {
             writer: Arc::new(Mutex::new(w)),
             readers: Arc::new(readers),
@@ -73,7 +75,9 @@ impl SqliteStore {
                     return f(&c);
                 }
             }
-            let c = readers[start % readers.len()].lock().unwrap_or_else(|e| e.into_inner());
+            let c = readers[start % readers.len()]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             f(&c)
         })
         .await
@@ -98,14 +102,19 @@ fn migrate(c: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
-const ACCOUNT_COLS: &str = "id, user_name, type, device_type, des, password_hash, jid_node, jid_pwd, \
+const ACCOUNT_COLS: &str =
+    "id, user_name, type, device_type, des, password_hash, jid_node, jid_pwd, \
      state, failed_logins, locked_until, created_at, updated_at";
 
 fn account(r: &Row) -> rusqlite::Result<Account> {
     let kind: i64 = r.get(2)?;
     let state: String = r.get(8)?;
     let bad = |what: &str| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, what.to_owned().into())
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            what.to_owned().into(),
+        )
     };
     Ok(Account {
         id: r.get(0)?,
@@ -130,7 +139,11 @@ fn binding(r: &Row) -> rusqlite::Result<Binding> {
         a: r.get(0)?,
         b: r.get(1)?,
         state: BindingState::parse(&s).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, "binding state".into())
+            rusqlite::Error::FromSqlConversionFailure(
+                2,
+                rusqlite::types::Type::Text,
+                "binding state".into(),
+            )
         })?,
         updated_at: r.get(3)?,
     })
@@ -138,7 +151,9 @@ fn binding(r: &Row) -> rusqlite::Result<Binding> {
 
 fn accounts_where(c: &Connection, column: &str, values: &[String]) -> StoreResult<Vec<Account>> {
     // One statement per value keeps every query parameterized and cached.
-    let mut stmt = c.prepare_cached(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE {column} = ?1"))?;
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {ACCOUNT_COLS} FROM accounts WHERE {column} = ?1"
+    ))?;
     let mut out = Vec::with_capacity(values.len());
     for v in values {
         if let Some(a) = stmt.query_row([v], account).optional()? {
@@ -151,7 +166,11 @@ fn accounts_where(c: &Connection, column: &str, values: &[String]) -> StoreResul
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?)).await
+        self.read(|c| {
+            Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map(|_| ())?)
+        })
+        .await
     }
 
     async fn insert_pending_account(&self, n: NewAccount, now: i64) -> StoreResult<i64> {
@@ -186,7 +205,8 @@ impl Store for SqliteStore {
 
     async fn delete_account(&self, id: i64) -> StoreResult<()> {
         self.write(move |c| {
-            c.prepare_cached("DELETE FROM accounts WHERE id = ?1")?.execute([id])?;
+            c.prepare_cached("DELETE FROM accounts WHERE id = ?1")?
+                .execute([id])?;
             Ok(())
         })
         .await
@@ -194,26 +214,31 @@ impl Store for SqliteStore {
 
     async fn account_by_name(&self, name: &str) -> StoreResult<Option<Account>> {
         let name = name.to_owned();
-        self.read(move |c| Ok(accounts_where(c, "user_name", &[name])?.pop())).await
+        self.read(move |c| Ok(accounts_where(c, "user_name", &[name])?.pop()))
+            .await
     }
 
     async fn account_by_id(&self, id: i64) -> StoreResult<Option<Account>> {
         self.read(move |c| {
-            Ok(c.prepare_cached(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"))?
-                .query_row([id], account)
-                .optional()?)
+            Ok(c.prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"
+            ))?
+            .query_row([id], account)
+            .optional()?)
         })
         .await
     }
 
     async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Account>> {
         let names = names.to_vec();
-        self.read(move |c| accounts_where(c, "user_name", &names)).await
+        self.read(move |c| accounts_where(c, "user_name", &names))
+            .await
     }
 
     async fn accounts_by_nodes(&self, nodes: &[String]) -> StoreResult<Vec<Account>> {
         let nodes = nodes.to_vec();
-        self.read(move |c| accounts_where(c, "jid_node", &nodes)).await
+        self.read(move |c| accounts_where(c, "jid_node", &nodes))
+            .await
     }
 
     async fn list_accounts(&self, after_id: i64, limit: u32) -> StoreResult<Vec<Account>> {
@@ -227,7 +252,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_login_failure(&self, id: i64, now: i64, threshold: u32, lock_secs: i64) -> StoreResult<()> {
+    async fn record_login_failure(
+        &self,
+        id: i64,
+        now: i64,
+        threshold: u32,
+        lock_secs: i64,
+    ) -> StoreResult<()> {
         self.write(move |c| {
             c.prepare_cached(
                 "UPDATE accounts SET \
@@ -243,8 +274,10 @@ impl Store for SqliteStore {
 
     async fn reset_login_failures(&self, id: i64) -> StoreResult<()> {
         self.write(move |c| {
-            c.prepare_cached("UPDATE accounts SET failed_logins = 0 WHERE id = ?1 AND failed_logins <> 0")?
-                .execute([id])?;
+            c.prepare_cached(
+                "UPDATE accounts SET failed_logins = 0 WHERE id = ?1 AND failed_logins <> 0",
+            )?
+            .execute([id])?;
             Ok(())
         })
         .await
@@ -253,7 +286,10 @@ impl Store for SqliteStore {
     async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<()> {
         self.write(move |c| {
             let tx = c.transaction()?;
-            tx.execute("UPDATE accounts SET state = 'deleting', updated_at = ?2 WHERE id = ?1", params![id, now])?;
+            tx.execute(
+                "UPDATE accounts SET state = 'deleting', updated_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )?;
             tx.execute("DELETE FROM tokens WHERE account_id = ?1", [id])?;
             tx.commit()?;
             Ok(())
@@ -261,7 +297,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_token(&self, hash: Vec<u8>, account_id: i64, expires_at: i64, now: i64) -> StoreResult<()> {
+    async fn insert_token(
+        &self,
+        hash: Vec<u8>,
+        account_id: i64,
+        expires_at: i64,
+        now: i64,
+    ) -> StoreResult<()> {
         self.write(move |c| {
             c.prepare_cached("INSERT INTO tokens (hash, account_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4)")?
                 .execute(params![hash, account_id, expires_at, now])?;
@@ -272,7 +314,11 @@ impl Store for SqliteStore {
 
     async fn token_account(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<(Account, i64)>> {
         self.read(move |c| {
-            let cols = ACCOUNT_COLS.split(", ").map(|s| format!("a.{s}")).collect::<Vec<_>>().join(", ");
+            let cols = ACCOUNT_COLS
+                .split(", ")
+                .map(|s| format!("a.{s}"))
+                .collect::<Vec<_>>()
+                .join(", ");
             Ok(c.prepare_cached(&format!(
                 "SELECT {cols}, t.expires_at FROM tokens t JOIN accounts a ON a.id = t.account_id \
                  WHERE t.hash = ?1 AND t.expires_at > ?2 AND a.state = 'active'"
@@ -294,9 +340,13 @@ impl Store for SqliteStore {
 
     async fn take_captcha(&self, id: String) -> StoreResult<Option<(String, i64)>> {
         self.write(move |c| {
-            Ok(c.prepare_cached("DELETE FROM captchas WHERE id = ?1 RETURNING answer, expires_at")?
+            Ok(
+                c.prepare_cached(
+                    "DELETE FROM captchas WHERE id = ?1 RETURNING answer, expires_at",
+                )?
                 .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?)
+                .optional()?,
+            )
         })
         .await
     }
@@ -310,19 +360,35 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_binding(&self, a: i64, b: i64, state: BindingState, now: i64) -> StoreResult<()> {
+    async fn insert_binding(
+        &self,
+        a: i64,
+        b: i64,
+        state: BindingState,
+        now: i64,
+    ) -> StoreResult<()> {
         self.write(move |c| {
-            c.prepare_cached("INSERT INTO bindings (a, b, state, updated_at) VALUES (?1, ?2, ?3, ?4)")?
-                .execute(params![a, b, state.as_str(), now])?;
+            c.prepare_cached(
+                "INSERT INTO bindings (a, b, state, updated_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![a, b, state.as_str(), now])?;
             Ok(())
         })
         .await
     }
 
-    async fn set_binding_state(&self, a: i64, b: i64, state: BindingState, now: i64) -> StoreResult<()> {
+    async fn set_binding_state(
+        &self,
+        a: i64,
+        b: i64,
+        state: BindingState,
+        now: i64,
+    ) -> StoreResult<()> {
         self.write(move |c| {
-            c.prepare_cached("UPDATE bindings SET state = ?3, updated_at = ?4 WHERE a = ?1 AND b = ?2")?
-                .execute(params![a, b, state.as_str(), now])?;
+            c.prepare_cached(
+                "UPDATE bindings SET state = ?3, updated_at = ?4 WHERE a = ?1 AND b = ?2",
+            )?
+            .execute(params![a, b, state.as_str(), now])?;
             Ok(())
         })
         .await
@@ -330,7 +396,8 @@ impl Store for SqliteStore {
 
     async fn delete_binding(&self, a: i64, b: i64) -> StoreResult<()> {
         self.write(move |c| {
-            c.prepare_cached("DELETE FROM bindings WHERE a = ?1 AND b = ?2")?.execute([a, b])?;
+            c.prepare_cached("DELETE FROM bindings WHERE a = ?1 AND b = ?2")?
+                .execute([a, b])?;
             Ok(())
         })
         .await
@@ -338,9 +405,11 @@ impl Store for SqliteStore {
 
     async fn binding(&self, a: i64, b: i64) -> StoreResult<Option<Binding>> {
         self.read(move |c| {
-            Ok(c.prepare_cached("SELECT a, b, state, updated_at FROM bindings WHERE a = ?1 AND b = ?2")?
-                .query_row([a, b], binding)
-                .optional()?)
+            Ok(c.prepare_cached(
+                "SELECT a, b, state, updated_at FROM bindings WHERE a = ?1 AND b = ?2",
+            )?
+            .query_row([a, b], binding)
+            .optional()?)
         })
         .await
     }
@@ -393,21 +462,59 @@ mod tests {
     async fn accounts_tokens_bindings_captchas() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("db")).unwrap();
-        let a = s.insert_pending_account(new_account("alice", "n1"), 10).await.unwrap();
-        assert!(matches!(s.insert_pending_account(new_account("alice", "n2"), 10).await, Err(StoreError::Exists)));
-        let b = s.insert_pending_account(new_account("bob", "n2"), 10).await.unwrap();
-        s.set_account_state(a, AccountState::Active, 11).await.unwrap();
-        s.set_account_state(b, AccountState::Active, 11).await.unwrap();
-        assert_eq!(s.account_by_name("alice").await.unwrap().unwrap().state, AccountState::Active);
-        assert_eq!(s.accounts_by_nodes(&["n2".into(), "zz".into()]).await.unwrap().len(), 1);
+        let a = s
+            .insert_pending_account(new_account("alice", "n1"), 10)
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.insert_pending_account(new_account("alice", "n2"), 10)
+                .await,
+            Err(StoreError::Exists)
+        ));
+        let b = s
+            .insert_pending_account(new_account("bob", "n2"), 10)
+            .await
+            .unwrap();
+        s.set_account_state(a, AccountState::Active, 11)
+            .await
+            .unwrap();
+        s.set_account_state(b, AccountState::Active, 11)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.account_by_name("alice").await.unwrap().unwrap().state,
+            AccountState::Active
+        );
+        assert_eq!(
+            s.accounts_by_nodes(&["n2".into(), "zz".into()])
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
 
         s.insert_token(vec![9; 32], a, 100, 11).await.unwrap();
-        assert_eq!(s.token_account(vec![9; 32], 50).await.unwrap().unwrap().0.id, a);
+        assert_eq!(
+            s.token_account(vec![9; 32], 50)
+                .await
+                .unwrap()
+                .unwrap()
+                .0
+                .id,
+            a
+        );
         assert!(s.token_account(vec![9; 32], 100).await.unwrap().is_none());
 
-        s.insert_binding(a, b, BindingState::Binding, 12).await.unwrap();
-        assert!(matches!(s.insert_binding(a, b, BindingState::Binding, 12).await, Err(StoreError::Exists)));
-        s.set_binding_state(a, b, BindingState::Bound, 13).await.unwrap();
+        s.insert_binding(a, b, BindingState::Binding, 12)
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.insert_binding(a, b, BindingState::Binding, 12).await,
+            Err(StoreError::Exists)
+        ));
+        s.set_binding_state(a, b, BindingState::Bound, 13)
+            .await
+            .unwrap();
         assert_eq!(s.bindings_of(b).await.unwrap().len(), 1);
 
         s.begin_cancel(a, 14).await.unwrap();
@@ -417,8 +524,13 @@ mod tests {
         s.delete_account(a).await.unwrap();
         assert!(s.bindings_of(b).await.unwrap().is_empty());
 
-        s.insert_captcha("c1".into(), "abcde".into(), 99).await.unwrap();
-        assert_eq!(s.take_captcha("c1".into()).await.unwrap(), Some(("abcde".into(), 99)));
+        s.insert_captcha("c1".into(), "abcde".into(), 99)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.take_captcha("c1".into()).await.unwrap(),
+            Some(("abcde".into(), 99))
+        );
         assert_eq!(s.take_captcha("c1".into()).await.unwrap(), None);
 
         for _ in 0..4 {
@@ -435,7 +547,12 @@ mod tests {
         let p = dir.path().join("db");
         drop(SqliteStore::open(&p).unwrap());
         let s = SqliteStore::open(&p).unwrap();
-        let v: i64 = s.writer.lock().unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let v: i64 = s
+            .writer
+            .lock()
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(v, MIGRATIONS.len() as i64);
     }
 }

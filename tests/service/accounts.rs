@@ -1,0 +1,340 @@
+//! Register, login, get_users and cancel over HTTPS, checked on the XMPP server independently.
+
+use serde_json::Value;
+
+use crate::harness::{signed, Env, Opts, ProsodyExt, CAPTCHA};
+
+fn owned(p: &[(String, String)]) -> Vec<(&str, &str)> {
+    p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
+}
+
+#[tokio::test]
+async fn register_login_get_users_cancel() {
+    let env = Env::start(Opts::default()).await;
+    let (token, jid, jid_pwd) = env.account("13800138000", 1).await;
+    assert!(jid.ends_with(&format!("@{}", env.prosody.domain)));
+    assert!(
+        !jid.starts_with("13800138000"),
+        "the node is not derived from the user name"
+    );
+    // The JID really exists: an independent client logs in with jid_pwd.
+    assert!(
+        env.prosody.can_login(&jid, &jid_pwd).await,
+        "new JID logs in"
+    );
+
+    // Taken name.
+    assert_eq!(env.register("13800138000", "password2", 1).await, 103);
+    // Wrong password, unknown user, wrong type.
+    assert_eq!(
+        env.login("13800138000", "password2", 1).await["result"],
+        102
+    );
+    assert_eq!(env.login("nobody", "password1", 1).await["result"], 102);
+    assert_eq!(
+        env.login("13800138000", "password1", 3).await["result"],
+        102
+    );
+
+    // get_users: own jid_pwd only, request order, unknown names left out, no password fields.
+    env.account("dev-1", 2).await;
+    let v = env
+        .post(
+            "/get_users",
+            &[
+                ("access_token", &token),
+                ("user_name_ls", r#"["dev-1","ghost","13800138000"]"#),
+            ],
+        )
+        .await;
+    assert_eq!(v["result"], 0);
+    let ls = v["user_info_ls"].as_array().unwrap();
+    assert_eq!(ls.len(), 2);
+    assert_eq!(ls[0]["user_name"], "dev-1");
+    assert_eq!(ls[0]["type"], 2);
+    assert_eq!(ls[0]["device_type"], "cam");
+    assert!(
+        ls[0].get("jid_pwd").is_none(),
+        "another user's jid_pwd is never returned"
+    );
+    assert_eq!(ls[1]["jid_pwd"], jid_pwd.as_str());
+    for u in ls {
+        assert!(u.get("password").is_none());
+    }
+    // Bad token, bad list.
+    let v = env
+        .post(
+            "/get_users",
+            &[("access_token", "nope"), ("user_name_ls", r#"["dev-1"]"#)],
+        )
+        .await;
+    assert_eq!(v["result"], 4);
+    let v = env
+        .post(
+            "/get_users",
+            &[("access_token", &token), ("user_name_ls", "dev-1")],
+        )
+        .await;
+    assert_eq!(v["result"], 2);
+    let many: Vec<String> = (0..101).map(|i| format!("u{i}")).collect();
+    let many = serde_json::to_string(&many).unwrap();
+    let v = env
+        .post(
+            "/get_users",
+            &[("access_token", &token), ("user_name_ls", &many)],
+        )
+        .await;
+    assert_eq!(v["result"], 2);
+
+    // Cancel: wrong password refused; then the JID is gone and the token dead.
+    env.captcha().await;
+    let v = env
+        .post(
+            "/cancel",
+            &[
+                ("user_name", "13800138000"),
+                ("password", "wrongpass"),
+                ("type", "1"),
+                ("verify_code", CAPTCHA),
+            ],
+        )
+        .await;
+    assert_eq!(v["result"], 102);
+    env.captcha().await;
+    let v = env
+        .post(
+            "/cancel",
+            &[
+                ("user_name", "13800138000"),
+                ("password", "password1"),
+                ("type", "1"),
+                ("verify_code", CAPTCHA),
+            ],
+        )
+        .await;
+    assert_eq!(v["result"], 0, "{v}");
+    assert!(
+        !env.prosody.can_login(&jid, &jid_pwd).await,
+        "cancelled JID no longer logs in"
+    );
+    let v = env
+        .post(
+            "/get_users",
+            &[("access_token", &token), ("user_name_ls", r#"["dev-1"]"#)],
+        )
+        .await;
+    assert_eq!(v["result"], 4);
+    assert_eq!(
+        env.login("13800138000", "password1", 1).await["result"],
+        102
+    );
+    // The name is free again.
+    assert_eq!(env.register("13800138000", "password3", 1).await, 0);
+}
+
+#[tokio::test]
+async fn captcha_rules() {
+    let env = Env::start(Opts::default()).await;
+    let reg = |c: &'static str| {
+        vec![
+            ("user_name", "cap-user"),
+            ("password", "password1"),
+            ("type", "1"),
+            ("verify_code", c),
+        ]
+    };
+    // No captcha fetched: no challenge id.
+    let fresh = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let v: Value = fresh
+        .post(format!("{}/register", env.base))
+        .form(&reg(CAPTCHA))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["result"], 5);
+    // Wrong answer spends the challenge: the right answer afterwards fails too.
+    env.captcha().await;
+    assert_eq!(env.post("/register", &reg("zzzzz")).await["result"], 5);
+    assert_eq!(env.post("/register", &reg(CAPTCHA)).await["result"], 5);
+    // Right answer works once, case-insensitively, by cookie…
+    env.captcha().await;
+    assert_eq!(env.post("/register", &reg("ABCDE")).await["result"], 0);
+    // …and by parameter, from a client without cookies.
+    let id = env.captcha().await;
+    let mut p = vec![
+        ("user_name", "cap-user2"),
+        ("password", "password1"),
+        ("type", "1"),
+        ("verify_code", CAPTCHA),
+    ];
+    p.push(("verify_code_id", &id));
+    let v: Value = fresh
+        .post(format!("{}/register", env.base))
+        .form(&p)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["result"], 0);
+    // Reused id.
+    let v: Value = fresh
+        .post(format!("{}/register", env.base))
+        .form(&p)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["result"], 5);
+    // Missing captcha.
+    assert_eq!(
+        env.post(
+            "/register",
+            &[
+                ("user_name", "x1"),
+                ("password", "password1"),
+                ("type", "1")
+            ]
+        )
+        .await["result"],
+        5
+    );
+}
+
+#[tokio::test]
+async fn devices_sign_and_params_are_checked() {
+    let env = Env::start(Opts::default()).await;
+    // A device without param_sign → 6; with a wrong one → 6; signed → 0.
+    let base = [
+        ("user_name", "cam-1"),
+        ("password", "password1"),
+        ("type", "2"),
+        ("device_type", "cam"),
+    ];
+    assert_eq!(env.post("/register", &base).await["result"], 6);
+    let mut bad = signed(&base);
+    bad.last_mut().unwrap().1 = "00".repeat(32);
+    assert_eq!(env.post("/register", &owned(&bad)).await["result"], 6);
+    // A timestamp outside the window is a replay.
+    let old = signed(&[
+        ("user_name", "cam-1"),
+        ("password", "password1"),
+        ("type", "2"),
+        ("device_type", "cam"),
+        ("timestamp", "1000"),
+    ]);
+    assert_eq!(env.post("/register", &owned(&old)).await["result"], 6);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let fresh = signed(&[
+        ("user_name", "cam-1"),
+        ("password", "password1"),
+        ("type", "2"),
+        ("device_type", "cam"),
+        ("timestamp", &now),
+    ]);
+    assert_eq!(env.post("/register", &owned(&fresh)).await["result"], 0);
+    // Login without param_sign → 6 (the seed requires it on /login).
+    assert_eq!(
+        env.post(
+            "/login",
+            &[
+                ("user_name", "cam-1"),
+                ("password", "password1"),
+                ("type", "2")
+            ]
+        )
+        .await["result"],
+        6
+    );
+    // Missing or malformed parameters → 2.
+    for p in [
+        vec![("password", "password1"), ("type", "2")],
+        vec![
+            ("user_name", "x y"),
+            ("password", "password1"),
+            ("type", "2"),
+            ("device_type", "c"),
+        ],
+        vec![
+            ("user_name", "cam-2"),
+            ("password", "short"),
+            ("type", "2"),
+            ("device_type", "c"),
+        ],
+        vec![
+            ("user_name", "cam-2"),
+            ("password", "password1"),
+            ("type", "9"),
+            ("device_type", "c"),
+        ],
+        vec![
+            ("user_name", "cam-2"),
+            ("password", "password1"),
+            ("type", "2"),
+        ],
+    ] {
+        let s = signed(&p);
+        assert_eq!(
+            env.post("/register", &owned(&s)).await["result"],
+            2,
+            "{p:?}"
+        );
+    }
+    // JSON bodies and GET work the same.
+    let p = signed(&[
+        ("user_name", "cam-3"),
+        ("password", "password1"),
+        ("type", "2"),
+        ("device_type", "cam"),
+    ]);
+    let body: serde_json::Map<String, Value> = p
+        .iter()
+        .map(|(a, b)| (a.clone(), Value::String(b.clone())))
+        .collect();
+    let v: Value = env
+        .http
+        .post(format!("{}/register", env.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["result"], 0, "{v}");
+    let p = signed(&[
+        ("user_name", "cam-3"),
+        ("password", "password1"),
+        ("type", "2"),
+    ]);
+    let v = env.get("/login", &owned(&p)).await;
+    assert_eq!(v["result"], 0, "{v}");
+    assert!(v["user_info"]["jid_pwd"].is_string());
+}
+
+#[tokio::test]
+async fn lockout_after_failed_logins() {
+    let env = Env::start(Opts::default()).await;
+    env.account("lock-me", 2).await;
+    for _ in 0..5 {
+        assert_eq!(
+            env.login("lock-me", "wrong-password", 2).await["result"],
+            102
+        );
+    }
+    // Locked: even the right password is refused for now.
+    assert_eq!(env.login("lock-me", "password1", 2).await["result"], 102);
+}

@@ -1,0 +1,195 @@
+//! Bind, unbind and get_user_banding over HTTPS, checked on both rosters independently.
+
+use serde_json::Value;
+
+use crate::harness::{Env, Opts, ProsodyExt, CAPTCHA};
+
+async fn roster_sub(
+    env: &Env,
+    jid: &str,
+    pwd: &str,
+    peer: &str,
+) -> Option<(String, String, Vec<String>)> {
+    env.prosody
+        .roster(jid, pwd)
+        .await
+        .into_iter()
+        .find(|e| e.jid == peer)
+        .map(|e| (e.subscription, e.nickname, e.groups))
+}
+
+async fn bind_scenario(o: Opts) {
+    let env = Env::start(o).await;
+    let (tok_p, jid_p, pwd_p) = env.account("phone-a", 1).await;
+    let (_tok_d, jid_d, pwd_d) = env.account("dev-a", 2).await;
+    let (tok_p2, _, _) = env.account("phone-b", 1).await;
+
+    let bind = |tok: String, who: &'static str, peers: &'static str| {
+        let env = &env;
+        async move {
+            env.post(
+                "/set_user_banding",
+                &[
+                    ("access_token", &tok),
+                    ("user_name", who),
+                    ("user_name_ls", peers),
+                ],
+            )
+            .await
+        }
+    };
+    // Someone else's token → 100; unknown peer → 104; phone with phone → 100; bad token → 4.
+    assert_eq!(
+        bind(tok_p2.clone(), "phone-a", r#"["dev-a"]"#).await["result"],
+        100
+    );
+    assert_eq!(
+        bind(tok_p.clone(), "phone-a", r#"["ghost"]"#).await["result"],
+        104
+    );
+    assert_eq!(
+        bind(tok_p.clone(), "phone-a", r#"["phone-b"]"#).await["result"],
+        100
+    );
+    assert_eq!(
+        bind("x".into(), "phone-a", r#"["dev-a"]"#).await["result"],
+        4
+    );
+    // Nothing changed on the server.
+    assert!(roster_sub(&env, &jid_p, &pwd_p, &jid_d).await.is_none());
+
+    let v = bind(tok_p.clone(), "phone-a", r#"["dev-a"]"#).await;
+    assert_eq!(v["result"], 0, "{v}");
+    // Both rosters say both, with the peer's user_name and a group naming its type.
+    assert_eq!(
+        roster_sub(&env, &jid_p, &pwd_p, &jid_d).await,
+        Some(("both".into(), "dev-a".into(), vec!["Device".into()]))
+    );
+    assert_eq!(
+        roster_sub(&env, &jid_d, &pwd_d, &jid_p).await,
+        Some(("both".into(), "phone-a".into(), vec!["Phone".into()]))
+    );
+    // Already bound.
+    assert_eq!(
+        bind(tok_p.clone(), "phone-a", r#"["dev-a"]"#).await["result"],
+        109
+    );
+
+    // get_user_banding: the roster as the server holds it, with our names.
+    let v = env
+        .post(
+            "/get_user_banding",
+            &[("access_token", &tok_p), ("user_name", "phone-a")],
+        )
+        .await;
+    assert_eq!(v["result"], 0, "{v}");
+    let items = v["roster_item"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["jid"], jid_d.as_str());
+    assert_eq!(items[0]["subscriptionType"], "both");
+    assert_eq!(items[0]["nickname"], "dev-a");
+    assert_eq!(items[0]["groups"], serde_json::json!(["Device"]));
+    assert_eq!(items[0]["user_name"], "dev-a");
+    assert_eq!(items[0]["type"], 2);
+    let v = env
+        .post(
+            "/get_user_banding",
+            &[("access_token", &tok_p2), ("user_name", "phone-a")],
+        )
+        .await;
+    assert_eq!(v["result"], 100);
+
+    // Unbind: both rosters empty, second unbind → 110.
+    let unbind = |peers: &'static str| {
+        let (env, tok) = (&env, tok_p.clone());
+        async move {
+            env.post(
+                "/set_user_unbanding",
+                &[
+                    ("access_token", &tok),
+                    ("user_name", "phone-a"),
+                    ("user_name_ls", peers),
+                ],
+            )
+            .await
+        }
+    };
+    assert_eq!(unbind(r#"["dev-a"]"#).await["result"], 0);
+    assert!(roster_sub(&env, &jid_p, &pwd_p, &jid_d).await.is_none());
+    assert!(roster_sub(&env, &jid_d, &pwd_d, &jid_p).await.is_none());
+    assert_eq!(unbind(r#"["dev-a"]"#).await["result"], 110);
+    assert_eq!(unbind(r#"["ghost"]"#).await["result"], 104);
+
+    // Bind again, then cancel the device: the phone's roster loses it.
+    assert_eq!(
+        bind(tok_p.clone(), "phone-a", r#"["dev-a"]"#).await["result"],
+        0
+    );
+    let p = crate::harness::signed(&[
+        ("user_name", "dev-a"),
+        ("password", "password1"),
+        ("type", "2"),
+    ]);
+    let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    assert_eq!(env.post("/cancel", &p).await["result"], 0);
+    assert!(
+        roster_sub(&env, &jid_p, &pwd_p, &jid_d).await.is_none(),
+        "cancel removed the binding from the peer"
+    );
+    let v: Value = env
+        .post(
+            "/get_user_banding",
+            &[("access_token", &tok_p), ("user_name", "phone-a")],
+        )
+        .await;
+    assert_eq!(v["roster_item"], serde_json::json!([]));
+    let _ = CAPTCHA;
+}
+
+#[tokio::test]
+async fn bind_c2s_plaintext() {
+    bind_scenario(Opts::default()).await;
+}
+
+#[tokio::test]
+async fn bind_c2s_tls() {
+    bind_scenario(Opts {
+        tls: true,
+        ..Opts::default()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bind_privileged() {
+    bind_scenario(Opts {
+        privileged: true,
+        ..Opts::default()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn accounts_by_ibr() {
+    let env = Env::start(Opts {
+        ibr: true,
+        ..Opts::default()
+    })
+    .await;
+    let (_, jid, pwd) = env.account("ibr-user", 1).await;
+    assert!(env.prosody.can_login(&jid, &pwd).await);
+    env.captcha().await;
+    let v = env
+        .post(
+            "/cancel",
+            &[
+                ("user_name", "ibr-user"),
+                ("password", "password1"),
+                ("type", "1"),
+                ("verify_code", CAPTCHA),
+            ],
+        )
+        .await;
+    assert_eq!(v["result"], 0);
+    assert!(!env.prosody.can_login(&jid, &pwd).await);
+}

@@ -1,0 +1,285 @@
+//! Starts Prosody (from `xmpp::testkit`) and the service on free loopback ports, and talks to the
+//! service as a client would: HTTPS with the service's own self-signed certificate trusted.
+
+use std::path::PathBuf;
+
+use register::config::Config;
+use register::crypto;
+use register::server::Server;
+use serde_json::{json, Value};
+use xmpp::testkit::{Prosody, ProsodyOptions, TestClient};
+
+pub const APP_KEY: &str = "test-app-key";
+pub const SIGN_KEY: &str = "test-sign-key";
+pub const CAPTCHA: &str = "abcde";
+
+/// Prosody + the service + an HTTPS client.
+pub struct Env {
+    pub prosody: Prosody,
+    pub server: Option<Server>,
+    pub http: reqwest::Client,
+    pub base: String,
+    pub _data: tempfile::TempDir,
+}
+
+/// Options for [`Env::start`].
+#[derive(Clone, Copy, Default)]
+pub struct Opts {
+    pub tls: bool,
+    pub privileged: bool,
+    pub ibr: bool,
+}
+
+/// The service's configuration for a Prosody.
+pub fn config_for(p: &Prosody, data_dir: PathBuf, o: Opts) -> Config {
+    let mut c = Config {
+        data_dir,
+        ..Config::default()
+    };
+    c.http.listen = "127.0.0.1:0".parse().unwrap();
+    c.tcp.listen = "127.0.0.1:0".parse().unwrap();
+    c.admin.listen = "127.0.0.1:0".parse().unwrap();
+    c.xmpp.domain = p.domain.clone();
+    c.xmpp.component = p.component.clone();
+    c.xmpp.component_addr = p.component_addr.to_string();
+    c.xmpp.component_secret = p.secret.clone();
+    c.xmpp.c2s_addr = p.c2s_addr.to_string();
+    match &p.ca_file {
+        Some(ca) => {
+            c.xmpp.c2s_tls = "required".into();
+            c.xmpp.tls_ca_file = ca.to_string_lossy().into_owned();
+        }
+        None => {
+            c.xmpp.c2s_tls = "off".into();
+            c.xmpp.allow_plain_without_tls = true;
+        }
+    }
+    c.xmpp.timeout_ms = 5000;
+    c.xmpp.accounts = if o.ibr { "ibr" } else { "component" }.into();
+    c.xmpp.binding = if o.privileged { "privileged" } else { "c2s" }.into();
+    c.security.sign_key = SIGN_KEY.into();
+    c.security.app_keys = vec![APP_KEY.into()];
+    c.security.rate_per_minute = 0;
+    c.captcha.fixed_answer = CAPTCHA.into();
+    c.reconcile.interval_secs = 0;
+    c
+}
+
+impl Env {
+    pub async fn start(o: Opts) -> Env {
+        let prosody = Prosody::start(ProsodyOptions {
+            tls: o.tls,
+            ..Default::default()
+        });
+        let data = tempfile::tempdir().unwrap();
+        let cfg = config_for(&prosody, data.path().join("data"), o);
+        Env::start_with(prosody, data, cfg).await
+    }
+
+    pub async fn start_with(prosody: Prosody, data: tempfile::TempDir, cfg: Config) -> Env {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let server = Server::start(cfg).await.expect("service starts");
+        let cert = std::fs::read(server.app.cfg.data_dir.join("cert.pem")).unwrap();
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+            .cookie_store(true)
+            .build()
+            .unwrap();
+        let base = format!("https://localhost:{}", server.addrs.http.port());
+        let env = Env {
+            prosody,
+            server: Some(server),
+            http,
+            base,
+            _data: data,
+        };
+        env.wait_link().await;
+        env
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().unwrap()
+    }
+
+    /// Wait until the component link is up.
+    pub async fn wait_link(&self) {
+        let mut w = self.server().app.xmpp.link_watch();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            w.wait_for(|s| *s == xmpp::LinkState::Up),
+        )
+        .await
+        .expect("component link comes up")
+        .unwrap();
+    }
+
+    /// POST a form and return the JSON reply, checking its `sign`.
+    pub async fn post(&self, path: &str, params: &[(&str, &str)]) -> Value {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .form(params)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_signed(&v);
+        v
+    }
+
+    /// GET with a query string.
+    pub async fn get(&self, path: &str, params: &[(&str, &str)]) -> Value {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .query(params)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_signed(&v);
+        v
+    }
+
+    /// Fetch a captcha (sets the cookie in this client).
+    pub async fn captcha(&self) -> String {
+        let r = self
+            .http
+            .get(format!("{}/verify_code", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "image/png");
+        let id = r.headers()["x-verify-code-id"].to_str().unwrap().to_owned();
+        let body = r.bytes().await.unwrap();
+        assert_eq!(&body[..4], b"\x89PNG");
+        id
+    }
+
+    /// Register a phone (captcha) or a device (signed). Returns the result code.
+    pub async fn register(&self, name: &str, password: &str, kind: u8) -> i64 {
+        let t = kind.to_string();
+        if kind == 2 {
+            let p = signed(&[
+                ("user_name", name),
+                ("password", password),
+                ("type", &t),
+                ("des", "a device"),
+                ("device_type", "cam"),
+            ]);
+            let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+            self.post("/register", &p).await["result"].as_i64().unwrap()
+        } else {
+            self.captcha().await;
+            self.post(
+                "/register",
+                &[
+                    ("user_name", name),
+                    ("password", password),
+                    ("type", &t),
+                    ("verify_code", CAPTCHA),
+                ],
+            )
+            .await["result"]
+                .as_i64()
+                .unwrap()
+        }
+    }
+
+    /// Log in; returns the whole reply.
+    pub async fn login(&self, name: &str, password: &str, kind: u8) -> Value {
+        let t = kind.to_string();
+        let mut base = vec![
+            ("user_name", name),
+            ("password", password),
+            ("type", t.as_str()),
+        ];
+        if kind != 2 {
+            self.captcha().await;
+            base.push(("verify_code", CAPTCHA));
+        }
+        let p = signed(&base);
+        let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        self.post("/login", &p).await
+    }
+
+    /// Register and log in; returns (token, jid, jid_pwd).
+    pub async fn account(&self, name: &str, kind: u8) -> (String, String, String) {
+        assert_eq!(
+            self.register(name, "password1", kind).await,
+            0,
+            "register {name}"
+        );
+        let v = self.login(name, "password1", kind).await;
+        assert_eq!(v["result"], 0, "login {name}: {v}");
+        (
+            v["access_token"].as_str().unwrap().to_owned(),
+            v["user_info"]["jid"].as_str().unwrap().to_owned(),
+            v["user_info"]["jid_pwd"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+/// Independent checks on the XMPP server, through the testkit's own client (not the code under test).
+pub trait ProsodyExt {
+    /// Whether `jid` logs in with `password`.
+    async fn can_login(&self, jid: &str, password: &str) -> bool;
+    /// `jid`'s roster as the server holds it.
+    async fn roster(&self, jid: &str, password: &str) -> Vec<xmpp::RosterEntry>;
+}
+
+impl ProsodyExt for Prosody {
+    async fn can_login(&self, jid: &str, password: &str) -> bool {
+        let node = jid.split('@').next().unwrap();
+        match TestClient::login(self, node, password).await {
+            Ok(c) => {
+                c.close().await;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    async fn roster(&self, jid: &str, password: &str) -> Vec<xmpp::RosterEntry> {
+        let node = jid.split('@').next().unwrap();
+        let mut c = TestClient::login(self, node, password)
+            .await
+            .expect("independent login");
+        let r = c.roster().await.expect("roster");
+        c.close().await;
+        r
+    }
+}
+
+/// Parameters with `param_sign` added (as a device or the login page computes it).
+pub fn signed(params: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut p: Vec<(String, String)> = params
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    let s = crypto::param_sign(APP_KEY.as_bytes(), &p);
+    p.push(("param_sign".into(), s));
+    p
+}
+
+/// Check a reply's `sign` as a client would, independently of the server's code: serde_json's
+/// default map is sorted by key, so `to_string` is the canonical form.
+pub fn assert_signed(v: &Value) {
+    use hmac::Mac;
+    let mut m = v.as_object().expect("reply is an object").clone();
+    let sign = m.remove("sign").expect("reply has sign");
+    let text = serde_json::to_string(&Value::Object(m)).unwrap();
+    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(SIGN_KEY.as_bytes()).unwrap();
+    mac.update(text.as_bytes());
+    assert_eq!(
+        sign,
+        json!(hex::encode(mac.finalize().into_bytes())),
+        "sign of {text}"
+    );
+}

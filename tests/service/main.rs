@@ -1,0 +1,9 @@
+//! The service started for real (in-process on real sockets, or the `register` binary) against a
+//! real Prosody, driven as a phone, a device and an IM backend would.
+
+mod accounts;
+mod binary;
+mod bindings;
+mod harness;
+mod tcp;
+mod transport;

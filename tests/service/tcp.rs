@@ -1,0 +1,70 @@
+//! The TCP JSON line API over a real socket.
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::harness::{assert_signed, Env, Opts};
+
+async fn ask(conn: &mut BufReader<TcpStream>, line: &str) -> Value {
+    conn.get_mut().write_all(line.as_bytes()).await.unwrap();
+    conn.get_mut().write_all(b"\n").await.unwrap();
+    let mut reply = String::new();
+    conn.read_line(&mut reply).await.unwrap();
+    let v: Value = serde_json::from_str(&reply).unwrap();
+    assert_signed(&v);
+    v
+}
+
+#[tokio::test]
+async fn verify_tokens_and_get_users() {
+    let env = Env::start(Opts::default()).await;
+    let (token, jid, _) = env.account("tcp-dev", 2).await;
+    let mut c = BufReader::new(TcpStream::connect(env.server().addrs.tcp).await.unwrap());
+    let v = ask(
+        &mut c,
+        &format!("/verify_access_token {}", json!({"access_token": token})),
+    )
+    .await;
+    assert_eq!(v["result"], 0);
+    assert_eq!(v["validate"], true);
+    assert_eq!(v["user_name"], "tcp-dev");
+    assert_eq!(v["jid"], jid.as_str());
+    assert_eq!(v["type"], 2);
+    assert!(v["expires_at"].as_i64().unwrap() > 0);
+    let v = ask(&mut c, r#"/verify_access_token {"access_token":"nope"}"#).await;
+    assert_eq!(
+        (v["result"].clone(), v["validate"].clone()),
+        (json!(4), json!(false))
+    );
+    // get_users by a device needs its signature as over HTTPS.
+    let params =
+        crate::harness::signed(&[("access_token", &token), ("user_name_ls", r#"["tcp-dev"]"#)]);
+    let body: serde_json::Map<String, Value> = params
+        .into_iter()
+        .map(|(a, b)| (a, Value::String(b)))
+        .collect();
+    let v = ask(&mut c, &format!("/get_users {}", Value::Object(body))).await;
+    assert_eq!(v["result"], 0, "{v}");
+    assert_eq!(v["user_info_ls"][0]["user_name"], "tcp-dev");
+    // Malformed lines.
+    assert_eq!(ask(&mut c, "/nope {}").await["result"], 2);
+    assert_eq!(
+        ask(&mut c, "/verify_access_token {not json").await["result"],
+        2
+    );
+    // A token revoked by /cancel fails at once.
+    let p = crate::harness::signed(&[
+        ("user_name", "tcp-dev"),
+        ("password", "password1"),
+        ("type", "2"),
+    ]);
+    let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    assert_eq!(env.post("/cancel", &p).await["result"], 0);
+    let v = ask(
+        &mut c,
+        &format!("/verify_access_token {}", json!({"access_token": token})),
+    )
+    .await;
+    assert_eq!(v["validate"], false);
+}
