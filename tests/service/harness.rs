@@ -67,12 +67,18 @@ pub fn config_for(p: &Prosody, data_dir: PathBuf, o: Opts) -> Config {
 
 impl Env {
     pub async fn start(o: Opts) -> Env {
+        Env::start_tuned(o, |_| {}).await
+    }
+
+    /// Start with the test configuration changed by `tune`.
+    pub async fn start_tuned(o: Opts, tune: impl FnOnce(&mut Config)) -> Env {
         let prosody = Prosody::start(ProsodyOptions {
             tls: o.tls,
             ..Default::default()
         });
         let data = tempfile::tempdir().unwrap();
-        let cfg = config_for(&prosody, data.path().join("data"), o);
+        let mut cfg = config_for(&prosody, data.path().join("data"), o);
+        tune(&mut cfg);
         Env::start_with(prosody, data, cfg).await
     }
 

@@ -5,5 +5,6 @@ mod accounts;
 mod binary;
 mod bindings;
 mod harness;
+mod security;
 mod tcp;
 mod transport;
