@@ -23,7 +23,12 @@ pub(crate) const ADD_USER: &str = "http://jabber.org/protocol/admin#add-user";
 pub(crate) const DELETE_USER: &str = "http://jabber.org/protocol/admin#delete-user";
 
 /// A `<command/>` element: `action` is `execute`, `complete` or `cancel`.
-pub(crate) fn command(node: &str, action: &str, session: Option<&str>, form: Option<DataForm>) -> Element {
+pub(crate) fn command(
+    node: &str,
+    action: &str,
+    session: Option<&str>,
+    form: Option<DataForm>,
+) -> Element {
     let mut b = Element::builder("command", NS_COMMANDS)
         .attr(attr_name("node"), node)
         .attr(attr_name("action"), action);
@@ -95,7 +100,10 @@ pub(crate) fn add_user_outcome(reply: &CommandReply) -> Result<(), XmppError> {
         return Err(XmppError::Refused(text.clone()));
     }
     if reply.status != "completed" {
-        return Err(XmppError::Protocol(format!("add-user ended in status '{}'", reply.status)));
+        return Err(XmppError::Protocol(format!(
+            "add-user ended in status '{}'",
+            reply.status
+        )));
     }
     Ok(())
 }
@@ -104,7 +112,10 @@ pub(crate) fn add_user_outcome(reply: &CommandReply) -> Result<(), XmppError> {
 pub(crate) fn delete_user_outcome(reply: &CommandReply) -> Result<(), XmppError> {
     for (kind, text) in &reply.notes {
         let lower = text.to_lowercase();
-        if lower.contains("could not be deleted") || lower.contains("not found") || lower.contains("does not exist") {
+        if lower.contains("could not be deleted")
+            || lower.contains("not found")
+            || lower.contains("does not exist")
+        {
             return Err(XmppError::NotFound);
         }
         if kind == "error" {
@@ -112,13 +123,21 @@ pub(crate) fn delete_user_outcome(reply: &CommandReply) -> Result<(), XmppError>
         }
     }
     if reply.status != "completed" {
-        return Err(XmppError::Protocol(format!("delete-user ended in status '{}'", reply.status)));
+        return Err(XmppError::Protocol(format!(
+            "delete-user ended in status '{}'",
+            reply.status
+        )));
     }
     Ok(())
 }
 
 fn set(to: &Jid, payload: Element) -> Iq {
-    Iq::Set { from: None, to: Some(to.clone()), id: String::new(), payload }
+    Iq::Set {
+        from: None,
+        to: Some(to.clone()),
+        id: String::new(),
+        payload,
+    }
 }
 
 /// Runs one two-step admin command; `outcome` judges the completed reply.
@@ -129,7 +148,9 @@ async fn run(
     outcome: fn(&CommandReply) -> Result<(), XmppError>,
 ) -> Result<(), XmppError> {
     let server = server_jid(link.config());
-    let first = link.iq(set(&server, command(node, "execute", None, None))).await?;
+    let first = link
+        .iq(set(&server, command(node, "execute", None, None)))
+        .await?;
     let first = match reply_payload(first) {
         Ok(p) => parse_command(p.as_ref())?,
         Err(e) => return Err(iq_error(&e)),
@@ -137,15 +158,26 @@ async fn run(
     let Some(session) = first.sessionid.clone() else {
         // Completed at once (or refused with a note) without a session to close.
         outcome(&first)?;
-        return Err(XmppError::Protocol("command completed without taking the form".into()));
+        return Err(XmppError::Protocol(
+            "command completed without taking the form".into(),
+        ));
     };
-    let cancel = || link.send_iq_nowait(set(&server, command(node, "cancel", Some(&session), None)));
+    let cancel =
+        || link.send_iq_nowait(set(&server, command(node, "cancel", Some(&session), None)));
     if first.status != "executing" || !first.has_form {
         cancel();
         outcome(&first)?;
-        return Err(XmppError::Protocol(format!("unexpected command status '{}'", first.status)));
+        return Err(XmppError::Protocol(format!(
+            "unexpected command status '{}'",
+            first.status
+        )));
     }
-    let second = link.iq(set(&server, command(node, "complete", Some(&session), Some(form)))).await;
+    let second = link
+        .iq(set(
+            &server,
+            command(node, "complete", Some(&session), Some(form)),
+        ))
+        .await;
     let second = match second {
         Ok(reply) => reply,
         Err(e) => {
@@ -170,12 +202,24 @@ async fn run(
 
 /// XEP-0133 add-user of `jid` with `password`.
 pub(crate) async fn add_user(link: &Link, jid: &str, password: &str) -> Result<(), XmppError> {
-    run(link, ADD_USER, add_user_form(jid, password), add_user_outcome).await
+    run(
+        link,
+        ADD_USER,
+        add_user_form(jid, password),
+        add_user_outcome,
+    )
+    .await
 }
 
 /// XEP-0133 delete-user of `jid`.
 pub(crate) async fn delete_user(link: &Link, jid: &str) -> Result<(), XmppError> {
-    run(link, DELETE_USER, delete_user_form(jid), delete_user_outcome).await
+    run(
+        link,
+        DELETE_USER,
+        delete_user_form(jid),
+        delete_user_outcome,
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -189,20 +233,38 @@ mod tests {
         assert_eq!(exec.attr("action"), Some("execute"));
         assert!(exec.attr("sessionid").is_none());
 
-        let submit = command(ADD_USER, "complete", Some("s1"), Some(add_user_form("a@b", "pw")));
+        let submit = command(
+            ADD_USER,
+            "complete",
+            Some("s1"),
+            Some(add_user_form("a@b", "pw")),
+        );
         assert_eq!(submit.attr("sessionid"), Some("s1"));
-        let form = DataForm::try_from(submit.get_child("x", "jabber:x:data").unwrap().clone()).unwrap();
+        let form =
+            DataForm::try_from(submit.get_child("x", "jabber:x:data").unwrap().clone()).unwrap();
         assert_eq!(form.type_, DataFormType::Submit);
         assert_eq!(form.form_type(), Some(NS_ADMIN));
         let value = |var: &str| {
-            form.fields.iter().find(|f| f.var.as_deref() == Some(var)).unwrap().values.clone()
+            form.fields
+                .iter()
+                .find(|f| f.var.as_deref() == Some(var))
+                .unwrap()
+                .values
+                .clone()
         };
         assert_eq!(value("accountjid"), vec!["a@b"]);
         assert_eq!(value("password"), vec!["pw"]);
         assert_eq!(value("password-verify"), vec!["pw"]);
 
         let del = delete_user_form("a@b");
-        assert_eq!(del.fields.iter().find(|f| f.var.as_deref() == Some("accountjids")).unwrap().values, vec!["a@b"]);
+        assert_eq!(
+            del.fields
+                .iter()
+                .find(|f| f.var.as_deref() == Some("accountjids"))
+                .unwrap()
+                .values,
+            vec!["a@b"]
+        );
     }
 
     fn reply(xml: &str) -> CommandReply {
@@ -226,11 +288,19 @@ mod tests {
         let ok = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='info'>Account successfully created</note></command>");
         assert!(add_user_outcome(&ok).is_ok());
         let exists = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='error'>Account already exists</note></command>");
-        assert!(matches!(add_user_outcome(&exists), Err(XmppError::Conflict)));
+        assert!(matches!(
+            add_user_outcome(&exists),
+            Err(XmppError::Conflict)
+        ));
         let other = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='error'>Password mismatch</note></command>");
-        assert!(matches!(add_user_outcome(&other), Err(XmppError::Refused(t)) if t == "Password mismatch"));
+        assert!(
+            matches!(add_user_outcome(&other), Err(XmppError::Refused(t)) if t == "Password mismatch")
+        );
         let gone = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='info'>The following accounts could not be deleted:\nx@y</note></command>");
-        assert!(matches!(delete_user_outcome(&gone), Err(XmppError::NotFound)));
+        assert!(matches!(
+            delete_user_outcome(&gone),
+            Err(XmppError::NotFound)
+        ));
         let deleted = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='info'>The following accounts were successfully deleted:\nx@y</note></command>");
         assert!(delete_user_outcome(&deleted).is_ok());
         assert!(parse_command(None).is_err());

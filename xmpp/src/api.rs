@@ -1,19 +1,25 @@
 //! The public face of the crate: [`Xmpp`], a cheap-to-clone handle the service calls for every
-//! XMPP operation. It owns the component link and the c2s session pool, and dispatches each
-//! operation to the configured mode.
+//! XMPP operation. It owns the component link and the c2s session pool and dispatches each
+//! operation to the configured mode. Input the server would reject is refused here, before
+//! anything is sent ([`validate_node`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use xmpp_parsers::jid::BareJid;
 
-use crate::{LinkState, Party, RosterEntry, XmppConfig, XmppError};
+use crate::component::Link;
+use crate::pool::{Lease, Pool};
+use crate::stanza::random_suffix;
+use crate::{adhoc, c2s, ibr, roster, tls};
+use crate::{AccountsMode, BindingMode, LinkState, Party, RosterEntry, XmppConfig, XmppError};
 
 struct Inner {
     cfg: XmppConfig,
-    link: watch::Receiver<LinkState>,
-    #[allow(dead_code)]
-    shutdown: CancellationToken,
+    link: Arc<Link>,
+    pool: Arc<Pool>,
 }
 
 /// Handle to the XMPP side: component link, account provisioning, bindings, rosters.
@@ -22,32 +28,100 @@ pub struct Xmpp {
     inner: Arc<Inner>,
 }
 
+/// Validates a node (local part) before anything is sent: 1–64 bytes, no character RFC 7622
+/// nodeprep forbids (space, `"&'/:<>@`, control characters) and no uppercase (nodes are
+/// generated lowercase; the server would fold them).
+pub fn validate_node(node: &str) -> Result<(), XmppError> {
+    let bad = |why: &str| Err(XmppError::InvalidInput(format!("node {node:?}: {why}")));
+    if node.is_empty() {
+        return bad("empty");
+    }
+    if node.len() > 64 {
+        return bad("longer than 64 bytes");
+    }
+    if let Some(c) = node.chars().find(|c| {
+        c.is_whitespace() || c.is_control() || "\"&'/:<>@".contains(*c) || c.is_uppercase()
+    }) {
+        return bad(&format!("character {c:?} is not allowed"));
+    }
+    Ok(())
+}
+
+fn validate_password(password: &str) -> Result<(), XmppError> {
+    if password.is_empty() {
+        return Err(XmppError::InvalidInput("empty password".into()));
+    }
+    if password.chars().any(|c| c.is_control()) {
+        return Err(XmppError::InvalidInput(
+            "control character in password".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// One-shot c2s login as `node@domain`, then close.
+pub async fn check_login(cfg: &XmppConfig, node: &str, password: &str) -> Result<(), XmppError> {
+    tls::ensure_provider();
+    validate_node(node)?;
+    validate_password(password)?;
+    let session = c2s::Session::login(cfg, None, node, password).await?;
+    session.close().await;
+    Ok(())
+}
+
 impl Xmpp {
-    /// Installs the ring crypto provider if none, spawns the component link task (reconnecting with
-    /// exponential backoff and jitter until `shutdown` is cancelled) and returns at once.
+    /// Installs the ring crypto provider if none, spawns the component link task (reconnecting
+    /// with exponential backoff and jitter until `shutdown` is cancelled) and the session reaper,
+    /// and returns at once. Must be called inside a tokio runtime.
     pub fn start(cfg: XmppConfig, shutdown: CancellationToken) -> Xmpp {
-        let (_tx, rx) = watch::channel(LinkState::Down);
-        Xmpp { inner: Arc::new(Inner { cfg, link: rx, shutdown }) }
+        tls::ensure_provider();
+        let link = match Link::new(cfg.clone()) {
+            Ok(link) => link,
+            Err(e) => {
+                tracing::error!(error = %e, "invalid component JID; the link will stay down");
+                let mut bad = cfg.clone();
+                bad.component = "invalid.invalid".into();
+                Link::new(bad).expect("a valid placeholder JID")
+            }
+        };
+        let pool = Arc::new(Pool::new(cfg.clone()));
+        tokio::spawn(link.clone().run(shutdown.clone()));
+        let reaper = pool.clone();
+        let every = (cfg.session_idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => reaper.reap().await,
+                }
+            }
+            reaper.close_all().await;
+        });
+        Xmpp {
+            inner: Arc::new(Inner { cfg, link, pool }),
+        }
     }
 
     /// Current state of the component link.
     pub fn link_state(&self) -> LinkState {
-        *self.inner.link.borrow()
+        *self.inner.link.watch().borrow()
     }
 
     /// A receiver that sees every change of the link state.
     pub fn link_watch(&self) -> watch::Receiver<LinkState> {
-        self.inner.link.clone()
+        self.inner.link.watch()
     }
 
     /// Successful (re)connections so far, and failed attempts.
     pub fn link_stats(&self) -> (u64, u64) {
-        (0, 0)
+        self.inner.link.stats()
     }
 
-    /// The last reason the link went down or failed to come up, if any.
+    /// Why the link last went down or failed to come up (e.g. `handshake refused:
+    /// not-authorized …`), if it ever did.
     pub fn last_link_error(&self) -> Option<String> {
-        None
+        self.inner.link.last_error()
     }
 
     /// The configuration this handle was started with.
@@ -60,50 +134,235 @@ impl Xmpp {
         format!("{node}@{}", self.inner.cfg.domain)
     }
 
+    /// Number of idle pooled c2s sessions (for metrics and tests).
+    pub fn idle_sessions(&self) -> usize {
+        self.inner.pool.idle_count()
+    }
+
+    fn bare(&self, node: &str) -> Result<BareJid, XmppError> {
+        validate_node(node)?;
+        BareJid::new(&self.jid_of(node)).map_err(|e| XmppError::InvalidInput(format!("JID: {e}")))
+    }
+
     /// Creates the account `node@domain` with `password`. [`XmppError::Conflict`] when it exists.
     pub async fn create_account(&self, node: &str, password: &str) -> Result<(), XmppError> {
-        let _ = (node, password);
-        todo!()
+        let jid = self.bare(node)?;
+        validate_password(password)?;
+        self.inner.pool.forget(node);
+        match self.inner.cfg.accounts {
+            AccountsMode::Component => {
+                adhoc::add_user(&self.inner.link, jid.as_str(), password).await
+            }
+            AccountsMode::Ibr => {
+                ibr::register(&self.inner.cfg, self.inner.pool.tls()?, node, password).await
+            }
+        }
     }
 
-    /// Deletes the account. [`XmppError::NotFound`] when it does not exist.
+    /// Deletes the account. [`XmppError::NotFound`] when it does not exist (component mode). In
+    /// ibr mode this logs in as the user, so a missing account shows as [`XmppError::AuthFailed`].
     pub async fn delete_account(&self, node: &str, password: &str) -> Result<(), XmppError> {
-        let _ = (node, password);
-        todo!()
+        let jid = self.bare(node)?;
+        self.inner.pool.forget(node);
+        match self.inner.cfg.accounts {
+            AccountsMode::Component => adhoc::delete_user(&self.inner.link, jid.as_str()).await,
+            AccountsMode::Ibr => {
+                validate_password(password)?;
+                ibr::remove(&self.inner.cfg, self.inner.pool.tls()?, node, password).await
+            }
+        }
     }
 
-    /// Makes `a` and `b` mutual contacts (`both` on both rosters).
+    async fn lease_pair(&self, a: &Party, b: &Party) -> Result<(Lease, Lease), XmppError> {
+        let la = self.inner.pool.checkout(&a.node, &a.password).await?;
+        match self.inner.pool.checkout(&b.node, &b.password).await {
+            Ok(lb) => Ok((la, lb)),
+            Err(e) => {
+                self.inner.pool.checkin(la);
+                Err(e)
+            }
+        }
+    }
+
+    /// Replaces dead reused sessions of a pair; false when neither needed it.
+    async fn refresh_pair(
+        &self,
+        la: &mut Option<Lease>,
+        lb: &mut Option<Lease>,
+    ) -> Result<bool, XmppError> {
+        let mut any = false;
+        for slot in [la, lb] {
+            let dead = slot
+                .as_ref()
+                .is_some_and(|l| l.reused && !l.session.is_alive());
+            if dead {
+                let lease = slot.take().expect("checked");
+                *slot = Some(self.inner.pool.fresh(lease).await?);
+                any = true;
+            }
+        }
+        Ok(any)
+    }
+
+    /// Makes `a` and `b` mutual contacts: `both` on both rosters; in a's roster b carries
+    /// `b.nickname` and `b.group`, and vice versa. [`XmppError::AlreadyBound`] when both rosters
+    /// already say `both`.
     pub async fn bind(&self, a: &Party, b: &Party) -> Result<(), XmppError> {
-        let _ = (a, b);
-        todo!()
+        let (ja, jb) = (self.bare(&a.node)?, self.bare(&b.node)?);
+        match self.inner.cfg.binding {
+            BindingMode::Privileged => {
+                roster::bind_privileged(&self.inner.link, (&ja, a), (&jb, b)).await
+            }
+            BindingMode::C2s => {
+                validate_password(&a.password)?;
+                validate_password(&b.password)?;
+                let t = self.inner.cfg.timeout;
+                self.with_pair(a, b, |sa, sb| {
+                    let (ja, jb, a, b) = (ja.clone(), jb.clone(), a.clone(), b.clone());
+                    Box::pin(async move { roster::bind_c2s(sa, sb, (&ja, &a), (&jb, &b), t).await })
+                })
+                .await
+            }
+        }
     }
 
-    /// Removes each from the other's roster.
+    /// Removes each from the other's roster. [`XmppError::NotBound`] when neither has the other.
     pub async fn unbind(&self, a: &Party, b: &Party) -> Result<(), XmppError> {
-        let _ = (a, b);
-        todo!()
+        let (ja, jb) = (self.bare(&a.node)?, self.bare(&b.node)?);
+        match self.inner.cfg.binding {
+            BindingMode::Privileged => roster::unbind_privileged(&self.inner.link, &ja, &jb).await,
+            BindingMode::C2s => {
+                validate_password(&a.password)?;
+                validate_password(&b.password)?;
+                self.with_pair(a, b, |sa, sb| {
+                    let (ja, jb) = (ja.clone(), jb.clone());
+                    Box::pin(async move { roster::unbind_c2s(sa, sb, &ja, &jb).await })
+                })
+                .await
+            }
+        }
+    }
+
+    /// Runs `op` on pooled sessions of `a` and `b`, once more on fresh ones if a reused session
+    /// turned out dead.
+    async fn with_pair<'p, F>(&self, a: &Party, b: &Party, op: F) -> Result<(), XmppError>
+    where
+        F: for<'s> Fn(
+                &'s mut c2s::Session,
+                &'s mut c2s::Session,
+            ) -> futures::future::BoxFuture<'s, Result<(), XmppError>>
+            + 'p,
+    {
+        let (la, lb) = self.lease_pair(a, b).await?;
+        let (mut la, mut lb) = (Some(la), Some(lb));
+        let mut result = {
+            let (x, y) = (la.as_mut().expect("set"), lb.as_mut().expect("set"));
+            op(&mut x.session, &mut y.session).await
+        };
+        if result.is_err() {
+            match self.refresh_pair(&mut la, &mut lb).await {
+                Ok(true) => {
+                    let (x, y) = (la.as_mut().expect("set"), lb.as_mut().expect("set"));
+                    result = op(&mut x.session, &mut y.session).await;
+                }
+                Ok(false) => {}
+                Err(e) => result = Err(e),
+            }
+        }
+        for lease in [la, lb].into_iter().flatten() {
+            self.inner.pool.checkin(lease);
+        }
+        result
     }
 
     /// The roster of `who` as the server holds it.
     pub async fn roster(&self, who: &Party) -> Result<Vec<RosterEntry>, XmppError> {
-        let _ = who;
-        todo!()
+        let jid = self.bare(&who.node)?;
+        match self.inner.cfg.binding {
+            BindingMode::Privileged => roster::get_privileged(&self.inner.link, &jid).await,
+            BindingMode::C2s => {
+                validate_password(&who.password)?;
+                let mut lease = self.inner.pool.checkout(&who.node, &who.password).await?;
+                let mut result = roster::get(&mut lease.session).await;
+                if result.is_err() && lease.reused && !lease.session.is_alive() {
+                    lease = self.inner.pool.fresh(lease).await?;
+                    result = roster::get(&mut lease.session).await;
+                }
+                self.inner.pool.checkin(lease);
+                result
+            }
+        }
     }
 
-    /// Diagnostics: the handshake works, then a probe add-user + delete-user.
+    /// Diagnostics for `register check`: waits up to the timeout for the link, then creates and
+    /// deletes a random probe account (and checks the roster privilege in privileged mode).
     pub async fn probe(&self) -> Result<(), XmppError> {
-        todo!()
+        let mut watch = self.link_watch();
+        let up = tokio::time::timeout(
+            self.inner.cfg.timeout,
+            watch.wait_for(|s| *s == LinkState::Up),
+        )
+        .await;
+        if !matches!(up, Ok(Ok(_))) {
+            let why = self
+                .last_link_error()
+                .unwrap_or_else(|| "no answer from the server".into());
+            return Err(XmppError::Refused(format!(
+                "component link is not up: {why}"
+            )));
+        }
+        let node = format!("register-probe-{}", random_suffix());
+        let password = format!("probe-{}{}", random_suffix(), random_suffix());
+        self.create_account(&node, &password).await?;
+        if self.inner.cfg.accounts == AccountsMode::Component {
+            // The account must really work for users.
+            if let Err(e) = check_login(&self.inner.cfg, &node, &password).await {
+                let _ = self.delete_account(&node, &password).await;
+                return Err(e);
+            }
+        }
+        self.delete_account(&node, &password).await?;
+        if self.inner.cfg.binding == BindingMode::Privileged {
+            let granted = self.inner.link.privileges(Duration::from_secs(1)).await;
+            let roster = granted
+                .as_ref()
+                .and_then(|p| p.perms.get("roster"))
+                .cloned();
+            if roster.as_deref() != Some("both") {
+                return Err(XmppError::Unsupported(format!(
+                    "privileged binding needs the XEP-0356 roster permission 'both' (granted: {})",
+                    roster.unwrap_or_else(|| "none".into())
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
-/// Validates a node before anything is sent.
-pub fn validate_node(node: &str) -> Result<(), XmppError> {
-    let _ = node;
-    todo!()
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// One-shot c2s login as `node@domain`, then close.
-pub async fn check_login(cfg: &XmppConfig, node: &str, password: &str) -> Result<(), XmppError> {
-    let _ = (cfg, node, password);
-    todo!()
+    #[test]
+    fn node_validation() {
+        assert!(validate_node("u-0123abcd").is_ok());
+        assert!(validate_node(&"a".repeat(64)).is_ok());
+        for bad in [
+            "", "a b", "a@b", "a/b", "a:b", "a<b", "a>b", "a&b", "a'b", "a\"b", "A", "a\u{7}",
+        ] {
+            assert!(
+                matches!(validate_node(bad), Err(XmppError::InvalidInput(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            validate_node(&"a".repeat(65)),
+            Err(XmppError::InvalidInput(_))
+        ));
+        // 64 bytes, not 64 characters.
+        assert!(validate_node(&"é".repeat(33)).is_err());
+        assert!(validate_password("").is_err());
+        assert!(validate_password("x\u{0}y").is_err());
+        assert!(validate_password("secret").is_ok());
+    }
 }

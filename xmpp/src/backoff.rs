@@ -12,7 +12,11 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     pub(crate) fn new(base: Duration, max: Duration) -> Backoff {
-        Backoff { base, max, next: base }
+        Backoff {
+            base,
+            max,
+            next: base,
+        }
     }
 
     /// Back to the base delay (after a successful connection).

@@ -29,7 +29,7 @@ use tokio_xmpp::connect::AsyncReadAndWrite;
 use tokio_xmpp::xmlstream::{initiate_stream, ReadError, StreamHeader, Timeouts, XmlStream};
 use xmpp_parsers::bind::{BindQuery, BindResponse};
 use xmpp_parsers::iq::Iq;
-use xmpp_parsers::jid::{BareJid, FullJid, Jid};
+use xmpp_parsers::jid::{FullJid, Jid};
 use xmpp_parsers::ns;
 use xmpp_parsers::sasl::{Auth, Challenge, Failure, Mechanism as SaslMechanism, Response, Success};
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
@@ -48,7 +48,10 @@ fn failed(what: impl std::fmt::Display) -> XmppError {
 }
 
 fn stream_timeouts() -> Timeouts {
-    Timeouts { read_timeout: Duration::from_secs(60), response_timeout: Duration::from_secs(60) }
+    Timeouts {
+        read_timeout: Duration::from_secs(60),
+        response_timeout: Duration::from_secs(60),
+    }
 }
 
 async fn step<T, E: std::fmt::Display>(
@@ -70,11 +73,16 @@ async fn read_el<S: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin>(
     loop {
         match stream.next().await {
             Some(Ok(el)) if el.is("error", ns::STREAM) => {
-                return Err(failed(format!("stream error: {}", stream_error_condition(&el))))
+                return Err(failed(format!(
+                    "stream error: {}",
+                    stream_error_condition(&el)
+                )))
             }
             Some(Ok(el)) => return Ok(el),
             Some(Err(ReadError::SoftTimeout)) => {}
-            Some(Err(ReadError::ParseError(e))) => tracing::debug!(%e, "skipped unparsable element"),
+            Some(Err(ReadError::ParseError(e))) => {
+                tracing::debug!(%e, "skipped unparsable element")
+            }
             Some(Err(ReadError::HardError(e))) => return Err(failed(format!("read: {e}"))),
             Some(Err(ReadError::StreamFooterReceived)) | None => {
                 return Err(failed("stream closed by the server"))
@@ -98,18 +106,31 @@ pub(crate) struct Session {
 
 impl Session {
     /// Connects and negotiates TLS as `cfg.c2s_tls` says; not authenticated yet.
-    pub(crate) async fn open(cfg: &XmppConfig, tls: Option<Arc<ClientConfig>>) -> Result<Session, XmppError> {
+    pub(crate) async fn open(
+        cfg: &XmppConfig,
+        tls: Option<Arc<ClientConfig>>,
+    ) -> Result<Session, XmppError> {
         let t = cfg.timeout;
         let tcp = step(t, "connect", TcpStream::connect(&cfg.c2s_addr)).await?;
         tcp.set_nodelay(true).map_err(failed)?;
-        let header = || StreamHeader { to: Some(Cow::Owned(cfg.domain.clone())), from: None, id: None };
+        let header = || StreamHeader {
+            to: Some(Cow::Owned(cfg.domain.clone())),
+            from: None,
+            id: None,
+        };
         let pending = step(
             t,
             "stream",
-            initiate_stream(BufStream::new(tcp), ns::JABBER_CLIENT, header(), stream_timeouts()),
+            initiate_stream(
+                BufStream::new(tcp),
+                ns::JABBER_CLIENT,
+                header(),
+                stream_timeouts(),
+            ),
         )
         .await?;
-        let (features, mut stream) = step(t, "features", pending.recv_features::<Element>()).await?;
+        let (features, mut stream) =
+            step(t, "features", pending.recv_features::<Element>()).await?;
         let want_tls = match cfg.c2s_tls {
             C2sTls::Off => false,
             C2sTls::Optional => features.can_starttls(),
@@ -133,9 +154,14 @@ impl Session {
             let connector = tokio_rustls::TlsConnector::from(tls);
             let tls_stream = step(t, "TLS handshake", connector.connect(name, tcp)).await?;
             let io: Io = Box::new(BufStream::new(tls_stream));
-            let pending =
-                step(t, "stream", initiate_stream(io, ns::JABBER_CLIENT, header(), stream_timeouts())).await?;
-            let (features, stream) = step(t, "features", pending.recv_features::<Element>()).await?;
+            let pending = step(
+                t,
+                "stream",
+                initiate_stream(io, ns::JABBER_CLIENT, header(), stream_timeouts()),
+            )
+            .await?;
+            let (features, stream) =
+                step(t, "features", pending.recv_features::<Element>()).await?;
             Session::new(cfg, stream, features, true)
         } else {
             Session::new(cfg, stream.box_stream(), features, false)
@@ -159,7 +185,12 @@ impl Session {
     }
 
     /// Opens, authenticates as `node` and binds a unique resource.
-    pub(crate) async fn login(cfg: &XmppConfig, tls: Option<Arc<ClientConfig>>, node: &str, password: &str) -> Result<Session, XmppError> {
+    pub(crate) async fn login(
+        cfg: &XmppConfig,
+        tls: Option<Arc<ClientConfig>>,
+        node: &str,
+        password: &str,
+    ) -> Result<Session, XmppError> {
         let session = Session::open(cfg, tls).await?;
         session.authenticate(node, password).await
     }
@@ -179,30 +210,28 @@ impl Session {
         !self.dead
     }
 
-    /// The bound full JID (after login).
-    pub(crate) fn bound(&self) -> Option<&FullJid> {
-        self.bound.as_ref()
-    }
-
-    /// The bare JID of the logged-in user.
-    pub(crate) fn bare(&self) -> Option<BareJid> {
-        self.bound.as_ref().map(|j| j.to_bare())
-    }
-
     fn pick_mechanism(&self, creds: Credentials) -> Result<Box<dyn Mechanism + Send>, XmppError> {
         let offered = &self.features.sasl_mechanisms;
         let bad = |e: sasl::client::MechanismError| failed(format!("SASL: {e}"));
         if offered.contains("SCRAM-SHA-1") {
-            Ok(Box::new(Scram::<Sha1>::from_credentials(creds).map_err(bad)?))
+            Ok(Box::new(
+                Scram::<Sha1>::from_credentials(creds).map_err(bad)?,
+            ))
         } else if offered.contains("SCRAM-SHA-256") {
-            Ok(Box::new(Scram::<Sha256>::from_credentials(creds).map_err(bad)?))
+            Ok(Box::new(
+                Scram::<Sha256>::from_credentials(creds).map_err(bad)?,
+            ))
         } else if offered.contains("PLAIN") {
             if !self.tls && !self.allow_plain {
-                return Err(failed("only PLAIN offered without TLS (allow_plain_without_tls is off)"));
+                return Err(failed(
+                    "only PLAIN offered without TLS (allow_plain_without_tls is off)",
+                ));
             }
             Ok(Box::new(Plain::from_credentials(creds).map_err(bad)?))
         } else {
-            Err(failed(format!("no usable SASL mechanism among {offered:?}")))
+            Err(failed(format!(
+                "no usable SASL mechanism among {offered:?}"
+            )))
         }
     }
 
@@ -214,41 +243,69 @@ impl Session {
             .with_channel_binding(ChannelBinding::None);
         let mut mech = self.pick_mechanism(creds)?;
         let mechanism = SaslMechanism::from_str(mech.name()).map_err(failed)?;
-        let auth = Auth { mechanism, data: mech.initial() };
+        let auth = Auth {
+            mechanism,
+            data: mech.initial(),
+        };
         step(t, "auth", self.stream.send(&auth)).await?;
         loop {
             let el = self.next_el(t).await?;
             if el.ns() != ns::SASL {
-                return Err(XmppError::Protocol(format!("unexpected <{}/> during SASL", el.name())));
+                return Err(XmppError::Protocol(format!(
+                    "unexpected <{}/> during SASL",
+                    el.name()
+                )));
             }
             match el.name() {
                 "challenge" => {
-                    let c = Challenge::try_from(el).map_err(|e| XmppError::Protocol(e.to_string()))?;
-                    let data = mech.response(&c.data).map_err(|e| failed(format!("SASL: {e}")))?;
+                    let c =
+                        Challenge::try_from(el).map_err(|e| XmppError::Protocol(e.to_string()))?;
+                    let data = mech
+                        .response(&c.data)
+                        .map_err(|e| failed(format!("SASL: {e}")))?;
                     step(t, "auth", self.stream.send(&Response { data })).await?;
                 }
                 "success" => {
-                    let s = Success::try_from(el).map_err(|e| XmppError::Protocol(e.to_string()))?;
+                    let s =
+                        Success::try_from(el).map_err(|e| XmppError::Protocol(e.to_string()))?;
                     mech.success(&s.data)
                         .map_err(|e| failed(format!("server signature rejected: {e}")))?;
                     break;
                 }
                 "failure" => {
-                    let f = Failure::try_from(el).map_err(|e| XmppError::Protocol(e.to_string()))?;
+                    let f =
+                        Failure::try_from(el).map_err(|e| XmppError::Protocol(e.to_string()))?;
                     use xmpp_parsers::sasl::DefinedCondition as C;
                     return Err(match f.defined_condition {
-                        C::NotAuthorized | C::AccountDisabled | C::CredentialsExpired | C::InvalidAuthzid => {
-                            XmppError::AuthFailed
-                        }
+                        C::NotAuthorized
+                        | C::AccountDisabled
+                        | C::CredentialsExpired
+                        | C::InvalidAuthzid => XmppError::AuthFailed,
                         other => failed(format!("SASL failure: {other:?}")),
                     });
                 }
                 other => return Err(XmppError::Protocol(format!("unexpected SASL <{other}/>"))),
             }
         }
-        let Session { stream, domain, timeout, allow_plain, tls, .. } = self;
-        let header = StreamHeader { to: Some(Cow::Owned(domain.clone())), from: None, id: None };
-        let pending = step(t, "stream restart", stream.initiate_reset().send_header(header)).await?;
+        let Session {
+            stream,
+            domain,
+            timeout,
+            allow_plain,
+            tls,
+            ..
+        } = self;
+        let header = StreamHeader {
+            to: Some(Cow::Owned(domain.clone())),
+            from: None,
+            id: None,
+        };
+        let pending = step(
+            t,
+            "stream restart",
+            stream.initiate_reset().send_header(header),
+        )
+        .await?;
         let (features, stream) = step(t, "features", pending.recv_features::<Element>()).await?;
         let mut session = Session {
             stream,
@@ -262,13 +319,23 @@ impl Session {
             dead: false,
         };
         let resource = format!("register-{}", random_suffix());
-        let reply = session.iq(Iq::from_set("", BindQuery::new(Some(resource)))).await?;
+        let reply = session
+            .iq(Iq::from_set("", BindQuery::new(Some(resource))))
+            .await?;
         match reply {
-            Iq::Result { payload: Some(p), .. } => {
-                let bound = BindResponse::try_from(p).map_err(|e| XmppError::Protocol(e.to_string()))?;
+            Iq::Result {
+                payload: Some(p), ..
+            } => {
+                let bound =
+                    BindResponse::try_from(p).map_err(|e| XmppError::Protocol(e.to_string()))?;
                 session.bound = Some(bound.jid);
             }
-            Iq::Error { error, .. } => return Err(failed(format!("bind: {}", crate::stanza::error_text(&error)))),
+            Iq::Error { error, .. } => {
+                return Err(failed(format!(
+                    "bind: {}",
+                    crate::stanza::error_text(&error)
+                )))
+            }
             _ => return Err(XmppError::Protocol("empty bind reply".into())),
         }
         Ok(session)
@@ -322,14 +389,29 @@ impl Session {
     /// Answers a request from the server: roster pushes and pings get a result.
     async fn answer(&mut self, request: Iq) -> Result<(), XmppError> {
         let (from, id, payload) = match request {
-            Iq::Get { from, id, payload, .. } | Iq::Set { from, id, payload, .. } => (from, id, payload),
+            Iq::Get {
+                from, id, payload, ..
+            }
+            | Iq::Set {
+                from, id, payload, ..
+            } => (from, id, payload),
             _ => return Ok(()),
         };
         let ok = payload.is("query", ns::ROSTER) || payload.is("ping", ns::PING);
         let mut reply = if ok {
-            Iq::Result { from: None, to: None, id, payload: None }
+            Iq::Result {
+                from: None,
+                to: None,
+                id,
+                payload: None,
+            }
         } else {
-            let err = StanzaError::new(ErrorType::Cancel, DefinedCondition::ServiceUnavailable, "en", "");
+            let err = StanzaError::new(
+                ErrorType::Cancel,
+                DefinedCondition::ServiceUnavailable,
+                "en",
+                "",
+            );
             Iq::from_error(id, err)
         };
         *reply.to_mut() = from;

@@ -28,10 +28,11 @@ use xmpp_parsers::ns;
 use xmpp_parsers::ping::Ping;
 
 use crate::backoff::Backoff;
+use crate::header_fix::VersionFix;
 use crate::stanza::{from_component, next_id, to_component, Whitespace, NS_COMPONENT};
 use crate::{serve, LinkState, XmppConfig, XmppError};
 
-type Stream = XmlStream<BufStream<TcpStream>, Element>;
+type Stream = XmlStream<BufStream<VersionFix<TcpStream>>, Element>;
 
 /// Why a connection attempt failed or a link ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,16 +111,15 @@ impl Link {
         &self.cfg
     }
 
-    pub(crate) fn jid(&self) -> &Jid {
-        &self.jid
-    }
-
     pub(crate) fn watch(&self) -> watch::Receiver<LinkState> {
         self.state.subscribe()
     }
 
     pub(crate) fn stats(&self) -> (u64, u64) {
-        (self.connects.load(Ordering::Relaxed), self.failures.load(Ordering::Relaxed))
+        (
+            self.connects.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+        )
     }
 
     pub(crate) fn last_error(&self) -> Option<String> {
@@ -143,7 +143,12 @@ impl Link {
         *iq.from_mut() = Some(self.jid.clone());
         let el = to_component(&Element::from(iq));
         let (tx, rx) = oneshot::channel();
-        let out = self.out.lock().expect("lock").clone().ok_or(XmppError::LinkDown)?;
+        let out = self
+            .out
+            .lock()
+            .expect("lock")
+            .clone()
+            .ok_or(XmppError::LinkDown)?;
         self.pending.lock().expect("lock").insert(id.clone(), tx);
         if out.send(el).is_err() {
             self.pending.lock().expect("lock").remove(&id);
@@ -228,16 +233,23 @@ impl Link {
 
     async fn connect(&self) -> Result<Stream, LinkError> {
         let io = |e: std::io::Error| LinkError::Io(e.to_string());
-        let tcp = TcpStream::connect(&self.cfg.component_addr).await.map_err(io)?;
+        let tcp = TcpStream::connect(&self.cfg.component_addr)
+            .await
+            .map_err(io)?;
         tcp.set_nodelay(true).map_err(io)?;
         let header = StreamHeader {
             to: Some(Cow::Owned(self.cfg.component.clone())),
             from: None,
             id: None,
         };
-        let mut pending = initiate_stream(BufStream::new(tcp), NS_COMPONENT, header, self.timeouts())
-            .await
-            .map_err(io)?;
+        let mut pending = initiate_stream(
+            BufStream::new(VersionFix::new(tcp)),
+            NS_COMPONENT,
+            header,
+            self.timeouts(),
+        )
+        .await
+        .map_err(io)?;
         let id = pending
             .take_header()
             .id
@@ -360,7 +372,10 @@ impl Link {
                 None
             }
             other => {
-                tracing::debug!(name = other, "skipped an unknown element on the component link");
+                tracing::debug!(
+                    name = other,
+                    "skipped an unknown element on the component link"
+                );
                 None
             }
         }

@@ -151,13 +151,20 @@ pub enum XmppError {
     Protocol(String),
 }
 
-mod api;
 mod adhoc;
+mod api;
 mod backoff;
 mod c2s;
-mod tls;
 mod component;
+mod header_fix;
+mod ibr;
+mod pool;
+mod roster;
 mod serve;
 mod stanza;
+mod tls;
 
 pub use api::{check_login, validate_node, Xmpp};
+
+#[cfg(feature = "testkit")]
+pub mod testkit;

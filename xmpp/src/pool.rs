@@ -38,7 +38,11 @@ pub(crate) struct Pool {
 
 impl Pool {
     pub(crate) fn new(cfg: XmppConfig) -> Pool {
-        Pool { cfg, tls: Mutex::new(None), idle: Mutex::new(HashMap::new()) }
+        Pool {
+            cfg,
+            tls: Mutex::new(None),
+            idle: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The TLS client configuration, built once (None when TLS is off).
@@ -58,22 +62,39 @@ impl Pool {
         let reused = {
             let mut idle = self.idle.lock().expect("lock");
             let list = idle.entry(node.to_owned()).or_default();
-            let pos = list.iter().position(|i| i.password == password && i.session.is_alive());
+            let pos = list
+                .iter()
+                .position(|i| i.password == password && i.session.is_alive());
             pos.map(|p| list.swap_remove(p))
         };
         if let Some(mut i) = reused {
             i.session.take_inbox();
-            return Ok(Lease { session: i.session, node: node.to_owned(), password: i.password, reused: true });
+            return Ok(Lease {
+                session: i.session,
+                node: node.to_owned(),
+                password: i.password,
+                reused: true,
+            });
         }
         let session = Session::login(&self.cfg, self.tls()?, node, password).await?;
-        Ok(Lease { session, node: node.to_owned(), password: password.to_owned(), reused: false })
+        Ok(Lease {
+            session,
+            node: node.to_owned(),
+            password: password.to_owned(),
+            reused: false,
+        })
     }
 
     /// Replaces a lease's (dead) session by a new login.
     pub(crate) async fn fresh(&self, lease: Lease) -> Result<Lease, XmppError> {
         tokio::spawn(lease.session.close());
         let session = Session::login(&self.cfg, self.tls()?, &lease.node, &lease.password).await?;
-        Ok(Lease { session, node: lease.node, password: lease.password, reused: false })
+        Ok(Lease {
+            session,
+            node: lease.node,
+            password: lease.password,
+            reused: false,
+        })
     }
 
     /// Gives a session back for reuse (a dead one is closed instead).
@@ -82,13 +103,27 @@ impl Pool {
             tokio::spawn(lease.session.close());
             return;
         }
-        let idle = Idle { session: lease.session, password: lease.password, since: Instant::now() };
-        self.idle.lock().expect("lock").entry(lease.node).or_default().push(idle);
+        let idle = Idle {
+            session: lease.session,
+            password: lease.password,
+            since: Instant::now(),
+        };
+        self.idle
+            .lock()
+            .expect("lock")
+            .entry(lease.node)
+            .or_default()
+            .push(idle);
     }
 
     /// Closes every idle session of `node` (after its account was created or deleted).
     pub(crate) fn forget(&self, node: &str) {
-        let gone = self.idle.lock().expect("lock").remove(node).unwrap_or_default();
+        let gone = self
+            .idle
+            .lock()
+            .expect("lock")
+            .remove(node)
+            .unwrap_or_default();
         for i in gone {
             tokio::spawn(i.session.close());
         }
@@ -116,7 +151,13 @@ impl Pool {
 
     /// Closes every idle session (shutdown).
     pub(crate) async fn close_all(&self) {
-        let all: Vec<Idle> = self.idle.lock().expect("lock").drain().flat_map(|(_, l)| l).collect();
+        let all: Vec<Idle> = self
+            .idle
+            .lock()
+            .expect("lock")
+            .drain()
+            .flat_map(|(_, l)| l)
+            .collect();
         for i in all {
             i.session.close().await;
         }

@@ -32,8 +32,12 @@ fn error(type_: ErrorType, cond: DefinedCondition, text: &str) -> StanzaError {
 /// The answer to a get/set addressed to the component.
 pub(crate) fn answer_request(request: Iq, me: &Jid) -> Element {
     let (from, id, payload, get) = match request {
-        Iq::Get { from, id, payload, .. } => (from, id, payload, true),
-        Iq::Set { from, id, payload, .. } => (from, id, payload, false),
+        Iq::Get {
+            from, id, payload, ..
+        } => (from, id, payload, true),
+        Iq::Set {
+            from, id, payload, ..
+        } => (from, id, payload, false),
         // Results and errors are routed before this is called.
         Iq::Result { from, id, .. } | Iq::Error { from, id, .. } => {
             (from, id, Element::bare("x", "x"), false)
@@ -51,11 +55,25 @@ pub(crate) fn answer_request(request: Iq, me: &Jid) -> Element {
             features: BTreeSet::from([ns::DISCO_INFO.to_owned(), ns::PING.to_owned()]),
             extensions: vec![],
         };
-        Iq::Result { from: None, to: None, id, payload: Some(info.into()) }
+        Iq::Result {
+            from: None,
+            to: None,
+            id,
+            payload: Some(info.into()),
+        }
     } else if get && payload.is("ping", ns::PING) {
-        Iq::Result { from: None, to: None, id, payload: None }
+        Iq::Result {
+            from: None,
+            to: None,
+            id,
+            payload: None,
+        }
     } else {
-        let err = error(ErrorType::Cancel, DefinedCondition::ServiceUnavailable, "not supported");
+        let err = error(
+            ErrorType::Cancel,
+            DefinedCondition::ServiceUnavailable,
+            "not supported",
+        );
         Iq::from_error(id, err)
     };
     let mut reply = reply.with_from(me.clone());
@@ -71,7 +89,11 @@ pub(crate) fn bad_request_reply(el: &Element, me: &Jid) -> Option<Element> {
     }
     let id = el.attr("id")?.to_owned();
     let to = el.attr("from").and_then(|f| Jid::new(f).ok());
-    let err = error(ErrorType::Modify, DefinedCondition::BadRequest, "unparsable request");
+    let err = error(
+        ErrorType::Modify,
+        DefinedCondition::BadRequest,
+        "unparsable request",
+    );
     let mut reply = Iq::from_error(id, err).with_from(me.clone());
     *reply.to_mut() = to;
     Some(reply.into())
@@ -88,7 +110,10 @@ pub(crate) fn parse_privileges(el: &Element) -> Option<Privileges> {
             perms.insert(access.to_owned(), kind.to_owned());
         }
     }
-    Some(Privileges { namespace: p.ns(), perms })
+    Some(Privileges {
+        namespace: p.ns(),
+        perms,
+    })
 }
 
 #[cfg(test)]
@@ -122,7 +147,10 @@ mod tests {
         let query = reply.get_child("query", ns::DISCO_INFO).unwrap();
         let identity = query.get_child("identity", ns::DISCO_INFO).unwrap();
         assert_eq!(identity.attr("category"), Some("component"));
-        assert_eq!(query.children().filter(|c| c.name() == "feature").count(), 2);
+        assert_eq!(
+            query.children().filter(|c| c.name() == "feature").count(),
+            2
+        );
 
         let p: Element = "<iq xmlns='jabber:client' type='get' id='p1' from='u@example.test/r'>\
              <ping xmlns='urn:xmpp:ping'/></iq>"
@@ -153,7 +181,9 @@ mod tests {
         assert!(Iq::try_from(bad.clone()).is_err());
         let reply = bad_request_reply(&bad, &me()).unwrap();
         assert_eq!(reply.attr("type"), Some("error"));
-        let res: Element = "<iq xmlns='jabber:client' type='bogus' id='b2'/>".parse().unwrap();
+        let res: Element = "<iq xmlns='jabber:client' type='bogus' id='b2'/>"
+            .parse()
+            .unwrap();
         assert!(bad_request_reply(&res, &me()).is_none());
     }
 

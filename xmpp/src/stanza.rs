@@ -92,10 +92,10 @@ pub(crate) fn iq_error(err: &StanzaError) -> XmppError {
 }
 
 /// Splits a reply into its payload or an error.
-pub(crate) fn reply_payload(reply: Iq) -> Result<Option<Element>, StanzaError> {
+pub(crate) fn reply_payload(reply: Iq) -> Result<Option<Element>, Box<StanzaError>> {
     match reply {
         Iq::Result { payload, .. } => Ok(payload),
-        Iq::Error { error, .. } => Err(error),
+        Iq::Error { error, .. } => Err(Box::new(error)),
         // A get or set with our id is not a reply; treat as empty.
         Iq::Get { .. } | Iq::Set { .. } => Ok(None),
     }
@@ -144,7 +144,10 @@ mod tests {
 
     #[test]
     fn condition_names() {
-        assert_eq!(condition_name(&DefinedCondition::ServiceUnavailable), "service-unavailable");
+        assert_eq!(
+            condition_name(&DefinedCondition::ServiceUnavailable),
+            "service-unavailable"
+        );
         let err = StanzaError::new(
             xmpp_parsers::stanza_error::ErrorType::Cancel,
             DefinedCondition::Conflict,

@@ -1,0 +1,208 @@
+//! Framing tests with a scripted fake server (tokio-xmpp's responder stream) and a byte-recording
+//! proxy in front of Prosody, for behaviours a real Prosody cannot be made to show.
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use minidom::Element;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufStream};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_xmpp::xmlstream::{accept_stream, StreamHeader, Timeouts, XmlStream};
+use xmpp::testkit::Prosody;
+use xmpp::{AccountsMode, BindingMode, C2sTls, Xmpp, XmppConfig, XmppError};
+use xmpp_parsers::component::Handshake;
+use xmpp_parsers::stream_error::{DefinedCondition, StreamError};
+use xmpp_parsers::stream_features::StreamFeatures;
+
+const NS: &str = "jabber:component:accept";
+type Fake = XmlStream<BufStream<TcpStream>, Element>;
+
+fn cfg(addr: &str, timeout: Duration) -> XmppConfig {
+    XmppConfig {
+        domain: "example.test".into(),
+        component: "register.example.test".into(),
+        component_addr: addr.into(),
+        component_secret: "s".into(),
+        c2s_addr: "127.0.0.1:1".into(),
+        c2s_tls: C2sTls::Off,
+        tls_ca_file: None,
+        allow_plain_without_tls: true,
+        accounts: AccountsMode::Component,
+        binding: BindingMode::C2s,
+        timeout,
+        session_idle: Duration::from_secs(30),
+        keepalive: Duration::from_secs(30),
+    }
+}
+
+/// Accepts one component connection and reads its handshake.
+async fn accept(listener: &TcpListener) -> Fake {
+    let (tcp, _) = listener.accept().await.unwrap();
+    let accepted = accept_stream(BufStream::new(tcp), NS, Timeouts::tight())
+        .await
+        .unwrap();
+    let header = StreamHeader {
+        from: Some(Cow::Borrowed("register.example.test")),
+        to: None,
+        id: Some(Cow::Borrowed("fake-id")),
+    };
+    let pending = accepted.send_header(header).await.unwrap();
+    let mut s: Fake = pending
+        .send_features(&StreamFeatures::default())
+        .await
+        .unwrap();
+    let hs = s.next().await.unwrap().unwrap();
+    assert_eq!(hs.name(), "handshake");
+    assert_eq!(hs.text(), hex_sha1("fake-ids"));
+    s
+}
+
+fn hex_sha1(s: &str) -> String {
+    let el: Element = Handshake::from_stream_id_and_password(s.to_owned(), "").into();
+    el.text()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_conflict_is_told_apart() {
+    crate::init_tracing();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let shutdown = CancellationToken::new();
+    let x = Xmpp::start(cfg(&addr, Duration::from_secs(2)), shutdown.clone());
+    let mut s = accept(&listener).await;
+    s.send(&StreamError::new(
+        DefinedCondition::Conflict,
+        "en",
+        "in use",
+    ))
+    .await
+    .unwrap();
+    let _ = s.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let err = x.last_link_error().unwrap();
+    assert!(
+        err.contains("conflict") && !err.contains("not-authorized"),
+        "{err}"
+    );
+    // It retries (a second connection arrives).
+    let _again = tokio::time::timeout(Duration::from_secs(3), accept(&listener))
+        .await
+        .expect("retried");
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_command_times_out_and_is_cancelled() {
+    crate::init_tracing();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let shutdown = CancellationToken::new();
+    let x = Xmpp::start(cfg(&addr, Duration::from_millis(500)), shutdown.clone());
+    let seen = Arc::new(Mutex::new(Vec::<Element>::new()));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        let mut s = accept(&listener).await;
+        s.send(&Handshake::new()).await.unwrap();
+        while let Some(Ok(el)) = s.next().await {
+            seen2.lock().unwrap().push(el.clone());
+            let cmd = el.get_child("command", "http://jabber.org/protocol/commands");
+            if cmd.and_then(|c| c.attr("action")) == Some("execute") {
+                let form = Element::builder("x", "jabber:x:data")
+                    .attr("type".try_into().unwrap(), "form")
+                    .build();
+                let command = Element::builder("command", "http://jabber.org/protocol/commands")
+                    .attr("status".try_into().unwrap(), "executing")
+                    .attr("sessionid".try_into().unwrap(), "sess-1")
+                    .append(form)
+                    .build();
+                let reply = Element::builder("iq", NS)
+                    .attr("type".try_into().unwrap(), "result")
+                    .attr("id".try_into().unwrap(), el.attr("id").unwrap())
+                    .attr("to".try_into().unwrap(), "register.example.test")
+                    .append(command)
+                    .build();
+                s.send(&reply).await.unwrap();
+            }
+            // The "complete" step is never answered.
+        }
+    });
+    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    let r = x.create_account("someone", "pw-123456").await;
+    assert!(matches!(r, Err(XmppError::Timeout)), "{r:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let actions: Vec<(String, Option<String>)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|el| el.get_child("command", "http://jabber.org/protocol/commands"))
+        .map(|c| {
+            (
+                c.attr("action").unwrap_or("").to_owned(),
+                c.attr("sessionid").map(str::to_owned),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("execute".to_owned(), None),
+            ("complete".to_owned(), Some("sess-1".to_owned())),
+            ("cancel".to_owned(), Some("sess-1".to_owned())),
+        ]
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whitespace_keepalive_is_sent_while_idle() {
+    crate::init_tracing();
+    let server = Prosody::start(Default::default());
+    // A byte-recording proxy between us and Prosody's component port.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = listener.local_addr().unwrap().to_string();
+    let upstream = server.component_addr;
+    let sent = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let sent2 = sent.clone();
+    tokio::spawn(async move {
+        let (mut down, _) = listener.accept().await.unwrap();
+        let mut up = TcpStream::connect(upstream).await.unwrap();
+        let mut buf = [0u8; 4096];
+        let mut back = [0u8; 4096];
+        loop {
+            tokio::select! {
+                n = down.read(&mut buf) => {
+                    let n = n.unwrap_or(0);
+                    if n == 0 { break; }
+                    sent2.lock().unwrap().extend_from_slice(&buf[..n]);
+                    if up.write_all(&buf[..n]).await.is_err() { break; }
+                }
+                n = up.read(&mut back) => {
+                    let n = n.unwrap_or(0);
+                    if n == 0 { break; }
+                    if down.write_all(&back[..n]).await.is_err() { break; }
+                }
+            }
+        }
+    });
+    let mut c = server.config(AccountsMode::Component, BindingMode::C2s);
+    c.component_addr = proxy_addr;
+    c.keepalive = Duration::from_millis(150);
+    let shutdown = CancellationToken::new();
+    let x = Xmpp::start(c, shutdown.clone());
+    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    let before = sent.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let bytes = sent.lock().unwrap()[before..].to_vec();
+    let spaces = bytes.iter().filter(|b| **b == b' ').count();
+    assert!(
+        spaces >= 3,
+        "only {spaces} keepalive spaces in {:?}",
+        String::from_utf8_lossy(&bytes)
+    );
+    // Pings on silence keep the link up; it never dropped.
+    assert_eq!(x.link_stats(), (1, 0));
+    shutdown.cancel();
+}

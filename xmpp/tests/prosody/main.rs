@@ -1,0 +1,90 @@
+//! Integration tests against a real Prosody (started per test by `xmpp::testkit`), each result
+//! checked from the outside with the independent `TestClient` or Prosody's data files; plus framing
+//! tests against a scripted fake server for what Prosody cannot show.
+
+mod accounts;
+mod binding;
+mod fake;
+mod link;
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use xmpp::testkit::{Prosody, ProsodyOptions};
+use xmpp::{AccountsMode, BindingMode, LinkState, Party, Xmpp, XmppConfig};
+
+/// A started server and a started `Xmpp` with its link up.
+pub struct Env {
+    pub server: Prosody,
+    pub xmpp: Xmpp,
+    pub shutdown: CancellationToken,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "xmpp=info".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+pub async fn wait_up(xmpp: &Xmpp, within: Duration) -> bool {
+    let mut w = xmpp.link_watch();
+    let up = tokio::time::timeout(within, w.wait_for(|s| *s == LinkState::Up)).await;
+    matches!(up, Ok(Ok(_)))
+}
+
+pub async fn env(tls: bool, accounts: AccountsMode, binding: BindingMode) -> Env {
+    env_with(
+        ProsodyOptions {
+            tls,
+            ..ProsodyOptions::default()
+        },
+        accounts,
+        binding,
+        |_| {},
+    )
+    .await
+}
+
+pub async fn env_with(
+    opts: ProsodyOptions,
+    accounts: AccountsMode,
+    binding: BindingMode,
+    tweak: impl FnOnce(&mut XmppConfig),
+) -> Env {
+    init_tracing();
+    let server = Prosody::start(opts);
+    let mut cfg = server.config(accounts, binding);
+    tweak(&mut cfg);
+    let shutdown = CancellationToken::new();
+    let xmpp = Xmpp::start(cfg, shutdown.clone());
+    assert!(
+        wait_up(&xmpp, Duration::from_secs(10)).await,
+        "link did not come up: {:?}",
+        xmpp.last_link_error()
+    );
+    Env {
+        server,
+        xmpp,
+        shutdown,
+    }
+}
+
+pub fn node(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand::random::<u32>())
+}
+
+pub fn party(node: &str, password: &str, nickname: &str, group: &str) -> Party {
+    Party {
+        node: node.to_owned(),
+        password: password.to_owned(),
+        nickname: nickname.to_owned(),
+        group: group.to_owned(),
+    }
+}
