@@ -39,6 +39,9 @@ pub struct Call {
     /// Captcha challenge id from the cookie or the `X-Verify-Code-Id` header.
     pub captcha_id: Option<String>,
     pub client_ip: IpAddr,
+    /// Came over the TCP API: the caller is an IM backend admitted by `tcp.allow`, not the
+    /// device itself, so a device's token needs no `param_sign` there (still checked if sent).
+    pub via_tcp: bool,
 }
 
 impl Call {
@@ -150,7 +153,8 @@ impl App {
             .token_account(crypto::token_hash(token), self.now())
             .await?;
         let (account, expires) = found.ok_or(ApiError::AccessToken)?;
-        self.check_param_sign(call, account.kind == crate::types::AccountType::Device)?;
+        let device = account.kind == crate::types::AccountType::Device;
+        self.check_param_sign(call, device && !call.via_tcp)?;
         Ok((account, expires))
     }
 

@@ -109,6 +109,7 @@ impl http_api::Handler for Api {
             params: req.params,
             captcha_id,
             client_ip: req.client_ip,
+            via_tcp: false,
         };
         let reply = self
             .dispatch(&req.path, &call)

@@ -37,6 +37,7 @@ impl tcp_api::LineHandler for LineApi {
             params: params_of(&body),
             captcha_id: None,
             client_ip: peer.ip(),
+            via_tcp: true,
         };
         let reply = match path {
             "/verify_access_token" => cmd::verify_token::run(app, &call).await,
