@@ -24,7 +24,11 @@ async fn password_guessing_hits_the_lock_and_the_lock_expires() {
     // The attacker now guesses right, but the account is locked: same answer as a wrong guess.
     assert_eq!(env.login("victim", "password1", 2).await["result"], 102);
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(env.login("victim", "password1", 2).await["result"], 0, "the lock expires");
+    assert_eq!(
+        env.login("victim", "password1", 2).await["result"],
+        0,
+        "the lock expires"
+    );
 }
 
 #[tokio::test]
@@ -53,7 +57,12 @@ async fn rate_limit_per_client_ip() {
     for _ in 0..3 {
         env.captcha().await;
     }
-    let r = env.http.get(format!("{}/verify_code", env.base)).send().await.unwrap();
+    let r = env
+        .http
+        .get(format!("{}/verify_code", env.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 429);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["result"], 100);
@@ -67,7 +76,12 @@ async fn rate_limit_per_client_ip() {
         .unwrap();
     assert_eq!(r.status(), 429);
     // Token checks are not rate-limited.
-    let v = env.post("/get_users", &[("access_token", "x"), ("user_name_ls", "[\"a\"]")]).await;
+    let v = env
+        .post(
+            "/get_users",
+            &[("access_token", "x"), ("user_name_ls", "[\"a\"]")],
+        )
+        .await;
     assert_eq!(v["result"], 4);
 }
 
@@ -79,16 +93,23 @@ async fn slow_header_client_is_cut() {
     s.write_all(b"\x16\x03\x01").await.unwrap();
     let mut buf = [0u8; 64];
     let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
-    assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "connection closed by the server: {r:?}");
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "connection closed by the server: {r:?}"
+    );
 }
 
 #[tokio::test]
 async fn tcp_api_refuses_other_networks() {
     let env = Env::start_tuned(Opts::default(), |c| c.tcp.allow = vec!["10.0.0.0/8".into()]).await;
     let mut s = TcpStream::connect(env.server().addrs.tcp).await.unwrap();
-    let _ = s.write_all(b"/verify_access_token {\"access_token\":\"x\"}\n").await;
+    let _ = s
+        .write_all(b"/verify_access_token {\"access_token\":\"x\"}\n")
+        .await;
     let mut buf = [0u8; 64];
-    let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap();
     assert!(matches!(r, Ok(0) | Err(_)), "closed without a reply: {r:?}");
 }
 
@@ -101,7 +122,11 @@ async fn tls_below_1_2_is_refused() {
         .build();
     // rustls cannot even build a TLS 1.1 client; either way no such connection is possible.
     if let Ok(c) = old {
-        assert!(c.get(format!("{}/verify_code", env.base)).send().await.is_err());
+        assert!(c
+            .get(format!("{}/verify_code", env.base))
+            .send()
+            .await
+            .is_err());
     }
     let modern = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
@@ -109,5 +134,13 @@ async fn tls_below_1_2_is_refused() {
         .max_tls_version(reqwest::tls::Version::TLS_1_2)
         .build()
         .unwrap();
-    assert_eq!(modern.get(format!("{}/verify_code", env.base)).send().await.unwrap().status(), 200);
+    assert_eq!(
+        modern
+            .get(format!("{}/verify_code", env.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }

@@ -40,7 +40,10 @@ async fn verify_tokens_and_get_users() {
     // get_users: backends are admitted by network, so a device's token needs no param_sign here.
     let v = ask(
         &mut c,
-        &format!("/get_users {}", json!({"access_token": token, "user_name_ls": ["tcp-dev", "ghost"]})),
+        &format!(
+            "/get_users {}",
+            json!({"access_token": token, "user_name_ls": ["tcp-dev", "ghost"]})
+        ),
     )
     .await;
     assert_eq!(v["result"], 0, "{v}");
@@ -49,7 +52,10 @@ async fn verify_tokens_and_get_users() {
     // …but a signature that is sent must be right.
     let v = ask(
         &mut c,
-        &format!("/get_users {}", json!({"access_token": token, "user_name_ls": ["tcp-dev"], "param_sign": "00"})),
+        &format!(
+            "/get_users {}",
+            json!({"access_token": token, "user_name_ls": ["tcp-dev"], "param_sign": "00"})
+        ),
     )
     .await;
     assert_eq!(v["result"], 6);

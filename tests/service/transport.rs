@@ -34,6 +34,11 @@ async fn transport_errors_and_admin() {
     let r = env
         .http
         .get(format!("{}/login", env.base))
+        .query(&[
+            ("user_name", "someone"),
+            ("password", "password1"),
+            ("type", "2"),
+        ])
         .send()
         .await
         .unwrap();
