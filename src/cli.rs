@@ -98,6 +98,19 @@ pub async fn check(cfg: Config) -> i32 {
             code = 1;
         }
     }
+    if app.xmpp.link_state() != xmpp::LinkState::Up {
+        let err = app
+            .xmpp
+            .last_link_error()
+            .unwrap_or_else(|| "no answer".into());
+        println!(
+            "xmpp: FAILED: component link to {} not up: {err}",
+            app.cfg.xmpp.component_addr
+        );
+        println!("      {}", diagnose_link(&app.cfg.xmpp, &err));
+        shutdown.cancel();
+        return 1;
+    }
     match app.xmpp.probe().await {
         Ok(()) => println!(
             "xmpp: ok (component {} attached at {}; test JID created and deleted)",
@@ -105,7 +118,12 @@ pub async fn check(cfg: Config) -> i32 {
         ),
         Err(e) => {
             println!("xmpp: FAILED: {e}");
-            println!("      {}", diagnose(&app, &e));
+            println!(
+                "      the link is up but the server refused the test account: on Prosody list {:?} in \
+                 `admins`; on ejabberd grant it the `configure` access rule; on Openfire check that \
+                 the component's JID is exactly the subdomain",
+                app.cfg.xmpp.component
+            );
             code = 1;
         }
     }
@@ -113,20 +131,18 @@ pub async fn check(cfg: Config) -> i32 {
     code
 }
 
-fn diagnose(app: &App, e: &xmpp::XmppError) -> String {
-    let x = &app.cfg.xmpp;
-    match e {
-        xmpp::XmppError::LinkDown | xmpp::XmppError::Timeout => format!(
-            "no component link to {}: is the server's component port there, and is {} declared as a component? ({})",
-            x.component_addr,
-            x.component,
-            app.xmpp.last_link_error().unwrap_or_else(|| "no error recorded".into())
-        ),
-        xmpp::XmppError::Refused(_) | xmpp::XmppError::Unsupported(_) => format!(
-            "the server refused the test account: on Prosody list {:?} in `admins`; on ejabberd grant it the `configure` access rule",
+fn diagnose_link(x: &crate::config::XmppSection, err: &str) -> String {
+    if err.contains("not-authorized") {
+        format!("the server refused the handshake: xmpp.component_secret does not match the server's secret for {:?}", x.component)
+    } else if err.contains("conflict") {
+        "another connection holds this component name: is the service already running? (admin commands attach their own link)".into()
+    } else if err.contains("refused") || err.contains("onnect") {
+        format!("nothing answers at {}: check xmpp.component_addr (Openfire 5275, Prosody/ejabberd 5347)", x.component_addr)
+    } else {
+        format!(
+            "check that {:?} is declared as a component on the server",
             x.component
-        ),
-        _ => "see the error above".into(),
+        )
     }
 }
 

@@ -33,6 +33,9 @@ pub struct Server {
     pub app: Arc<App>,
     pub addrs: Addrs,
     pub shutdown: CancellationToken,
+    /// Ends the XMPP link; cancelled only after the listeners have drained, so in-flight requests
+    /// can still reach the XMPP server.
+    xmpp_stop: CancellationToken,
     tasks: JoinSet<(&'static str, std::io::Result<()>)>,
 }
 
@@ -130,7 +133,8 @@ impl Server {
                 "captcha.fixed_answer is set: every captcha has the same answer (tests only)"
             );
         }
-        let app = build_app(cfg, shutdown.clone())?;
+        let xmpp_stop = CancellationToken::new();
+        let app = build_app(cfg, xmpp_stop.clone())?;
         let mut tasks = JoinSet::new();
         let drain = Duration::from_secs(10);
         let (a, s) = (
@@ -161,6 +165,7 @@ impl Server {
             app,
             addrs,
             shutdown,
+            xmpp_stop,
             tasks,
         })
     }
@@ -182,6 +187,7 @@ impl Server {
                 }
             }
         }
+        self.xmpp_stop.cancel();
         result
     }
 

@@ -5,6 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::harness::{config_for, Opts};
+use register::config::Config;
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
 fn free_port() -> u16 {
@@ -15,19 +16,35 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Write a `register.toml` for the binary (the component secret is left to the environment, as
+/// an operator would pass it); returns its path and the configuration it describes.
+pub fn write_config(
+    prosody: &Prosody,
+    dir: &std::path::Path,
+    o: Opts,
+) -> (std::path::PathBuf, Config) {
+    let mut c = config_for(prosody, dir.join("data"), o);
+    c.http.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    c.tcp.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    c.admin.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let toml = format!(
+        "data_dir = {:?}\n[http]\nlisten = \"{}\"\n[tcp]\nlisten = \"{}\"\n[admin]\nlisten = \"{}\"\n\
+         [xmpp]\ndomain = {:?}\ncomponent = {:?}\ncomponent_addr = {:?}\nc2s_addr = {:?}\nc2s_tls = \"off\"\n\
+         allow_plain_without_tls = true\naccounts = {:?}\nbinding = {:?}\n",
+        c.data_dir, c.http.listen, c.tcp.listen, c.admin.listen, c.xmpp.domain, c.xmpp.component,
+        c.xmpp.component_addr, c.xmpp.c2s_addr, c.xmpp.accounts, c.xmpp.binding
+    );
+    let path = dir.join("register.toml");
+    std::fs::write(&path, toml).unwrap();
+    (path, c)
+}
+
 #[tokio::test]
 async fn binary_starts_serves_and_stops() {
     let prosody = Prosody::start(ProsodyOptions::default());
     let dir = tempfile::tempdir().unwrap();
-    let c = config_for(&prosody, dir.path().join("data"), Opts::default());
-    let (hp, ap) = (free_port(), free_port());
-    let toml = format!(
-        "data_dir = {:?}\n[http]\nlisten = \"127.0.0.1:{hp}\"\n[tcp]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:{ap}\"\n\
-         [xmpp]\ndomain = {:?}\ncomponent = {:?}\ncomponent_addr = {:?}\nc2s_addr = {:?}\nc2s_tls = \"off\"\nallow_plain_without_tls = true\n",
-        c.data_dir, c.xmpp.domain, c.xmpp.component, c.xmpp.component_addr, c.xmpp.c2s_addr
-    );
-    let cfg = dir.path().join("register.toml");
-    std::fs::write(&cfg, toml).unwrap();
+    let (cfg, c) = write_config(&prosody, dir.path(), Opts::default());
+    let (hp, ap) = (c.http.listen.port(), c.admin.listen.port());
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_register"))
         .arg("--config")
         .arg(&cfg)

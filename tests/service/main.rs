@@ -4,7 +4,10 @@
 mod accounts;
 mod binary;
 mod bindings;
+mod consistency;
 mod harness;
+mod interop;
+mod ops;
 mod security;
 mod tcp;
 mod transport;

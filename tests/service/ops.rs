@@ -1,0 +1,140 @@
+//! Operations: the admin CLI against a real Prosody, metrics content, and graceful shutdown.
+
+use std::process::Command;
+
+use crate::binary::write_config;
+use crate::harness::{Env, Opts};
+use xmpp::testkit::{Prosody, ProsodyOptions};
+
+/// Run `register --config CFG ARGS…` with the component secret in the environment.
+fn cli(cfg: &std::path::Path, secret: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_register"))
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .env("REGISTER_XMPP__COMPONENT_SECRET", secret)
+        .env("REGISTER_XMPP__TIMEOUT_MS", "3000")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test]
+async fn admin_cli() {
+    let prosody = Prosody::start(ProsodyOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, c) = write_config(&prosody, dir.path(), Opts::default());
+
+    let (code, out) = cli(&cfg, &prosody.secret, &["check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("database: ok") && out.contains("xmpp: ok"),
+        "{out}"
+    );
+
+    let (code, out) = cli(&cfg, "wrong-secret", &["check"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("xmpp: FAILED") && out.contains("not-authorized"),
+        "{out}"
+    );
+
+    // Accounts made through the service are listed, shown and deleted by the CLI.
+    let mut cfg_env = crate::harness::config_for(&prosody, c.data_dir.clone(), Opts::default());
+    cfg_env.http.listen = "127.0.0.1:0".parse().unwrap();
+    let env = Env::start_with(prosody, dir, cfg_env).await;
+    let (_, jid, pwd) = env.account("cli-dev", 2).await;
+    let (code, out) = cli(&cfg, &env.prosody.secret, &["user", "list"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("cli-dev") && out.contains(&jid), "{out}");
+    let (code, out) = cli(&cfg, &env.prosody.secret, &["user", "show", "cli-dev"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("device_type: cam") && out.contains("state:       active"),
+        "{out}"
+    );
+    assert!(!out.contains(&pwd), "show never prints jid_pwd");
+    let (code, out) = cli(&cfg, &env.prosody.secret, &["user", "show", "nobody"]);
+    assert_eq!(code, 1, "{out}");
+    // Admin commands that change the XMPP server attach their own component link, so they run
+    // while the service is stopped (a second link for one component name is a `conflict`).
+    let (code, out) = cli(&cfg, &env.prosody.secret, &["check"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("conflict") && out.contains("already running"),
+        "{out}"
+    );
+    let mut env = env;
+    env.server.take().unwrap().stop().await.unwrap();
+    let (code, out) = cli(&cfg, &env.prosody.secret, &["user", "delete", "cli-dev"]);
+    assert_eq!(code, 0, "{out}");
+    use crate::harness::ProsodyExt;
+    assert!(
+        !env.prosody.can_login(&jid, &pwd).await,
+        "the CLI deleted the JID"
+    );
+    let (code, out) = cli(&cfg, &env.prosody.secret, &["reconcile"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("found 0 unfinished records"), "{out}");
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened() {
+    let env = Env::start(Opts::default()).await;
+    env.account("m-dev", 2).await;
+    assert_eq!(env.login("m-dev", "wrong-pass", 2).await["result"], 102);
+    let m = reqwest::get(format!("http://{}/metrics", env.server().addrs.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "register_requests_total{endpoint=\"/register\",result=\"0\"} 1",
+        "register_requests_total{endpoint=\"/login\",result=\"102\"} 1",
+        "register_xmpp_operations_total{op=\"create_account\",ok=\"true\"} 1",
+        "register_logins_failed_total 1",
+        "register_xmpp_link_up 1",
+        "register_xmpp_link_connects_total 1",
+    ] {
+        assert!(m.contains(needle), "missing {needle} in\n{m}");
+    }
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let mut env = Env::start(Opts::default()).await;
+    let params = crate::harness::signed(&[
+        ("user_name", "late-dev"),
+        ("password", "password1"),
+        ("type", "2"),
+        ("device_type", "cam"),
+    ]);
+    env.captcha().await; // a kept-alive connection, so the request below goes out at once
+    let (http, url) = (env.http.clone(), format!("{}/register", env.base));
+    let in_flight = tokio::spawn(async move { http.post(url).form(&params).send().await });
+    // Give the request time to be accepted (it then spends tens of ms hashing and on the XMPP server).
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    let server = env.server.take().unwrap();
+    let stopping = tokio::spawn(server.stop());
+    let r = in_flight
+        .await
+        .unwrap()
+        .expect("in-flight request answered");
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["result"], 0, "{v}");
+    stopping.await.unwrap().unwrap();
+    // After shutdown nothing listens any more.
+    assert!(env
+        .http
+        .get(format!("{}/verify_code", env.base))
+        .send()
+        .await
+        .is_err());
+}
