@@ -29,7 +29,13 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { users: 10_000, conns: 50, secs: 10, addr: None, tokens: None };
+    let mut a = Args {
+        users: 10_000,
+        conns: 50,
+        secs: 10,
+        addr: None,
+        tokens: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         let v = it.next().unwrap_or_default();
@@ -46,8 +52,14 @@ fn args() -> Args {
 }
 
 /// Seed `users` accounts with a token each and start the service; returns its TCP address.
-async fn seeded_service(users: usize, dir: &std::path::Path) -> (register::server::Server, Vec<String>) {
-    let mut cfg = Config { data_dir: dir.to_owned(), ..Config::default() };
+async fn seeded_service(
+    users: usize,
+    dir: &std::path::Path,
+) -> (register::server::Server, Vec<String>) {
+    let mut cfg = Config {
+        data_dir: dir.to_owned(),
+        ..Config::default()
+    };
     cfg.http.listen = "127.0.0.1:0".parse().unwrap();
     cfg.tcp.listen = "127.0.0.1:0".parse().unwrap();
     cfg.admin.listen = "127.0.0.1:0".parse().unwrap();
@@ -55,7 +67,9 @@ async fn seeded_service(users: usize, dir: &std::path::Path) -> (register::serve
     cfg.xmpp.component_secret = "unused".into();
     cfg.xmpp.component_addr = "127.0.0.1:1".into();
     cfg.reconcile.interval_secs = 0;
-    let server = register::server::Server::start(cfg).await.expect("service starts");
+    let server = register::server::Server::start(cfg)
+        .await
+        .expect("service starts");
     let store = server.app.store.clone();
     let now = server.app.now();
     let mut tokens = Vec::with_capacity(users);
@@ -75,9 +89,15 @@ async fn seeded_service(users: usize, dir: &std::path::Path) -> (register::serve
             )
             .await
             .unwrap();
-        store.set_account_state(id, AccountState::Active, now).await.unwrap();
+        store
+            .set_account_state(id, AccountState::Active, now)
+            .await
+            .unwrap();
         let t = register::crypto::new_token();
-        store.insert_token(register::crypto::token_hash(&t), id, now + 86_400, now).await.unwrap();
+        store
+            .insert_token(register::crypto::token_hash(&t), id, now + 86_400, now)
+            .await
+            .unwrap();
         tokens.push(t);
     }
     (server, tokens)
@@ -89,7 +109,11 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let (server, addr, tokens) = match (&a.addr, &a.tokens) {
         (Some(addr), Some(f)) => {
-            let t: Vec<String> = std::fs::read_to_string(f).unwrap().lines().map(str::to_owned).collect();
+            let t: Vec<String> = std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect();
             (None, addr.clone(), t)
         }
         _ => {

@@ -80,3 +80,33 @@ async fn verify_tokens_and_get_users() {
     .await;
     assert_eq!(v["validate"], false);
 }
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let env = Env::start(Opts::default()).await;
+    let (a, _, _) = env.account("pipe-a", 2).await;
+    let (b, _, _) = env.account("pipe-b", 2).await;
+    let mut c = BufReader::new(TcpStream::connect(env.server().addrs.tcp).await.unwrap());
+    // 60 requests written at once: a, b, invalid, a, b, invalid, …
+    let mut batch = String::new();
+    for i in 0..60 {
+        let t = match i % 3 {
+            0 => a.as_str(),
+            1 => b.as_str(),
+            _ => "invalid",
+        };
+        batch.push_str(&format!("/verify_access_token {}\n", json!({"access_token": t})));
+    }
+    c.get_mut().write_all(batch.as_bytes()).await.unwrap();
+    for i in 0..60 {
+        let mut line = String::new();
+        c.read_line(&mut line).await.unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_signed(&v);
+        match i % 3 {
+            0 => assert_eq!(v["user_name"], "pipe-a", "reply {i}"),
+            1 => assert_eq!(v["user_name"], "pipe-b", "reply {i}"),
+            _ => assert_eq!(v["validate"], false, "reply {i}"),
+        }
+    }
+}
