@@ -6,7 +6,7 @@
 # its own config, certificate and component secret under ./data, start it, and run register
 # attached to it with SQLite in ./data. Ctrl-C stops both.
 #
-# Environment: REGISTER_DATA (default ./data), PROSODY_C2S_PORT (5222), PROSODY_COMPONENT_PORT
+# Environment: REGISTER_DATA_DIR (default ./data), PROSODY_C2S_PORT (5222), PROSODY_COMPONENT_PORT
 # (5347), PROFILE (release | debug, default release). Any REGISTER_<SECTION>__<KEY> variable
 # overrides the generated configuration, e.g. REGISTER_CAPTCHA__FIXED_ANSWER=abcde for scripted tries.
 set -euo pipefail
@@ -22,7 +22,7 @@ fi
 scripts/install-deps.sh
 cargo build $flag --bin register
 
-data=$(mkdir -p "${REGISTER_DATA:-data}" && cd "${REGISTER_DATA:-data}" && pwd)
+data=$(mkdir -p "${REGISTER_DATA_DIR:-data}" && cd "${REGISTER_DATA_DIR:-data}" && pwd)
 chmod 700 "$data"
 p="$data/prosody"
 c2s=${PROSODY_C2S_PORT:-5222}

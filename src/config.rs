@@ -231,6 +231,9 @@ impl Default for ReconcileSection {
     }
 }
 
+/// Keys outside any section, settable as `REGISTER_<KEY>`.
+const TOP_LEVEL_KEYS: &[&str] = &["data_dir"];
+
 /// Secret keys that may be given as `<key>_file`.
 const SECRET_KEYS: &[(&str, &str)] = &[
     ("xmpp", "component_secret"),
@@ -284,7 +287,9 @@ impl Config {
             let rest = rest.to_ascii_lowercase();
             let (section, key) = match rest.split_once("__") {
                 Some((s, k)) => (Some(s.to_owned()), k.to_owned()),
-                None => (None, rest),
+                // Only real top-level keys: other REGISTER_* variables belong to scripts.
+                None if TOP_LEVEL_KEYS.contains(&rest.as_str()) => (None, rest),
+                None => continue,
             };
             set_value(&mut root, section.as_deref(), &key, &v);
         }
@@ -433,6 +438,7 @@ mod tests {
             &[
                 ("REGISTER_XMPP__TIMEOUT_MS", "7"),
                 ("REGISTER_DATA_DIR", "e"),
+                ("REGISTER_DATA", "ignored"),
                 ("OTHER", "x"),
             ],
             &["xmpp.domain=b.test"],

@@ -1,8 +1,8 @@
 //! Argon2id password hashing, off the async runtime with bounded concurrency.
 //!
 //! A hash takes tens of milliseconds of CPU on purpose. Each runs on the blocking pool, and a
-//! semaphore caps how many run at once, so a login flood queues here instead of taking every core
-//! from token checks and other requests.
+//! semaphore caps how many run at once (by default one fewer than the CPUs), so a login flood
+//! queues here instead of taking every core from token checks and other requests.
 
 use std::sync::Arc;
 
@@ -29,18 +29,15 @@ fn argon2() -> Argon2<'static> {
 }
 
 impl Hasher {
-    /// `concurrency` 0 means one per CPU.
+    /// `concurrency` 0 means one fewer than the CPUs (at least one), so that a login flood always
+    /// leaves a core for token checks and everything else.
     pub fn new(concurrency: usize) -> Hasher {
         let n = if concurrency == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).saturating_sub(1).max(1)
         } else {
             concurrency
         };
-        Hasher {
-            permits: Arc::new(Semaphore::new(n)),
-        }
+        Hasher { permits: Arc::new(Semaphore::new(n)) }
     }
 
     /// PHC string of a new Argon2id hash.
