@@ -7,6 +7,7 @@ command -v prosody >/dev/null 2>&1 || need+=(prosody)
 [ -d /usr/lib/prosody/modules/mod_privilege ] || need+=(prosody-modules)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
