@@ -1,1 +1,247 @@
-//! The end-to-end scenarios on every server and mode (issue 9).
+//! The service against ejabberd 23.01 (issue 9): register a phone and a device, bind them (c2s
+//! binding), check both rosters independently, cancel the device, check the phone's roster and
+//! that the device's JID is gone. Also: privileged binding on ejabberd 23.01 is refused at once
+//! with a clear reason rather than half-binding. (Prosody runs the same paths in `bindings`.)
+
+use register::config::Config;
+use register::server::Server;
+use serde_json::Value;
+use xmpp::testkit::{Ejabberd, EjabberdOptions, TestClient, TestServer};
+
+use crate::harness::{assert_signed, signed, APP_KEY, CAPTCHA, SIGN_KEY};
+
+/// The service's configuration for any test server (as `harness::config_for` does for Prosody).
+fn config_for(s: &dyn TestServer, data_dir: std::path::PathBuf, binding: &str) -> Config {
+    let mut c = Config {
+        data_dir,
+        ..Config::default()
+    };
+    c.http.listen = "127.0.0.1:0".parse().unwrap();
+    c.tcp.listen = "127.0.0.1:0".parse().unwrap();
+    c.admin.listen = "127.0.0.1:0".parse().unwrap();
+    c.xmpp.domain = s.domain().to_owned();
+    c.xmpp.component = s.component().to_owned();
+    c.xmpp.component_addr = s.component_addr().to_string();
+    c.xmpp.component_secret = s.secret().to_owned();
+    c.xmpp.c2s_addr = s.c2s_addr().to_string();
+    match s.ca_file() {
+        Some(ca) => {
+            c.xmpp.c2s_tls = "required".into();
+            c.xmpp.tls_ca_file = ca.to_string_lossy().into_owned();
+        }
+        None => {
+            c.xmpp.c2s_tls = "off".into();
+            c.xmpp.allow_plain_without_tls = true;
+        }
+    }
+    c.xmpp.timeout_ms = 5000;
+    c.xmpp.accounts = "component".into();
+    c.xmpp.binding = binding.into();
+    c.security.sign_key = SIGN_KEY.into();
+    c.security.app_keys = vec![APP_KEY.into()];
+    c.security.rate_per_minute = 0;
+    c.captcha.fixed_answer = CAPTCHA.into();
+    c.reconcile.interval_secs = 0;
+    c
+}
+
+struct Svc {
+    server: Server,
+    http: reqwest::Client,
+    base: String,
+    _data: tempfile::TempDir,
+}
+
+impl Svc {
+    async fn start(xmpp: &dyn TestServer, binding: &str) -> Svc {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let data = tempfile::tempdir().unwrap();
+        let cfg = config_for(xmpp, data.path().join("data"), binding);
+        let server = Server::start(cfg).await.expect("service starts");
+        let cert = std::fs::read(server.app.cfg.data_dir.join("cert.pem")).unwrap();
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+            .cookie_store(true)
+            .build()
+            .unwrap();
+        let base = format!("https://localhost:{}", server.addrs.http.port());
+        let mut w = server.app.xmpp.link_watch();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            w.wait_for(|s| *s == xmpp::LinkState::Up),
+        )
+        .await
+        .expect("component link comes up")
+        .unwrap();
+        Svc {
+            server,
+            http,
+            base,
+            _data: data,
+        }
+    }
+
+    async fn post(&self, path: &str, params: &[(&str, &str)]) -> Value {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .form(params)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_signed(&v);
+        v
+    }
+
+    async fn post_signed(&self, path: &str, params: &[(&str, &str)]) -> Value {
+        let p = signed(params);
+        let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        self.post(path, &p).await
+    }
+
+    async fn captcha(&self) {
+        let r = self
+            .http
+            .get(format!("{}/verify_code", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    /// Registers and logs in a phone (captcha) or a device (signed); (token, jid, jid_pwd).
+    async fn account(&self, name: &str, kind: u8) -> (String, String, String) {
+        let t = kind.to_string();
+        let mut p = vec![
+            ("user_name", name),
+            ("password", "password1"),
+            ("type", t.as_str()),
+        ];
+        if kind == 2 {
+            p.extend([("des", "a device"), ("device_type", "cam")]);
+            let v = self.post_signed("/register", &p).await;
+            assert_eq!(v["result"], 0, "register {name}: {v}");
+        } else {
+            self.captcha().await;
+            p.push(("verify_code", CAPTCHA));
+            let v = self.post("/register", &p).await;
+            assert_eq!(v["result"], 0, "register {name}: {v}");
+        }
+        let mut l = vec![
+            ("user_name", name),
+            ("password", "password1"),
+            ("type", t.as_str()),
+        ];
+        if kind != 2 {
+            self.captcha().await;
+            l.push(("verify_code", CAPTCHA));
+        }
+        let v = self.post_signed("/login", &l).await;
+        assert_eq!(v["result"], 0, "login {name}: {v}");
+        (
+            v["access_token"].as_str().unwrap().to_owned(),
+            v["user_info"]["jid"].as_str().unwrap().to_owned(),
+            v["user_info"]["jid_pwd"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    async fn bind(&self, token: &str, who: &str, peers: &str) -> Value {
+        self.post(
+            "/set_user_banding",
+            &[
+                ("access_token", token),
+                ("user_name", who),
+                ("user_name_ls", peers),
+            ],
+        )
+        .await
+    }
+}
+
+/// `jid`'s roster entry for `peer` as `(subscription, nickname, groups)`, read by an independent
+/// login.
+async fn roster_sub(
+    s: &dyn TestServer,
+    jid: &str,
+    pwd: &str,
+    peer: &str,
+) -> Option<(String, String, Vec<String>)> {
+    let node = jid.split('@').next().unwrap();
+    let mut c = TestClient::login(s, node, pwd)
+        .await
+        .expect("independent login");
+    let r = c.roster().await.expect("roster");
+    c.close().await;
+    r.into_iter()
+        .find(|e| e.jid == peer)
+        .map(|e| (e.subscription, e.nickname, e.groups))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ejabberd_register_bind_cancel_c2s() {
+    let ej = Ejabberd::start(EjabberdOptions::default());
+    let svc = Svc::start(&ej, "c2s").await;
+    let (tok_p, jid_p, pwd_p) = svc.account("phone-ej", 1).await;
+    let (_, jid_d, pwd_d) = svc.account("dev-ej", 2).await;
+
+    let v = svc.bind(&tok_p, "phone-ej", r#"["dev-ej"]"#).await;
+    assert_eq!(v["result"], 0, "{v}");
+    assert_eq!(
+        roster_sub(&ej, &jid_p, &pwd_p, &jid_d).await,
+        Some(("both".into(), "dev-ej".into(), vec!["Device".into()]))
+    );
+    assert_eq!(
+        roster_sub(&ej, &jid_d, &pwd_d, &jid_p).await,
+        Some(("both".into(), "phone-ej".into(), vec!["Phone".into()]))
+    );
+    assert_eq!(
+        svc.bind(&tok_p, "phone-ej", r#"["dev-ej"]"#).await["result"],
+        109
+    );
+
+    let v = svc
+        .post_signed(
+            "/cancel",
+            &[
+                ("user_name", "dev-ej"),
+                ("password", "password1"),
+                ("type", "2"),
+            ],
+        )
+        .await;
+    assert_eq!(v["result"], 0, "{v}");
+    assert!(
+        roster_sub(&ej, &jid_p, &pwd_p, &jid_d).await.is_none(),
+        "cancel removed the binding from the peer"
+    );
+    let node = jid_d.split('@').next().unwrap();
+    assert!(
+        TestClient::login(&ej, node, &pwd_d).await.is_err(),
+        "cancelled JID still logs in on ejabberd"
+    );
+    drop(svc.server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ejabberd_privileged_binding_is_refused_cleanly() {
+    let ej = Ejabberd::start(EjabberdOptions::default());
+    let svc = Svc::start(&ej, "privileged").await;
+    let (tok_p, jid_p, pwd_p) = svc.account("phone-pr", 1).await;
+    let (_, jid_d, _) = svc.account("dev-pr", 2).await;
+    let started = std::time::Instant::now();
+    let v = svc.bind(&tok_p, "phone-pr", r#"["dev-pr"]"#).await;
+    assert_ne!(v["result"], 0, "{v}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    // Nothing half-bound.
+    assert!(roster_sub(&ej, &jid_p, &pwd_p, &jid_d).await.is_none());
+    let why = svc.server.app.xmpp.probe().await;
+    assert!(
+        matches!(&why, Err(xmpp::XmppError::Unsupported(m)) if m.contains("c2s")),
+        "{why:?}"
+    );
+}

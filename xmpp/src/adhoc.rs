@@ -5,7 +5,8 @@
 //! `conflict`) or a completed command with a `<note/>` (Prosody: `type='error'` "Account already
 //! exists"; a failed delete is only an `info` note naming the accounts that "could not be deleted").
 //! Whatever goes wrong after a `sessionid` was handed out, the session is cancelled so none stays
-//! open (Openfire allows 100 and expires them lazily). xmpp-parsers has no XEP-0050 type, so the
+//! open (Openfire allows 100 and expires them lazily). How each server reports outcomes is in
+//! `quirks`. xmpp-parsers has no XEP-0050 type, so the
 //! `<command/>` is built with `Element::builder` around a typed `DataForm`.
 
 use minidom::Element;
@@ -14,7 +15,8 @@ use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::Jid;
 
 use crate::component::{server_jid, Link};
-use crate::stanza::{attr_name, iq_error, reply_payload};
+use crate::quirks::{add_user_outcome, command_error, delete_user_outcome};
+use crate::stanza::{attr_name, reply_payload};
 use crate::XmppError;
 
 pub(crate) const NS_COMMANDS: &str = "http://jabber.org/protocol/commands";
@@ -90,47 +92,6 @@ pub(crate) fn parse_command(payload: Option<&Element>) -> Result<CommandReply, X
     })
 }
 
-/// The outcome of a completed `add-user`.
-pub(crate) fn add_user_outcome(reply: &CommandReply) -> Result<(), XmppError> {
-    if let Some((_, text)) = reply.notes.iter().find(|(kind, _)| kind == "error") {
-        let lower = text.to_lowercase();
-        if lower.contains("already exist") || lower.contains("conflict") {
-            return Err(XmppError::Conflict);
-        }
-        return Err(XmppError::Refused(text.clone()));
-    }
-    if reply.status != "completed" {
-        return Err(XmppError::Protocol(format!(
-            "add-user ended in status '{}'",
-            reply.status
-        )));
-    }
-    Ok(())
-}
-
-/// The outcome of a completed `delete-user`.
-pub(crate) fn delete_user_outcome(reply: &CommandReply) -> Result<(), XmppError> {
-    for (kind, text) in &reply.notes {
-        let lower = text.to_lowercase();
-        if lower.contains("could not be deleted")
-            || lower.contains("not found")
-            || lower.contains("does not exist")
-        {
-            return Err(XmppError::NotFound);
-        }
-        if kind == "error" {
-            return Err(XmppError::Refused(text.clone()));
-        }
-    }
-    if reply.status != "completed" {
-        return Err(XmppError::Protocol(format!(
-            "delete-user ended in status '{}'",
-            reply.status
-        )));
-    }
-    Ok(())
-}
-
 fn set(to: &Jid, payload: Element) -> Iq {
     Iq::Set {
         from: None,
@@ -153,7 +114,7 @@ async fn run(
         .await?;
     let first = match reply_payload(first) {
         Ok(p) => parse_command(p.as_ref())?,
-        Err(e) => return Err(iq_error(&e)),
+        Err(e) => return Err(command_error(&e)),
     };
     let Some(session) = first.sessionid.clone() else {
         // Completed at once (or refused with a note) without a session to close.
@@ -195,7 +156,7 @@ async fn run(
         }
         Err(e) => {
             cancel();
-            Err(iq_error(&e))
+            Err(command_error(&e))
         }
     }
 }
@@ -284,25 +245,7 @@ mod tests {
     }
 
     #[test]
-    fn note_mapping() {
-        let ok = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='info'>Account successfully created</note></command>");
-        assert!(add_user_outcome(&ok).is_ok());
-        let exists = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='error'>Account already exists</note></command>");
-        assert!(matches!(
-            add_user_outcome(&exists),
-            Err(XmppError::Conflict)
-        ));
-        let other = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='error'>Password mismatch</note></command>");
-        assert!(
-            matches!(add_user_outcome(&other), Err(XmppError::Refused(t)) if t == "Password mismatch")
-        );
-        let gone = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='info'>The following accounts could not be deleted:\nx@y</note></command>");
-        assert!(matches!(
-            delete_user_outcome(&gone),
-            Err(XmppError::NotFound)
-        ));
-        let deleted = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='info'>The following accounts were successfully deleted:\nx@y</note></command>");
-        assert!(delete_user_outcome(&deleted).is_ok());
+    fn no_command_is_a_protocol_error() {
         assert!(parse_command(None).is_err());
     }
 }

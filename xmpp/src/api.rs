@@ -243,7 +243,7 @@ impl Xmpp {
         }
     }
 
-    /// Runs `op` on pooled sessions of `a` and `b`, once more on fresh ones if a reused session
+    /// Runs `op` on pooled sessions of `a` and `b`, again on fresh ones while a reused session
     /// turned out dead.
     async fn with_pair<'p, F>(&self, a: &Party, b: &Party, op: F) -> Result<(), XmppError>
     where
@@ -259,14 +259,20 @@ impl Xmpp {
             let (x, y) = (la.as_mut().expect("set"), lb.as_mut().expect("set"));
             op(&mut x.session, &mut y.session).await
         };
-        if result.is_err() {
+        // A reused session is found dead only when used: after a server restart the first run
+        // may fail on A's session and the second on B's, so retry while a refresh happened (at
+        // most twice: a refreshed session is fresh, never refreshed again).
+        while result.is_err() {
             match self.refresh_pair(&mut la, &mut lb).await {
                 Ok(true) => {
                     let (x, y) = (la.as_mut().expect("set"), lb.as_mut().expect("set"));
                     result = op(&mut x.session, &mut y.session).await;
                 }
-                Ok(false) => {}
-                Err(e) => result = Err(e),
+                Ok(false) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
             }
         }
         for lease in [la, lb].into_iter().flatten() {
@@ -333,6 +339,11 @@ impl Xmpp {
                     "privileged binding needs the XEP-0356 roster permission 'both' (granted: {})",
                     roster.unwrap_or_else(|| "none".into())
                 )));
+            }
+            if let crate::quirks::PrivilegedRoster::Broken(why) =
+                self.inner.link.roster_writes(self.inner.cfg.timeout).await
+            {
+                return Err(XmppError::Unsupported(why));
             }
         }
         Ok(())

@@ -29,8 +29,9 @@ use xmpp_parsers::ping::Ping;
 
 use crate::backoff::Backoff;
 use crate::header_fix::VersionFix;
+use crate::quirks::{self, PrivilegedRoster};
 use crate::stanza::{from_component, next_id, to_component, Whitespace, NS_COMPONENT};
-use crate::{serve, LinkState, XmppConfig, XmppError};
+use crate::{serve, BindingMode, LinkState, XmppConfig, XmppError};
 
 type Stream = XmlStream<BufStream<VersionFix<TcpStream>>, Element>;
 
@@ -88,6 +89,8 @@ pub(crate) struct Link {
     failures: AtomicU64,
     last_error: Mutex<Option<String>>,
     privileges: watch::Sender<Option<Privileges>>,
+    /// Whether privileged roster writes work (decided after each link-up, privileged mode only).
+    roster_writes: watch::Sender<PrivilegedRoster>,
 }
 
 impl Link {
@@ -104,6 +107,7 @@ impl Link {
             failures: AtomicU64::new(0),
             last_error: Mutex::new(None),
             privileges: watch::channel(None).0,
+            roster_writes: watch::channel(PrivilegedRoster::Unknown).0,
         }))
     }
 
@@ -134,6 +138,45 @@ impl Link {
             Ok(Ok(p)) => p.clone(),
             _ => None,
         }
+    }
+
+    /// Whether privileged roster writes work on this server, waiting up to `wait` for the check
+    /// made at link-up; [`PrivilegedRoster::Unknown`] if it did not finish in time.
+    pub(crate) async fn roster_writes(&self, wait: Duration) -> PrivilegedRoster {
+        let mut rx = self.roster_writes.subscribe();
+        let got =
+            tokio::time::timeout(wait, rx.wait_for(|r| *r != PrivilegedRoster::Unknown)).await;
+        match got {
+            Ok(Ok(r)) => r.clone(),
+            _ => PrivilegedRoster::Unknown,
+        }
+    }
+
+    /// Run after each link-up in privileged mode: reads the granted privileges and, where
+    /// [`quirks::needs_roster_set_probe`] says so, probes a roster write (see `quirks`). A broken
+    /// server is logged here, once per link-up, as an error naming the fix.
+    async fn check_roster_writes(self: Arc<Self>) {
+        let wait = self.cfg.timeout.min(Duration::from_secs(2));
+        let verdict = match self.privileges(wait).await {
+            Some(p) if quirks::needs_roster_set_probe(&p.namespace) => {
+                match self.iq(quirks::roster_set_probe(&self.cfg.domain)).await {
+                    Ok(reply) => quirks::judge_roster_set_probe(reply),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "privileged roster-set probe got no answer");
+                        PrivilegedRoster::Usable
+                    }
+                }
+            }
+            // v2, or no grant at all (reported by the permission check with its own message).
+            _ => PrivilegedRoster::Usable,
+        };
+        if let PrivilegedRoster::Broken(why) = &verdict {
+            tracing::error!(
+                component = %self.cfg.component,
+                "binding = \"privileged\" cannot work against this server: {why}"
+            );
+        }
+        self.roster_writes.send_replace(verdict);
     }
 
     /// Sends an IQ (id and `from` are set here) and waits for its reply.
@@ -186,6 +229,11 @@ impl Link {
                     self.connects.fetch_add(1, Ordering::Relaxed);
                     backoff.reset();
                     tracing::info!(component = %self.cfg.component, "component link up");
+                    self.privileges.send_replace(None);
+                    self.roster_writes.send_replace(PrivilegedRoster::Unknown);
+                    if self.cfg.binding == BindingMode::Privileged {
+                        tokio::spawn(self.clone().check_roster_writes());
+                    }
                     let why = self.serve(stream, &shutdown).await;
                     if shutdown.is_cancelled() {
                         break;
@@ -250,11 +298,19 @@ impl Link {
         )
         .await
         .map_err(io)?;
-        let id = pending
-            .take_header()
-            .id
-            .ok_or_else(|| LinkError::Io("no stream id in the server's header".into()))?;
+        let id = pending.take_header().id;
         let mut stream: Stream = pending.skip_features();
+        let Some(id) = id else {
+            // Openfire refuses at the header (`conflict` for a name in use, `host-unknown`,
+            // `internal-server-error` when no secret is configured): a header without an id,
+            // then the stream error.
+            return Err(match stream.next().await {
+                Some(Ok(el)) if el.is("error", ns::STREAM) => {
+                    handshake_refusal(&serve::stream_error_condition(&el))
+                }
+                _ => LinkError::Io("no stream id in the server's header".into()),
+            });
+        };
         let handshake =
             Handshake::from_stream_id_and_password(id.into_owned(), &self.cfg.component_secret);
         stream.send(&handshake).await.map_err(io)?;
@@ -262,11 +318,7 @@ impl Link {
             match stream.next().await {
                 Some(Ok(el)) if el.is("handshake", NS_COMPONENT) => return Ok(stream),
                 Some(Ok(el)) if el.is("error", ns::STREAM) => {
-                    return Err(match serve::stream_error_condition(&el).as_str() {
-                        "not-authorized" => LinkError::NotAuthorized,
-                        "conflict" => LinkError::Conflict,
-                        other => LinkError::Stream(other.to_owned()),
-                    })
+                    return Err(handshake_refusal(&serve::stream_error_condition(&el)))
                 }
                 Some(Ok(el)) => tracing::debug!(name = el.name(), "ignored before handshake"),
                 Some(Err(ReadError::SoftTimeout)) => {}
@@ -379,6 +431,15 @@ impl Link {
                 None
             }
         }
+    }
+}
+
+/// A stream error received while connecting.
+fn handshake_refusal(condition: &str) -> LinkError {
+    match condition {
+        "not-authorized" => LinkError::NotAuthorized,
+        "conflict" => LinkError::Conflict,
+        other => LinkError::Stream(other.to_owned()),
     }
 }
 

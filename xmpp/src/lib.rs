@@ -11,7 +11,10 @@
 //! - `c2s` — client sessions (STARTTLS, SASL, bind) and a pool reusing them per JID.
 //! - `ibr` — XEP-0077 in-band registration and removal over c2s.
 //! - `roster` — the subscription handshake (c2s mode) and XEP-0356 roster get/set (privileged mode).
-//! - `testkit` (feature `testkit`) — starts a real Prosody on free loopback ports for tests.
+//! - `quirks` — every difference between Prosody, ejabberd and Openfire that matters here, with
+//!   a table (how outcomes are reported, privilege namespaces, the ejabberd 23.01 roster-set bug).
+//! - `testkit` (feature `testkit`) — starts a real Prosody or ejabberd on free loopback ports for
+//!   tests.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -159,6 +162,7 @@ mod component;
 mod header_fix;
 mod ibr;
 mod pool;
+mod quirks;
 mod roster;
 mod serve;
 mod stanza;

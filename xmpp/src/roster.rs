@@ -6,7 +6,7 @@
 //! answers (no reliance on pre-approval), then both rosters are polled until both say `both`.
 //! `privileged`: XEP-0356 roster get/set from the component to the users' bare JIDs, with
 //! `subscription='both'` on each side; refused up front when the server did not grant the roster
-//! permission.
+//! permission, or when the server is known to fail privileged roster writes (`quirks`).
 
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use xmpp_parsers::stanza_error::DefinedCondition;
 
 use crate::c2s::Session;
 use crate::component::Link;
+use crate::quirks::PrivilegedRoster;
 use crate::stanza::{error_text, iq_error, reply_payload};
 use crate::{Party, RosterEntry, XmppError};
 
@@ -235,6 +236,16 @@ async fn require_roster_permission(link: &Link, write: bool) -> Result<(), XmppE
     )))
 }
 
+/// Fails at once when the link-up check found privileged roster writes broken (ejabberd 23.01,
+/// see `quirks`), instead of failing half-way through a bind.
+async fn require_working_roster_writes(link: &Link) -> Result<(), XmppError> {
+    let wait = link.config().timeout.min(Duration::from_secs(3));
+    match link.roster_writes(wait).await {
+        PrivilegedRoster::Broken(why) => Err(XmppError::Unsupported(why)),
+        PrivilegedRoster::Usable | PrivilegedRoster::Unknown => Ok(()),
+    }
+}
+
 /// The roster of `jid`, read through the component.
 pub(crate) async fn get_privileged(
     link: &Link,
@@ -260,6 +271,7 @@ pub(crate) async fn bind_privileged(
     let (ja, pa) = a;
     let (jb, pb) = b;
     require_roster_permission(link, true).await?;
+    require_working_roster_writes(link).await?;
     let ra = get_privileged(link, ja).await?;
     let rb = get_privileged(link, jb).await?;
     if is_both(&ra, jb) && is_both(&rb, ja) {
@@ -285,6 +297,7 @@ pub(crate) async fn unbind_privileged(
     jb: &BareJid,
 ) -> Result<(), XmppError> {
     require_roster_permission(link, true).await?;
+    require_working_roster_writes(link).await?;
     let ra = get_privileged(link, ja).await?;
     let rb = get_privileged(link, jb).await?;
     if find(&ra, jb).is_none() && find(&rb, ja).is_none() {

@@ -12,10 +12,7 @@ use xmpp_parsers::ns;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
 use crate::component::Privileges;
-
-/// XEP-0356 namespaces: v2 (Prosody's mod_privilege) and v1 (ejabberd).
-pub(crate) const NS_PRIVILEGE_2: &str = "urn:xmpp:privilege:2";
-pub(crate) const NS_PRIVILEGE_1: &str = "urn:xmpp:privilege:1";
+use crate::quirks::{NS_PRIVILEGE_1, NS_PRIVILEGE_2};
 
 /// The condition name of a `<stream:error/>`, e.g. `not-authorized`.
 pub(crate) fn stream_error_condition(el: &Element) -> String {

@@ -27,7 +27,7 @@ use xmpp_parsers::roster::{Roster, Subscription};
 use xmpp_parsers::stream_features::StreamFeatures;
 use xmpp_parsers::{ns, starttls};
 
-use super::Prosody;
+use super::TestServer;
 use crate::RosterEntry;
 
 type Io = Box<dyn AsyncReadAndWrite + Send + 'static>;
@@ -66,7 +66,14 @@ fn header(domain: &str) -> StreamHeader<'static> {
     }
 }
 
-async fn starttls(server: &Prosody, ca: &std::path::Path, tcp: TcpStream) -> Result<Io, String> {
+/// Where and how to connect, taken from any [`TestServer`].
+struct Target {
+    domain: String,
+    c2s_addr: std::net::SocketAddr,
+    ca_file: Option<std::path::PathBuf>,
+}
+
+async fn starttls(server: &Target, ca: &std::path::Path, tcp: TcpStream) -> Result<Io, String> {
     let pending = initiate_stream(
         BufStream::new(tcp),
         ns::JABBER_CLIENT,
@@ -100,7 +107,7 @@ async fn starttls(server: &Prosody, ca: &std::path::Path, tcp: TcpStream) -> Res
     Ok(Box::new(BufStream::new(tls)))
 }
 
-async fn open(server: &Prosody) -> Result<(StreamFeatures, XmppStream<Io>), String> {
+async fn open(server: &Target) -> Result<(StreamFeatures, XmppStream<Io>), String> {
     let tcp = within(TcpStream::connect(server.c2s_addr))
         .await?
         .map_err(err)?;
@@ -129,9 +136,19 @@ pub struct TestClient {
 }
 
 impl TestClient {
-    /// Logs in as `node` with `password` (tokio-xmpp's SASL) and binds a resource. `Err` carries
-    /// the reason (e.g. an authentication failure).
-    pub async fn login(server: &Prosody, node: &str, password: &str) -> Result<TestClient, String> {
+    /// Logs in as `node` with `password` (tokio-xmpp's SASL) and binds a resource, on any test
+    /// server (`&Prosody`, `&Ejabberd`, `&dyn TestServer`). `Err` carries the reason (e.g. an
+    /// authentication failure).
+    pub async fn login<S: TestServer + ?Sized>(
+        server: &S,
+        node: &str,
+        password: &str,
+    ) -> Result<TestClient, String> {
+        let server = &Target {
+            domain: server.domain().to_owned(),
+            c2s_addr: server.c2s_addr(),
+            ca_file: server.ca_file().map(Into::into),
+        };
         let (features, stream) = open(server).await?;
         let creds = Credentials::default()
             .with_username(node)

@@ -55,7 +55,7 @@ pub struct Prosody {
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -68,6 +68,8 @@ fn lua(s: &str) -> String {
 
 /// Installs prosody and prosody-modules with apt-get when `prosody` is not on PATH.
 fn ensure_installed() {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let found = Command::new("sh")
         .args(["-c", "command -v prosody"])
         .stdout(Stdio::null())
@@ -76,18 +78,7 @@ fn ensure_installed() {
     if found {
         return;
     }
-    let status = Command::new("sh")
-        .args(["-c", "(apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prosody prosody-modules"])
-        .status()
-        .expect("running apt-get");
-    assert!(status.success(), "installing prosody failed");
-    // Debian starts a system instance on install: stop it, our tests use their own.
-    let _ = Command::new("sh")
-        .args([
-            "-c",
-            "timeout 10 service prosody stop >/dev/null 2>&1 || true",
-        ])
-        .status();
+    super::apt_install("prosody prosody-modules", "prosody");
 }
 
 impl Prosody {
@@ -304,11 +295,11 @@ impl Drop for Prosody {
     }
 }
 
-fn accepts(addr: SocketAddr) -> bool {
+pub(super) fn accepts(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
 }
 
-fn make_cert(dir: &Path, domain: &str) -> PathBuf {
+pub(super) fn make_cert(dir: &Path, domain: &str) -> PathBuf {
     let certs = dir.join("certs");
     std::fs::create_dir_all(&certs).expect("certs dir");
     let crt = certs.join("server.crt");
@@ -343,4 +334,43 @@ fn make_cert(dir: &Path, domain: &str) -> PathBuf {
         "openssl could not make a test certificate"
     );
     crt
+}
+
+impl super::TestServer for Prosody {
+    fn name(&self) -> &'static str {
+        "prosody"
+    }
+    fn domain(&self) -> &str {
+        &self.domain
+    }
+    fn component(&self) -> &str {
+        &self.component
+    }
+    fn secret(&self) -> &str {
+        &self.secret
+    }
+    fn component_addr(&self) -> SocketAddr {
+        self.component_addr
+    }
+    fn c2s_addr(&self) -> SocketAddr {
+        self.c2s_addr
+    }
+    fn ca_file(&self) -> Option<&Path> {
+        self.ca_file.as_deref()
+    }
+    fn config(&self, accounts: AccountsMode, binding: BindingMode) -> XmppConfig {
+        Prosody::config(self, accounts, binding)
+    }
+    fn stop(&mut self) {
+        Prosody::stop(self)
+    }
+    fn restart(&mut self) {
+        Prosody::restart(self)
+    }
+    fn is_running(&mut self) -> bool {
+        Prosody::is_running(self)
+    }
+    fn log(&self) -> String {
+        Prosody::log(self)
+    }
 }

@@ -1,0 +1,275 @@
+//! Every difference between XMPP servers that this crate handles, in one place.
+//!
+//! | What                              | Prosody 0.12                                         | ejabberd 23.01                                   | Openfire 4.9–5.x                              |
+//! |-----------------------------------|------------------------------------------------------|--------------------------------------------------|-----------------------------------------------|
+//! | Component stream header           | no `version`                                         | no `version`                                     | no `version`, double quotes, `encoding='UTF-8'` declaration |
+//! | XEP-0133 from the component       | component domain in `admins`                         | ACL `server: [component]` + `access_rules: configure` | works out of the box (add/delete-user)   |
+//! | add-user success                  | completed + `<note type='info'>`                     | completed, no note                               | completed + `<note type='info'>`              |
+//! | add-user of an existing account   | completed + `<note type='error'>Account already exists` | IQ error `conflict`                           | completed + `<note type='error'>User already exists` |
+//! | delete-user of a missing account  | completed + `<note type='info'>…could not be deleted…` | IQ error `item-not-found`                      | completed + `<note type='error'>` naming it   |
+//! | Malformed command input           | IQ error                                             | IQ error                                         | sometimes **no reply at all** (we time out and cancel) |
+//! | Open ad-hoc sessions              | expire                                               | expire                                           | 100 per requester, expired lazily: always complete or cancel |
+//! | XEP-0077 in-band registration     | `allow_registration = true`                          | `mod_register` with `access: register`, `registration_timeout: infinity` | `register.inband` (default on) |
+//! | XEP-0356 namespace                | `urn:xmpp:privilege:2` (`mod_privilege`, prosody-modules) | `urn:xmpp:privilege:1`                      | not supported                                 |
+//! | XEP-0356 roster set               | works                                                | **broken**: `internal-server-error` (issue 3942, fixed in 23.10) | —                       |
+//! | Roster set to a missing user      | `service-unavailable`                                | `internal-server-error` on 23.01                 | —                                             |
+//! | Idle component link               | kept                                                 | kept                                             | dropped after 6 min without inbound data (`xmpp.component.idle`): whitespace keepalive |
+//! | Second component connection       | `conflict`                                           | `conflict`                                       | `conflict`                                    |
+//!
+//! How the code uses this table:
+//! - [`add_user_outcome`] / [`delete_user_outcome`] read the `<note/>` of a completed command,
+//!   [`command_error`] an IQ error answering a command: both shapes map to the same
+//!   [`XmppError`] (`Conflict`, `NotFound`, `Refused`).
+//! - [`PrivilegedRoster`] is decided once per link-up (privileged binding only): a server that
+//!   grants the roster privilege in the v1 namespace is probed with a harmless roster set (removing
+//!   a nonexistent item of a nonexistent user, see [`roster_set_probe`]); an
+//!   `internal-server-error` ([`judge_roster_set_probe`]) marks privileged roster writes as broken,
+//!   which is logged at link-up and makes bind/unbind fail at once with
+//!   [`XmppError::Unsupported`] instead of half-way through.
+
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::jid::Jid;
+use xmpp_parsers::roster::{Item, Roster, Subscription};
+use xmpp_parsers::stanza_error::{DefinedCondition, StanzaError};
+
+use crate::adhoc::CommandReply;
+use crate::stanza::{error_text, random_suffix, reply_payload};
+use crate::XmppError;
+
+/// XEP-0356 namespaces: v2 (Prosody's mod_privilege) and v1 (ejabberd up to at least 23.10).
+pub(crate) const NS_PRIVILEGE_2: &str = "urn:xmpp:privilege:2";
+pub(crate) const NS_PRIVILEGE_1: &str = "urn:xmpp:privilege:1";
+
+/// The outcome of a completed `add-user` (Prosody and Openfire report through a note; ejabberd
+/// completes without one).
+pub(crate) fn add_user_outcome(reply: &CommandReply) -> Result<(), XmppError> {
+    if let Some((_, text)) = reply.notes.iter().find(|(kind, _)| kind == "error") {
+        let lower = text.to_lowercase();
+        if lower.contains("already exist") || lower.contains("conflict") {
+            return Err(XmppError::Conflict);
+        }
+        return Err(XmppError::Refused(text.clone()));
+    }
+    if reply.status != "completed" {
+        return Err(XmppError::Protocol(format!(
+            "add-user ended in status '{}'",
+            reply.status
+        )));
+    }
+    Ok(())
+}
+
+/// The outcome of a completed `delete-user`: Prosody reports a missing account only in an `info`
+/// note ("could not be deleted"), Openfire in an `error` note: check the text, not only the type.
+pub(crate) fn delete_user_outcome(reply: &CommandReply) -> Result<(), XmppError> {
+    for (kind, text) in &reply.notes {
+        let lower = text.to_lowercase();
+        if lower.contains("could not be deleted")
+            || lower.contains("not found")
+            || lower.contains("does not exist")
+            || lower.contains("doesn't exist")
+        {
+            return Err(XmppError::NotFound);
+        }
+        if kind == "error" {
+            return Err(XmppError::Refused(text.clone()));
+        }
+    }
+    if reply.status != "completed" {
+        return Err(XmppError::Protocol(format!(
+            "delete-user ended in status '{}'",
+            reply.status
+        )));
+    }
+    Ok(())
+}
+
+/// An IQ error answering an ad-hoc command (ejabberd reports outcomes this way: `conflict` for an
+/// existing account, `item-not-found` for a missing one). `forbidden` / `not-authorized` mean the
+/// server does not let the component run admin commands: say what to configure.
+pub(crate) fn command_error(err: &StanzaError) -> XmppError {
+    match err.defined_condition {
+        DefinedCondition::Conflict => XmppError::Conflict,
+        DefinedCondition::ItemNotFound => XmppError::NotFound,
+        DefinedCondition::Forbidden | DefinedCondition::NotAllowed => XmppError::Refused(format!(
+            "{} (the server does not let the component run XEP-0133 commands: Prosody needs \
+             the component in `admins`, ejabberd an ACL for it in `access_rules: configure`)",
+            error_text(err)
+        )),
+        _ => XmppError::Refused(error_text(err)),
+    }
+}
+
+/// Whether XEP-0356 roster writes through the component work on this server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PrivilegedRoster {
+    /// Not decided yet (link down, or the check is running).
+    Unknown,
+    /// Works, or nothing known against it (missing permissions are reported separately).
+    Usable,
+    /// Known broken; the text says why and what to do.
+    Broken(String),
+}
+
+/// Whether a grant in `namespace` calls for the roster-set probe. Only the v1 namespace does:
+/// ejabberd 23.01 (v1) fails every roster set, Prosody (v2) works.
+pub(crate) fn needs_roster_set_probe(namespace: &str) -> bool {
+    namespace == NS_PRIVILEGE_1
+}
+
+/// A harmless privileged roster set: remove a nonexistent contact from a nonexistent user. A
+/// working server answers `item-not-found`, `service-unavailable` or success without changing
+/// anything; ejabberd 23.01 answers `internal-server-error`.
+pub(crate) fn roster_set_probe(domain: &str) -> Iq {
+    let user = format!("register-probe-{}@{domain}", random_suffix());
+    let contact = format!("register-probe-{}@{domain}", random_suffix());
+    let item = Item {
+        jid: xmpp_parsers::jid::BareJid::new(&contact).expect("a valid probe JID"),
+        name: None,
+        subscription: Subscription::Remove,
+        ask: Default::default(),
+        groups: vec![],
+        approved: None,
+    };
+    let to = Jid::new(&user).expect("a valid probe JID");
+    Iq::from_set(
+        "",
+        Roster {
+            ver: None,
+            items: vec![item],
+        },
+    )
+    .with_to(to)
+}
+
+/// The message given when privileged roster writes are known broken.
+pub(crate) const EJABBERD_ROSTER_SET_BROKEN: &str =
+    "privileged roster set is broken on this server (it answers internal-server-error; ejabberd \
+     23.01 has this bug, ejabberd issue 3942, fixed in 23.10); use binding = \"c2s\"";
+
+/// Judges the reply to [`roster_set_probe`].
+pub(crate) fn judge_roster_set_probe(reply: Iq) -> PrivilegedRoster {
+    match reply_payload(reply) {
+        Err(e) if e.defined_condition == DefinedCondition::InternalServerError => {
+            PrivilegedRoster::Broken(format!(
+                "{EJABBERD_ROSTER_SET_BROKEN} (probe: {})",
+                error_text(&e)
+            ))
+        }
+        _ => PrivilegedRoster::Usable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adhoc::parse_command;
+    use minidom::Element;
+
+    fn reply(xml: &str) -> CommandReply {
+        let el: Element = xml.parse().unwrap();
+        parse_command(Some(&el)).unwrap()
+    }
+
+    #[test]
+    fn note_mapping_prosody_openfire_ejabberd() {
+        let ok = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='info'>Account successfully created</note></command>");
+        assert!(add_user_outcome(&ok).is_ok());
+        // ejabberd: completed without a note.
+        let bare =
+            reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'/>");
+        assert!(add_user_outcome(&bare).is_ok());
+        assert!(delete_user_outcome(&bare).is_ok());
+        // Prosody.
+        let exists = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='error'>Account already exists</note></command>");
+        assert!(matches!(
+            add_user_outcome(&exists),
+            Err(XmppError::Conflict)
+        ));
+        // Openfire.
+        let exists = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='error'>User already exists</note></command>");
+        assert!(matches!(
+            add_user_outcome(&exists),
+            Err(XmppError::Conflict)
+        ));
+        let gone = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='error'>User does not exist.</note></command>");
+        assert!(matches!(
+            delete_user_outcome(&gone),
+            Err(XmppError::NotFound)
+        ));
+        let other = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='error'>Password mismatch</note></command>");
+        assert!(
+            matches!(add_user_outcome(&other), Err(XmppError::Refused(t)) if t == "Password mismatch")
+        );
+        let gone = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='info'>The following accounts could not be deleted:\nx@y</note></command>");
+        assert!(matches!(
+            delete_user_outcome(&gone),
+            Err(XmppError::NotFound)
+        ));
+        let deleted = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='info'>The following accounts were successfully deleted:\nx@y</note></command>");
+        assert!(delete_user_outcome(&deleted).is_ok());
+    }
+
+    fn iq_error(cond: DefinedCondition) -> Iq {
+        Iq::from_error(
+            "x",
+            StanzaError::new(
+                xmpp_parsers::stanza_error::ErrorType::Wait,
+                cond,
+                "en",
+                "Module failed to handle the query",
+            ),
+        )
+    }
+
+    #[test]
+    fn command_errors() {
+        let e = |c| match iq_error(c) {
+            Iq::Error { error, .. } => command_error(&error),
+            _ => unreachable!(),
+        };
+        assert!(matches!(e(DefinedCondition::Conflict), XmppError::Conflict));
+        assert!(matches!(
+            e(DefinedCondition::ItemNotFound),
+            XmppError::NotFound
+        ));
+        assert!(
+            matches!(e(DefinedCondition::Forbidden), XmppError::Refused(t) if t.contains("admins"))
+        );
+    }
+
+    #[test]
+    fn roster_set_probe_judgement() {
+        assert!(needs_roster_set_probe(NS_PRIVILEGE_1));
+        assert!(!needs_roster_set_probe(NS_PRIVILEGE_2));
+        let probe: Element = roster_set_probe("example.test").into();
+        assert_eq!(probe.attr("type"), Some("set"));
+        assert!(probe.attr("to").unwrap().ends_with("@example.test"));
+        let item = probe
+            .get_child("query", "jabber:iq:roster")
+            .unwrap()
+            .get_child("item", "jabber:iq:roster")
+            .unwrap();
+        assert_eq!(item.attr("subscription"), Some("remove"));
+        assert!(matches!(
+            judge_roster_set_probe(iq_error(DefinedCondition::InternalServerError)),
+            PrivilegedRoster::Broken(t) if t.contains("binding = \"c2s\"")
+        ));
+        for ok in [
+            DefinedCondition::ItemNotFound,
+            DefinedCondition::ServiceUnavailable,
+        ] {
+            assert_eq!(
+                judge_roster_set_probe(iq_error(ok)),
+                PrivilegedRoster::Usable
+            );
+        }
+        let result = Iq::Result {
+            from: None,
+            to: None,
+            id: "x".into(),
+            payload: None,
+        };
+        assert_eq!(judge_roster_set_probe(result), PrivilegedRoster::Usable);
+    }
+}
