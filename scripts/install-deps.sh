@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Install what register's quick start and test suite need from Debian, when missing:
-# Prosody with its community modules (mod_privilege), and openssl for test certificates.
+# Install what register's quick start needs from Debian, when missing: Prosody with its
+# community modules (mod_privilege), openssl for certificates, curl and netcat for the README.
+# With --tests, also what the test suite needs: ejabberd (interop tests).
 set -euo pipefail
+tests=false
+[ "${1:-}" = "--tests" ] && tests=true
 need=()
 command -v prosody >/dev/null 2>&1 || need+=(prosody)
 [ -d /usr/lib/prosody/modules/mod_privilege ] || need+=(prosody-modules)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if $tests && ! [ -x /usr/sbin/ejabberdctl ]; then need+=(ejabberd); fi
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
 if [ ${#need[@]} -gt 0 ]; then
@@ -15,4 +19,8 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-# Debian's package may start a system-wide Prosody; ours run on their own ports, so it can stay.
+# Debian's packages may start system-wide servers on the standard ports (5222, 5269, 5280),
+# where the quick start's Prosody wants to listen: stop them; ours run with their own configs.
+for svc in prosody ejabberd; do
+  if command -v service >/dev/null 2>&1; then timeout 20 service "$svc" stop >/dev/null 2>&1 || true; fi
+done
