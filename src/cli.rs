@@ -257,23 +257,64 @@ async fn delete(app: &App, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `register reconcile`: progress on stderr, a summary on stdout.
+/// `register reconcile`: progress on stderr (one line per record, with what happened to it), what
+/// was fixed on stdout; exit 1 when some records are left.
 pub async fn reconcile(cfg: Config) -> i32 {
     let (app, shutdown) = match admin_app(cfg).await {
         Ok(x) => x,
         Err(e) => return report(Err(e)),
     };
-    let r = crate::reconcile::run(&app, app.now() + 1, &mut |rep, what| {
-        eprintln!("[{}/{}] {what}", rep.repaired + rep.failed, rep.found);
+    if app.xmpp.link_state() != xmpp::LinkState::Up {
+        eprintln!(
+            "warning: the component link to {} is not up ({}); records needing the XMPP server will be left",
+            app.cfg.xmpp.component_addr,
+            app.xmpp
+                .last_link_error()
+                .unwrap_or_else(|| "no answer".into())
+        );
+    }
+    let started = std::time::Instant::now();
+    let mut left = Vec::new();
+    let r = crate::reconcile::run(&app, app.now() + 1, &mut |rep, line| {
+        eprintln!("[{}/{}] {line}", rep.done(), rep.found);
+        if line.contains(": LEFT for the next run: ") && left.len() < 20 {
+            left.push(line.to_owned());
+        }
     })
     .await;
     shutdown.cancel();
     match r {
         Ok(rep) => {
             println!(
-                "found {} unfinished records: {} repaired, {} left",
-                rep.found, rep.repaired, rep.failed
+                "found {} unfinished records in {:.1}s: {} repaired, {} left, {} already finished",
+                rep.found,
+                started.elapsed().as_secs_f64(),
+                rep.repaired,
+                rep.failed,
+                rep.skipped
             );
+            println!(
+                "  interrupted registrations undone: {} (orphan JIDs deleted: {})",
+                rep.pending_removed, rep.orphan_jids_deleted
+            );
+            println!(
+                "  interrupted cancels finished:     {}",
+                rep.cancels_finished
+            );
+            println!(
+                "  interrupted binds rolled back:    {}",
+                rep.binds_rolled_back
+            );
+            println!(
+                "  interrupted unbinds finished:     {}",
+                rep.unbinds_finished
+            );
+            for l in &left {
+                println!("  left: {l}");
+            }
+            if rep.failed as usize > left.len() {
+                println!("  left: … and {} more", rep.failed as usize - left.len());
+            }
             i32::from(rep.failed > 0)
         }
         Err(e) => report(Err(e.to_string())),

@@ -2,29 +2,64 @@
 //!
 //! | record | meaning | repair |
 //! |---|---|---|
-//! | account `pending` | JID creation may or may not have happened; the client never got 0 | delete the JID (if any), delete the row |
+//! | account `pending` | JID creation may or may not have happened; the client never got 0 | claim it (`pending` → `deleting`), delete the JID (if any), delete the row |
 //! | account `deleting` | a cancel was accepted | finish it (`cmd::cancel::finish`) |
-//! | pair `binding` | a bind was interrupted; the client never got 0 | unbind both sides, delete the row |
+//! | pair `binding` | a bind was interrupted; the client never got 0 | claim it (`binding` → `unbinding`), unbind both sides, delete the row |
 //! | pair `unbinding` | an unbind was interrupted | unbind both sides, delete the row |
 //!
 //! It runs at start (every record), periodically (records older than `reconcile.grace_secs`, so
 //! requests in flight are left alone) and by `register reconcile`.
+//!
+//! The claims are compare-and-set, as are the requests' own final steps (`pending` → `active`,
+//! `binding` → `bound`), so when the reconciler meets a record whose request is still running (the
+//! run at start, or `register reconcile`, take every record) exactly one side wins: either the
+//! request finished first and the record is skipped, or the reconciler claimed it and the request
+//! undoes its own remote step and does not answer 0.
 
 use xmpp::XmppError;
 
 use crate::app::App;
 use crate::error::ApiError;
-use crate::store::AccountState;
+use crate::store::{AccountState, Binding, BindingState};
 
 /// What one run did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Report {
+    /// Unfinished records found.
     pub found: u64,
+    /// Records finished or undone by this run.
     pub repaired: u64,
+    /// Records that could not be repaired now (they stay for the next run).
     pub failed: u64,
+    /// Records another operation finished first (nothing left to do).
+    pub skipped: u64,
+    /// Interrupted registrations removed (`pending` accounts).
+    pub pending_removed: u64,
+    /// JIDs of interrupted registrations that existed on the server and were deleted.
+    pub orphan_jids_deleted: u64,
+    /// Interrupted cancels finished (`deleting` accounts).
+    pub cancels_finished: u64,
+    /// Interrupted binds rolled back (`binding` pairs unbound on both sides).
+    pub binds_rolled_back: u64,
+    /// Interrupted unbinds finished (`unbinding` pairs).
+    pub unbinds_finished: u64,
 }
 
-/// Repair every record last touched before `before`; `progress` is told after each record.
+impl Report {
+    /// Records handled so far, whatever the outcome.
+    pub fn done(&self) -> u64 {
+        self.repaired + self.failed + self.skipped
+    }
+}
+
+/// How one record ended.
+enum Outcome {
+    Repaired(String),
+    Skipped,
+}
+
+/// Repair every record last touched before `before`; `progress` is told after each record, with
+/// the record and what happened to it.
 pub async fn run(
     app: &App,
     before: i64,
@@ -37,41 +72,57 @@ pub async fn run(
     };
     for b in bindings {
         let what = format!("pair {}-{} ({})", b.a, b.b, b.state.as_str());
-        let r = async {
-            let a = app.store.account_by_id(b.a).await?;
-            let c = app.store.account_by_id(b.b).await?;
-            if let (Some(a), Some(c)) = (a, c) {
-                match app.xmpp.unbind(&app.party(&a)?, &app.party(&c)?).await {
-                    Ok(()) | Err(XmppError::NotBound) => {}
-                    Err(e) => return Err(ApiError::from_roster(e)),
-                }
-            }
-            app.store.delete_binding(b.a, b.b).await?;
-            Ok::<_, ApiError>(())
-        }
-        .await;
+        let r = pair(app, &b, &mut rep).await;
         tally(&mut rep, &what, r, progress);
     }
     for a in accounts {
         let what = format!("account {} ({})", a.user_name, a.state.as_str());
         let r = async {
+            if app.xmpp.config().accounts == xmpp::AccountsMode::Component
+                && app.xmpp.link_state() != xmpp::LinkState::Up
+            {
+                // Fail fast instead of waiting on every record.
+                return Err(ApiError::NewJidFail("component link down".into()));
+            }
             match a.state {
-                AccountState::Deleting => crate::cmd::cancel::finish(app, &a).await,
-                AccountState::Pending => {
-                    match app
-                        .xmpp
-                        .delete_account(&a.jid_node, &app.jid_pwd(&a)?)
-                        .await
-                    {
-                        Ok(()) | Err(XmppError::NotFound) => {}
-                        // ibr mode deletes by logging in: a JID that was never created cannot log in.
-                        Err(XmppError::AuthFailed) => {}
-                        Err(e) => return Err(ApiError::from_provisioning(e)),
-                    }
-                    app.store.delete_account(a.id).await?;
-                    Ok(())
+                AccountState::Deleting => {
+                    let f = crate::cmd::cancel::finish(app, &a).await?;
+                    rep.cancels_finished += 1;
+                    Ok(Outcome::Repaired(format!(
+                        "cancel finished ({} pairs unbound, JID {})",
+                        f.pairs,
+                        if f.jid_deleted {
+                            "deleted"
+                        } else {
+                            "already gone"
+                        }
+                    )))
                 }
-                AccountState::Active => Ok(()),
+                AccountState::Pending => {
+                    if !app
+                        .store
+                        .transition_account(
+                            a.id,
+                            AccountState::Pending,
+                            AccountState::Deleting,
+                            app.now(),
+                        )
+                        .await?
+                    {
+                        return Ok(Outcome::Skipped);
+                    }
+                    let f = crate::cmd::cancel::finish(app, &a).await?;
+                    rep.pending_removed += 1;
+                    if f.jid_deleted {
+                        rep.orphan_jids_deleted += 1;
+                    }
+                    Ok(Outcome::Repaired(if f.jid_deleted {
+                        "registration undone (orphan JID deleted)".into()
+                    } else {
+                        "registration undone (no JID had been made)".into()
+                    }))
+                }
+                AccountState::Active => Ok(Outcome::Skipped),
             }
         }
         .await;
@@ -81,21 +132,65 @@ pub async fn run(
     Ok(rep)
 }
 
+/// Undo an interrupted bind, or finish an interrupted unbind: both end unbound on both sides.
+async fn pair(app: &App, b: &Binding, rep: &mut Report) -> Result<Outcome, ApiError> {
+    if b.state == BindingState::Binding
+        && !app
+            .store
+            .transition_binding(
+                b.a,
+                b.b,
+                BindingState::Binding,
+                BindingState::Unbinding,
+                app.now(),
+            )
+            .await?
+    {
+        // The bind finished (or was rolled back) meanwhile.
+        return Ok(Outcome::Skipped);
+    }
+    let x = app.store.account_by_id(b.a).await?;
+    let y = app.store.account_by_id(b.b).await?;
+    // (A deleted account takes its pair rows with it, so both are normally there.)
+    if let (Some(x), Some(y)) = (x, y) {
+        match app.xmpp.unbind(&app.party(&x)?, &app.party(&y)?).await {
+            Ok(()) | Err(XmppError::NotBound) => {}
+            Err(e) => return Err(ApiError::from_roster(e)),
+        }
+    }
+    app.store
+        .delete_binding_in(b.a, b.b, BindingState::Unbinding)
+        .await?;
+    Ok(Outcome::Repaired(if b.state == BindingState::Binding {
+        rep.binds_rolled_back += 1;
+        "bind rolled back (unbound on both sides)".into()
+    } else {
+        rep.unbinds_finished += 1;
+        "unbind finished".into()
+    }))
+}
+
 fn tally(
     rep: &mut Report,
     what: &str,
-    r: Result<(), ApiError>,
+    r: Result<Outcome, ApiError>,
     progress: &mut (dyn FnMut(&Report, &str) + Send),
 ) {
-    match r {
-        Ok(()) => {
+    let line = match r {
+        Ok(Outcome::Repaired(how)) => {
             rep.repaired += 1;
-            tracing::info!(record = what, "reconciled");
+            tracing::info!(record = what, how = %how, "reconciled");
+            format!("{what}: {how}")
+        }
+        Ok(Outcome::Skipped) => {
+            rep.skipped += 1;
+            format!("{what}: already finished by another operation")
         }
         Err(e) => {
             rep.failed += 1;
             tracing::warn!(record = what, error = %e, "could not reconcile yet");
+            format!("{what}: LEFT for the next run: {e}")
         }
-    }
-    progress(rep, what);
+    };
+    progress(rep, &line);
 }

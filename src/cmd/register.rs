@@ -2,7 +2,11 @@
 //!
 //! The row is written `pending` before the JID is created and `active` after, so a crash or a lost
 //! link leaves a record the reconciler undoes (deleting the JID if it was made). A reply of 0 means
-//! the JID exists and the account is usable.
+//! the JID exists and the activation is committed (it survives a process kill).
+//!
+//! Two requests for one name race on the `UNIQUE` user name: the second insert fails and gets 103.
+//! The activation is a compare-and-set from `pending`, so a reconciler that claimed the row first
+//! (it turns `pending` into `deleting`) makes this request undo its JID instead of answering 0.
 
 use serde_json::{json, Value};
 use xmpp::XmppError;
@@ -32,12 +36,10 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
     if app.store.account_by_name(name.as_str()).await?.is_some() {
         return Err(ApiError::UserExists);
     }
-    if app.xmpp.config().accounts == xmpp::AccountsMode::Component
-        && app.xmpp.link_state() != xmpp::LinkState::Up
-    {
-        return Err(ApiError::NewJidFail("component link down".into()));
-    }
+    link_up(app)?;
     let password_hash = app.hasher.hash(password.as_str().to_owned()).await?;
+    // Again after the (slow) hash: a link lost meanwhile fails here, before anything is written.
+    link_up(app)?;
     let node = super::new_jid_node();
     let jid_pwd = super::new_jid_password();
     let new = NewAccount {
@@ -59,39 +61,87 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
     app.metrics
         .xmpp_op("create_account", started.elapsed(), created.is_ok());
     match created {
-        Ok(()) => {
-            app.store
-                .set_account_state(id, AccountState::Active, app.now())
-                .await?;
-            tracing::info!(user = %name, jid = %app.xmpp.jid_of(&node), "registered");
-            Ok(json!({"result": 0}))
-        }
+        Ok(()) => activate(app, id, &name, &node, &jid_pwd).await,
         Err(e) => {
             tracing::warn!(user = %name, error = %e, "JID creation failed");
-            undo_pending(app, id, &node, &jid_pwd, &e).await;
+            // When the JID may exist (timeout, lost link, garbled reply) it is deleted too.
+            let may_exist = matches!(
+                e,
+                XmppError::Timeout
+                    | XmppError::LinkDown
+                    | XmppError::Protocol(_)
+                    | XmppError::SessionFailed(_)
+            );
+            undo_pending(app, id, &node, &jid_pwd, may_exist).await;
             Err(ApiError::from_provisioning(e))
         }
     }
 }
 
-/// Remove a pending account whose JID creation failed. When the JID may exist (timeout, lost
-/// link, garbled reply) it is deleted first; if that cannot be done now the pending row stays for
-/// the reconciler.
-async fn undo_pending(app: &App, id: i64, node: &str, jid_pwd: &str, e: &XmppError) {
-    let jid_may_exist = matches!(
-        e,
-        XmppError::Timeout | XmppError::LinkDown | XmppError::Protocol(_)
-    );
+/// In `component` mode the JID is made through the link: while it is down, fail fast with 101
+/// and write nothing.
+fn link_up(app: &App) -> Result<(), ApiError> {
+    if app.xmpp.config().accounts == xmpp::AccountsMode::Component
+        && app.xmpp.link_state() != xmpp::LinkState::Up
+    {
+        return Err(ApiError::NewJidFail("component link down".into()));
+    }
+    Ok(())
+}
+
+/// The JID exists: make the account `active` (compare-and-set from `pending`). Only a committed
+/// activation is answered with 0. If the reconciler claimed the row meanwhile, or the write
+/// failed, the JID is deleted again (or left, with its record, for the reconciler).
+async fn activate(
+    app: &App,
+    id: i64,
+    name: &UserName,
+    node: &str,
+    jid_pwd: &str,
+) -> Result<Value, ApiError> {
+    let err = match app
+        .store
+        .transition_account(id, AccountState::Pending, AccountState::Active, app.now())
+        .await
+    {
+        Ok(true) => {
+            tracing::info!(user = %name, jid = %app.xmpp.jid_of(node), "registered");
+            return Ok(json!({"result": 0}));
+        }
+        // The reconciler took the row (it runs while requests may be in flight, e.g. at start):
+        // the account is being removed, so the JID made here must go too.
+        Ok(false) => ApiError::NewJidFail("registration interrupted by the reconciler".into()),
+        Err(e) => e.into(),
+    };
+    tracing::warn!(user = %name, error = %err, "could not activate; undoing the JID");
+    undo_pending(app, id, node, jid_pwd, true).await;
+    Err(err)
+}
+
+/// Remove a pending account that did not become active. When the JID may exist it is deleted
+/// first; if that cannot be done now the pending row stays for the reconciler. Only a `pending`
+/// row is deleted: one the reconciler has claimed (`deleting`) is its to finish.
+async fn undo_pending(app: &App, id: i64, node: &str, jid_pwd: &str, jid_may_exist: bool) {
     if jid_may_exist {
-        match app.xmpp.delete_account(node, jid_pwd).await {
-            Ok(()) | Err(XmppError::NotFound) => {}
+        match super::cancel::delete_jid(app, node, jid_pwd).await {
+            Ok(_) => {}
             Err(e2) => {
                 tracing::warn!(jid_node = node, error = %e2, "left pending for the reconciler");
                 return;
             }
         }
     }
-    if let Err(e) = app.store.delete_account(id).await {
-        tracing::error!(error = %e, "removing a failed pending account");
+    match app
+        .store
+        .transition_account(id, AccountState::Pending, AccountState::Deleting, app.now())
+        .await
+    {
+        Ok(true) => {
+            if let Err(e) = app.store.delete_account(id).await {
+                tracing::error!(error = %e, "removing a failed pending account (left for the reconciler)");
+            }
+        }
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "removing a failed pending account"),
     }
 }

@@ -1,4 +1,7 @@
 //! `/set_user_unbanding`: remove the caller and each named user from each other's rosters.
+//!
+//! Each pair goes `bound` → `unbinding` before the server is touched and its row is deleted after;
+//! an unbind the server could not finish keeps its `unbinding` row and the reconciler completes it.
 
 use serde_json::{json, Value};
 use xmpp::XmppError;
@@ -29,17 +32,32 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
 
 async fn unbind_pair(app: &App, me: &Account, peer: &Account) -> Result<(), ApiError> {
     let (a, b) = (me.id.min(peer.id), me.id.max(peer.id));
-    app.store
-        .set_binding_state(a, b, BindingState::Unbinding, app.now())
-        .await?;
+    // The record, by compare-and-set: of two concurrent unbinds of a pair one moves it to
+    // `unbinding`, the other gets 110.
+    if !app
+        .store
+        .transition_binding(
+            a,
+            b,
+            BindingState::Bound,
+            BindingState::Unbinding,
+            app.now(),
+        )
+        .await?
+    {
+        return Err(ApiError::NotInRoster);
+    }
     let started = std::time::Instant::now();
     let r = app.xmpp.unbind(&app.party(me)?, &app.party(peer)?).await;
     app.metrics.xmpp_op("unbind", started.elapsed(), r.is_ok());
     match r {
         Ok(()) | Err(XmppError::NotBound) => {
-            app.store.delete_binding(a, b).await?;
+            app.store
+                .delete_binding_in(a, b, BindingState::Unbinding)
+                .await?;
             Ok(())
         }
+        // The `unbinding` row stays: the reconciler finishes the unbind.
         Err(e) => Err(ApiError::from_roster(e)),
     }
 }

@@ -107,6 +107,10 @@ pub enum StoreError {
     /// A unique key is taken (user name, JID node, or pair).
     #[error("already exists")]
     Exists,
+    /// The row is not in the state the change requires (another operation took it, or the
+    /// accounts of a pair are no longer active).
+    #[error("record changed by another operation")]
+    Changed,
     #[error("{0}")]
     Db(String),
 }
@@ -126,6 +130,9 @@ impl From<StoreError> for crate::error::ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Exists => crate::error::ApiError::Db("unexpected duplicate".into()),
+            StoreError::Changed => {
+                crate::error::ApiError::Db("record changed by another operation".into())
+            }
             StoreError::Db(s) => crate::error::ApiError::Db(s),
         }
     }
@@ -141,6 +148,15 @@ pub trait Store: Send + Sync + 'static {
 
     async fn insert_pending_account(&self, new: NewAccount, now: i64) -> StoreResult<i64>;
     async fn set_account_state(&self, id: i64, state: AccountState, now: i64) -> StoreResult<()>;
+    /// Move an account from `from` to `to` (compare-and-set); false when it was not in `from`,
+    /// i.e. another operation (a cancel, the reconciler) took it first.
+    async fn transition_account(
+        &self,
+        id: i64,
+        from: AccountState,
+        to: AccountState,
+        now: i64,
+    ) -> StoreResult<bool>;
     /// Delete an account with its tokens and bindings.
     async fn delete_account(&self, id: i64) -> StoreResult<()>;
     async fn account_by_name(&self, name: &str) -> StoreResult<Option<Account>>;
@@ -159,8 +175,9 @@ pub trait Store: Send + Sync + 'static {
         lock_secs: i64,
     ) -> StoreResult<()>;
     async fn reset_login_failures(&self, id: i64) -> StoreResult<()>;
-    /// Mark an account `deleting` and revoke its tokens, atomically.
-    async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<()>;
+    /// Mark an account `deleting` and revoke its tokens, atomically. False when it was already
+    /// `deleting` (or is gone): another cancel owns it.
+    async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<bool>;
 
     async fn insert_token(
         &self,
@@ -178,7 +195,9 @@ pub trait Store: Send + Sync + 'static {
     /// Drop expired captchas and tokens.
     async fn prune(&self, now: i64) -> StoreResult<()>;
 
-    /// Insert a pair row (ordered by the caller so that `a < b`); `Exists` when the pair has one.
+    /// Insert a pair row (ordered by the caller so that `a < b`); `Exists` when the pair has one,
+    /// `Changed` when either account is not `active` at that moment (checked in the same
+    /// statement, so a cancel that has begun never gains a new pair).
     async fn insert_binding(
         &self,
         a: i64,
@@ -194,6 +213,18 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> StoreResult<()>;
     async fn delete_binding(&self, a: i64, b: i64) -> StoreResult<()>;
+    /// Move a pair from `from` to `to` (compare-and-set); false when it was not in `from`.
+    async fn transition_binding(
+        &self,
+        a: i64,
+        b: i64,
+        from: BindingState,
+        to: BindingState,
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// Delete a pair row only while it is in `state`; false when it was not (gone, or a newer
+    /// operation owns the pair).
+    async fn delete_binding_in(&self, a: i64, b: i64, state: BindingState) -> StoreResult<bool>;
     async fn binding(&self, a: i64, b: i64) -> StoreResult<Option<Binding>>;
     async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>>;
 

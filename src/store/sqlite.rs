@@ -203,6 +203,24 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn transition_account(
+        &self,
+        id: i64,
+        from: AccountState,
+        to: AccountState,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE accounts SET state = ?3, updated_at = ?4 WHERE id = ?1 AND state = ?2",
+                )?
+                .execute(params![id, from.as_str(), to.as_str(), now])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn delete_account(&self, id: i64) -> StoreResult<()> {
         self.write(move |c| {
             c.prepare_cached("DELETE FROM accounts WHERE id = ?1")?
@@ -283,16 +301,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<()> {
+    async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<bool> {
         self.write(move |c| {
             let tx = c.transaction()?;
-            tx.execute(
-                "UPDATE accounts SET state = 'deleting', updated_at = ?2 WHERE id = ?1",
+            let n = tx.execute(
+                "UPDATE accounts SET state = 'deleting', updated_at = ?2 \
+                 WHERE id = ?1 AND state <> 'deleting'",
                 params![id, now],
             )?;
             tx.execute("DELETE FROM tokens WHERE account_id = ?1", [id])?;
             tx.commit()?;
-            Ok(())
+            Ok(n == 1)
         })
         .await
     }
@@ -368,11 +387,17 @@ impl Store for SqliteStore {
         now: i64,
     ) -> StoreResult<()> {
         self.write(move |c| {
-            c.prepare_cached(
-                "INSERT INTO bindings (a, b, state, updated_at) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![a, b, state.as_str(), now])?;
-            Ok(())
+            let n = c
+                .prepare_cached(
+                    "INSERT INTO bindings (a, b, state, updated_at) SELECT ?1, ?2, ?3, ?4 \
+                     WHERE (SELECT count(*) FROM accounts WHERE id IN (?1, ?2) AND state = 'active') = 2",
+                )?
+                .execute(params![a, b, state.as_str(), now])?;
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::Changed)
+            }
         })
         .await
     }
@@ -399,6 +424,36 @@ impl Store for SqliteStore {
             c.prepare_cached("DELETE FROM bindings WHERE a = ?1 AND b = ?2")?
                 .execute([a, b])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn transition_binding(
+        &self,
+        a: i64,
+        b: i64,
+        from: BindingState,
+        to: BindingState,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE bindings SET state = ?4, updated_at = ?5 \
+                     WHERE a = ?1 AND b = ?2 AND state = ?3",
+                )?
+                .execute(params![a, b, from.as_str(), to.as_str(), now])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn delete_binding_in(&self, a: i64, b: i64, state: BindingState) -> StoreResult<bool> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached("DELETE FROM bindings WHERE a = ?1 AND b = ?2 AND state = ?3")?
+                .execute(params![a, b, state.as_str()])?;
+            Ok(n == 1)
         })
         .await
     }
@@ -539,6 +594,85 @@ mod tests {
         assert_eq!(s.account_by_id(b).await.unwrap().unwrap().locked_until, 0);
         s.record_login_failure(b, 20, 5, 60).await.unwrap();
         assert_eq!(s.account_by_id(b).await.unwrap().unwrap().locked_until, 80);
+    }
+
+    #[tokio::test]
+    async fn compare_and_set_transitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let a = s
+            .insert_pending_account(new_account("a", "n1"), 10)
+            .await
+            .unwrap();
+        let b = s
+            .insert_pending_account(new_account("b", "n2"), 10)
+            .await
+            .unwrap();
+        // A pair needs both accounts active.
+        assert!(matches!(
+            s.insert_binding(a, b, BindingState::Binding, 11).await,
+            Err(StoreError::Changed)
+        ));
+        // Exactly one of two claims on a pending account wins.
+        assert!(s
+            .transition_account(a, AccountState::Pending, AccountState::Active, 11)
+            .await
+            .unwrap());
+        assert!(!s
+            .transition_account(a, AccountState::Pending, AccountState::Deleting, 11)
+            .await
+            .unwrap());
+        assert!(s
+            .transition_account(b, AccountState::Pending, AccountState::Active, 11)
+            .await
+            .unwrap());
+        s.insert_binding(a, b, BindingState::Binding, 12)
+            .await
+            .unwrap();
+        // The reconciler claims the pair: the bind's own step to `bound` then fails.
+        assert!(s
+            .transition_binding(a, b, BindingState::Binding, BindingState::Unbinding, 13)
+            .await
+            .unwrap());
+        assert!(!s
+            .transition_binding(a, b, BindingState::Binding, BindingState::Bound, 13)
+            .await
+            .unwrap());
+        assert!(!s
+            .delete_binding_in(a, b, BindingState::Binding)
+            .await
+            .unwrap());
+        assert!(s
+            .delete_binding_in(a, b, BindingState::Unbinding)
+            .await
+            .unwrap());
+        assert!(s.binding(a, b).await.unwrap().is_none());
+        // A cancel that has begun: one begin wins, and the account gains no new pair.
+        assert!(s.begin_cancel(a, 14).await.unwrap());
+        assert!(!s.begin_cancel(a, 14).await.unwrap());
+        assert!(matches!(
+            s.insert_binding(a, b, BindingState::Binding, 15).await,
+            Err(StoreError::Changed)
+        ));
+        let (acc, pairs) = s.unfinished(100).await.unwrap();
+        assert_eq!((acc.len(), pairs.len()), (1, 0));
+    }
+
+    #[test]
+    fn durable_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let c = s.writer.lock().unwrap();
+        let mode: String = c
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        let sync: i64 = c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        let busy: i64 = c
+            .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(sync, 2, "synchronous = FULL");
+        assert!(busy >= 1000);
     }
 
     #[test]

@@ -1,0 +1,134 @@
+//! An in-memory cache of live access tokens in front of any [`Store`].
+//!
+//! Token checks are the hot path of every IM backend (`/verify_access_token`) and of every
+//! token-based HTTPS call. A hit answers from memory without touching SQLite or the blocking pool.
+//! The cache is a decorator: it forwards everything to the inner store and drops an account's
+//! entries whenever that account stops being active (cancel, delete, state change), so revocation
+//! is immediate. Expiry is checked on every hit. Unknown tokens are not cached (a flood of random
+//! tokens costs database reads, not memory). For several instances on one database the cache must
+//! stay off (each instance would miss the others' revocations).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::store::*;
+
+/// Most cached tokens; past this the cache starts over (cheap, and refills from the store).
+const CAPACITY: usize = 200_000;
+
+/// [`Store`] decorator caching `token_account`.
+pub struct TokenCache {
+    inner: Arc<dyn Store>,
+    map: RwLock<HashMap<Vec<u8>, (Account, i64)>>,
+    /// Bumped by every revocation: a lookup that raced one does not fill the cache.
+    epoch: AtomicU64,
+}
+
+impl TokenCache {
+    pub fn new(inner: Arc<dyn Store>) -> TokenCache {
+        TokenCache { inner, map: RwLock::new(HashMap::new()), epoch: AtomicU64::new(0) }
+    }
+
+    fn forget_account(&self, id: i64) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.map.write().unwrap_or_else(|e| e.into_inner()).retain(|_, (a, _)| a.id != id);
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for TokenCache {
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+    async fn insert_pending_account(&self, new: NewAccount, now: i64) -> StoreResult<i64> {
+        self.inner.insert_pending_account(new, now).await
+    }
+    async fn set_account_state(&self, id: i64, state: AccountState, now: i64) -> StoreResult<()> {
+        let r = self.inner.set_account_state(id, state, now).await;
+        self.forget_account(id);
+        r
+    }
+    async fn delete_account(&self, id: i64) -> StoreResult<()> {
+        let r = self.inner.delete_account(id).await;
+        self.forget_account(id);
+        r
+    }
+    async fn account_by_name(&self, name: &str) -> StoreResult<Option<Account>> {
+        self.inner.account_by_name(name).await
+    }
+    async fn account_by_id(&self, id: i64) -> StoreResult<Option<Account>> {
+        self.inner.account_by_id(id).await
+    }
+    async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Account>> {
+        self.inner.accounts_by_names(names).await
+    }
+    async fn accounts_by_nodes(&self, nodes: &[String]) -> StoreResult<Vec<Account>> {
+        self.inner.accounts_by_nodes(nodes).await
+    }
+    async fn list_accounts(&self, after_id: i64, limit: u32) -> StoreResult<Vec<Account>> {
+        self.inner.list_accounts(after_id, limit).await
+    }
+    async fn record_login_failure(&self, id: i64, now: i64, threshold: u32, lock_secs: i64) -> StoreResult<()> {
+        self.inner.record_login_failure(id, now, threshold, lock_secs).await
+    }
+    async fn reset_login_failures(&self, id: i64) -> StoreResult<()> {
+        self.inner.reset_login_failures(id).await
+    }
+    async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<()> {
+        let r = self.inner.begin_cancel(id, now).await;
+        self.forget_account(id);
+        r
+    }
+    async fn insert_token(&self, hash: Vec<u8>, account_id: i64, expires_at: i64, now: i64) -> StoreResult<()> {
+        self.inner.insert_token(hash, account_id, expires_at, now).await
+    }
+    async fn token_account(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<(Account, i64)>> {
+        if let Some((a, exp)) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(&hash) {
+            if *exp > now {
+                return Ok(Some((a.clone(), *exp)));
+            }
+        }
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let found = self.inner.token_account(hash.clone(), now).await?;
+        if let Some((a, exp)) = &found {
+            let mut m = self.map.write().unwrap_or_else(|e| e.into_inner());
+            if self.epoch.load(Ordering::SeqCst) != epoch {
+                return Ok(found); // a revocation ran meanwhile: do not cache what it may have undone
+            }
+            if m.len() >= CAPACITY {
+                m.clear();
+            }
+            m.insert(hash, (a.clone(), *exp));
+        }
+        Ok(found)
+    }
+    async fn insert_captcha(&self, id: String, answer: String, expires_at: i64) -> StoreResult<()> {
+        self.inner.insert_captcha(id, answer, expires_at).await
+    }
+    async fn take_captcha(&self, id: String) -> StoreResult<Option<(String, i64)>> {
+        self.inner.take_captcha(id).await
+    }
+    async fn prune(&self, now: i64) -> StoreResult<()> {
+        self.map.write().unwrap_or_else(|e| e.into_inner()).retain(|_, (_, exp)| *exp > now);
+        self.inner.prune(now).await
+    }
+    async fn insert_binding(&self, a: i64, b: i64, state: BindingState, now: i64) -> StoreResult<()> {
+        self.inner.insert_binding(a, b, state, now).await
+    }
+    async fn set_binding_state(&self, a: i64, b: i64, state: BindingState, now: i64) -> StoreResult<()> {
+        self.inner.set_binding_state(a, b, state, now).await
+    }
+    async fn delete_binding(&self, a: i64, b: i64) -> StoreResult<()> {
+        self.inner.delete_binding(a, b).await
+    }
+    async fn binding(&self, a: i64, b: i64) -> StoreResult<Option<Binding>> {
+        self.inner.binding(a, b).await
+    }
+    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>> {
+        self.inner.bindings_of(id).await
+    }
+    async fn unfinished(&self, before: i64) -> StoreResult<(Vec<Account>, Vec<Binding>)> {
+        self.inner.unfinished(before).await
+    }
+}
