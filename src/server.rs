@@ -188,6 +188,9 @@ impl Server {
             }
         }
         self.xmpp_stop.cancel();
+        // Wait (bounded) until the component connection is really closed, so that whatever
+        // starts next (an admin command, a restarted service) is not refused with `conflict`.
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.app.xmpp.stopped()).await;
         result
     }
 
@@ -217,7 +220,8 @@ fn http_config(cfg: &Config) -> Result<http_api::HttpConfig, StartError> {
     })
 }
 
-/// Reconcile everything at start (once the link is up), then every `interval_secs`.
+/// Reconcile everything at start (once the link is up), then every `interval_secs` and after
+/// every link outage.
 async fn reconcile_loop(app: Arc<App>, shutdown: CancellationToken) -> std::io::Result<()> {
     let mut first = true;
     let interval = app.cfg.reconcile.interval_secs;
@@ -250,9 +254,16 @@ async fn reconcile_loop(app: Arc<App>, shutdown: CancellationToken) -> std::io::
         if interval == 0 {
             return Ok(());
         }
+        // Next run after the interval, or as soon as the link is back after an outage (the
+        // outage is when records are left behind).
+        let link_lost = async {
+            let mut w = app.xmpp.link_watch();
+            let _ = w.wait_for(|s| *s == xmpp::LinkState::Down).await;
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(Duration::from_secs(interval)) => {}
+            _ = link_lost => tracing::info!("component link lost: reconciling when it is back"),
         }
     }
 }

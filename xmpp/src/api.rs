@@ -20,6 +20,8 @@ struct Inner {
     cfg: XmppConfig,
     link: Arc<Link>,
     pool: Arc<Pool>,
+    /// Cancelled once the link task and the session reaper have ended (sockets closed).
+    stopped: CancellationToken,
 }
 
 /// Handle to the XMPP side: component link, account provisioning, bindings, rosters.
@@ -85,7 +87,16 @@ impl Xmpp {
             }
         };
         let pool = Arc::new(Pool::new(cfg.clone()));
-        tokio::spawn(link.clone().run(shutdown.clone()));
+        let stopped = CancellationToken::new();
+        let (link_done, reaper_done) = (stopped.clone(), CancellationToken::new());
+        let reaper_token = reaper_done.clone();
+        let run = link.clone().run(shutdown.clone());
+        tokio::spawn(async move {
+            run.await;
+            // Both halves must be gone before "stopped" is reported.
+            reaper_token.cancelled().await;
+            link_done.cancel();
+        });
         let reaper = pool.clone();
         let every = (cfg.session_idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
         tokio::spawn(async move {
@@ -97,10 +108,17 @@ impl Xmpp {
                 }
             }
             reaper.close_all().await;
+            reaper_done.cancel();
         });
         Xmpp {
-            inner: Arc::new(Inner { cfg, link, pool }),
+            inner: Arc::new(Inner { cfg, link, pool, stopped }),
         }
+    }
+
+    /// Resolves once, after `shutdown` was cancelled, the component connection and every pooled
+    /// c2s session are closed — so a process can hand the component name to another at once.
+    pub async fn stopped(&self) {
+        self.inner.stopped.cancelled().await
     }
 
     /// Current state of the component link.
