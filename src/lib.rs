@@ -22,4 +22,5 @@ pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod tcp_handler;
+pub mod token_cache;
 pub mod types;

@@ -93,7 +93,7 @@ pub fn build_app(cfg: Config, shutdown: CancellationToken) -> Result<Arc<App>, S
     Ok(Arc::new(App {
         hasher: Hasher::new(cfg.security.hash_concurrency),
         limiter: RateLimiter::new(cfg.security.rate_per_minute, clock.clone()),
-        store: Arc::new(store) as Arc<dyn Store>,
+        store: Arc::new(crate::token_cache::TokenCache::new(Arc::new(store))) as Arc<dyn Store>,
         xmpp,
         secrets,
         clock,

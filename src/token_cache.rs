@@ -27,17 +27,25 @@ pub struct TokenCache {
 
 impl TokenCache {
     pub fn new(inner: Arc<dyn Store>) -> TokenCache {
-        TokenCache { inner, map: RwLock::new(HashMap::new()), epoch: AtomicU64::new(0) }
+        TokenCache {
+            inner,
+            map: RwLock::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
+        }
     }
 
     fn forget_account(&self, id: i64) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.map.write().unwrap_or_else(|e| e.into_inner()).retain(|_, (a, _)| a.id != id);
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, (a, _)| a.id != id);
     }
 }
 
 #[async_trait::async_trait]
 impl Store for TokenCache {
+    // Everything but token lookups and the account changes that revoke tokens is forwarded.
     async fn ping(&self) -> StoreResult<()> {
         self.inner.ping().await
     }
@@ -46,6 +54,17 @@ impl Store for TokenCache {
     }
     async fn set_account_state(&self, id: i64, state: AccountState, now: i64) -> StoreResult<()> {
         let r = self.inner.set_account_state(id, state, now).await;
+        self.forget_account(id);
+        r
+    }
+    async fn transition_account(
+        &self,
+        id: i64,
+        from: AccountState,
+        to: AccountState,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let r = self.inner.transition_account(id, from, to, now).await;
         self.forget_account(id);
         r
     }
@@ -69,22 +88,43 @@ impl Store for TokenCache {
     async fn list_accounts(&self, after_id: i64, limit: u32) -> StoreResult<Vec<Account>> {
         self.inner.list_accounts(after_id, limit).await
     }
-    async fn record_login_failure(&self, id: i64, now: i64, threshold: u32, lock_secs: i64) -> StoreResult<()> {
-        self.inner.record_login_failure(id, now, threshold, lock_secs).await
+    async fn record_login_failure(
+        &self,
+        id: i64,
+        now: i64,
+        threshold: u32,
+        lock_secs: i64,
+    ) -> StoreResult<()> {
+        self.inner
+            .record_login_failure(id, now, threshold, lock_secs)
+            .await
     }
     async fn reset_login_failures(&self, id: i64) -> StoreResult<()> {
         self.inner.reset_login_failures(id).await
     }
-    async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<()> {
+    async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<bool> {
         let r = self.inner.begin_cancel(id, now).await;
         self.forget_account(id);
         r
     }
-    async fn insert_token(&self, hash: Vec<u8>, account_id: i64, expires_at: i64, now: i64) -> StoreResult<()> {
-        self.inner.insert_token(hash, account_id, expires_at, now).await
+    async fn insert_token(
+        &self,
+        hash: Vec<u8>,
+        account_id: i64,
+        expires_at: i64,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.inner
+            .insert_token(hash, account_id, expires_at, now)
+            .await
     }
     async fn token_account(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<(Account, i64)>> {
-        if let Some((a, exp)) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(&hash) {
+        if let Some((a, exp)) = self
+            .map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&hash)
+        {
             if *exp > now {
                 return Ok(Some((a.clone(), *exp)));
             }
@@ -110,17 +150,45 @@ impl Store for TokenCache {
         self.inner.take_captcha(id).await
     }
     async fn prune(&self, now: i64) -> StoreResult<()> {
-        self.map.write().unwrap_or_else(|e| e.into_inner()).retain(|_, (_, exp)| *exp > now);
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, (_, exp)| *exp > now);
         self.inner.prune(now).await
     }
-    async fn insert_binding(&self, a: i64, b: i64, state: BindingState, now: i64) -> StoreResult<()> {
+    async fn insert_binding(
+        &self,
+        a: i64,
+        b: i64,
+        state: BindingState,
+        now: i64,
+    ) -> StoreResult<()> {
         self.inner.insert_binding(a, b, state, now).await
     }
-    async fn set_binding_state(&self, a: i64, b: i64, state: BindingState, now: i64) -> StoreResult<()> {
+    async fn set_binding_state(
+        &self,
+        a: i64,
+        b: i64,
+        state: BindingState,
+        now: i64,
+    ) -> StoreResult<()> {
         self.inner.set_binding_state(a, b, state, now).await
     }
     async fn delete_binding(&self, a: i64, b: i64) -> StoreResult<()> {
         self.inner.delete_binding(a, b).await
+    }
+    async fn transition_binding(
+        &self,
+        a: i64,
+        b: i64,
+        from: BindingState,
+        to: BindingState,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.inner.transition_binding(a, b, from, to, now).await
+    }
+    async fn delete_binding_in(&self, a: i64, b: i64, state: BindingState) -> StoreResult<bool> {
+        self.inner.delete_binding_in(a, b, state).await
     }
     async fn binding(&self, a: i64, b: i64) -> StoreResult<Option<Binding>> {
         self.inner.binding(a, b).await
@@ -130,5 +198,49 @@ impl Store for TokenCache {
     }
     async fn unfinished(&self, before: i64) -> StoreResult<(Vec<Account>, Vec<Binding>)> {
         self.inner.unfinished(before).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use crate::types::AccountType;
+
+    #[tokio::test]
+    async fn hits_expire_and_revocation_is_immediate() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = TokenCache::new(Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap()));
+        let new = NewAccount {
+            user_name: "a".into(),
+            kind: AccountType::Phone,
+            device_type: None,
+            des: String::new(),
+            password_hash: "h".into(),
+            jid_node: "n".into(),
+            jid_pwd: vec![1],
+        };
+        let id = c.insert_pending_account(new, 1).await.unwrap();
+        c.set_account_state(id, AccountState::Active, 1)
+            .await
+            .unwrap();
+        c.insert_token(vec![7; 32], id, 100, 1).await.unwrap();
+        assert!(c.token_account(vec![7; 32], 10).await.unwrap().is_some());
+        assert_eq!(c.map.read().unwrap().len(), 1, "cached");
+        assert!(
+            c.token_account(vec![7; 32], 100).await.unwrap().is_none(),
+            "expired"
+        );
+        assert!(c.token_account(vec![7; 32], 10).await.unwrap().is_some());
+        assert!(c.begin_cancel(id, 11).await.unwrap());
+        assert!(
+            c.token_account(vec![7; 32], 12).await.unwrap().is_none(),
+            "revoked at once"
+        );
+        assert!(c.token_account(vec![8; 32], 12).await.unwrap().is_none());
+        assert!(
+            c.map.read().unwrap().is_empty(),
+            "unknown tokens are not cached"
+        );
     }
 }
