@@ -33,11 +33,17 @@ impl Hasher {
     /// leaves a core for token checks and everything else.
     pub fn new(concurrency: usize) -> Hasher {
         let n = if concurrency == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).saturating_sub(1).max(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .saturating_sub(1)
+                .max(1)
         } else {
             concurrency
         };
-        Hasher { permits: Arc::new(Semaphore::new(n)) }
+        Hasher {
+            permits: Arc::new(Semaphore::new(n)),
+        }
     }
 
     /// PHC string of a new Argon2id hash.

@@ -1,0 +1,395 @@
+//! A phone app's session with register's HTTPS API:
+//! captcha → register → captcha → login → bind a device → list the bindings.
+//!
+//! ```sh
+//! # 1. the quick start, with every captcha answered "abcde" (loopback only, for scripted tries):
+//! REGISTER_CAPTCHA__FIXED_ANSWER=abcde scripts/quickstart.sh
+//! # 2. a device to bind to (see examples/device_client.rs):
+//! cargo run --example device_client -- --ca-cert data/cert.pem cam-001
+//! # 3. the phone:
+//! REGISTER_CAPTCHA_ANSWER=abcde cargo run --example phone_client -- --ca-cert data/cert.pem cam-001
+//! ```
+//!
+//! Arguments (each flag can also come from the environment variable named beside it):
+//!
+//! | argument | environment | default |
+//! |---|---|---|
+//! | `DEVICE` (positional) | `PHONE_DEVICE` | — the `user_name` of an existing device to bind |
+//! | `--url URL` | `REGISTER_URL` | `https://127.0.0.1:8443` |
+//! | `--app-key KEY` | `REGISTER_APP_KEY` | the content of `data/app_key` |
+//! | `--ca-cert FILE` | `REGISTER_CA_CERT` | `data/cert.pem` when it exists: the PEM certificate to trust |
+//! | `--insecure` | `REGISTER_INSECURE=true` | off: accept any certificate (testing only) |
+//! | `--user NAME` | `PHONE_USER` | `139` and 8 random digits |
+//! | `--password PW` | `PHONE_PASSWORD` | `secret123` |
+//! | — | `REGISTER_CAPTCHA_ANSWER` | unset: each captcha is saved to `captcha.png` and its answer read from standard input; set (e.g. `abcde` with `captcha.fixed_answer`): every captcha is answered with it |
+//! | — | `REGISTER_SIGN_KEY` | unset: replies' `sign` not checked; set: every reply's `sign` is verified with it |
+//!
+//! Progress goes to standard error; standard output gets `user_name=…`, `jid=…`,
+//! `access_token=…` and one `roster_item …` line per contact, for scripts. Exit status 0 on
+//! success, 1 when a step fails (the message names the step and the `result` code).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+#[derive(Parser)]
+#[command(about = "A phone's session with register: captcha, register, login, bind, list")]
+struct Args {
+    /// user_name of an existing device to bind to this phone
+    #[arg(env = "PHONE_DEVICE")]
+    device: String,
+    /// Base URL of the HTTPS API
+    #[arg(long, env = "REGISTER_URL", default_value = "https://127.0.0.1:8443")]
+    url: String,
+    /// App key for param_sign (default: data/app_key)
+    #[arg(long, env = "REGISTER_APP_KEY", hide_env_values = true)]
+    app_key: Option<String>,
+    /// PEM certificate to trust (default: data/cert.pem when it exists)
+    #[arg(long, env = "REGISTER_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Accept any server certificate (testing only)
+    #[arg(long, env = "REGISTER_INSECURE")]
+    insecure: bool,
+    /// The phone's user_name (default: 139 and 8 random digits)
+    #[arg(long, env = "PHONE_USER")]
+    user: Option<String>,
+    /// The phone's password
+    #[arg(long, env = "PHONE_PASSWORD", default_value = "secret123")]
+    password: String,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("phone_client: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let api = Api::new(&args)?;
+    let user = args
+        .user
+        .clone()
+        .unwrap_or_else(|| format!("139{:08}", rand::random::<u32>() % 100_000_000));
+    let password = args.password.as_str();
+
+    // 1. Register the phone: a captcha, then /register with type 1.
+    let (captcha_id, answer) = api.captcha().await?;
+    let reply = api
+        .call(
+            "/register",
+            &[
+                ("user_name", &user),
+                ("password", password),
+                ("type", "1"),
+                ("des", "phone_client example"),
+                ("verify_code", &answer),
+                ("verify_code_id", &captcha_id),
+            ],
+            false,
+        )
+        .await?;
+    match code(&reply) {
+        0 => eprintln!("registered phone {user}"),
+        103 => eprintln!("phone {user} exists already; logging in"),
+        c => return Err(failure("register", c)),
+    }
+
+    // 2. Log in: a fresh captcha (each answers one check) and a signed request.
+    let (captcha_id, answer) = api.captcha().await?;
+    let reply = api
+        .call(
+            "/login",
+            &[
+                ("user_name", &user),
+                ("password", password),
+                ("type", "1"),
+                ("verify_code", &answer),
+                ("verify_code_id", &captcha_id),
+                ("timestamp", &now().to_string()),
+            ],
+            true,
+        )
+        .await?;
+    if code(&reply) != 0 {
+        return Err(failure("login", code(&reply)));
+    }
+    let token = reply["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let info = &reply["user_info"];
+    eprintln!(
+        "logged in; the phone's XMPP account is {} (password in user_info.jid_pwd), token valid until {}",
+        info["jid"], reply["expires_at"]
+    );
+    println!("user_name={user}");
+    println!("jid={}", info["jid"].as_str().unwrap_or_default());
+    println!("access_token={token}");
+
+    // 3. Bind the device: both become mutual contacts on the XMPP server.
+    let names = json!([args.device]).to_string();
+    let reply = api
+        .call(
+            "/set_user_banding",
+            &[
+                ("access_token", &token),
+                ("user_name", &user),
+                ("user_name_ls", &names),
+            ],
+            false,
+        )
+        .await?;
+    match code(&reply) {
+        0 => eprintln!("bound {} to {user}", args.device),
+        109 => eprintln!("{} was bound to {user} already", args.device),
+        c => {
+            let failed = reply.get("failed_ls").map(Value::to_string);
+            return Err(format!(
+                "{} (failed: {})",
+                failure("set_user_banding", c),
+                failed.unwrap_or_else(|| "all".into())
+            ));
+        }
+    }
+
+    // 4. The phone's roster as the XMPP server holds it.
+    let reply = api
+        .call(
+            "/get_user_banding",
+            &[("access_token", &token), ("user_name", &user)],
+            false,
+        )
+        .await?;
+    if code(&reply) != 0 {
+        return Err(failure("get_user_banding", code(&reply)));
+    }
+    let items = reply["roster_item"].as_array().cloned().unwrap_or_default();
+    eprintln!("{user}'s contacts: {}", items.len());
+    for item in &items {
+        println!(
+            "roster_item jid={} user_name={} type={} subscription={} nickname={} groups={}",
+            item["jid"].as_str().unwrap_or_default(),
+            item["user_name"].as_str().unwrap_or("-"),
+            item["type"],
+            item["subscriptionType"].as_str().unwrap_or_default(),
+            item["nickname"].as_str().unwrap_or_default(),
+            item["groups"],
+        );
+    }
+    Ok(())
+}
+
+/// The HTTPS API: a client that trusts the given certificate, the app key, and optionally the
+/// server's signing key to check replies with.
+struct Api {
+    http: reqwest::Client,
+    url: String,
+    app_key: String,
+    sign_key: Option<String>,
+}
+
+impl Api {
+    fn new(args: &Args) -> Result<Api, String> {
+        let mut b = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
+        let default_cert = PathBuf::from("data/cert.pem");
+        let ca = args
+            .ca_cert
+            .clone()
+            .or_else(|| default_cert.exists().then_some(default_cert));
+        if args.insecure {
+            b = b.danger_accept_invalid_certs(true);
+        } else if let Some(path) = ca {
+            let pem = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            b = b.add_root_certificate(cert);
+        }
+        let app_key = match &args.app_key {
+            Some(k) => k.clone(),
+            None => std::fs::read_to_string("data/app_key")
+                .map(|s| s.trim().to_owned())
+                .map_err(|e| format!("no --app-key / REGISTER_APP_KEY, and data/app_key: {e}"))?,
+        };
+        Ok(Api {
+            http: b.build().map_err(|e| e.to_string())?,
+            url: args.url.trim_end_matches('/').to_owned(),
+            app_key,
+            sign_key: std::env::var("REGISTER_SIGN_KEY")
+                .ok()
+                .filter(|k| !k.is_empty()),
+        })
+    }
+
+    /// A new captcha: its id and its answer (from REGISTER_CAPTCHA_ANSWER, or asked for).
+    async fn captcha(&self) -> Result<(String, String), String> {
+        let r = self
+            .http
+            .get(format!("{}/verify_code", self.url))
+            .send()
+            .await
+            .map_err(|e| format!("verify_code: {e}"))?;
+        let status = r.status();
+        let id = r
+            .headers()
+            .get("x-verify-code-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let png = r.bytes().await.map_err(|e| format!("verify_code: {e}"))?;
+        let Some(id) = id.filter(|_| status.is_success()) else {
+            return Err(format!(
+                "verify_code: HTTP {status}: {}",
+                String::from_utf8_lossy(&png)
+            ));
+        };
+        let answer = match std::env::var("REGISTER_CAPTCHA_ANSWER") {
+            Ok(a) if !a.is_empty() => a,
+            _ => {
+                std::fs::write("captcha.png", &png).map_err(|e| format!("captcha.png: {e}"))?;
+                eprint!("captcha saved to captcha.png; type what it shows: ");
+                std::io::stderr().flush().ok();
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .map_err(|e| e.to_string())?;
+                line.trim().to_owned()
+            }
+        };
+        Ok((id, answer))
+    }
+
+    /// POST `params` as a form (signed with `param_sign` when `sign`), return the reply object.
+    /// The transport errors (4xx/5xx) come back as JSON too; they are returned as errors here.
+    async fn call(&self, path: &str, params: &[(&str, &str)], sign: bool) -> Result<Value, String> {
+        let mut form: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if sign {
+            let s = param_sign(&self.app_key, &form);
+            form.push(("param_sign".into(), s));
+        }
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| format!("{path}: {e}"))?;
+        let status = r.status();
+        let request_id = r
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
+        let reply: Value = r
+            .json()
+            .await
+            .map_err(|e| format!("{path}: reply is not JSON: {e}"))?;
+        if !status.is_success() {
+            return Err(format!(
+                "{path}: HTTP {status} {reply} (request id {request_id})"
+            ));
+        }
+        if let Some(key) = &self.sign_key {
+            if !reply_sign_ok(key, &reply) {
+                return Err(format!("{path}: the reply's sign does not verify: {reply}"));
+            }
+        }
+        Ok(reply)
+    }
+}
+
+/// `param_sign`: HMAC-SHA256 with the app key over `name=value` pairs sorted by name, joined
+/// with `&`, values as sent (not URL-encoded), as lowercase hex.
+fn param_sign(app_key: &str, params: &[(String, String)]) -> String {
+    let mut sorted: Vec<&(String, String)> =
+        params.iter().filter(|(k, _)| k != "param_sign").collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let base = sorted
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    hmac_hex(app_key, &base)
+}
+
+/// Whether a reply's `sign` is HMAC-SHA256 (server signing key) of the rest of the reply as
+/// compact JSON with keys sorted at every level.
+fn reply_sign_ok(sign_key: &str, reply: &Value) -> bool {
+    let mut rest = reply.clone();
+    let Some(sent) = rest.as_object_mut().and_then(|m| m.remove("sign")) else {
+        return false;
+    };
+    sent.as_str() == Some(hmac_hex(sign_key, &canonical(&rest)).as_str())
+}
+
+fn canonical(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let members: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{}:{}", Value::String((*k).clone()), canonical(&m[*k])))
+                .collect();
+            format!("{{{}}}", members.join(","))
+        }
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(canonical).collect::<Vec<_>>().join(",")
+        ),
+        other => other.to_string(),
+    }
+}
+
+fn hmac_hex(key: &str, data: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("any key length");
+    mac.update(data.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn code(reply: &Value) -> i64 {
+    reply["result"].as_i64().unwrap_or(1)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A step's failure with the meaning of its result code (docs/API.md).
+fn failure(step: &str, code: i64) -> String {
+    let meaning = match code {
+        2 => "a parameter is missing or malformed",
+        3 => "the server's database failed",
+        4 => "the access token is missing, unknown, expired or revoked: log in again",
+        5 => "the captcha answer is wrong or expired: fetch a new captcha",
+        6 => "param_sign is wrong (app key?) or the timestamp is off (clock?)",
+        9 => "the XMPP server did not answer in time: retry later",
+        100 => "not permitted (or rate-limited)",
+        101 => "the XMPP server could not create the account: retry later",
+        102 => "wrong user name, password or type, or the account is locked",
+        103 => "the user name is taken",
+        104 => "a named user does not exist",
+        105..=108 => "the XMPP server refused a session or subscription",
+        109 => "already bound",
+        110 => "not bound",
+        _ => "unexpected error",
+    };
+    format!("{step}: result {code}: {meaning}")
+}
