@@ -286,6 +286,21 @@ def session(c):
     assert r.headers.get("connection") == "close", r.headers
 
 
+def early_413(args):
+    """A client that uploads its whole body before reading (python-requests, many mobile stacks)
+    must get the 413, not a reset: the server lingers and drains after replying."""
+    ok = 0
+    for _ in range(20):
+        try:
+            r = requests.post(f"{args.url}/login", data=b"a" * 200_000, verify=args.ca, timeout=10,
+                              headers={"Content-Type": "application/x-www-form-urlencoded"})
+            ok += r.status_code == 413
+        except requests.RequestException:
+            pass
+    assert ok == 20, f"early 413 reached the client {ok}/20 times"
+    print("early 413 reached a send-everything-first client 20/20 times")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--url", required=True)
@@ -300,6 +315,7 @@ def main():
     c = Checker(args)
     try:
         session(c)
+        early_413(args)
     except AssertionError as e:
         print(f"FAILED: {e}", file=sys.stderr)
         print(f"{c.checked} replies checked before the failure", file=sys.stderr)

@@ -34,6 +34,7 @@ pub mod tls;
 
 mod client_ip;
 mod dispatch;
+mod linger;
 mod params;
 mod server;
 

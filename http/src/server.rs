@@ -164,7 +164,9 @@ impl<H: Handler> Conns<H> {
     {
         let shared = self.shared.clone();
         let service = service_fn(move |req| dispatch::respond(shared.clone(), peer, req));
-        let conn = self.builder.serve_connection(TokioIo::new(io), service);
+        let conn = self
+            .builder
+            .serve_connection(TokioIo::new(crate::linger::Linger::new(io)), service);
         tokio::pin!(conn);
         let result = tokio::select! {
             r = conn.as_mut() => r,

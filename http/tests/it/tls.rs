@@ -143,3 +143,44 @@ async fn a_stalled_handshake_is_cut() {
     assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "{r:?}");
     assert!(started.elapsed() >= Duration::from_millis(1500));
 }
+
+/// A client that sends its whole (too large) body before reading — as many mobile HTTP stacks
+/// and python-requests do — still receives the 413, over TLS, every time: the server half-closes
+/// and drains what is in flight instead of resetting the connection under the reply.
+#[tokio::test]
+async fn early_413_reaches_a_client_that_sends_everything_first() {
+    let (srv, cert) = tls_server().await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let body = vec![b'a'; 200_000];
+    for _ in 0..10 {
+        let tcp = TcpStream::connect(srv.addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut s = connector.connect(name, tcp).await.unwrap();
+        let head = format!(
+            "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        // Like those clients, treat a failed upload as a failed request.
+        s.write_all(&body)
+            .await
+            .expect("the upload is not cut off by a reset");
+        s.flush().await.expect("flush");
+        let mut out = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            matches!(r, Ok(Ok(_))),
+            "a clean end, not a reset: {r:?} after {text:?}"
+        );
+        assert!(text.starts_with("HTTP/1.1 413"), "got {text:?}");
+    }
+}
