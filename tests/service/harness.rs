@@ -30,8 +30,8 @@ pub struct Opts {
     pub ibr: bool,
 }
 
-/// The service's configuration for a Prosody.
-pub fn config_for(p: &Prosody, data_dir: PathBuf, o: Opts) -> Config {
+/// The service's configuration for a test server (Prosody here, ejabberd in `interop`).
+pub fn config_for(s: &dyn xmpp::testkit::TestServer, data_dir: PathBuf, o: Opts) -> Config {
     let mut c = Config {
         data_dir,
         ..Config::default()
@@ -39,12 +39,12 @@ pub fn config_for(p: &Prosody, data_dir: PathBuf, o: Opts) -> Config {
     c.http.listen = "127.0.0.1:0".parse().unwrap();
     c.tcp.listen = "127.0.0.1:0".parse().unwrap();
     c.admin.listen = "127.0.0.1:0".parse().unwrap();
-    c.xmpp.domain = p.domain.clone();
-    c.xmpp.component = p.component.clone();
-    c.xmpp.component_addr = p.component_addr.to_string();
-    c.xmpp.component_secret = p.secret.clone();
-    c.xmpp.c2s_addr = p.c2s_addr.to_string();
-    match &p.ca_file {
+    c.xmpp.domain = s.domain().to_owned();
+    c.xmpp.component = s.component().to_owned();
+    c.xmpp.component_addr = s.component_addr().to_string();
+    c.xmpp.component_secret = s.secret().to_owned();
+    c.xmpp.c2s_addr = s.c2s_addr().to_string();
+    match s.ca_file() {
         Some(ca) => {
             c.xmpp.c2s_tls = "required".into();
             c.xmpp.tls_ca_file = ca.to_string_lossy().into_owned();

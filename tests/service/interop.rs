@@ -3,47 +3,11 @@
 //! that the device's JID is gone. Also: privileged binding on ejabberd 23.01 is refused at once
 //! with a clear reason rather than half-binding. (Prosody runs the same paths in `bindings`.)
 
-use register::config::Config;
 use register::server::Server;
 use serde_json::Value;
 use xmpp::testkit::{Ejabberd, EjabberdOptions, TestClient, TestServer};
 
-use crate::harness::{assert_signed, signed, APP_KEY, CAPTCHA, SIGN_KEY};
-
-/// The service's configuration for any test server (as `harness::config_for` does for Prosody).
-fn config_for(s: &dyn TestServer, data_dir: std::path::PathBuf, binding: &str) -> Config {
-    let mut c = Config {
-        data_dir,
-        ..Config::default()
-    };
-    c.http.listen = "127.0.0.1:0".parse().unwrap();
-    c.tcp.listen = "127.0.0.1:0".parse().unwrap();
-    c.admin.listen = "127.0.0.1:0".parse().unwrap();
-    c.xmpp.domain = s.domain().to_owned();
-    c.xmpp.component = s.component().to_owned();
-    c.xmpp.component_addr = s.component_addr().to_string();
-    c.xmpp.component_secret = s.secret().to_owned();
-    c.xmpp.c2s_addr = s.c2s_addr().to_string();
-    match s.ca_file() {
-        Some(ca) => {
-            c.xmpp.c2s_tls = "required".into();
-            c.xmpp.tls_ca_file = ca.to_string_lossy().into_owned();
-        }
-        None => {
-            c.xmpp.c2s_tls = "off".into();
-            c.xmpp.allow_plain_without_tls = true;
-        }
-    }
-    c.xmpp.timeout_ms = 5000;
-    c.xmpp.accounts = "component".into();
-    c.xmpp.binding = binding.into();
-    c.security.sign_key = SIGN_KEY.into();
-    c.security.app_keys = vec![APP_KEY.into()];
-    c.security.rate_per_minute = 0;
-    c.captcha.fixed_answer = CAPTCHA.into();
-    c.reconcile.interval_secs = 0;
-    c
-}
+use crate::harness::{assert_signed, config_for, signed, Opts, CAPTCHA};
 
 struct Svc {
     server: Server,
@@ -53,13 +17,13 @@ struct Svc {
 }
 
 impl Svc {
-    async fn start(xmpp: &dyn TestServer, binding: &str) -> Svc {
+    async fn start(xmpp: &dyn TestServer, o: Opts) -> Svc {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
         let data = tempfile::tempdir().unwrap();
-        let cfg = config_for(xmpp, data.path().join("data"), binding);
+        let cfg = config_for(xmpp, data.path().join("data"), o);
         let server = Server::start(cfg).await.expect("service starts");
         let cert = std::fs::read(server.app.cfg.data_dir.join("cert.pem")).unwrap();
         let http = reqwest::Client::builder()
@@ -185,7 +149,7 @@ async fn roster_sub(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ejabberd_register_bind_cancel_c2s() {
     let ej = Ejabberd::start(EjabberdOptions::default());
-    let svc = Svc::start(&ej, "c2s").await;
+    let svc = Svc::start(&ej, Opts::default()).await;
     let (tok_p, jid_p, pwd_p) = svc.account("phone-ej", 1).await;
     let (_, jid_d, pwd_d) = svc.account("dev-ej", 2).await;
 
@@ -230,7 +194,14 @@ async fn ejabberd_register_bind_cancel_c2s() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ejabberd_privileged_binding_is_refused_cleanly() {
     let ej = Ejabberd::start(EjabberdOptions::default());
-    let svc = Svc::start(&ej, "privileged").await;
+    let svc = Svc::start(
+        &ej,
+        Opts {
+            privileged: true,
+            ..Opts::default()
+        },
+    )
+    .await;
     let (tok_p, jid_p, pwd_p) = svc.account("phone-pr", 1).await;
     let (_, jid_d, _) = svc.account("dev-pr", 2).await;
     let started = std::time::Instant::now();
