@@ -1,0 +1,329 @@
+//! Register and bind end to end on a real Prosody, beside their references: Prosody's own
+//! add-user rate and the raw `Xmpp::bind` rate (driven directly through `xmpp/`), and the Argon2id
+//! hash rate alone.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use tokio_util::sync::CancellationToken;
+use xmpp::testkit::{Prosody, ProsodyOptions};
+use xmpp::{AccountsMode, BindingMode, Party, Xmpp};
+
+use crate::util::{
+    enc, form, result_of, signed_form, tls_client, Pool, Service, XmppTarget, CAPTCHA,
+};
+
+/// A rate: operations done, failures, elapsed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rate {
+    pub ok: usize,
+    pub failed: usize,
+    pub secs: f64,
+}
+
+impl Rate {
+    pub fn per_sec(&self) -> f64 {
+        self.ok as f64 / self.secs.max(1e-9)
+    }
+    pub fn line(&self) -> String {
+        format!(
+            "{:.1}/s ({} in {:.2} s, {} failed)",
+            self.per_sec(),
+            self.ok,
+            self.secs,
+            self.failed
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct XmppResults {
+    pub argon2: Rate,
+    pub prosody_add: Rate,
+    pub register: Rate,
+    pub login: Rate,
+    pub raw_bind_c2s: Rate,
+    pub raw_bind_priv: Rate,
+    pub bind_c2s: Rate,
+    pub bind_priv: Rate,
+}
+
+/// Run `n` jobs `job(i)` with `conc` workers, at most `limit` long; counts successes.
+async fn run_jobs<F, Fut>(n: usize, conc: usize, limit: Duration, job: F) -> Rate
+where
+    F: Fn(usize) -> Fut + Clone,
+    Fut: std::future::Future<Output = bool>,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let deadline = start + limit;
+    let workers = (0..conc).map(|_| {
+        let (next, job) = (next.clone(), job.clone());
+        async move {
+            let (mut ok, mut failed) = (0, 0);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n || Instant::now() > deadline {
+                    break;
+                }
+                if job(i).await {
+                    ok += 1;
+                } else {
+                    failed += 1;
+                }
+            }
+            (ok, failed)
+        }
+    });
+    let r = join_all(workers).await;
+    Rate {
+        ok: r.iter().map(|x| x.0).sum(),
+        failed: r.iter().map(|x| x.1).sum(),
+        secs: start.elapsed().as_secs_f64(),
+    }
+}
+
+async fn link_up(x: &Xmpp) -> bool {
+    let mut w = x.link_watch();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        w.wait_for(|s| *s == xmpp::LinkState::Up),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok())
+}
+
+fn party(node: &str, nick: &str, group: &str) -> Party {
+    Party {
+        node: node.to_owned(),
+        password: format!("pw-{node}"),
+        nickname: nick.to_owned(),
+        group: group.to_owned(),
+    }
+}
+
+/// `pairs` binds per mode; `conc` concurrent clients; `work` a scratch directory.
+pub async fn run(bin: &Path, work: &Path, pairs: usize, conc: usize) -> XmppResults {
+    let mut res = XmppResults::default();
+    let limit = Duration::from_secs(40);
+
+    // Reference: the Argon2id hash rate alone, at the service's default concurrency.
+    let hasher = register::passwords::Hasher::new(0);
+    res.argon2 = run_jobs(400, conc, Duration::from_secs(5), |i| {
+        let h = hasher.clone();
+        async move { h.hash(format!("password-{i}")).await.is_ok() }
+    })
+    .await;
+    eprintln!("  argon2id hash alone: {}", res.argon2.line());
+
+    let prosody = tokio::task::spawn_blocking(|| Prosody::start(ProsodyOptions::default()))
+        .await
+        .expect("prosody");
+
+    // Reference: Prosody's add-user rate through xmpp/ (component ad-hoc command).
+    let stop = CancellationToken::new();
+    let x = Xmpp::start(
+        prosody.config(AccountsMode::Component, BindingMode::C2s),
+        stop.clone(),
+    );
+    assert!(link_up(&x).await, "component link to prosody");
+    let n_raw = 4 * pairs;
+    res.prosody_add = run_jobs(n_raw, conc, limit, |i| {
+        let x = x.clone();
+        async move {
+            let node = format!("raw{i:05}");
+            x.create_account(&node, &format!("pw-{node}")).await.is_ok()
+        }
+    })
+    .await;
+    eprintln!("  prosody add-user (raw): {}", res.prosody_add.line());
+
+    // Reference: raw binds, c2s mode, pairs (4k, 4k+1).
+    res.raw_bind_c2s = run_jobs(pairs, conc, limit, |i| {
+        let x = x.clone();
+        async move {
+            let a = party(&format!("raw{:05}", 4 * i), "a", "Phone");
+            let b = party(&format!("raw{:05}", 4 * i + 1), "b", "Device");
+            x.bind(&a, &b).await.is_ok()
+        }
+    })
+    .await;
+    eprintln!("  raw bind c2s: {}", res.raw_bind_c2s.line());
+    stop.cancel();
+    drop(x);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Reference: raw binds, privileged mode, pairs (4k+2, 4k+3).
+    let stop = CancellationToken::new();
+    let x = Xmpp::start(
+        prosody.config(AccountsMode::Component, BindingMode::Privileged),
+        stop.clone(),
+    );
+    assert!(link_up(&x).await, "component link to prosody");
+    res.raw_bind_priv = run_jobs(pairs, conc, limit, |i| {
+        let x = x.clone();
+        async move {
+            let a = party(&format!("raw{:05}", 4 * i + 2), "a", "Phone");
+            let b = party(&format!("raw{:05}", 4 * i + 3), "b", "Device");
+            x.bind(&a, &b).await.is_ok()
+        }
+    })
+    .await;
+    eprintln!("  raw bind privileged: {}", res.raw_bind_priv.line());
+    stop.cancel();
+    drop(x);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The service, c2s binding.
+    let dir = work.join("xmpp-service");
+    let mut svc = Service::spawn(bin, &dir, XmppTarget::Prosody(&prosody, "c2s"), true);
+    assert!(
+        svc.wait_ready(Duration::from_secs(30)).await,
+        "service link to prosody"
+    );
+    let tls = tls_client(&svc.cert_pem());
+    let http = svc.http;
+
+    // Register end to end: 2·pairs phones (captcha) and 2·pairs devices (param_sign), interleaved.
+    let n_reg = 4 * pairs;
+    let pool = Pool::new(http, tls.clone());
+    res.register = run_jobs(n_reg, conc, limit, |i| {
+        let pool = pool.clone();
+        async move {
+            let Some(mut c) = pool.take().await else {
+                return false;
+            };
+            let k = i / 2;
+            let r = if i % 2 == 0 {
+                let Ok(cap) = c.call("/verify_code", None, &[]).await else {
+                    return false;
+                };
+                let id = cap.captcha_id.unwrap_or_default();
+                let body = form(&[
+                    ("user_name", &format!("ph-{k}")),
+                    ("password", "password1"),
+                    ("type", "1"),
+                    ("verify_code", CAPTCHA),
+                ]);
+                c.call("/register", Some(body), &[("x-verify-code-id", &id)])
+                    .await
+            } else {
+                let body = signed_form(&[
+                    ("user_name", &format!("dev-{k}")),
+                    ("password", "password1"),
+                    ("type", "2"),
+                    ("des", "a device"),
+                    ("device_type", "cam"),
+                ]);
+                c.call("/register", Some(body), &[]).await
+            };
+            let ok = r.is_ok_and(|r| result_of(&r.body) == 0);
+            pool.put(c);
+            ok
+        }
+    })
+    .await;
+    eprintln!("  register end to end: {}", res.register.line());
+
+    // Log the phones in (captcha + param_sign) for their tokens.
+    let tokens: Arc<Vec<std::sync::Mutex<String>>> =
+        Arc::new((0..2 * pairs).map(|_| Default::default()).collect());
+    res.login = run_jobs(2 * pairs, conc, limit, |k| {
+        let (pool, tokens) = (pool.clone(), tokens.clone());
+        async move {
+            let Some(mut c) = pool.take().await else {
+                return false;
+            };
+            let Ok(cap) = c.call("/verify_code", None, &[]).await else {
+                return false;
+            };
+            let id = cap.captcha_id.unwrap_or_default();
+            let body = signed_form(&[
+                ("user_name", &format!("ph-{k}")),
+                ("password", "password1"),
+                ("type", "1"),
+                ("verify_code", CAPTCHA),
+            ]);
+            let Ok(r) = c
+                .call("/login", Some(body), &[("x-verify-code-id", &id)])
+                .await
+            else {
+                return false;
+            };
+            pool.put(c);
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            match v["access_token"].as_str() {
+                Some(t) => {
+                    *tokens[k].lock().unwrap() = t.to_owned();
+                    true
+                }
+                None => false,
+            }
+        }
+    })
+    .await;
+    eprintln!("  login (phones): {}", res.login.line());
+
+    res.bind_c2s = run_jobs(
+        pairs,
+        conc,
+        limit,
+        bind_job(pool.clone(), tokens.clone(), 0),
+    )
+    .await;
+    eprintln!("  bind end to end, c2s: {}", res.bind_c2s.line());
+    svc.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The service again on the same data, privileged binding.
+    let svc = Service::spawn(bin, &dir, XmppTarget::Prosody(&prosody, "privileged"), true);
+    assert!(
+        svc.wait_ready(Duration::from_secs(30)).await,
+        "service link to prosody"
+    );
+    res.bind_priv = run_jobs(
+        pairs,
+        conc,
+        limit,
+        bind_job(Pool::new(svc.http, tls), tokens, pairs),
+    )
+    .await;
+    eprintln!("  bind end to end, privileged: {}", res.bind_priv.line());
+    drop(svc);
+    drop(prosody);
+    res
+}
+
+/// A job binding phone `offset + i` to device `offset + i` through `/set_user_banding`.
+fn bind_job(
+    pool: Arc<Pool>,
+    tokens: Arc<Vec<std::sync::Mutex<String>>>,
+    offset: usize,
+) -> impl Fn(usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool>>> + Clone {
+    move |i: usize| {
+        let (pool, tokens) = (pool.clone(), tokens.clone());
+        Box::pin(async move {
+            let k = offset + i;
+            let token = tokens[k].lock().unwrap().clone();
+            if token.is_empty() {
+                return false;
+            }
+            let Some(mut c) = pool.take().await else {
+                return false;
+            };
+            let body = format!(
+                "access_token={token}&user_name=ph-{k}&user_name_ls={}",
+                enc(&format!("[\"dev-{k}\"]"))
+            );
+            let ok = c
+                .call("/set_user_banding", Some(body), &[])
+                .await
+                .is_ok_and(|r| result_of(&r.body) == 0);
+            pool.put(c);
+            ok
+        })
+    }
+}

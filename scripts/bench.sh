@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every benchmark of register side by side with its reference and prints a summary table.
+#
+#   scripts/bench.sh                       # everything (about 6-8 minutes after the build)
+#   scripts/bench.sh --only tcp,captcha    # some of: tcp,https,xmpp,captcha,memory,isolation
+#
+# Installs redis-server/redis-tools (the TCP reference) and prosody (register/bind) from Debian
+# when missing, builds the release binaries, raises the open-file limit for the 10,000-connection
+# memory benchmark, then runs target/release/register-bench. Loopback only. See BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-benchmark >/dev/null || need+=(redis-tools)
+command -v prosody >/dev/null || need+=(prosody prosody-modules)
+if ((${#need[@]})); then
+    echo "installing ${need[*]}" >&2
+    sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+cargo build --release -p register -p register-bench
+
+# 10,000 client sockets in the bench plus 10,000 in the service (a child, which inherits this).
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+
+target_dir="${CARGO_TARGET_DIR:-target}"
+exec timeout 900 "$target_dir/release/register-bench" all --bin "$target_dir/release/register" "$@"
