@@ -72,7 +72,9 @@ pub fn init_logging(cfg: &Config) {
 /// Start the app for an admin command and wait (up to the XMPP timeout) for the link.
 async fn admin_app(cfg: Config) -> Result<(Arc<App>, CancellationToken), String> {
     let shutdown = CancellationToken::new();
-    let app = crate::server::build_app(cfg, shutdown.clone()).map_err(|e| e.to_string())?;
+    let app = crate::server::build_app(cfg, shutdown.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut w = app.xmpp.link_watch();
     let wait = Duration::from_millis(app.cfg.xmpp.timeout_ms);
     let _ = tokio::time::timeout(wait, w.wait_for(|s| *s == xmpp::LinkState::Up)).await;
@@ -158,7 +160,7 @@ pub async fn user(cfg: Config, action: UserAction) -> i32 {
         }
     } else {
         let s = CancellationToken::new();
-        match crate::server::build_app(cfg, s.clone()) {
+        match crate::server::build_app(cfg, s.clone()).await {
             Ok(a) => (a, s),
             Err(e) => return report(Err(e.to_string())),
         }
@@ -277,7 +279,7 @@ pub async fn reconcile(cfg: Config) -> i32 {
     }
     let started = std::time::Instant::now();
     let mut left = Vec::new();
-    let r = crate::reconcile::run(&app, app.now() + 1, &mut |rep, line| {
+    let r = crate::reconcile::run_exclusive(&app, app.now() + 1, &mut |rep, line| {
         eprintln!("[{}/{}] {line}", rep.done(), rep.found);
         if line.contains(": LEFT for the next run: ") && left.len() < 20 {
             left.push(line.to_owned());
@@ -286,7 +288,13 @@ pub async fn reconcile(cfg: Config) -> i32 {
     .await;
     shutdown.cancel();
     match r {
-        Ok(rep) => {
+        Ok(None) => {
+            println!(
+                "skipped: another instance is reconciling now (its lease is held); try again later"
+            );
+            1
+        }
+        Ok(Some(rep)) => {
             println!(
                 "found {} unfinished records in {:.1}s: {} repaired, {} left, {} already finished",
                 rep.found,

@@ -23,6 +23,7 @@ pub struct Config {
     pub captcha: CaptchaSection,
     pub log: LogSection,
     pub reconcile: ReconcileSection,
+    pub database: DatabaseSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,6 +117,32 @@ pub struct ReconcileSection {
     pub grace_secs: u64,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSection {
+    /// Empty: SQLite in `data_dir/register.db`. `postgres://user[:password]@host:port/dbname`:
+    /// PostgreSQL, shared by every instance (docs/SCALING.md).
+    pub url: String,
+    /// Most PostgreSQL connections of this instance.
+    pub max_connections: usize,
+}
+
+impl DatabaseSection {
+    /// Whether the configured database is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")
+    }
+}
+
+impl Default for DatabaseSection {
+    fn default() -> Self {
+        DatabaseSection {
+            url: String::new(),
+            max_connections: 16,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -128,6 +155,7 @@ impl Default for Config {
             captcha: CaptchaSection::default(),
             log: LogSection::default(),
             reconcile: ReconcileSection::default(),
+            database: DatabaseSection::default(),
         }
     }
 }
@@ -240,6 +268,7 @@ const SECRET_KEYS: &[(&str, &str)] = &[
     ("security", "sign_key"),
     ("security", "app_keys"),
     ("security", "encryption_key"),
+    ("database", "url"),
 ];
 
 /// Why a configuration could not be loaded.
@@ -340,6 +369,15 @@ impl Config {
             if n.parse::<ipnet::IpNet>().is_err() && n.parse::<std::net::IpAddr>().is_err() {
                 return bad(format!("{n:?} is not a network (e.g. 10.0.0.0/8)"));
             }
+        }
+        if !self.database.url.is_empty() && !self.database.is_postgres() {
+            return bad(
+                "database.url must be empty (SQLite in data_dir) or postgres://user@host:port/db"
+                    .into(),
+            );
+        }
+        if self.database.max_connections == 0 {
+            return bad("database.max_connections must be positive".into());
         }
         if self.http.cert_file.is_empty() != self.http.key_file.is_empty() {
             return bad("http.cert_file and http.key_file go together".into());
@@ -480,5 +518,14 @@ mod tests {
         )
         .is_err());
         assert!(load("[tcp]\nallow = [\"nonsense\"]\n", &[], &[]).is_err());
+        assert!(load("[database]\nurl = \"mysql://x\"\n", &[], &[]).is_err());
+        let c = load(
+            "[database]\nurl = \"postgres://u@127.0.0.1:5432/r\"\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert!(c.database.is_postgres());
+        assert!(!Config::default().database.is_postgres());
     }
 }

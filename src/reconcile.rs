@@ -7,6 +7,10 @@
 //! | pair `binding` | a bind was interrupted; the client never got 0 | claim it (`binding` → `unbinding`), unbind both sides, delete the row |
 //! | pair `unbinding` | an unbind was interrupted | unbind both sides, delete the row |
 //!
+//! Only one instance at a time reconciles: [`run_exclusive`] takes the store's reconciler lease
+//! (an advisory lock on PostgreSQL, always granted on SQLite) and skips the run when another
+//! instance holds it.
+//!
 //! It runs at start (every record), periodically (records older than `reconcile.grace_secs`, so
 //! requests in flight are left alone) and by `register reconcile`.
 //!
@@ -56,6 +60,22 @@ impl Report {
 enum Outcome {
     Repaired(String),
     Skipped,
+}
+
+/// [`run`] under the reconciler lease; `None` (nothing done) when another instance holds it.
+pub async fn run_exclusive(
+    app: &App,
+    before: i64,
+    progress: &mut (dyn FnMut(&Report, &str) + Send),
+) -> Result<Option<Report>, ApiError> {
+    if !app.store.try_lock_reconciler().await? {
+        return Ok(None);
+    }
+    let r = run(app, before, progress).await;
+    if let Err(e) = app.store.unlock_reconciler().await {
+        tracing::warn!(error = %e, "releasing the reconciler lease");
+    }
+    r.map(Some)
 }
 
 /// Repair every record last touched before `before`; `progress` is told after each record, with

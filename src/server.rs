@@ -17,6 +17,7 @@ use crate::config::{parse_nets, Config};
 use crate::passwords::Hasher;
 use crate::ratelimit::RateLimiter;
 use crate::secrets::{self, Secrets};
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -80,20 +81,35 @@ pub fn xmpp_config(cfg: &Config) -> Result<xmpp::XmppConfig, StartError> {
     })
 }
 
+/// The configured store: PostgreSQL when `database.url` names one (shared by several
+/// instances, so without the in-process token cache, which would miss the other instances'
+/// revocations), else SQLite in `data_dir` behind the token cache.
+pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
+    if cfg.database.is_postgres() {
+        let s = PgStore::connect(&cfg.database.url, cfg.database.max_connections)
+            .await
+            .map_err(fail("database"))?;
+        Ok(Arc::new(s))
+    } else {
+        let s = SqliteStore::open(&cfg.data_dir.join("register.db")).map_err(fail("database"))?;
+        Ok(Arc::new(crate::token_cache::TokenCache::new(Arc::new(s))))
+    }
+}
+
 /// Build the shared state: secrets, database, XMPP link (started, not awaited).
-pub fn build_app(cfg: Config, shutdown: CancellationToken) -> Result<Arc<App>, StartError> {
+pub async fn build_app(cfg: Config, shutdown: CancellationToken) -> Result<Arc<App>, StartError> {
     let secrets = Secrets::load_or_generate(&cfg).map_err(fail("secrets"))?;
     for p in &secrets.generated {
         tracing::warn!(file = %p.display(), "generated a secret (owner-only permissions)");
     }
-    let store = SqliteStore::open(&cfg.data_dir.join("register.db")).map_err(fail("database"))?;
+    let store = open_store(&cfg).await?;
     let xcfg = xmpp_config(&cfg)?;
     let xmpp = xmpp::Xmpp::start(xcfg, shutdown);
     let clock = Arc::new(SystemClock);
     Ok(Arc::new(App {
         hasher: Hasher::new(cfg.security.hash_concurrency),
         limiter: RateLimiter::new(cfg.security.rate_per_minute, clock.clone()),
-        store: Arc::new(crate::token_cache::TokenCache::new(Arc::new(store))) as Arc<dyn Store>,
+        store,
         xmpp,
         secrets,
         clock,
@@ -134,7 +150,7 @@ impl Server {
             );
         }
         let xmpp_stop = CancellationToken::new();
-        let app = build_app(cfg, xmpp_stop.clone())?;
+        let app = build_app(cfg, xmpp_stop.clone()).await?;
         let mut tasks = JoinSet::new();
         let drain = Duration::from_secs(10);
         let (a, s) = (
@@ -239,8 +255,9 @@ async fn reconcile_loop(app: Arc<App>, shutdown: CancellationToken) -> std::io::
         } else {
             app.now() - app.cfg.reconcile.grace_secs as i64
         };
-        match crate::reconcile::run(&app, before, &mut |_, _| {}).await {
-            Ok(r) if r.found > 0 => tracing::info!(
+        match crate::reconcile::run_exclusive(&app, before, &mut |_, _| {}).await {
+            Ok(None) => tracing::info!("reconciler run skipped: another instance is reconciling"),
+            Ok(Some(r)) if r.found > 0 => tracing::info!(
                 found = r.found,
                 repaired = r.repaired,
                 failed = r.failed,

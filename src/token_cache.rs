@@ -199,6 +199,12 @@ impl Store for TokenCache {
     async fn unfinished(&self, before: i64) -> StoreResult<(Vec<Account>, Vec<Binding>)> {
         self.inner.unfinished(before).await
     }
+    async fn try_lock_reconciler(&self) -> StoreResult<bool> {
+        self.inner.try_lock_reconciler().await
+    }
+    async fn unlock_reconciler(&self) -> StoreResult<()> {
+        self.inner.unlock_reconciler().await
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
-//! Storage behind a trait, so that a second backend (PostgreSQL) can be added without touching
-//! the handlers. The SQLite implementation is in [`sqlite`].
+//! Storage behind a trait, so that the handlers do not know the backend: SQLite ([`sqlite`], the
+//! embedded default, one instance) or PostgreSQL ([`postgres`], shared by several instances).
 //!
 //! Rows carry the state of multi-step operations (`pending`/`deleting` accounts,
 //! `binding`/`unbinding` pairs): they are written before the first remote step and cleared after
 //! the last, and the reconciler finishes whatever a crash left behind.
 
+pub mod postgres;
 pub mod sqlite;
 
 use crate::types::AccountType;
@@ -230,4 +231,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records of unfinished work not updated since `before`.
     async fn unfinished(&self, before: i64) -> StoreResult<(Vec<Account>, Vec<Binding>)>;
+
+    /// Take the reconciler lease: true when this instance may reconcile now, false when another
+    /// instance (or this one) holds it. Release it with [`Store::unlock_reconciler`]. A store
+    /// used by one instance only (SQLite) always grants it; PostgreSQL holds an advisory lock on
+    /// a dedicated connection, which the server releases by itself if the instance dies.
+    async fn try_lock_reconciler(&self) -> StoreResult<bool> {
+        Ok(true)
+    }
+
+    /// Give the reconciler lease back (nothing when it is not held).
+    async fn unlock_reconciler(&self) -> StoreResult<()> {
+        Ok(())
+    }
 }

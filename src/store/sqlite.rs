@@ -495,6 +495,11 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    /// One instance per SQLite database: the lease is always granted.
+    async fn try_lock_reconciler(&self) -> StoreResult<bool> {
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod consistency;
 mod harness;
 mod interop;
 mod ops;
+mod postgres;
 mod security;
 mod tcp;
 mod transport;

@@ -20,6 +20,10 @@ pub struct ProsodyOptions {
     pub privileged: bool,
     /// Allow XEP-0077 in-band registration.
     pub allow_registration: bool,
+    /// More component JIDs beside `register.<domain>` (e.g. one per service instance, since
+    /// Prosody accepts one connection per component): each gets the same secret, admin rights
+    /// and (with `privileged`) the same roster permission.
+    pub extra_components: Vec<String>,
 }
 
 impl Default for ProsodyOptions {
@@ -28,6 +32,7 @@ impl Default for ProsodyOptions {
             tls: false,
             privileged: true,
             allow_registration: true,
+            extra_components: Vec::new(),
         }
     }
 }
@@ -131,7 +136,11 @@ impl Prosody {
         );
         c += &format!("component_ports = {{ {} }}\n", self.component_addr.port());
         c += "component_interfaces = { \"127.0.0.1\" }\ns2s_ports = { }\n";
-        c += &format!("admins = {{ {} }}\n", lua(&self.component));
+        let components: Vec<&String> = std::iter::once(&self.component)
+            .chain(&self.opts.extra_components)
+            .collect();
+        let admins: Vec<String> = components.iter().map(|c| lua(c)).collect();
+        c += &format!("admins = {{ {} }}\n", admins.join("; "));
         c += "modules_enabled = { \"roster\"; \"saslauth\"; \"disco\"; \"register\"; \"offline\"; \"ping\"; \"admin_adhoc\"; \"posix\"; \"privilege\"; \"tls\" }\n";
         c += "modules_disabled = { \"s2s\" }\n";
         c += "network_settings = { nagle = false }\n";
@@ -151,14 +160,17 @@ impl Prosody {
         }
         c += &format!("VirtualHost {}\n", lua(&self.domain));
         if self.opts.privileged {
-            c += &format!(
-                "  privileged_entities = {{ [{}] = {{ roster = \"both\" }} }}\n",
-                lua(&self.component)
-            );
+            let entities: Vec<String> = components
+                .iter()
+                .map(|c| format!("[{}] = {{ roster = \"both\" }}", lua(c)))
+                .collect();
+            c += &format!("  privileged_entities = {{ {} }}\n", entities.join("; "));
         }
-        c += &format!("Component {}\n", lua(&self.component));
-        c += &format!("  component_secret = {}\n", lua(&self.secret));
-        c += "  modules_enabled = { \"privilege\" }\n";
+        for comp in &components {
+            c += &format!("Component {}\n", lua(comp));
+            c += &format!("  component_secret = {}\n", lua(&self.secret));
+            c += "  modules_enabled = { \"privilege\" }\n";
+        }
         c
     }
 

@@ -1,0 +1,592 @@
+//! The PostgreSQL store: for several `register` instances sharing one database (docs/SCALING.md).
+//!
+//! Method by method it has the semantics of [`super::sqlite::SqliteStore`]: constraint
+//! violations are [`StoreError::Exists`], the compare-and-set methods are single `UPDATE … WHERE
+//! state = …` / `DELETE … WHERE state = …` statements whose row count says who won (PostgreSQL
+//! re-checks the `WHERE` on the newest row version after waiting for a concurrent writer, so
+//! exactly one of two racing claims succeeds), `take_captcha` is `DELETE … RETURNING`, and what
+//! SQLite does in a transaction is a transaction here too. Where SQLite relies on its single
+//! writer, this store takes row locks instead: `insert_binding` locks both accounts `FOR SHARE`
+//! while it checks that they are active, so a concurrent `begin_cancel` either waits for the new
+//! pair row (and then finds it) or has already committed (and the insert is refused).
+//!
+//! Connections come from a small pool (deadpool-postgres) with cached prepared statements. The
+//! connection is made without TLS (`NoTls`), which is right for a database on loopback or a
+//! private socket; a database reached over a network should get TLS (not built yet).
+//!
+//! The schema is `schema_pg.sql`, kept in step with `schema.sql`. The version is recorded in a
+//! `schema_version` table; `MIGRATIONS[i]` takes version `i` to `i + 1`. Migrations run in one
+//! transaction holding a transaction-level advisory lock, so several instances starting at once
+//! apply each step exactly once.
+//!
+//! The reconciler lease ([`Store::try_lock_reconciler`]) is a session-level advisory lock held on
+//! a dedicated pooled connection for the length of the run: if the instance dies, the server
+//! ends its session and the lease with it.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use super::*;
+
+/// Numbered schema steps; index `i` upgrades version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[include_str!("../../schema_pg.sql")];
+
+/// Advisory lock keys (one 64-bit key space per database): "register" in ASCII, plus a suffix.
+const MIGRATION_LOCK: i64 = 0x7265_6769_7374_6572;
+const RECONCILER_LOCK: i64 = 0x7265_6769_7374_6501;
+
+/// PostgreSQL-backed [`Store`].
+pub struct PgStore {
+    pool: Pool,
+    /// The connection holding the reconciler's advisory lock, while this instance holds it.
+    reconciler: tokio::sync::Mutex<Option<Object>>,
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // Class 23: integrity constraint violation (unique, check, foreign key, not null), as
+        // SQLite's SQLITE_CONSTRAINT.
+        if e.code().is_some_and(|c| c.code().starts_with("23")) {
+            return StoreError::Exists;
+        }
+        StoreError::Db(match e.as_db_error() {
+            Some(d) => format!("postgresql: {}", d.message()),
+            None => format!("postgresql: {e}"),
+        })
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Db(format!("postgresql pool: {e}"))
+    }
+}
+
+impl PgStore {
+    /// Connect to `url` (`postgres://user[:password]@host:port/dbname`), with at most
+    /// `max_connections` connections, and create or migrate the schema.
+    pub async fn connect(url: &str, max_connections: usize) -> StoreResult<PgStore> {
+        let cfg: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Db(format!("database.url: {e}")))?;
+        let mgr = Manager::from_config(
+            cfg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(max_connections.max(2))
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Db(format!("postgresql pool: {e}")))?;
+        let s = PgStore {
+            pool,
+            reconciler: tokio::sync::Mutex::new(None),
+        };
+        s.migrate().await?;
+        Ok(s)
+    }
+
+    async fn conn(&self) -> StoreResult<Object> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Bring the schema to `MIGRATIONS.len()`, under an advisory lock so that concurrent
+    /// instances do not race (the lock is released with the transaction).
+    async fn migrate(&self) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (\
+             version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .await?;
+        let v: i64 = tx
+            .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
+            .await?
+            .get(0);
+        if v as usize > MIGRATIONS.len() {
+            return Err(StoreError::Db(format!(
+                "database schema version {v} is newer than this binary ({})",
+                MIGRATIONS.len()
+            )));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        for (i, step) in MIGRATIONS.iter().enumerate().skip(v as usize) {
+            tx.batch_execute(step).await?;
+            tx.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)",
+                &[&((i + 1) as i64), &now],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The schema version recorded in the database.
+    pub async fn schema_version(&self) -> StoreResult<i64> {
+        let c = self.conn().await?;
+        Ok(
+            c.query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
+                .await?
+                .get(0),
+        )
+    }
+
+    async fn accounts_where(&self, column: &str, values: &[String]) -> StoreResult<Vec<Account>> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts WHERE {column} = ANY($1)"
+            ))
+            .await?;
+        c.query(&st, &[&values])
+            .await?
+            .iter()
+            .map(account)
+            .collect()
+    }
+
+    /// Run one statement and return the number of rows it changed.
+    async fn exec(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+        let c = self.conn().await?;
+        let st = c.prepare_cached(sql).await?;
+        Ok(c.execute(&st, params).await?)
+    }
+}
+
+const ACCOUNT_COLS: &str =
+    "id, user_name, type, device_type, des, password_hash, jid_node, jid_pwd, \
+     state, failed_logins, locked_until, created_at, updated_at";
+
+fn account(r: &Row) -> StoreResult<Account> {
+    let bad = |what: &str| StoreError::Db(format!("bad {what} in the database"));
+    let kind: i32 = r.try_get(2)?;
+    let state: String = r.try_get(8)?;
+    let failed: i32 = r.try_get(9)?;
+    Ok(Account {
+        id: r.try_get(0)?,
+        user_name: r.try_get(1)?,
+        kind: AccountType::from_code(kind as i64).ok_or_else(|| bad("account type"))?,
+        device_type: r.try_get(3)?,
+        des: r.try_get(4)?,
+        password_hash: r.try_get(5)?,
+        jid_node: r.try_get(6)?,
+        jid_pwd: r.try_get(7)?,
+        state: AccountState::parse(&state).ok_or_else(|| bad("account state"))?,
+        failed_logins: failed.max(0) as u32,
+        locked_until: r.try_get(10)?,
+        created_at: r.try_get(11)?,
+        updated_at: r.try_get(12)?,
+    })
+}
+
+fn binding(r: &Row) -> StoreResult<Binding> {
+    let s: String = r.try_get(2)?;
+    Ok(Binding {
+        a: r.try_get(0)?,
+        b: r.try_get(1)?,
+        state: BindingState::parse(&s)
+            .ok_or_else(|| StoreError::Db("bad binding state in the database".into()))?,
+        updated_at: r.try_get(3)?,
+    })
+}
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> StoreResult<()> {
+        let c = self.conn().await?;
+        c.query_one("SELECT 1", &[]).await?;
+        Ok(())
+    }
+
+    async fn insert_pending_account(&self, n: NewAccount, now: i64) -> StoreResult<i64> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached(
+                "INSERT INTO accounts (user_name, type, device_type, des, password_hash, jid_node, \
+                 jid_pwd, state, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8) RETURNING id",
+            )
+            .await?;
+        let kind = n.kind.code() as i32;
+        let row = c
+            .query_one(
+                &st,
+                &[
+                    &n.user_name,
+                    &kind,
+                    &n.device_type,
+                    &n.des,
+                    &n.password_hash,
+                    &n.jid_node,
+                    &n.jid_pwd,
+                    &now,
+                ],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    async fn set_account_state(&self, id: i64, state: AccountState, now: i64) -> StoreResult<()> {
+        self.exec(
+            "UPDATE accounts SET state = $2, updated_at = $3 WHERE id = $1",
+            &[&id, &state.as_str(), &now],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn transition_account(
+        &self,
+        id: i64,
+        from: AccountState,
+        to: AccountState,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let n = self
+            .exec(
+                "UPDATE accounts SET state = $3, updated_at = $4 WHERE id = $1 AND state = $2",
+                &[&id, &from.as_str(), &to.as_str(), &now],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn delete_account(&self, id: i64) -> StoreResult<()> {
+        self.exec("DELETE FROM accounts WHERE id = $1", &[&id])
+            .await?;
+        Ok(())
+    }
+
+    async fn account_by_name(&self, name: &str) -> StoreResult<Option<Account>> {
+        Ok(self
+            .accounts_where("user_name", &[name.to_owned()])
+            .await?
+            .pop())
+    }
+
+    async fn account_by_id(&self, id: i64) -> StoreResult<Option<Account>> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts WHERE id = $1"
+            ))
+            .await?;
+        c.query_opt(&st, &[&id])
+            .await?
+            .as_ref()
+            .map(account)
+            .transpose()
+    }
+
+    async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Account>> {
+        self.accounts_where("user_name", names).await
+    }
+
+    async fn accounts_by_nodes(&self, nodes: &[String]) -> StoreResult<Vec<Account>> {
+        self.accounts_where("jid_node", nodes).await
+    }
+
+    async fn list_accounts(&self, after_id: i64, limit: u32) -> StoreResult<Vec<Account>> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts WHERE id > $1 ORDER BY id LIMIT $2"
+            ))
+            .await?;
+        c.query(&st, &[&after_id, &(limit as i64)])
+            .await?
+            .iter()
+            .map(account)
+            .collect()
+    }
+
+    async fn record_login_failure(
+        &self,
+        id: i64,
+        now: i64,
+        threshold: u32,
+        lock_secs: i64,
+    ) -> StoreResult<()> {
+        let threshold = threshold.min(i32::MAX as u32) as i32;
+        self.exec(
+            "UPDATE accounts SET \
+             locked_until = CASE WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until END, \
+             failed_logins = CASE WHEN failed_logins + 1 >= $2 THEN 0 ELSE failed_logins + 1 END \
+             WHERE id = $1",
+            &[&id, &threshold, &(now + lock_secs)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn reset_login_failures(&self, id: i64) -> StoreResult<()> {
+        self.exec(
+            "UPDATE accounts SET failed_logins = 0 WHERE id = $1 AND failed_logins <> 0",
+            &[&id],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<bool> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let up = tx
+            .prepare_cached(
+                "UPDATE accounts SET state = 'deleting', updated_at = $2 \
+                 WHERE id = $1 AND state <> 'deleting'",
+            )
+            .await?;
+        let n = tx.execute(&up, &[&id, &now]).await?;
+        let del = tx
+            .prepare_cached("DELETE FROM tokens WHERE account_id = $1")
+            .await?;
+        tx.execute(&del, &[&id]).await?;
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    async fn insert_token(
+        &self,
+        hash: Vec<u8>,
+        account_id: i64,
+        expires_at: i64,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO tokens (hash, account_id, expires_at, created_at) VALUES ($1, $2, $3, $4)",
+            &[&hash, &account_id, &expires_at, &now],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn token_account(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<(Account, i64)>> {
+        let cols = ACCOUNT_COLS
+            .split(", ")
+            .map(|s| format!("a.{s}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {cols}, t.expires_at FROM tokens t JOIN accounts a ON a.id = t.account_id \
+                 WHERE t.hash = $1 AND t.expires_at > $2 AND a.state = 'active'"
+            ))
+            .await?;
+        match c.query_opt(&st, &[&hash, &now]).await? {
+            Some(r) => Ok(Some((account(&r)?, r.try_get(13)?))),
+            None => Ok(None),
+        }
+    }
+
+    async fn insert_captcha(&self, id: String, answer: String, expires_at: i64) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO captchas (id, answer, expires_at) VALUES ($1, $2, $3)",
+            &[&id, &answer, &expires_at],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn take_captcha(&self, id: String) -> StoreResult<Option<(String, i64)>> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached("DELETE FROM captchas WHERE id = $1 RETURNING answer, expires_at")
+            .await?;
+        match c.query_opt(&st, &[&id]).await? {
+            Some(r) => Ok(Some((r.try_get(0)?, r.try_get(1)?))),
+            None => Ok(None),
+        }
+    }
+
+    async fn prune(&self, now: i64) -> StoreResult<()> {
+        self.exec("DELETE FROM captchas WHERE expires_at <= $1", &[&now])
+            .await?;
+        self.exec("DELETE FROM tokens WHERE expires_at <= $1", &[&now])
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_binding(
+        &self,
+        a: i64,
+        b: i64,
+        state: BindingState,
+        now: i64,
+    ) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        // FOR SHARE: a concurrent begin_cancel (an UPDATE of the row) waits for this transaction,
+        // or, if it committed first, the row is re-read as `deleting` and not counted.
+        let check = tx
+            .prepare_cached(
+                "SELECT id FROM accounts WHERE id IN ($1, $2) AND state = 'active' FOR SHARE",
+            )
+            .await?;
+        let active = tx.query(&check, &[&a, &b]).await?.len();
+        if active != 2 {
+            // (With a == b the count is 1 as well: `Changed`, as in SQLite's single statement.)
+            return Err(StoreError::Changed);
+        }
+        let ins = tx
+            .prepare_cached(
+                "INSERT INTO bindings (a, b, state, updated_at) VALUES ($1, $2, $3, $4)",
+            )
+            .await?;
+        tx.execute(&ins, &[&a, &b, &state.as_str(), &now]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_binding_state(
+        &self,
+        a: i64,
+        b: i64,
+        state: BindingState,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.exec(
+            "UPDATE bindings SET state = $3, updated_at = $4 WHERE a = $1 AND b = $2",
+            &[&a, &b, &state.as_str(), &now],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_binding(&self, a: i64, b: i64) -> StoreResult<()> {
+        self.exec("DELETE FROM bindings WHERE a = $1 AND b = $2", &[&a, &b])
+            .await?;
+        Ok(())
+    }
+
+    async fn transition_binding(
+        &self,
+        a: i64,
+        b: i64,
+        from: BindingState,
+        to: BindingState,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let n = self
+            .exec(
+                "UPDATE bindings SET state = $4, updated_at = $5 \
+                 WHERE a = $1 AND b = $2 AND state = $3",
+                &[&a, &b, &from.as_str(), &to.as_str(), &now],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn delete_binding_in(&self, a: i64, b: i64, state: BindingState) -> StoreResult<bool> {
+        let n = self
+            .exec(
+                "DELETE FROM bindings WHERE a = $1 AND b = $2 AND state = $3",
+                &[&a, &b, &state.as_str()],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn binding(&self, a: i64, b: i64) -> StoreResult<Option<Binding>> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached("SELECT a, b, state, updated_at FROM bindings WHERE a = $1 AND b = $2")
+            .await?;
+        c.query_opt(&st, &[&a, &b])
+            .await?
+            .as_ref()
+            .map(binding)
+            .transpose()
+    }
+
+    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT a, b, state, updated_at FROM bindings WHERE a = $1 \
+                 UNION ALL SELECT a, b, state, updated_at FROM bindings WHERE b = $1",
+            )
+            .await?;
+        c.query(&st, &[&id]).await?.iter().map(binding).collect()
+    }
+
+    async fn unfinished(&self, before: i64) -> StoreResult<(Vec<Account>, Vec<Binding>)> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts \
+                 WHERE state <> 'active' AND updated_at < $1 ORDER BY id"
+            ))
+            .await?;
+        let accounts = c
+            .query(&st, &[&before])
+            .await?
+            .iter()
+            .map(account)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let st = c
+            .prepare_cached(
+                "SELECT a, b, state, updated_at FROM bindings \
+                 WHERE state <> 'bound' AND updated_at < $1",
+            )
+            .await?;
+        let bindings = c
+            .query(&st, &[&before])
+            .await?
+            .iter()
+            .map(binding)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok((accounts, bindings))
+    }
+
+    async fn try_lock_reconciler(&self) -> StoreResult<bool> {
+        let mut held = self.reconciler.lock().await;
+        if held.is_some() {
+            // This instance is already reconciling.
+            return Ok(false);
+        }
+        let c = self.conn().await?;
+        let got: bool = c
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&RECONCILER_LOCK])
+            .await?
+            .try_get(0)?;
+        if got {
+            *held = Some(c);
+        }
+        Ok(got)
+    }
+
+    async fn unlock_reconciler(&self) -> StoreResult<()> {
+        let Some(c) = self.reconciler.lock().await.take() else {
+            return Ok(());
+        };
+        match c
+            .query_one("SELECT pg_advisory_unlock($1)", &[&RECONCILER_LOCK])
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // Close the session rather than return it to the pool still holding the lock.
+                drop(Object::take(c));
+                Err(e.into())
+            }
+        }
+    }
+}
