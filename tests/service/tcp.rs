@@ -95,7 +95,10 @@ async fn pipelined_requests_are_answered_in_order() {
             1 => b.as_str(),
             _ => "invalid",
         };
-        batch.push_str(&format!("/verify_access_token {}\n", json!({"access_token": t})));
+        batch.push_str(&format!(
+            "/verify_access_token {}\n",
+            json!({"access_token": t})
+        ));
     }
     c.get_mut().write_all(batch.as_bytes()).await.unwrap();
     for i in 0..60 {

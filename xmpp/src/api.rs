@@ -111,7 +111,12 @@ impl Xmpp {
             reaper_done.cancel();
         });
         Xmpp {
-            inner: Arc::new(Inner { cfg, link, pool, stopped }),
+            inner: Arc::new(Inner {
+                cfg,
+                link,
+                pool,
+                stopped,
+            }),
         }
     }
 
