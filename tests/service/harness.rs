@@ -78,6 +78,11 @@ impl Env {
         });
         let data = tempfile::tempdir().unwrap();
         let mut cfg = config_for(&prosody, data.path().join("data"), o);
+        if let Some(base) = postgres_backend() {
+            // The whole suite again on PostgreSQL: a database of its own for each service (left
+            // to the throwaway cluster, which CI removes).
+            cfg.database.url = crate::postgres::TestDb::create(&base).await.url;
+        }
         tune(&mut cfg);
         Env::start_with(prosody, data, cfg).await
     }
@@ -230,6 +235,17 @@ impl Env {
             v["user_info"]["jid_pwd"].as_str().unwrap().to_owned(),
         )
     }
+}
+
+/// `REGISTER_TEST_BACKEND=postgres` (with `REGISTER_TEST_PG_URL`) runs the in-process services on
+/// PostgreSQL instead of SQLite; `.ci/run` runs the suite both ways.
+pub fn postgres_backend() -> Option<String> {
+    if std::env::var("REGISTER_TEST_BACKEND").as_deref() != Ok("postgres") {
+        return None;
+    }
+    std::env::var("REGISTER_TEST_PG_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
 }
 
 /// Independent checks on the XMPP server, through the testkit's own client (not the code under test).

@@ -34,10 +34,10 @@ fn pg_url(test: &str) -> Option<String> {
 }
 
 /// A database of its own on the test server, dropped by [`TestDb::drop_db`].
-struct TestDb {
+pub(crate) struct TestDb {
     base: String,
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 async fn admin_client(url: &str) -> tokio_postgres::Client {
@@ -49,7 +49,7 @@ async fn admin_client(url: &str) -> tokio_postgres::Client {
 }
 
 impl TestDb {
-    async fn create(base: &str) -> TestDb {
+    pub(crate) async fn create(base: &str) -> TestDb {
         let name = format!("register_test_{:016x}", rand::random::<u64>());
         admin_client(base)
             .await

@@ -33,6 +33,11 @@ async fn password_guessing_hits_the_lock_and_the_lock_expires() {
 
 #[tokio::test]
 async fn database_file_holds_no_secret_in_the_clear() {
+    if crate::harness::postgres_backend().is_some() {
+        return eprintln!(
+            "database_file_holds_no_secret_in_the_clear: SQLite file test, skipped on PostgreSQL"
+        );
+    }
     let env = Env::start(Opts::default()).await;
     let (token, _, jid_pwd) = env.account("leaky", 2).await;
     // Make sure everything reached the files (WAL included).
