@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use crate::app::{App, Call};
 use crate::cmd;
@@ -39,13 +40,24 @@ impl tcp_api::LineHandler for LineApi {
             client_ip: peer.ip(),
             via_tcp: true,
         };
-        let reply = match path {
-            "/verify_access_token" => cmd::verify_token::run(app, &call).await,
-            "/get_users" => cmd::get_users::run(app, &call)
-                .await
-                .unwrap_or_else(|e| crate::http_handler::error_reply(&e)),
-            _ => json!({"result": 2}),
-        };
+        // Every line logged about this request carries its id, as over HTTPS.
+        let span = tracing::info_span!(
+            "tcp_request",
+            request_id = %format!("{:016x}", rand::random::<u64>()),
+            %peer,
+            path
+        );
+        let reply = async {
+            match path {
+                "/verify_access_token" => cmd::verify_token::run(app, &call).await,
+                "/get_users" => cmd::get_users::run(app, &call)
+                    .await
+                    .unwrap_or_else(|e| crate::http_handler::error_reply(&e)),
+                _ => json!({"result": 2}),
+            }
+        }
+        .instrument(span)
+        .await;
         app.metrics.request(
             &format!("tcp{path}"),
             reply["result"].as_i64().unwrap_or(1),
