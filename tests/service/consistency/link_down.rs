@@ -1,0 +1,171 @@
+//! The component link down: the service stays up on the database, XMPP operations fail fast,
+//! /readyz says not ready, the link comes back by itself.
+
+use std::time::{Duration, Instant};
+
+use register::server::Server;
+use serde_json::{json, Value};
+use xmpp::testkit::{Prosody, ProsodyOptions};
+
+use super::{owned, verify_token, wait_link, Client, PASSWORD};
+use crate::harness::{config_for, signed, Opts, ProsodyExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_down_degrades_and_recovers() {
+    let mut prosody = Prosody::start(ProsodyOptions::default());
+    let data = tempfile::tempdir().unwrap();
+    let cfg = config_for(&prosody, data.path().join("data"), Opts::default());
+    let timeout = Duration::from_millis(cfg.xmpp.timeout_ms);
+    let server = Server::start(cfg).await.expect("service starts");
+    wait_link(&server, true, 20).await;
+    let c = Client::new(&server.app.cfg.data_dir, server.addrs.http.port());
+    let readyz = format!("http://{}/readyz", server.addrs.admin);
+    assert_eq!(reqwest::get(&readyz).await.unwrap().status(), 200);
+    for (n, k) in [("ld-p", 1), ("ld-d", 2), ("ld-c", 2)] {
+        assert_eq!(c.register(n, k).await, Ok(0));
+    }
+    let old = c.login("ld-p", 1).await.unwrap();
+    let old_token = old["access_token"].as_str().unwrap().to_owned();
+    let (jp, pp) = (
+        old["user_info"]["jid"].as_str().unwrap().to_owned(),
+        old["user_info"]["jid_pwd"].as_str().unwrap().to_owned(),
+    );
+    // ld-c is bound to ld-p, and will be cancelled while the server is away.
+    let lc = c.login("ld-c", 2).await.unwrap();
+    let c_token = lc["access_token"].as_str().unwrap().to_owned();
+    let jc = lc["user_info"]["jid"].as_str().unwrap().to_owned();
+    let c_node = jc.split('@').next().unwrap().to_owned();
+    assert_eq!(
+        c.pair("/set_user_banding", &old_token, "ld-p", false, "ld-c")
+            .await,
+        Ok(0)
+    );
+
+    prosody = tokio::task::spawn_blocking(move || {
+        prosody.stop();
+        prosody
+    })
+    .await
+    .unwrap();
+    wait_link(&server, false, 20).await;
+    let down = Instant::now();
+
+    // Not ready, but alive.
+    let r = reqwest::get(&readyz).await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["xmpp_link"], false);
+    assert_eq!(body["database"], true);
+    // Login, tokens and get_users work from the database.
+    let t = Instant::now();
+    let v = c.login("ld-p", 1).await.unwrap();
+    assert_eq!(v["result"], 0, "{v}");
+    let login_ms = t.elapsed().as_millis();
+    let v = verify_token(server.addrs.tcp, &old_token).await;
+    assert_eq!(
+        (v["result"].clone(), v["validate"].clone()),
+        (json!(0), json!(true))
+    );
+    let v = c
+        .post(
+            "/get_users",
+            &owned(&[
+                ("access_token", &old_token),
+                ("user_name_ls", r#"["ld-p","ld-d"]"#),
+            ]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v["result"], 0, "{v}");
+    assert_eq!(v["user_info_ls"].as_array().unwrap().len(), 2);
+    // What needs the XMPP server fails fast, and nothing is written for a registration.
+    let t = Instant::now();
+    let reg_r = c.register("ld-new", 2).await.unwrap();
+    let register_ms = t.elapsed().as_millis();
+    assert!(reg_r == 101 || reg_r == 9, "register while down: {reg_r}");
+    assert!(t.elapsed() < timeout / 2, "register took {register_ms} ms");
+    assert!(server
+        .app
+        .store
+        .account_by_name("ld-new")
+        .await
+        .unwrap()
+        .is_none());
+    let t = Instant::now();
+    let bind_r = c
+        .pair("/set_user_banding", &old_token, "ld-p", false, "ld-d")
+        .await
+        .unwrap();
+    let bind_ms = t.elapsed().as_millis();
+    assert_ne!(bind_r, 0);
+    assert!(t.elapsed() < timeout, "bind took {bind_ms} ms");
+    // A cancel is accepted (the account is unusable at once) but cannot unbind its peer: the
+    // reply says so, and the record stays for the reconciler.
+    let t = Instant::now();
+    let v = c
+        .post(
+            "/cancel",
+            &signed(&[("user_name", "ld-c"), ("password", PASSWORD), ("type", "2")]),
+        )
+        .await
+        .unwrap();
+    let cancel_ms = t.elapsed().as_millis();
+    let cancel_r = v["result"].as_i64().unwrap();
+    assert_ne!(cancel_r, 0);
+    assert!(t.elapsed() < timeout, "cancel took {cancel_ms} ms");
+    assert_eq!(verify_token(server.addrs.tcp, &c_token).await["result"], 4);
+    assert_eq!(c.login("ld-c", 2).await.unwrap()["result"], 102);
+    assert_eq!(
+        c.register("ld-c", 2).await,
+        Ok(103),
+        "the name stays reserved"
+    );
+
+    let prosody = tokio::task::spawn_blocking(move || {
+        prosody.restart();
+        prosody
+    })
+    .await
+    .unwrap();
+    // Ready again by itself.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(&readyz).await.unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "/readyz did not come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let back_after = down.elapsed();
+    // The failed bind and the cancel left their records; the reconciler rolls the bind back and
+    // finishes the cancel (unbinds the peer, deletes the JID and the account).
+    assert!(prosody.account_on_disk(&c_node));
+    let rep = register::reconcile::run(&server.app, server.app.now() + 1, &mut |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(rep.failed, 0, "{rep:?}");
+    assert_eq!(
+        (rep.binds_rolled_back, rep.cancels_finished),
+        (1, 1),
+        "{rep:?}"
+    );
+    assert!(!prosody.account_on_disk(&c_node));
+    assert!(server
+        .app
+        .store
+        .account_by_name("ld-c")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        prosody.roster(&jp, &pp).await.iter().all(|i| i.jid != jc),
+        "ld-p keeps the cancelled ld-c"
+    );
+    assert_eq!(c.register("ld-new", 2).await, Ok(0));
+    let (a, b) = server.app.store.unfinished(i64::MAX).await.unwrap();
+    assert!(a.is_empty() && b.is_empty());
+    println!(
+        "link_down_degrades_and_recovers: while down: login {login_ms} ms (0), token verified, get_users 0, \
+         register {register_ms} ms ({reg_r}), bind {bind_ms} ms ({bind_r}), cancel {cancel_ms} ms ({cancel_r}), /readyz 503; ready again {:.1}s \
+         after the outage began; repaired {rep:?}",
+        back_after.as_secs_f64()
+    );
+    server.stop().await.unwrap();
+}

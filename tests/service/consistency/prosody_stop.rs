@@ -1,0 +1,95 @@
+//! Prosody stopped in the middle of a stream of registrations and binds, then restarted.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use register::server::Server;
+use xmpp::testkit::{Prosody, ProsodyOptions};
+
+use super::{check_consistent, join, wait_link, Client, Stream};
+use crate::harness::{config_for, Opts};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prosody_stopped_mid_stream() {
+    let mut prosody = Prosody::start(ProsodyOptions::default());
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = config_for(&prosody, data.path().join("data"), Opts::default());
+    cfg.xmpp.timeout_ms = 3000;
+    let server = Server::start(cfg).await.expect("service starts");
+    wait_link(&server, true, 20).await;
+    let client = Client::new(&server.app.cfg.data_dir, server.addrs.http.port());
+    let stream = Stream::new(client.clone());
+    let started = Instant::now();
+    let tasks = stream.spawn("ps", 5, 4);
+    let caught = stream
+        .fault_point(8, server.app.store.as_ref(), false)
+        .await;
+    let acked_before = stream.acked.load(Ordering::SeqCst);
+    prosody = tokio::task::spawn_blocking(move || {
+        prosody.stop();
+        prosody
+    })
+    .await
+    .unwrap();
+    wait_link(&server, false, 20).await;
+    // Requests keep coming while the server is away.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let acked_during = stream.acked.load(Ordering::SeqCst) - acked_before;
+    prosody = tokio::task::spawn_blocking(move || {
+        prosody.restart();
+        prosody
+    })
+    .await
+    .unwrap();
+    let fault_at = started.elapsed();
+    wait_link(&server, true, 30).await;
+    let acked_after_restart = stream.acked.load(Ordering::SeqCst);
+    join(tasks).await;
+
+    let mut lines = Vec::new();
+    let rep = register::reconcile::run(&server.app, server.app.now() + 1, &mut |_, l| {
+        lines.push(l.to_owned())
+    })
+    .await
+    .unwrap();
+    for l in &lines {
+        println!("  reconcile: {l}");
+    }
+    assert_eq!(rep.failed, 0, "{rep:?}");
+
+    let res = std::mem::take(&mut *stream.results.lock().unwrap());
+    let found = check_consistent(&prosody, server.app.store.as_ref(), &client, &res).await;
+    let regs_acked = res.registered.values().filter(|r| **r == Some(0)).count();
+    let binds_acked = res.bound.values().filter(|r| **r == Some(0)).count();
+    println!(
+        "prosody_stopped_mid_stream: {} requests; {} names registered + {} pairs bound; acknowledged {} + {}; \
+         registrations acked: {} before the stop ({caught} at the stop), {} while down, {} after; \
+         restart {:.1}s into the stream; refused {:?}, no reply {}",
+        res.sent,
+        res.registered.len(),
+        res.bound.len(),
+        regs_acked,
+        binds_acked,
+        acked_before,
+        acked_during,
+        regs_acked as u64 - acked_after_restart,
+        fault_at.as_secs_f64(),
+        res.errors,
+        res.no_reply
+    );
+    println!("  found intact: {found:?}");
+    println!("  repaired: {rep:?}");
+    assert_eq!(found.accounts_intact as usize, regs_acked);
+    assert_eq!(found.pairs_intact as usize, binds_acked);
+    assert_eq!(found.pairs_bound_unacked, 0);
+    assert!(
+        !res.errors.is_empty(),
+        "the fault hit no request: {:?}",
+        res.errors
+    );
+    assert!(
+        regs_acked as u64 > acked_after_restart,
+        "the stream did not go on after the restart"
+    );
+    server.stop().await.unwrap();
+}
