@@ -33,6 +33,8 @@ struct Opts {
     secs: f64,
     idle_conns: usize,
     pairs: usize,
+    /// PostgreSQL for the `pg` section (`scripts/pg-test.sh` starts a throwaway one).
+    pg_url: Option<String>,
 }
 
 /// One line of the summary.
@@ -83,6 +85,7 @@ fn main() {
         secs: 6.0,
         idle_conns: 10_000,
         pairs: 96,
+        pg_url: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -96,10 +99,11 @@ fn main() {
             "--secs" => o.secs = v().parse().expect("--secs S"),
             "--idle-conns" => o.idle_conns = v().parse().expect("--idle-conns N"),
             "--pairs" => o.pairs = v().parse().expect("--pairs N"),
+            "--pg-url" => o.pg_url = Some(v()).filter(|u| !u.is_empty()),
             other => {
                 eprintln!(
-                    "usage: register-bench [all] [--bin PATH] [--only tcp,https,xmpp,captcha,memory,isolation] \
-                     [--users N] [--conns N] [--secs S] [--idle-conns N] [--pairs N]\n\
+                    "usage: register-bench [all] [--bin PATH] [--only tcp,https,xmpp,captcha,memory,isolation,pg] \
+                     [--users N] [--conns N] [--secs S] [--idle-conns N] [--pairs N] [--pg-url URL]\n\
                      unknown argument {other}"
                 );
                 std::process::exit(2);
@@ -111,7 +115,12 @@ fn main() {
         "{} not found: build it with cargo build --release -p register",
         o.bin.display()
     );
-    let want = |n: &str| o.only.is_empty() || o.only.iter().any(|x| x == n);
+    let want = |n: &str| {
+        (o.only.is_empty() || o.only.iter().any(|x| x == n)) && (n != "pg" || o.pg_url.is_some())
+    };
+    if o.only.iter().any(|x| x == "pg") && o.pg_url.is_none() {
+        eprintln!("--only pg without --pg-url: the PostgreSQL section is skipped");
+    }
     let started = Instant::now();
     machine();
     let work = tempfile::Builder::new()
@@ -122,18 +131,19 @@ fn main() {
 
     // The seeded service serves the TCP, HTTPS, captcha-over-HTTPS benchmarks.
     let seeded_dir = work.path().join("seeded");
-    let seeded = if want("tcp") || want("https") || want("memory") || want("isolation") {
-        let t = Instant::now();
-        let s = util::seed(&seeded_dir, o.users);
-        eprintln!(
-            "seeded {} users with a token each in {:.1} s",
-            s.len(),
-            t.elapsed().as_secs_f64()
-        );
-        s
-    } else {
-        Vec::new()
-    };
+    let seeded =
+        if want("tcp") || want("https") || want("memory") || want("isolation") || want("pg") {
+            let t = Instant::now();
+            let s = util::seed(&seeded_dir, o.users);
+            eprintln!(
+                "seeded {} users with a token each in {:.1} s",
+                s.len(),
+                t.elapsed().as_secs_f64()
+            );
+            s
+        } else {
+            Vec::new()
+        };
     let tokens: Arc<Vec<String>> = Arc::new(seeded.iter().map(|s| s.token.clone()).collect());
 
     if want("tcp") || want("https") {
@@ -163,6 +173,9 @@ fn main() {
     }
     if want("xmpp") {
         bench_xmpp(&o, work.path(), &mut rows);
+    }
+    if want("pg") {
+        bench_pg(&o, &seeded_dir, &seeded, work.path(), &mut rows);
     }
 
     println!();
@@ -757,5 +770,89 @@ fn bench_xmpp(o: &Opts, work: &Path, rows: &mut Vec<Row>) {
         + r.prosody_add.failed;
     if failures > 0 {
         eprintln!("  WARNING: {failures} operations failed (see above)");
+    }
+}
+
+/// 1 and 3 on PostgreSQL beside SQLite, measured back to back in this section: TCP token checks
+/// (plain and pipelined 16) on the same 100k accounts and tokens in both databases, then
+/// registrations end to end on one Prosody. With PostgreSQL the service has no token cache, so
+/// every check is a query. Ratios are PostgreSQL / SQLite.
+fn bench_pg(
+    o: &Opts,
+    sqlite_dir: &Path,
+    seeded: &[util::Seeded],
+    work: &Path,
+    rows: &mut Vec<Row>,
+) {
+    let url = o.pg_url.as_deref().expect("--pg-url");
+    eprintln!("== P. PostgreSQL beside SQLite ({url})");
+    let t = Instant::now();
+    util::seed_pg(url, seeded);
+    eprintln!(
+        "  seeded PostgreSQL with the same {} users and tokens in {:.1} s",
+        seeded.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let tokens: Arc<Vec<String>> = Arc::new(seeded.iter().map(|s| s.token.clone()).collect());
+    let rt = util::client_rt();
+    let mut tcp = Vec::new();
+    for (db, dir) in [
+        (None, sqlite_dir.to_owned()),
+        (Some(url), work.join("pg-service")),
+    ] {
+        let svc = Service::spawn_db(&o.bin, &dir, XmppTarget::None, false, db);
+        std::thread::sleep(Duration::from_millis(500));
+        let what = if db.is_some() { "PostgreSQL" } else { "SQLite" };
+        let load = |depth: usize, secs: f64| {
+            rt.block_on(tcp::verify_load(
+                svc.tcp,
+                tokens.clone(),
+                o.conns,
+                depth,
+                secs,
+                false,
+            ))
+        };
+        load(1, 1.0);
+        let plain = load(1, o.secs);
+        eprintln!("  TCP verify, {what}: {}", plain.line());
+        let piped = load(16, o.secs);
+        eprintln!("  TCP verify, {what}, pipelined 16: {}", piped.line());
+        tcp.push((plain, piped));
+        drop(svc);
+    }
+    let ((sp, spp), (pp, ppp)) = (tcp[0], tcp[1]);
+    for (name, pg, sq) in [
+        (
+            format!("P1. TCP verify_access_token, {} conns, PostgreSQL", o.conns),
+            pp,
+            sp,
+        ),
+        (
+            "P1. TCP verify_access_token, pipelined 16, PostgreSQL".to_owned(),
+            ppp,
+            spp,
+        ),
+    ] {
+        rows.push(row(
+            &name,
+            fmt_rate(&pg),
+            format!("SQLite {}", fmt_rate(&sq)),
+            Some(pg.rate / sq.rate.max(1e-9)),
+            "—",
+        ));
+    }
+    let n = 4 * o.pairs;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (sq, pg) = rt.block_on(xmppb::register_sqlite_pg(&o.bin, work, url, n, 8));
+    rows.push(row(
+        "P3. register end to end (8 concurrent), PostgreSQL",
+        format!("{:.1}/s", pg.per_sec()),
+        format!("SQLite {:.1}/s", sq.per_sec()),
+        Some(pg.per_sec() / sq.per_sec().max(1e-9)),
+        "—",
+    ));
+    if sq.failed + pg.failed > 0 {
+        eprintln!("  WARNING: {} registrations failed", sq.failed + pg.failed);
     }
 }

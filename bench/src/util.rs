@@ -147,6 +147,17 @@ pub struct Service {
 impl Service {
     /// Start `bin` on free loopback ports with `data_dir`; returns when HTTPS and TCP accept.
     pub fn spawn(bin: &Path, data_dir: &Path, x: XmppTarget, fixed_captcha: bool) -> Service {
+        Service::spawn_db(bin, data_dir, x, fixed_captcha, None)
+    }
+
+    /// As [`Service::spawn`], with `[database] url = db_url` (PostgreSQL) when given.
+    pub fn spawn_db(
+        bin: &Path,
+        data_dir: &Path,
+        x: XmppTarget,
+        fixed_captcha: bool,
+        db_url: Option<&str>,
+    ) -> Service {
         std::fs::create_dir_all(data_dir).expect("data dir");
         let (http, tcp, admin) = (free_port(), free_port(), free_port());
         let mut t = format!(
@@ -158,6 +169,9 @@ impl Service {
             data_dir.join("data").to_string_lossy(),
             hex::encode(ENC_KEY)
         );
+        if let Some(url) = db_url {
+            t += &format!("[database]\nurl = {url:?}\n\n");
+        }
         if fixed_captcha {
             t += &format!("[captcha]\nfixed_answer = \"{CAPTCHA}\"\n\n");
         }
@@ -344,6 +358,83 @@ pub fn seed(data_dir: &Path, users: usize) -> Vec<Seeded> {
     tx.commit().unwrap();
     c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
     out
+}
+
+/// The PostgreSQL twin of [`seed`]: create or migrate the schema at `url` through the service's
+/// own `PgStore::connect`, empty the tables, then insert the same accounts and tokens as `seeded`
+/// (same names, same tokens, `jid_pwd` sealed with [`ENC_KEY`]) with multi-row `INSERT … SELECT
+/// FROM unnest(…)` statements of 5,000 rows each.
+pub fn seed_pg(url: &str, seeded: &[Seeded]) {
+    let rt = client_rt();
+    rt.block_on(async {
+        drop(
+            register::store::postgres::PgStore::connect(url, 2)
+                .await
+                .expect("creating the PostgreSQL schema"),
+        );
+        let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connecting to PostgreSQL");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        c.batch_execute("TRUNCATE accounts, tokens, bindings, captchas RESTART IDENTITY CASCADE")
+            .await
+            .expect("emptying the tables");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let phc = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0000000000000000000000000000000000000000000";
+        let acc = c
+            .prepare(
+                "INSERT INTO accounts (user_name, type, device_type, des, password_hash, jid_node, \
+                 jid_pwd, state, created_at, updated_at) \
+                 SELECT n, k, d, '', $4, j, p, 'active', $5, $5 \
+                 FROM unnest($1::text[], $2::int[], $3::text[], $6::text[], $7::bytea[]) AS t(n, k, d, j, p)",
+            )
+            .await
+            .expect("prepare accounts");
+        let tok = c
+            .prepare(
+                "INSERT INTO tokens (hash, account_id, expires_at, created_at) \
+                 SELECT t.h, a.id, $3, $4 FROM unnest($1::text[], $2::bytea[]) AS t(n, h) \
+                 JOIN accounts a ON a.user_name = t.n",
+            )
+            .await
+            .expect("prepare tokens");
+        for (b, chunk) in seeded.chunks(5000).enumerate() {
+            let base = b * 5000;
+            let mut names = Vec::with_capacity(chunk.len());
+            let mut kinds = Vec::with_capacity(chunk.len());
+            let mut devs: Vec<Option<String>> = Vec::with_capacity(chunk.len());
+            let mut nodes = Vec::with_capacity(chunk.len());
+            let mut pwds = Vec::with_capacity(chunk.len());
+            let mut hashes = Vec::with_capacity(chunk.len());
+            for (j, s) in chunk.iter().enumerate() {
+                let i = base + j;
+                let kind: i32 = if i % 2 == 0 { 1 } else { 2 };
+                let node = format!("u{i:06}bench");
+                pwds.push(register::crypto::seal(&ENC_KEY, &node, &format!("jid-pw-{i}")));
+                names.push(s.name.clone());
+                kinds.push(kind);
+                devs.push((kind == 2).then(|| "camera".to_owned()));
+                nodes.push(node);
+                hashes.push(register::crypto::token_hash(&s.token));
+            }
+            c.execute(&acc, &[&names, &kinds, &devs, &phc, &now, &nodes, &pwds])
+                .await
+                .expect("inserting accounts");
+            c.execute(&tok, &[&names, &hashes, &(now + 86_400), &now])
+                .await
+                .expect("inserting tokens");
+        }
+        for t in ["accounts", "tokens"] {
+            c.batch_execute(&format!("VACUUM ANALYZE {t}"))
+                .await
+                .expect("vacuum");
+        }
+    });
 }
 
 /// rustls client configuration trusting `cert_pem` only.

@@ -190,42 +190,7 @@ pub async fn run(bin: &Path, work: &Path, pairs: usize, conc: usize) -> XmppResu
     // Register end to end: 2·pairs phones (captcha) and 2·pairs devices (param_sign), interleaved.
     let n_reg = 4 * pairs;
     let pool = Pool::new(http, tls.clone());
-    res.register = run_jobs(n_reg, conc, limit, |i| {
-        let pool = pool.clone();
-        async move {
-            let Some(mut c) = pool.take().await else {
-                return false;
-            };
-            let k = i / 2;
-            let r = if i % 2 == 0 {
-                let Ok(cap) = c.call("/verify_code", None, &[]).await else {
-                    return false;
-                };
-                let id = cap.captcha_id.unwrap_or_default();
-                let body = form(&[
-                    ("user_name", &format!("ph-{k}")),
-                    ("password", "password1"),
-                    ("type", "1"),
-                    ("verify_code", CAPTCHA),
-                ]);
-                c.call("/register", Some(body), &[("x-verify-code-id", &id)])
-                    .await
-            } else {
-                let body = signed_form(&[
-                    ("user_name", &format!("dev-{k}")),
-                    ("password", "password1"),
-                    ("type", "2"),
-                    ("des", "a device"),
-                    ("device_type", "cam"),
-                ]);
-                c.call("/register", Some(body), &[]).await
-            };
-            let ok = r.is_ok_and(|r| result_of(&r.body) == 0);
-            pool.put(c);
-            ok
-        }
-    })
-    .await;
+    res.register = register_load(pool.clone(), n_reg, conc, limit, "").await;
     eprintln!("  register end to end: {}", res.register.line());
 
     // Log the phones in (captcha + param_sign) for their tokens.
@@ -326,4 +291,90 @@ fn bind_job(
             ok
         })
     }
+}
+
+/// `n` registrations end to end through `pool` with `conc` workers: phones (`{prefix}ph-k`,
+/// captcha) and devices (`{prefix}dev-k`, `param_sign`) alternating.
+async fn register_load(
+    pool: Arc<Pool>,
+    n: usize,
+    conc: usize,
+    limit: Duration,
+    prefix: &'static str,
+) -> Rate {
+    run_jobs(n, conc, limit, |i| {
+        let pool = pool.clone();
+        async move {
+            let Some(mut c) = pool.take().await else {
+                return false;
+            };
+            let k = i / 2;
+            let r = if i % 2 == 0 {
+                let Ok(cap) = c.call("/verify_code", None, &[]).await else {
+                    return false;
+                };
+                let id = cap.captcha_id.unwrap_or_default();
+                let body = form(&[
+                    ("user_name", &format!("{prefix}ph-{k}")),
+                    ("password", "password1"),
+                    ("type", "1"),
+                    ("verify_code", CAPTCHA),
+                ]);
+                c.call("/register", Some(body), &[("x-verify-code-id", &id)])
+                    .await
+            } else {
+                let body = signed_form(&[
+                    ("user_name", &format!("{prefix}dev-{k}")),
+                    ("password", "password1"),
+                    ("type", "2"),
+                    ("des", "a device"),
+                    ("device_type", "cam"),
+                ]);
+                c.call("/register", Some(body), &[]).await
+            };
+            let ok = r.is_ok_and(|r| result_of(&r.body) == 0);
+            pool.put(c);
+            ok
+        }
+    })
+    .await
+}
+
+/// Register end to end on one Prosody, first with the service on SQLite (a fresh `data_dir`),
+/// then on PostgreSQL at `pg_url` (seeded beforehand), `n` registrations each with `conc`
+/// workers. Returns (SQLite, PostgreSQL).
+pub async fn register_sqlite_pg(
+    bin: &Path,
+    work: &Path,
+    pg_url: &str,
+    n: usize,
+    conc: usize,
+) -> (Rate, Rate) {
+    let limit = Duration::from_secs(40);
+    let prosody = tokio::task::spawn_blocking(|| Prosody::start(ProsodyOptions::default()))
+        .await
+        .expect("prosody");
+    let mut out = [Rate::default(); 2];
+    let runs = [(None, "sq-", "sqw-"), (Some(pg_url), "pg-", "pgw-")];
+    for (slot, (db, prefix, warm)) in runs.into_iter().enumerate() {
+        let dir = work.join(format!("register-{prefix}service"));
+        let mut svc = Service::spawn_db(bin, &dir, XmppTarget::Prosody(&prosody, "c2s"), true, db);
+        assert!(
+            svc.wait_ready(Duration::from_secs(30)).await,
+            "service link to prosody"
+        );
+        let pool = Pool::new(svc.http, tls_client(&svc.cert_pem()));
+        // Warm up: open the connections, first captchas and hashes.
+        let _ = register_load(pool.clone(), 2 * conc, conc, limit, warm).await;
+        out[slot] = register_load(pool, n, conc, limit, prefix).await;
+        eprintln!(
+            "  register end to end, {}: {}",
+            if db.is_some() { "PostgreSQL" } else { "SQLite" },
+            out[slot].line()
+        );
+        svc.stop();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    drop(prosody);
+    (out[0], out[1])
 }
