@@ -125,6 +125,9 @@ pub struct DatabaseSection {
     pub url: String,
     /// Most PostgreSQL connections of this instance.
     pub max_connections: usize,
+    /// Live access tokens kept in memory (SQLite only; about 0.6 KiB each). Size it to the tokens
+    /// in use: when it is full it starts over. 0: no cache.
+    pub token_cache_entries: usize,
 }
 
 impl DatabaseSection {
@@ -139,6 +142,7 @@ impl Default for DatabaseSection {
         DatabaseSection {
             url: String::new(),
             max_connections: 16,
+            token_cache_entries: 200_000,
         }
     }
 }

@@ -63,8 +63,13 @@ fn hmac_hex(key: &[u8], data: &[u8]) -> String {
 pub fn sign_reply(key: &[u8], mut reply: Value) -> Value {
     if let Value::Object(m) = &mut reply {
         m.remove("sign");
-        let s = hmac_hex(key, canonical_json(&Value::Object(m.clone())).as_bytes());
-        m.insert("sign".into(), Value::String(s));
+        // Canonicalize in place: the reply is on every request's path, so no copy of it is made.
+        let mut text = String::with_capacity(256);
+        write_canonical(&reply, &mut text);
+        let s = hmac_hex(key, text.as_bytes());
+        if let Value::Object(m) = &mut reply {
+            m.insert("sign".into(), Value::String(s));
+        }
     }
     reply
 }

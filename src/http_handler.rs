@@ -81,9 +81,15 @@ impl http_api::Handler for Api {
     async fn handle(&self, req: Request) -> Reply {
         let started = Instant::now();
         let app = &self.0;
+        // The transport only routes paths from ROUTES here.
+        let route: &'static str = ROUTES
+            .iter()
+            .find(|r| **r == req.path)
+            .copied()
+            .unwrap_or("unknown");
         if rate_limited(&req.path) && !app.limiter.allow(req.client_ip) {
             app.metrics
-                .request(&req.path, ApiError::RateLimited.code(), started.elapsed());
+                .request(route, ApiError::RateLimited.code(), started.elapsed());
             return Reply::Status(
                 429,
                 app.sign(json!({"result": ApiError::RateLimited.code()})),
@@ -92,11 +98,11 @@ impl http_api::Handler for Api {
         if req.path == "/verify_code" {
             return match cmd::verify_code::run(app).await {
                 Ok(c) => {
-                    app.metrics.request(&req.path, 0, started.elapsed());
+                    app.metrics.request(route, 0, started.elapsed());
                     self.captcha_reply(c)
                 }
                 Err(e) => {
-                    app.metrics.request(&req.path, e.code(), started.elapsed());
+                    app.metrics.request(route, e.code(), started.elapsed());
                     Reply::Json(app.sign(error_reply(&e)))
                 }
             };
@@ -116,7 +122,7 @@ impl http_api::Handler for Api {
             .await
             .unwrap_or_else(|e| error_reply(&e));
         let code = reply["result"].as_i64().unwrap_or(1);
-        app.metrics.request(&req.path, code, started.elapsed());
+        app.metrics.request(route, code, started.elapsed());
         Reply::Json(app.sign(reply))
     }
 

@@ -92,7 +92,13 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
         Ok(Arc::new(s))
     } else {
         let s = SqliteStore::open(&cfg.data_dir.join("register.db")).map_err(fail("database"))?;
-        Ok(Arc::new(crate::token_cache::TokenCache::new(Arc::new(s))))
+        match cfg.database.token_cache_entries {
+            0 => Ok(Arc::new(s)),
+            n => Ok(Arc::new(crate::token_cache::TokenCache::new(
+                Arc::new(s),
+                n,
+            ))),
+        }
     }
 }
 

@@ -5,7 +5,8 @@
 //! The cache is a decorator: it forwards everything to the inner store and drops an account's
 //! entries whenever that account stops being active (cancel, delete, state change), so revocation
 //! is immediate. Expiry is checked on every hit. Unknown tokens are not cached (a flood of random
-//! tokens costs database reads, not memory). For several instances on one database the cache must
+//! tokens costs database reads, not memory). A cached account carries no password hash (nothing
+//! that holds a token needs it); its size is `database.token_cache_entries`. For several instances on one database the cache must
 //! stay off (each instance would miss the others' revocations).
 
 use std::collections::HashMap;
@@ -14,23 +15,23 @@ use std::sync::{Arc, RwLock};
 
 use crate::store::*;
 
-/// Most cached tokens; past this the cache starts over (cheap, and refills from the store). An
-/// entry costs about 0.7 KiB (the account row is kept whole), so this bounds the cache near 35 MiB.
-const CAPACITY: usize = 50_000;
-
 /// [`Store`] decorator caching `token_account`.
 pub struct TokenCache {
     inner: Arc<dyn Store>,
     map: RwLock<HashMap<[u8; 32], (Account, i64)>>,
+    /// Most entries (`database.token_cache_entries`); past this the cache starts over (cheap, and
+    /// it refills from the store). Size it to the live tokens: a smaller cache thrashes.
+    capacity: usize,
     /// Bumped by every revocation: a lookup that raced one does not fill the cache.
     epoch: AtomicU64,
 }
 
 impl TokenCache {
-    pub fn new(inner: Arc<dyn Store>) -> TokenCache {
+    pub fn new(inner: Arc<dyn Store>, capacity: usize) -> TokenCache {
         TokenCache {
             inner,
             map: RwLock::new(HashMap::new()),
+            capacity,
             epoch: AtomicU64::new(0),
         }
     }
@@ -137,11 +138,16 @@ impl Store for TokenCache {
             if self.epoch.load(Ordering::SeqCst) != epoch {
                 return Ok(found); // a revocation ran meanwhile: do not cache what it may have undone
             }
-            if m.len() >= CAPACITY {
+            if m.len() >= self.capacity {
                 m.clear();
             }
             if let Ok(key) = <[u8; 32]>::try_from(hash.as_slice()) {
-                m.insert(key, (a.clone(), *exp));
+                // Token holders never need the password hash: it is not kept in memory.
+                let slim = Account {
+                    password_hash: String::new(),
+                    ..a.clone()
+                };
+                m.insert(key, (slim, *exp));
             }
         }
         Ok(found)
@@ -219,7 +225,10 @@ mod tests {
     #[tokio::test]
     async fn hits_expire_and_revocation_is_immediate() {
         let dir = tempfile::tempdir().unwrap();
-        let c = TokenCache::new(Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap()));
+        let c = TokenCache::new(
+            Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap()),
+            10,
+        );
         let new = NewAccount {
             user_name: "a".into(),
             kind: AccountType::Phone,
