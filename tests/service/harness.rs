@@ -129,17 +129,7 @@ impl Env {
 
     /// POST a form and return the JSON reply, checking its `sign`.
     pub async fn post(&self, path: &str, params: &[(&str, &str)]) -> Value {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .form(params)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{path}");
-        let v: Value = r.json().await.unwrap();
-        assert_signed(&v);
-        v
+        post_form(&self.http, &self.base, path, params).await
     }
 
     /// GET with a query string.
@@ -246,6 +236,25 @@ pub fn postgres_backend() -> Option<String> {
     std::env::var("REGISTER_TEST_PG_URL")
         .ok()
         .filter(|u| !u.is_empty())
+}
+
+/// POST a form to `base` + `path`; the reply must be 200 with a valid `sign`.
+pub async fn post_form<P: serde::Serialize + ?Sized>(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    params: &P,
+) -> Value {
+    let r = http
+        .post(format!("{base}{path}"))
+        .form(params)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    let v: Value = r.json().await.unwrap();
+    assert_signed(&v);
+    v
 }
 
 /// Independent checks on the XMPP server, through the testkit's own client (not the code under test).

@@ -7,7 +7,7 @@ use register::server::Server;
 use serde_json::Value;
 use xmpp::testkit::{Ejabberd, EjabberdOptions, TestClient, TestServer};
 
-use crate::harness::{assert_signed, config_for, signed, Opts, CAPTCHA};
+use crate::harness::{config_for, signed, Opts, CAPTCHA};
 
 struct Svc {
     server: Server,
@@ -49,17 +49,7 @@ impl Svc {
     }
 
     async fn post(&self, path: &str, params: &[(&str, &str)]) -> Value {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .form(params)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{path}");
-        let v: Value = r.json().await.unwrap();
-        assert_signed(&v);
-        v
+        crate::harness::post_form(&self.http, &self.base, path, params).await
     }
 
     async fn post_signed(&self, path: &str, params: &[(&str, &str)]) -> Value {

@@ -427,17 +427,7 @@ impl Node {
     }
 
     async fn post(&self, path: &str, params: &[(String, String)]) -> Value {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .form(params)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{path}");
-        let v: Value = r.json().await.unwrap();
-        assert_signed(&v);
-        v
+        crate::harness::post_form(&self.http, &self.base, path, params).await
     }
 
     async fn captcha(&self) -> String {
