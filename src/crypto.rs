@@ -107,7 +107,12 @@ pub fn verify_param_sign(keys: &[Vec<u8>], params: &[(String, String)], sent: &s
 
 /// SHA-256 of a token, as stored.
 pub fn token_hash(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
+    token_digest(token).to_vec()
+}
+
+/// [`token_hash`] as an array (no allocation).
+pub fn token_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 /// A new access token: 256 random bits, hex.

@@ -6,19 +6,24 @@
 //! entries whenever that account stops being active (cancel, delete, state change), so revocation
 //! is immediate. Expiry is checked on every hit. Unknown tokens are not cached (a flood of random
 //! tokens costs database reads, not memory). A cached account carries no password hash (nothing
-//! that holds a token needs it); its size is `database.token_cache_entries`. For several instances on one database the cache must
-//! stay off (each instance would miss the others' revocations).
+//! that holds a token needs it); its size is `database.token_cache_entries`. For several instances
+//! on one database the cache must stay off (each instance would miss the others' revocations).
+//!
+//! Each entry also keeps the bytes the service's `/verify_access_token` reply is made of (built on
+//! the first check from memory, see [`Store::token_reply_cached`]): a repeated token check then
+//! costs a hash lookup and a copy, without building, signing or serializing a reply. They go with
+//! the entry, so a revocation drops them too.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use crate::store::*;
 
 /// [`Store`] decorator caching `token_account`.
 pub struct TokenCache {
     inner: Arc<dyn Store>,
-    map: RwLock<HashMap<[u8; 32], (Account, i64)>>,
+    map: RwLock<HashMap<[u8; 32], Entry, DigestHash>>,
     /// Most entries (`database.token_cache_entries`); past this the cache starts over (cheap, and
     /// it refills from the store). Size it to the live tokens: a smaller cache thrashes.
     capacity: usize,
@@ -26,11 +31,49 @@ pub struct TokenCache {
     epoch: AtomicU64,
 }
 
+/// A live token: its expiry, the reply bytes made for it on the first check from memory, and its
+/// account (without the password hash). The account is boxed so that a slot of the table stays
+/// small: a token check from memory reads the key, the expiry and the reply, not the account.
+struct Entry {
+    expires_at: i64,
+    reply: OnceLock<Box<[u8]>>,
+    account: Box<Account>,
+}
+
+/// The map's hasher. Its keys are SHA-256 digests of tokens, already uniform, so their first eight
+/// bytes are the hash; and only tokens this service issued get in (unknown tokens are never
+/// cached), so nobody can choose keys that collide.
+#[derive(Clone, Copy, Default)]
+struct DigestHash;
+
+impl std::hash::BuildHasher for DigestHash {
+    type Hasher = DigestHasher;
+    fn build_hasher(&self) -> DigestHasher {
+        DigestHasher(0)
+    }
+}
+
+struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // A `[u8; 32]` key writes its length, then its 32 bytes: all of them are folded in.
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+        }
+    }
+}
+
 impl TokenCache {
     pub fn new(inner: Arc<dyn Store>, capacity: usize) -> TokenCache {
         TokenCache {
             inner,
-            map: RwLock::new(HashMap::new()),
+            map: RwLock::new(HashMap::default()),
             capacity,
             epoch: AtomicU64::new(0),
         }
@@ -41,7 +84,7 @@ impl TokenCache {
         self.map
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, (a, _)| a.id != id);
+            .retain(|_, e| e.account.id != id);
     }
 }
 
@@ -121,14 +164,14 @@ impl Store for TokenCache {
             .await
     }
     async fn token_account(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<(Account, i64)>> {
-        if let Some((a, exp)) = self
+        if let Some(e) = self
             .map
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(hash.as_slice())
         {
-            if *exp > now {
-                return Ok(Some((a.clone(), *exp)));
+            if e.expires_at > now {
+                return Ok(Some((Account::clone(&e.account), e.expires_at)));
             }
         }
         let epoch = self.epoch.load(Ordering::SeqCst);
@@ -143,14 +186,40 @@ impl Store for TokenCache {
             }
             if let Ok(key) = <[u8; 32]>::try_from(hash.as_slice()) {
                 // Token holders never need the password hash: it is not kept in memory.
-                let slim = Account {
+                let account = Box::new(Account {
                     password_hash: String::new(),
                     ..a.clone()
-                };
-                m.insert(key, (slim, *exp));
+                });
+                m.insert(
+                    key,
+                    Entry {
+                        account,
+                        expires_at: *exp,
+                        reply: OnceLock::new(),
+                    },
+                );
             }
         }
         Ok(found)
+    }
+    fn token_reply_cached(
+        &self,
+        hash: &[u8; 32],
+        now: i64,
+        make: &dyn Fn(&Account, i64) -> Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        match map.get(hash) {
+            Some(e) if e.expires_at > now => {
+                let reply = e
+                    .reply
+                    .get_or_init(|| make(&e.account, e.expires_at).into_boxed_slice());
+                out.extend_from_slice(reply);
+                true
+            }
+            _ => false,
+        }
     }
     async fn insert_captcha(&self, id: String, answer: String, expires_at: i64) -> StoreResult<()> {
         self.inner.insert_captcha(id, answer, expires_at).await
@@ -162,7 +231,7 @@ impl Store for TokenCache {
         self.map
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, (_, exp)| *exp > now);
+            .retain(|_, e| e.expires_at > now);
         self.inner.prune(now).await
     }
     async fn insert_binding(
@@ -250,7 +319,31 @@ mod tests {
             "expired"
         );
         assert!(c.token_account(vec![7; 32], 10).await.unwrap().is_some());
+        // The reply kept with the token: made once, then copied; none for an expired token.
+        let made = std::sync::atomic::AtomicUsize::new(0);
+        let make = |a: &Account, exp: i64| {
+            made.fetch_add(1, Ordering::SeqCst);
+            format!("{}:{exp}", a.user_name).into_bytes()
+        };
+        let mut out = b">".to_vec();
+        assert!(c.token_reply_cached(&[7; 32], 10, &make, &mut out));
+        assert!(c.token_reply_cached(&[7; 32], 10, &make, &mut out));
+        assert_eq!(out, b">a:100a:100");
+        assert_eq!(made.load(Ordering::SeqCst), 1, "made once");
+        assert!(
+            !c.token_reply_cached(&[7; 32], 100, &make, &mut out),
+            "expired"
+        );
+        assert!(
+            !c.token_reply_cached(&[8; 32], 10, &make, &mut out),
+            "unknown"
+        );
+        assert_eq!(out, b">a:100a:100", "untouched when not answered");
         assert!(c.begin_cancel(id, 11).await.unwrap());
+        assert!(
+            !c.token_reply_cached(&[7; 32], 12, &make, &mut out),
+            "revoked with its entry"
+        );
         assert!(
             c.token_account(vec![7; 32], 12).await.unwrap().is_none(),
             "revoked at once"

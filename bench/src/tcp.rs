@@ -101,6 +101,60 @@ pub async fn verify_load(
     Stats::from(lat, errors, start.elapsed())
 }
 
+/// Checks every token once (8 connections, 64 requests written at a time) and returns how many
+/// were valid. The warm-up before a measurement: the service keeps a token in memory from its
+/// first check on, as redis-server holds its keys from the start.
+pub async fn touch_all(addr: SocketAddr, tokens: Arc<Vec<String>>) -> usize {
+    const CONNS: usize = 8;
+    const DEPTH: usize = 64;
+    let local = tokio::task::LocalSet::new();
+    let mut tasks = Vec::new();
+    let chunk = tokens.len().div_ceil(CONNS).max(1);
+    for c in 0..CONNS {
+        let tokens = tokens.clone();
+        tasks.push(local.spawn_local(async move {
+            let Ok(s) = TcpStream::connect(addr).await else {
+                return 0;
+            };
+            let mut conn = BufReader::with_capacity(64 * 1024, s);
+            let (mut valid, mut line, mut batch) = (0, String::new(), String::new());
+            let mine = tokens
+                .iter()
+                .skip(c * chunk)
+                .take(chunk)
+                .collect::<Vec<_>>();
+            for group in mine.chunks(DEPTH) {
+                batch.clear();
+                for t in group {
+                    batch.push_str("/verify_access_token {\"access_token\":\"");
+                    batch.push_str(t);
+                    batch.push_str("\"}\n");
+                }
+                if conn.get_mut().write_all(batch.as_bytes()).await.is_err() {
+                    return valid;
+                }
+                for _ in group {
+                    line.clear();
+                    if !matches!(conn.read_line(&mut line).await, Ok(n) if n > 0) {
+                        return valid;
+                    }
+                    valid += line.contains("\"validate\":true") as usize;
+                }
+            }
+            valid
+        }));
+    }
+    local
+        .run_until(async move {
+            let mut n = 0;
+            for t in tasks {
+                n += t.await.unwrap_or(0);
+            }
+            n
+        })
+        .await
+}
+
 /// Paced probe: `conns` connections, each sending one request every `every` (one outstanding),
 /// for `secs`. For latency under a modest, steady load (the isolation benchmark).
 pub async fn paced_probe(
@@ -242,8 +296,9 @@ impl Drop for Redis {
     }
 }
 
-/// The reference line handler: one constant reply.
-struct ConstantLine(serde_json::Value);
+/// The reference line handler: one constant reply, answered at once (`answer_now`, the same
+/// hot path the service's token checks take), as a value for anything that reaches `handle`.
+struct ConstantLine(serde_json::Value, Vec<u8>);
 
 impl tcp_api::LineHandler for ConstantLine {
     async fn handle(
@@ -253,6 +308,11 @@ impl tcp_api::LineHandler for ConstantLine {
         _peer: SocketAddr,
     ) -> serde_json::Value {
         self.0.clone()
+    }
+
+    fn answer_now(&self, _path: &str, _json: &str, _peer: SocketAddr, out: &mut Vec<u8>) -> bool {
+        out.extend_from_slice(&self.1);
+        true
     }
 }
 
@@ -275,7 +335,8 @@ pub fn serve_constant_tcp(args: &[String]) {
             ..tcp_api::TcpConfig::default()
         };
         let stop = tokio_util::sync::CancellationToken::new();
-        tcp_api::serve(l, cfg, Arc::new(ConstantLine(body)), stop)
+        let line = serde_json::to_vec(&body).expect("JSON body");
+        tcp_api::serve(l, cfg, Arc::new(ConstantLine(body, line)), stop)
             .await
             .expect("serve");
     });

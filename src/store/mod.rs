@@ -189,6 +189,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// The active account a live token belongs to, with the token's expiry.
     async fn token_account(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<(Account, i64)>>;
+    /// The hot path of a token check, from memory only. When this store holds the token `hash`
+    /// in memory, live at `now`, appends to `out` the bytes `make` builds from its account and
+    /// expiry (built once per cached token and kept with it: the service keeps its signed
+    /// `/verify_access_token` reply there) and returns `true`. Never waits on the database;
+    /// `false` means "ask [`token_account`](Self::token_account)". Default: `false`.
+    fn token_reply_cached(
+        &self,
+        hash: &[u8; 32],
+        now: i64,
+        make: &dyn Fn(&Account, i64) -> Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let _ = (hash, now, make, out);
+        false
+    }
 
     async fn insert_captcha(&self, id: String, answer: String, expires_at: i64) -> StoreResult<()>;
     /// Remove a challenge and return its answer and expiry (single use: gone after this call).

@@ -3,10 +3,14 @@
 //!
 //! A single task does everything, waiting in one `select!` on whichever comes first: the oldest
 //! request's reply (a `FuturesOrdered`, so later requests progress meanwhile but replies stay in
-//! order), the socket becoming readable, the idle timer, or shutdown. Replies that are ready
-//! together are written in one batch under `write_timeout`; while writing, nothing is read, which
-//! is the backpressure on a client that sends faster than it reads. The in-flight queue is dropped
-//! whenever it empties, so an idle connection holds no allocation besides the task itself.
+//! order), the socket becoming readable, the idle timer, or shutdown. While no request of the
+//! connection is in flight, a line the handler can answer at once (`LineHandler::answer_now`,
+//! e.g. a token check from memory) is answered straight into the output buffer, without a future
+//! or a parsed JSON value; everything else is queued. Replies that are ready together are written
+//! in one batch under `write_timeout`; while writing, nothing is read, which is the backpressure
+//! on a client that sends faster than it reads. The in-flight queue and the output buffer are
+//! dropped whenever nothing is in flight, so an idle connection holds no allocation besides the
+//! task itself.
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,11 +27,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error};
 
-use crate::frame::{parse_line, LineBuf, Next, Parsed};
+use crate::frame::{parse_body, split_line, Line, LineBuf, Next};
 use crate::{LineHandler, TcpConfig};
 
 /// Replies written in one batch at most (more wait for the next write).
 const MAX_BATCH: usize = 64 * 1024;
+/// Room made for the first reply of a batch (a token check's reply is about 250 bytes).
+const OUT_START: usize = 512;
 
 /// A request to answer: by the handler, or with a reply known already (malformed line).
 enum Job {
@@ -66,6 +72,8 @@ pub(crate) async fn run<H: LineHandler>(
     let (rd, mut wr) = stream.into_split();
     let mut lines = LineBuf::new(cfg.max_line);
     let mut pending = None;
+    // Replies ready to write, in request order; all of them come before any still pending.
+    let mut out: Vec<u8> = Vec::new();
     // Stop reading: end of input, an over-long line, or shutdown.
     let mut closing = false;
     let max_pipeline = cfg.max_pipeline.max(1);
@@ -74,7 +82,9 @@ pub(crate) async fn run<H: LineHandler>(
 
     loop {
         let mut in_flight = pending.as_ref().map_or(0, FuturesOrdered::len);
-        while !closing && in_flight < max_pipeline {
+        // Take the lines received. With nothing in flight, what can be answered at once goes
+        // straight to `out`; the rest is queued, in order.
+        while !closing && in_flight < max_pipeline && out.len() < MAX_BATCH {
             let job = match lines.next_line() {
                 Next::Incomplete => break,
                 Next::TooLong => {
@@ -82,44 +92,80 @@ pub(crate) async fn run<H: LineHandler>(
                     closing = true;
                     Job::Reply(handler.malformed())
                 }
-                Next::Line(line) => match parse_line(&line) {
-                    Parsed::Empty => continue,
-                    Parsed::Request { path, body } => Job::Handle { path, body },
-                    Parsed::Malformed(why) => {
+                Next::Line(line) => match split_line(line) {
+                    Line::Empty => continue,
+                    Line::Malformed(why) => {
                         debug!(why, "malformed line");
                         Job::Reply(handler.malformed())
                     }
+                    Line::Request { path, json } => {
+                        if in_flight == 0 {
+                            if out.capacity() == 0 {
+                                out.reserve(OUT_START);
+                            }
+                            if handler.answer_now(path, json, peer, &mut out) {
+                                out.push(b'\n');
+                                continue;
+                            }
+                        }
+                        match parse_body(json) {
+                            Ok(body) => Job::Handle {
+                                path: path.to_owned(),
+                                body,
+                            },
+                            Err(why) => {
+                                debug!(why, "malformed line");
+                                Job::Reply(handler.malformed())
+                            }
+                        }
+                    }
                 },
             };
-            pending
-                .get_or_insert_with(FuturesOrdered::new)
-                .push_back(run_job(handler.clone(), job, peer));
-            in_flight += 1;
+            match job {
+                Job::Reply(v) if in_flight == 0 => encode_into(&v, &mut out),
+                job => {
+                    pending
+                        .get_or_insert_with(FuturesOrdered::new)
+                        .push_back(run_job(handler.clone(), job, peer));
+                    in_flight += 1;
+                }
+            }
+        }
+        // Replies finished meanwhile join the batch.
+        while in_flight > 0 && out.len() < MAX_BATCH {
+            match next_reply(&mut pending).now_or_never() {
+                Some(Some(reply)) => {
+                    encode_into(&reply, &mut out);
+                    in_flight -= 1;
+                }
+                _ => break,
+            }
         }
         if in_flight == 0 {
             pending = None;
-            if closing {
-                return;
+        }
+        if !out.is_empty() {
+            if let Err(why) = write(&mut wr, &out, cfg.write_timeout).await {
+                return debug!(why, "dropping connection");
             }
+            idle.as_mut().reset(deadline(cfg.idle_timeout));
+            if in_flight == 0 {
+                // About to wait for the client: hold no buffer meanwhile.
+                out = Vec::new();
+            } else {
+                out.clear();
+            }
+            continue;
+        }
+        if in_flight == 0 && closing {
+            return;
         }
         let reading = !closing && in_flight < max_pipeline;
 
         tokio::select! {
             biased;
             _ = force.cancelled() => return,
-            Some(reply) = next_reply(&mut pending), if in_flight > 0 => {
-                let mut out = encode(&reply);
-                while out.len() < MAX_BATCH {
-                    match next_reply(&mut pending).now_or_never() {
-                        Some(Some(reply)) => out.extend_from_slice(&encode(&reply)),
-                        _ => break,
-                    }
-                }
-                if let Err(why) = write(&mut wr, &out, cfg.write_timeout).await {
-                    return debug!(why, "dropping connection");
-                }
-                idle.as_mut().reset(deadline(cfg.idle_timeout));
-            }
+            Some(reply) = next_reply(&mut pending), if in_flight > 0 => encode_into(&reply, &mut out),
             _ = shutdown.cancelled(), if !closing => closing = true,
             readable = rd.readable(), if reading => {
                 if let Err(e) = readable {
@@ -169,10 +215,14 @@ async fn write(
     }
 }
 
-fn encode(reply: &Value) -> Vec<u8> {
-    let mut line = serde_json::to_vec(reply).unwrap_or_else(|_| b"{}".to_vec());
-    line.push(b'\n');
-    line
+/// Appends `reply` and its newline to `out`.
+fn encode_into(reply: &Value, out: &mut Vec<u8>) {
+    let start = out.len();
+    if serde_json::to_writer(&mut *out, reply).is_err() {
+        out.truncate(start);
+        out.extend_from_slice(b"{}");
+    }
+    out.push(b'\n');
 }
 
 fn truncate(s: &str, max: usize) -> &str {

@@ -20,9 +20,9 @@ pub(crate) struct LineBuf {
 
 /// The next line of a [`LineBuf`].
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Next {
-    /// A complete line, without its `\n`.
-    Line(Vec<u8>),
+pub(crate) enum Next<'a> {
+    /// A complete line, without its `\n`, borrowed from the buffer until the next call.
+    Line(&'a [u8]),
     /// No complete line yet, and what is buffered is within the limit.
     Incomplete,
     /// A line over the limit (complete or not).
@@ -38,25 +38,26 @@ impl LineBuf {
         }
     }
 
-    /// Takes the next complete line.
-    pub(crate) fn next_line(&mut self) -> Next {
-        let rest = &self.buf[self.start..];
-        let next = match rest.iter().position(|&b| b == b'\n') {
-            Some(len) if len > self.max_line => Next::TooLong,
-            Some(len) => {
-                let line = rest[..len].to_vec();
-                self.start += len + 1;
-                Next::Line(line)
-            }
-            None if rest.len() > self.max_line => Next::TooLong,
-            None => Next::Incomplete,
-        };
+    /// Takes the next complete line. The buffer is given back to the allocator when a call finds
+    /// nothing left in it, i.e. at the latest by the call that answers [`Next::Incomplete`].
+    pub(crate) fn next_line(&mut self) -> Next<'_> {
         if self.start == self.buf.len() {
             // Nothing partial left: give the memory back.
             self.buf = Vec::new();
             self.start = 0;
+            return Next::Incomplete;
         }
-        next
+        let rest = &self.buf[self.start..];
+        match memchr::memchr(b'\n', rest) {
+            Some(len) if len > self.max_line => Next::TooLong,
+            Some(len) => {
+                let start = self.start;
+                self.start += len + 1;
+                Next::Line(&self.buf[start..start + len])
+            }
+            None if rest.len() > self.max_line => Next::TooLong,
+            None => Next::Incomplete,
+        }
     }
 
     /// Room for the next read: moves the partial line to the front and reserves a chunk.
@@ -84,46 +85,46 @@ impl LineBuf {
     }
 }
 
-/// One line read as a request.
+/// One line, split into path and JSON text.
 #[derive(Debug, PartialEq)]
-pub(crate) enum Parsed {
+pub(crate) enum Line<'a> {
     /// Empty or blank: ignored, no reply.
     Empty,
-    /// `PATH JSON`.
-    Request { path: String, body: Value },
+    /// `PATH JSON`; `json` is trimmed and empty when the line has only a path (meaning `{}`).
+    Request { path: &'a str, json: &'a str },
     /// Why the line is not a request.
     Malformed(&'static str),
 }
 
-/// Reads `PATH JSON` (a trailing `\r` allowed; no JSON means `{}`).
-pub(crate) fn parse_line(line: &[u8]) -> Parsed {
+/// Splits `PATH JSON` (a trailing `\r` allowed). The JSON is not parsed here: see [`parse_body`].
+pub(crate) fn split_line(line: &[u8]) -> Line<'_> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let Ok(text) = std::str::from_utf8(line) else {
-        return Parsed::Malformed("not UTF-8");
+        return Line::Malformed("not UTF-8");
     };
     let text = text.trim();
     if text.is_empty() {
-        return Parsed::Empty;
+        return Line::Empty;
     }
     let (path, json) = match text.find([' ', '\t']) {
         Some(i) => (&text[..i], text[i..].trim_start()),
         None => (text, ""),
     };
     if !path.starts_with('/') {
-        return Parsed::Malformed("no path");
+        return Line::Malformed("no path");
     }
-    let body = if json.is_empty() {
-        Value::Object(Default::default())
-    } else {
-        match serde_json::from_str::<Value>(json) {
-            Ok(v @ Value::Object(_)) => v,
-            Ok(_) => return Parsed::Malformed("JSON not an object"),
-            Err(_) => return Parsed::Malformed("bad JSON"),
-        }
-    };
-    Parsed::Request {
-        path: path.to_owned(),
-        body,
+    Line::Request { path, json }
+}
+
+/// Parses a request's JSON text: an object, or `{}` when empty.
+pub(crate) fn parse_body(json: &str) -> Result<Value, &'static str> {
+    if json.is_empty() {
+        return Ok(Value::Object(Default::default()));
+    }
+    match serde_json::from_str::<Value>(json) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err("JSON not an object"),
+        Err(_) => Err("bad JSON"),
     }
 }
 
@@ -136,15 +137,37 @@ mod tests {
         lb.spare().extend_from_slice(bytes);
     }
 
+    /// A line read as a request, the way the connection reads it.
+    #[derive(Debug, PartialEq)]
+    enum Parsed {
+        Empty,
+        Request { path: String, body: Value },
+        Malformed(&'static str),
+    }
+
+    fn parse_line(line: &[u8]) -> Parsed {
+        match split_line(line) {
+            Line::Empty => Parsed::Empty,
+            Line::Malformed(why) => Parsed::Malformed(why),
+            Line::Request { path, json } => match parse_body(json) {
+                Ok(body) => Parsed::Request {
+                    path: path.into(),
+                    body,
+                },
+                Err(why) => Parsed::Malformed(why),
+            },
+        }
+    }
+
     #[test]
     fn splits_lines_across_reads() {
         let mut lb = LineBuf::new(100);
         feed(&mut lb, b"/a {}\n/b");
-        assert_eq!(lb.next_line(), Next::Line(b"/a {}".to_vec()));
+        assert_eq!(lb.next_line(), Next::Line(b"/a {}"));
         assert_eq!(lb.next_line(), Next::Incomplete);
         feed(&mut lb, b" {\"x\":1}\r\n\n");
-        assert_eq!(lb.next_line(), Next::Line(b"/b {\"x\":1}\r".to_vec()));
-        assert_eq!(lb.next_line(), Next::Line(Vec::new()));
+        assert_eq!(lb.next_line(), Next::Line(b"/b {\"x\":1}\r"));
+        assert_eq!(lb.next_line(), Next::Line(b""));
         assert_eq!(lb.next_line(), Next::Incomplete);
         assert!(lb.is_empty());
         assert_eq!(lb.capacity(), 0, "buffer released when nothing is partial");
@@ -154,7 +177,7 @@ mod tests {
     fn over_long_lines() {
         let mut lb = LineBuf::new(10);
         feed(&mut lb, b"0123456789\n");
-        assert_eq!(lb.next_line(), Next::Line(b"0123456789".to_vec()));
+        assert_eq!(lb.next_line(), Next::Line(b"0123456789"));
         feed(&mut lb, b"0123456789A\n");
         assert_eq!(lb.next_line(), Next::TooLong);
         let mut lb = LineBuf::new(10);

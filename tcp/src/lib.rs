@@ -62,6 +62,21 @@ pub trait LineHandler: Send + Sync + 'static {
         peer: SocketAddr,
     ) -> impl Future<Output = Value> + Send;
 
+    /// Answers a request at once, from memory, if the handler can: appends the reply (one JSON
+    /// object, already signed, without the newline) to `out` and returns `true`. Returns `false`,
+    /// with `out` untouched, for anything it does not answer this way; the request then goes to
+    /// [`handle`](Self::handle). `json` is the request's JSON text as received, trimmed, not yet
+    /// parsed (empty when the line has only a path); a `true` answer must be exactly what `handle`
+    /// would reply to the parsed request.
+    ///
+    /// This is the hot path of a token check: no future, no parsed JSON value, no reply value.
+    /// The connection calls it only when no earlier request of the connection is still in flight,
+    /// so the reply can go straight into the output. Default: `false`.
+    fn answer_now(&self, path: &str, json: &str, peer: SocketAddr, out: &mut Vec<u8>) -> bool {
+        let _ = (path, json, peer, out);
+        false
+    }
+
     /// Reply for a malformed line (bad JSON, no path, not an object, not UTF-8, too long); the
     /// service signs it. Default: `{"result":2}`.
     fn malformed(&self) -> Value {

@@ -7,13 +7,19 @@ use tokio::net::TcpStream;
 use crate::harness::{assert_signed, Env, Opts};
 
 async fn ask(conn: &mut BufReader<TcpStream>, line: &str) -> Value {
+    let reply = ask_raw(conn, line).await;
+    let v: Value = serde_json::from_str(&reply).unwrap();
+    assert_signed(&v);
+    v
+}
+
+/// The reply line as received.
+async fn ask_raw(conn: &mut BufReader<TcpStream>, line: &str) -> String {
     conn.get_mut().write_all(line.as_bytes()).await.unwrap();
     conn.get_mut().write_all(b"\n").await.unwrap();
     let mut reply = String::new();
     conn.read_line(&mut reply).await.unwrap();
-    let v: Value = serde_json::from_str(&reply).unwrap();
-    assert_signed(&v);
-    v
+    reply
 }
 
 #[tokio::test]
@@ -32,6 +38,27 @@ async fn verify_tokens_and_get_users() {
     assert_eq!(v["jid"], jid.as_str());
     assert_eq!(v["type"], 2);
     assert!(v["expires_at"].as_i64().unwrap() > 0);
+    // The first check read the token from the database; later ones are answered from memory
+    // (the reply kept with the cached token). Both paths give the same bytes, whatever the
+    // request's spelling: extra members, an escaped character, a duplicate member (which the
+    // memory path leaves to the other: the last one counts, as in any parsed object).
+    let first = serde_json::to_string(&v).unwrap() + "\n";
+    let req = format!("/verify_access_token {}", json!({"access_token": token}));
+    assert_eq!(ask_raw(&mut c, &req).await, first, "answered from memory");
+    let escaped = format!(
+        r#"/verify_access_token {{"x":[1],"access_token":"\u{:04x}{}"}}"#,
+        token.as_bytes()[0],
+        &token[1..]
+    );
+    assert_eq!(
+        ask_raw(&mut c, &escaped).await,
+        first,
+        "escaped, extra member"
+    );
+    let dup = format!(r#"/verify_access_token {{"access_token":"nope","access_token":"{token}"}}"#);
+    assert_eq!(ask_raw(&mut c, &dup).await, first, "duplicate member");
+    let dup = format!(r#"/verify_access_token {{"access_token":"{token}","access_token":"nope"}}"#);
+    assert_eq!(ask(&mut c, &dup).await["result"], 4, "duplicate member");
     let v = ask(&mut c, r#"/verify_access_token {"access_token":"nope"}"#).await;
     assert_eq!(
         (v["result"].clone(), v["validate"].clone()),
@@ -87,29 +114,34 @@ async fn pipelined_requests_are_answered_in_order() {
     let (a, _, _) = env.account("pipe-a", 2).await;
     let (b, _, _) = env.account("pipe-b", 2).await;
     let mut c = BufReader::new(TcpStream::connect(env.server().addrs.tcp).await.unwrap());
-    // 60 requests written at once: a, b, invalid, a, b, invalid, …
+    // 80 requests written at once: a, b, invalid, get_users, a, b, … Token checks of a and b are
+    // answered from memory after their first time, the others by a command that waits on the
+    // database; the replies still come in request order.
     let mut batch = String::new();
-    for i in 0..60 {
-        let t = match i % 3 {
-            0 => a.as_str(),
-            1 => b.as_str(),
-            _ => "invalid",
+    for i in 0..80 {
+        let line = match i % 4 {
+            0 => format!("/verify_access_token {}", json!({"access_token": a})),
+            1 => format!("/verify_access_token {}", json!({"access_token": b})),
+            2 => r#"/verify_access_token {"access_token":"invalid"}"#.to_owned(),
+            _ => format!(
+                "/get_users {}",
+                json!({"access_token": a, "user_name_ls": ["pipe-b"]})
+            ),
         };
-        batch.push_str(&format!(
-            "/verify_access_token {}\n",
-            json!({"access_token": t})
-        ));
+        batch.push_str(&line);
+        batch.push('\n');
     }
     c.get_mut().write_all(batch.as_bytes()).await.unwrap();
-    for i in 0..60 {
+    for i in 0..80 {
         let mut line = String::new();
         c.read_line(&mut line).await.unwrap();
         let v: Value = serde_json::from_str(&line).unwrap();
         assert_signed(&v);
-        match i % 3 {
+        match i % 4 {
             0 => assert_eq!(v["user_name"], "pipe-a", "reply {i}"),
             1 => assert_eq!(v["user_name"], "pipe-b", "reply {i}"),
-            _ => assert_eq!(v["validate"], false, "reply {i}"),
+            2 => assert_eq!(v["validate"], false, "reply {i}"),
+            _ => assert_eq!(v["user_info_ls"][0]["user_name"], "pipe-b", "reply {i}"),
         }
     }
 }

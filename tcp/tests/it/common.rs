@@ -1,6 +1,7 @@
 //! The test handler, a server started on a free port, and a line client.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +14,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// `/echo` echoes; `/sleep {"ms","i"}` sleeps then answers `i`; `/big {"kib"}` pads its reply;
-/// `/panic` panics; any other path is answered as unknown.
+/// `/panic` panics; `/now {"i"}` is answered at once; any other path is answered as unknown.
 pub struct Test;
+
+/// How many `/now` requests `answer_now` answered (only one test sends them).
+pub static NOW_ANSWERED: AtomicUsize = AtomicUsize::new(0);
 
 impl LineHandler for Test {
     async fn handle(&self, path: &str, body: Value, _peer: SocketAddr) -> Value {
@@ -30,8 +34,27 @@ impl LineHandler for Test {
                 json!({"result": 0, "pad": "x".repeat(kib * 1024)})
             }
             "/panic" => panic!("test handler panics on purpose"),
+            "/now" => json!({"result": 0, "now": body["i"]}),
             other => json!({"result": 2, "unknown": other}),
         }
+    }
+
+    /// `/now {"i"}` is answered at once when the connection offers it (counted in
+    /// [`NOW_ANSWERED`]), else by `handle`, with the same reply.
+    fn answer_now(&self, path: &str, json: &str, _peer: SocketAddr, out: &mut Vec<u8>) -> bool {
+        if path != "/now" {
+            return false;
+        }
+        let Ok(body) = serde_json::from_str::<Value>(json) else {
+            return false;
+        };
+        out.extend_from_slice(
+            json!({"result": 0, "now": body["i"]})
+                .to_string()
+                .as_bytes(),
+        );
+        NOW_ANSWERED.fetch_add(1, Ordering::SeqCst);
+        true
     }
 
     fn malformed(&self) -> Value {

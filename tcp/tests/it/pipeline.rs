@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tcp_api::TcpConfig;
 
-use crate::common::{start, Client};
+use std::sync::atomic::Ordering;
+
+use crate::common::{start, Client, NOW_ANSWERED};
 
 #[tokio::test]
 async fn a_hundred_pipelined_requests_are_answered_in_order() {
@@ -21,6 +23,41 @@ async fn a_hundred_pipelined_requests_are_answered_in_order() {
     for i in 0..100 {
         assert_eq!(c.reply().await, json!({"result": 0, "i": i}));
     }
+}
+
+#[tokio::test]
+async fn answers_given_at_once_keep_their_place_in_the_order() {
+    let srv = start(TcpConfig::default()).await;
+    let mut c = Client::connect(srv.addr).await;
+    // Immediate answers before, between and after requests that wait, and a malformed one.
+    let mut input = String::new();
+    for i in 0..40 {
+        input.push_str(&match i % 5 {
+            0 | 1 => format!("/now {{\"i\":{i}}}\n"),
+            2 => format!("/sleep {{\"ms\":{},\"i\":{i}}}\n", (40 - i) % 3 * 10),
+            3 => "/now {bad\n".to_owned(),
+            _ => "/echo [1]\n".to_owned(),
+        });
+    }
+    c.send(input.as_bytes()).await;
+    for i in 0..40 {
+        let want = match i % 5 {
+            0 | 1 => json!({"result": 0, "now": i}),
+            2 => json!({"result": 0, "i": i}),
+            3 => crate::common::malformed(),
+            _ => crate::common::malformed(),
+        };
+        assert_eq!(c.reply().await, want, "reply {i}");
+    }
+    // At least the first two were answered at once (nothing was in flight before them).
+    let at_once = NOW_ANSWERED.load(Ordering::SeqCst);
+    assert!(at_once >= 2, "{at_once}");
+    // Alone on its connection, one request at a time: always at once.
+    for i in 0..3 {
+        c.send(format!("/now {{\"i\":{i}}}\n").as_bytes()).await;
+        assert_eq!(c.reply().await, json!({"result": 0, "now": i}));
+    }
+    assert_eq!(NOW_ANSWERED.load(Ordering::SeqCst), at_once + 3);
 }
 
 #[tokio::test]
