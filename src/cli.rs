@@ -53,20 +53,24 @@ pub enum UserAction {
     Delete { name: String },
 }
 
-/// Set up logging from the configuration (`RUST_LOG` wins when set).
-pub fn init_logging(cfg: &Config) {
+/// Set up logging from the configuration (`RUST_LOG` wins when set). Lines go to stderr in
+/// batches ([`crate::logwriter`]); keep the guard until exit: dropping it writes out the rest.
+pub fn init_logging(cfg: &Config) -> crate::logwriter::Guard<std::io::Stderr> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
     use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let (writer, guard) = crate::logwriter::batched(std::io::stderr());
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .with_writer(std::io::stderr);
+        .with_ansi(ansi)
+        .with_writer(writer);
     let _ = if cfg.log.format == "json" {
         b.json().try_init()
     } else {
         b.try_init()
     };
+    guard
 }
 
 /// Start the app for an admin command and wait (up to the XMPP timeout) for the link.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod http_handler;
+pub mod logwriter;
 pub mod metrics;
 pub mod passwords;
 pub mod ratelimit;

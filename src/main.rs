@@ -17,11 +17,12 @@ fn main() {
             std::process::exit(START_ERROR);
         }
     };
-    cli::init_logging(&cfg);
+    let log = cli::init_logging(&cfg);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("register: starting the runtime: {e}");
+            drop(log);
             std::process::exit(START_ERROR);
         }
     };
@@ -33,6 +34,8 @@ fn main() {
             Command::Reconcile => cli::reconcile(cfg).await,
         }
     });
+    drop(rt);
+    drop(log); // the log lines still buffered
     std::process::exit(code);
 }
 

@@ -1,18 +1,26 @@
-//! An in-memory cache of live access tokens in front of any [`Store`].
+//! An in-memory cache of live access tokens and active accounts in front of any [`Store`].
 //!
 //! Token checks are the hot path of every IM backend (`/verify_access_token`) and of every
-//! token-based HTTPS call. A hit answers from memory without touching SQLite or the blocking pool.
-//! The cache is a decorator: it forwards everything to the inner store and drops an account's
-//! entries whenever that account stops being active (cancel, delete, state change), so revocation
-//! is immediate. Expiry is checked on every hit. Unknown tokens are not cached (a flood of random
-//! tokens costs database reads, not memory). A cached account carries no password hash (nothing
-//! that holds a token needs it); its size is `database.token_cache_entries`. For several instances
-//! on one database the cache must stay off (each instance would miss the others' revocations).
+//! token-based HTTPS call; `/get_users` then looks accounts up by name. A hit answers from memory
+//! without touching SQLite or the blocking pool. The cache is a decorator: it forwards everything
+//! to the inner store and drops an account's entries (its tokens and its name) whenever that
+//! account changes in any way (state, cancel, delete, a failed or reset login), so revocation is
+//! immediate and a cached account is always what the store holds (but for its password hash, which
+//! is not kept: nothing that looks accounts up by token or in a list needs it, see
+//! [`Store::accounts_by_names`]). Expiry is checked on every hit.
+//! Unknown tokens and names are not cached (a flood of random ones costs database reads, not
+//! memory).
+//! Each of the two maps holds at most `database.token_cache_entries` entries. For several
+//! instances on one database the cache must stay off (each instance would miss the others'
+//! changes).
 //!
-//! Each entry also keeps the bytes the service's `/verify_access_token` reply is made of (built on
-//! the first check from memory, see [`Store::token_reply_cached`]): a repeated token check then
-//! costs a hash lookup and a copy, without building, signing or serializing a reply. They go with
-//! the entry, so a revocation drops them too.
+//! Each token entry also keeps the bytes the service's `/verify_access_token` reply is made of
+//! (built on the first check from memory, see [`Store::token_reply_cached`]): a repeated token
+//! check then costs a hash lookup and a copy, without building, signing or serializing a reply.
+//! They go with the entry, so a revocation drops them too.
+//!
+//! An index from account id to its cached tokens and name makes forgetting an account cost the
+//! size of its own entries, not a scan of the cache.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,15 +28,48 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use crate::store::*;
 
-/// [`Store`] decorator caching `token_account`.
+/// [`Store`] decorator caching `token_account` and `accounts_by_names`.
 pub struct TokenCache {
     inner: Arc<dyn Store>,
-    map: RwLock<HashMap<[u8; 32], Entry, DigestHash>>,
-    /// Most entries (`database.token_cache_entries`); past this the cache starts over (cheap, and
-    /// it refills from the store). Size it to the live tokens: a smaller cache thrashes.
+    maps: RwLock<Maps>,
+    /// Most entries in each map (`database.token_cache_entries`); past this the map starts over
+    /// (cheap, and it refills from the store). Size it to the live tokens: a smaller cache
+    /// thrashes.
     capacity: usize,
-    /// Bumped by every revocation: a lookup that raced one does not fill the cache.
+    /// Bumped by every change to an account: a lookup that raced one does not fill the cache.
     epoch: AtomicU64,
+}
+
+#[derive(Default)]
+struct Maps {
+    tokens: HashMap<[u8; 32], Entry, DigestHash>,
+    /// Active accounts by user name, as the store holds them but for the password hash.
+    names: HashMap<String, Account>,
+    /// What is cached for an account id, to forget it without a scan.
+    ids: HashMap<i64, Cached>,
+}
+
+#[derive(Default)]
+struct Cached {
+    tokens: Vec<[u8; 32]>,
+    name: Option<String>,
+}
+
+impl Maps {
+    fn forget(&mut self, id: i64) {
+        if let Some(c) = self.ids.remove(&id) {
+            for t in &c.tokens {
+                self.tokens.remove(t);
+            }
+            if let Some(n) = &c.name {
+                self.names.remove(n);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = Maps::default();
+    }
 }
 
 /// A live token: its expiry, the reply bytes made for it on the first check from memory, and its
@@ -40,8 +81,8 @@ struct Entry {
     account: Box<Account>,
 }
 
-/// The map's hasher. Its keys are SHA-256 digests of tokens, already uniform, so their first eight
-/// bytes are the hash; and only tokens this service issued get in (unknown tokens are never
+/// The token map's hasher. Its keys are SHA-256 digests of tokens, already uniform, so folding
+/// their bytes is the hash; and only tokens this service issued get in (unknown tokens are never
 /// cached), so nobody can choose keys that collide.
 #[derive(Clone, Copy, Default)]
 struct DigestHash;
@@ -73,18 +114,30 @@ impl TokenCache {
     pub fn new(inner: Arc<dyn Store>, capacity: usize) -> TokenCache {
         TokenCache {
             inner,
-            map: RwLock::new(HashMap::default()),
+            maps: RwLock::new(Maps::default()),
             capacity,
             epoch: AtomicU64::new(0),
         }
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Maps> {
+        self.maps.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The maps for a fill, unless a change ran since `epoch` was read (the value read from the
+    /// store may predate it, so it must not be cached).
+    fn fill(&self, epoch: u64) -> Option<std::sync::RwLockWriteGuard<'_, Maps>> {
+        let m = self.maps.write().unwrap_or_else(|e| e.into_inner());
+        (self.epoch.load(Ordering::SeqCst) == epoch).then_some(m)
+    }
+
+    /// Called after every change to account `id`.
     fn forget_account(&self, id: i64) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.map
+        self.maps
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, e| e.account.id != id);
+            .forget(id);
     }
 }
 
@@ -125,7 +178,38 @@ impl Store for TokenCache {
         self.inner.account_by_id(id).await
     }
     async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Account>> {
-        self.inner.accounts_by_names(names).await
+        let (mut found, missing) = {
+            let m = self.read();
+            let mut found = Vec::with_capacity(names.len());
+            let mut missing = Vec::new();
+            for n in names {
+                match m.names.get(n) {
+                    Some(a) => found.push(a.clone()),
+                    None => missing.push(n.clone()),
+                }
+            }
+            (found, missing)
+        };
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let more = self.inner.accounts_by_names(&missing).await?;
+        if let Some(mut m) = self.fill(epoch) {
+            for a in more.iter().filter(|a| a.state == AccountState::Active) {
+                if m.names.len() >= self.capacity {
+                    m.clear();
+                }
+                let slim = Account {
+                    password_hash: String::new(),
+                    ..a.clone()
+                };
+                m.names.insert(a.user_name.clone(), slim);
+                m.ids.entry(a.id).or_default().name = Some(a.user_name.clone());
+            }
+        }
+        found.extend(more);
+        Ok(found)
     }
     async fn accounts_by_nodes(&self, nodes: &[String]) -> StoreResult<Vec<Account>> {
         self.inner.accounts_by_nodes(nodes).await
@@ -140,12 +224,17 @@ impl Store for TokenCache {
         threshold: u32,
         lock_secs: i64,
     ) -> StoreResult<()> {
-        self.inner
+        let r = self
+            .inner
             .record_login_failure(id, now, threshold, lock_secs)
-            .await
+            .await;
+        self.forget_account(id);
+        r
     }
     async fn reset_login_failures(&self, id: i64) -> StoreResult<()> {
-        self.inner.reset_login_failures(id).await
+        let r = self.inner.reset_login_failures(id).await;
+        self.forget_account(id);
+        r
     }
     async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<bool> {
         let r = self.inner.begin_cancel(id, now).await;
@@ -164,40 +253,31 @@ impl Store for TokenCache {
             .await
     }
     async fn token_account(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<(Account, i64)>> {
-        if let Some(e) = self
-            .map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(hash.as_slice())
-        {
+        if let Some(e) = self.read().tokens.get(hash.as_slice()) {
             if e.expires_at > now {
                 return Ok(Some((Account::clone(&e.account), e.expires_at)));
             }
         }
         let epoch = self.epoch.load(Ordering::SeqCst);
         let found = self.inner.token_account(hash.clone(), now).await?;
-        if let Some((a, exp)) = &found {
-            let mut m = self.map.write().unwrap_or_else(|e| e.into_inner());
-            if self.epoch.load(Ordering::SeqCst) != epoch {
-                return Ok(found); // a revocation ran meanwhile: do not cache what it may have undone
-            }
-            if m.len() >= self.capacity {
-                m.clear();
-            }
-            if let Ok(key) = <[u8; 32]>::try_from(hash.as_slice()) {
+        if let (Some((a, exp)), Ok(key)) = (&found, <[u8; 32]>::try_from(hash.as_slice())) {
+            if let Some(mut m) = self.fill(epoch) {
+                if m.tokens.len() >= self.capacity {
+                    m.clear();
+                }
                 // Token holders never need the password hash: it is not kept in memory.
                 let account = Box::new(Account {
                     password_hash: String::new(),
                     ..a.clone()
                 });
-                m.insert(
-                    key,
-                    Entry {
-                        account,
-                        expires_at: *exp,
-                        reply: OnceLock::new(),
-                    },
-                );
+                let entry = Entry {
+                    expires_at: *exp,
+                    reply: OnceLock::new(),
+                    account,
+                };
+                if m.tokens.insert(key, entry).is_none() {
+                    m.ids.entry(a.id).or_default().tokens.push(key);
+                }
             }
         }
         Ok(found)
@@ -209,8 +289,7 @@ impl Store for TokenCache {
         make: &dyn Fn(&Account, i64) -> Vec<u8>,
         out: &mut Vec<u8>,
     ) -> bool {
-        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
-        match map.get(hash) {
+        match self.read().tokens.get(hash) {
             Some(e) if e.expires_at > now => {
                 let reply = e
                     .reply
@@ -228,10 +307,17 @@ impl Store for TokenCache {
         self.inner.take_captcha(id).await
     }
     async fn prune(&self, now: i64) -> StoreResult<()> {
-        self.map
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, e| e.expires_at > now);
+        {
+            let mut guard = self.maps.write().unwrap_or_else(|e| e.into_inner());
+            let m = &mut *guard;
+            m.tokens.retain(|_, e| e.expires_at > now);
+            let tokens = &m.tokens;
+            for c in m.ids.values_mut() {
+                c.tokens.retain(|t| tokens.contains_key(t));
+            }
+            m.ids
+                .retain(|_, c| !c.tokens.is_empty() || c.name.is_some());
+        }
         self.inner.prune(now).await
     }
     async fn insert_binding(
@@ -313,7 +399,7 @@ mod tests {
             .unwrap();
         c.insert_token(vec![7; 32], id, 100, 1).await.unwrap();
         assert!(c.token_account(vec![7; 32], 10).await.unwrap().is_some());
-        assert_eq!(c.map.read().unwrap().len(), 1, "cached");
+        assert_eq!(c.maps.read().unwrap().tokens.len(), 1, "cached");
         assert!(
             c.token_account(vec![7; 32], 100).await.unwrap().is_none(),
             "expired"
@@ -350,8 +436,66 @@ mod tests {
         );
         assert!(c.token_account(vec![8; 32], 12).await.unwrap().is_none());
         assert!(
-            c.map.read().unwrap().is_empty(),
+            c.maps.read().unwrap().tokens.is_empty(),
             "unknown tokens are not cached"
         );
+    }
+
+    #[tokio::test]
+    async fn active_accounts_by_name_stay_what_the_store_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = TokenCache::new(
+            Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap()),
+            10,
+        );
+        let new = |name: &str| NewAccount {
+            user_name: name.into(),
+            kind: AccountType::Phone,
+            device_type: None,
+            des: String::new(),
+            password_hash: "h".into(),
+            jid_node: format!("n-{name}"),
+            jid_pwd: vec![1],
+        };
+        let a = c.insert_pending_account(new("a"), 1).await.unwrap();
+        let b = c.insert_pending_account(new("b"), 1).await.unwrap();
+        c.set_account_state(a, AccountState::Active, 1)
+            .await
+            .unwrap();
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let got = c.accounts_by_names(&names(&["a", "b", "x"])).await.unwrap();
+        assert_eq!(got.len(), 2, "a (active) and b (pending)");
+        let cached = |n: &str| c.maps.read().unwrap().names.contains_key(n);
+        assert!(
+            cached("a") && !cached("b") && !cached("x"),
+            "only active ones"
+        );
+        // A change of any kind drops the account; the next read sees the store's value.
+        c.record_login_failure(a, 2, 5, 60).await.unwrap();
+        assert!(!cached("a"));
+        let got = c.accounts_by_names(&names(&["a"])).await.unwrap();
+        assert_eq!(got[0].failed_logins, 1);
+        let again = c.accounts_by_names(&names(&["a"])).await.unwrap();
+        assert_eq!(again[0].failed_logins, 1);
+        assert_eq!(again[0].password_hash, "", "not kept in memory");
+        assert!(cached("a"));
+        c.insert_token(vec![7; 32], a, 100, 1).await.unwrap();
+        assert!(c.token_account(vec![7; 32], 10).await.unwrap().is_some());
+        c.set_account_state(b, AccountState::Active, 3)
+            .await
+            .unwrap();
+        assert!(cached("a"), "another account's change leaves a alone");
+        c.delete_account(a).await.unwrap();
+        assert!(!cached("a"));
+        assert!(c.maps.read().unwrap().tokens.is_empty());
+        assert!(
+            c.maps.read().unwrap().ids.is_empty(),
+            "index emptied with them"
+        );
+        assert!(c
+            .accounts_by_names(&names(&["a"]))
+            .await
+            .unwrap()
+            .is_empty());
     }
 }

@@ -101,47 +101,53 @@ pub async fn verify_load(
     Stats::from(lat, errors, start.elapsed())
 }
 
-/// Checks every token once (8 connections, 64 requests written at a time) and returns how many
-/// were valid. The warm-up before a measurement: the service keeps a token in memory from its
-/// first check on, as redis-server holds its keys from the start.
+/// Checks every token once and returns how many were valid: the warm-up before a measurement.
+/// The service keeps a token in memory from its first check on, as redis-server holds its keys
+/// from the start.
 pub async fn touch_all(addr: SocketAddr, tokens: Arc<Vec<String>>) -> usize {
+    let lines = tokens
+        .iter()
+        .map(|t| format!("/verify_access_token {{\"access_token\":\"{t}\"}}"))
+        .collect();
+    send_all(addr, lines).await
+}
+
+/// Sends every line once (8 connections, 64 lines written at a time) and returns how many replies
+/// had result 0.
+pub async fn send_all(addr: SocketAddr, lines: Vec<String>) -> usize {
     const CONNS: usize = 8;
     const DEPTH: usize = 64;
+    let lines = Arc::new(lines);
     let local = tokio::task::LocalSet::new();
     let mut tasks = Vec::new();
-    let chunk = tokens.len().div_ceil(CONNS).max(1);
+    let chunk = lines.len().div_ceil(CONNS).max(1);
     for c in 0..CONNS {
-        let tokens = tokens.clone();
+        let lines = lines.clone();
         tasks.push(local.spawn_local(async move {
             let Ok(s) = TcpStream::connect(addr).await else {
                 return 0;
             };
             let mut conn = BufReader::with_capacity(64 * 1024, s);
-            let (mut valid, mut line, mut batch) = (0, String::new(), String::new());
-            let mine = tokens
-                .iter()
-                .skip(c * chunk)
-                .take(chunk)
-                .collect::<Vec<_>>();
+            let (mut ok, mut reply, mut batch) = (0, String::new(), String::new());
+            let mine = lines.iter().skip(c * chunk).take(chunk).collect::<Vec<_>>();
             for group in mine.chunks(DEPTH) {
                 batch.clear();
-                for t in group {
-                    batch.push_str("/verify_access_token {\"access_token\":\"");
-                    batch.push_str(t);
-                    batch.push_str("\"}\n");
+                for l in group {
+                    batch.push_str(l);
+                    batch.push('\n');
                 }
                 if conn.get_mut().write_all(batch.as_bytes()).await.is_err() {
-                    return valid;
+                    return ok;
                 }
                 for _ in group {
-                    line.clear();
-                    if !matches!(conn.read_line(&mut line).await, Ok(n) if n > 0) {
-                        return valid;
+                    reply.clear();
+                    if !matches!(conn.read_line(&mut reply).await, Ok(n) if n > 0) {
+                        return ok;
                     }
-                    valid += line.contains("\"validate\":true") as usize;
+                    ok += reply.contains("\"result\":0") as usize;
                 }
             }
-            valid
+            ok
         }));
     }
     local

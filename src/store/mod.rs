@@ -162,7 +162,8 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_account(&self, id: i64) -> StoreResult<()>;
     async fn account_by_name(&self, name: &str) -> StoreResult<Option<Account>>;
     async fn account_by_id(&self, id: i64) -> StoreResult<Option<Account>>;
-    /// Accounts with these names, in no particular order.
+    /// Accounts with these names, in no particular order. Their `password_hash` may be empty (the
+    /// token cache keeps none): a caller that needs it (login) uses `account_by_name`.
     async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Account>>;
     /// Accounts with these JID nodes.
     async fn accounts_by_nodes(&self, nodes: &[String]) -> StoreResult<Vec<Account>>;
@@ -187,7 +188,8 @@ pub trait Store: Send + Sync + 'static {
         expires_at: i64,
         now: i64,
     ) -> StoreResult<()>;
-    /// The active account a live token belongs to, with the token's expiry.
+    /// The active account a live token belongs to, with the token's expiry. Its `password_hash`
+    /// may be empty, as in `accounts_by_names`.
     async fn token_account(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<(Account, i64)>>;
     /// The hot path of a token check, from memory only. When this store holds the token `hash`
     /// in memory, live at `now`, appends to `out` the bytes `make` builds from its account and
