@@ -1,14 +1,19 @@
-//! Argon2id password hashing, off the async runtime with bounded concurrency.
+//! Argon2id password hashing, on threads of its own at the lowest CPU priority.
 //!
-//! A hash takes tens of milliseconds of CPU on purpose. Each runs on the blocking pool, and a
-//! semaphore caps how many run at once (by default one fewer than the CPUs), so a login flood
-//! queues here instead of taking every core from token checks and other requests.
+//! A hash takes tens of milliseconds of CPU on purpose. Hashes run on a small pool of dedicated
+//! threads (by default one fewer than the CPUs, at least one), so a login flood queues here
+//! instead of taking every core. Those threads run at nice 19: when a core is contended, token
+//! checks and every other request run first and hashing takes what is left, so a flood of logins
+//! slows logins, not the IM backends' token checks (BENCHMARKS.md, benchmark 7). On an idle
+//! machine they run at full speed. A request that is gone (its client left) before its turn
+//! costs no hash.
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
 
@@ -17,20 +22,50 @@ const M_COST_KIB: u32 = 19 * 1024;
 const T_COST: u32 = 2;
 const P_COST: u32 = 1;
 
-/// Hashes and verifies passwords on the blocking pool, at most `permits` at a time.
+/// Hashes and verifies passwords on its own threads (see the module docs).
 #[derive(Clone)]
 pub struct Hasher {
-    permits: Arc<Semaphore>,
+    jobs: mpsc::Sender<Job>,
 }
+
+type Job = Box<dyn FnOnce() + Send>;
 
 fn argon2() -> Argon2<'static> {
     let params = Params::new(M_COST_KIB, T_COST, P_COST, None).expect("valid Argon2 parameters");
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
+/// The calling thread at the lowest priority (nice 19). On Linux, `setpriority` on a thread id
+/// applies to that thread alone.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19) {
+        tracing::warn!(error = %e, "could not lower the priority of a hashing thread");
+    }
+}
+
+/// The calling thread's nice value.
+#[cfg(all(test, target_os = "linux"))]
+fn my_nice() -> i32 {
+    rustix::process::getpriority_process(Some(rustix::thread::gettid())).expect("getpriority")
+}
+
+fn worker(jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    lower_priority();
+    loop {
+        let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        match job {
+            // A panic loses that job's answer (its caller gets an error), not the thread.
+            Ok(job) => drop(std::panic::catch_unwind(AssertUnwindSafe(job))),
+            Err(_) => return, // every Hasher is gone
+        }
+    }
+}
+
 impl Hasher {
-    /// `concurrency` 0 means one fewer than the CPUs (at least one), so that a login flood always
-    /// leaves a core for token checks and everything else.
+    /// `concurrency` hashing threads; 0 means one fewer than the CPUs (at least one), so that a
+    /// login flood always leaves a core for token checks and everything else. The threads end
+    /// when the last clone of the `Hasher` is dropped.
     pub fn new(concurrency: usize) -> Hasher {
         let n = if concurrency == 0 {
             std::thread::available_parallelism()
@@ -41,19 +76,39 @@ impl Hasher {
         } else {
             concurrency
         };
-        Hasher {
-            permits: Arc::new(Semaphore::new(n)),
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..n {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("register-hash-{i}"))
+                .spawn(move || worker(rx))
+                .expect("spawn a hashing thread");
         }
+        Hasher { jobs: tx }
+    }
+
+    /// Runs `f` on a hashing thread, unless the caller has gone by its turn.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            if !tx.is_closed() {
+                let _ = tx.send(f());
+            }
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| ApiError::Unknown("hashing threads gone".into()))?;
+        rx.await
+            .map_err(|_| ApiError::Unknown("hash job failed".into()))?
     }
 
     /// PHC string of a new Argon2id hash.
     pub async fn hash(&self, password: String) -> Result<String, ApiError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| ApiError::Unknown("hasher closed".into()))?;
-        tokio::task::spawn_blocking(move || {
+        self.run(move || {
             let salt = SaltString::generate(&mut rand::rngs::OsRng);
             argon2()
                 .hash_password(password.as_bytes(), &salt)
@@ -61,17 +116,11 @@ impl Hasher {
                 .map_err(|e| ApiError::Unknown(format!("hashing: {e}")))
         })
         .await
-        .map_err(|e| ApiError::Unknown(format!("hash task: {e}")))?
     }
 
     /// Whether `password` matches the stored PHC string (constant-time inside argon2).
     pub async fn verify(&self, password: String, phc: String) -> Result<bool, ApiError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| ApiError::Unknown("hasher closed".into()))?;
-        tokio::task::spawn_blocking(move || {
+        self.run(move || {
             let parsed = PasswordHash::new(&phc)
                 .map_err(|e| ApiError::Unknown(format!("stored hash: {e}")))?;
             Ok(argon2()
@@ -79,7 +128,6 @@ impl Hasher {
                 .is_ok())
         })
         .await
-        .map_err(|e| ApiError::Unknown(format!("hash task: {e}")))?
     }
 
     /// A hash to verify against when the user does not exist, so that unknown names take as long
@@ -107,5 +155,25 @@ mod tests {
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
         assert!(h.verify("secret123".into(), phc.clone()).await.unwrap());
         assert!(!h.verify("secret124".into(), phc).await.unwrap());
+        assert!(matches!(
+            h.verify("x".into(), "not a PHC string".into()).await,
+            Err(ApiError::Unknown(_))
+        ));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_threads_run_at_nice_19_and_survive_a_panic() {
+        let mine = my_nice();
+        let h = Hasher::new(1);
+        let nice = h.run(|| Ok(my_nice())).await.unwrap();
+        assert_eq!(nice, 19);
+        let lost = h.run::<()>(|| panic!("a job panics on purpose")).await;
+        assert!(matches!(lost, Err(ApiError::Unknown(_))));
+        assert!(
+            h.hash("secret123".into()).await.is_ok(),
+            "the thread goes on"
+        );
+        assert_eq!(my_nice(), mine, "the test's own thread kept its priority");
     }
 }
