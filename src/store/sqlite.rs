@@ -1,14 +1,26 @@
-//! The SQLite store: one writer connection and a few readers, all used on the blocking pool.
+//! The SQLite store: one writer connection on a thread of its own, and a few readers used on the
+//! blocking pool.
 //!
 //! WAL mode lets readers run beside the single writer; `synchronous = FULL` makes every
 //! acknowledged commit survive a process kill or power loss; `busy_timeout` absorbs other
-//! processes (the admin CLI) holding the write lock. Writes are serialized by the writer mutex, so
-//! SQLite's own locking never returns BUSY to a request. The schema is versioned with
+//! processes (the admin CLI) holding the write lock. Writes are serialized by the writer thread,
+//! so SQLite's own locking never returns BUSY to a request. The schema is versioned with
 //! `PRAGMA user_version`; `MIGRATIONS[i]` takes version `i` to `i + 1`.
+//!
+//! **Group commit.** A commit costs an `fsync`, and concurrent requests each made their own. The
+//! writer thread takes every write waiting when it is free (at most [`MAX_GROUP`]) and, when there
+//! are several, runs them in one transaction, each inside a savepoint: a write that fails is
+//! rolled back alone, as it would have been by itself. Each caller gets its answer only after the
+//! group's commit, so "acknowledged" still means "on disk"; a failed commit fails every write of
+//! the group. One write waiting alone runs as before, in autocommit mode. A write must therefore
+//! not open a transaction of its own with `BEGIN` (`Connection::transaction`); it uses a
+//! savepoint (`Connection::savepoint`), which works inside a group and alone.
 
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -19,12 +31,24 @@ const MIGRATIONS: &[&str] = &[include_str!("../../schema.sql")];
 
 const READERS: usize = 4;
 
+/// Most writes committed together.
+pub const MAX_GROUP: usize = 64;
+
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
-    writer: Arc<Mutex<Connection>>,
+    /// To the writer thread; `None` once dropping.
+    writes: Option<mpsc::Sender<WriteJob>>,
+    writer: Option<JoinHandle<()>>,
+    /// Writes or groups of writes run (one commit each), for tests and benchmarks.
+    rounds: Arc<AtomicUsize>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next: AtomicUsize,
 }
+
+/// A write: runs on the writer's connection and says whether it succeeded; its answer goes out
+/// through the returned function once the outcome of the commit is known.
+type WriteJob = Box<dyn FnOnce(&mut Connection) -> (bool, Answer) + Send>;
+type Answer = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     let c = Connection::open(path)?;
@@ -35,6 +59,80 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     Ok(c)
 }
 
+/// Runs one write; a panic counts as a failure (its caller gets an error: the answer is dropped).
+fn run_job(c: &mut Connection, job: WriteJob) -> Option<(bool, Answer)> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| job(c))).ok()
+}
+
+/// The writer thread: one write alone in autocommit mode, several in one transaction.
+fn writer_loop(mut c: Connection, jobs: mpsc::Receiver<WriteJob>, rounds: Arc<AtomicUsize>) {
+    while let Ok(first) = jobs.recv() {
+        rounds.fetch_add(1, Ordering::Relaxed);
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(j) => group.push(j),
+                Err(_) => break,
+            }
+        }
+        if group.len() == 1 {
+            if let Some((_, answer)) = group.pop().and_then(|j| run_job(&mut c, j)) {
+                answer(Ok(()));
+            }
+            continue;
+        }
+        if let Err(e) = c.execute_batch("BEGIN IMMEDIATE") {
+            // E.g. another process held the write lock past busy_timeout: each write runs alone
+            // instead, and meets (and reports) whatever the database says.
+            tracing::warn!(error = %e, writes = group.len(), "could not group writes");
+            for job in group {
+                if let Some((_, answer)) = run_job(&mut c, job) {
+                    answer(Ok(()));
+                }
+            }
+            continue;
+        }
+        let mut answers = Vec::with_capacity(group.len());
+        let mut jobs = group.into_iter();
+        let mut aborted = false;
+        for job in jobs.by_ref() {
+            let _ = c.execute_batch("SAVEPOINT w");
+            let ran = run_job(&mut c, job);
+            if c.is_autocommit() {
+                // SQLite rolled the whole transaction back (an I/O error, a full disk): what
+                // ran so far is undone, and the rest runs alone.
+                answers.extend(ran.map(|(_, a)| a));
+                aborted = true;
+                break;
+            }
+            let ok = matches!(ran, Some((true, _)));
+            let undo = if ok {
+                "RELEASE w"
+            } else {
+                "ROLLBACK TO w; RELEASE w"
+            };
+            let _ = c.execute_batch(undo);
+            answers.extend(ran.map(|(_, a)| a));
+        }
+        let committed = if aborted {
+            Err("the transaction was rolled back by the database".to_owned())
+        } else {
+            c.execute_batch("COMMIT").map_err(|e| e.to_string())
+        };
+        if committed.is_err() && !c.is_autocommit() {
+            let _ = c.execute_batch("ROLLBACK");
+        }
+        for a in answers {
+            a(committed.clone());
+        }
+        for job in jobs {
+            if let Some((_, answer)) = run_job(&mut c, job) {
+                answer(Ok(()));
+            }
+        }
+    }
+}
+
 impl SqliteStore {
     /// Open (creating and migrating as needed) the database at `path`.
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
@@ -43,24 +141,74 @@ impl SqliteStore {
         let readers = (0..READERS)
             .map(|_| open_conn(path).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
+        let (tx, rx) = mpsc::channel();
+        let rounds = Arc::new(AtomicUsize::new(0));
+        let counted = rounds.clone();
+        let writer = std::thread::Builder::new()
+            .name("register-db-writer".into())
+            .spawn(move || writer_loop(w, rx, counted))
+            .map_err(|e| StoreError::Db(format!("writer thread: {e}")))?;
         Ok(SqliteStore {
-            writer: Arc::new(Mutex::new(w)),
+            writes: Some(tx),
+            writer: Some(writer),
+            rounds,
             readers: Arc::new(readers),
             next: AtomicUsize::new(0),
         })
+    }
+
+    /// How many times the writer has taken writes (alone or as a group) so far.
+    pub fn write_rounds(&self) -> usize {
+        self.rounds.load(Ordering::Relaxed)
+    }
+
+    /// Queues `f` for the writer thread; the answer comes after its commit.
+    fn queue<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+        answer: impl FnOnce(StoreResult<T>) + Send + 'static,
+    ) -> StoreResult<()> {
+        let job: WriteJob = Box::new(move |c| {
+            let r = f(c);
+            let ok = r.is_ok();
+            let answer: Answer = Box::new(move |committed| {
+                answer(match committed {
+                    Ok(()) => r,
+                    Err(e) => Err(StoreError::Db(format!("commit: {e}"))),
+                })
+            });
+            (ok, answer)
+        });
+        self.writes
+            .as_ref()
+            .and_then(|w| w.send(job).ok())
+            .ok_or_else(|| StoreError::Db("the writer thread is gone".into()))
     }
 
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let w = self.writer.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut c = w.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut c)
-        })
-        .await
-        .map_err(|e| StoreError::Db(format!("store task: {e}")))?
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queue(f, move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.await
+            .map_err(|_| StoreError::Db("write failed (panicked)".into()))?
+    }
+
+    /// [`write`](Self::write) for synchronous callers (tests).
+    #[cfg(test)]
+    fn write_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (tx, rx) = mpsc::channel();
+        self.queue(f, move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.recv()
+            .map_err(|_| StoreError::Db("write failed (panicked)".into()))?
     }
 
     async fn read<T: Send + 'static>(
@@ -82,6 +230,16 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Db(format!("store task: {e}")))?
+    }
+}
+
+impl Drop for SqliteStore {
+    /// Finishes the queued writes and closes the writer's connection before returning.
+    fn drop(&mut self) {
+        drop(self.writes.take());
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
     }
 }
 
@@ -303,14 +461,15 @@ impl Store for SqliteStore {
 
     async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<bool> {
         self.write(move |c| {
-            let tx = c.transaction()?;
-            let n = tx.execute(
+            // A savepoint, not a transaction: this may run inside a group (see the module docs).
+            let sp = c.savepoint()?;
+            let n = sp.execute(
                 "UPDATE accounts SET state = 'deleting', updated_at = ?2 \
                  WHERE id = ?1 AND state <> 'deleting'",
                 params![id, now],
             )?;
-            tx.execute("DELETE FROM tokens WHERE account_id = ?1", [id])?;
-            tx.commit()?;
+            sp.execute("DELETE FROM tokens WHERE account_id = ?1", [id])?;
+            sp.commit()?;
             Ok(n == 1)
         })
         .await
@@ -514,17 +673,90 @@ mod tests {
     fn durable_settings() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("db")).unwrap();
-        let c = s.writer.lock().unwrap();
-        let mode: String = c
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .unwrap();
-        let sync: i64 = c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
-        let busy: i64 = c
-            .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+        let (mode, sync, busy) = s
+            .write_blocking(|c| {
+                let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+                let sync: i64 = c.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+                let busy: i64 = c.query_row("PRAGMA busy_timeout", [], |r| r.get(0))?;
+                Ok((mode, sync, busy))
+            })
             .unwrap();
         assert_eq!(mode, "wal");
         assert_eq!(sync, 2, "synchronous = FULL");
         assert!(busy >= 1000);
+    }
+
+    #[test]
+    fn writes_waiting_together_commit_together_and_fail_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let (tx, rx) = mpsc::channel::<(usize, StoreResult<()>)>();
+        let insert = |c: &mut Connection, id: &str| -> StoreResult<()> {
+            c.execute(
+                "INSERT INTO captchas (id, answer, expires_at) VALUES (?1, 'a', 1)",
+                [id],
+            )?;
+            Ok(())
+        };
+        // The writer is busy with the first write while the next ones queue: they form a group.
+        let tx0 = tx.clone();
+        s.queue(
+            |_| {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                Ok(())
+            },
+            move |r| tx0.send((0, r)).unwrap(),
+        )
+        .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        for i in 1..=5 {
+            let tx = tx.clone();
+            s.queue(
+                move |c| {
+                    let name = format!("c{i}");
+                    insert(c, &name)?;
+                    match i {
+                        // Wrote, then failed: its write must be undone, not the others'.
+                        3 => Err(StoreError::Changed),
+                        // Fails on a duplicate key, like a taken user name.
+                        4 => insert(c, "c1"),
+                        _ => Ok(()),
+                    }
+                },
+                move |r| tx.send((i, r)).unwrap(),
+            )
+            .unwrap();
+        }
+        // A write that panics loses its own answer only.
+        s.queue(|_| -> StoreResult<()> { panic!("on purpose") }, |_| {})
+            .unwrap();
+        drop(tx);
+        let mut got: Vec<(usize, bool)> = rx.iter().map(|(i, r)| (i, r.is_ok())).collect();
+        got.sort();
+        assert_eq!(
+            s.write_rounds(),
+            2,
+            "the first write, then the six others together"
+        );
+        assert_eq!(
+            got,
+            [
+                (0, true),
+                (1, true),
+                (2, true),
+                (3, false),
+                (4, false),
+                (5, true)
+            ]
+        );
+        let ids: Vec<String> = s
+            .write_blocking(|c| {
+                let mut st = c.prepare("SELECT id FROM captchas ORDER BY id")?;
+                let rows = st.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<Result<Vec<String>, _>>()?)
+            })
+            .unwrap();
+        assert_eq!(ids, ["c1", "c2", "c5"]);
     }
 
     #[test]
@@ -534,10 +766,7 @@ mod tests {
         drop(SqliteStore::open(&p).unwrap());
         let s = SqliteStore::open(&p).unwrap();
         let v: i64 = s
-            .writer
-            .lock()
-            .unwrap()
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .write_blocking(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
             .unwrap();
         assert_eq!(v, MIGRATIONS.len() as i64);
     }
