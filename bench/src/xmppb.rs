@@ -105,6 +105,31 @@ fn party(node: &str, nick: &str, group: &str) -> Party {
     }
 }
 
+/// Waits (at most 10 s) until process `pid` uses under 5 % of a CPU over 300 ms: each phase starts
+/// on an idle Prosody, not on one still busy with the previous phase (the c2s phase leaves
+/// hundreds of sessions to close, each with presence to broadcast).
+async fn settle(pid: Option<u32>) {
+    let Some(pid) = pid else { return };
+    let ticks = || -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which is in parentheses): utime and stime are 14 and 15.
+        let rest = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let Some(before) = ticks() else { return };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let Some(after) = ticks() else { return };
+        // 100 ticks a second: 5 % of 300 ms is 1.5 ticks.
+        if after - before <= 1 {
+            return;
+        }
+    }
+    eprintln!("  (prosody still busy after 10 s; measuring anyway)");
+}
+
 /// `pairs` binds per mode; `conc` concurrent clients; `work` a scratch directory.
 pub async fn run(bin: &Path, work: &Path, pairs: usize, conc: usize) -> XmppResults {
     let mut res = XmppResults::default();
@@ -131,6 +156,7 @@ pub async fn run(bin: &Path, work: &Path, pairs: usize, conc: usize) -> XmppResu
     );
     assert!(link_up(&x).await, "component link to prosody");
     let n_raw = 4 * pairs;
+    settle(prosody.pid()).await;
     res.prosody_add = run_jobs(n_raw, conc, limit, |i| {
         let x = x.clone();
         async move {
@@ -142,6 +168,7 @@ pub async fn run(bin: &Path, work: &Path, pairs: usize, conc: usize) -> XmppResu
     eprintln!("  prosody add-user (raw): {}", res.prosody_add.line());
 
     // Reference: raw binds, c2s mode, pairs (4k, 4k+1).
+    settle(prosody.pid()).await;
     res.raw_bind_c2s = run_jobs(pairs, conc, limit, |i| {
         let x = x.clone();
         async move {
@@ -163,6 +190,7 @@ pub async fn run(bin: &Path, work: &Path, pairs: usize, conc: usize) -> XmppResu
         stop.clone(),
     );
     assert!(link_up(&x).await, "component link to prosody");
+    settle(prosody.pid()).await;
     res.raw_bind_priv = run_jobs(pairs, conc, limit, |i| {
         let x = x.clone();
         async move {
@@ -190,6 +218,7 @@ pub async fn run(bin: &Path, work: &Path, pairs: usize, conc: usize) -> XmppResu
     // Register end to end: 2·pairs phones (captcha) and 2·pairs devices (param_sign), interleaved.
     let n_reg = 4 * pairs;
     let pool = Pool::new(http, tls.clone());
+    settle(prosody.pid()).await;
     res.register = register_load(pool.clone(), n_reg, conc, limit, "").await;
     eprintln!("  register end to end: {}", res.register.line());
 
@@ -232,6 +261,7 @@ pub async fn run(bin: &Path, work: &Path, pairs: usize, conc: usize) -> XmppResu
     .await;
     eprintln!("  login (phones): {}", res.login.line());
 
+    settle(prosody.pid()).await;
     res.bind_c2s = run_jobs(
         pairs,
         conc,
@@ -249,6 +279,7 @@ pub async fn run(bin: &Path, work: &Path, pairs: usize, conc: usize) -> XmppResu
         svc.wait_ready(Duration::from_secs(30)).await,
         "service link to prosody"
     );
+    settle(prosody.pid()).await;
     res.bind_priv = run_jobs(
         pairs,
         conc,

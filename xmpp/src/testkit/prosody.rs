@@ -213,6 +213,11 @@ impl Prosody {
     }
 
     /// Stops the server (SIGTERM, then SIGKILL after 5 s) and waits for it.
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pid = child.id().to_string();
