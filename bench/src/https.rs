@@ -28,6 +28,41 @@ pub async fn load(
     make: MakeReq,
     check: Check,
 ) -> Stats {
+    let s = load_samples(addr, tls, conns, secs, make, check).await;
+    Stats::from(s.lat, s.errors, s.elapsed)
+}
+
+/// What a load measured, before it is summed up: loads can be added together.
+#[derive(Default)]
+pub struct Samples {
+    /// Per-request latencies in nanoseconds.
+    pub lat: Vec<u64>,
+    pub errors: usize,
+    /// Time under load.
+    pub elapsed: Duration,
+}
+
+impl Samples {
+    pub fn add(&mut self, other: Samples) {
+        self.lat.extend(other.lat);
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+    }
+
+    pub fn stats(self) -> Stats {
+        Stats::from(self.lat, self.errors, self.elapsed)
+    }
+}
+
+/// [`load`], unsummed.
+pub async fn load_samples(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    conns: usize,
+    secs: f64,
+    make: MakeReq,
+    check: Check,
+) -> Samples {
     let local = tokio::task::LocalSet::new();
     let counter = Rc::new(RefCell::new(0usize));
     let mut clients = Vec::new();
@@ -91,7 +126,11 @@ pub async fn load(
             (all, errors)
         })
         .await;
-    Stats::from(lat, errors, start.elapsed())
+    Samples {
+        lat,
+        errors,
+        elapsed: start.elapsed(),
+    }
 }
 
 /// The reference handler: one route, one constant JSON body.

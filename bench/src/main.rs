@@ -470,29 +470,9 @@ fn bench_https(o: &Opts, svc: &Service, seeded: &[util::Seeded], work: &Path, ro
         "  warm-up: {ok} of {n} get_users answered once in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    rt.block_on(https::load(
-        svc.http,
-        tls.clone(),
-        conns,
-        1.0,
-        make.clone(),
-        ok_json.clone(),
-    ));
-    let ours = rt.block_on(https::load(
-        svc.http,
-        tls.clone(),
-        conns,
-        o.secs,
-        make.clone(),
-        ok_json.clone(),
-    ));
-    eprintln!(
-        "  ours: {} ({} byte replies)",
-        ours.line(),
-        sample.body.len()
-    );
-
-    // The reference, in its own process like the service.
+    // The reference, in its own process like the service, started now: the two are measured in
+    // alternating rounds (ours, reference, ours, …), so that a change in the machine's load hits
+    // both alike.
     let body_file = work.join("constant.json");
     std::fs::write(&body_file, &sample.body).unwrap();
     let dir = work.join("constant");
@@ -512,29 +492,43 @@ fn bench_https(o: &Opts, svc: &Service, seeded: &[util::Seeded], work: &Path, ro
         .stderr(Stdio::null())
         .spawn()
         .expect("reference server");
-    let addr = ([127, 0, 0, 1], port).into();
-    let reference = if util::wait_accepting(addr, Duration::from_secs(10)) {
-        rt.block_on(https::load(
-            addr,
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let have_ref = util::wait_accepting(addr, Duration::from_secs(10));
+    let load = |to: std::net::SocketAddr, secs: f64| {
+        rt.block_on(https::load_samples(
+            to,
             tls.clone(),
             conns,
-            1.0,
+            secs,
             make.clone(),
             ok_json.clone(),
-        ));
-        let r = rt.block_on(https::load(
-            addr,
-            tls.clone(),
-            conns,
-            o.secs,
-            make.clone(),
-            ok_json.clone(),
-        ));
-        eprintln!("  reference (constant reply, same stack): {}", r.line());
-        Some(r)
-    } else {
-        None
+        ))
     };
+    load(svc.http, 1.0);
+    if have_ref {
+        load(addr, 1.0);
+    }
+    const ROUNDS: usize = 3;
+    let (mut ours, mut reference) = (https::Samples::default(), https::Samples::default());
+    for _ in 0..ROUNDS {
+        ours.add(load(svc.http, o.secs / ROUNDS as f64));
+        if have_ref {
+            reference.add(load(addr, o.secs / ROUNDS as f64));
+        }
+    }
+    let ours = ours.stats();
+    eprintln!(
+        "  ours ({ROUNDS} rounds): {} ({} byte replies)",
+        ours.line(),
+        sample.body.len()
+    );
+    let reference = have_ref.then(|| reference.stats());
+    if let Some(r) = &reference {
+        eprintln!(
+            "  reference (constant reply, same stack, {ROUNDS} rounds between ours): {}",
+            r.line()
+        );
+    }
     let _ = child.kill();
     let _ = child.wait();
     rows.push(row(

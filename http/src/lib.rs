@@ -23,7 +23,9 @@
 //! | over [`HttpConfig::max_connections`] | accepted, then closed at once | — |
 //!
 //! An empty POST body is no parameters whatever its `Content-Type`; a GET body is ignored. Every
-//! reply carries `X-Request-Id`; every log line about a request is inside a span holding it.
+//! reply carries `X-Request-Id`; every log line about a request is inside a span holding it. Each
+//! request ends with a `request done` line: at debug level, or at info when its status is 400 or
+//! more.
 //!
 //! Module map: [`config`] (limits), [`tls`] (rustls configuration), `params` (query, form, JSON and
 //! cookie parsing), `client_ip` (`X-Forwarded-For`), `dispatch` (one request: routing, body, handler
