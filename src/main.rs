@@ -34,8 +34,9 @@ fn main() {
             Command::Reconcile => cli::reconcile(cfg).await,
         }
     });
-    drop(rt);
-    drop(log); // the log lines still buffered
+    // Whatever still runs on the blocking pool gets a second; then the log lines still buffered.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    drop(log);
     std::process::exit(code);
 }
 
