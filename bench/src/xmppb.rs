@@ -25,6 +25,13 @@ pub struct Rate {
 }
 
 impl Rate {
+    /// Two measurements taken in turns, as one.
+    pub fn add(&mut self, other: Rate) {
+        self.ok += other.ok;
+        self.failed += other.failed;
+        self.secs += other.secs;
+    }
+
     pub fn per_sec(&self) -> f64 {
         self.ok as f64 / self.secs.max(1e-9)
     }
@@ -130,6 +137,14 @@ async fn settle(pid: Option<u32>) {
     eprintln!("  (prosody still busy after 10 s; measuring anyway)");
 }
 
+/// The raw references' own component, beside the service's `register.example.test`: Prosody
+/// accepts one connection per component, and the two are linked at the same time so that raw and
+/// service binds can be measured in alternating rounds.
+const RAW_COMPONENT: &str = "raw.example.test";
+
+/// Rounds per bind mode: raw, service, raw, service, … each on its share of the pairs.
+const ROUNDS: usize = 3;
+
 /// `pairs` binds per mode; `conc` concurrent clients; `work` a scratch directory.
 pub async fn run(bin: &Path, work: &Path, pairs: usize, conc: usize) -> XmppResults {
     let mut res = XmppResults::default();
@@ -144,16 +159,23 @@ pub async fn run(bin: &Path, work: &Path, pairs: usize, conc: usize) -> XmppResu
     .await;
     eprintln!("  argon2id hash alone: {}", res.argon2.line());
 
-    let prosody = tokio::task::spawn_blocking(|| Prosody::start(ProsodyOptions::default()))
-        .await
-        .expect("prosody");
+    let prosody = tokio::task::spawn_blocking(|| {
+        Prosody::start(ProsodyOptions {
+            extra_components: vec![RAW_COMPONENT.to_owned()],
+            ..ProsodyOptions::default()
+        })
+    })
+    .await
+    .expect("prosody");
+    let raw_link = |binding| {
+        let mut cfg = prosody.config(AccountsMode::Component, binding);
+        cfg.component = RAW_COMPONENT.to_owned();
+        let stop = CancellationToken::new();
+        (Xmpp::start(cfg, stop.clone()), stop)
+    };
 
     // Reference: Prosody's add-user rate through xmpp/ (component ad-hoc command).
-    let stop = CancellationToken::new();
-    let x = Xmpp::start(
-        prosody.config(AccountsMode::Component, BindingMode::C2s),
-        stop.clone(),
-    );
+    let (x, stop) = raw_link(BindingMode::C2s);
     assert!(link_up(&x).await, "component link to prosody");
     let n_raw = 4 * pairs;
     settle(prosody.pid()).await;
@@ -166,44 +188,6 @@ pub async fn run(bin: &Path, work: &Path, pairs: usize, conc: usize) -> XmppResu
     })
     .await;
     eprintln!("  prosody add-user (raw): {}", res.prosody_add.line());
-
-    // Reference: raw binds, c2s mode, pairs (4k, 4k+1).
-    settle(prosody.pid()).await;
-    res.raw_bind_c2s = run_jobs(pairs, conc, limit, |i| {
-        let x = x.clone();
-        async move {
-            let a = party(&format!("raw{:05}", 4 * i), "a", "Phone");
-            let b = party(&format!("raw{:05}", 4 * i + 1), "b", "Device");
-            x.bind(&a, &b).await.is_ok()
-        }
-    })
-    .await;
-    eprintln!("  raw bind c2s: {}", res.raw_bind_c2s.line());
-    stop.cancel();
-    drop(x);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
-    // Reference: raw binds, privileged mode, pairs (4k+2, 4k+3).
-    let stop = CancellationToken::new();
-    let x = Xmpp::start(
-        prosody.config(AccountsMode::Component, BindingMode::Privileged),
-        stop.clone(),
-    );
-    assert!(link_up(&x).await, "component link to prosody");
-    settle(prosody.pid()).await;
-    res.raw_bind_priv = run_jobs(pairs, conc, limit, |i| {
-        let x = x.clone();
-        async move {
-            let a = party(&format!("raw{:05}", 4 * i + 2), "a", "Phone");
-            let b = party(&format!("raw{:05}", 4 * i + 3), "b", "Device");
-            x.bind(&a, &b).await.is_ok()
-        }
-    })
-    .await;
-    eprintln!("  raw bind privileged: {}", res.raw_bind_priv.line());
-    stop.cancel();
-    drop(x);
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
     // The service, c2s binding.
     let dir = work.join("xmpp-service");
@@ -261,33 +245,89 @@ pub async fn run(bin: &Path, work: &Path, pairs: usize, conc: usize) -> XmppResu
     .await;
     eprintln!("  login (phones): {}", res.login.line());
 
-    settle(prosody.pid()).await;
-    res.bind_c2s = run_jobs(
-        pairs,
-        conc,
-        limit,
-        bind_job(pool.clone(), tokens.clone(), 0),
-    )
-    .await;
-    eprintln!("  bind end to end, c2s: {}", res.bind_c2s.line());
+    // Binds in c2s mode: raw pairs (4k, 4k+1) and the service's pairs 0..pairs, in turns.
+    let chunk = pairs.div_ceil(ROUNDS);
+    for r in 0..ROUNDS {
+        let (from, n) = (r * chunk, chunk.min(pairs.saturating_sub(r * chunk)));
+        settle(prosody.pid()).await;
+        res.raw_bind_c2s.add(
+            run_jobs(n, conc, limit, |i| {
+                let x = x.clone();
+                let k = from + i;
+                async move {
+                    let a = party(&format!("raw{:05}", 4 * k), "a", "Phone");
+                    let b = party(&format!("raw{:05}", 4 * k + 1), "b", "Device");
+                    x.bind(&a, &b).await.is_ok()
+                }
+            })
+            .await,
+        );
+        settle(prosody.pid()).await;
+        res.bind_c2s.add(
+            run_jobs(n, conc, limit, {
+                let job = bind_job(pool.clone(), tokens.clone(), from);
+                move |i| job(i)
+            })
+            .await,
+        );
+    }
+    eprintln!(
+        "  raw bind c2s ({ROUNDS} rounds): {}",
+        res.raw_bind_c2s.line()
+    );
+    eprintln!(
+        "  bind end to end, c2s ({ROUNDS} rounds between the raw ones): {}",
+        res.bind_c2s.line()
+    );
+    stop.cancel();
+    drop(x);
     svc.stop();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // The service again on the same data, privileged binding.
+    // Privileged mode: the service again on the same data, and a privileged raw link; raw pairs
+    // (4k+2, 4k+3) and the service's pairs pairs..2·pairs, in turns.
     let svc = Service::spawn(bin, &dir, XmppTarget::Prosody(&prosody, "privileged"), true);
     assert!(
         svc.wait_ready(Duration::from_secs(30)).await,
         "service link to prosody"
     );
-    settle(prosody.pid()).await;
-    res.bind_priv = run_jobs(
-        pairs,
-        conc,
-        limit,
-        bind_job(Pool::new(svc.http, tls), tokens, pairs),
-    )
-    .await;
-    eprintln!("  bind end to end, privileged: {}", res.bind_priv.line());
+    let (x, stop) = raw_link(BindingMode::Privileged);
+    assert!(link_up(&x).await, "component link to prosody");
+    let pool = Pool::new(svc.http, tls);
+    for r in 0..ROUNDS {
+        let (from, n) = (r * chunk, chunk.min(pairs.saturating_sub(r * chunk)));
+        settle(prosody.pid()).await;
+        res.raw_bind_priv.add(
+            run_jobs(n, conc, limit, |i| {
+                let x = x.clone();
+                let k = from + i;
+                async move {
+                    let a = party(&format!("raw{:05}", 4 * k + 2), "a", "Phone");
+                    let b = party(&format!("raw{:05}", 4 * k + 3), "b", "Device");
+                    x.bind(&a, &b).await.is_ok()
+                }
+            })
+            .await,
+        );
+        settle(prosody.pid()).await;
+        res.bind_priv.add(
+            run_jobs(n, conc, limit, {
+                let job = bind_job(pool.clone(), tokens.clone(), pairs + from);
+                move |i| job(i)
+            })
+            .await,
+        );
+    }
+    eprintln!(
+        "  raw bind privileged ({ROUNDS} rounds): {}",
+        res.raw_bind_priv.line()
+    );
+    eprintln!(
+        "  bind end to end, privileged ({ROUNDS} rounds between the raw ones): {}",
+        res.bind_priv.line()
+    );
+    stop.cancel();
+    drop(x);
     drop(svc);
     drop(prosody);
     res
