@@ -140,7 +140,7 @@ impl App {
     }
 
     /// The account owning the `access_token` parameter. Devices must also sign their requests.
-    pub async fn token_owner(&self, call: &Call) -> Result<(Account, i64), ApiError> {
+    pub async fn token_owner(&self, call: &Call) -> Result<(Arc<Account>, i64), ApiError> {
         let token = call
             .get("access_token")
             .filter(|t| !t.is_empty())
@@ -159,7 +159,7 @@ impl App {
     }
 
     /// The token owner, who must be the account named by `user_name` (bind, unbind, list).
-    pub async fn token_owner_named(&self, call: &Call) -> Result<Account, ApiError> {
+    pub async fn token_owner_named(&self, call: &Call) -> Result<Arc<Account>, ApiError> {
         let name = crate::types::UserName::parse(call.required("user_name")?)?;
         let (me, _) = self.token_owner(call).await?;
         if me.user_name != name.as_str() {

@@ -44,15 +44,16 @@ pub struct TokenCache {
 struct Maps {
     tokens: HashMap<[u8; 32], Entry, DigestHash>,
     /// Active accounts by user name, as the store holds them but for the password hash.
-    names: HashMap<String, Account>,
-    /// What is cached for an account id, to forget it without a scan.
+    names: HashMap<String, Arc<Account>>,
+    /// What is cached for an account id, to forget it without a scan; its account is the one
+    /// its tokens and its name entry share.
     ids: HashMap<i64, Cached>,
 }
 
-#[derive(Default)]
 struct Cached {
+    account: Arc<Account>,
     tokens: Vec<[u8; 32]>,
-    name: Option<String>,
+    named: bool,
 }
 
 impl Maps {
@@ -61,10 +62,23 @@ impl Maps {
             for t in &c.tokens {
                 self.tokens.remove(t);
             }
-            if let Some(n) = &c.name {
-                self.names.remove(n);
+            if c.named {
+                self.names.remove(&c.account.user_name);
             }
         }
+    }
+
+    /// The cached copy of `a` (without its password hash), made once per account and shared by
+    /// its tokens and its name. A cached account is current: any change to it forgets it.
+    fn shared(&mut self, a: &Account) -> &mut Cached {
+        self.ids.entry(a.id).or_insert_with(|| Cached {
+            account: Arc::new(Account {
+                password_hash: String::new(),
+                ..a.clone()
+            }),
+            tokens: Vec::new(),
+            named: false,
+        })
     }
 
     fn clear(&mut self) {
@@ -73,12 +87,12 @@ impl Maps {
 }
 
 /// A live token: its expiry, the reply bytes made for it on the first check from memory, and its
-/// account (without the password hash). The account is boxed so that a slot of the table stays
-/// small: a token check from memory reads the key, the expiry and the reply, not the account.
+/// account (without the password hash, shared). A slot of the table stays small: a token check
+/// from memory reads the key, the expiry and the reply, not the account.
 struct Entry {
     expires_at: i64,
     reply: OnceLock<Box<[u8]>>,
-    account: Box<Account>,
+    account: Arc<Account>,
 }
 
 /// The token map's hasher. Its keys are SHA-256 digests of tokens, already uniform, so folding
@@ -177,7 +191,7 @@ impl Store for TokenCache {
     async fn account_by_id(&self, id: i64) -> StoreResult<Option<Account>> {
         self.inner.account_by_id(id).await
     }
-    async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Account>> {
+    async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Arc<Account>>> {
         let (mut found, missing) = {
             let m = self.read();
             let mut found = Vec::with_capacity(names.len());
@@ -200,12 +214,10 @@ impl Store for TokenCache {
                 if m.names.len() >= self.capacity {
                     m.clear();
                 }
-                let slim = Account {
-                    password_hash: String::new(),
-                    ..a.clone()
-                };
-                m.names.insert(a.user_name.clone(), slim);
-                m.ids.entry(a.id).or_default().name = Some(a.user_name.clone());
+                let cached = m.shared(a);
+                cached.named = true;
+                let account = cached.account.clone();
+                m.names.insert(a.user_name.clone(), account);
             }
         }
         found.extend(more);
@@ -252,10 +264,14 @@ impl Store for TokenCache {
             .insert_token(hash, account_id, expires_at, now)
             .await
     }
-    async fn token_account(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<(Account, i64)>> {
+    async fn token_account(
+        &self,
+        hash: Vec<u8>,
+        now: i64,
+    ) -> StoreResult<Option<(Arc<Account>, i64)>> {
         if let Some(e) = self.read().tokens.get(hash.as_slice()) {
             if e.expires_at > now {
-                return Ok(Some((Account::clone(&e.account), e.expires_at)));
+                return Ok(Some((e.account.clone(), e.expires_at)));
             }
         }
         let epoch = self.epoch.load(Ordering::SeqCst);
@@ -266,17 +282,14 @@ impl Store for TokenCache {
                     m.clear();
                 }
                 // Token holders never need the password hash: it is not kept in memory.
-                let account = Box::new(Account {
-                    password_hash: String::new(),
-                    ..a.clone()
-                });
+                let account = m.shared(a).account.clone();
                 let entry = Entry {
                     expires_at: *exp,
                     reply: OnceLock::new(),
                     account,
                 };
                 if m.tokens.insert(key, entry).is_none() {
-                    m.ids.entry(a.id).or_default().tokens.push(key);
+                    m.shared(a).tokens.push(key);
                 }
             }
         }
@@ -315,8 +328,7 @@ impl Store for TokenCache {
             for c in m.ids.values_mut() {
                 c.tokens.retain(|t| tokens.contains_key(t));
             }
-            m.ids
-                .retain(|_, c| !c.tokens.is_empty() || c.name.is_some());
+            m.ids.retain(|_, c| !c.tokens.is_empty() || c.named);
         }
         self.inner.prune(now).await
     }

@@ -149,10 +149,17 @@ impl Handler for Constant {
 /// `register-bench serve-constant PORT CERT KEY BODY_FILE`: the reference server, in its own
 /// process with the default multi-thread runtime (as the `register` binary has), until killed.
 pub fn serve_constant(args: &[String]) {
+    let (args, logging) = match args {
+        [rest @ .., last] if last == "--log" => (rest, true),
+        all => (all, false),
+    };
     let [port, cert, key, body] = args else {
-        eprintln!("usage: register-bench serve-constant PORT CERT KEY BODY_FILE");
+        eprintln!("usage: register-bench serve-constant PORT CERT KEY BODY_FILE [--log]");
         std::process::exit(2);
     };
+    // With --log, the service's own logging (its default configuration: info, batched to
+    // stderr), so that the stack's request span costs the reference what it costs the service.
+    let _log = logging.then(|| register::cli::init_logging(&register::config::Config::default()));
     let cert = std::fs::read(cert).expect("cert");
     let key = std::fs::read(key).expect("key");
     let body: serde_json::Value =

@@ -470,9 +470,10 @@ fn bench_https(o: &Opts, svc: &Service, seeded: &[util::Seeded], work: &Path, ro
         "  warm-up: {ok} of {n} get_users answered once in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    // The reference, in its own process like the service, started now: the two are measured in
-    // alternating rounds (ours, reference, ours, …), so that a change in the machine's load hits
-    // both alike.
+    // The references, in processes of their own like the service, started now: all are measured
+    // in alternating rounds (ours, references, ours, …), so that a change in the machine's load
+    // hits them alike. Two references: the stack with the service's own logging (its request
+    // span costs what it costs the service) and the stack with no log subscriber at all.
     let body_file = work.join("constant.json");
     std::fs::write(&body_file, &sample.body).unwrap();
     let dir = work.join("constant");
@@ -480,20 +481,30 @@ fn bench_https(o: &Opts, svc: &Service, seeded: &[util::Seeded], work: &Path, ro
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, svc.cert_pem()).unwrap();
     std::fs::write(&key, svc.key_pem()).unwrap();
-    let port = free_port();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .arg("serve-constant")
-        .arg(port.to_string())
-        .arg(&cert)
-        .arg(&key)
-        .arg(&body_file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("reference server");
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let have_ref = util::wait_accepting(addr, Duration::from_secs(10));
+    let spawn_ref = |log: bool| {
+        let port = free_port();
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.arg("serve-constant")
+            .arg(port.to_string())
+            .arg(&cert)
+            .arg(&key)
+            .arg(&body_file);
+        if log {
+            cmd.arg("--log");
+        }
+        let log_file = std::fs::File::create(dir.join(format!("log-{log}.txt"))).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("reference server");
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let up = util::wait_accepting(addr, Duration::from_secs(10));
+        (child, up.then_some(addr))
+    };
+    let (mut child_log, ref_log) = spawn_ref(true);
+    let (mut child_bare, ref_bare) = spawn_ref(false);
     let load = |to: std::net::SocketAddr, secs: f64| {
         rt.block_on(https::load_samples(
             to,
@@ -504,16 +515,20 @@ fn bench_https(o: &Opts, svc: &Service, seeded: &[util::Seeded], work: &Path, ro
             ok_json.clone(),
         ))
     };
-    load(svc.http, 1.0);
-    if have_ref {
-        load(addr, 1.0);
+    for to in [Some(svc.http), ref_log, ref_bare].into_iter().flatten() {
+        load(to, 1.0);
     }
     const ROUNDS: usize = 3;
-    let (mut ours, mut reference) = (https::Samples::default(), https::Samples::default());
+    let mut ours = https::Samples::default();
+    let (mut with_log, mut bare) = (https::Samples::default(), https::Samples::default());
     for _ in 0..ROUNDS {
-        ours.add(load(svc.http, o.secs / ROUNDS as f64));
-        if have_ref {
-            reference.add(load(addr, o.secs / ROUNDS as f64));
+        let secs = o.secs / ROUNDS as f64;
+        ours.add(load(svc.http, secs));
+        if let Some(a) = ref_log {
+            with_log.add(load(a, secs));
+        }
+        if let Some(a) = ref_bare {
+            bare.add(load(a, secs));
         }
     }
     let ours = ours.stats();
@@ -522,19 +537,39 @@ fn bench_https(o: &Opts, svc: &Service, seeded: &[util::Seeded], work: &Path, ro
         ours.line(),
         sample.body.len()
     );
-    let reference = have_ref.then(|| reference.stats());
+    let reference = ref_log.map(|_| with_log.stats());
+    let reference_bare = ref_bare.map(|_| bare.stats());
     if let Some(r) = &reference {
         eprintln!(
-            "  reference (constant reply, same stack, {ROUNDS} rounds between ours): {}",
+            "  reference (constant reply, same stack, the service's logging; rounds between ours): {}",
             r.line()
         );
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    if let Some(r) = &reference_bare {
+        eprintln!(
+            "  reference (constant reply, same stack, no log subscriber; rounds between ours): {}",
+            r.line()
+        );
+    }
+    for c in [&mut child_log, &mut child_bare] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    if let Some(r) = &reference_bare {
+        rows.push(row(
+            &format!("(2. same vs the stack with no log subscriber, {conns} conns)"),
+            fmt_rate(&ours),
+            format!("constant reply {}", fmt_rate(r)),
+            Some(ours.rate / r.rate),
+            "—",
+        ));
+    }
     rows.push(row(
         &format!("2. HTTPS get_users keep-alive, {conns} conns"),
         fmt_rate(&ours),
-        reference.map_or("—".into(), |r| format!("constant reply {}", fmt_rate(&r))),
+        reference.map_or("—".into(), |r| {
+            format!("constant reply, the service's logging, {}", fmt_rate(&r))
+        }),
         reference.map(|r| ours.rate / r.rate),
         ">= 0.6",
     ));

@@ -8,6 +8,8 @@
 //! `bound` is set by compare-and-set from `binding`, and only then is the pair answered with 0; a
 //! pair whose row a cancel or the reconciler claimed meanwhile is rolled back instead.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use xmpp::XmppError;
 
@@ -120,7 +122,7 @@ async fn roll_back(app: &App, a: i64, b: i64, pa: &xmpp::Party, pb: &xmpp::Party
 }
 
 /// An active account with this name, or 104.
-pub(super) fn active(found: &[Account], name: &str) -> Result<Account, ApiError> {
+pub(super) fn active(found: &[Arc<Account>], name: &str) -> Result<Arc<Account>, ApiError> {
     found
         .iter()
         .find(|a| a.user_name == name && a.state == AccountState::Active)

@@ -3,6 +3,8 @@
 //! Each pair goes `bound` → `unbinding` before the server is touched and its row is deleted after;
 //! an unbind the server could not finish keeps its `unbinding` row and the reconciler completes it.
 
+use std::sync::Arc;
+
 use serde_json::{json, Value};
 use xmpp::XmppError;
 
@@ -63,7 +65,11 @@ async fn unbind_pair(app: &App, me: &Account, peer: &Account) -> Result<(), ApiE
 }
 
 /// The active accounts named in `user_name_ls` (104 for the first missing; 2 for the caller).
-pub(super) async fn peers(app: &App, call: &Call, me: &Account) -> Result<Vec<Account>, ApiError> {
+pub(super) async fn peers(
+    app: &App,
+    call: &Call,
+    me: &Account,
+) -> Result<Vec<Arc<Account>>, ApiError> {
     let names = user_name_list(call.required("user_name_ls")?, super::bind::MAX_PEERS)?;
     let wanted: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     if wanted.contains(&me.user_name) {

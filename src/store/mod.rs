@@ -8,6 +8,8 @@
 pub mod postgres;
 pub mod sqlite;
 
+use std::sync::Arc;
+
 use crate::types::AccountType;
 
 /// Lifecycle of an account row.
@@ -164,7 +166,7 @@ pub trait Store: Send + Sync + 'static {
     async fn account_by_id(&self, id: i64) -> StoreResult<Option<Account>>;
     /// Accounts with these names, in no particular order. Their `password_hash` may be empty (the
     /// token cache keeps none): a caller that needs it (login) uses `account_by_name`.
-    async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Account>>;
+    async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Arc<Account>>>;
     /// Accounts with these JID nodes.
     async fn accounts_by_nodes(&self, nodes: &[String]) -> StoreResult<Vec<Account>>;
     async fn list_accounts(&self, after_id: i64, limit: u32) -> StoreResult<Vec<Account>>;
@@ -190,7 +192,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// The active account a live token belongs to, with the token's expiry. Its `password_hash`
     /// may be empty, as in `accounts_by_names`.
-    async fn token_account(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<(Account, i64)>>;
+    async fn token_account(
+        &self,
+        hash: Vec<u8>,
+        now: i64,
+    ) -> StoreResult<Option<(Arc<Account>, i64)>>;
     /// The hot path of a token check, from memory only. When this store holds the token `hash`
     /// in memory, live at `now`, appends to `out` the bytes `make` builds from its account and
     /// expiry (built once per cached token and kept with it: the service keeps its signed

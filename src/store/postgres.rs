@@ -294,8 +294,9 @@ impl Store for PgStore {
             .transpose()
     }
 
-    async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Account>> {
-        self.accounts_where("user_name", names).await
+    async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Arc<Account>>> {
+        let found = self.accounts_where("user_name", names).await?;
+        Ok(found.into_iter().map(Arc::new).collect())
     }
 
     async fn accounts_by_nodes(&self, nodes: &[String]) -> StoreResult<Vec<Account>> {
@@ -377,7 +378,11 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn token_account(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<(Account, i64)>> {
+    async fn token_account(
+        &self,
+        hash: Vec<u8>,
+        now: i64,
+    ) -> StoreResult<Option<(Arc<Account>, i64)>> {
         let cols = ACCOUNT_COLS
             .split(", ")
             .map(|s| format!("a.{s}"))
@@ -391,7 +396,7 @@ impl Store for PgStore {
             ))
             .await?;
         match c.query_opt(&st, &[&hash, &now]).await? {
-            Some(r) => Ok(Some((account(&r)?, r.try_get(13)?))),
+            Some(r) => Ok(Some((Arc::new(account(&r)?), r.try_get(13)?))),
             None => Ok(None),
         }
     }

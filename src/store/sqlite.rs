@@ -405,10 +405,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Account>> {
+    async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Arc<Account>>> {
         let names = names.to_vec();
-        self.read(move |c| accounts_where(c, "user_name", &names))
-            .await
+        let found = self
+            .read(move |c| accounts_where(c, "user_name", &names))
+            .await?;
+        Ok(found.into_iter().map(Arc::new).collect())
     }
 
     async fn accounts_by_nodes(&self, nodes: &[String]) -> StoreResult<Vec<Account>> {
@@ -490,7 +492,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn token_account(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<(Account, i64)>> {
+    async fn token_account(
+        &self,
+        hash: Vec<u8>,
+        now: i64,
+    ) -> StoreResult<Option<(Arc<Account>, i64)>> {
         self.read(move |c| {
             let cols = ACCOUNT_COLS
                 .split(", ")
@@ -501,7 +507,9 @@ impl Store for SqliteStore {
                 "SELECT {cols}, t.expires_at FROM tokens t JOIN accounts a ON a.id = t.account_id \
                  WHERE t.hash = ?1 AND t.expires_at > ?2 AND a.state = 'active'"
             ))?
-            .query_row(params![hash, now], |r| Ok((account(r)?, r.get(13)?)))
+            .query_row(params![hash, now], |r| {
+                Ok((Arc::new(account(r)?), r.get(13)?))
+            })
             .optional()?)
         })
         .await
