@@ -170,6 +170,19 @@ pub async fn paced_probe(
     every: Duration,
     secs: f64,
 ) -> Stats {
+    paced_probe_samples(addr, tokens, conns, every, secs)
+        .await
+        .stats()
+}
+
+/// [`paced_probe`], unsummed.
+pub async fn paced_probe_samples(
+    addr: SocketAddr,
+    tokens: Arc<Vec<String>>,
+    conns: usize,
+    every: Duration,
+    secs: f64,
+) -> crate::https::Samples {
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
     let local = tokio::task::LocalSet::new();
@@ -222,7 +235,11 @@ pub async fn paced_probe(
             (all, errors)
         })
         .await;
-    Stats::from(lat, errors, start.elapsed())
+    crate::https::Samples {
+        lat,
+        errors,
+        elapsed: start.elapsed(),
+    }
 }
 
 /// A local `redis-server` without persistence.
