@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark of register side by side with its reference and prints a summary table.
 #
-#   scripts/bench.sh                       # everything (about 6-8 minutes after the build)
+#   scripts/bench.sh                       # everything (about 5 minutes after the build)
 #   scripts/bench.sh --only tcp,captcha    # some of: tcp,https,xmpp,captcha,memory,isolation,pg
 #
 # The pg section (token checks and registrations on PostgreSQL beside SQLite) runs when the

@@ -84,7 +84,7 @@ fn main() {
         conns: 50,
         secs: 6.0,
         idle_conns: 10_000,
-        pairs: 192,
+        pairs: 384,
         pg_url: None,
     };
     let mut it = args.iter();
