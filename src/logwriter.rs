@@ -1,7 +1,8 @@
 //! Log lines to stderr in batches.
 //!
-//! The service logs a line per HTTPS request. Written one by one, each line cost a `write` system
-//! call on the request's path, which was a tenth of the cost of a cheap request (BENCHMARKS.md).
+//! A busy service logs many lines (one per request at debug level). Written one by one, each line
+//! cost a `write` system call on the request's path: 6 % of a cheap request's profile
+//! (BENCHMARKS.md).
 //! Here a line is appended to a shared buffer; a thread of its own writes the buffer out every
 //! [`FLUSH_EVERY`], and a logger that finds the buffer over [`FLUSH_AT`] writes it out itself.
 //! Lines keep their order, and none is dropped. An info or debug line reaches stderr at most
