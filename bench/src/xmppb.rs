@@ -246,31 +246,13 @@ pub async fn run(bin: &Path, work: &Path, pairs: usize, conc: usize) -> XmppResu
     eprintln!("  login (phones): {}", res.login.line());
 
     // Binds in c2s mode: raw pairs (4k, 4k+1) and the service's pairs 0..pairs, in turns.
-    let chunk = pairs.div_ceil(ROUNDS);
-    for r in 0..ROUNDS {
-        let (from, n) = (r * chunk, chunk.min(pairs.saturating_sub(r * chunk)));
-        settle(prosody.pid()).await;
-        res.raw_bind_c2s.add(
-            run_jobs(n, conc, limit, |i| {
-                let x = x.clone();
-                let k = from + i;
-                async move {
-                    let a = party(&format!("raw{:05}", 4 * k), "a", "Phone");
-                    let b = party(&format!("raw{:05}", 4 * k + 1), "b", "Device");
-                    x.bind(&a, &b).await.is_ok()
-                }
-            })
-            .await,
-        );
-        settle(prosody.pid()).await;
-        res.bind_c2s.add(
-            run_jobs(n, conc, limit, {
-                let job = bind_job(pool.clone(), tokens.clone(), from);
-                move |i| job(i)
-            })
-            .await,
-        );
-    }
+    let turns = Turns {
+        prosody_pid: prosody.pid(),
+        pairs,
+        conc,
+        limit,
+    };
+    (res.raw_bind_c2s, res.bind_c2s) = turns.run(&x, 0, bind_job(pool, tokens.clone(), 0)).await;
     eprintln!(
         "  raw bind c2s ({ROUNDS} rounds): {}",
         res.raw_bind_c2s.line()
@@ -294,30 +276,7 @@ pub async fn run(bin: &Path, work: &Path, pairs: usize, conc: usize) -> XmppResu
     let (x, stop) = raw_link(BindingMode::Privileged);
     assert!(link_up(&x).await, "component link to prosody");
     let pool = Pool::new(svc.http, tls);
-    for r in 0..ROUNDS {
-        let (from, n) = (r * chunk, chunk.min(pairs.saturating_sub(r * chunk)));
-        settle(prosody.pid()).await;
-        res.raw_bind_priv.add(
-            run_jobs(n, conc, limit, |i| {
-                let x = x.clone();
-                let k = from + i;
-                async move {
-                    let a = party(&format!("raw{:05}", 4 * k + 2), "a", "Phone");
-                    let b = party(&format!("raw{:05}", 4 * k + 3), "b", "Device");
-                    x.bind(&a, &b).await.is_ok()
-                }
-            })
-            .await,
-        );
-        settle(prosody.pid()).await;
-        res.bind_priv.add(
-            run_jobs(n, conc, limit, {
-                let job = bind_job(pool.clone(), tokens.clone(), pairs + from);
-                move |i| job(i)
-            })
-            .await,
-        );
-    }
+    (res.raw_bind_priv, res.bind_priv) = turns.run(&x, 2, bind_job(pool, tokens, pairs)).await;
     eprintln!(
         "  raw bind privileged ({ROUNDS} rounds): {}",
         res.raw_bind_priv.line()
@@ -331,6 +290,47 @@ pub async fn run(bin: &Path, work: &Path, pairs: usize, conc: usize) -> XmppResu
     drop(svc);
     drop(prosody);
     res
+}
+
+/// Raw binds and service binds measured in turns ([`ROUNDS`] of each, on a share of the pairs).
+struct Turns {
+    prosody_pid: Option<u32>,
+    pairs: usize,
+    conc: usize,
+    limit: Duration,
+}
+
+impl Turns {
+    /// Returns (raw, service). Raw pair `k` is `raw{4k + raw_first}` with `raw{4k + raw_first + 1}`;
+    /// the service binds through `service(k)` for `k` in `0..pairs`.
+    async fn run<F, Fut>(&self, x: &Xmpp, raw_first: usize, service: F) -> (Rate, Rate)
+    where
+        F: Fn(usize) -> Fut + Clone,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let (mut raw, mut ours) = (Rate::default(), Rate::default());
+        let chunk = self.pairs.div_ceil(ROUNDS);
+        for r in 0..ROUNDS {
+            let (from, n) = (r * chunk, chunk.min(self.pairs.saturating_sub(r * chunk)));
+            settle(self.prosody_pid).await;
+            raw.add(
+                run_jobs(n, self.conc, self.limit, |i| {
+                    let x = x.clone();
+                    let k = from + i;
+                    async move {
+                        let a = party(&format!("raw{:05}", 4 * k + raw_first), "a", "Phone");
+                        let b = party(&format!("raw{:05}", 4 * k + raw_first + 1), "b", "Device");
+                        x.bind(&a, &b).await.is_ok()
+                    }
+                })
+                .await,
+            );
+            settle(self.prosody_pid).await;
+            let service = service.clone();
+            ours.add(run_jobs(n, self.conc, self.limit, move |i| service(from + i)).await);
+        }
+        (raw, ours)
+    }
 }
 
 /// A job binding phone `offset + i` to device `offset + i` through `/set_user_banding`.
