@@ -47,8 +47,9 @@ fn valid(app: &App, a: &Account, expires_at: i64) -> Value {
     })
 }
 
-/// The request as the hot path reads it. Anything else — another type, a duplicate member, an
-/// escape the borrow cannot cover is still fine (`Cow`) — goes to [`run`] instead.
+/// The request as the hot path reads it. A request it cannot read this way (`access_token` of
+/// another type, a duplicate member, trailing bytes) goes to [`run`] instead; escaped characters
+/// are fine (`Cow`).
 #[derive(Deserialize)]
 struct Request<'a> {
     #[serde(borrow)]
