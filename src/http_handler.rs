@@ -68,7 +68,9 @@ fn rate_limited(path: &str) -> bool {
 pub fn error_reply(e: &ApiError) -> Value {
     match e {
         ApiError::Unknown(_) | ApiError::Db(_) => tracing::error!(error = %e, "request failed"),
-        _ => tracing::debug!(error = %e, "request refused"),
+        // At info: refusals (a wrong password, a bad token or signature) are what an operator
+        // watches for, and successes have no line at info.
+        _ => tracing::info!(error = %e, "request refused"),
     }
     json!({"result": e.code()})
 }

@@ -3,10 +3,10 @@
 //! Token checks are the hot path of every IM backend (`/verify_access_token`) and of every
 //! token-based HTTPS call; `/get_users` then looks accounts up by name. A hit answers from memory
 //! without touching SQLite or the blocking pool. The cache is a decorator: it forwards everything
-//! to the inner store and drops an account's entries (its tokens and its name) whenever that
-//! account changes in any way (state, cancel, delete, a failed or reset login), so revocation is
-//! immediate and a cached account is always what the store holds (but for its password hash, which
-//! is not kept: nothing that looks accounts up by token or in a list needs it, see
+//! to the inner store and drops an account's entries (its tokens and its name) after every change
+//! to that account (state, cancel, delete), even when the caller stopped waiting, so revocation is
+//! immediate and a cached account is always what the store holds, but for what only login reads
+//! and the cache does not keep: the password hash and the login counters (see
 //! [`Store::accounts_by_names`]). Expiry is checked on every hit.
 //! Unknown tokens and names are not cached (a flood of random ones costs database reads, not
 //! memory).
@@ -31,13 +31,29 @@ use crate::store::*;
 /// [`Store`] decorator caching `token_account` and `accounts_by_names`.
 pub struct TokenCache {
     inner: Arc<dyn Store>,
-    maps: RwLock<Maps>,
+    /// The maps and the epoch, shared with the tasks that run account changes.
+    shared: Arc<Shared>,
     /// Most entries in each map (`database.token_cache_entries`); past this the map starts over
     /// (cheap, and it refills from the store). Size it to the live tokens: a smaller cache
     /// thrashes.
     capacity: usize,
+}
+
+struct Shared {
+    maps: RwLock<Maps>,
     /// Bumped by every change to an account: a lookup that raced one does not fill the cache.
     epoch: AtomicU64,
+}
+
+impl Shared {
+    /// Called after every change to account `id`.
+    fn forget(&self, id: i64) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.maps
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget(id);
+    }
 }
 
 #[derive(Default)]
@@ -68,12 +84,16 @@ impl Maps {
         }
     }
 
-    /// The cached copy of `a` (without its password hash), made once per account and shared by
-    /// its tokens and its name. A cached account is current: any change to it forgets it.
+    /// The cached copy of `a`, made once per account and shared by its tokens and its name. It
+    /// keeps neither the password hash nor the login counters (`failed_logins`, `locked_until`):
+    /// only login needs them, and it reads the store (`account_by_name`). So a login, failed or
+    /// not, changes nothing cached; any other change to the account forgets it.
     fn shared(&mut self, a: &Account) -> &mut Cached {
         self.ids.entry(a.id).or_insert_with(|| Cached {
             account: Arc::new(Account {
                 password_hash: String::new(),
+                failed_logins: 0,
+                locked_until: 0,
                 ..a.clone()
             }),
             tokens: Vec::new(),
@@ -83,6 +103,15 @@ impl Maps {
 
     fn clear(&mut self) {
         *self = Maps::default();
+    }
+
+    /// Empties the name map only (it is full): the tokens stay.
+    fn clear_names(&mut self) {
+        self.names.clear();
+        for c in self.ids.values_mut() {
+            c.named = false;
+        }
+        self.ids.retain(|_, c| !c.tokens.is_empty());
     }
 }
 
@@ -128,30 +157,48 @@ impl TokenCache {
     pub fn new(inner: Arc<dyn Store>, capacity: usize) -> TokenCache {
         TokenCache {
             inner,
-            maps: RwLock::new(Maps::default()),
+            shared: Arc::new(Shared {
+                maps: RwLock::new(Maps::default()),
+                epoch: AtomicU64::new(0),
+            }),
             capacity,
-            epoch: AtomicU64::new(0),
         }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Maps> {
-        self.maps.read().unwrap_or_else(|e| e.into_inner())
+        self.shared.maps.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn epoch(&self) -> u64 {
+        self.shared.epoch.load(Ordering::SeqCst)
     }
 
     /// The maps for a fill, unless a change ran since `epoch` was read (the value read from the
     /// store may predate it, so it must not be cached).
     fn fill(&self, epoch: u64) -> Option<std::sync::RwLockWriteGuard<'_, Maps>> {
-        let m = self.maps.write().unwrap_or_else(|e| e.into_inner());
-        (self.epoch.load(Ordering::SeqCst) == epoch).then_some(m)
+        let m = self.shared.maps.write().unwrap_or_else(|e| e.into_inner());
+        (self.epoch() == epoch).then_some(m)
     }
 
-    /// Called after every change to account `id`.
-    fn forget_account(&self, id: i64) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.maps
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .forget(id);
+    /// Runs `change`, a change to account `id` on the inner store, then forgets the account, in a
+    /// task of its own: a caller that stops waiting (a client that hung up) cannot leave a change
+    /// committed and the account still cached. The forget comes after the change, so a lookup
+    /// that read the old row meanwhile does not fill the cache (the epoch moved).
+    async fn change<T, F, Fut>(&self, id: i64, change: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<dyn Store>) -> Fut,
+        Fut: std::future::Future<Output = StoreResult<T>> + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        let fut = change(self.inner.clone());
+        tokio::spawn(async move {
+            let r = fut.await;
+            shared.forget(id);
+            r
+        })
+        .await
+        .map_err(|e| StoreError::Db(format!("store task: {e}")))?
     }
 }
 
@@ -165,9 +212,10 @@ impl Store for TokenCache {
         self.inner.insert_pending_account(new, now).await
     }
     async fn set_account_state(&self, id: i64, state: AccountState, now: i64) -> StoreResult<()> {
-        let r = self.inner.set_account_state(id, state, now).await;
-        self.forget_account(id);
-        r
+        self.change(id, move |s| async move {
+            s.set_account_state(id, state, now).await
+        })
+        .await
     }
     async fn transition_account(
         &self,
@@ -176,14 +224,14 @@ impl Store for TokenCache {
         to: AccountState,
         now: i64,
     ) -> StoreResult<bool> {
-        let r = self.inner.transition_account(id, from, to, now).await;
-        self.forget_account(id);
-        r
+        self.change(id, move |s| async move {
+            s.transition_account(id, from, to, now).await
+        })
+        .await
     }
     async fn delete_account(&self, id: i64) -> StoreResult<()> {
-        let r = self.inner.delete_account(id).await;
-        self.forget_account(id);
-        r
+        self.change(id, move |s| async move { s.delete_account(id).await })
+            .await
     }
     async fn account_by_name(&self, name: &str) -> StoreResult<Option<Account>> {
         self.inner.account_by_name(name).await
@@ -207,12 +255,12 @@ impl Store for TokenCache {
         if missing.is_empty() {
             return Ok(found);
         }
-        let epoch = self.epoch.load(Ordering::SeqCst);
+        let epoch = self.epoch();
         let more = self.inner.accounts_by_names(&missing).await?;
         if let Some(mut m) = self.fill(epoch) {
             for a in more.iter().filter(|a| a.state == AccountState::Active) {
                 if m.names.len() >= self.capacity {
-                    m.clear();
+                    m.clear_names();
                 }
                 let cached = m.shared(a);
                 cached.named = true;
@@ -236,22 +284,17 @@ impl Store for TokenCache {
         threshold: u32,
         lock_secs: i64,
     ) -> StoreResult<()> {
-        let r = self
-            .inner
+        // The cached account keeps no login counters (see `Maps::shared`): nothing to forget.
+        self.inner
             .record_login_failure(id, now, threshold, lock_secs)
-            .await;
-        self.forget_account(id);
-        r
+            .await
     }
     async fn reset_login_failures(&self, id: i64) -> StoreResult<()> {
-        let r = self.inner.reset_login_failures(id).await;
-        self.forget_account(id);
-        r
+        self.inner.reset_login_failures(id).await
     }
     async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<bool> {
-        let r = self.inner.begin_cancel(id, now).await;
-        self.forget_account(id);
-        r
+        self.change(id, move |s| async move { s.begin_cancel(id, now).await })
+            .await
     }
     async fn insert_token(
         &self,
@@ -274,7 +317,7 @@ impl Store for TokenCache {
                 return Ok(Some((e.account.clone(), e.expires_at)));
             }
         }
-        let epoch = self.epoch.load(Ordering::SeqCst);
+        let epoch = self.epoch();
         let found = self.inner.token_account(hash.clone(), now).await?;
         if let (Some((a, exp)), Ok(key)) = (&found, <[u8; 32]>::try_from(hash.as_slice())) {
             if let Some(mut m) = self.fill(epoch) {
@@ -321,7 +364,7 @@ impl Store for TokenCache {
     }
     async fn prune(&self, now: i64) -> StoreResult<()> {
         {
-            let mut guard = self.maps.write().unwrap_or_else(|e| e.into_inner());
+            let mut guard = self.shared.maps.write().unwrap_or_else(|e| e.into_inner());
             let m = &mut *guard;
             m.tokens.retain(|_, e| e.expires_at > now);
             let tokens = &m.tokens;
@@ -411,7 +454,7 @@ mod tests {
             .unwrap();
         c.insert_token(vec![7; 32], id, 100, 1).await.unwrap();
         assert!(c.token_account(vec![7; 32], 10).await.unwrap().is_some());
-        assert_eq!(c.maps.read().unwrap().tokens.len(), 1, "cached");
+        assert_eq!(c.shared.maps.read().unwrap().tokens.len(), 1, "cached");
         assert!(
             c.token_account(vec![7; 32], 100).await.unwrap().is_none(),
             "expired"
@@ -448,7 +491,7 @@ mod tests {
         );
         assert!(c.token_account(vec![8; 32], 12).await.unwrap().is_none());
         assert!(
-            c.maps.read().unwrap().tokens.is_empty(),
+            c.shared.maps.read().unwrap().tokens.is_empty(),
             "unknown tokens are not cached"
         );
     }
@@ -477,19 +520,28 @@ mod tests {
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let got = c.accounts_by_names(&names(&["a", "b", "x"])).await.unwrap();
         assert_eq!(got.len(), 2, "a (active) and b (pending)");
-        let cached = |n: &str| c.maps.read().unwrap().names.contains_key(n);
+        let cached = |n: &str| c.shared.maps.read().unwrap().names.contains_key(n);
         assert!(
             cached("a") && !cached("b") && !cached("x"),
             "only active ones"
         );
-        // A change of any kind drops the account; the next read sees the store's value.
+        // Logins change only what the cache does not keep (the counters, the hash).
         c.record_login_failure(a, 2, 5, 60).await.unwrap();
-        assert!(!cached("a"));
-        let got = c.accounts_by_names(&names(&["a"])).await.unwrap();
-        assert_eq!(got[0].failed_logins, 1);
+        assert!(cached("a"), "a failed login leaves the cache alone");
         let again = c.accounts_by_names(&names(&["a"])).await.unwrap();
-        assert_eq!(again[0].failed_logins, 1);
+        assert_eq!(again[0].failed_logins, 0, "counters not kept in memory");
         assert_eq!(again[0].password_hash, "", "not kept in memory");
+        assert_eq!(
+            c.account_by_name("a").await.unwrap().unwrap().failed_logins,
+            1,
+            "login reads the store"
+        );
+        // Any other change drops the account; the next read sees the store's value.
+        c.set_account_state(a, AccountState::Active, 2)
+            .await
+            .unwrap();
+        assert!(!cached("a"));
+        c.accounts_by_names(&names(&["a"])).await.unwrap();
         assert!(cached("a"));
         c.insert_token(vec![7; 32], a, 100, 1).await.unwrap();
         assert!(c.token_account(vec![7; 32], 10).await.unwrap().is_some());
@@ -499,9 +551,9 @@ mod tests {
         assert!(cached("a"), "another account's change leaves a alone");
         c.delete_account(a).await.unwrap();
         assert!(!cached("a"));
-        assert!(c.maps.read().unwrap().tokens.is_empty());
+        assert!(c.shared.maps.read().unwrap().tokens.is_empty());
         assert!(
-            c.maps.read().unwrap().ids.is_empty(),
+            c.shared.maps.read().unwrap().ids.is_empty(),
             "index emptied with them"
         );
         assert!(c
@@ -509,5 +561,79 @@ mod tests {
             .await
             .unwrap()
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_change_whose_caller_gives_up_still_drops_the_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = TokenCache::new(
+            Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap()),
+            10,
+        );
+        let new = NewAccount {
+            user_name: "a".into(),
+            kind: AccountType::Phone,
+            device_type: None,
+            des: String::new(),
+            password_hash: "h".into(),
+            jid_node: "n".into(),
+            jid_pwd: vec![1],
+        };
+        let id = c.insert_pending_account(new, 1).await.unwrap();
+        c.set_account_state(id, AccountState::Active, 1)
+            .await
+            .unwrap();
+        c.insert_token(vec![7; 32], id, 100, 1).await.unwrap();
+        assert!(c.token_account(vec![7; 32], 10).await.unwrap().is_some());
+        // The caller stops waiting at once (a client that hung up): the cancel still happens, and
+        // the token is no longer answered from memory.
+        use futures::FutureExt;
+        let answer = c.begin_cancel(id, 11).now_or_never(); // polled once, then dropped
+        assert!(answer.is_none(), "the caller gave up before the answer");
+        for _ in 0..100 {
+            if c.shared.maps.read().unwrap().tokens.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(c.shared.maps.read().unwrap().tokens.is_empty());
+        assert!(c.token_account(vec![7; 32], 12).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_full_name_map_starts_over_without_dropping_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = TokenCache::new(
+            Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap()),
+            2,
+        );
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            let new = NewAccount {
+                user_name: name.to_string(),
+                kind: AccountType::Phone,
+                device_type: None,
+                des: String::new(),
+                password_hash: "h".into(),
+                jid_node: format!("n{i}"),
+                jid_pwd: vec![1],
+            };
+            let id = c.insert_pending_account(new, 1).await.unwrap();
+            c.set_account_state(id, AccountState::Active, 1)
+                .await
+                .unwrap();
+            if i == 0 {
+                c.insert_token(vec![7; 32], id, 100, 1).await.unwrap();
+                c.token_account(vec![7; 32], 10).await.unwrap().unwrap();
+            }
+        }
+        c.accounts_by_names(&["a".into(), "b".into()])
+            .await
+            .unwrap();
+        c.accounts_by_names(&["c".into()]).await.unwrap();
+        let m = c.shared.maps.read().unwrap();
+        assert_eq!(m.names.len(), 1, "the name map started over");
+        assert!(m.names.contains_key("c"));
+        assert_eq!(m.tokens.len(), 1, "the token stayed");
+        assert_eq!(m.ids.len(), 2, "index: a (its token) and c (its name)");
     }
 }

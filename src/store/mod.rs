@@ -164,8 +164,9 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_account(&self, id: i64) -> StoreResult<()>;
     async fn account_by_name(&self, name: &str) -> StoreResult<Option<Account>>;
     async fn account_by_id(&self, id: i64) -> StoreResult<Option<Account>>;
-    /// Accounts with these names, in no particular order. Their `password_hash` may be empty (the
-    /// token cache keeps none): a caller that needs it (login) uses `account_by_name`.
+    /// Accounts with these names, in no particular order. Their `password_hash` may be empty and
+    /// their `failed_logins` and `locked_until` zero (the token cache keeps none of them): a caller
+    /// that needs them (login) uses `account_by_name`.
     async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Arc<Account>>>;
     /// Accounts with these JID nodes.
     async fn accounts_by_nodes(&self, nodes: &[String]) -> StoreResult<Vec<Account>>;
@@ -191,7 +192,7 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> StoreResult<()>;
     /// The active account a live token belongs to, with the token's expiry. Its `password_hash`
-    /// may be empty, as in `accounts_by_names`.
+    /// and login counters may be empty, as in `accounts_by_names`.
     async fn token_account(
         &self,
         hash: Vec<u8>,

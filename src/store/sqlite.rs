@@ -64,6 +64,21 @@ fn run_job(c: &mut Connection, job: WriteJob) -> Option<(bool, Answer)> {
     std::panic::catch_unwind(AssertUnwindSafe(|| job(c))).ok()
 }
 
+/// Runs one write in autocommit mode. A write that leaves a transaction open is rolled back and
+/// fails: the writes after it must not run inside its transaction.
+fn run_alone(c: &mut Connection, job: WriteJob) {
+    let ran = run_job(c, job);
+    let outcome = if c.is_autocommit() {
+        Ok(())
+    } else {
+        let _ = c.execute_batch("ROLLBACK");
+        Err("the write left a transaction open".to_owned())
+    };
+    if let Some((_, answer)) = ran {
+        answer(outcome);
+    }
+}
+
 /// The writer thread: one write alone in autocommit mode, several in one transaction.
 fn writer_loop(mut c: Connection, jobs: mpsc::Receiver<WriteJob>, rounds: Arc<AtomicUsize>) {
     while let Ok(first) = jobs.recv() {
@@ -76,8 +91,8 @@ fn writer_loop(mut c: Connection, jobs: mpsc::Receiver<WriteJob>, rounds: Arc<At
             }
         }
         if group.len() == 1 {
-            if let Some((_, answer)) = group.pop().and_then(|j| run_job(&mut c, j)) {
-                answer(Ok(()));
+            if let Some(job) = group.pop() {
+                run_alone(&mut c, job);
             }
             continue;
         }
@@ -86,21 +101,25 @@ fn writer_loop(mut c: Connection, jobs: mpsc::Receiver<WriteJob>, rounds: Arc<At
             // instead, and meets (and reports) whatever the database says.
             tracing::warn!(error = %e, writes = group.len(), "could not group writes");
             for job in group {
-                if let Some((_, answer)) = run_job(&mut c, job) {
-                    answer(Ok(()));
-                }
+                run_alone(&mut c, job);
             }
             continue;
         }
         let mut answers = Vec::with_capacity(group.len());
         let mut jobs = group.into_iter();
+        // The group stops at the first write it cannot isolate or undo; that write (when it has
+        // not run) and the rest then run alone.
+        let mut not_run = None;
         let mut aborted = false;
         for job in jobs.by_ref() {
-            let _ = c.execute_batch("SAVEPOINT w");
+            if c.execute_batch("SAVEPOINT w").is_err() || c.is_autocommit() {
+                not_run = Some(job);
+                aborted = true;
+                break;
+            }
             let ran = run_job(&mut c, job);
             if c.is_autocommit() {
-                // SQLite rolled the whole transaction back (an I/O error, a full disk): what
-                // ran so far is undone, and the rest runs alone.
+                // SQLite rolled the whole transaction back (an I/O error, a full disk).
                 answers.extend(ran.map(|(_, a)| a));
                 aborted = true;
                 break;
@@ -111,11 +130,15 @@ fn writer_loop(mut c: Connection, jobs: mpsc::Receiver<WriteJob>, rounds: Arc<At
             } else {
                 "ROLLBACK TO w; RELEASE w"
             };
-            let _ = c.execute_batch(undo);
+            let undone = c.execute_batch(undo).is_ok() && !c.is_autocommit();
             answers.extend(ran.map(|(_, a)| a));
+            if !undone {
+                aborted = true;
+                break;
+            }
         }
         let committed = if aborted {
-            Err("the transaction was rolled back by the database".to_owned())
+            Err("the group's transaction could not be completed".to_owned())
         } else {
             c.execute_batch("COMMIT").map_err(|e| e.to_string())
         };
@@ -125,10 +148,8 @@ fn writer_loop(mut c: Connection, jobs: mpsc::Receiver<WriteJob>, rounds: Arc<At
         for a in answers {
             a(committed.clone());
         }
-        for job in jobs {
-            if let Some((_, answer)) = run_job(&mut c, job) {
-                answer(Ok(()));
-            }
+        for job in not_run.into_iter().chain(jobs) {
+            run_alone(&mut c, job);
         }
     }
 }
@@ -765,6 +786,38 @@ mod tests {
             })
             .unwrap();
         assert_eq!(ids, ["c1", "c2", "c5"]);
+    }
+
+    #[test]
+    fn a_write_that_leaves_a_transaction_open_fails_and_does_not_capture_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let left_open = s.write_blocking(|c| {
+            c.execute_batch(
+                "BEGIN; INSERT INTO captchas (id, answer, expires_at) VALUES ('x', 'a', 1)",
+            )?;
+            Ok(())
+        });
+        assert!(left_open.is_err(), "{left_open:?}");
+        s.write_blocking(|c| {
+            c.execute(
+                "INSERT INTO captchas (id, answer, expires_at) VALUES ('y', 'a', 1)",
+                [],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        drop(s);
+        // Reopened: what the second write did is on disk, what the first did is not.
+        let c = Connection::open(dir.path().join("db")).unwrap();
+        let ids: Vec<String> = c
+            .prepare("SELECT id FROM captchas")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(ids, ["y"]);
     }
 
     #[test]

@@ -103,9 +103,21 @@ pub(crate) async fn run<H: LineHandler>(
                             if out.capacity() == 0 {
                                 out.reserve(OUT_START);
                             }
-                            if handler.answer_now(path, json, peer, &mut out) {
-                                out.push(b'\n');
-                                continue;
+                            let before = out.len();
+                            match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                handler.answer_now(path, json, peer, &mut out)
+                            })) {
+                                Ok(true) => {
+                                    out.push(b'\n');
+                                    continue;
+                                }
+                                Ok(false) => {}
+                                Err(_) => {
+                                    error!(path = %truncate(path, 100), "handler panicked");
+                                    out.truncate(before);
+                                    encode_into(&handler.internal_error(), &mut out);
+                                    continue;
+                                }
                             }
                         }
                         match parse_body(json) {

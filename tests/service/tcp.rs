@@ -59,6 +59,15 @@ async fn verify_tokens_and_get_users() {
     assert_eq!(ask_raw(&mut c, &dup).await, first, "duplicate member");
     let dup = format!(r#"/verify_access_token {{"access_token":"{token}","access_token":"nope"}}"#);
     assert_eq!(ask(&mut c, &dup).await["result"], 4, "duplicate member");
+    // What the parsed path refuses as malformed stays refused for a cached token.
+    for bad in [
+        format!(r#"/verify_access_token ["{token}"]"#),
+        format!(r#"/verify_access_token {{"access_token":"{token}","x":1e400}}"#),
+        format!(r#"/verify_access_token {{"access_token":"{token}","x":"\ud800"}}"#),
+        format!(r#"/verify_access_token {{"access_token":"{token}"}} trailing"#),
+    ] {
+        assert_eq!(ask(&mut c, &bad).await["result"], 2, "{bad}");
+    }
     let v = ask(&mut c, r#"/verify_access_token {"access_token":"nope"}"#).await;
     assert_eq!(
         (v["result"].clone(), v["validate"].clone()),
