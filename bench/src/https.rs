@@ -114,18 +114,7 @@ pub async fn load_samples(
             (lat, errors)
         }));
     }
-    let (lat, errors) = local
-        .run_until(async move {
-            let mut all = Vec::new();
-            let mut errors = 0;
-            for t in tasks {
-                let (l, e) = t.await.unwrap_or_default();
-                all.extend(l);
-                errors += e;
-            }
-            (all, errors)
-        })
-        .await;
+    let (lat, errors) = crate::util::join_loads(&local, tasks).await;
     Samples {
         lat,
         errors,

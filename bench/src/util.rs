@@ -30,6 +30,25 @@ pub struct Stats {
     pub max: Duration,
 }
 
+/// Waits for the load tasks spawned on `local`, each returning its latencies (ns) and error count,
+/// and merges what they return.
+pub async fn join_loads(
+    local: &tokio::task::LocalSet,
+    tasks: Vec<tokio::task::JoinHandle<(Vec<u64>, usize)>>,
+) -> (Vec<u64>, usize) {
+    local
+        .run_until(async move {
+            let (mut all, mut errors) = (Vec::new(), 0);
+            for t in tasks {
+                let (l, e) = t.await.unwrap_or_default();
+                all.extend(l);
+                errors += e;
+            }
+            (all, errors)
+        })
+        .await
+}
+
 impl Stats {
     /// From per-request latencies in nanoseconds, over `elapsed`.
     pub fn from(mut lat_ns: Vec<u64>, errors: usize, elapsed: Duration) -> Stats {
