@@ -432,26 +432,39 @@ mod tests {
     use crate::store::sqlite::SqliteStore;
     use crate::types::AccountType;
 
-    #[tokio::test]
-    async fn hits_expire_and_revocation_is_immediate() {
+    /// A cache of `capacity` entries in front of a fresh SQLite store (keep the directory).
+    fn cache(capacity: usize) -> (tempfile::TempDir, TokenCache) {
         let dir = tempfile::tempdir().unwrap();
-        let c = TokenCache::new(
-            Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap()),
-            10,
-        );
-        let new = NewAccount {
-            user_name: "a".into(),
+        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        (dir, TokenCache::new(Arc::new(store), capacity))
+    }
+
+    /// A phone account `name` (JID node `n-{name}`), as registration first writes it.
+    fn phone(name: &str) -> NewAccount {
+        NewAccount {
+            user_name: name.into(),
             kind: AccountType::Phone,
             device_type: None,
             des: String::new(),
             password_hash: "h".into(),
-            jid_node: "n".into(),
+            jid_node: format!("n-{name}"),
             jid_pwd: vec![1],
-        };
-        let id = c.insert_pending_account(new, 1).await.unwrap();
+        }
+    }
+
+    /// An active phone account `name`: its id.
+    async fn active(c: &TokenCache, name: &str) -> i64 {
+        let id = c.insert_pending_account(phone(name), 1).await.unwrap();
         c.set_account_state(id, AccountState::Active, 1)
             .await
             .unwrap();
+        id
+    }
+
+    #[tokio::test]
+    async fn hits_expire_and_revocation_is_immediate() {
+        let (_dir, c) = cache(10);
+        let id = active(&c, "a").await;
         c.insert_token(vec![7; 32], id, 100, 1).await.unwrap();
         assert!(c.token_account(vec![7; 32], 10).await.unwrap().is_some());
         assert_eq!(c.shared.maps.read().unwrap().tokens.len(), 1, "cached");
@@ -498,25 +511,9 @@ mod tests {
 
     #[tokio::test]
     async fn active_accounts_by_name_stay_what_the_store_holds() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = TokenCache::new(
-            Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap()),
-            10,
-        );
-        let new = |name: &str| NewAccount {
-            user_name: name.into(),
-            kind: AccountType::Phone,
-            device_type: None,
-            des: String::new(),
-            password_hash: "h".into(),
-            jid_node: format!("n-{name}"),
-            jid_pwd: vec![1],
-        };
-        let a = c.insert_pending_account(new("a"), 1).await.unwrap();
-        let b = c.insert_pending_account(new("b"), 1).await.unwrap();
-        c.set_account_state(a, AccountState::Active, 1)
-            .await
-            .unwrap();
+        let (_dir, c) = cache(10);
+        let a = active(&c, "a").await;
+        let b = c.insert_pending_account(phone("b"), 1).await.unwrap();
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let got = c.accounts_by_names(&names(&["a", "b", "x"])).await.unwrap();
         assert_eq!(got.len(), 2, "a (active) and b (pending)");
@@ -565,24 +562,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_change_whose_caller_gives_up_still_drops_the_account() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = TokenCache::new(
-            Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap()),
-            10,
-        );
-        let new = NewAccount {
-            user_name: "a".into(),
-            kind: AccountType::Phone,
-            device_type: None,
-            des: String::new(),
-            password_hash: "h".into(),
-            jid_node: "n".into(),
-            jid_pwd: vec![1],
-        };
-        let id = c.insert_pending_account(new, 1).await.unwrap();
-        c.set_account_state(id, AccountState::Active, 1)
-            .await
-            .unwrap();
+        let (_dir, c) = cache(10);
+        let id = active(&c, "a").await;
         c.insert_token(vec![7; 32], id, 100, 1).await.unwrap();
         assert!(c.token_account(vec![7; 32], 10).await.unwrap().is_some());
         // The caller stops waiting at once (a client that hung up): the cancel still happens, and
@@ -602,25 +583,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_name_map_starts_over_without_dropping_tokens() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = TokenCache::new(
-            Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap()),
-            2,
-        );
+        let (_dir, c) = cache(2);
         for (i, name) in ["a", "b", "c"].iter().enumerate() {
-            let new = NewAccount {
-                user_name: name.to_string(),
-                kind: AccountType::Phone,
-                device_type: None,
-                des: String::new(),
-                password_hash: "h".into(),
-                jid_node: format!("n{i}"),
-                jid_pwd: vec![1],
-            };
-            let id = c.insert_pending_account(new, 1).await.unwrap();
-            c.set_account_state(id, AccountState::Active, 1)
-                .await
-                .unwrap();
+            let id = active(&c, name).await;
             if i == 0 {
                 c.insert_token(vec![7; 32], id, 100, 1).await.unwrap();
                 c.token_account(vec![7; 32], 10).await.unwrap().unwrap();
