@@ -57,6 +57,13 @@ impl Metrics {
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
+    /// Failed logins so far: `(password verdicts that failed, refused as locked)`.
+    pub fn login_failures(&self) -> (u64, u64) {
+        (
+            self.logins_failed.load(Ordering::Relaxed),
+            self.logins_locked.load(Ordering::Relaxed),
+        )
+    }
     pub fn repaired(&self, n: u64) {
         self.repairs.fetch_add(n, Ordering::Relaxed);
     }

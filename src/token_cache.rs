@@ -277,16 +277,16 @@ impl Store for TokenCache {
     async fn list_accounts(&self, after_id: i64, limit: u32) -> StoreResult<Vec<Account>> {
         self.inner.list_accounts(after_id, limit).await
     }
-    async fn record_login_failure(
+    async fn claim_login_attempt(
         &self,
         id: i64,
         now: i64,
         threshold: u32,
         lock_secs: i64,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         // The cached account keeps no login counters (see `Maps::shared`): nothing to forget.
         self.inner
-            .record_login_failure(id, now, threshold, lock_secs)
+            .claim_login_attempt(id, now, threshold, lock_secs)
             .await
     }
     async fn reset_login_failures(&self, id: i64) -> StoreResult<()> {
@@ -523,7 +523,7 @@ mod tests {
             "only active ones"
         );
         // Logins change only what the cache does not keep (the counters, the hash).
-        c.record_login_failure(a, 2, 5, 60).await.unwrap();
+        assert!(c.claim_login_attempt(a, 2, 5, 60).await.unwrap());
         assert!(cached("a"), "a failed login leaves the cache alone");
         let again = c.accounts_by_names(&names(&["a"])).await.unwrap();
         assert_eq!(again[0].failed_logins, 0, "counters not kept in memory");

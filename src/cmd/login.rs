@@ -27,50 +27,66 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
     }))
 }
 
-/// The checks `/login` and `/cancel` share: parameters, captcha or signature, lock, password, type.
+/// The checks `/login` and `/cancel` share: parameters, captcha or signature, type, lock, password.
+///
+/// Every refusal takes one Argon2id verification and answers 102, so neither the reply nor its
+/// time tells an unknown name, another type, a locked account and a wrong password apart. Only a
+/// request that passed the checks of the account's own type (a captcha for a phone, a signature
+/// for a device) reaches the failure counter, so nobody can lock a phone's owner out by asking as
+/// a device. The attempt is counted in the store before the password is verified
+/// ([`Store::claim_login_attempt`](crate::store::Store::claim_login_attempt)): of a concurrent
+/// burst at most `security.lockout_threshold` requests have their password's verdict used. A password of
+/// the wrong length is a wrong password like any other (it counts).
 pub async fn authenticate(
     app: &App,
     call: &Call,
     sign_required: bool,
 ) -> Result<(Account, AccountType), ApiError> {
     let name = UserName::parse(call.required("user_name")?)?;
-    let password =
-        Password::parse(call.required("password")?).map_err(|_| ApiError::UserOrPassword)?;
+    let password = call.required("password")?.to_owned();
     let kind = AccountType::parse(call.required("type")?)?;
     app.check_human_or_device(call, kind == AccountType::Device, sign_required)
         .await?;
-    let account = app.store.account_by_name(name.as_str()).await?;
-    let phc = match &account {
-        Some(a) => a.password_hash.clone(),
-        None => Hasher::dummy_hash().to_owned(),
+    let Some(account) = app
+        .store
+        .account_by_name(name.as_str())
+        .await?
+        .filter(|a| a.kind == kind)
+    else {
+        return refuse(app, password).await;
     };
-    let good = app.hasher.verify(password.as_str().to_owned(), phc).await?;
-    let Some(account) = account else {
-        app.metrics.login_failed(false);
-        return Err(ApiError::UserOrPassword);
-    };
-    let now = app.now();
-    if account.locked_until > now {
+    // The claim and the verification run side by side, so a known name costs no more time than
+    // an unknown one (the claim's write hides behind Argon2id); the verdict is used only when the
+    // claim was granted.
+    let sec = &app.cfg.security;
+    let (claimed, good) = tokio::join!(
+        app.store.claim_login_attempt(
+            account.id,
+            app.now(),
+            sec.lockout_threshold,
+            sec.lockout_secs as i64,
+        ),
+        app.hasher
+            .verify(password.clone(), account.password_hash.clone()),
+    );
+    if !claimed? {
         app.metrics.login_failed(true);
         return Err(ApiError::UserOrPassword);
     }
-    if !good {
-        let sec = &app.cfg.security;
-        app.store
-            .record_login_failure(
-                account.id,
-                now,
-                sec.lockout_threshold,
-                sec.lockout_secs as i64,
-            )
-            .await?;
-        app.metrics.login_failed(false);
-        return Err(ApiError::UserOrPassword);
-    }
-    if account.kind != kind || account.state != AccountState::Active {
+    let good = good? && Password::parse(&password).is_ok();
+    if !(good && account.state == AccountState::Active) {
         app.metrics.login_failed(false);
         return Err(ApiError::UserOrPassword);
     }
     app.store.reset_login_failures(account.id).await?;
     Ok((account, kind))
+}
+
+/// 102 for an unknown name or another type, after the Argon2id work a real verification costs.
+async fn refuse<T>(app: &App, password: String) -> Result<T, ApiError> {
+    app.hasher
+        .verify(password, Hasher::dummy_hash().to_owned())
+        .await?;
+    app.metrics.login_failed(false);
+    Err(ApiError::UserOrPassword)
 }

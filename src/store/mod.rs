@@ -171,14 +171,19 @@ pub trait Store: Send + Sync + 'static {
     /// Accounts with these JID nodes.
     async fn accounts_by_nodes(&self, nodes: &[String]) -> StoreResult<Vec<Account>>;
     async fn list_accounts(&self, after_id: i64, limit: u32) -> StoreResult<Vec<Account>>;
-    /// Count a failed login; lock the account for `lock_secs` when it reaches `threshold`.
-    async fn record_login_failure(
+    /// Claim one login attempt before its password is verified: count it as a failure in advance
+    /// and, when the count reaches `threshold`, lock the account until `now + lock_secs` (and
+    /// start the count again). False, and nothing changed, when the account is locked at `now` (or
+    /// gone): the attempt must fail. One atomic statement, so a concurrent burst gets at most
+    /// `threshold` claims before the lock.
+    async fn claim_login_attempt(
         &self,
         id: i64,
         now: i64,
         threshold: u32,
         lock_secs: i64,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
+    /// A login succeeded: its claimed attempt, the earlier failures and any lock are forgotten.
     async fn reset_login_failures(&self, id: i64) -> StoreResult<()>;
     /// Mark an account `deleting` and revoke its tokens, atomically. False when it was already
     /// `deleting` (or is gone): another cancel owns it.

@@ -317,28 +317,30 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn record_login_failure(
+    async fn claim_login_attempt(
         &self,
         id: i64,
         now: i64,
         threshold: u32,
         lock_secs: i64,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let threshold = threshold.min(i32::MAX as u32) as i32;
-        self.exec(
-            "UPDATE accounts SET \
-             locked_until = CASE WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until END, \
-             failed_logins = CASE WHEN failed_logins + 1 >= $2 THEN 0 ELSE failed_logins + 1 END \
-             WHERE id = $1",
-            &[&id, &threshold, &(now + lock_secs)],
-        )
-        .await?;
-        Ok(())
+        let n = self
+            .exec(
+                "UPDATE accounts SET \
+                 locked_until = CASE WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until END, \
+                 failed_logins = CASE WHEN failed_logins + 1 >= $2 THEN 0 ELSE failed_logins + 1 END \
+                 WHERE id = $1 AND locked_until <= $4",
+                &[&id, &threshold, &(now + lock_secs), &now],
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     async fn reset_login_failures(&self, id: i64) -> StoreResult<()> {
         self.exec(
-            "UPDATE accounts SET failed_logins = 0 WHERE id = $1 AND failed_logins <> 0",
+            "UPDATE accounts SET failed_logins = 0, locked_until = 0 \
+             WHERE id = $1 AND (failed_logins <> 0 OR locked_until <> 0)",
             &[&id],
         )
         .await?;

@@ -451,22 +451,23 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_login_failure(
+    async fn claim_login_attempt(
         &self,
         id: i64,
         now: i64,
         threshold: u32,
         lock_secs: i64,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         self.write(move |c| {
-            c.prepare_cached(
-                "UPDATE accounts SET \
-                 locked_until = CASE WHEN failed_logins + 1 >= ?2 THEN ?3 ELSE locked_until END, \
-                 failed_logins = CASE WHEN failed_logins + 1 >= ?2 THEN 0 ELSE failed_logins + 1 END \
-                 WHERE id = ?1",
-            )?
-            .execute(params![id, threshold, now + lock_secs])?;
-            Ok(())
+            let n = c
+                .prepare_cached(
+                    "UPDATE accounts SET \
+                     locked_until = CASE WHEN failed_logins + 1 >= ?2 THEN ?3 ELSE locked_until END, \
+                     failed_logins = CASE WHEN failed_logins + 1 >= ?2 THEN 0 ELSE failed_logins + 1 END \
+                     WHERE id = ?1 AND locked_until <= ?4",
+                )?
+                .execute(params![id, threshold, now + lock_secs, now])?;
+            Ok(n == 1)
         })
         .await
     }
@@ -474,7 +475,8 @@ impl Store for SqliteStore {
     async fn reset_login_failures(&self, id: i64) -> StoreResult<()> {
         self.write(move |c| {
             c.prepare_cached(
-                "UPDATE accounts SET failed_logins = 0 WHERE id = ?1 AND failed_logins <> 0",
+                "UPDATE accounts SET failed_logins = 0, locked_until = 0 \
+                 WHERE id = ?1 AND (failed_logins <> 0 OR locked_until <> 0)",
             )?
             .execute([id])?;
             Ok(())

@@ -1,5 +1,12 @@
 //! Starts Prosody (from `xmpp::testkit`) and the service on free loopback ports, and talks to the
 //! service as a client would: HTTPS with the service's own self-signed certificate trusted.
+//!
+//! The service is built by [`Server::start`], the function `main` calls, so its store, token cache,
+//! clock and hashing threads are the ones an operator runs; what differs is the configuration
+//! ([`config_for`]: test keys, `captcha.fixed_answer`, no rate limit). The lock-out that never
+//! engaged (issue 14) hid in the requests, not in the wiring: every test guessed passwords of a
+//! valid length. `binary_security.rs` runs the security rules against the binary with an operator's
+//! configuration.
 
 use std::path::PathBuf;
 

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod binary;
+mod binary_security;
 mod bindings;
 mod consistency;
 mod harness;

@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
-use crate::harness::{assert_signed, config_for, signed, Opts, ProsodyExt, CAPTCHA};
+use crate::harness::{assert_signed, config_for, post_form, signed, Opts, ProsodyExt, CAPTCHA};
 
 /// The same `jid_pwd` key on every instance: one instance must read what another sealed.
 const ENC_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -189,17 +189,28 @@ async fn accounts_tokens_bindings_captchas(s: &dyn Store) {
     assert_eq!(s.take_captcha("c2".into()).await.unwrap(), None);
     assert!(s.token_account(vec![8; 32], 0).await.unwrap().is_none());
 
+    // Claims count in advance; the fifth locks; a locked account grants no claim until the lock
+    // ends; a success forgets the count and the lock.
     for _ in 0..4 {
-        s.record_login_failure(b, 20, 5, 60).await.unwrap();
+        assert!(s.claim_login_attempt(b, 20, 5, 60).await.unwrap());
     }
     assert_eq!(s.account_by_id(b).await.unwrap().unwrap().failed_logins, 4);
     assert_eq!(s.account_by_id(b).await.unwrap().unwrap().locked_until, 0);
-    s.record_login_failure(b, 20, 5, 60).await.unwrap();
+    assert!(s.claim_login_attempt(b, 20, 5, 60).await.unwrap());
     let bob = s.account_by_id(b).await.unwrap().unwrap();
     assert_eq!((bob.locked_until, bob.failed_logins), (80, 0));
-    s.record_login_failure(b, 30, 5, 60).await.unwrap();
-    s.reset_login_failures(b).await.unwrap();
+    assert!(
+        !s.claim_login_attempt(b, 79, 5, 60).await.unwrap(),
+        "locked"
+    );
     assert_eq!(s.account_by_id(b).await.unwrap().unwrap().failed_logins, 0);
+    assert!(
+        s.claim_login_attempt(b, 80, 5, 60).await.unwrap(),
+        "lock over"
+    );
+    s.reset_login_failures(b).await.unwrap();
+    let bob = s.account_by_id(b).await.unwrap().unwrap();
+    assert_eq!((bob.locked_until, bob.failed_logins), (0, 0));
     assert!(s.account_by_id(a).await.unwrap().is_none());
     s.ping().await.unwrap();
 }
@@ -589,6 +600,58 @@ async fn two_instances_share_one_database() {
     let (acc, pairs) = sa.store.unfinished(i64::MAX).await.unwrap();
     assert!(acc.is_empty() && pairs.is_empty());
 
+    a.stop().await;
+    b.stop().await;
+    db.drop_db().await;
+}
+
+/// A burst of guesses spread over two instances on one database gets `lockout_threshold` password
+/// verdicts in all, and the lock set through one instance holds at the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_set_through_one_instance_holds_at_the_other() {
+    let Some(base) = pg_url("a_lock_set_through_one_instance_holds_at_the_other") else {
+        return;
+    };
+    let db = TestDb::create(&base).await;
+    let prosody = Prosody::start(ProsodyOptions {
+        extra_components: vec!["register2.example.test".into()],
+        ..Default::default()
+    });
+    let comp_a = prosody.component.clone();
+    let a = Node::start(&prosody, &comp_a, &db.url).await;
+    let b = Node::start(&prosody, "register2.example.test", &db.url).await;
+    assert_eq!(a.register_device("cam-lock").await, 0);
+    let guess = |n: &Node, i: usize| {
+        let p = signed(&[
+            ("user_name", "cam-lock"),
+            ("password", &format!("wrong-{i}")),
+            ("type", "2"),
+        ]);
+        let (http, base) = (n.http.clone(), n.base.clone());
+        async move { post_form(&http, &base, "/login", &p).await["result"].clone() }
+    };
+    let burst: Vec<_> = (0..40)
+        .map(|i| guess(if i % 2 == 0 { &a } else { &b }, i))
+        .collect();
+    for r in futures::future::join_all(burst).await {
+        assert_eq!(r, 102);
+    }
+    // Default threshold 5: five verdicts counted as failures, the 35 others refused as locked.
+    let (ma, mb) = (&a.server().app.metrics, &b.server().app.metrics);
+    let ((fa, la), (fb, lb)) = (ma.login_failures(), mb.login_failures());
+    assert_eq!((fa + fb, la + lb), (5, 35));
+    for n in [&a, &b] {
+        assert_eq!(n.login_device("cam-lock").await["result"], 102, "locked");
+    }
+    let acc = b
+        .server()
+        .app
+        .store
+        .account_by_name("cam-lock")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(acc.locked_until > b.server().app.now());
     a.stop().await;
     b.stop().await;
     db.drop_db().await;

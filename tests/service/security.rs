@@ -14,21 +14,84 @@ use crate::harness::{Env, Opts};
 async fn password_guessing_hits_the_lock_and_the_lock_expires() {
     let env = Env::start_tuned(Opts::default(), |c| {
         c.security.lockout_threshold = 3;
-        c.security.lockout_secs = 2;
+        c.security.lockout_secs = 3;
     })
     .await;
     env.account("victim", 2).await;
-    for guess in ["123456", "password", "qwerty"] {
+    // Any wrong password counts, one too short to be anybody's included.
+    for guess in ["123", "password", "qwerty"] {
         assert_eq!(env.login("victim", guess, 2).await["result"], 102);
     }
+    let app = &env.server().app;
+    let locked_until = app
+        .store
+        .account_by_name("victim")
+        .await
+        .unwrap()
+        .unwrap()
+        .locked_until;
+    assert!(locked_until > app.now(), "locked in the store");
     // The attacker now guesses right, but the account is locked: same answer as a wrong guess.
     assert_eq!(env.login("victim", "password1", 2).await["result"], 102);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(
-        env.login("victim", "password1", 2).await["result"],
-        0,
-        "the lock expires"
+    // Polled with the right password (refusals while locked count nothing): let in once the
+    // lock has ended on the service's clock, not before.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = env.login("victim", "password1", 2).await;
+        if v["result"] == 0 {
+            break;
+        }
+        assert_eq!(v["result"], 102);
+        assert!(std::time::Instant::now() < deadline, "the lock expires");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        app.now() >= locked_until,
+        "not let in before {locked_until}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_concurrent_guesses_gets_threshold_verdicts_then_the_lock() {
+    let env = Env::start(Opts::default()).await;
+    env.account("burst", 2).await;
+    let guesses = (0..60).map(|i| {
+        let p = crate::harness::signed(&[
+            ("user_name", "burst"),
+            ("password", &format!("guess-{i}")),
+            ("type", "2"),
+        ]);
+        let (http, base) = (env.http.clone(), env.base.clone());
+        async move { crate::harness::post_form(&http, &base, "/login", &p).await["result"].clone() }
+    });
+    for r in futures::future::join_all(guesses).await {
+        assert_eq!(r, 102);
+    }
+    // Default threshold 5: five guesses had their password looked at, 55 met the lock.
+    assert_eq!(env.server().app.metrics.login_failures(), (5, 55));
+    assert_eq!(env.login("burst", "password1", 2).await["result"], 102);
+}
+
+#[tokio::test]
+async fn a_device_login_for_a_phone_counts_nothing_against_it() {
+    let env = Env::start(Opts::default()).await;
+    env.account("13700000001", 1).await;
+    for _ in 0..10 {
+        assert_eq!(
+            env.login("13700000001", "wrong-guess", 2).await["result"],
+            102
+        );
+    }
+    let acc = env
+        .server()
+        .app
+        .store
+        .account_by_name("13700000001")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((acc.failed_logins, acc.locked_until), (0, 0));
+    assert_eq!(env.login("13700000001", "password1", 1).await["result"], 0);
 }
 
 #[tokio::test]

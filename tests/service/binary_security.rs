@@ -1,0 +1,550 @@
+//! The security rules against the real `register` binary, started from a config file as an operator
+//! runs it: nothing of the test configuration (`captcha.fixed_answer`, the test keys) is used. The
+//! captcha's answer is read from the service's own database, where the issued answer is kept, and
+//! every request is signed with the keys the binary generated in its data directory.
+//!
+//! With `REGISTER_TEST_BACKEND=postgres` the binary keeps its data in a PostgreSQL database of its
+//! own, and the rows are read from there.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use xmpp::testkit::{Prosody, ProsodyOptions};
+
+use crate::binary::write_config;
+use crate::harness::{postgres_backend, Opts};
+
+/// Where the binary keeps its rows, read independently of the service's code.
+enum Db {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+impl Db {
+    async fn new(data_dir: &std::path::Path) -> Db {
+        match postgres_backend() {
+            Some(base) => Db::Postgres(crate::postgres::TestDb::create(&base).await.url),
+            None => Db::Sqlite(data_dir.join("register.db")),
+        }
+    }
+
+    /// The `[database]` section for the binary's configuration.
+    fn toml(&self) -> String {
+        match self {
+            Db::Sqlite(_) => String::new(),
+            Db::Postgres(url) => format!("[database]\nurl = {url:?}\n"),
+        }
+    }
+
+    /// One integer row of `sql` with one text parameter.
+    async fn ints(&self, sql_lite: &str, sql_pg: &str, arg: &str) -> Option<Vec<i64>> {
+        match self {
+            Db::Sqlite(path) => {
+                let c = rusqlite::Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )
+                .unwrap();
+                let mut s = c.prepare(sql_lite).unwrap();
+                let n = s.column_count();
+                s.query_row([arg], |r| (0..n).map(|i| r.get::<_, i64>(i)).collect())
+                    .ok()
+            }
+            Db::Postgres(url) => {
+                let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                let row = c.query_opt(sql_pg, &[&arg]).await.unwrap()?;
+                Some((0..row.len()).map(|i| row.get::<_, i64>(i)).collect())
+            }
+        }
+    }
+
+    /// `(failed_logins, locked_until)` of an account.
+    async fn lock_row(&self, name: &str) -> (i64, i64) {
+        let v = self
+            .ints(
+                "SELECT failed_logins, locked_until FROM accounts WHERE user_name = ?1",
+                "SELECT failed_logins::BIGINT, locked_until::BIGINT FROM accounts WHERE user_name = $1",
+                name,
+            )
+            .await
+            .unwrap_or_else(|| panic!("account {name} in the database"));
+        (v[0], v[1])
+    }
+
+    /// The answer the service keeps for a captcha it issued.
+    async fn captcha_answer(&self, id: &str) -> String {
+        match self {
+            Db::Sqlite(path) => {
+                let c = rusqlite::Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )
+                .unwrap();
+                c.query_row("SELECT answer FROM captchas WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .unwrap()
+            }
+            Db::Postgres(url) => {
+                let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                c.query_one("SELECT answer FROM captchas WHERE id = $1", &[&id])
+                    .await
+                    .unwrap()
+                    .get(0)
+            }
+        }
+    }
+}
+
+/// The binary as a child process, with an HTTPS client trusting its generated certificate and the
+/// keys it generated.
+struct Binary {
+    child: tokio::process::Child,
+    cfg: std::path::PathBuf,
+    secret: String,
+    http: reqwest::Client,
+    base: String,
+    tcp: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    app_key: Vec<u8>,
+    sign_key: Vec<u8>,
+}
+
+impl Binary {
+    /// Write the configuration (the test's `extra` TOML sections appended) and start the binary.
+    async fn first(prosody: &Prosody, dir: &std::path::Path, db: &Db, extra: &str) -> Binary {
+        let (cfg, c) = write_config(prosody, dir, Opts::default());
+        let mut toml = std::fs::read_to_string(&cfg).unwrap();
+        toml.push_str(&db.toml());
+        toml.push_str(extra);
+        std::fs::write(&cfg, toml).unwrap();
+        Binary::start(cfg, c.xmpp.component_secret, c.tcp.listen, c.admin.listen).await
+    }
+
+    async fn start(
+        cfg: std::path::PathBuf,
+        secret: String,
+        tcp: std::net::SocketAddr,
+        admin: std::net::SocketAddr,
+    ) -> Binary {
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_register"))
+            .arg("--config")
+            .arg(&cfg)
+            .env("REGISTER_XMPP__COMPONENT_SECRET", &secret)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let ready = format!("http://{admin}/readyz");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::get(&ready).await {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "the binary became ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let text: toml::Value = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+        let data = std::path::PathBuf::from(text["data_dir"].as_str().unwrap());
+        let http_port = text["http"]["listen"]
+            .as_str()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_owned();
+        let cert = std::fs::read(data.join("cert.pem")).unwrap();
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+            .build()
+            .unwrap();
+        let key = |f: &str| {
+            std::fs::read_to_string(data.join(f))
+                .unwrap()
+                .trim()
+                .as_bytes()
+                .to_vec()
+        };
+        Binary {
+            child,
+            secret,
+            http,
+            base: format!("https://localhost:{http_port}"),
+            tcp,
+            admin,
+            app_key: key("app_key"),
+            sign_key: key("sign_key"),
+            cfg,
+        }
+    }
+
+    /// SIGTERM; the binary exits 0.
+    async fn stop(
+        mut self,
+    ) -> (
+        std::path::PathBuf,
+        String,
+        std::net::SocketAddr,
+        std::net::SocketAddr,
+    ) {
+        let pid = self.child.id().unwrap();
+        std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .expect("the binary stops on SIGTERM")
+            .unwrap();
+        assert_eq!(status.code(), Some(0));
+        (self.cfg, self.secret, self.tcp, self.admin)
+    }
+
+    async fn restart(self) -> Binary {
+        let (cfg, secret, tcp, admin) = self.stop().await;
+        Binary::start(cfg, secret, tcp, admin).await
+    }
+
+    /// `params` with `param_sign` made with the binary's generated app key.
+    fn signed(&self, params: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut p: Vec<(String, String)> = params
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let s = register::crypto::param_sign(&self.app_key, &p);
+        p.push(("param_sign".into(), s));
+        p
+    }
+
+    /// POST a signed form; the reply's `sign` is checked with the generated sign key.
+    async fn post(&self, path: &str, params: &[(&str, &str)]) -> Value {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .form(&self.signed(params))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let v: Value = r.json().await.unwrap();
+        self.assert_signed(&v);
+        v
+    }
+
+    fn assert_signed(&self, v: &Value) {
+        use hmac::Mac;
+        let mut m = v.as_object().expect("an object").clone();
+        let sign = m.remove("sign").expect("reply has sign");
+        let text = serde_json::to_string(&Value::Object(m)).unwrap();
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.sign_key).unwrap();
+        mac.update(text.as_bytes());
+        assert_eq!(sign, json!(hex::encode(mac.finalize().into_bytes())));
+    }
+
+    /// A new captcha: its id, from the header.
+    async fn captcha(&self) -> String {
+        let r = self
+            .http
+            .get(format!("{}/verify_code", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let id = r.headers()["x-verify-code-id"].to_str().unwrap().to_owned();
+        assert_eq!(&r.bytes().await.unwrap()[..4], b"\x89PNG");
+        id
+    }
+
+    /// A phone's request with a captcha solved from the database.
+    async fn human(&self, db: &Db, path: &str, params: &[(&str, &str)]) -> Value {
+        let id = self.captcha().await;
+        let answer = db.captcha_answer(&id).await;
+        let mut p = params.to_vec();
+        p.push(("verify_code_id", &id));
+        p.push(("verify_code", &answer));
+        self.post(path, &p).await
+    }
+
+    async fn login_device(&self, name: &str, password: &str) -> Value {
+        self.post(
+            "/login",
+            &[("user_name", name), ("password", password), ("type", "2")],
+        )
+        .await
+    }
+
+    async fn login_phone(&self, db: &Db, name: &str, password: &str) -> Value {
+        self.human(
+            db,
+            "/login",
+            &[("user_name", name), ("password", password), ("type", "1")],
+        )
+        .await
+    }
+
+    /// One TCP token check.
+    async fn tcp_check(&self, token: &str) -> Value {
+        let mut c = BufReader::new(TcpStream::connect(self.tcp).await.unwrap());
+        let line = format!("/verify_access_token {}\n", json!({"access_token": token}));
+        c.get_mut().write_all(line.as_bytes()).await.unwrap();
+        let mut reply = String::new();
+        c.read_line(&mut reply).await.unwrap();
+        let v: Value = serde_json::from_str(&reply).unwrap();
+        self.assert_signed(&v);
+        v
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+const LOCK: &str = "[security]\nlockout_threshold = 3\nlockout_secs = 4\n";
+
+#[tokio::test]
+async fn binary_locks_a_device_right_after_registering_and_the_lock_expires() {
+    let prosody = Prosody::start(ProsodyOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(&dir.path().join("data")).await;
+    let bin = Binary::first(&prosody, dir.path(), &db, LOCK).await;
+    let reg = bin
+        .post(
+            "/register",
+            &[
+                ("user_name", "cam-001"),
+                ("password", "secret123"),
+                ("type", "2"),
+                ("des", ""),
+                ("device_type", "camera"),
+            ],
+        )
+        .await;
+    assert_eq!(reg["result"], 0, "{reg}");
+    // Three wrong guesses, one of them shorter than any valid password: each counts.
+    for (i, guess) in ["bad", "wrongpass1", "wrongpass2"].into_iter().enumerate() {
+        assert_eq!(bin.login_device("cam-001", guess).await["result"], 102);
+        let (failed, locked) = db.lock_row("cam-001").await;
+        if i < 2 {
+            assert_eq!((failed, locked), (i as i64 + 1, 0), "after guess {guess}");
+        } else {
+            assert_eq!(failed, 0, "the count starts again once locked");
+            assert!(locked > unix_now(), "locked in the database: {locked}");
+        }
+    }
+    let (_, locked_until) = db.lock_row("cam-001").await;
+    // The right password is refused while the lock holds, and the refusals do not extend it.
+    assert_eq!(
+        bin.login_device("cam-001", "secret123").await["result"],
+        102
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let reply = loop {
+        let v = bin.login_device("cam-001", "secret123").await;
+        if v["result"] == 0 {
+            break v;
+        }
+        assert_eq!(v["result"], 102);
+        assert!(Instant::now() < deadline, "the lock expires");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(
+        unix_now() >= locked_until,
+        "let in only once the lock ended ({locked_until})"
+    );
+    assert!(reply["access_token"].is_string());
+    assert_eq!(
+        db.lock_row("cam-001").await,
+        (0, 0),
+        "a success clears both"
+    );
+    bin.stop().await;
+}
+
+#[tokio::test]
+async fn binary_locks_a_phone_after_a_successful_login_and_the_lock_survives_a_restart() {
+    let prosody = Prosody::start(ProsodyOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(&dir.path().join("data")).await;
+    let bin = Binary::first(
+        &prosody,
+        dir.path(),
+        &db,
+        "[security]\nlockout_threshold = 3\nlockout_secs = 600\n",
+    )
+    .await;
+    let phone = "13800138000";
+    let reg = bin
+        .human(
+            &db,
+            "/register",
+            &[
+                ("user_name", phone),
+                ("password", "secret123"),
+                ("type", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(reg["result"], 0, "{reg}");
+    assert_eq!(bin.login_phone(&db, phone, "secret123").await["result"], 0);
+    // A stranger asking as a device (no captcha) is refused without moving the phone's counter.
+    for _ in 0..5 {
+        assert_eq!(bin.login_device(phone, "wrongpass").await["result"], 102);
+    }
+    assert_eq!(
+        db.lock_row(phone).await,
+        (0, 0),
+        "type=2 attempts count nothing"
+    );
+    for guess in ["wrongpass1", "wrongpass2", "wrongpass3"] {
+        assert_eq!(bin.login_phone(&db, phone, guess).await["result"], 102);
+    }
+    let (failed, locked) = db.lock_row(phone).await;
+    assert_eq!(failed, 0);
+    assert!(locked > unix_now() + 500, "locked for 600 s: {locked}");
+    assert_eq!(
+        bin.login_phone(&db, phone, "secret123").await["result"],
+        102
+    );
+    // The lock is in the database: a restarted service keeps it.
+    let bin = bin.restart().await;
+    assert_eq!(
+        bin.login_phone(&db, phone, "secret123").await["result"],
+        102
+    );
+    assert_eq!(
+        db.lock_row(phone).await,
+        (0, locked),
+        "unchanged by refusals"
+    );
+    bin.stop().await;
+}
+
+#[tokio::test]
+async fn binary_captcha_must_match_is_single_use_and_expires() {
+    let prosody = Prosody::start(ProsodyOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(&dir.path().join("data")).await;
+    let bin = Binary::first(&prosody, dir.path(), &db, "[captcha]\nttl_secs = 1\n").await;
+    let reg = |id: String, answer: String| {
+        let bin = &bin;
+        async move {
+            bin.post(
+                "/register",
+                &[
+                    ("user_name", "13900139000"),
+                    ("password", "secret123"),
+                    ("type", "1"),
+                    ("verify_code_id", &id),
+                    ("verify_code", &answer),
+                ],
+            )
+            .await["result"]
+                .clone()
+        }
+    };
+    // No captcha at all.
+    let v = bin
+        .post(
+            "/register",
+            &[
+                ("user_name", "13900139000"),
+                ("password", "secret123"),
+                ("type", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(v["result"], 5);
+    // A wrong answer spends the captcha: the right answer after it is refused too.
+    let id = bin.captcha().await;
+    let answer = db.captcha_answer(&id).await;
+    let wrong: String = answer
+        .chars()
+        .map(|c| if c == 'a' { 'b' } else { 'a' })
+        .collect();
+    assert_eq!(reg(id.clone(), wrong).await, 5);
+    assert_eq!(reg(id, answer).await, 5, "spent by the wrong try");
+    // An expired captcha is refused (ttl 1 s: issued at t, dead from t + 1 on the server's clock).
+    let id = bin.captcha().await;
+    let answer = db.captcha_answer(&id).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(reg(id, answer).await, 5, "expired");
+    // A fresh one works once; the same id and answer again are refused.
+    let id = bin.captcha().await;
+    let answer = db.captcha_answer(&id).await;
+    assert_eq!(reg(id.clone(), answer.clone()).await, 0);
+    let again = bin
+        .post(
+            "/login",
+            &[
+                ("user_name", "13900139000"),
+                ("password", "secret123"),
+                ("type", "1"),
+                ("verify_code_id", &id),
+                ("verify_code", &answer),
+            ],
+        )
+        .await;
+    assert_eq!(again["result"], 5, "replayed captcha");
+    bin.stop().await;
+}
+
+#[tokio::test]
+async fn binary_refuses_a_token_revoked_by_cancel_over_https_and_tcp() {
+    let prosody = Prosody::start(ProsodyOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(&dir.path().join("data")).await;
+    let bin = Binary::first(&prosody, dir.path(), &db, "").await;
+    let creds = [
+        ("user_name", "cam-002"),
+        ("password", "secret123"),
+        ("type", "2"),
+    ];
+    let mut reg = creds.to_vec();
+    reg.extend([("des", ""), ("device_type", "camera")]);
+    assert_eq!(bin.post("/register", &reg).await["result"], 0);
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let v = bin.post("/login", &creds).await;
+        assert_eq!(v["result"], 0, "{v}");
+        tokens.push(v["access_token"].as_str().unwrap().to_owned());
+    }
+    for t in &tokens {
+        // Twice: the first check reads the database, the second is answered from memory.
+        for _ in 0..2 {
+            let v = bin.tcp_check(t).await;
+            assert_eq!(
+                (v["result"].clone(), v["validate"].clone()),
+                (json!(0), json!(true))
+            );
+        }
+    }
+    assert_eq!(bin.post("/cancel", &creds).await["result"], 0);
+    for t in &tokens {
+        let v = bin.tcp_check(t).await;
+        assert_eq!(v["validate"], false, "revoked over TCP: {v}");
+        let v = bin
+            .post(
+                "/get_user_banding",
+                &[("access_token", t), ("user_name", "cam-002")],
+            )
+            .await;
+        assert_eq!(v["result"], 4, "revoked over HTTPS: {v}");
+    }
+    bin.stop().await;
+}
