@@ -48,3 +48,5 @@ CREATE TABLE captchas (
     expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX captchas_expiry ON captchas (expires_at);
+
+-- Later steps: migrations/sqlite/ (0002: tokens.seq, the order tokens were issued in).

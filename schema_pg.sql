@@ -52,3 +52,5 @@ CREATE TABLE captchas (
     expires_at BIGINT  NOT NULL
 );
 CREATE INDEX captchas_expiry ON captchas (expires_at);
+
+-- Later steps: migrations/postgres/ (0002: tokens.seq, the order tokens were issued in).

@@ -262,6 +262,8 @@ timeout_ms = 5000
 sign_key = "$sign_key"
 app_keys = ["$app_key"]
 rate_per_minute = 0
+api_rate_per_minute = 0
+account_rate_per_minute = 0
 
 [captcha]
 fixed_answer = "$captcha_answer"

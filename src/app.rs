@@ -153,6 +153,11 @@ impl App {
             .token_account(crypto::token_hash(token), self.now())
             .await?;
         let (account, expires) = found.ok_or(ApiError::AccessToken)?;
+        // Backends on the TCP allow-list are not limited per account: their token checks and
+        // lookups serve every user.
+        if !call.via_tcp && self.limiter.allow_account(account.id).is_err() {
+            return Err(ApiError::RateLimited);
+        }
         let device = account.kind == crate::types::AccountType::Device;
         self.check_param_sign(call, device && !call.via_tcp)?;
         Ok((account, expires))

@@ -85,10 +85,21 @@ pub struct SecuritySection {
     /// Failed logins before an account is locked.
     pub lockout_threshold: u32,
     pub lockout_secs: u64,
-    /// Requests per minute per client IP for /login, /register, /cancel and /verify_code.
+    /// Requests per minute per client network for /login, /register, /cancel and /verify_code
+    /// (0: no limit).
     pub rate_per_minute: u32,
+    /// Requests per minute per client network for every other HTTPS endpoint (0: no limit).
+    pub api_rate_per_minute: u32,
+    /// HTTPS requests per minute made with the access tokens of one account (0: no limit).
+    pub account_rate_per_minute: u32,
+    /// Client IPv6 addresses are grouped into networks of this prefix length for the rate limits.
+    pub ipv6_prefix: u8,
     /// Concurrent Argon2id computations (0: number of CPUs).
     pub hash_concurrency: usize,
+    /// Password hashings waiting or running at most; past that a request is refused with 503.
+    pub hash_queue: usize,
+    /// Live access tokens per account at most; a login past that revokes the oldest.
+    pub max_tokens_per_account: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -230,7 +241,12 @@ impl Default for SecuritySection {
             lockout_threshold: 5,
             lockout_secs: 900,
             rate_per_minute: 60,
+            api_rate_per_minute: 1200,
+            account_rate_per_minute: 120,
+            ipv6_prefix: 64,
             hash_concurrency: 0,
+            hash_queue: 64,
+            max_tokens_per_account: 10,
         }
     }
 }
@@ -346,9 +362,24 @@ impl Config {
     /// Checks that span several keys or need more than a type.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        if !self.captcha.fixed_answer.is_empty() && !self.http.listen.ip().is_loopback() {
+        if !self.captcha.fixed_answer.is_empty()
+            && (!self.http.listen.ip().is_loopback()
+                || !self.http.tls
+                || !self.http.trusted_proxies.is_empty())
+        {
+            // A TLS-terminating proxy on the same host would expose a loopback listener.
             return bad(
-                "captcha.fixed_answer is for tests only and needs a loopback http.listen".into(),
+                "captcha.fixed_answer is for tests only: it needs a loopback http.listen, \
+                 http.tls = true and no http.trusted_proxies"
+                    .into(),
+            );
+        }
+        if self.security.ipv6_prefix > 128 {
+            return bad("security.ipv6_prefix must be 0-128".into());
+        }
+        if self.security.hash_queue == 0 || self.security.max_tokens_per_account == 0 {
+            return bad(
+                "security.hash_queue and security.max_tokens_per_account must be positive".into(),
             );
         }
         if !(4..=8).contains(&self.captcha.length) {
@@ -521,6 +552,19 @@ mod tests {
             &[]
         )
         .is_err());
+        // A loopback listener behind a local proxy, or without TLS, is still reachable.
+        for http in ["tls = false", "trusted_proxies = [\"127.0.0.1\"]"] {
+            let e = load(
+                &format!("[http]\n{http}\n[captcha]\nfixed_answer = \"abcde\"\n"),
+                &[],
+                &[],
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains("captcha.fixed_answer"), "{e}");
+        }
+        assert!(load("[captcha]\nfixed_answer = \"abcde\"\n", &[], &[]).is_ok());
+        assert!(load("[security]\nipv6_prefix = 129\n", &[], &[]).is_err());
+        assert!(load("[security]\nhash_queue = 0\n", &[], &[]).is_err());
         assert!(load("[tcp]\nallow = [\"nonsense\"]\n", &[], &[]).is_err());
         assert!(load("[database]\nurl = \"mysql://x\"\n", &[], &[]).is_err());
         let c = load(

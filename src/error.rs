@@ -47,6 +47,8 @@ pub enum ApiError {
     NotInRoster,
     #[error("too many requests")]
     RateLimited,
+    #[error("the password hashing queue is full")]
+    Busy,
 }
 
 impl ApiError {
@@ -61,7 +63,8 @@ impl ApiError {
             ApiError::Sign => 6,
             ApiError::Timeout => 9,
             ApiError::NotPermitted(_) => 100,
-            ApiError::RateLimited => 100,
+            ApiError::RateLimited => 112,
+            ApiError::Busy => 112,
             ApiError::NewJidFail(_) => 101,
             ApiError::UserOrPassword => 102,
             ApiError::UserExists => 103,

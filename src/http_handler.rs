@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use crate::app::{App, Call};
 use crate::cmd;
 use crate::error::ApiError;
+use crate::ratelimit::{Budget, RetryAfter};
 
 /// Endpoints of SPEC §3.
 pub const ROUTES: &[&str] = &[
@@ -59,15 +60,37 @@ impl Api {
     }
 }
 
-/// Whether `path` costs CPU or invites guessing, and so is rate-limited per client IP.
-fn rate_limited(path: &str) -> bool {
-    matches!(path, "/verify_code" | "/login" | "/register" | "/cancel")
+/// The rate-limit budget of `path`: the endpoints that cost CPU or invite guessing have the
+/// smaller one.
+fn budget(path: &str) -> Budget {
+    match path {
+        "/verify_code" | "/login" | "/register" | "/cancel" => Budget::Costly,
+        _ => Budget::Api,
+    }
+}
+
+/// A request refused for load: 429 (a rate limit) or 503 (the hashing queue is full), with
+/// `Retry-After` and the signed body `{"result":112}`.
+fn refused(app: &App, route: &'static str, started: Instant, e: &ApiError, retry: u64) -> Reply {
+    app.metrics.request(route, e.code(), started.elapsed());
+    let status = if matches!(e, ApiError::Busy) {
+        503
+    } else {
+        429
+    };
+    Reply::Refused {
+        status,
+        body: app.sign(json!({"result": e.code()})),
+        retry_after: retry,
+    }
 }
 
 /// The reply body of an error, logged when it is a bug or a storage failure.
 pub fn error_reply(e: &ApiError) -> Value {
     match e {
         ApiError::Unknown(_) | ApiError::Db(_) => tracing::error!(error = %e, "request failed"),
+        // A flood would write one line per refused request: counted in the metrics instead.
+        ApiError::RateLimited | ApiError::Busy => tracing::debug!(error = %e, "request refused"),
         // At info: refusals (a wrong password, a bad token or signature) are what an operator
         // watches for, and successes have no line at info.
         _ => tracing::info!(error = %e, "request refused"),
@@ -89,13 +112,9 @@ impl http_api::Handler for Api {
             .find(|r| **r == req.path)
             .copied()
             .unwrap_or("unknown");
-        if rate_limited(&req.path) && !app.limiter.allow(req.client_ip) {
-            app.metrics
-                .request(route, ApiError::RateLimited.code(), started.elapsed());
-            return Reply::Status(
-                429,
-                app.sign(json!({"result": ApiError::RateLimited.code()})),
-            );
+        if let Err(RetryAfter(retry)) = app.limiter.allow_network(budget(&req.path), req.client_ip)
+        {
+            return refused(app, route, started, &ApiError::RateLimited, retry);
         }
         if req.path == "/verify_code" {
             return match cmd::verify_code::run(app).await {
@@ -119,10 +138,14 @@ impl http_api::Handler for Api {
             client_ip: req.client_ip,
             via_tcp: false,
         };
-        let reply = self
-            .dispatch(&req.path, &call)
-            .await
-            .unwrap_or_else(|e| error_reply(&e));
+        let reply = match self.dispatch(&req.path, &call).await {
+            Ok(v) => v,
+            Err(e @ ApiError::Busy) => return refused(app, route, started, &e, 1),
+            Err(e @ ApiError::RateLimited) => {
+                return refused(app, route, started, &e, app.limiter.retry_after())
+            }
+            Err(e) => error_reply(&e),
+        };
         let code = reply["result"].as_i64().unwrap_or(1);
         app.metrics.request(route, code, started.elapsed());
         Reply::Json(app.sign(reply))

@@ -7,8 +7,14 @@
 //! slows logins, not the IM backends' token checks (BENCHMARKS.md, benchmark 7). On an idle
 //! machine they run at full speed. A request that is gone (its client left) before its turn
 //! costs no hash.
+//!
+//! The queue is bounded (`security.hash_queue` jobs waiting or running): past that a request is
+//! refused at once with [`ApiError::Busy`] (HTTP 503), so a flood from many addresses cannot
+//! queue work without end. A caller that must know there is room before it changes anything
+//! (login counts an attempt) takes a [`Permit`] first.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -26,6 +32,19 @@ const P_COST: u32 = 1;
 #[derive(Clone)]
 pub struct Hasher {
     jobs: mpsc::Sender<Job>,
+    /// Jobs holding a [`Permit`]: waiting, running, or about to be queued.
+    queued: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+/// A place in the hashing queue, held from before a job is queued until it has run (or was
+/// skipped): dropping it frees the place.
+pub struct Permit(Arc<AtomicUsize>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -67,6 +86,11 @@ impl Hasher {
     /// login flood always leaves a core for token checks and everything else. The threads end
     /// when the last clone of the `Hasher` is dropped.
     pub fn new(concurrency: usize) -> Hasher {
+        Hasher::bounded(concurrency, usize::MAX)
+    }
+
+    /// [`new`](Self::new) with at most `queue` jobs waiting or running.
+    pub fn bounded(concurrency: usize, queue: usize) -> Hasher {
         let n = if concurrency == 0 {
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -85,7 +109,25 @@ impl Hasher {
                 .spawn(move || worker(rx))
                 .expect("spawn a hashing thread");
         }
-        Hasher { jobs: tx }
+        Hasher {
+            jobs: tx,
+            queued: Arc::new(AtomicUsize::new(0)),
+            limit: queue,
+        }
+    }
+
+    /// A place in the queue, or [`ApiError::Busy`] when it is full.
+    pub fn permit(&self) -> Result<Permit, ApiError> {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.limit {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::Busy);
+        }
+        Ok(Permit(self.queued.clone()))
+    }
+
+    /// Jobs waiting or running now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
     }
 
     /// Runs `f` on a hashing thread, unless the caller has gone by its turn.
@@ -93,10 +135,23 @@ impl Hasher {
         &self,
         f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
+        let permit = self.permit()?;
+        self.run_with(permit, f).await
+    }
+
+    async fn run_with<T: Send + 'static>(
+        &self,
+        permit: Permit,
+        f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
-            if !tx.is_closed() {
-                let _ = tx.send(f());
+            // The place is freed before the answer goes out, so a caller that got its answer
+            // never finds its own job still counted.
+            let r = (!tx.is_closed()).then(f);
+            drop(permit);
+            if let Some(r) = r {
+                let _ = tx.send(r);
             }
         });
         self.jobs
@@ -120,7 +175,18 @@ impl Hasher {
 
     /// Whether `password` matches the stored PHC string (constant-time inside argon2).
     pub async fn verify(&self, password: String, phc: String) -> Result<bool, ApiError> {
-        self.run(move || {
+        let permit = self.permit()?;
+        self.verify_with(permit, password, phc).await
+    }
+
+    /// [`verify`](Self::verify) in a place taken beforehand.
+    pub async fn verify_with(
+        &self,
+        permit: Permit,
+        password: String,
+        phc: String,
+    ) -> Result<bool, ApiError> {
+        self.run_with(permit, move || {
             let parsed = PasswordHash::new(&phc)
                 .map_err(|e| ApiError::Unknown(format!("stored hash: {e}")))?;
             Ok(argon2()
@@ -159,6 +225,43 @@ mod tests {
             h.verify("x".into(), "not a PHC string".into()).await,
             Err(ApiError::Unknown(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once_and_frees_its_places() {
+        let h = Hasher::bounded(1, 2);
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        // One job holds the only thread until told to go; a second waits behind it.
+        let first = {
+            let h = h.clone();
+            tokio::spawn(async move {
+                h.run(move || {
+                    go_rx.recv().unwrap();
+                    Ok(())
+                })
+                .await
+            })
+        };
+        let second = {
+            let h = h.clone();
+            tokio::spawn(async move { h.hash("secret123".into()).await })
+        };
+        while h.queued() < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(
+            h.verify("x".into(), "y".into()).await,
+            Err(ApiError::Busy)
+        ));
+        assert!(matches!(h.permit(), Err(ApiError::Busy)));
+        go_tx.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        second.await.unwrap().unwrap();
+        assert_eq!(h.queued(), 0, "every place freed");
+        let p = h.permit().unwrap();
+        assert_eq!(h.queued(), 1);
+        drop(p);
+        assert_eq!(h.queued(), 0, "a permit never used frees its place");
     }
 
     #[cfg(target_os = "linux")]

@@ -113,8 +113,8 @@ pub async fn build_app(cfg: Config, shutdown: CancellationToken) -> Result<Arc<A
     let xmpp = xmpp::Xmpp::start(xcfg, shutdown);
     let clock = Arc::new(SystemClock);
     Ok(Arc::new(App {
-        hasher: Hasher::new(cfg.security.hash_concurrency),
-        limiter: RateLimiter::new(cfg.security.rate_per_minute, clock.clone()),
+        hasher: Hasher::bounded(cfg.security.hash_concurrency, cfg.security.hash_queue),
+        limiter: RateLimiter::new(&cfg.security, clock.clone()),
         store,
         xmpp,
         secrets,

@@ -296,6 +296,20 @@ impl Store for TokenCache {
         self.change(id, move |s| async move { s.begin_cancel(id, now).await })
             .await
     }
+    async fn trim_tokens(&self, id: i64, newest: Vec<u8>, keep: u32) -> StoreResult<u64> {
+        // Forgets the account only when a token was revoked (or the outcome is unknown), so an
+        // ordinary login leaves the cache alone; in a task of its own, as `change` does.
+        let (shared, inner) = (self.shared.clone(), self.inner.clone());
+        tokio::spawn(async move {
+            let r = inner.trim_tokens(id, newest, keep).await;
+            if !matches!(r, Ok(0)) {
+                shared.forget(id);
+            }
+            r
+        })
+        .await
+        .map_err(|e| StoreError::Db(format!("store task: {e}")))?
+    }
     async fn insert_token(
         &self,
         hash: Vec<u8>,

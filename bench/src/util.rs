@@ -184,7 +184,8 @@ impl Service {
              [tcp]\nlisten = \"127.0.0.1:{tcp}\"\nmax_connections = 20000\n\n\
              [admin]\nlisten = \"127.0.0.1:{admin}\"\n\n\
              [security]\nsign_key = \"{SIGN_KEY}\"\napp_keys = [\"{APP_KEY}\"]\n\
-             encryption_key = \"{}\"\nrate_per_minute = 0\n\n[reconcile]\ninterval_secs = 0\n\n",
+             encryption_key = \"{}\"\nrate_per_minute = 0\n\
+             api_rate_per_minute = 0\naccount_rate_per_minute = 0\nhash_queue = 1000000\n\n[reconcile]\ninterval_secs = 0\n\n",
             data_dir.join("data").to_string_lossy(),
             hex::encode(ENC_KEY)
         );

@@ -238,17 +238,28 @@ fn utf8_headers(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
+fn status_of(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or_else(|_| {
+        warn!(code, "handler gave an invalid status; sending 500");
+        StatusCode::INTERNAL_SERVER_ERROR
+    })
+}
+
 fn encode<H>(shared: &Shared<H>, answer: Answer, request_id: &str) -> Response<Full<Bytes>> {
     let json = HeaderValue::from_static("application/json");
     let (status, content_type, body, extra) = match answer.reply {
         Reply::Json(v) => (StatusCode::OK, json, json_bytes(&v), Vec::new()),
-        Reply::Status(code, v) => {
-            let status = StatusCode::from_u16(code).unwrap_or_else(|_| {
-                warn!(code, "handler gave an invalid status; sending 500");
-                StatusCode::INTERNAL_SERVER_ERROR
-            });
-            (status, json, json_bytes(&v), Vec::new())
-        }
+        Reply::Status(code, v) => (status_of(code), json, json_bytes(&v), Vec::new()),
+        Reply::Refused {
+            status,
+            body,
+            retry_after,
+        } => (
+            status_of(status),
+            json,
+            json_bytes(&body),
+            vec![("Retry-After".to_owned(), retry_after.to_string())],
+        ),
         Reply::Body {
             content_type,
             body,

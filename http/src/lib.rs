@@ -112,6 +112,13 @@ pub enum Reply {
     Json(serde_json::Value),
     /// Any status with a JSON body (404/405/413/429/503 etc.). An invalid status becomes 500.
     Status(u16, serde_json::Value),
+    /// A request refused for load (429 for a rate limit, 503 for a full queue) with a JSON body and
+    /// `Retry-After: retry_after` (seconds).
+    Refused {
+        status: u16,
+        body: serde_json::Value,
+        retry_after: u64,
+    },
     /// 200 with an arbitrary body (`image/png` for the captcha, `text/plain` for metrics). Headers
     /// that are not valid HTTP are dropped with a warning; a `Cache-Control` here replaces the
     /// default `no-store`.

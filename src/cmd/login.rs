@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::app::{App, Call};
 use crate::crypto;
 use crate::error::ApiError;
-use crate::passwords::Hasher;
+use crate::passwords::{Hasher, Permit};
 use crate::store::{Account, AccountState};
 use crate::types::{AccountType, Password, UserName};
 
@@ -16,8 +16,13 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
     let (account, _) = authenticate(app, call, true).await?;
     let token = crypto::new_token();
     let expires = app.now() + app.cfg.security.token_ttl_secs as i64;
+    let hash = crypto::token_hash(&token);
     app.store
-        .insert_token(crypto::token_hash(&token), account.id, expires, app.now())
+        .insert_token(hash.clone(), account.id, expires, app.now())
+        .await?;
+    // At most `security.max_tokens_per_account` live tokens: the oldest go.
+    app.store
+        .trim_tokens(account.id, hash, app.cfg.security.max_tokens_per_account)
         .await?;
     Ok(json!({
         "result": 0,
@@ -45,6 +50,8 @@ pub async fn authenticate(
     let name = UserName::parse(call.required("user_name")?)?;
     let password = call.required("password")?.to_owned();
     let kind = AccountType::parse(call.required("type")?)?;
+    // A place in the hashing queue first: when it is full (503) nothing is spent or counted.
+    let permit = app.hasher.permit()?;
     app.check_human_or_device(call, kind == AccountType::Device, sign_required)
         .await?;
     let Some(account) = app
@@ -53,7 +60,7 @@ pub async fn authenticate(
         .await?
         .filter(|a| a.kind == kind)
     else {
-        return refuse(app, password).await;
+        return refuse(app, permit, password).await;
     };
     // The claim and the verification run side by side, so a known name costs no more time than
     // an unknown one (the claim's write hides behind Argon2id); the verdict is used only when the
@@ -67,7 +74,7 @@ pub async fn authenticate(
             sec.lockout_secs as i64,
         ),
         app.hasher
-            .verify(password.clone(), account.password_hash.clone()),
+            .verify_with(permit, password.clone(), account.password_hash.clone()),
     );
     if !claimed? {
         app.metrics.login_failed(true);
@@ -83,9 +90,9 @@ pub async fn authenticate(
 }
 
 /// 102 for an unknown name or another type, after the Argon2id work a real verification costs.
-async fn refuse<T>(app: &App, password: String) -> Result<T, ApiError> {
+async fn refuse<T>(app: &App, permit: Permit, password: String) -> Result<T, ApiError> {
     app.hasher
-        .verify(password, Hasher::dummy_hash().to_owned())
+        .verify_with(permit, password, Hasher::dummy_hash().to_owned())
         .await?;
     app.metrics.login_failed(false);
     Err(ApiError::UserOrPassword)

@@ -189,6 +189,9 @@ pub trait Store: Send + Sync + 'static {
     /// `deleting` (or is gone): another cancel owns it.
     async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<bool>;
 
+    /// Revoke the oldest of account `id`'s tokens so that at most `keep` remain, never the token
+    /// `newest` (just issued). Returns how many were revoked.
+    async fn trim_tokens(&self, id: i64, newest: Vec<u8>, keep: u32) -> StoreResult<u64>;
     async fn insert_token(
         &self,
         hash: Vec<u8>,

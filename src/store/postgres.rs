@@ -32,7 +32,13 @@ use tokio_postgres::{NoTls, Row};
 use super::*;
 
 /// Numbered schema steps; index `i` upgrades version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("../../schema_pg.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../schema_pg.sql"),
+    include_str!("../../migrations/postgres/0002_token_order.sql"),
+];
+
+/// The schema version this binary brings a database to.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Advisory lock keys (one 64-bit key space per database): "register" in ASCII, plus a suffix.
 const MIGRATION_LOCK: i64 = 0x7265_6769_7374_6572;
@@ -363,6 +369,17 @@ impl Store for PgStore {
         tx.execute(&del, &[&id]).await?;
         tx.commit().await?;
         Ok(n == 1)
+    }
+
+    async fn trim_tokens(&self, id: i64, newest: Vec<u8>, keep: u32) -> StoreResult<u64> {
+        let keep = i64::from(keep.saturating_sub(1));
+        self.exec(
+            "DELETE FROM tokens WHERE account_id = $1 AND hash <> $2 AND hash NOT IN \
+             (SELECT hash FROM tokens WHERE account_id = $1 AND hash <> $2 \
+              ORDER BY seq DESC LIMIT $3)",
+            &[&id, &newest, &keep],
+        )
+        .await
     }
 
     async fn insert_token(

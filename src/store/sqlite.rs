@@ -27,7 +27,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::*;
 
 /// Numbered schema steps; index `i` upgrades `user_version` `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("../../schema.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../schema.sql"),
+    include_str!("../../migrations/sqlite/0002_token_order.sql"),
+];
 
 const READERS: usize = 4;
 
@@ -500,6 +503,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn trim_tokens(&self, id: i64, newest: Vec<u8>, keep: u32) -> StoreResult<u64> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "DELETE FROM tokens WHERE account_id = ?1 AND hash <> ?2 AND hash NOT IN \
+                     (SELECT hash FROM tokens WHERE account_id = ?1 AND hash <> ?2 \
+                      ORDER BY seq DESC LIMIT ?3)",
+                )?
+                .execute(params![id, newest, keep.saturating_sub(1)])?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     async fn insert_token(
         &self,
         hash: Vec<u8>,
@@ -508,7 +525,10 @@ impl Store for SqliteStore {
         now: i64,
     ) -> StoreResult<()> {
         self.write(move |c| {
-            c.prepare_cached("INSERT INTO tokens (hash, account_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4)")?
+            c.prepare_cached(
+                "INSERT INTO tokens (hash, account_id, expires_at, created_at, seq) VALUES (?1, ?2, ?3, ?4, \
+                 (SELECT coalesce(max(seq), 0) + 1 FROM tokens WHERE account_id = ?2))",
+            )?
                 .execute(params![hash, account_id, expires_at, now])?;
             Ok(())
         })

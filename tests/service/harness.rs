@@ -67,6 +67,8 @@ pub fn config_for(s: &dyn xmpp::testkit::TestServer, data_dir: PathBuf, o: Opts)
     c.security.sign_key = SIGN_KEY.into();
     c.security.app_keys = vec![APP_KEY.into()];
     c.security.rate_per_minute = 0;
+    c.security.api_rate_per_minute = 0;
+    c.security.account_rate_per_minute = 0;
     c.captcha.fixed_answer = CAPTCHA.into();
     c.reconcile.interval_secs = 0;
     c

@@ -1,6 +1,7 @@
 //! The service started for real (in-process on real sockets, or the `register` binary) against a
 //! real Prosody, driven as a phone, a device and an IM backend would.
 
+mod abuse;
 mod accounts;
 mod binary;
 mod binary_security;

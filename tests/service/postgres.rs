@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use register::server::Server;
-use register::store::postgres::PgStore;
+use register::store::postgres::{PgStore, SCHEMA_VERSION};
 use register::store::sqlite::SqliteStore;
 use register::store::*;
 use register::types::AccountType;
@@ -189,6 +189,18 @@ async fn accounts_tokens_bindings_captchas(s: &dyn Store) {
     assert_eq!(s.take_captcha("c2".into()).await.unwrap(), None);
     assert!(s.token_account(vec![8; 32], 0).await.unwrap().is_none());
 
+    // Trimming keeps the newest tokens and always the one just issued.
+    for (i, t) in [[21u8; 32], [22; 32], [23; 32]].iter().enumerate() {
+        s.insert_token(t.to_vec(), b, 1000, 10 + i as i64)
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.trim_tokens(b, vec![23; 32], 2).await.unwrap(), 1);
+    assert!(s.token_account(vec![21; 32], 0).await.unwrap().is_none());
+    assert!(s.token_account(vec![22; 32], 0).await.unwrap().is_some());
+    assert_eq!(s.trim_tokens(b, vec![23; 32], 1).await.unwrap(), 1);
+    assert!(s.token_account(vec![23; 32], 0).await.unwrap().is_some());
+    assert_eq!(s.trim_tokens(b, vec![23; 32], 1).await.unwrap(), 0);
     // Claims count in advance; the fifth locks; a locked account grants no claim until the lock
     // ends; a success forgets the count and the lock.
     for _ in 0..4 {
@@ -298,7 +310,7 @@ async fn store_matches_sqlite() {
     let pg = PgStore::connect(&db.url, 4).await.unwrap();
     accounts_tokens_bindings_captchas(&pg).await;
     compare_and_set_transitions(&pg).await;
-    assert_eq!(pg.schema_version().await.unwrap(), 1);
+    assert_eq!(pg.schema_version().await.unwrap(), SCHEMA_VERSION);
     drop(pg);
     db.drop_db().await;
 }
@@ -315,10 +327,10 @@ async fn concurrent_migrations_races_and_the_lease() {
         .into_iter()
         .map(|s| Arc::new(s.expect("concurrent start")))
         .collect();
-    assert_eq!(stores[0].schema_version().await.unwrap(), 1);
+    assert_eq!(stores[0].schema_version().await.unwrap(), SCHEMA_VERSION);
     // Reopening keeps the version.
     let again = PgStore::connect(&db.url, 2).await.unwrap();
-    assert_eq!(again.schema_version().await.unwrap(), 1);
+    assert_eq!(again.schema_version().await.unwrap(), SCHEMA_VERSION);
 
     // Racing claims through different stores (connections): exactly one wins each race.
     for round in 0..5 {

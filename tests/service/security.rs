@@ -132,8 +132,9 @@ async fn rate_limit_per_client_ip() {
         .await
         .unwrap();
     assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
     let v: Value = r.json().await.unwrap();
-    assert_eq!(v["result"], 100);
+    assert_eq!(v["result"], 112);
     // A forged X-Forwarded-For from an untrusted peer changes nothing.
     let r = env
         .http

@@ -591,6 +591,7 @@ fn write_toml(dir: &Path, c: &Config, http: u16, tcp: u16, admin: u16) -> PathBu
          [xmpp]\ndomain = {:?}\ncomponent = {:?}\ncomponent_addr = {:?}\nc2s_addr = {:?}\n\
          c2s_tls = \"off\"\nallow_plain_without_tls = true\ntimeout_ms = 3000\n\
          [security]\nsign_key = {:?}\napp_keys = [{:?}]\nrate_per_minute = 0\n\
+         api_rate_per_minute = 0\naccount_rate_per_minute = 0\n\
          [captcha]\nfixed_answer = {:?}\n\
          [reconcile]\ninterval_secs = 0\n",
         c.data_dir,

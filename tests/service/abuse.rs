@@ -1,0 +1,171 @@
+//! Floods, each written as the attack it stops (issue 18, point 3): addresses rotated inside one
+//! IPv6 prefix, one account's token used without end, a login flood past the hashing queue, and
+//! tokens piled up by logging in again and again.
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::harness::{assert_signed, post_form, signed, Env, Opts};
+
+/// One `/verify_access_token` over a new TCP connection.
+async fn tcp_check(env: &Env, token: &str) -> Value {
+    let mut c = BufReader::new(TcpStream::connect(env.server().addrs.tcp).await.unwrap());
+    let line = format!("/verify_access_token {}\n", json!({"access_token": token}));
+    c.get_mut().write_all(line.as_bytes()).await.unwrap();
+    let mut reply = String::new();
+    c.read_line(&mut reply).await.unwrap();
+    let v: Value = serde_json::from_str(&reply).unwrap();
+    assert_signed(&v);
+    v
+}
+
+/// A refusal for load: the status, `Retry-After` within the minute, and the signed body 112.
+async fn assert_refused(r: reqwest::Response, status: u16) {
+    assert_eq!(r.status(), status);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    let v: Value = r.json().await.unwrap();
+    assert_signed(&v);
+    assert_eq!(v["result"], 112);
+}
+
+#[tokio::test]
+async fn addresses_rotated_within_one_ipv6_prefix_are_limited_as_one_client() {
+    let env = Env::start_tuned(Opts::default(), |c| {
+        c.security.rate_per_minute = 3;
+        // The client address comes from a proxy on loopback that the service trusts.
+        c.http.trusted_proxies = vec!["127.0.0.1".into()];
+        c.captcha.fixed_answer.clear();
+    })
+    .await;
+    let from = |ip: &str| {
+        env.http
+            .get(format!("{}/verify_code", env.base))
+            .header("x-forwarded-for", ip)
+            .send()
+    };
+    for host in 1..=3 {
+        let r = from(&format!("2001:db8:7:7::{host:x}")).await.unwrap();
+        assert_eq!(r.status(), 200, "host {host} of the /64");
+    }
+    // A fourth address of the same /64 is the same client.
+    assert_refused(from("2001:db8:7:7:ffff::1").await.unwrap(), 429).await;
+    // The next /64 is another client.
+    assert_eq!(from("2001:db8:7:8::1").await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn one_accounts_token_is_limited_per_account_but_not_over_tcp() {
+    let env = Env::start_tuned(Opts::default(), |c| {
+        c.security.account_rate_per_minute = 3;
+    })
+    .await;
+    let (token, _, _) = env.account("busy-cam", 2).await;
+    let (other, _, _) = env.account("calm-cam", 2).await;
+    let list = |token: &str, name: &str| {
+        let p = signed(&[("access_token", token), ("user_name", name)]);
+        let (http, base) = (env.http.clone(), env.base.clone());
+        async move {
+            http.post(format!("{base}/get_user_banding"))
+                .form(&p)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for _ in 0..3 {
+        let v: Value = list(&token, "busy-cam").await.json().await.unwrap();
+        assert_eq!(v["result"], 0, "{v}");
+    }
+    assert_refused(list(&token, "busy-cam").await, 429).await;
+    // Another account is not affected, and neither are the backends' token checks over TCP.
+    let v: Value = list(&other, "calm-cam").await.json().await.unwrap();
+    assert_eq!(v["result"], 0);
+    for _ in 0..10 {
+        assert_eq!(tcp_check(&env, &token).await["validate"], true);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_past_the_hashing_queue_is_refused_with_503() {
+    let env = Env::start_tuned(Opts::default(), |c| {
+        c.security.hash_concurrency = 1;
+        c.security.hash_queue = 2;
+        c.security.lockout_threshold = 1000;
+    })
+    .await;
+    let (token, _, _) = env.account("flooded", 2).await;
+    let logins = (0..40).map(|i| {
+        let p = signed(&[
+            ("user_name", "flooded"),
+            ("password", &format!("guess-{i}")),
+            ("type", "2"),
+        ]);
+        let (http, base) = (env.http.clone(), env.base.clone());
+        async move {
+            http.post(format!("{base}/login"))
+                .form(&p)
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    let mut busy = 0;
+    let mut wrong = 0;
+    for r in futures::future::join_all(logins).await {
+        if r.status() == 503 {
+            busy += 1;
+            assert_refused(r, 503).await;
+        } else {
+            assert_eq!(r.status(), 200);
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["result"], 102, "{v}");
+            wrong += 1;
+        }
+    }
+    assert!(busy > 0, "the queue of 2 overflowed (40 at once)");
+    // A refused login counts nothing against the account: only the verified ones did.
+    assert_eq!(env.server().app.metrics.login_failures(), (wrong, 0));
+    let acc = env
+        .server()
+        .app
+        .store
+        .account_by_name("flooded")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(acc.failed_logins as u64, wrong);
+    assert_eq!(env.server().app.hasher.queued(), 0, "every place freed");
+    // The backends' token checks were never in that queue.
+    assert_eq!(tcp_check(&env, &token).await["validate"], true);
+}
+
+#[tokio::test]
+async fn logging_in_again_and_again_keeps_only_the_newest_tokens() {
+    let env = Env::start_tuned(Opts::default(), |c| c.security.max_tokens_per_account = 2).await;
+    let (first, _, _) = env.account("pile", 2).await;
+    // Cached by a check over TCP before it is revoked.
+    assert_eq!(tcp_check(&env, &first).await["validate"], true);
+    let mut tokens = vec![first];
+    for _ in 0..2 {
+        let v = env.login("pile", "password1", 2).await;
+        assert_eq!(v["result"], 0);
+        tokens.push(v["access_token"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        tcp_check(&env, &tokens[0]).await["validate"],
+        false,
+        "oldest revoked"
+    );
+    let p = signed(&[("access_token", &tokens[0]), ("user_name", "pile")]);
+    let v = post_form(&env.http, &env.base, "/get_user_banding", &p).await;
+    assert_eq!(v["result"], 4);
+    for t in &tokens[1..] {
+        assert_eq!(tcp_check(&env, t).await["validate"], true);
+    }
+}
