@@ -82,8 +82,10 @@ pub struct SecuritySection {
     pub encryption_key: String,
     pub token_ttl_secs: u64,
     pub timestamp_window_secs: u64,
-    /// Failed logins before an account is locked.
+    /// Failed logins from one client network before that network is locked out of the account.
     pub lockout_threshold: u32,
+    /// Failed logins from all networks together before the whole account is locked.
+    pub lockout_account_threshold: u32,
     pub lockout_secs: u64,
     /// Requests per minute per client network for /login, /register, /cancel and /verify_code
     /// (0: no limit).
@@ -239,6 +241,7 @@ impl Default for SecuritySection {
             token_ttl_secs: 2_592_000,
             timestamp_window_secs: 300,
             lockout_threshold: 5,
+            lockout_account_threshold: 50,
             lockout_secs: 900,
             rate_per_minute: 60,
             api_rate_per_minute: 1200,
@@ -373,6 +376,12 @@ impl Config {
                  http.tls = true and no http.trusted_proxies"
                     .into(),
             );
+        }
+        let sec = &self.security;
+        if sec.lockout_threshold == 0 || sec.lockout_account_threshold < sec.lockout_threshold {
+            return bad("security.lockout_threshold must be positive and at most \
+                 security.lockout_account_threshold"
+                .into());
         }
         if self.security.ipv6_prefix > 128 {
             return bad("security.ipv6_prefix must be 0-128".into());
@@ -565,6 +574,7 @@ mod tests {
         assert!(load("[captcha]\nfixed_answer = \"abcde\"\n", &[], &[]).is_ok());
         assert!(load("[security]\nipv6_prefix = 129\n", &[], &[]).is_err());
         assert!(load("[security]\nhash_queue = 0\n", &[], &[]).is_err());
+        assert!(load("[security]\nlockout_account_threshold = 4\n", &[], &[]).is_err());
         assert!(load("[tcp]\nallow = [\"nonsense\"]\n", &[], &[]).is_err());
         assert!(load("[database]\nurl = \"mysql://x\"\n", &[], &[]).is_err());
         let c = load(

@@ -280,17 +280,17 @@ impl Store for TokenCache {
     async fn claim_login_attempt(
         &self,
         id: i64,
+        network: String,
         now: i64,
-        threshold: u32,
-        lock_secs: i64,
+        policy: LockPolicy,
     ) -> StoreResult<bool> {
         // The cached account keeps no login counters (see `Maps::shared`): nothing to forget.
         self.inner
-            .claim_login_attempt(id, now, threshold, lock_secs)
+            .claim_login_attempt(id, network, now, policy)
             .await
     }
-    async fn reset_login_failures(&self, id: i64) -> StoreResult<()> {
-        self.inner.reset_login_failures(id).await
+    async fn reset_login_failures(&self, id: i64, network: String) -> StoreResult<()> {
+        self.inner.reset_login_failures(id, network).await
     }
     async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<bool> {
         self.change(id, move |s| async move { s.begin_cancel(id, now).await })
@@ -537,7 +537,15 @@ mod tests {
             "only active ones"
         );
         // Logins change only what the cache does not keep (the counters, the hash).
-        assert!(c.claim_login_attempt(a, 2, 5, 60).await.unwrap());
+        let policy = LockPolicy {
+            per_network: 5,
+            per_account: 50,
+            lock_secs: 60,
+        };
+        assert!(c
+            .claim_login_attempt(a, "192.0.2.1".into(), 2, policy)
+            .await
+            .unwrap());
         assert!(cached("a"), "a failed login leaves the cache alone");
         let again = c.accounts_by_names(&names(&["a"])).await.unwrap();
         assert_eq!(again[0].failed_logins, 0, "counters not kept in memory");

@@ -9,7 +9,7 @@ use crate::app::{App, Call};
 use crate::crypto;
 use crate::error::ApiError;
 use crate::passwords::{Hasher, Permit};
-use crate::store::{Account, AccountState};
+use crate::store::{Account, AccountState, LockPolicy};
 use crate::types::{AccountType, Password, UserName};
 
 pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
@@ -38,7 +38,10 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
 /// time tells an unknown name, another type, a locked account and a wrong password apart. Only a
 /// request that passed the checks of the account's own type (a captcha for a phone, a signature
 /// for a device) reaches the failure counter, so nobody can lock a phone's owner out by asking as
-/// a device. The attempt is counted in the store before the password is verified
+/// a device. Failures are counted per client network (`security.lockout_threshold` locks that
+/// network out of the account, so a stranger's guesses do not lock the owner out) and for the
+/// account as a whole (`security.lockout_account_threshold` locks everyone out: the last line
+/// against guesses spread over many networks). The attempt is counted in the store before the password is verified
 /// ([`Store::claim_login_attempt`](crate::store::Store::claim_login_attempt)): of a concurrent
 /// burst at most `security.lockout_threshold` requests have their password's verdict used. A password of
 /// the wrong length is a wrong password like any other (it counts).
@@ -66,13 +69,15 @@ pub async fn authenticate(
     // an unknown one (the claim's write hides behind Argon2id); the verdict is used only when the
     // claim was granted.
     let sec = &app.cfg.security;
+    let network = app.limiter.network(call.client_ip).to_string();
+    let policy = LockPolicy {
+        per_network: sec.lockout_threshold,
+        per_account: sec.lockout_account_threshold,
+        lock_secs: sec.lockout_secs as i64,
+    };
     let (claimed, good) = tokio::join!(
-        app.store.claim_login_attempt(
-            account.id,
-            app.now(),
-            sec.lockout_threshold,
-            sec.lockout_secs as i64,
-        ),
+        app.store
+            .claim_login_attempt(account.id, network.clone(), app.now(), policy),
         app.hasher
             .verify_with(permit, password.clone(), account.password_hash.clone()),
     );
@@ -85,7 +90,7 @@ pub async fn authenticate(
         app.metrics.login_failed(false);
         return Err(ApiError::UserOrPassword);
     }
-    app.store.reset_login_failures(account.id).await?;
+    app.store.reset_login_failures(account.id, network).await?;
     Ok((account, kind))
 }
 

@@ -144,6 +144,17 @@ impl From<StoreError> for crate::error::ApiError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Everything the service stores. All times are Unix seconds.
+/// How failed logins lock (from `security.lockout_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockPolicy {
+    /// Failures from one client network before that network is locked out of the account.
+    pub per_network: u32,
+    /// Failures from every network together before the whole account is locked: the last line,
+    /// for guesses spread over many networks.
+    pub per_account: u32,
+    pub lock_secs: i64,
+}
+
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Check that the database answers.
@@ -171,20 +182,22 @@ pub trait Store: Send + Sync + 'static {
     /// Accounts with these JID nodes.
     async fn accounts_by_nodes(&self, nodes: &[String]) -> StoreResult<Vec<Account>>;
     async fn list_accounts(&self, after_id: i64, limit: u32) -> StoreResult<Vec<Account>>;
-    /// Claim one login attempt before its password is verified: count it as a failure in advance
-    /// and, when the count reaches `threshold`, lock the account until `now + lock_secs` (and
-    /// start the count again). False, and nothing changed, when the account is locked at `now` (or
-    /// gone): the attempt must fail. One atomic statement, so a concurrent burst gets at most
-    /// `threshold` claims before the lock.
+    /// Claim one login attempt from client network `network` before its password is verified:
+    /// count it as a failure in advance, both for that network and for the account as a whole,
+    /// and lock what reaches its threshold (see [`LockPolicy`]) until `now + lock_secs`, its count
+    /// starting again. False, and nothing changed, when the account or that network's attempts on
+    /// it are locked at `now` (or the account is gone): the attempt must fail. Atomic, so a
+    /// concurrent burst gets at most a threshold of claims before the lock.
     async fn claim_login_attempt(
         &self,
         id: i64,
+        network: String,
         now: i64,
-        threshold: u32,
-        lock_secs: i64,
+        policy: LockPolicy,
     ) -> StoreResult<bool>;
-    /// A login succeeded: its claimed attempt, the earlier failures and any lock are forgotten.
-    async fn reset_login_failures(&self, id: i64) -> StoreResult<()>;
+    /// A login from `network` succeeded: its claimed attempt, that network's failures and lock,
+    /// and the account-wide count and lock are forgotten.
+    async fn reset_login_failures(&self, id: i64, network: String) -> StoreResult<()>;
     /// Mark an account `deleting` and revoke its tokens, atomically. False when it was already
     /// `deleting` (or is gone): another cancel owns it.
     async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<bool>;
@@ -225,7 +238,8 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_captcha(&self, id: String, answer: String, expires_at: i64) -> StoreResult<()>;
     /// Remove a challenge and return its answer and expiry (single use: gone after this call).
     async fn take_captcha(&self, id: String) -> StoreResult<Option<(String, i64)>>;
-    /// Drop expired captchas and tokens.
+    /// Drop expired captchas and tokens, and login failures of networks whose last failure is a
+    /// day old and whose lock has ended.
     async fn prune(&self, now: i64) -> StoreResult<()>;
 
     /// Insert a pair row (ordered by the caller so that `a < b`); `Exists` when the pair has one,

@@ -35,6 +35,7 @@ use super::*;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../schema_pg.sql"),
     include_str!("../../migrations/postgres/0002_token_order.sql"),
+    include_str!("../../migrations/postgres/0003_login_failures.sql"),
 ];
 
 /// The schema version this binary brings a database to.
@@ -326,30 +327,75 @@ impl Store for PgStore {
     async fn claim_login_attempt(
         &self,
         id: i64,
+        network: String,
         now: i64,
-        threshold: u32,
-        lock_secs: i64,
+        p: LockPolicy,
     ) -> StoreResult<bool> {
-        let threshold = threshold.min(i32::MAX as u32) as i32;
-        let n = self
-            .exec(
-                "UPDATE accounts SET \
-                 locked_until = CASE WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until END, \
-                 failed_logins = CASE WHEN failed_logins + 1 >= $2 THEN 0 ELSE failed_logins + 1 END \
-                 WHERE id = $1 AND locked_until <= $4",
-                &[&id, &threshold, &(now + lock_secs), &now],
+        let per_account = p.per_account.min(i32::MAX as u32) as i32;
+        let per_network = p.per_network.min(i32::MAX as u32) as i32;
+        let until = now + p.lock_secs;
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        // FOR UPDATE on the account row: every claim on one account, from any instance, waits
+        // for the one before it. The network's row is read by a second statement, whose snapshot
+        // is taken after that wait (READ COMMITTED), so it sees the claim before.
+        let account_locked: Option<bool> = tx
+            .query_opt(
+                "SELECT locked_until > $2 FROM accounts WHERE id = $1 FOR UPDATE",
+                &[&id, &now],
             )
-            .await?;
-        Ok(n == 1)
+            .await?
+            .map(|r| r.get(0));
+        let network_locked: Option<bool> = tx
+            .query_opt(
+                "SELECT locked_until > $3 FROM login_failures \
+                 WHERE account_id = $1 AND network = $2",
+                &[&id, &network, &now],
+            )
+            .await?
+            .map(|r| r.get(0));
+        let locked = account_locked.map(|a| a || network_locked.unwrap_or(false));
+        if locked.unwrap_or(true) {
+            return Ok(false);
+        }
+        tx.execute(
+            "UPDATE accounts SET \
+             locked_until = CASE WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until END, \
+             failed_logins = CASE WHEN failed_logins + 1 >= $2 THEN 0 ELSE failed_logins + 1 END \
+             WHERE id = $1",
+            &[&id, &per_account, &until],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO login_failures AS f (account_id, network, failures, locked_until, updated_at) \
+             VALUES ($1, $2, CASE WHEN $3::INT <= 1 THEN 0 ELSE 1 END, \
+                     CASE WHEN $3::INT <= 1 THEN $4::BIGINT ELSE 0 END, $5::BIGINT) \
+             ON CONFLICT (account_id, network) DO UPDATE SET \
+             locked_until = CASE WHEN f.failures + 1 >= $3 THEN $4 ELSE f.locked_until END, \
+             failures = CASE WHEN f.failures + 1 >= $3 THEN 0 ELSE f.failures + 1 END, \
+             updated_at = $5",
+            &[&id, &network, &per_network, &until, &now],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
-    async fn reset_login_failures(&self, id: i64) -> StoreResult<()> {
-        self.exec(
+    async fn reset_login_failures(&self, id: i64, network: String) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        tx.execute(
+            "DELETE FROM login_failures WHERE account_id = $1 AND network = $2",
+            &[&id, &network],
+        )
+        .await?;
+        tx.execute(
             "UPDATE accounts SET failed_logins = 0, locked_until = 0 \
              WHERE id = $1 AND (failed_logins <> 0 OR locked_until <> 0)",
             &[&id],
         )
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -445,6 +491,11 @@ impl Store for PgStore {
             .await?;
         self.exec("DELETE FROM tokens WHERE expires_at <= $1", &[&now])
             .await?;
+        self.exec(
+            "DELETE FROM login_failures WHERE updated_at <= $1::BIGINT - 86400 AND locked_until <= $1",
+            &[&now],
+        )
+        .await?;
         Ok(())
     }
 

@@ -30,6 +30,7 @@ use super::*;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../schema.sql"),
     include_str!("../../migrations/sqlite/0002_token_order.sql"),
+    include_str!("../../migrations/sqlite/0003_login_failures.sql"),
 ];
 
 const READERS: usize = 4;
@@ -457,31 +458,62 @@ impl Store for SqliteStore {
     async fn claim_login_attempt(
         &self,
         id: i64,
+        network: String,
         now: i64,
-        threshold: u32,
-        lock_secs: i64,
+        p: LockPolicy,
     ) -> StoreResult<bool> {
         self.write(move |c| {
-            let n = c
-                .prepare_cached(
-                    "UPDATE accounts SET \
-                     locked_until = CASE WHEN failed_logins + 1 >= ?2 THEN ?3 ELSE locked_until END, \
-                     failed_logins = CASE WHEN failed_logins + 1 >= ?2 THEN 0 ELSE failed_logins + 1 END \
-                     WHERE id = ?1 AND locked_until <= ?4",
-                )?
-                .execute(params![id, threshold, now + lock_secs, now])?;
-            Ok(n == 1)
+            // A savepoint, not a transaction: this may run inside a group (see the module docs).
+            let sp = c.savepoint()?;
+            let locked = sp
+                .query_row(
+                    "SELECT a.locked_until > ?3 OR coalesce(\
+                       (SELECT f.locked_until > ?3 FROM login_failures f \
+                        WHERE f.account_id = a.id AND f.network = ?2), 0) \
+                     FROM accounts a WHERE a.id = ?1",
+                    params![id, network, now],
+                    |r| r.get::<_, bool>(0),
+                )
+                .optional()?
+                .unwrap_or(true);
+            if locked {
+                return Ok(false);
+            }
+            let until = now + p.lock_secs;
+            sp.prepare_cached(
+                "UPDATE accounts SET \
+                 locked_until = CASE WHEN failed_logins + 1 >= ?2 THEN ?3 ELSE locked_until END, \
+                 failed_logins = CASE WHEN failed_logins + 1 >= ?2 THEN 0 ELSE failed_logins + 1 END \
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, p.per_account, until])?;
+            sp.prepare_cached(
+                "INSERT INTO login_failures (account_id, network, failures, locked_until, updated_at) \
+                 VALUES (?1, ?2, CASE WHEN ?3 <= 1 THEN 0 ELSE 1 END, \
+                         CASE WHEN ?3 <= 1 THEN ?4 ELSE 0 END, ?5) \
+                 ON CONFLICT (account_id, network) DO UPDATE SET \
+                 locked_until = CASE WHEN failures + 1 >= ?3 THEN ?4 ELSE locked_until END, \
+                 failures = CASE WHEN failures + 1 >= ?3 THEN 0 ELSE failures + 1 END, \
+                 updated_at = ?5",
+            )?
+            .execute(params![id, network, p.per_network, until, now])?;
+            sp.commit()?;
+            Ok(true)
         })
         .await
     }
 
-    async fn reset_login_failures(&self, id: i64) -> StoreResult<()> {
+    async fn reset_login_failures(&self, id: i64, network: String) -> StoreResult<()> {
         self.write(move |c| {
-            c.prepare_cached(
+            let sp = c.savepoint()?;
+            sp.prepare_cached("DELETE FROM login_failures WHERE account_id = ?1 AND network = ?2")?
+                .execute(params![id, network])?;
+            sp.prepare_cached(
                 "UPDATE accounts SET failed_logins = 0, locked_until = 0 \
                  WHERE id = ?1 AND (failed_logins <> 0 OR locked_until <> 0)",
             )?
             .execute([id])?;
+            sp.commit()?;
             Ok(())
         })
         .await
@@ -584,6 +616,10 @@ impl Store for SqliteStore {
         self.write(move |c| {
             c.execute("DELETE FROM captchas WHERE expires_at <= ?1", [now])?;
             c.execute("DELETE FROM tokens WHERE expires_at <= ?1", [now])?;
+            c.execute(
+                "DELETE FROM login_failures WHERE updated_at <= ?1 - 86400 AND locked_until <= ?1",
+                [now],
+            )?;
             Ok(())
         })
         .await

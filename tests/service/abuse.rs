@@ -97,6 +97,7 @@ async fn a_login_flood_past_the_hashing_queue_is_refused_with_503() {
         c.security.hash_concurrency = 1;
         c.security.hash_queue = 2;
         c.security.lockout_threshold = 1000;
+        c.security.lockout_account_threshold = 1000;
     })
     .await;
     let (token, _, _) = env.account("flooded", 2).await;
@@ -168,4 +169,64 @@ async fn logging_in_again_and_again_keeps_only_the_newest_tokens() {
     for t in &tokens[1..] {
         assert_eq!(tcp_check(&env, t).await["validate"], true);
     }
+}
+
+/// A device login from `ip` (through the trusted proxy on loopback).
+async fn login_from(env: &Env, ip: &str, name: &str, password: &str) -> Value {
+    let p = signed(&[("user_name", name), ("password", password), ("type", "2")]);
+    let r = env
+        .http
+        .post(format!("{}/login", env.base))
+        .header("x-forwarded-for", ip)
+        .form(&p)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_signed(&v);
+    v
+}
+
+#[tokio::test]
+async fn a_strangers_guesses_lock_the_strangers_network_out_not_the_owner() {
+    let env = Env::start_tuned(Opts::default(), |c| {
+        c.http.trusted_proxies = vec!["127.0.0.1".into()];
+        c.captcha.fixed_answer.clear();
+        c.security.lockout_threshold = 3;
+        c.security.lockout_account_threshold = 7;
+    })
+    .await;
+    assert_eq!(env.register("cam-home", "password1", 2).await, 0);
+    let stranger = "198.51.100.7";
+    for i in 0..3 {
+        let v = login_from(&env, stranger, "cam-home", &format!("guess-{i}")).await;
+        assert_eq!(v["result"], 102);
+    }
+    // The stranger now has the right password, and is locked out all the same...
+    let v = login_from(&env, stranger, "cam-home", "password1").await;
+    assert_eq!(v["result"], 102, "the stranger's network is locked out");
+    // ...while the owner, at home in another network, logs in.
+    let home = "2001:db8:100:1::5";
+    assert_eq!(
+        login_from(&env, home, "cam-home", "password1").await["result"],
+        0
+    );
+    // Guesses spread over many networks meet the account-wide cap (7): then nobody gets in,
+    // not even from a network that never failed.
+    for n in 1..=7 {
+        let v = login_from(&env, &format!("203.0.113.{n}"), "cam-home", "nope-nope").await;
+        assert_eq!(v["result"], 102);
+    }
+    let v = login_from(&env, "2001:db8:200:1::5", "cam-home", "password1").await;
+    assert_eq!(v["result"], 102, "the account-wide lock holds everywhere");
+    let acc = env
+        .server()
+        .app
+        .store
+        .account_by_name("cam-home")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(acc.locked_until > env.server().app.now());
 }

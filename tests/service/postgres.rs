@@ -201,28 +201,59 @@ async fn accounts_tokens_bindings_captchas(s: &dyn Store) {
     assert_eq!(s.trim_tokens(b, vec![23; 32], 1).await.unwrap(), 1);
     assert!(s.token_account(vec![23; 32], 0).await.unwrap().is_some());
     assert_eq!(s.trim_tokens(b, vec![23; 32], 1).await.unwrap(), 0);
-    // Claims count in advance; the fifth locks; a locked account grants no claim until the lock
-    // ends; a success forgets the count and the lock.
+    // Claims count in advance, per network and for the account. Network x's fifth claim locks x
+    // out; network y still gets in; the account-wide count (8 here) locks everyone out.
+    let p = LockPolicy {
+        per_network: 5,
+        per_account: 8,
+        lock_secs: 60,
+    };
+    let claim = |net: &str, now: i64| s.claim_login_attempt(b, net.to_owned(), now, p);
     for _ in 0..4 {
-        assert!(s.claim_login_attempt(b, 20, 5, 60).await.unwrap());
+        assert!(claim("x", 20).await.unwrap());
     }
-    assert_eq!(s.account_by_id(b).await.unwrap().unwrap().failed_logins, 4);
-    assert_eq!(s.account_by_id(b).await.unwrap().unwrap().locked_until, 0);
-    assert!(s.claim_login_attempt(b, 20, 5, 60).await.unwrap());
     let bob = s.account_by_id(b).await.unwrap().unwrap();
-    assert_eq!((bob.locked_until, bob.failed_logins), (80, 0));
+    assert_eq!((bob.failed_logins, bob.locked_until), (4, 0));
     assert!(
-        !s.claim_login_attempt(b, 79, 5, 60).await.unwrap(),
-        "locked"
+        claim("x", 20).await.unwrap(),
+        "the fifth is still looked at"
     );
-    assert_eq!(s.account_by_id(b).await.unwrap().unwrap().failed_logins, 0);
-    assert!(
-        s.claim_login_attempt(b, 80, 5, 60).await.unwrap(),
-        "lock over"
-    );
-    s.reset_login_failures(b).await.unwrap();
+    assert!(!claim("x", 79).await.unwrap(), "x is locked out");
+    assert!(claim("y", 79).await.unwrap(), "y is not");
     let bob = s.account_by_id(b).await.unwrap().unwrap();
-    assert_eq!((bob.locked_until, bob.failed_logins), (0, 0));
+    assert_eq!(
+        (bob.failed_logins, bob.locked_until),
+        (6, 0),
+        "refusals count nothing"
+    );
+    assert!(claim("x", 80).await.unwrap(), "x's lock over");
+    assert!(claim("z", 80).await.unwrap(), "the account's eighth");
+    let bob = s.account_by_id(b).await.unwrap().unwrap();
+    assert_eq!((bob.failed_logins, bob.locked_until), (0, 140));
+    assert!(
+        !claim("w", 139).await.unwrap(),
+        "the whole account is locked"
+    );
+    // A success from y forgets y's failures and the account's count and lock, not x's.
+    s.reset_login_failures(b, "y".into()).await.unwrap();
+    let bob = s.account_by_id(b).await.unwrap().unwrap();
+    assert_eq!((bob.failed_logins, bob.locked_until), (0, 0));
+    for _ in 0..4 {
+        assert!(claim("x", 100).await.unwrap());
+    }
+    assert!(
+        !claim("x", 100).await.unwrap(),
+        "x: 1 + 4 = 5, locked again"
+    );
+    assert!(claim("y", 100).await.unwrap(), "y starts from nothing");
+    // A day after its last failure, an unlocked network's count is pruned: y's one failure is
+    // forgotten, so five more claims are granted (without the prune the fourth would lock).
+    s.reset_login_failures(b, "w".into()).await.unwrap();
+    s.prune(100 + 86_400).await.unwrap();
+    for _ in 0..5 {
+        assert!(claim("y", 100 + 86_400).await.unwrap());
+    }
+    assert!(!claim("y", 100 + 86_400).await.unwrap());
     assert!(s.account_by_id(a).await.unwrap().is_none());
     s.ping().await.unwrap();
 }
@@ -663,7 +694,7 @@ async fn a_lock_set_through_one_instance_holds_at_the_other() {
         .await
         .unwrap()
         .unwrap();
-    assert!(acc.locked_until > b.server().app.now());
+    assert_eq!(acc.failed_logins, 5, "the account-wide count saw the five");
     a.stop().await;
     b.stop().await;
     db.drop_db().await;
