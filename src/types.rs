@@ -7,17 +7,28 @@ use crate::error::ApiError;
 pub struct UserName(String);
 
 impl UserName {
+    /// Enforced with RFC 8265's UsernameCasePreserved profile (the `precis-profiles` crate):
+    /// full-width forms are mapped to their ASCII twins and the result NFC-normalised, so one name
+    /// has one spelling before uniqueness is checked; spaces, controls, noncharacters (U+FFFF),
+    /// bidi controls (U+202E) and zero-width characters are refused. Case is preserved, as before:
+    /// `Cam-1` and `cam-1` stay two names.
     pub fn parse(s: &str) -> Result<UserName, ApiError> {
+        use precis_core::profile::Profile;
         let n = s.chars().count();
         if n == 0 || n > 64 {
             return Err(ApiError::Params("user_name must be 1-64 characters".into()));
         }
-        if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(ApiError::Params(
-                "user_name may not contain white space or control characters".into(),
-            ));
+        let enforced = precis_profiles::UsernameCasePreserved::new()
+            .enforce(s)
+            .map_err(|e| {
+                ApiError::Params(format!(
+                    "user_name is not a valid user name (RFC 8265 UsernameCasePreserved): {e}"
+                ))
+            })?;
+        if enforced.chars().count() > 64 {
+            return Err(ApiError::Params("user_name must be 1-64 characters".into()));
         }
-        Ok(UserName(s.to_owned()))
+        Ok(UserName(enforced.into_owned()))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -150,6 +161,22 @@ mod tests {
         assert!(UserName::parse(&"x".repeat(64)).is_ok());
         assert!(UserName::parse(&"x".repeat(65)).is_err());
         assert!(UserName::parse("名字").is_ok());
+        // Refused with 2: a noncharacter, bidi overrides, zero-width characters.
+        for bad in [
+            "cam\u{FFFF}",
+            "cam\u{202E}1",
+            "ca\u{200B}m",
+            "cam\u{2066}x",
+            "\u{FEFF}cam",
+        ] {
+            let e = UserName::parse(bad).unwrap_err();
+            assert_eq!(e.code(), 2, "{bad:?}: {e}");
+        }
+        // One spelling per name: full-width forms become ASCII, NFC is applied, case is kept.
+        assert_eq!(UserName::parse("１３８００").unwrap().as_str(), "13800");
+        assert_eq!(UserName::parse("Cam-ｘ").unwrap().as_str(), "Cam-x");
+        assert_eq!(UserName::parse("e\u{301}").unwrap().as_str(), "\u{e9}");
+        assert_ne!(UserName::parse("Cam").unwrap().as_str(), "cam");
     }
 
     #[test]

@@ -230,3 +230,22 @@ async fn a_strangers_guesses_lock_the_strangers_network_out_not_the_owner() {
         .unwrap();
     assert!(acc.locked_until > env.server().app.now());
 }
+
+#[tokio::test]
+async fn hostile_user_names_are_refused_and_the_link_stays_up() {
+    let env = Env::start(Opts::default()).await;
+    for bad in ["cam\u{FFFF}", "cam\u{202E}1", "ca\u{200B}m"] {
+        assert_eq!(env.register(bad, "password1", 2).await, 2, "{bad:?}");
+    }
+    assert_eq!(
+        *env.server().app.xmpp.link_watch().borrow(),
+        xmpp::LinkState::Up,
+        "the component link is still up"
+    );
+    // One spelling per name: the full-width twin of a registered name is that name.
+    assert_eq!(env.register("cam-77", "password1", 2).await, 0);
+    assert_eq!(env.register("ｃａｍ-７７", "password1", 2).await, 103);
+    let v = env.login("ｃａｍ-７７", "password1", 2).await;
+    assert_eq!(v["result"], 0, "{v}");
+    assert_eq!(v["user_info"]["user_name"], "cam-77");
+}
