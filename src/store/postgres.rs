@@ -32,7 +32,10 @@ use tokio_postgres::{NoTls, Row};
 use super::*;
 
 /// Numbered schema steps; index `i` upgrades version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("../../schema_pg.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../schema_pg.sql"),
+    include_str!("../../schema_pg_2.sql"),
+];
 
 /// Advisory lock keys (one 64-bit key space per database): "register" in ASCII, plus a suffix.
 const MIGRATION_LOCK: i64 = 0x7265_6769_7374_6572;
@@ -192,6 +195,14 @@ fn account(r: &Row) -> StoreResult<Account> {
         locked_until: r.try_get(10)?,
         created_at: r.try_get(11)?,
         updated_at: r.try_get(12)?,
+    })
+}
+
+fn bind_token(r: &Row) -> StoreResult<BindToken> {
+    Ok(BindToken {
+        issuer: r.try_get(0)?,
+        device: r.try_get(1)?,
+        expires_at: r.try_get(2)?,
     })
 }
 
@@ -426,6 +437,8 @@ impl Store for PgStore {
             .await?;
         self.exec("DELETE FROM tokens WHERE expires_at <= $1", &[&now])
             .await?;
+        self.exec("DELETE FROM bind_tokens WHERE expires_at <= $1", &[&now])
+            .await?;
         Ok(())
     }
 
@@ -559,6 +572,99 @@ impl Store for PgStore {
             .map(binding)
             .collect::<StoreResult<Vec<_>>>()?;
         Ok((accounts, bindings))
+    }
+
+    async fn insert_bind_token(
+        &self,
+        hash: Vec<u8>,
+        issuer: i64,
+        device: Option<i64>,
+        expires_at: i64,
+        now: i64,
+        keep: u32,
+    ) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        // The issuer's row locked: two tokens issued at once by one account void in turn.
+        let lock = tx
+            .prepare_cached("SELECT id FROM accounts WHERE id = $1 FOR UPDATE")
+            .await?;
+        tx.query(&lock, &[&issuer]).await?;
+        let ins = tx
+            .prepare_cached(
+                "INSERT INTO bind_tokens (hash, issuer, device, expires_at, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .await?;
+        tx.execute(&ins, &[&hash, &issuer, &device, &expires_at, &now])
+            .await?;
+        let void = tx
+            .prepare_cached(
+                "DELETE FROM bind_tokens WHERE issuer = $1 AND id NOT IN \
+                 (SELECT id FROM bind_tokens WHERE issuer = $1 ORDER BY id DESC LIMIT $2)",
+            )
+            .await?;
+        tx.execute(&void, &[&issuer, &(keep as i64)]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT issuer, device, expires_at FROM bind_tokens \
+                 WHERE hash = $1 AND expires_at > $2",
+            )
+            .await?;
+        c.query_opt(&st, &[&hash, &now])
+            .await?
+            .as_ref()
+            .map(bind_token)
+            .transpose()
+    }
+
+    async fn take_bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached(
+                "DELETE FROM bind_tokens WHERE hash = $1 AND expires_at > $2 \
+                 RETURNING issuer, device, expires_at",
+            )
+            .await?;
+        c.query_opt(&st, &[&hash, &now])
+            .await?
+            .as_ref()
+            .map(bind_token)
+            .transpose()
+    }
+
+    async fn bind_failures(&self, account: i64, since: i64) -> StoreResult<u32> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached("SELECT count(*) FROM bind_failures WHERE account_id = $1 AND at >= $2")
+            .await?;
+        let n: i64 = c.query_one(&st, &[&account, &since]).await?.try_get(0)?;
+        Ok(n.max(0) as u32)
+    }
+
+    async fn record_bind_failure(&self, account: i64, now: i64, since: i64) -> StoreResult<u32> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let del = tx
+            .prepare_cached("DELETE FROM bind_failures WHERE account_id = $1 AND at < $2")
+            .await?;
+        tx.execute(&del, &[&account, &since]).await?;
+        let ins = tx
+            .prepare_cached("INSERT INTO bind_failures (account_id, at) VALUES ($1, $2)")
+            .await?;
+        tx.execute(&ins, &[&account, &now]).await?;
+        let count = tx
+            .prepare_cached("SELECT count(*) FROM bind_failures WHERE account_id = $1")
+            .await?;
+        let n: i64 = tx.query_one(&count, &[&account]).await?.try_get(0)?;
+        tx.commit().await?;
+        Ok(n.max(0) as u32)
     }
 
     async fn try_lock_reconciler(&self) -> StoreResult<bool> {

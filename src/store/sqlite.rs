@@ -27,7 +27,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::*;
 
 /// Numbered schema steps; index `i` upgrades `user_version` `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("../../schema.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../schema.sql"),
+    include_str!("../../schema_2.sql"),
+];
 
 const READERS: usize = 4;
 
@@ -328,6 +331,14 @@ fn binding(r: &Row) -> rusqlite::Result<Binding> {
     })
 }
 
+fn bind_token(r: &Row) -> rusqlite::Result<BindToken> {
+    Ok(BindToken {
+        issuer: r.get(0)?,
+        device: r.get(1)?,
+        expires_at: r.get(2)?,
+    })
+}
+
 fn accounts_where(c: &Connection, column: &str, values: &[String]) -> StoreResult<Vec<Account>> {
     // One statement per value keeps every query parameterized and cached.
     let mut stmt = c.prepare_cached(&format!(
@@ -562,6 +573,7 @@ impl Store for SqliteStore {
         self.write(move |c| {
             c.execute("DELETE FROM captchas WHERE expires_at <= ?1", [now])?;
             c.execute("DELETE FROM tokens WHERE expires_at <= ?1", [now])?;
+            c.execute("DELETE FROM bind_tokens WHERE expires_at <= ?1", [now])?;
             Ok(())
         })
         .await
@@ -680,6 +692,84 @@ impl Store for SqliteStore {
             )?;
             let bindings = s.query_map([before], binding)?.collect::<Result<Vec<_>, _>>()?;
             Ok((accounts, bindings))
+        })
+        .await
+    }
+
+    async fn insert_bind_token(
+        &self,
+        hash: Vec<u8>,
+        issuer: i64,
+        device: Option<i64>,
+        expires_at: i64,
+        now: i64,
+        keep: u32,
+    ) -> StoreResult<()> {
+        self.write(move |c| {
+            // A savepoint, not a transaction: this may run inside a group (see the module docs).
+            let sp = c.savepoint()?;
+            sp.prepare_cached(
+                "INSERT INTO bind_tokens (hash, issuer, device, expires_at, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![hash, issuer, device, expires_at, now])?;
+            sp.prepare_cached(
+                "DELETE FROM bind_tokens WHERE issuer = ?1 AND id NOT IN \
+                 (SELECT id FROM bind_tokens WHERE issuer = ?1 ORDER BY id DESC LIMIT ?2)",
+            )?
+            .execute(params![issuer, keep])?;
+            sp.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT issuer, device, expires_at FROM bind_tokens \
+                 WHERE hash = ?1 AND expires_at > ?2",
+            )?
+            .query_row(params![hash, now], bind_token)
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn take_bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>> {
+        self.write(move |c| {
+            Ok(c.prepare_cached(
+                "DELETE FROM bind_tokens WHERE hash = ?1 AND expires_at > ?2 \
+                 RETURNING issuer, device, expires_at",
+            )?
+            .query_row(params![hash, now], bind_token)
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn bind_failures(&self, account: i64, since: i64) -> StoreResult<u32> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT count(*) FROM bind_failures WHERE account_id = ?1 AND at >= ?2",
+            )?
+            .query_row(params![account, since], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    async fn record_bind_failure(&self, account: i64, now: i64, since: i64) -> StoreResult<u32> {
+        self.write(move |c| {
+            let sp = c.savepoint()?;
+            sp.prepare_cached("DELETE FROM bind_failures WHERE account_id = ?1 AND at < ?2")?
+                .execute(params![account, since])?;
+            sp.prepare_cached("INSERT INTO bind_failures (account_id, at) VALUES (?1, ?2)")?
+                .execute(params![account, now])?;
+            let n: u32 = sp
+                .prepare_cached("SELECT count(*) FROM bind_failures WHERE account_id = ?1")?
+                .query_row([account], |r| r.get(0))?;
+            sp.commit()?;
+            Ok(n)
         })
         .await
     }

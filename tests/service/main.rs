@@ -3,6 +3,7 @@
 
 mod accounts;
 mod binary;
+mod bind_tokens;
 mod bindings;
 mod consistency;
 mod harness;
