@@ -5,6 +5,10 @@
 
 use std::collections::HashMap;
 use std::process::Stdio;
+use std::sync::Arc;
+
+use register::store::{NewAccount, Store, StoreError};
+use register::types::AccountType;
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -492,4 +496,100 @@ async fn tcp_get_users_never_carries_jid_pwd() {
     let seen = t.users("tcpl-p", &["tcpl-p", "tcpl-d"]).await;
     assert_eq!(names(&seen), ["tcpl-p"]);
     assert_eq!(seen[0]["jid_pwd"], t.w("tcpl-p").pwd.as_str());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bind-token store methods on their own, the same sequence on SQLite and on PostgreSQL.
+
+async fn bind_token_store(s: Arc<dyn Store>) {
+    let new = |name: &str| NewAccount {
+        user_name: name.into(),
+        kind: AccountType::Phone,
+        device_type: None,
+        des: String::new(),
+        password_hash: "x".into(),
+        jid_node: format!("n-{name}"),
+        jid_pwd: vec![1],
+    };
+    let p = s.insert_pending_account(new("bt-p"), 10).await.unwrap();
+    let q = s.insert_pending_account(new("bt-q"), 10).await.unwrap();
+    let h = |i: u8| vec![i; 32];
+    // Four tokens of p, at most three kept: the oldest is voided, the others live.
+    for i in 1..=4 {
+        s.insert_bind_token(h(i), p, None, 100, 10 + i as i64, 3)
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.bind_token(h(1), 50).await.unwrap(), None, "voided");
+    let live = s.bind_token(h(2), 50).await.unwrap().unwrap();
+    assert_eq!((live.issuer, live.device, live.expires_at), (p, None, 100));
+    // A hash taken is refused (the caller draws another token).
+    assert!(matches!(
+        s.insert_bind_token(h(2), q, Some(p), 100, 20, 3).await,
+        Err(StoreError::Exists)
+    ));
+    // q's sharing token does not void p's.
+    s.insert_bind_token(h(9), q, Some(p), 100, 20, 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.bind_token(h(9), 50).await.unwrap().unwrap().device,
+        Some(p)
+    );
+    assert!(s.bind_token(h(2), 50).await.unwrap().is_some());
+    // Expired at expires_at.
+    assert!(s.bind_token(h(3), 99).await.unwrap().is_some());
+    assert_eq!(s.bind_token(h(3), 100).await.unwrap(), None);
+    assert_eq!(s.take_bind_token(h(3), 100).await.unwrap(), None);
+    // Taken once, however many try at the same moment.
+    let takes = futures::future::join_all((0..8).map(|_| s.take_bind_token(h(4), 50))).await;
+    let won = takes
+        .into_iter()
+        .filter(|t| t.as_ref().unwrap().is_some())
+        .count();
+    assert_eq!(won, 1);
+    assert_eq!(s.bind_token(h(4), 50).await.unwrap(), None, "used");
+    // Failed redemptions: counted per account, over the window.
+    assert_eq!(s.bind_failures(q, 0).await.unwrap(), 0);
+    for (i, now) in [100, 101, 102].into_iter().enumerate() {
+        assert_eq!(
+            s.record_bind_failure(q, now, now - 600).await.unwrap(),
+            i as u32 + 1
+        );
+    }
+    assert_eq!(s.bind_failures(q, 101).await.unwrap(), 2);
+    assert_eq!(s.bind_failures(p, 0).await.unwrap(), 0);
+    assert_eq!(
+        s.record_bind_failure(q, 800, 200).await.unwrap(),
+        1,
+        "the old ones dropped"
+    );
+    // Expired tokens are pruned; an account's tokens go with it.
+    s.prune(100).await.unwrap();
+    assert_eq!(s.bind_token(h(2), 0).await.unwrap(), None);
+    s.insert_bind_token(h(5), p, None, 1000, 20, 3)
+        .await
+        .unwrap();
+    s.delete_account(p).await.unwrap();
+    assert_eq!(s.bind_token(h(5), 50).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_token_store_on_sqlite_and_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let lite = register::store::sqlite::SqliteStore::open(&dir.path().join("db")).unwrap();
+    bind_token_store(Arc::new(lite)).await;
+    match std::env::var("REGISTER_TEST_PG_URL") {
+        Ok(base) if !base.is_empty() => {
+            let db = crate::postgres::TestDb::create(&base).await;
+            let pg = register::store::postgres::PgStore::connect(&db.url, 8)
+                .await
+                .unwrap();
+            bind_token_store(Arc::new(pg)).await;
+        }
+        _ => eprintln!(
+            "bind_token_store_on_sqlite_and_postgres: PostgreSQL half skipped \
+             (REGISTER_TEST_PG_URL is not set; see scripts/pg-test.sh)"
+        ),
+    }
 }

@@ -287,7 +287,7 @@ async fn store_matches_sqlite() {
     let pg = PgStore::connect(&db.url, 4).await.unwrap();
     accounts_tokens_bindings_captchas(&pg).await;
     compare_and_set_transitions(&pg).await;
-    assert_eq!(pg.schema_version().await.unwrap(), 1);
+    assert_eq!(pg.schema_version().await.unwrap(), 2);
     drop(pg);
     db.drop_db().await;
 }
@@ -304,10 +304,10 @@ async fn concurrent_migrations_races_and_the_lease() {
         .into_iter()
         .map(|s| Arc::new(s.expect("concurrent start")))
         .collect();
-    assert_eq!(stores[0].schema_version().await.unwrap(), 1);
+    assert_eq!(stores[0].schema_version().await.unwrap(), 2);
     // Reopening keeps the version.
     let again = PgStore::connect(&db.url, 2).await.unwrap();
-    assert_eq!(again.schema_version().await.unwrap(), 1);
+    assert_eq!(again.schema_version().await.unwrap(), 2);
 
     // Racing claims through different stores (connections): exactly one wins each race.
     for round in 0..5 {
