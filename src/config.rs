@@ -577,4 +577,39 @@ mod tests {
         assert!(c.database.is_postgres());
         assert!(!Config::default().database.is_postgres());
     }
+
+    #[test]
+    fn binding_section() {
+        let d = Config::default().binding;
+        assert_eq!(
+            (
+                d.consent.as_str(),
+                d.token_ttl_secs,
+                d.max_outstanding_tokens
+            ),
+            ("token", 600, 3)
+        );
+        assert_eq!((d.max_phones_per_device, d.max_devices_per_phone), (8, 200));
+        let c = load(
+            "[binding]\nconsent = \"none\"\ntoken_ttl_secs = 60\n",
+            &[("REGISTER_BINDING__MAX_PHONES_PER_DEVICE", "2")],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.binding.consent, "none");
+        assert_eq!(c.binding.token_ttl_secs, 60);
+        assert_eq!(c.binding.max_phones_per_device, 2);
+        assert!(load("[binding]\nconsent = \"maybe\"\n", &[], &[]).is_err());
+        assert!(load("[binding]\ntoken_ttl_secs = 0\n", &[], &[]).is_err());
+        // The example configuration parses and says the defaults.
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/register.toml"),
+        )
+        .unwrap();
+        let ex = load(&text, &[], &[]).unwrap().binding;
+        assert_eq!(
+            (ex.consent, ex.token_ttl_secs, ex.max_failed_redemptions),
+            (d.consent, d.token_ttl_secs, d.max_failed_redemptions)
+        );
+    }
 }
