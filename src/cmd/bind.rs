@@ -41,7 +41,7 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
                 Ok(x) => x,
                 Err(reply) => return Ok(reply),
             };
-            if let Some(reply) = check_pair(app, &me, &peer).await? {
+            if let Some(reply) = check_pair(app, &me, &peer, 1).await? {
                 return Ok(reply);
             }
             // Consumed last and atomically: a concurrent redemption of the same token that got
@@ -54,7 +54,7 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
         None if app.cfg.binding.consent == "none" => {
             let peers = super::unbind::peers(app, call, &me).await?;
             for p in &peers {
-                if let Some(reply) = check_pair(app, &me, p).await? {
+                if let Some(reply) = check_pair(app, &me, p, peers.len()).await? {
                     return Ok(reply);
                 }
             }
@@ -150,8 +150,14 @@ pub(crate) async fn resolve(
 }
 
 /// Refuse a pair that may not be bound: an error for the type pair (100) or a pair already bound
-/// (109); a reply with `reason` for a side at its cap.
-async fn check_pair(app: &App, me: &Account, p: &Account) -> Result<Option<Value>, ApiError> {
+/// (109); a reply with `reason` for a side that would pass its cap once the caller's `adding`
+/// pairs of this request are bound.
+async fn check_pair(
+    app: &App,
+    me: &Account,
+    p: &Account,
+    adding: usize,
+) -> Result<Option<Value>, ApiError> {
     if !me.kind.may_bind(p.kind) {
         return Err(ApiError::NotPermitted(format!(
             "type {} may not bind type {}",
@@ -173,15 +179,22 @@ async fn check_pair(app: &App, me: &Account, p: &Account) -> Result<Option<Value
         (p, me)
     };
     let b = &app.cfg.binding;
-    if app.store.bindings_of(device.id).await?.len() >= b.max_phones_per_device as usize {
+    // The caller's side gains `adding` pairs, the peer's one.
+    let (dev_adds, phone_adds) = if me.kind == AccountType::Device {
+        (adding, 1)
+    } else {
+        (1, adding)
+    };
+    if app.store.bindings_of(device.id).await?.len() + dev_adds > b.max_phones_per_device as usize {
         return Ok(Some(refusal(&format!(
-            "device {} has {} phones bound (binding.max_phones_per_device)",
+            "device {} would have more than {} phones bound (binding.max_phones_per_device)",
             device.user_name, b.max_phones_per_device
         ))));
     }
-    if app.store.bindings_of(phone.id).await?.len() >= b.max_devices_per_phone as usize {
+    if app.store.bindings_of(phone.id).await?.len() + phone_adds > b.max_devices_per_phone as usize
+    {
         return Ok(Some(refusal(&format!(
-            "{} has {} devices bound (binding.max_devices_per_phone)",
+            "{} would have more than {} devices bound (binding.max_devices_per_phone)",
             phone.user_name, b.max_devices_per_phone
         ))));
     }

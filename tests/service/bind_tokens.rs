@@ -413,12 +413,34 @@ async fn caps_hold_privileged() {
     .await;
 }
 
-/// `binding.consent = "none"`: the seed's open bind by name, for old clients.
+/// `binding.consent = "none"`: the seed's open bind by name, for old clients (the caps still hold,
+/// also for several peers in one request).
 #[tokio::test]
 async fn consent_none_keeps_the_open_bind() {
-    let mut t = T::start(Opts::default(), |c| c.binding.consent = "none".into()).await;
+    let mut t = T::start(Opts::default(), |c| {
+        c.binding.consent = "none".into();
+        c.binding.max_phones_per_device = 2;
+    })
+    .await;
     t.add("open-p", 1).await;
     t.add("open-d", 2).await;
+    t.add("open-p2", 1).await;
+    t.add("open-p3", 3).await;
+    // A device naming three phones at once, over its cap of two: refused, nothing bound.
+    let v = t
+        .call(
+            "/set_user_banding",
+            "open-d",
+            &[("user_name_ls", r#"["open-p","open-p2","open-p3"]"#)],
+        )
+        .await;
+    assert_eq!(v["result"], 100, "{v}");
+    assert!(v["reason"]
+        .as_str()
+        .unwrap()
+        .contains("max_phones_per_device"));
+    t.assert_apart("open-p", "open-d").await;
+    t.assert_apart("open-p3", "open-d").await;
     let v = t
         .call(
             "/set_user_banding",
