@@ -238,7 +238,10 @@ def session(c):
                                          "bind_token": t["bind_token"],
                                          "user_name_ls": json.dumps([dev])})
     c.call("get", "/set_user_banding", {"access_token": ptok, "user_name": phone,
-                                        "bind_token": t["bind_token"]}, expect=111)
+                                        "bind_token": t["bind_token"]}, expect=2)  # no issuer named
+    c.call("get", "/set_user_banding", {"access_token": ptok, "user_name": phone,
+                                        "bind_token": t["bind_token"],
+                                        "user_name_ls": [dev]}, expect=111)  # used
     t2 = c.call("get", "/get_bind_token", {"access_token": ptok, "user_name": phone})
     c.call("json", "/set_user_banding", {"access_token": d2tok, "user_name": dev2,
                                          "bind_token": t2["bind_token"]}, sign=True)

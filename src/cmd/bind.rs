@@ -104,7 +104,7 @@ async fn redeemable(
 
 /// The account a live bind token binds `me` to, or `None` when the token is unknown, expired
 /// (used and voided tokens are gone), issued by `me`, for a sharing that no longer holds, or
-/// for another peer than the one `user_name_ls` names.
+/// for another peer than the one `user_name_ls` names (which an 8-digit token requires: 2).
 pub(crate) async fn resolve(
     app: &App,
     call: &Call,
@@ -112,6 +112,14 @@ pub(crate) async fn resolve(
     token: &str,
     hash: &[u8],
 ) -> Result<Option<Arc<Account>>, ApiError> {
+    let named = call.get("user_name_ls").filter(|l| !l.is_empty());
+    // An 8-digit token must come with the name of its issuer: a guess then has to hit one
+    // account's codes, not any of the codes outstanding in the whole service.
+    if token.len() == super::get_bind_token::DIGITS && named.is_none() {
+        return Err(ApiError::Params(
+            "an 8-digit bind_token needs user_name_ls naming its issuer".into(),
+        ));
+    }
     if !super::get_bind_token::plausible(token) {
         return Ok(None);
     }
@@ -140,7 +148,7 @@ pub(crate) async fn resolve(
         Some(p) if p.state == AccountState::Active => Arc::new(p),
         _ => return Ok(None),
     };
-    if let Some(named) = call.get("user_name_ls").filter(|l| !l.is_empty()) {
+    if let Some(named) = named {
         let names = user_name_list(named, MAX_PEERS)?;
         if names.len() != 1 || names[0].as_str() != peer.user_name {
             return Ok(None);
@@ -377,7 +385,7 @@ mod tests {
     }
 
     async fn resolves(app: &App, me: &Account, token: &str) -> Option<String> {
-        let c = call(&[]);
+        let c = call(&[("user_name_ls", r#"["p"]"#)]);
         resolve(app, &c, me, token, &crypto::token_hash(token))
             .await
             .unwrap()
@@ -453,6 +461,7 @@ mod tests {
                     ("access_token", &td),
                     ("user_name", "d"),
                     ("bind_token", &t),
+                    ("user_name_ls", r#"["p"]"#),
                 ]);
                 let me = app.store.account_by_name("d").await.unwrap().unwrap();
                 match redeemable(app, &c, &me, &t).await {

@@ -8,7 +8,8 @@
 //! The token is random, stored only as its SHA-256 hash, lives `binding.token_ttl_secs`, and an
 //! account keeps at most `binding.max_outstanding_tokens` (issuing one more voids the oldest).
 //! The default form is 24 base64url characters (144 bits); `format=digits` gives 8 digits for
-//! typing, which `/set_user_banding` protects by limiting failed redemptions per account.
+//! typing, which `/set_user_banding` protects by limiting failed redemptions per account and by
+//! redeeming it only together with its issuer's name.
 
 use base64::Engine;
 use rand::Rng;

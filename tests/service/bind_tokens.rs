@@ -164,8 +164,20 @@ async fn pairing(o: Opts) {
         .await;
     assert_eq!(v["result"], 100, "{v}");
     assert_eq!(t.sub("phone-a", "cam-001").await, None);
-    // A made-up token, of either form: 111.
-    assert_eq!(t.bind("stranger", "12345678").await["result"], 111);
+    // A made-up token, of either form: 111. An 8-digit one must name its issuer (else 2): a guess
+    // is then against one account's codes, not all of the service's.
+    assert_eq!(t.bind("stranger", "12345678").await["result"], 2);
+    let v = t
+        .call(
+            "/set_user_banding",
+            "stranger",
+            &[
+                ("bind_token", "12345678"),
+                ("user_name_ls", r#"["cam-001"]"#),
+            ],
+        )
+        .await;
+    assert_eq!(v["result"], 111, "{v}");
     assert_eq!(
         t.bind("stranger", "AAAAAAAAAAAAAAAAAAAAAAAA").await["result"],
         111
