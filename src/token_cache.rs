@@ -431,6 +431,15 @@ impl Store for TokenCache {
             .insert_bind_token(hash, issuer, device, expires_at, now, keep)
             .await
     }
+    async fn insert_binding_capped(
+        &self,
+        a: i64,
+        b: i64,
+        now: i64,
+        caps: PairCaps,
+    ) -> StoreResult<bool> {
+        self.inner.insert_binding_capped(a, b, now, caps).await
+    }
     async fn bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>> {
         self.inner.bind_token(hash, now).await
     }

@@ -27,7 +27,7 @@ use xmpp::XmppError;
 use crate::app::{App, Call};
 use crate::crypto;
 use crate::error::ApiError;
-use crate::store::{Account, AccountState, BindingState, StoreError};
+use crate::store::{Account, AccountState, BindingState, PairCaps, StoreError};
 use crate::types::{user_name_list, AccountType};
 
 /// Most peers one request may name.
@@ -220,12 +220,26 @@ async fn bind_pair(app: &App, me: &Account, peer: &Account) -> Result<(), ApiErr
     let (pa, pb) = (app.party(me)?, app.party(peer)?);
     // The record: the primary key lets one of two concurrent binds of a pair in (the other gets
     // 109), and the insert is refused when either account stopped being active (a cancel began).
-    match app
-        .store
-        .insert_binding(a, b, BindingState::Binding, app.now())
-        .await
-    {
-        Ok(()) => {}
+    // The caps once more, atomically with the insert: of concurrent binds of one device, only
+    // as many as its cap allows get in.
+    let (device, phone) = if me.kind == AccountType::Device {
+        (me, peer)
+    } else {
+        (peer, me)
+    };
+    let caps = PairCaps {
+        device: device.id,
+        max_phones: app.cfg.binding.max_phones_per_device,
+        phone: phone.id,
+        max_devices: app.cfg.binding.max_devices_per_phone,
+    };
+    match app.store.insert_binding_capped(a, b, app.now(), caps).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(ApiError::NotPermitted(
+                "a side reached its cap meanwhile".into(),
+            ))
+        }
         Err(StoreError::Exists) => return Err(ApiError::AlreadyInRoster),
         Err(StoreError::Changed) => return Err(interrupted(app, me, peer).await),
         Err(e) => return Err(e.into()),

@@ -114,6 +114,16 @@ pub struct BindToken {
     pub expires_at: i64,
 }
 
+/// The caps a new pair must stay within: `device` at most `max_phones` pairs, `phone` at most
+/// `max_devices`, counted with the new pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PairCaps {
+    pub device: i64,
+    pub max_phones: u32,
+    pub phone: i64,
+    pub max_devices: u32,
+}
+
 /// Storage failures, kept apart from the domain errors.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -278,6 +288,16 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         keep: u32,
     ) -> StoreResult<()>;
+    /// As [`insert_binding`](Self::insert_binding), and checked against `caps` in the same
+    /// transaction (concurrent binds of one device or phone are serialized, so the caps hold):
+    /// `Ok(false)`, nothing written, when either side is at its cap.
+    async fn insert_binding_capped(
+        &self,
+        a: i64,
+        b: i64,
+        now: i64,
+        caps: PairCaps,
+    ) -> StoreResult<bool>;
     /// The live bind token with this hash (not consumed).
     async fn bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>>;
     /// Consume a live bind token, atomically: of concurrent takes of one token exactly one gets

@@ -609,6 +609,48 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn insert_binding_capped(
+        &self,
+        a: i64,
+        b: i64,
+        now: i64,
+        caps: PairCaps,
+    ) -> StoreResult<bool> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        // FOR UPDATE, in id order (no deadlock between two binds of one device): concurrent binds
+        // touching either account wait here, so each counts the pairs the others added; a
+        // concurrent begin_cancel waits too, or has committed and the row is not counted.
+        let check = tx
+            .prepare_cached(
+                "SELECT id FROM accounts WHERE id IN ($1, $2) AND state = 'active' \
+                 ORDER BY id FOR UPDATE",
+            )
+            .await?;
+        if tx.query(&check, &[&a, &b]).await?.len() != 2 {
+            return Err(StoreError::Changed);
+        }
+        let count = tx
+            .prepare_cached(
+                "SELECT (SELECT count(*) FROM bindings WHERE a = $1) + \
+                 (SELECT count(*) FROM bindings WHERE b = $1)",
+            )
+            .await?;
+        let device: i64 = tx.query_one(&count, &[&caps.device]).await?.try_get(0)?;
+        let phone: i64 = tx.query_one(&count, &[&caps.phone]).await?.try_get(0)?;
+        if device >= caps.max_phones as i64 || phone >= caps.max_devices as i64 {
+            return Ok(false);
+        }
+        let ins = tx
+            .prepare_cached(
+                "INSERT INTO bindings (a, b, state, updated_at) VALUES ($1, $2, 'binding', $3)",
+            )
+            .await?;
+        tx.execute(&ins, &[&a, &b, &now]).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>> {
         let c = self.conn().await?;
         let st = c

@@ -724,6 +724,47 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn insert_binding_capped(
+        &self,
+        a: i64,
+        b: i64,
+        now: i64,
+        caps: PairCaps,
+    ) -> StoreResult<bool> {
+        // Atomic by the single writer; a savepoint so that it may run inside a group.
+        self.write(move |c| {
+            let sp = c.savepoint()?;
+            let active: i64 = sp
+                .prepare_cached(
+                    "SELECT count(*) FROM accounts WHERE id IN (?1, ?2) AND state = 'active'",
+                )?
+                .query_row([a, b], |r| r.get(0))?;
+            if active != 2 {
+                return Err(StoreError::Changed);
+            }
+            let pairs = |id: i64| -> StoreResult<i64> {
+                Ok(sp
+                    .prepare_cached(
+                        "SELECT (SELECT count(*) FROM bindings WHERE a = ?1) + \
+                         (SELECT count(*) FROM bindings WHERE b = ?1)",
+                    )?
+                    .query_row([id], |r| r.get(0))?)
+            };
+            if pairs(caps.device)? >= caps.max_phones as i64
+                || pairs(caps.phone)? >= caps.max_devices as i64
+            {
+                return Ok(false);
+            }
+            sp.prepare_cached(
+                "INSERT INTO bindings (a, b, state, updated_at) VALUES (?1, ?2, 'binding', ?3)",
+            )?
+            .execute(params![a, b, now])?;
+            sp.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>> {
         self.read(move |c| {
             Ok(c.prepare_cached(

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::Arc;
 
-use register::store::{NewAccount, Store, StoreError};
+use register::store::{AccountState, NewAccount, PairCaps, Store, StoreError};
 use register::types::AccountType;
 
 use serde_json::{json, Value};
@@ -606,6 +606,60 @@ async fn bind_token_store(s: Arc<dyn Store>) {
         .unwrap();
     s.delete_account(p).await.unwrap();
     assert_eq!(s.bind_token(h(5), 50).await.unwrap(), None);
+
+    // Capped pair inserts: of six phones binding one device with room for two at once, two get
+    // in; a phone at its cap of one device gets no second one.
+    let d = s.insert_pending_account(new("cap-d"), 10).await.unwrap();
+    let mut phones = Vec::new();
+    for i in 0..6 {
+        phones.push(
+            s.insert_pending_account(new(&format!("cap-p{i}")), 10)
+                .await
+                .unwrap(),
+        );
+    }
+    for id in phones.iter().chain([&d]) {
+        s.set_account_state(*id, AccountState::Active, 11)
+            .await
+            .unwrap();
+    }
+    let caps = |phone: i64| PairCaps {
+        device: d,
+        max_phones: 2,
+        phone,
+        max_devices: 1,
+    };
+    let tries = futures::future::join_all(
+        phones
+            .iter()
+            .map(|&ph| s.insert_binding_capped(d.min(ph), d.max(ph), 12, caps(ph))),
+    )
+    .await;
+    let ok = tries.iter().filter(|t| *t.as_ref().unwrap()).count();
+    assert_eq!(ok, 2, "{tries:?}");
+    assert_eq!(s.bindings_of(d).await.unwrap().len(), 2);
+    let mut bound = None;
+    for &ph in &phones {
+        if !s.bindings_of(ph).await.unwrap().is_empty() {
+            bound = Some(ph);
+        }
+    }
+    let bound = bound.unwrap();
+    let d2 = s.insert_pending_account(new("cap-d2"), 10).await.unwrap();
+    s.set_account_state(d2, AccountState::Active, 11)
+        .await
+        .unwrap();
+    let c2 = PairCaps {
+        device: d2,
+        max_phones: 8,
+        phone: bound,
+        max_devices: 1,
+    };
+    assert!(!s
+        .insert_binding_capped(d2.min(bound), d2.max(bound), 12, c2)
+        .await
+        .unwrap());
+    assert!(s.bindings_of(d2).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
