@@ -105,7 +105,7 @@ async fn redeemable(
 /// The account a live bind token binds `me` to, or `None` when the token is unknown, expired
 /// (used and voided tokens are gone), issued by `me`, for a sharing that no longer holds, or
 /// for another peer than the one `user_name_ls` names (which an 8-digit token requires: 2).
-pub(crate) async fn resolve(
+async fn resolve(
     app: &App,
     call: &Call,
     me: &Account,
