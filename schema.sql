@@ -49,4 +49,4 @@ CREATE TABLE captchas (
 ) WITHOUT ROWID;
 CREATE INDEX captchas_expiry ON captchas (expires_at);
 
--- Later steps: migrations/sqlite/ (0002: tokens.seq, the order tokens were issued in).
+-- Later steps: migrations/sqlite/ (0002 bind tokens, 0003 tokens.seq, 0004 login_failures).

@@ -53,4 +53,4 @@ CREATE TABLE captchas (
 );
 CREATE INDEX captchas_expiry ON captchas (expires_at);
 
--- Later steps: migrations/postgres/ (0002: tokens.seq, the order tokens were issued in).
+-- Later steps: migrations/postgres/ (0002 bind tokens, 0003 tokens.seq, 0004 login_failures).

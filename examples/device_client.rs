@@ -1,5 +1,7 @@
 //! A device's session with register's HTTPS API: signed requests, no captcha.
-//! register (type 2) → login → get_users (its own user_info) → print the JID.
+//! register (type 2) → login → get_users (its own user_info) → print the JID → pair: issue a bind
+//! token for a phone to redeem (the code it would show on its screen), or with `--redeem TOKEN`
+//! redeem a phone's bind token (the QR code it would have scanned).
 //!
 //! A device has no one to read a captcha, so every request it makes carries `param_sign`
 //! (HMAC-SHA256 with the app key built into its firmware) and a `timestamp`, which the server
@@ -22,10 +24,12 @@
 //! | `--insecure` | `REGISTER_INSECURE=true` | off: accept any certificate (testing only) |
 //! | `--password PW` | `DEVICE_PASSWORD` | `secret123` |
 //! | `--device-type T` | `DEVICE_TYPE` | `camera` |
+//! | `--redeem T` | `DEVICE_REDEEM` | unset: issue an 8-digit bind token (`bind_token=…`) for a phone; set: redeem this phone's bind token |
 //! | — | `REGISTER_SIGN_KEY` | unset: replies' `sign` not checked; set: every reply's `sign` is verified with it |
 //!
 //! (No captcha is involved, so `REGISTER_CAPTCHA_ANSWER` is not used here.) Progress goes to
-//! standard error; standard output gets `user_name=…`, `jid=…`, `jid_pwd=…` and `access_token=…`.
+//! standard error; standard output gets `user_name=…`, `jid=…`, `jid_pwd=…`, `access_token=…`, and
+//! `bind_token=…` (issued) or `paired=1` (redeemed).
 //! Exit status 0 on success, 1 when a step fails.
 //!
 //! The HTTPS client, `param_sign`, the replies' `sign` check and the result codes' meanings are
@@ -66,6 +70,9 @@ struct Args {
     /// The device_type recorded at registration
     #[arg(long, env = "DEVICE_TYPE", default_value = "camera")]
     device_type: String,
+    /// A phone's bind token to redeem (else the device issues one for a phone)
+    #[arg(long, env = "DEVICE_REDEEM")]
+    redeem: Option<String>,
 }
 
 #[tokio::main]
@@ -145,6 +152,49 @@ async fn run(args: Args) -> Result<(), String> {
     println!("jid={jid}");
     println!("jid_pwd={}", info["jid_pwd"].as_str().unwrap_or_default());
     println!("access_token={token}");
+
+    // 4. Pair: redeem the phone's bind token (scanned from its QR code), or issue one to show.
+    match &args.redeem {
+        Some(bind_token) => {
+            let reply = api
+                .signed(
+                    "/set_user_banding",
+                    &[
+                        ("access_token", &token),
+                        ("user_name", name),
+                        ("bind_token", bind_token),
+                    ],
+                )
+                .await?;
+            match code(&reply) {
+                0 => eprintln!("paired with the phone that issued the token"),
+                c => return Err(failure("set_user_banding", c)),
+            }
+            println!("paired=1");
+        }
+        None => {
+            let reply = api
+                .signed(
+                    "/get_bind_token",
+                    &[
+                        ("access_token", &token),
+                        ("user_name", name),
+                        ("format", "digits"),
+                    ],
+                )
+                .await?;
+            if code(&reply) != 0 {
+                return Err(failure("get_bind_token", code(&reply)));
+            }
+            let bind_token = reply["bind_token"].as_str().unwrap_or_default();
+            eprintln!(
+                "bind token {bind_token} (show it on the screen; valid until {}): \
+                 phone_client --bind-token {bind_token} {name}",
+                reply["expires_at"]
+            );
+            println!("bind_token={bind_token}");
+        }
+    }
     Ok(())
 }
 

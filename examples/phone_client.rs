@@ -1,13 +1,21 @@
 //! A phone app's session with register's HTTPS API:
-//! captcha → register → captcha → login → bind a device → list the bindings.
+//! captcha → register → captcha → login → pair with a device through a bind token → list the
+//! bindings.
+//!
+//! Binding needs the device in hand (docs/APP-GUIDE.md, step 5), in one of two directions:
+//! - the device shows a bind token (its screen): pass it with `--bind-token`, and the phone
+//!   redeems it;
+//! - or, without `--bind-token`, the phone issues a bind token (`bind_token=…` on standard output,
+//!   a QR code in a real app) for the device to redeem (`device_client --redeem TOKEN`).
 //!
 //! ```sh
 //! # 1. the quick start, with every captcha answered "abcde" (loopback only, for scripted tries):
 //! REGISTER_CAPTCHA__FIXED_ANSWER=abcde scripts/quickstart.sh
-//! # 2. a device to bind to (see examples/device_client.rs):
+//! # 2. a device, which prints the bind token it would show on its screen (bind_token=…):
 //! cargo run --example device_client -- --ca-cert data/cert.pem cam-001
-//! # 3. the phone:
-//! REGISTER_CAPTCHA_ANSWER=abcde cargo run --example phone_client -- --ca-cert data/cert.pem cam-001
+//! # 3. the phone, redeeming it:
+//! REGISTER_CAPTCHA_ANSWER=abcde cargo run --example phone_client -- --ca-cert data/cert.pem \
+//!     --bind-token 40718263 cam-001
 //! ```
 //!
 //! Arguments (each flag can also come from the environment variable named beside it):
@@ -21,11 +29,13 @@
 //! | `--insecure` | `REGISTER_INSECURE=true` | off: accept any certificate (testing only) |
 //! | `--user NAME` | `PHONE_USER` | `139` and 8 random digits |
 //! | `--password PW` | `PHONE_PASSWORD` | `secret123` |
+//! | `--bind-token T` | `PHONE_BIND_TOKEN` | unset: the phone issues a bind token for the device to redeem, instead of binding |
 //! | — | `REGISTER_CAPTCHA_ANSWER` | unset: each captcha is saved to `captcha.png` and its answer read from standard input; set (e.g. `abcde` with `captcha.fixed_answer`): every captcha is answered with it |
 //! | — | `REGISTER_SIGN_KEY` | unset: replies' `sign` not checked; set: every reply's `sign` is verified with it |
 //!
 //! Progress goes to standard error; standard output gets `user_name=…`, `jid=…`,
-//! `access_token=…` and one `roster_item …` line per contact, for scripts. Exit status 0 on
+//! `access_token=…`, `bind_token=…` (when the phone issues one) and one `roster_item …` line per
+//! contact, for scripts. Exit status 0 on
 //! success, 1 when a step fails (the message names the step and the `result` code).
 //!
 //! The HTTPS client, `param_sign`, the replies' `sign` check and the result codes' meanings are
@@ -67,6 +77,9 @@ struct Args {
     /// The phone's password
     #[arg(long, env = "PHONE_PASSWORD", default_value = "secret123")]
     password: String,
+    /// The bind token the device shows; without it the phone issues one for the device
+    #[arg(long, env = "PHONE_BIND_TOKEN")]
+    bind_token: Option<String>,
 }
 
 #[tokio::main]
@@ -148,29 +161,56 @@ async fn run(args: Args) -> Result<(), String> {
     println!("jid={}", info["jid"].as_str().unwrap_or_default());
     println!("access_token={token}");
 
-    // 3. Bind the device: both become mutual contacts on the XMPP server.
-    let names = json!([args.device]).to_string();
-    let reply = api
-        .call(
-            "/set_user_banding",
-            &[
-                ("access_token", &token),
-                ("user_name", &user),
-                ("user_name_ls", &names),
-            ],
-            false,
-        )
-        .await?;
-    match code(&reply) {
-        0 => eprintln!("bound {} to {user}", args.device),
-        109 => eprintln!("{} was bound to {user} already", args.device),
-        c => {
-            let failed = reply.get("failed_ls").map(Value::to_string);
-            return Err(format!(
-                "{} (failed: {})",
-                failure("set_user_banding", c),
-                failed.unwrap_or_else(|| "all".into())
-            ));
+    // 3. Pair with the device: redeem the token it shows, or issue one for it to redeem.
+    match &args.bind_token {
+        Some(bind_token) => {
+            let names = json!([args.device]).to_string();
+            let reply = api
+                .call(
+                    "/set_user_banding",
+                    &[
+                        ("access_token", &token),
+                        ("user_name", &user),
+                        ("bind_token", bind_token),
+                        ("user_name_ls", &names),
+                    ],
+                    false,
+                )
+                .await?;
+            match code(&reply) {
+                0 => eprintln!("bound {} to {user}", args.device),
+                109 => eprintln!("{} was bound to {user} already", args.device),
+                c => {
+                    let why = reply
+                        .get("reason")
+                        .or_else(|| reply.get("failed_ls"))
+                        .map(Value::to_string);
+                    return Err(format!(
+                        "{} ({})",
+                        failure("set_user_banding", c),
+                        why.unwrap_or_else(|| "nothing bound".into())
+                    ));
+                }
+            }
+        }
+        None => {
+            let reply = api
+                .call(
+                    "/get_bind_token",
+                    &[("access_token", &token), ("user_name", &user)],
+                    false,
+                )
+                .await?;
+            if code(&reply) != 0 {
+                return Err(failure("get_bind_token", code(&reply)));
+            }
+            let bind_token = reply["bind_token"].as_str().unwrap_or_default();
+            eprintln!(
+                "bind token issued (show it to {} as a QR code; valid until {}): \
+                 device_client --redeem {bind_token} {}",
+                args.device, reply["expires_at"], args.device
+            );
+            println!("bind_token={bind_token}");
         }
     }
 

@@ -8,10 +8,13 @@
 #      self-signed certificate, captcha.fixed_answer = "abcde", a known app key and signing key,
 #      rate limits off) and waits for /readyz on the admin port;
 #   4. checks the transport rules with curl (404, 405 + Allow, 400, 413, 415, the captcha reply);
-#   5. runs the examples: device_client (signed register + login), phone_client (captcha, register,
-#      login, bind the device, roster shows it with subscription both; again with --insecure, which
-#      must find the account and the binding in place), backend_client (the phone's token over TCP
-#      is valid; a made-up one is not);
+#   5. runs the examples, pairing through bind tokens: device_client (signed register + login,
+#      issues an 8-digit bind token), phone_client (captcha, register, login, redeems the device's
+#      token, roster shows it with subscription both; again with --insecure and a new token of the
+#      device's, which must find the account and the binding in place); the other direction: the
+#      phone issues a token and a second device_client redeems it (--redeem), and the phone's roster
+#      shows both devices; backend_client (the phone's token over TCP is valid; a made-up one is
+#      not);
 #   6. installs schemathesis (pinned) from PyPI into a cached virtualenv; runs
 #      scripts/api-session.py, which walks every endpoint's success and error paths (GET, form and
 #      JSON POST; captcha ids by cookie, header and parameter; signed device requests) and checks
@@ -352,24 +355,52 @@ device_example() {
   "$bin/examples/device_client" "${common[@]}" --ca-cert "$data/cert.pem" "$device" |
     tee "$tmp/device.out"
   grep -qE '^jid=u[a-z0-9]+@localhost$' "$tmp/device.out" || { echo "no jid line"; return 1; }
+  grep -qE '^bind_token=[0-9]{8}$' "$tmp/device.out" || { echo "no bind_token line"; return 1; }
 }
 step example-device_client device_example
 
-phone_example() {
+phone_example() { # redeems the bind token the device "shows"
+  local bt
+  bt=$(sed -n 's/^bind_token=//p' "$tmp/device.out")
   REGISTER_CAPTCHA_ANSWER=$captcha_answer "$bin/examples/phone_client" "${common[@]}" \
-    --ca-cert "$data/cert.pem" --user "$phone" "$device" | tee "$tmp/phone.out"
+    --ca-cert "$data/cert.pem" --user "$phone" --bind-token "$bt" "$device" | tee "$tmp/phone.out"
   grep -qE '^access_token=[0-9a-f]{64}$' "$tmp/phone.out" || { echo "no access_token line"; return 1; }
   grep -qE "^roster_item jid=u[a-z0-9]+@localhost user_name=$device type=2 subscription=both nickname=$device groups=\[\"Device\"\]$" \
     "$tmp/phone.out" || { echo "the device is not in the phone's roster with subscription both"; return 1; }
 }
 step example-phone_client phone_example
 
-phone_again() { # same phone and device, --insecure: exists (103) → login; bound already (109)
+phone_again() { # same phone and device, a new token, --insecure: exists (103) → login; bound already (109)
+  local bt
+  "$bin/examples/device_client" "${common[@]}" --ca-cert "$data/cert.pem" "$device" >"$tmp/device2.out"
+  bt=$(sed -n 's/^bind_token=//p' "$tmp/device2.out")
   REGISTER_CAPTCHA_ANSWER=$captcha_answer "$bin/examples/phone_client" "${common[@]}" \
-    --insecure --user "$phone" "$device" | tee "$tmp/phone2.out"
+    --insecure --user "$phone" --bind-token "$bt" "$device" | tee "$tmp/phone2.out"
   grep -q "subscription=both" "$tmp/phone2.out"
 }
 step example-phone_client-again phone_again
+
+phone_shows_token() { # the other direction: the phone issues, a second device redeems
+  local bt
+  REGISTER_CAPTCHA_ANSWER=$captcha_answer "$bin/examples/phone_client" "${common[@]}" \
+    --ca-cert "$data/cert.pem" --user "$phone" "$device-b" | tee "$tmp/phone3.out"
+  bt=$(sed -n 's/^bind_token=//p' "$tmp/phone3.out")
+  [ ${#bt} -eq 24 ] || { echo "no bind_token line from the phone"; return 1; }
+  "$bin/examples/device_client" "${common[@]}" --ca-cert "$data/cert.pem" --redeem "$bt" "$device-b" |
+    tee "$tmp/device3.out"
+  grep -q '^paired=1$' "$tmp/device3.out" || { echo "the device did not pair"; return 1; }
+  # A used token does not pair twice.
+  if "$bin/examples/device_client" "${common[@]}" --ca-cert "$data/cert.pem" --redeem "$bt" \
+    "$device-b" >"$tmp/device4.out" 2>&1; then
+    echo "a used bind token paired again"; return 1
+  fi
+  grep -q 'result 111' "$tmp/device4.out" || { cat "$tmp/device4.out"; echo "expected 111"; return 1; }
+  REGISTER_CAPTCHA_ANSWER=$captcha_answer "$bin/examples/phone_client" "${common[@]}" \
+    --ca-cert "$data/cert.pem" --user "$phone" "$device-b" >"$tmp/phone4.out"
+  grep -q "user_name=$device-b type=2 subscription=both" "$tmp/phone4.out" ||
+    { echo "the second device is not in the phone's roster"; return 1; }
+}
+step example-phone_issues_token phone_shows_token
 
 backend_example() {
   local token

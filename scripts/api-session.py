@@ -215,26 +215,53 @@ def session(c):
     c.call("form", "/login", {"user_name": phone, "password": pw, "type": "1",
                               "verify_code": c.captcha, "verify_code_id": cid}, expect=6)
 
-    # Lookups: jid_pwd only for the caller's own account; unknown names left out.
+    d2 = c.call("form", "/login", {"user_name": dev2, "password": pw, "type": "2"}, sign=True)
+    d2tok = d2["access_token"]
+
+    # Lookups: the caller and its bound accounts only (a stranger is left out like an unknown
+    # name); jid_pwd only for the caller's own account.
+    u = c.call("get", "/get_users", {"access_token": ptok, "user_name_ls": [phone, dev, "nobody-" + tag]})
+    assert [i["user_name"] for i in u["user_info_ls"]] == [phone], u
+    assert "jid_pwd" in u["user_info_ls"][0], u
+    u = c.call("json", "/get_users", {"access_token": dtok, "user_name_ls": [phone]}, sign=True)
+    assert u["user_info_ls"] == [], u
+    c.call("json", "/get_users", {"access_token": dtok, "user_name_ls": [phone]}, expect=6)
+    c.call("form", "/get_users", {"access_token": "0" * 64, "user_name_ls": [phone]}, expect=4)
+
+    # Binding through bind tokens, both directions; checks before changes.
+    c.call("form", "/set_user_banding", {"access_token": ptok, "user_name": phone,
+                                         "user_name_ls": json.dumps([dev, dev2])}, expect=100)
+    t = c.call("json", "/get_bind_token", {"access_token": dtok, "user_name": dev,
+                                           "format": "digits"}, sign=True)
+    assert len(t["bind_token"]) == 8 and t["expires_at"] > time.time(), t
+    c.call("form", "/set_user_banding", {"access_token": ptok, "user_name": phone,
+                                         "bind_token": t["bind_token"],
+                                         "user_name_ls": json.dumps([dev])})
+    c.call("get", "/set_user_banding", {"access_token": ptok, "user_name": phone,
+                                        "bind_token": t["bind_token"]}, expect=2)  # no issuer named
+    c.call("get", "/set_user_banding", {"access_token": ptok, "user_name": phone,
+                                        "bind_token": t["bind_token"],
+                                        "user_name_ls": [dev]}, expect=111)  # used
+    t2 = c.call("get", "/get_bind_token", {"access_token": ptok, "user_name": phone})
+    c.call("json", "/set_user_banding", {"access_token": d2tok, "user_name": dev2,
+                                         "bind_token": t2["bind_token"]}, sign=True)
+    t3 = c.call("form", "/get_bind_token", {"access_token": dtok, "user_name": dev}, sign=True)
+    c.call("json", "/set_user_banding", {"access_token": ptok, "user_name": phone,
+                                         "bind_token": t3["bind_token"], "user_name_ls": [dev]},
+           expect=109)
+    c.call("get", "/set_user_banding", {"access_token": ptok, "user_name": dev,
+                                        "bind_token": t3["bind_token"]}, expect=100)
+    c.call("json", "/set_user_banding", {"access_token": dtok, "user_name": dev,
+                                         "user_name_ls": [dev2]}, sign=True, expect=100)
+    c.call("form", "/get_bind_token", {"access_token": ptok, "user_name": phone,
+                                       "device": "nobody-" + tag}, expect=104)
+    s = c.call("json", "/get_bind_token", {"access_token": ptok, "user_name": phone,
+                                           "device": dev})
+    assert len(s["bind_token"]) == 24, s
     u = c.call("get", "/get_users", {"access_token": ptok, "user_name_ls": [phone, dev, "nobody-" + tag]})
     infos = {i["user_name"]: i for i in u["user_info_ls"]}
     assert list(infos) == [phone, dev], u
     assert "jid_pwd" in infos[phone] and "jid_pwd" not in infos[dev], u
-    c.call("json", "/get_users", {"access_token": dtok, "user_name_ls": [phone]}, sign=True)
-    c.call("json", "/get_users", {"access_token": dtok, "user_name_ls": [phone]}, expect=6)
-    c.call("form", "/get_users", {"access_token": "0" * 64, "user_name_ls": [phone]}, expect=4)
-
-    # Binding: phone with both devices; checks before changes; roster from both sides.
-    c.call("form", "/set_user_banding", {"access_token": ptok, "user_name": phone,
-                                         "user_name_ls": json.dumps([dev, dev2])})
-    c.call("json", "/set_user_banding", {"access_token": ptok, "user_name": phone,
-                                         "user_name_ls": [dev]}, expect=109)
-    c.call("get", "/set_user_banding", {"access_token": ptok, "user_name": phone,
-                                        "user_name_ls": ["nobody-" + tag]}, expect=104)
-    c.call("get", "/set_user_banding", {"access_token": ptok, "user_name": dev,
-                                        "user_name_ls": [phone]}, expect=100)
-    c.call("json", "/set_user_banding", {"access_token": dtok, "user_name": dev,
-                                         "user_name_ls": [dev2]}, sign=True, expect=100)
     g = c.call("get", "/get_user_banding", {"access_token": ptok, "user_name": phone})
     peers = {i.get("user_name"): i for i in g["roster_item"]}
     for name, group in ((dev, "Device"), (dev2, "Device")):
@@ -245,9 +272,9 @@ def session(c):
     assert any(i.get("user_name") == phone and i["subscriptionType"] == "both"
                and i["groups"] == ["Phone"] for i in g["roster_item"]), g
 
-    # Unbinding.
-    c.call("json", "/set_user_unbanding", {"access_token": ptok, "user_name": phone,
-                                           "user_name_ls": [dev2]})
+    # Unbinding: the device's side, everything at once (a factory reset).
+    c.call("json", "/set_user_unbanding", {"access_token": d2tok, "user_name": dev2, "all": "1"},
+           sign=True)
     c.call("form", "/set_user_unbanding", {"access_token": ptok, "user_name": phone,
                                            "user_name_ls": json.dumps([dev2])}, expect=110)
     g = c.call("form", "/get_user_banding", {"access_token": ptok, "user_name": phone})

@@ -24,6 +24,7 @@ pub struct Config {
     pub log: LogSection,
     pub reconcile: ReconcileSection,
     pub database: DatabaseSection,
+    pub binding: BindingSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -143,6 +144,41 @@ pub struct DatabaseSection {
     pub token_cache_entries: usize,
 }
 
+/// Who may bind whom (`/get_bind_token`, `/set_user_banding`; docs/APP-GUIDE.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BindingSection {
+    /// `token`: a bind needs a bind token issued by the other side (proof of the device in hand).
+    /// `none`: anyone may bind anyone by name, as before bind tokens (old clients; a warning is
+    /// logged at every start).
+    pub consent: String,
+    /// Lifetime of a bind token.
+    pub token_ttl_secs: u64,
+    /// Outstanding bind tokens per account; issuing one more voids the oldest.
+    pub max_outstanding_tokens: u32,
+    /// Failed bind-token redemptions an account may make per window before it is refused.
+    pub max_failed_redemptions: u32,
+    pub failed_redemption_window_secs: u64,
+    /// Phones (and WeChat accounts) bound to one device at most.
+    pub max_phones_per_device: u32,
+    /// Devices bound to one phone (or WeChat account) at most.
+    pub max_devices_per_phone: u32,
+}
+
+impl Default for BindingSection {
+    fn default() -> Self {
+        BindingSection {
+            consent: "token".into(),
+            token_ttl_secs: 600,
+            max_outstanding_tokens: 3,
+            max_failed_redemptions: 5,
+            failed_redemption_window_secs: 600,
+            max_phones_per_device: 8,
+            max_devices_per_phone: 200,
+        }
+    }
+}
+
 impl DatabaseSection {
     /// Whether the configured database is PostgreSQL.
     pub fn is_postgres(&self) -> bool {
@@ -173,6 +209,7 @@ impl Default for Config {
             log: LogSection::default(),
             reconcile: ReconcileSection::default(),
             database: DatabaseSection::default(),
+            binding: BindingSection::default(),
         }
     }
 }
@@ -423,6 +460,14 @@ impl Config {
         if self.database.max_connections == 0 {
             return bad("database.max_connections must be positive".into());
         }
+        if !matches!(self.binding.consent.as_str(), "token" | "none") {
+            return bad("binding.consent must be token or none".into());
+        }
+        if self.binding.token_ttl_secs == 0 || self.binding.max_outstanding_tokens == 0 {
+            return bad(
+                "binding.token_ttl_secs and binding.max_outstanding_tokens must be positive".into(),
+            );
+        }
         if self.http.cert_file.is_empty() != self.http.key_file.is_empty() {
             return bad("http.cert_file and http.key_file go together".into());
         }
@@ -585,5 +630,40 @@ mod tests {
         .unwrap();
         assert!(c.database.is_postgres());
         assert!(!Config::default().database.is_postgres());
+    }
+
+    #[test]
+    fn binding_section() {
+        let d = Config::default().binding;
+        assert_eq!(
+            (
+                d.consent.as_str(),
+                d.token_ttl_secs,
+                d.max_outstanding_tokens
+            ),
+            ("token", 600, 3)
+        );
+        assert_eq!((d.max_phones_per_device, d.max_devices_per_phone), (8, 200));
+        let c = load(
+            "[binding]\nconsent = \"none\"\ntoken_ttl_secs = 60\n",
+            &[("REGISTER_BINDING__MAX_PHONES_PER_DEVICE", "2")],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.binding.consent, "none");
+        assert_eq!(c.binding.token_ttl_secs, 60);
+        assert_eq!(c.binding.max_phones_per_device, 2);
+        assert!(load("[binding]\nconsent = \"maybe\"\n", &[], &[]).is_err());
+        assert!(load("[binding]\ntoken_ttl_secs = 0\n", &[], &[]).is_err());
+        // The example configuration parses and says the defaults.
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/register.toml"),
+        )
+        .unwrap();
+        let ex = load(&text, &[], &[]).unwrap().binding;
+        assert_eq!(
+            (ex.consent, ex.token_ttl_secs, ex.max_failed_redemptions),
+            (d.consent, d.token_ttl_secs, d.max_failed_redemptions)
+        );
     }
 }

@@ -49,6 +49,8 @@ pub enum ApiError {
     RateLimited,
     #[error("the password hashing queue is full")]
     Busy,
+    #[error("bind token unknown, expired, used, voided or not for this pair")]
+    BindToken,
 }
 
 impl ApiError {
@@ -75,6 +77,7 @@ impl ApiError {
             ApiError::RosterUnsubscribe => 108,
             ApiError::AlreadyInRoster => 109,
             ApiError::NotInRoster => 110,
+            ApiError::BindToken => 111,
         }
     }
 
@@ -121,6 +124,7 @@ mod tests {
         assert_eq!(ApiError::Params("x".into()).code(), 2);
         assert_eq!(ApiError::UserExists.code(), 103);
         assert_eq!(ApiError::NotInRoster.code(), 110);
+        assert_eq!(ApiError::BindToken.code(), 111);
         assert_eq!(ApiError::from_provisioning(XmppError::Timeout).code(), 9);
         assert_eq!(ApiError::from_provisioning(XmppError::LinkDown).code(), 101);
         assert_eq!(ApiError::from_roster(XmppError::AlreadyBound).code(), 109);

@@ -21,6 +21,7 @@ pub const ROUTES: &[&str] = &[
     "/set_user_banding",
     "/set_user_unbanding",
     "/get_user_banding",
+    "/get_bind_token",
 ];
 
 /// Name of the captcha cookie and parameter.
@@ -39,6 +40,7 @@ impl Api {
             "/set_user_banding" => cmd::bind::run(app, call).await,
             "/set_user_unbanding" => cmd::unbind::run(app, call).await,
             "/get_user_banding" => cmd::get_user_banding::run(app, call).await,
+            "/get_bind_token" => cmd::get_bind_token::run(app, call).await,
             _ => Err(ApiError::Params(format!("no such endpoint {path}"))),
         }
     }

@@ -155,6 +155,12 @@ impl Server {
                 "captcha.fixed_answer is set: every captcha has the same answer (tests only)"
             );
         }
+        if cfg.binding.consent == "none" {
+            tracing::warn!(
+                "binding.consent = \"none\": anyone may bind any account by name, without a bind \
+                 token (old clients only; see SECURITY.md)"
+            );
+        }
         let xmpp_stop = CancellationToken::new();
         let app = build_app(cfg, xmpp_stop.clone()).await?;
         let mut tasks = JoinSet::new();

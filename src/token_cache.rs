@@ -432,6 +432,40 @@ impl Store for TokenCache {
     async fn unfinished(&self, before: i64) -> StoreResult<(Vec<Account>, Vec<Binding>)> {
         self.inner.unfinished(before).await
     }
+    async fn insert_bind_token(
+        &self,
+        hash: Vec<u8>,
+        issuer: i64,
+        device: Option<i64>,
+        expires_at: i64,
+        now: i64,
+        keep: u32,
+    ) -> StoreResult<()> {
+        self.inner
+            .insert_bind_token(hash, issuer, device, expires_at, now, keep)
+            .await
+    }
+    async fn insert_binding_capped(
+        &self,
+        a: i64,
+        b: i64,
+        now: i64,
+        caps: PairCaps,
+    ) -> StoreResult<bool> {
+        self.inner.insert_binding_capped(a, b, now, caps).await
+    }
+    async fn bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>> {
+        self.inner.bind_token(hash, now).await
+    }
+    async fn take_bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>> {
+        self.inner.take_bind_token(hash, now).await
+    }
+    async fn bind_failures(&self, account: i64, since: i64) -> StoreResult<u32> {
+        self.inner.bind_failures(account, since).await
+    }
+    async fn record_bind_failure(&self, account: i64, now: i64, since: i64) -> StoreResult<u32> {
+        self.inner.record_bind_failure(account, now, since).await
+    }
     async fn try_lock_reconciler(&self) -> StoreResult<bool> {
         self.inner.try_lock_reconciler().await
     }

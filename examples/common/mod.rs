@@ -185,6 +185,7 @@ pub fn failure(step: &str, code: i64) -> String {
         105..=108 => "the XMPP server refused a session or subscription",
         109 => "already bound",
         110 => "not bound",
+        111 => "the bind token is unknown, expired, used or not for this pair: ask for a new one",
         _ => "unexpected error",
     };
     format!("{step}: result {code}: {meaning}")

@@ -6,6 +6,7 @@
 
 pub mod bind;
 pub mod cancel;
+pub mod get_bind_token;
 pub mod get_user_banding;
 pub mod get_users;
 pub mod login;

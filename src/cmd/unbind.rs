@@ -1,5 +1,10 @@
 //! `/set_user_unbanding`: remove the caller and each named user from each other's rosters.
 //!
+//! Either account of a pair may unbind it, and only they: the caller is the owner of
+//! `access_token`, who must be `user_name` (else 100), and each name must be bound to the caller
+//! (else 110). With `all=1` (a device after a factory reset) every pair of the caller is unbound,
+//! and `user_name_ls` may be left out.
+//!
 //! Each pair goes `bound` → `unbinding` before the server is touched and its row is deleted after;
 //! an unbind the server could not finish keeps its `unbinding` row and the reconciler completes it.
 
@@ -10,12 +15,16 @@ use xmpp::XmppError;
 
 use crate::app::{App, Call};
 use crate::error::ApiError;
-use crate::store::{Account, BindingState};
+use crate::store::{Account, AccountState, BindingState};
 use crate::types::user_name_list;
 
 pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
     let me = app.token_owner_named(call).await?;
-    let peers = peers(app, call, &me).await?;
+    let peers = match call.get("all") {
+        Some("1") | Some("true") => bound_peers(app, &me).await?,
+        None | Some("") | Some("0") | Some("false") => peers(app, call, &me).await?,
+        Some(_) => return Err(ApiError::Params("all must be 1 or 0".into())),
+    };
     for p in &peers {
         match app.store.binding(me.id.min(p.id), me.id.max(p.id)).await? {
             Some(b) if b.state == BindingState::Bound => {}
@@ -62,6 +71,23 @@ async fn unbind_pair(app: &App, me: &Account, peer: &Account) -> Result<(), ApiE
         // The `unbinding` row stays: the reconciler finishes the unbind.
         Err(e) => Err(ApiError::from_roster(e)),
     }
+}
+
+/// Every account bound to `me` (pairs still being bound or unbound are left to their operation).
+async fn bound_peers(app: &App, me: &Account) -> Result<Vec<Arc<Account>>, ApiError> {
+    let mut out = Vec::new();
+    for b in app.store.bindings_of(me.id).await? {
+        if b.state != BindingState::Bound {
+            continue;
+        }
+        let other = if b.a == me.id { b.b } else { b.a };
+        // A peer being cancelled is left to its cancel, which removes the pair.
+        match app.store.account_by_id(other).await? {
+            Some(a) if a.state == AccountState::Active => out.push(Arc::new(a)),
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 /// The active accounts named in `user_name_ls` (104 for the first missing; 2 for the caller).

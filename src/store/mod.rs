@@ -104,6 +104,26 @@ pub struct Binding {
     pub updated_at: i64,
 }
 
+/// A live bind token as stored (the token itself is kept only as its SHA-256 hash).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindToken {
+    /// The account that issued it: the other side of the pair it binds.
+    pub issuer: i64,
+    /// For a sharing token, the device (bound to the issuer) that the redeemer is bound to.
+    pub device: Option<i64>,
+    pub expires_at: i64,
+}
+
+/// The caps a new pair must stay within: `device` at most `max_phones` pairs, `phone` at most
+/// `max_devices`, counted with the new pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PairCaps {
+    pub device: i64,
+    pub max_phones: u32,
+    pub phone: i64,
+    pub max_devices: u32,
+}
+
 /// Storage failures, kept apart from the domain errors.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -277,6 +297,39 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records of unfinished work not updated since `before`.
     async fn unfinished(&self, before: i64) -> StoreResult<(Vec<Account>, Vec<Binding>)>;
+
+    /// Store a bind token issued by `issuer` (for `device` when it is a sharing token). Of the
+    /// issuer's tokens at most `keep` stay outstanding: the oldest are deleted in the same
+    /// transaction. `Exists` when the hash is taken (the caller draws another token).
+    async fn insert_bind_token(
+        &self,
+        hash: Vec<u8>,
+        issuer: i64,
+        device: Option<i64>,
+        expires_at: i64,
+        now: i64,
+        keep: u32,
+    ) -> StoreResult<()>;
+    /// As [`insert_binding`](Self::insert_binding), and checked against `caps` in the same
+    /// transaction (concurrent binds of one device or phone are serialized, so the caps hold):
+    /// `Ok(false)`, nothing written, when either side is at its cap.
+    async fn insert_binding_capped(
+        &self,
+        a: i64,
+        b: i64,
+        now: i64,
+        caps: PairCaps,
+    ) -> StoreResult<bool>;
+    /// The live bind token with this hash (not consumed).
+    async fn bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>>;
+    /// Consume a live bind token, atomically: of concurrent takes of one token exactly one gets
+    /// it, the others `None`.
+    async fn take_bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>>;
+    /// Failed bind-token redemptions of an account since `since`.
+    async fn bind_failures(&self, account: i64, since: i64) -> StoreResult<u32>;
+    /// Count a failed bind-token redemption of an account; returns the count since `since`
+    /// (older failures are dropped).
+    async fn record_bind_failure(&self, account: i64, now: i64, since: i64) -> StoreResult<u32>;
 
     /// Take the reconciler lease: true when this instance may reconcile now, false when another
     /// instance (or this one) holds it. Release it with [`Store::unlock_reconciler`]. A store

@@ -34,8 +34,9 @@ use super::*;
 /// Numbered schema steps; index `i` upgrades version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
     include_str!("../../schema_pg.sql"),
-    include_str!("../../migrations/postgres/0002_token_order.sql"),
-    include_str!("../../migrations/postgres/0003_login_failures.sql"),
+    include_str!("../../migrations/postgres/0002_bind_tokens.sql"),
+    include_str!("../../migrations/postgres/0003_token_order.sql"),
+    include_str!("../../migrations/postgres/0004_login_failures.sql"),
 ];
 
 /// The schema version this binary brings a database to.
@@ -199,6 +200,14 @@ fn account(r: &Row) -> StoreResult<Account> {
         locked_until: r.try_get(10)?,
         created_at: r.try_get(11)?,
         updated_at: r.try_get(12)?,
+    })
+}
+
+fn bind_token(r: &Row) -> StoreResult<BindToken> {
+    Ok(BindToken {
+        issuer: r.try_get(0)?,
+        device: r.try_get(1)?,
+        expires_at: r.try_get(2)?,
     })
 }
 
@@ -496,6 +505,8 @@ impl Store for PgStore {
             &[&now],
         )
         .await?;
+        self.exec("DELETE FROM bind_tokens WHERE expires_at <= $1", &[&now])
+            .await?;
         Ok(())
     }
 
@@ -629,6 +640,141 @@ impl Store for PgStore {
             .map(binding)
             .collect::<StoreResult<Vec<_>>>()?;
         Ok((accounts, bindings))
+    }
+
+    async fn insert_bind_token(
+        &self,
+        hash: Vec<u8>,
+        issuer: i64,
+        device: Option<i64>,
+        expires_at: i64,
+        now: i64,
+        keep: u32,
+    ) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        // The issuer's row locked: two tokens issued at once by one account void in turn.
+        let lock = tx
+            .prepare_cached("SELECT id FROM accounts WHERE id = $1 FOR UPDATE")
+            .await?;
+        tx.query(&lock, &[&issuer]).await?;
+        let ins = tx
+            .prepare_cached(
+                "INSERT INTO bind_tokens (hash, issuer, device, expires_at, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .await?;
+        tx.execute(&ins, &[&hash, &issuer, &device, &expires_at, &now])
+            .await?;
+        let void = tx
+            .prepare_cached(
+                "DELETE FROM bind_tokens WHERE issuer = $1 AND id NOT IN \
+                 (SELECT id FROM bind_tokens WHERE issuer = $1 ORDER BY id DESC LIMIT $2)",
+            )
+            .await?;
+        tx.execute(&void, &[&issuer, &(keep as i64)]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_binding_capped(
+        &self,
+        a: i64,
+        b: i64,
+        now: i64,
+        caps: PairCaps,
+    ) -> StoreResult<bool> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        // FOR UPDATE, in id order (no deadlock between two binds of one device): concurrent binds
+        // touching either account wait here, so each counts the pairs the others added; a
+        // concurrent begin_cancel waits too, or has committed and the row is not counted.
+        let check = tx
+            .prepare_cached(
+                "SELECT id FROM accounts WHERE id IN ($1, $2) AND state = 'active' \
+                 ORDER BY id FOR UPDATE",
+            )
+            .await?;
+        if tx.query(&check, &[&a, &b]).await?.len() != 2 {
+            return Err(StoreError::Changed);
+        }
+        let count = tx
+            .prepare_cached(
+                "SELECT (SELECT count(*) FROM bindings WHERE a = $1) + \
+                 (SELECT count(*) FROM bindings WHERE b = $1)",
+            )
+            .await?;
+        let device: i64 = tx.query_one(&count, &[&caps.device]).await?.try_get(0)?;
+        let phone: i64 = tx.query_one(&count, &[&caps.phone]).await?.try_get(0)?;
+        if device >= caps.max_phones as i64 || phone >= caps.max_devices as i64 {
+            return Ok(false);
+        }
+        let ins = tx
+            .prepare_cached(
+                "INSERT INTO bindings (a, b, state, updated_at) VALUES ($1, $2, 'binding', $3)",
+            )
+            .await?;
+        tx.execute(&ins, &[&a, &b, &now]).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT issuer, device, expires_at FROM bind_tokens \
+                 WHERE hash = $1 AND expires_at > $2",
+            )
+            .await?;
+        c.query_opt(&st, &[&hash, &now])
+            .await?
+            .as_ref()
+            .map(bind_token)
+            .transpose()
+    }
+
+    async fn take_bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached(
+                "DELETE FROM bind_tokens WHERE hash = $1 AND expires_at > $2 \
+                 RETURNING issuer, device, expires_at",
+            )
+            .await?;
+        c.query_opt(&st, &[&hash, &now])
+            .await?
+            .as_ref()
+            .map(bind_token)
+            .transpose()
+    }
+
+    async fn bind_failures(&self, account: i64, since: i64) -> StoreResult<u32> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached("SELECT count(*) FROM bind_failures WHERE account_id = $1 AND at >= $2")
+            .await?;
+        let n: i64 = c.query_one(&st, &[&account, &since]).await?.try_get(0)?;
+        Ok(n.max(0) as u32)
+    }
+
+    async fn record_bind_failure(&self, account: i64, now: i64, since: i64) -> StoreResult<u32> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let del = tx
+            .prepare_cached("DELETE FROM bind_failures WHERE account_id = $1 AND at < $2")
+            .await?;
+        tx.execute(&del, &[&account, &since]).await?;
+        let ins = tx
+            .prepare_cached("INSERT INTO bind_failures (account_id, at) VALUES ($1, $2)")
+            .await?;
+        tx.execute(&ins, &[&account, &now]).await?;
+        let count = tx
+            .prepare_cached("SELECT count(*) FROM bind_failures WHERE account_id = $1")
+            .await?;
+        let n: i64 = tx.query_one(&count, &[&account]).await?.try_get(0)?;
+        tx.commit().await?;
+        Ok(n.max(0) as u32)
     }
 
     async fn try_lock_reconciler(&self) -> StoreResult<bool> {

@@ -29,8 +29,9 @@ use super::*;
 /// Numbered schema steps; index `i` upgrades `user_version` `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
     include_str!("../../schema.sql"),
-    include_str!("../../migrations/sqlite/0002_token_order.sql"),
-    include_str!("../../migrations/sqlite/0003_login_failures.sql"),
+    include_str!("../../migrations/sqlite/0002_bind_tokens.sql"),
+    include_str!("../../migrations/sqlite/0003_token_order.sql"),
+    include_str!("../../migrations/sqlite/0004_login_failures.sql"),
 ];
 
 const READERS: usize = 4;
@@ -332,6 +333,14 @@ fn binding(r: &Row) -> rusqlite::Result<Binding> {
     })
 }
 
+fn bind_token(r: &Row) -> rusqlite::Result<BindToken> {
+    Ok(BindToken {
+        issuer: r.get(0)?,
+        device: r.get(1)?,
+        expires_at: r.get(2)?,
+    })
+}
+
 fn accounts_where(c: &Connection, column: &str, values: &[String]) -> StoreResult<Vec<Account>> {
     // One statement per value keeps every query parameterized and cached.
     let mut stmt = c.prepare_cached(&format!(
@@ -620,6 +629,7 @@ impl Store for SqliteStore {
                 "DELETE FROM login_failures WHERE updated_at <= ?1 - 86400 AND locked_until <= ?1",
                 [now],
             )?;
+            c.execute("DELETE FROM bind_tokens WHERE expires_at <= ?1", [now])?;
             Ok(())
         })
         .await
@@ -738,6 +748,125 @@ impl Store for SqliteStore {
             )?;
             let bindings = s.query_map([before], binding)?.collect::<Result<Vec<_>, _>>()?;
             Ok((accounts, bindings))
+        })
+        .await
+    }
+
+    async fn insert_bind_token(
+        &self,
+        hash: Vec<u8>,
+        issuer: i64,
+        device: Option<i64>,
+        expires_at: i64,
+        now: i64,
+        keep: u32,
+    ) -> StoreResult<()> {
+        self.write(move |c| {
+            // A savepoint, not a transaction: this may run inside a group (see the module docs).
+            let sp = c.savepoint()?;
+            sp.prepare_cached(
+                "INSERT INTO bind_tokens (hash, issuer, device, expires_at, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![hash, issuer, device, expires_at, now])?;
+            sp.prepare_cached(
+                "DELETE FROM bind_tokens WHERE issuer = ?1 AND id NOT IN \
+                 (SELECT id FROM bind_tokens WHERE issuer = ?1 ORDER BY id DESC LIMIT ?2)",
+            )?
+            .execute(params![issuer, keep])?;
+            sp.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_binding_capped(
+        &self,
+        a: i64,
+        b: i64,
+        now: i64,
+        caps: PairCaps,
+    ) -> StoreResult<bool> {
+        // Atomic by the single writer; a savepoint so that it may run inside a group.
+        self.write(move |c| {
+            let sp = c.savepoint()?;
+            let active: i64 = sp
+                .prepare_cached(
+                    "SELECT count(*) FROM accounts WHERE id IN (?1, ?2) AND state = 'active'",
+                )?
+                .query_row([a, b], |r| r.get(0))?;
+            if active != 2 {
+                return Err(StoreError::Changed);
+            }
+            let pairs = |id: i64| -> StoreResult<i64> {
+                Ok(sp
+                    .prepare_cached(
+                        "SELECT (SELECT count(*) FROM bindings WHERE a = ?1) + \
+                         (SELECT count(*) FROM bindings WHERE b = ?1)",
+                    )?
+                    .query_row([id], |r| r.get(0))?)
+            };
+            if pairs(caps.device)? >= caps.max_phones as i64
+                || pairs(caps.phone)? >= caps.max_devices as i64
+            {
+                return Ok(false);
+            }
+            sp.prepare_cached(
+                "INSERT INTO bindings (a, b, state, updated_at) VALUES (?1, ?2, 'binding', ?3)",
+            )?
+            .execute(params![a, b, now])?;
+            sp.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT issuer, device, expires_at FROM bind_tokens \
+                 WHERE hash = ?1 AND expires_at > ?2",
+            )?
+            .query_row(params![hash, now], bind_token)
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn take_bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>> {
+        self.write(move |c| {
+            Ok(c.prepare_cached(
+                "DELETE FROM bind_tokens WHERE hash = ?1 AND expires_at > ?2 \
+                 RETURNING issuer, device, expires_at",
+            )?
+            .query_row(params![hash, now], bind_token)
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn bind_failures(&self, account: i64, since: i64) -> StoreResult<u32> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT count(*) FROM bind_failures WHERE account_id = ?1 AND at >= ?2",
+            )?
+            .query_row(params![account, since], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    async fn record_bind_failure(&self, account: i64, now: i64, since: i64) -> StoreResult<u32> {
+        self.write(move |c| {
+            let sp = c.savepoint()?;
+            sp.prepare_cached("DELETE FROM bind_failures WHERE account_id = ?1 AND at < ?2")?
+                .execute(params![account, since])?;
+            sp.prepare_cached("INSERT INTO bind_failures (account_id, at) VALUES (?1, ?2)")?
+                .execute(params![account, now])?;
+            let n: u32 = sp
+                .prepare_cached("SELECT count(*) FROM bind_failures WHERE account_id = ?1")?
+                .query_row([account], |r| r.get(0))?;
+            sp.commit()?;
+            Ok(n)
         })
         .await
     }

@@ -37,7 +37,24 @@ async fn register_login_get_users_cancel() {
     );
 
     // get_users: own jid_pwd only, request order, unknown names left out, no password fields.
-    env.account("dev-1", 2).await;
+    // (Over HTTPS a caller sees itself and its bound accounts only: the phone binds dev-1 first,
+    // redeeming a bind token of the device's.)
+    let (dtok, _, _) = env.account("dev-1", 2).await;
+    let p = crate::harness::signed(&[("access_token", &dtok), ("user_name", "dev-1")]);
+    let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let bt = env.post("/get_bind_token", &p).await;
+    let bt = bt["bind_token"].as_str().unwrap();
+    let v = env
+        .post(
+            "/set_user_banding",
+            &[
+                ("access_token", token.as_str()),
+                ("user_name", "13800138000"),
+                ("bind_token", bt),
+            ],
+        )
+        .await;
+    assert_eq!(v["result"], 0, "{v}");
     let v = env
         .post(
             "/get_users",

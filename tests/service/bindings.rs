@@ -1,4 +1,5 @@
-//! Bind, unbind and get_user_banding over HTTPS, checked on both rosters independently.
+//! Bind, unbind and get_user_banding over HTTPS, checked on both rosters independently (the bind
+//! tokens themselves, and the attacks they stop, are in `bind_tokens.rs`).
 
 use serde_json::Value;
 
@@ -21,31 +22,44 @@ async fn roster_sub(
 async fn bind_scenario(o: Opts) {
     let env = Env::start(o).await;
     let (tok_p, jid_p, pwd_p) = env.account("phone-a", 1).await;
-    let (_tok_d, jid_d, pwd_d) = env.account("dev-a", 2).await;
+    let (tok_d, jid_d, pwd_d) = env.account("dev-a", 2).await;
     let (tok_p2, _, _) = env.account("phone-b", 1).await;
 
-    let bind = |tok: String, who: &'static str, peers: &'static str| {
-        let env = &env;
+    // A bind token of dev-a's (the device shows it; the phone redeems it).
+    let dev_token = || {
+        let (env, tok) = (&env, tok_d.clone());
         async move {
-            env.post(
-                "/set_user_banding",
-                &[
-                    ("access_token", &tok),
-                    ("user_name", who),
-                    ("user_name_ls", peers),
-                ],
-            )
-            .await
+            let p = crate::harness::signed(&[("access_token", &tok), ("user_name", "dev-a")]);
+            let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+            let v = env.post("/get_bind_token", &p).await;
+            assert_eq!(v["result"], 0, "{v}");
+            v["bind_token"].as_str().unwrap().to_owned()
         }
     };
-    // Someone else's token → 100; unknown peer → 104; phone with phone → 100; bad token → 4.
+    let bind_with = |tok: String, who: &'static str, peers: &'static str, bt: Option<String>| {
+        let env = &env;
+        async move {
+            let mut p = vec![
+                ("access_token", tok.as_str()),
+                ("user_name", who),
+                ("user_name_ls", peers),
+            ];
+            if let Some(bt) = &bt {
+                p.push(("bind_token", bt.as_str()));
+            }
+            env.post("/set_user_banding", &p).await
+        }
+    };
+    let bind =
+        |tok: String, who: &'static str, peers: &'static str| bind_with(tok, who, peers, None);
+    // Someone else's token → 100; no bind token → 100; phone with phone → 100; bad token → 4.
     assert_eq!(
         bind(tok_p2.clone(), "phone-a", r#"["dev-a"]"#).await["result"],
         100
     );
     assert_eq!(
         bind(tok_p.clone(), "phone-a", r#"["ghost"]"#).await["result"],
-        104
+        100
     );
     assert_eq!(
         bind(tok_p.clone(), "phone-a", r#"["phone-b"]"#).await["result"],
@@ -58,7 +72,13 @@ async fn bind_scenario(o: Opts) {
     // Nothing changed on the server.
     assert!(roster_sub(&env, &jid_p, &pwd_p, &jid_d).await.is_none());
 
-    let v = bind(tok_p.clone(), "phone-a", r#"["dev-a"]"#).await;
+    let v = bind_with(
+        tok_p.clone(),
+        "phone-a",
+        r#"["dev-a"]"#,
+        Some(dev_token().await),
+    )
+    .await;
     assert_eq!(v["result"], 0, "{v}");
     // Both rosters say both, with the peer's user_name and a group naming its type.
     assert_eq!(
@@ -71,7 +91,13 @@ async fn bind_scenario(o: Opts) {
     );
     // Already bound.
     assert_eq!(
-        bind(tok_p.clone(), "phone-a", r#"["dev-a"]"#).await["result"],
+        bind_with(
+            tok_p.clone(),
+            "phone-a",
+            r#"["dev-a"]"#,
+            Some(dev_token().await)
+        )
+        .await["result"],
         109
     );
 
@@ -122,7 +148,13 @@ async fn bind_scenario(o: Opts) {
 
     // Bind again, then cancel the device: the phone's roster loses it.
     assert_eq!(
-        bind(tok_p.clone(), "phone-a", r#"["dev-a"]"#).await["result"],
+        bind_with(
+            tok_p.clone(),
+            "phone-a",
+            r#"["dev-a"]"#,
+            Some(dev_token().await)
+        )
+        .await["result"],
         0
     );
     let p = crate::harness::signed(&[

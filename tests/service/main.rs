@@ -5,6 +5,7 @@ mod abuse;
 mod accounts;
 mod binary;
 mod binary_security;
+mod bind_tokens;
 mod bindings;
 mod consistency;
 mod harness;

@@ -14,7 +14,9 @@ use crate::harness::{config_for, signed, Opts, ProsodyExt};
 async fn link_down_degrades_and_recovers() {
     let mut prosody = Prosody::start(ProsodyOptions::default());
     let data = tempfile::tempdir().unwrap();
-    let cfg = config_for(&prosody, data.path().join("data"), Opts::default());
+    let mut cfg = config_for(&prosody, data.path().join("data"), Opts::default());
+    // These tests bind by name: the open bind of old clients (bind tokens: bind_tokens.rs).
+    cfg.binding.consent = "none".into();
     let timeout = Duration::from_millis(cfg.xmpp.timeout_ms);
     let server = Server::start(cfg).await.expect("service starts");
     wait_link(&server, true, 20).await;
@@ -71,7 +73,8 @@ async fn link_down_degrades_and_recovers() {
             "/get_users",
             &owned(&[
                 ("access_token", &old_token),
-                ("user_name_ls", r#"["ld-p","ld-d"]"#),
+                // (ld-c: over HTTPS a caller sees only itself and its bound accounts.)
+                ("user_name_ls", r#"["ld-p","ld-c"]"#),
             ]),
         )
         .await

@@ -14,6 +14,8 @@ async fn prosody_stopped_mid_stream() {
     let mut prosody = Prosody::start(ProsodyOptions::default());
     let data = tempfile::tempdir().unwrap();
     let mut cfg = config_for(&prosody, data.path().join("data"), Opts::default());
+    // These tests bind by name: the open bind of old clients (bind tokens: bind_tokens.rs).
+    cfg.binding.consent = "none".into();
     cfg.xmpp.timeout_ms = 3000;
     let server = Server::start(cfg).await.expect("service starts");
     wait_link(&server, true, 20).await;

@@ -20,7 +20,9 @@ use crate::harness::{config_for, Opts, ProsodyExt};
 async fn concurrent_same_name_and_same_pair() {
     let prosody = Prosody::start(ProsodyOptions::default());
     let data = tempfile::tempdir().unwrap();
-    let cfg = config_for(&prosody, data.path().join("data"), Opts::default());
+    let mut cfg = config_for(&prosody, data.path().join("data"), Opts::default());
+    // These tests bind by name: the open bind of old clients (bind tokens: bind_tokens.rs).
+    cfg.binding.consent = "none".into();
     let server = Server::start(cfg).await.expect("service starts");
     wait_link(&server, true, 20).await;
     let c = Client::new(&server.app.cfg.data_dir, server.addrs.http.port());
@@ -142,7 +144,9 @@ async fn concurrent_same_name_and_same_pair() {
 async fn reconciler_racing_live_requests() {
     let prosody = Prosody::start(ProsodyOptions::default());
     let data = tempfile::tempdir().unwrap();
-    let cfg = config_for(&prosody, data.path().join("data"), Opts::default());
+    let mut cfg = config_for(&prosody, data.path().join("data"), Opts::default());
+    // These tests bind by name: the open bind of old clients (bind tokens: bind_tokens.rs).
+    cfg.binding.consent = "none".into();
     let server = Server::start(cfg).await.expect("service starts");
     wait_link(&server, true, 20).await;
     let client = Client::new(&server.app.cfg.data_dir, server.addrs.http.port());

@@ -1,4 +1,4 @@
--- Version 3: failed logins per account and client network, so that a stranger's guesses lock the
+-- Version 4: failed logins per account and client network, so that a stranger's guesses lock the
 -- stranger's network out, not the owner's. accounts.failed_logins / locked_until stay as the
 -- account-wide last line (security.lockout_account_threshold).
 CREATE TABLE login_failures (

@@ -1,0 +1,130 @@
+//! `/get_bind_token`: a single-use token that lets the other side of a pair bind to the caller.
+//!
+//! The caller (`access_token` + `user_name`) shows the token to the account it wants to be bound
+//! to (a QR code, SoftAP, BLE, or typed), which redeems it with `/set_user_banding`. Holding the
+//! token is the proof of having the caller's screen or device in hand. With `device` (a device the
+//! caller, a phone, is bound to) it is a sharing token: its redeemer is bound to that device.
+//!
+//! The token is random, stored only as its SHA-256 hash, lives `binding.token_ttl_secs`, and an
+//! account keeps at most `binding.max_outstanding_tokens` (issuing one more voids the oldest).
+//! The default form is 24 base64url characters (144 bits); `format=digits` gives 8 digits for
+//! typing, which `/set_user_banding` protects by limiting failed redemptions per account and by
+//! redeeming it only together with its issuer's name.
+
+use base64::Engine;
+use rand::Rng;
+use serde_json::{json, Value};
+
+use crate::app::{App, Call};
+use crate::crypto;
+use crate::error::ApiError;
+use crate::store::{AccountState, BindingState, StoreError};
+use crate::types::{AccountType, UserName};
+
+/// Random bytes of a token in the default form.
+const TOKEN_BYTES: usize = 18;
+/// Digits of a token in the `digits` form.
+pub const DIGITS: usize = 8;
+
+pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
+    let me = app.token_owner_named(call).await?;
+    let digits = match call.get("format") {
+        None | Some("") | Some("token") => false,
+        Some("digits") => true,
+        Some(_) => return Err(ApiError::Params("format must be token or digits".into())),
+    };
+    let device = match call.get("device").filter(|d| !d.is_empty()) {
+        None => None,
+        Some(name) => {
+            let name = UserName::parse(name)?;
+            if me.kind == AccountType::Device {
+                return Err(ApiError::NotPermitted(
+                    "a device shares itself with a plain bind token".into(),
+                ));
+            }
+            let found = app.store.account_by_name(name.as_str()).await?;
+            let d = found
+                .filter(|d| d.state == AccountState::Active)
+                .ok_or_else(|| ApiError::UserNotExist(name.as_str().to_owned()))?;
+            let bound = app
+                .store
+                .binding(me.id.min(d.id), me.id.max(d.id))
+                .await?
+                .is_some_and(|b| b.state == BindingState::Bound);
+            if d.kind != AccountType::Device || !bound {
+                return Err(ApiError::NotPermitted(
+                    "only a phone bound to a device may share it".into(),
+                ));
+            }
+            Some(d.id)
+        }
+    };
+    let now = app.now();
+    let expires_at = now + app.cfg.binding.token_ttl_secs as i64;
+    // A new draw when the hash is taken: only plausible for the 8-digit form.
+    for _ in 0..8 {
+        let token = if digits { new_digits() } else { new_token() };
+        match app
+            .store
+            .insert_bind_token(
+                crypto::token_hash(&token),
+                me.id,
+                device,
+                expires_at,
+                now,
+                app.cfg.binding.max_outstanding_tokens,
+            )
+            .await
+        {
+            Ok(()) => {
+                return Ok(json!({"result": 0, "bind_token": token, "expires_at": expires_at}))
+            }
+            Err(StoreError::Exists) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Unknown("no free bind token".into()))
+}
+
+/// A token in the default form: 144 random bits, base64url without padding.
+pub fn new_token() -> String {
+    let mut b = [0u8; TOKEN_BYTES];
+    rand::rngs::OsRng.fill(&mut b[..]);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// A token in the `digits` form: 8 uniformly random decimal digits.
+pub fn new_digits() -> String {
+    let n: u32 = rand::rngs::OsRng.gen_range(0..100_000_000);
+    format!("{n:0width$}", width = DIGITS)
+}
+
+/// Whether `s` has the shape of a bind token of either form (so that anything else is refused
+/// before the database is asked).
+pub fn plausible(s: &str) -> bool {
+    let n = s.len();
+    (n == DIGITS && s.bytes().all(|c| c.is_ascii_digit()))
+        || (n == 24
+            && s.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_forms_are_random_and_recognized() {
+        let (a, b) = (new_token(), new_token());
+        assert_eq!(a.len(), 24);
+        assert_ne!(a, b);
+        assert!(plausible(&a));
+        let d = new_digits();
+        assert_eq!(d.len(), 8);
+        assert!(d.bytes().all(|c| c.is_ascii_digit()));
+        assert!(plausible(&d));
+        assert!(!plausible("1234567"));
+        assert!(!plausible("abc/def"));
+        assert!(!plausible(&format!("{a}x")));
+    }
+}
