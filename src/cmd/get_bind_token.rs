@@ -42,19 +42,21 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
                     "a device shares itself with a plain bind token".into(),
                 ));
             }
+            // An unknown name answers as a device the caller is not bound to: the reply does
+            // not tell a stranger's device from a missing one.
+            let not_bound =
+                || ApiError::NotPermitted("only a phone bound to a device may share it".into());
             let found = app.store.account_by_name(name.as_str()).await?;
             let d = found
                 .filter(|d| d.state == AccountState::Active)
-                .ok_or_else(|| ApiError::UserNotExist(name.as_str().to_owned()))?;
+                .ok_or_else(not_bound)?;
             let bound = app
                 .store
                 .binding(me.id.min(d.id), me.id.max(d.id))
                 .await?
                 .is_some_and(|b| b.state == BindingState::Bound);
             if d.kind != AccountType::Device || !bound {
-                return Err(ApiError::NotPermitted(
-                    "only a phone bound to a device may share it".into(),
-                ));
+                return Err(not_bound());
             }
             Some(d.id)
         }

@@ -247,6 +247,11 @@ async fn pairing(o: Opts) {
         .call("/get_bind_token", "stranger", &[("device", "cam-001")])
         .await;
     assert_eq!(v["result"], 100, "{v}");
+    // A missing device answers the same, so the reply does not tell which names exist.
+    let v = t
+        .call("/get_bind_token", "stranger", &[("device", "cam-missing")])
+        .await;
+    assert_eq!(v["result"], 100, "{v}");
     // …and the phone that redeems it is bound to the device.
     let tok = t.token("phone-a", &[("device", "cam-001")]).await;
     let v = t.bind("phone-b", &tok).await;
