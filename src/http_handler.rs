@@ -62,11 +62,16 @@ impl Api {
     }
 }
 
-/// The rate-limit budget of `path`: the endpoints that cost CPU or invite guessing have the
-/// smaller one.
+/// The rate-limit budget of `path`: the endpoints that cost CPU or the XMPP server's work (a c2s
+/// bind is two SCRAM logins), or invite guessing (passwords, bind tokens), have the smaller one.
 fn budget(path: &str) -> Budget {
     match path {
-        "/verify_code" | "/login" | "/register" | "/cancel" => Budget::Costly,
+        "/verify_code"
+        | "/login"
+        | "/register"
+        | "/cancel"
+        | "/set_user_banding"
+        | "/set_user_unbanding" => Budget::Costly,
         _ => Budget::Api,
     }
 }

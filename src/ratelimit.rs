@@ -20,8 +20,9 @@ use crate::config::SecuritySection;
 /// Which budget a request spends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Budget {
-    /// `/verify_code`, `/login`, `/register`, `/cancel`: they cost a password hash or a captcha,
-    /// or invite guessing (`security.rate_per_minute`).
+    /// `/verify_code`, `/login`, `/register`, `/cancel`, `/set_user_banding`,
+    /// `/set_user_unbanding`: they cost a password hash, a captcha or XMPP logins, or invite
+    /// guessing (`security.rate_per_minute`).
     Costly,
     /// Every other endpoint (`security.api_rate_per_minute`).
     Api,

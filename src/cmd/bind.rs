@@ -88,17 +88,20 @@ async fn redeemable(
     let b = &app.cfg.binding;
     let now = app.now();
     let since = now - b.failed_redemption_window_secs as i64;
-    if app.store.bind_failures(me.id, since).await? >= b.max_failed_redemptions {
+    // Counted as a failure in advance, in one atomic step, and forgotten only if the token proves
+    // good: a concurrent burst cannot pass the limit together (a check before and a record after
+    // let every request of a burst through).
+    if app.store.record_bind_failure(me.id, now, since).await? > b.max_failed_redemptions {
         tracing::info!(user = %me.user_name, "bind token refused: too many failed redemptions");
         return Ok(Err(refusal("too many failed bind tokens; try again later")));
     }
     let hash = crypto::token_hash(token);
     match resolve(app, call, me, token, &hash).await? {
-        Some(peer) => Ok(Ok((peer, hash))),
-        None => {
-            app.store.record_bind_failure(me.id, now, since).await?;
-            Err(ApiError::BindToken)
+        Some(peer) => {
+            app.store.forget_bind_failure(me.id, now).await?;
+            Ok(Ok((peer, hash)))
         }
+        None => Err(ApiError::BindToken),
     }
 }
 
@@ -112,7 +115,12 @@ async fn resolve(
     token: &str,
     hash: &[u8],
 ) -> Result<Option<Arc<Account>>, ApiError> {
-    let named = call.get("user_name_ls").filter(|l| !l.is_empty());
+    // Parsed before the token is looked up, so a malformed list cannot tell a live token (2)
+    // from a dead one (111).
+    let named = match call.get("user_name_ls").filter(|l| !l.is_empty()) {
+        Some(l) => Some(user_name_list(l, MAX_PEERS)?),
+        None => None,
+    };
     // An 8-digit token must come with the name of its issuer: a guess then has to hit one
     // account's codes, not any of the codes outstanding in the whole service.
     if token.len() == super::get_bind_token::DIGITS && named.is_none() {
@@ -148,8 +156,7 @@ async fn resolve(
         Some(p) if p.state == AccountState::Active => Arc::new(p),
         _ => return Ok(None),
     };
-    if let Some(named) = named {
-        let names = user_name_list(named, MAX_PEERS)?;
+    if let Some(names) = named {
         if names.len() != 1 || names[0].as_str() != peer.user_name {
             return Ok(None);
         }
@@ -501,5 +508,13 @@ mod tests {
         // (`good` has expired meanwhile: a new one.)
         let good = issue(&app, "p", &tp, "digits").await;
         assert_eq!(redeem(good).await, 0);
+        // A concurrent burst of guesses gets no more verdicts than the limit: each attempt is
+        // counted before its token is looked up.
+        clock.advance(601);
+        let guesses = (0..30).map(|i| redeem(format!("{:08}", 10_000_000 + i)));
+        let codes = futures::future::join_all(guesses).await;
+        let judged = codes.iter().filter(|c| **c == 111).count();
+        let refused = codes.iter().filter(|c| **c == 100).count();
+        assert_eq!((judged, refused), (5, 25), "{codes:?}");
     }
 }

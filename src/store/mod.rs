@@ -330,6 +330,8 @@ pub trait Store: Send + Sync + 'static {
     /// Count a failed bind-token redemption of an account; returns the count since `since`
     /// (older failures are dropped).
     async fn record_bind_failure(&self, account: i64, now: i64, since: i64) -> StoreResult<u32>;
+    /// Forget one failure recorded at `at` (a redemption counted in advance that succeeded).
+    async fn forget_bind_failure(&self, account: i64, at: i64) -> StoreResult<()>;
 
     /// Take the reconciler lease: true when this instance may reconcile now, false when another
     /// instance (or this one) holds it. Release it with [`Store::unlock_reconciler`]. A store

@@ -777,6 +777,16 @@ impl Store for PgStore {
         Ok(n.max(0) as u32)
     }
 
+    async fn forget_bind_failure(&self, account: i64, at: i64) -> StoreResult<()> {
+        self.exec(
+            "DELETE FROM bind_failures WHERE ctid IN \
+             (SELECT ctid FROM bind_failures WHERE account_id = $1 AND at = $2 LIMIT 1)",
+            &[&account, &at],
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn try_lock_reconciler(&self) -> StoreResult<bool> {
         let mut held = self.reconciler.lock().await;
         if held.is_some() {

@@ -871,6 +871,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn forget_bind_failure(&self, account: i64, at: i64) -> StoreResult<()> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "DELETE FROM bind_failures WHERE rowid IN \
+                 (SELECT rowid FROM bind_failures WHERE account_id = ?1 AND at = ?2 LIMIT 1)",
+            )?
+            .execute(params![account, at])?;
+            Ok(())
+        })
+        .await
+    }
+
     /// One instance per SQLite database: the lease is always granted.
     async fn try_lock_reconciler(&self) -> StoreResult<bool> {
         Ok(true)
