@@ -342,7 +342,20 @@ impl Xmpp {
         }
         let node = format!("register-probe-{}", random_suffix());
         let password = format!("probe-{}{}", random_suffix(), random_suffix());
-        self.create_account(&node, &password).await?;
+        match self.create_account(&node, &password).await {
+            Err(XmppError::Conflict) if self.inner.cfg.accounts == AccountsMode::Component => {
+                // A fresh random account cannot exist: the server refused with a note read as
+                // "exists" (an Openfire note in a language other than English, see `quirks`).
+                return Err(XmppError::Refused(
+                    "the server says a fresh random test account already exists: it refused \
+                     add-user with an error note in a language not read here. On Openfire check \
+                     that xmpp.domain is its XMPP domain (not a remote one) and that the user \
+                     provider does not require an e-mail address"
+                        .into(),
+                ));
+            }
+            other => other?,
+        }
         if self.inner.cfg.accounts == AccountsMode::Component {
             // The account must really work for users.
             if let Err(e) = check_login(&self.inner.cfg, &node, &password).await {
