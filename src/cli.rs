@@ -129,7 +129,9 @@ pub async fn check(cfg: Config) -> i32 {
             println!(
                 "      the link is up but the server refused the test account: on Prosody list {:?} in \
                  `admins`; on ejabberd grant it the `configure` access rule; on Openfire check that \
-                 the component's JID is exactly the subdomain",
+                 the component's JID is exactly the subdomain, that xmpp.domain is Openfire's XMPP \
+                 domain and that the user store is writable (not LDAP/AD or a read-only JDBC \
+                 provider: Openfire then answers every add-user with `forbidden`)",
                 app.cfg.xmpp.component
             );
             code = 1;
@@ -142,6 +144,16 @@ pub async fn check(cfg: Config) -> i32 {
 fn diagnose_link(x: &crate::config::XmppSection, err: &str) -> String {
     if err.contains("not-authorized") {
         format!("the server refused the handshake: xmpp.component_secret does not match the server's secret for {:?}", x.component)
+    } else if err.contains("refused at the stream header") {
+        format!(
+            "the server refused the component before the handshake, without saying why. On Openfire \
+             look at three settings: (1) is {:?} already connected — the running service or another \
+             instance? Stop it, or set xmpp.allow_multiple = true on every instance sharing the \
+             name; (2) xmpp.component.permission (Server Settings > External Components): a \
+             whitelist must list the subdomain, a blacklist must not; (3) a secret for the \
+             subdomain, or xmpp.component.defaultSecret, must be set",
+            x.component
+        )
     } else if err.contains("conflict") {
         "another connection holds this component name: is the service already running? (admin commands attach their own link)".into()
     } else if err.contains("refused") || err.contains("onnect") {
@@ -332,5 +344,31 @@ pub async fn reconcile(cfg: Config) -> i32 {
             i32::from(rep.failed > 0)
         }
         Err(e) => report(Err(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Openfire's refusal at the stream header (header without an id, then close) is reported
+    /// with the three Openfire settings that cause it, not as a missing component declaration.
+    #[test]
+    fn diagnoses_openfire_refusal_at_the_header() {
+        let x = crate::config::XmppSection::default();
+        let d = diagnose_link(
+            &x,
+            "refused at the stream header (header without an id, then closed without a stream error)",
+        );
+        for setting in [
+            "already connected",
+            "xmpp.allow_multiple",
+            "xmpp.component.permission",
+            "xmpp.component.defaultSecret",
+        ] {
+            assert!(d.contains(setting), "{setting}: {d}");
+        }
+        let d = diagnose_link(&x, "i/o: Connection refused (os error 111)");
+        assert!(d.contains("nothing answers"), "{d}");
     }
 }
