@@ -16,6 +16,10 @@ use crate::stanza::random_suffix;
 use crate::{adhoc, c2s, ibr, roster, tls};
 use crate::{AccountsMode, BindingMode, LinkState, Party, RosterEntry, XmppConfig, XmppError};
 
+/// Half of Openfire's default `xmpp.component.idle` (6 minutes): its idle check runs at this
+/// interval, and the keepalive must come more often.
+pub const OPENFIRE_IDLE_HALF: Duration = Duration::from_secs(180);
+
 struct Inner {
     cfg: XmppConfig,
     link: Arc<Link>,
@@ -77,6 +81,14 @@ impl Xmpp {
     /// and returns at once. Must be called inside a tokio runtime.
     pub fn start(cfg: XmppConfig, shutdown: CancellationToken) -> Xmpp {
         tls::ensure_provider();
+        if cfg.keepalive >= OPENFIRE_IDLE_HALF {
+            tracing::warn!(
+                keepalive_secs = cfg.keepalive.as_secs(),
+                "the component keepalive is not under Openfire's default xmpp.component.idle / 2 \
+                 (180 s): Openfire would close an idle link; fine on Prosody and ejabberd, or if \
+                 Openfire's xmpp.component.idle was raised above twice the keepalive"
+            );
+        }
         let link = match Link::new(cfg.clone()) {
             Ok(link) => link,
             Err(e) => {

@@ -2,7 +2,9 @@
 //!
 //! One task ([`Link::run`]) connects, handshakes, then serves the stream: it writes what operations
 //! queue, answers disco#info and pings, routes IQ replies to their waiters by id, sends a whitespace
-//! keepalive every `keepalive`, and pings the server when the stream has been silent that long.
+//! keepalive every `keepalive` — with a ping to the server when no stanza went out in that
+//! interval, since Openfire's idle check counts only stanzas — and pings the server when the
+//! stream has been silent that long.
 //! Any stanza it cannot parse is logged and skipped. When the stream ends it tears everything
 //! down (waiters get [`XmppError::LinkDown`]), closes the socket and reconnects with exponential
 //! backoff and jitter until shutdown. Handshake refusals are told apart: `not-authorized` (wrong
@@ -439,6 +441,10 @@ impl Link {
         let mut keepalive = tokio::time::interval(self.cfg.keepalive);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         keepalive.tick().await;
+        // Whether a stanza went out since the last keepalive tick. Openfire counts only stanzas
+        // to clear its idle mark (whitespace just restarts its timer), so an interval without
+        // one ends with a ping to the server (NettyIdleStateKeepAliveHandler, NettyConnectionHandler).
+        let mut sent_stanza = false;
         let why = loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break LinkError::Closed,
@@ -446,10 +452,19 @@ impl Link {
                     if let Err(e) = stream.send(&el).await {
                         break LinkError::Io(e.to_string());
                     }
+                    sent_stanza = true;
                 }
                 _ = keepalive.tick() => {
                     if let Err(e) = stream.send(&Whitespace).await {
                         break LinkError::Io(e.to_string());
+                    }
+                    if !std::mem::replace(&mut sent_stanza, false) {
+                        let ping = Iq::from_get(next_id(), Ping)
+                            .with_from(self.jid.clone())
+                            .with_to(server_jid(&self.cfg));
+                        if let Err(e) = stream.send(&to_component(&Element::from(ping))).await {
+                            break LinkError::Io(e.to_string());
+                        }
                     }
                 }
                 item = stream.next() => match item {
@@ -461,6 +476,7 @@ impl Link {
                             if let Err(e) = stream.send(&to_component(&reply)).await {
                                 break LinkError::Io(e.to_string());
                             }
+                            sent_stanza = true;
                         }
                     }
                     Some(Err(ReadError::SoftTimeout)) => {
@@ -471,6 +487,7 @@ impl Link {
                         if let Err(e) = stream.send(&to_component(&Element::from(ping))).await {
                             break LinkError::Io(e.to_string());
                         }
+                        sent_stanza = true;
                     }
                     Some(Err(ReadError::ParseError(e))) => {
                         tracing::warn!(%e, "skipped an unparsable element on the component link");

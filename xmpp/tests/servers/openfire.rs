@@ -33,7 +33,9 @@ use minidom::rxml::{AsyncRawReader, RawEvent};
 use minidom::tree_builder::TreeBuilder;
 use minidom::Element;
 use sha1::{Digest, Sha1};
-use tokio::io::{AsyncWriteExt, BufReader};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -166,7 +168,7 @@ struct Setup {
     command_limit: usize,
     /// The user provider is read-only (LDAP, read-only JDBC).
     read_only: bool,
-    /// Close a component from which no stanza came for this long.
+    /// `xmpp.component.idle`: checked every idle/2 (see `connection`).
     idle_drop: Option<Duration>,
 }
 
@@ -205,6 +207,9 @@ struct State {
     actions: Vec<(String, Option<String>, String)>,
     /// Connections refused at the header.
     refused_at_header: usize,
+    /// Reader-idle events that marked a connection idle, and idle closes.
+    idle_marks: usize,
+    idle_closes: usize,
     /// Another component holds the name (outside this test's instances).
     occupied: bool,
     /// Authenticated connections for the name: connection number → writer.
@@ -226,9 +231,31 @@ struct State {
     drop_on_complete: Vec<String>,
 }
 
+/// Records when the last inbound byte came (whitespace included), like Netty's IdleStateHandler,
+/// which sits before the XML decoder in Openfire's pipeline.
+struct Watched {
+    inner: OwnedReadHalf,
+    last: Arc<Mutex<Instant>>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            *self.last.lock().unwrap() = Instant::now();
+        }
+        r
+    }
+}
+
 /// One component connection, seen from the server side.
 struct Conn {
-    reader: AsyncRawReader<BufReader<OwnedReadHalf>>,
+    reader: AsyncRawReader<BufReader<Watched>>,
     tree: TreeBuilder,
     w: Option<OwnedWriteHalf>,
 }
@@ -331,8 +358,13 @@ async fn connection(
 ) {
     tcp.set_nodelay(true).unwrap();
     let (r, w) = tcp.into_split();
+    let last_byte = Arc::new(Mutex::new(Instant::now()));
+    let watched = Watched {
+        inner: r,
+        last: last_byte.clone(),
+    };
     let mut conn = Conn {
-        reader: AsyncRawReader::new(BufReader::new(r)),
+        reader: AsyncRawReader::new(BufReader::new(watched)),
         tree: TreeBuilder::new(),
         w: Some(w),
     };
@@ -398,22 +430,42 @@ async fn connection(
         }
         let _ = w.shutdown().await;
     });
-    let mut last_stanza = Instant::now();
+    // NettyIdleStateKeepAliveHandler: a reader-idle event after idle/2 without any byte marks
+    // the connection; the next event while still marked closes it; a stanza clears the mark
+    // (NettyConnectionHandler.channelRead0).
+    let mut marked = false;
+    let mut last_event = Instant::now();
     loop {
-        let tick = tokio::time::sleep(Duration::from_millis(20));
+        let tick = tokio::time::sleep(Duration::from_millis(10));
         tokio::select! {
             el = conn.next() => {
                 let Some(el) = el else { break };
-                last_stanza = Instant::now();
+                marked = false;
                 if handle(&state, &setup, number, el) == Handled::Closed {
                     break;
                 }
             }
             _ = tick => {
-                if setup.idle_drop.is_some_and(|idle| last_stanza.elapsed() > idle) {
-                    // Openfire's idle close: no stanza for two reader-idle periods.
-                    send_to(&state, number, Out::Raw("</stream:stream>".into()));
-                    break;
+                let Some(idle) = setup.idle_drop else { continue };
+                let since = (*last_byte.lock().unwrap()).max(last_event);
+                if since.elapsed() >= idle / 2 {
+                    last_event = Instant::now();
+                    if marked {
+                        state.lock().unwrap().idle_closes += 1;
+                        send_to(
+                            &state,
+                            number,
+                            Out::Raw(
+                                "<stream:error><connection-timeout xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\"/>\
+                                 <text xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\" xml:lang=\"en\">Connection has been idle.</text>\
+                                 </stream:error></stream:stream>"
+                                    .into(),
+                            ),
+                        );
+                        break;
+                    }
+                    marked = true;
+                    state.lock().unwrap().idle_marks += 1;
                 }
             }
         }
@@ -1148,4 +1200,56 @@ async fn openfire_allow_multiple_lets_two_instances_share_the_name() {
     });
     assert_eq!(a.link_stats(), (1, 0));
     assert_eq!(b.link_stats(), (1, 0));
+}
+
+/// Openfire marks a component idle after idle/2 without a byte and closes it at the next such
+/// period unless a *stanza* came in between (whitespace restarts the timer, but does not clear
+/// the mark). A keepalive longer than idle/2 but shorter than idle survives only because every
+/// interval without a stanza ends with a ping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openfire_idle_close_is_prevented_by_a_keepalive_stanza() {
+    crate::init_tracing();
+    let idle = Duration::from_millis(400);
+    let of = Openfire::start(Setup {
+        idle_drop: Some(idle),
+        ..Setup::default()
+    })
+    .await;
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let x = Xmpp::start(
+        cfg(&of.addr, Duration::from_secs(2), Duration::from_millis(300)),
+        shutdown.clone(),
+    );
+    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    // Idle periods come and go: at least three marks, each cleared by a keepalive ping.
+    assert!(
+        of.wait_for(Duration::from_secs(10), |s| s.idle_marks >= 3)
+            .await,
+        "the peer never saw an idle period"
+    );
+    of.with(|s| assert_eq!(s.idle_closes, 0));
+    assert_eq!(x.link_stats(), (1, 0), "{:?}", x.last_link_error());
+    x.create_account("alice", "pw-123456")
+        .await
+        .expect("link works after idling");
+
+    // Control: with the link silent for longer than idle (keepalive 60 s), the peer closes it.
+    let of = Openfire::start(Setup {
+        idle_drop: Some(idle),
+        ..Setup::default()
+    })
+    .await;
+    let ctl = CancellationToken::new();
+    let _stop_ctl = ctl.clone().drop_guard();
+    let y = Xmpp::start(
+        cfg(&of.addr, Duration::from_secs(2), Duration::from_secs(60)),
+        ctl.clone(),
+    );
+    assert!(crate::wait_up(&y, Duration::from_secs(3)).await);
+    assert!(
+        of.wait_for(Duration::from_secs(10), |s| s.idle_closes >= 1)
+            .await,
+        "the scripted peer did not close an idle link"
+    );
 }
