@@ -140,7 +140,12 @@ async fn execute(link: &Link, server: &Jid, node: &str) -> Result<CommandReply, 
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_millis(500));
             }
-            Err(e) => return Err(command_error(&e)),
+            Err(e) => {
+                if e.defined_condition == DefinedCondition::Forbidden {
+                    link.note_forbidden(&crate::stanza::error_text(&e));
+                }
+                return Err(command_error(&e));
+            }
         }
     }
 }

@@ -20,7 +20,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -116,6 +116,8 @@ pub(crate) struct Link {
     /// Command sessions whose cancel could not be sent (link down): cancelled after link-up,
     /// since Openfire keeps them (and counts them against its limit) across reconnections.
     orphans: Mutex<Vec<(String, String)>>,
+    /// Whether a `forbidden` answer to an admin command was logged since the last link-up.
+    forbidden_logged: AtomicBool,
 }
 
 impl Link {
@@ -134,6 +136,7 @@ impl Link {
             roster_writes: watch::channel(PrivilegedRoster::Unknown).0,
             commands: Semaphore::new(cfg.command_sessions.max(1)),
             orphans: Mutex::new(Vec::new()),
+            forbidden_logged: AtomicBool::new(false),
             cfg,
         }))
     }
@@ -261,6 +264,20 @@ impl Link {
                 .lock()
                 .expect("lock")
                 .push((node.to_owned(), session.to_owned()));
+        }
+    }
+
+    /// Logs, once per link-up, that the server refuses admin commands with `forbidden`. On
+    /// Openfire a component may always run them unless the user store is read-only
+    /// (`AddUser.hasPermission`), so that is the setting named.
+    pub(crate) fn note_forbidden(&self, detail: &str) {
+        if !self.forbidden_logged.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                component = %self.cfg.component,
+                "the server refuses XEP-0133 account commands ({detail}): on Openfire the user \
+                 store is read-only (LDAP/AD or a read-only JDBC provider) and must be writable; \
+                 on Prosody list the component in `admins`; on ejabberd grant it `configure`"
+            );
         }
     }
 
@@ -436,6 +453,7 @@ impl Link {
     async fn serve(&self, mut stream: Stream, shutdown: &CancellationToken) -> LinkError {
         let (tx, mut rx) = mpsc::unbounded_channel::<Element>();
         *self.out.lock().expect("lock") = Some(tx);
+        self.forbidden_logged.store(false, Ordering::Relaxed);
         self.cancel_orphans();
         self.state.send_replace(LinkState::Up);
         let mut keepalive = tokio::time::interval(self.cfg.keepalive);

@@ -207,6 +207,8 @@ struct State {
     actions: Vec<(String, Option<String>, String)>,
     /// Connections refused at the header.
     refused_at_header: usize,
+    /// Replies the component sent to the server's own queries.
+    replies: Vec<Element>,
     /// Reader-idle events that marked a connection idle, and idle closes.
     idle_marks: usize,
     idle_closes: usize,
@@ -417,6 +419,21 @@ async fn connection(
         st.accepted += 1;
     }
     let mut w = conn.w.take().unwrap();
+    // InternalComponentManager.addComponent: a disco#info and a version query from its own
+    // address, right after the handshake.
+    for (qid, ns) in [
+        ("of-disco", "http://jabber.org/protocol/disco#info"),
+        ("of-version", "jabber:iq:version"),
+    ] {
+        send_to(
+            &state,
+            number,
+            Out::Raw(format!(
+                "<iq type=\"get\" id=\"{qid}-{number}\" from=\"component.{DOMAIN}\" to=\"{COMPONENT}\">\
+                 <query xmlns=\"{ns}\"/></iq>"
+            )),
+        );
+    }
     let writer = tokio::spawn(async move {
         while let Some(out) = rx.recv().await {
             match out {
@@ -545,6 +562,7 @@ fn handle(state: &Arc<Mutex<State>>, setup: &Setup, number: u64, el: Element) ->
     let id = el.attr("id").unwrap_or("").to_owned();
     let kind = el.attr("type").unwrap_or("");
     if kind == "result" || kind == "error" {
+        state.lock().unwrap().replies.push(el);
         return Handled::Open;
     }
     state.lock().unwrap().tracked.insert(id.clone(), number);
@@ -945,10 +963,18 @@ async fn openfire_notes_in_english_german_and_french_are_judged_by_structure() {
 }
 
 /// With a read-only user store (LDAP/AD, read-only JDBC) Openfire answers every add-user with
-/// `forbidden`; the error says to make the store writable.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// `forbidden`; the error says to make the store writable, and the first one after link-up is
+/// logged as an error naming the setting, once.
+#[tokio::test(flavor = "current_thread")]
 async fn openfire_read_only_user_store_answers_forbidden() {
-    crate::init_tracing();
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("xmpp=info")
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
     let of = Openfire::start(Setup {
         read_only: true,
         ..Setup::default()
@@ -957,12 +983,20 @@ async fn openfire_read_only_user_store_answers_forbidden() {
     let (x, shutdown) = start(&of, Duration::from_secs(2));
     let _stop = shutdown.drop_guard();
     assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
-    let r = x.create_account("alice", "pw-123456").await;
-    assert!(
-        matches!(&r, Err(XmppError::Refused(t)) if t.contains("read-only")),
-        "{r:?}"
-    );
+    for node in ["alice", "bob"] {
+        let r = x.create_account(node, "pw-123456").await;
+        assert!(
+            matches!(&r, Err(XmppError::Refused(t)) if t.contains("read-only")),
+            "{r:?}"
+        );
+    }
     assert!(of.with(|s| s.sessions.is_empty() && s.users.is_empty()));
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logged: Vec<_> = text
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("user store is read-only"))
+        .collect();
+    assert_eq!(logged.len(), 1, "{text}");
 }
 
 /// Openfire answers a cancel with `bad-request` after removing the session. A lost reply (the
@@ -1252,4 +1286,40 @@ async fn openfire_idle_close_is_prevented_by_a_keepalive_stanza() {
             .await,
         "the scripted peer did not close an idle link"
     );
+}
+
+/// Right after the handshake Openfire's component manager asks the component for disco#info and
+/// its software version; both are answered (disco#info with the component identity).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openfire_disco_info_and_version_queries_after_handshake_are_answered() {
+    crate::init_tracing();
+    let of = Openfire::start(Setup::default()).await;
+    let (x, shutdown) = start(&of, Duration::from_secs(2));
+    let _stop = shutdown.drop_guard();
+    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    assert!(
+        of.wait_for(Duration::from_secs(5), |s| s.replies.len() >= 2)
+            .await,
+        "the component did not answer the server's queries"
+    );
+    of.with(|s| {
+        let disco = s
+            .replies
+            .iter()
+            .find(|r| r.attr("id").is_some_and(|i| i.starts_with("of-disco")))
+            .expect("a disco#info reply");
+        assert_eq!(disco.attr("type"), Some("result"));
+        assert_eq!(disco.attr("to"), Some("component.example.test"));
+        let identity = disco
+            .get_child("query", "http://jabber.org/protocol/disco#info")
+            .and_then(|q| q.get_child("identity", "http://jabber.org/protocol/disco#info"))
+            .expect("an identity");
+        assert_eq!(identity.attr("category"), Some("component"));
+        let version = s
+            .replies
+            .iter()
+            .find(|r| r.attr("id").is_some_and(|i| i.starts_with("of-version")))
+            .expect("a version reply");
+        assert!(matches!(version.attr("type"), Some("result" | "error")));
+    });
 }
