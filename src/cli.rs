@@ -88,6 +88,29 @@ async fn admin_app(cfg: Config) -> Result<(Arc<App>, CancellationToken), String>
 /// `register check`: exit 0 when everything works, 1 with a diagnosis otherwise.
 pub async fn check(cfg: Config) -> i32 {
     println!("configuration: ok");
+    if let Some((addr, v)) = via_instance(&cfg, "/admin/check", serde_json::json!({})).await {
+        // The service runs and holds the component name: check through its link.
+        let mut code = 0;
+        match v["database"].as_str() {
+            None => println!("database: ok (through the running instance at {addr})"),
+            Some(e) => {
+                println!("database: FAILED: {e}");
+                code = 1;
+            }
+        }
+        match v["xmpp"].as_str() {
+            None => println!(
+                "xmpp: ok (component {} attached at {}; test JID created and deleted through the \
+                 running instance at {addr})",
+                cfg.xmpp.component, cfg.xmpp.component_addr
+            ),
+            Some(e) => {
+                println!("xmpp: FAILED (through the running instance at {addr}): {e}");
+                code = 1;
+            }
+        }
+        return code;
+    }
     let (app, shutdown) = match admin_app(cfg).await {
         Ok(x) => x,
         Err(e) => {
@@ -155,7 +178,7 @@ fn diagnose_link(x: &crate::config::XmppSection, err: &str) -> String {
             x.component
         )
     } else if err.contains("conflict") {
-        "another connection holds this component name: is the service already running? (admin commands attach their own link)".into()
+        "another connection holds this component name: is the service already running? Admin commands go through the running instance when they can read its data_dir/admin-handoff (same data_dir, same user); otherwise they attach their own link".into()
     } else if err.contains("refused") || err.contains("onnect") {
         format!("nothing answers at {}: check xmpp.component_addr (Openfire 5275, Prosody/ejabberd 5347)", x.component_addr)
     } else {
@@ -168,6 +191,18 @@ fn diagnose_link(x: &crate::config::XmppSection, err: &str) -> String {
 
 /// `register user ...`.
 pub async fn user(cfg: Config, action: UserAction) -> i32 {
+    if let UserAction::Delete { name } = &action {
+        let body = serde_json::json!({ "name": name });
+        if let Some((addr, v)) = via_instance(&cfg, "/admin/user/delete", body).await {
+            return match v["error"].as_str() {
+                None => {
+                    println!("deleted {name} (through the running instance at {addr})");
+                    0
+                }
+                Some(e) => report(Err(e.to_owned())),
+            };
+        }
+    }
     let needs_xmpp = matches!(action, UserAction::Delete { .. });
     let (app, shutdown) = if needs_xmpp {
         match admin_app(cfg).await {
@@ -258,6 +293,14 @@ async fn show(app: &App, name: &str) -> Result<(), String> {
 }
 
 async fn delete(app: &App, name: &str) -> Result<(), String> {
+    delete_account(app, name).await?;
+    println!("deleted {name}");
+    Ok(())
+}
+
+/// Deletes an account as /cancel does; used by `register user delete` and by the running
+/// instance's `/admin/user/delete`.
+pub(crate) async fn delete_account(app: &App, name: &str) -> Result<(), String> {
     let a = app
         .store
         .account_by_name(name)
@@ -273,8 +316,69 @@ async fn delete(app: &App, name: &str) -> Result<(), String> {
     crate::cmd::cancel::finish(app, &a)
         .await
         .map_err(|e| format!("{e} (left for the reconciler)"))?;
-    println!("deleted {name}");
     Ok(())
+}
+
+/// Asks the running instance (named in `data_dir/admin-handoff`) to run an admin command through
+/// its own component link. `None` when no instance answers there with our token: the caller then
+/// opens its own link.
+async fn via_instance(
+    cfg: &Config,
+    path: &str,
+    body: serde_json::Value,
+) -> Option<(String, serde_json::Value)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let handoff = std::fs::read_to_string(crate::admin::handoff_path(&cfg.data_dir)).ok()?;
+    let mut lines = handoff.lines();
+    let (addr, token) = (lines.next()?.trim().to_owned(), lines.next()?.trim());
+    let connect = tokio::net::TcpStream::connect(&addr);
+    let mut tcp = tokio::time::timeout(Duration::from_secs(2), connect)
+        .await
+        .ok()?
+        .ok()?;
+    let body = body.to_string();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.ok()?;
+    // The instance runs the whole command (several XMPP round trips) before it answers.
+    let wait = Duration::from_millis(cfg.xmpp.timeout_ms) * 6 + Duration::from_secs(5);
+    let mut raw = Vec::new();
+    tokio::time::timeout(wait, tcp.read_to_end(&mut raw))
+        .await
+        .ok()?
+        .ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let (head, rest) = raw.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    let text = if chunked {
+        dechunk(rest)?
+    } else {
+        rest.to_owned()
+    };
+    Some((addr, serde_json::from_str(&text).ok()?))
+}
+
+/// The body of a chunked HTTP/1.1 response.
+fn dechunk(mut rest: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let (size, tail) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(tail.get(..size)?);
+        rest = tail.get(size + 2..)?;
+    }
 }
 
 /// `register reconcile`: progress on stderr (one line per record, with what happened to it), what
@@ -353,6 +457,15 @@ mod tests {
 
     /// Openfire's refusal at the stream header (header without an id, then close) is reported
     /// with the three Openfire settings that cause it, not as a missing component declaration.
+    #[test]
+    fn dechunks_http_bodies() {
+        assert_eq!(
+            dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").as_deref(),
+            Some("hello world")
+        );
+        assert_eq!(dechunk("5\r\nhel"), None);
+    }
+
     #[test]
     fn diagnoses_openfire_refusal_at_the_header() {
         let x = crate::config::XmppSection::default();

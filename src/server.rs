@@ -175,7 +175,10 @@ impl Server {
             tls: None,
             ..http_api::HttpConfig::default()
         };
-        let (a, s) = (Arc::new(crate::admin::Admin(app.clone())), shutdown.clone());
+        let (a, s) = (
+            Arc::new(crate::admin::Admin::publish(app.clone(), addrs.admin)),
+            shutdown.clone(),
+        );
         tasks.spawn(async move {
             (
                 "admin",

@@ -339,12 +339,16 @@ impl Xmpp {
     /// deletes a random probe account (and checks the roster privilege in privileged mode).
     pub async fn probe(&self) -> Result<(), XmppError> {
         let mut watch = self.link_watch();
-        let up = tokio::time::timeout(
-            self.inner.cfg.timeout,
-            watch.wait_for(|s| *s == LinkState::Up),
-        )
-        .await;
-        if !matches!(up, Ok(Ok(_))) {
+        // A bool, not the watch's guard: the future must stay `Send` (the admin listener runs it).
+        let up = matches!(
+            tokio::time::timeout(
+                self.inner.cfg.timeout,
+                watch.wait_for(|s| *s == LinkState::Up),
+            )
+            .await,
+            Ok(Ok(_))
+        );
+        if !up {
             let why = self
                 .last_link_error()
                 .unwrap_or_else(|| "no answer from the server".into());
