@@ -1,7 +1,7 @@
 //! The admin listener: `/healthz` (the process answers), `/readyz` (the database answers and the
-//! component link is up) and `/metrics` (Prometheus text); and, for the CLI, `/admin/check` and
-//! `/admin/user/delete`, which run `register check` and `register user delete` through the running
-//! instance's component link — Openfire (and every server) refuses a second link for the name
+//! component link is up) and `/metrics` (Prometheus text); and, for the CLI, `/admin/check`,
+//! `/admin/user/delete` and `/admin/reconcile`, which run `register check`, `register user delete`
+//! and `register reconcile` through the running instance's component link — Openfire (and every server) refuses a second link for the name
 //! while the service holds it. They need the bearer token the service writes at start, with its
 //! listen address, into `data_dir/admin-handoff` (owner-only); the CLI reads it from there.
 
@@ -73,6 +73,7 @@ impl http_api::Handler for Admin {
             "/metrics",
             "/admin/check",
             "/admin/user/delete",
+            "/admin/reconcile",
         ]
     }
 
@@ -91,6 +92,12 @@ impl http_api::Handler for Admin {
                 let database = app.store.ping().await.err().map(|e| e.to_string());
                 let xmpp = app.xmpp.probe().await.err().map(|e| e.to_string());
                 Reply::Json(json!({"database": database, "xmpp": xmpp}))
+            }
+            "/admin/reconcile" => {
+                let mut progress = Vec::new();
+                let (report, code) =
+                    crate::cli::reconcile_now(app, &mut |l| progress.push(l.to_owned())).await;
+                Reply::Json(json!({"report": report, "code": code, "progress": progress}))
             }
             "/admin/user/delete" => {
                 let name = req

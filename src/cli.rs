@@ -384,38 +384,61 @@ fn dechunk(mut rest: &str) -> Option<String> {
 /// `register reconcile`: progress on stderr (one line per record, with what happened to it), what
 /// was fixed on stdout; exit 1 when some records are left.
 pub async fn reconcile(cfg: Config) -> i32 {
+    if let Some((addr, v)) = via_instance(&cfg, "/admin/reconcile", serde_json::json!({})).await {
+        for line in v["progress"].as_array().into_iter().flatten() {
+            eprintln!("{}", line.as_str().unwrap_or_default());
+        }
+        print!("{}", v["report"].as_str().unwrap_or_default());
+        println!("(through the running instance at {addr})");
+        return v["code"].as_i64().map_or(1, |c| c as i32);
+    }
     let (app, shutdown) = match admin_app(cfg).await {
         Ok(x) => x,
         Err(e) => return report(Err(e)),
     };
+    let (text, code) = reconcile_now(&app, &mut |line| eprintln!("{line}")).await;
+    shutdown.cancel();
+    print!("{text}");
+    code
+}
+
+/// Runs the reconciler once: progress lines go to `progress`; returns the report (stdout text)
+/// and the exit code. Used by `register reconcile` and the running instance's `/admin/reconcile`.
+pub(crate) async fn reconcile_now(
+    app: &App,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> (String, i32) {
+    use std::fmt::Write;
     if app.xmpp.link_state() != xmpp::LinkState::Up {
-        eprintln!(
+        progress(&format!(
             "warning: the component link to {} is not up ({}); records needing the XMPP server will be left",
             app.cfg.xmpp.component_addr,
             app.xmpp
                 .last_link_error()
                 .unwrap_or_else(|| "no answer".into())
-        );
+        ));
     }
     let started = std::time::Instant::now();
     let mut left = Vec::new();
-    let r = crate::reconcile::run_exclusive(&app, app.now() + 1, &mut |rep, line| {
-        eprintln!("[{}/{}] {line}", rep.done(), rep.found);
+    let r = crate::reconcile::run_exclusive(app, app.now() + 1, &mut |rep, line| {
+        progress(&format!("[{}/{}] {line}", rep.done(), rep.found));
         if line.contains(": LEFT for the next run: ") && left.len() < 20 {
             left.push(line.to_owned());
         }
     })
     .await;
-    shutdown.cancel();
+    let mut out = String::new();
     match r {
         Ok(None) => {
-            println!(
+            let _ = writeln!(
+                out,
                 "skipped: another instance is reconciling now (its lease is held); try again later"
             );
-            1
+            (out, 1)
         }
         Ok(Some(rep)) => {
-            println!(
+            let _ = writeln!(
+                out,
                 "found {} unfinished records in {:.1}s: {} repaired, {} left, {} already finished",
                 rep.found,
                 started.elapsed().as_secs_f64(),
@@ -423,31 +446,39 @@ pub async fn reconcile(cfg: Config) -> i32 {
                 rep.failed,
                 rep.skipped
             );
-            println!(
+            let _ = writeln!(
+                out,
                 "  interrupted registrations undone: {} (orphan JIDs deleted: {})",
                 rep.pending_removed, rep.orphan_jids_deleted
             );
-            println!(
+            let _ = writeln!(
+                out,
                 "  interrupted cancels finished:     {}",
                 rep.cancels_finished
             );
-            println!(
+            let _ = writeln!(
+                out,
                 "  interrupted binds rolled back:    {}",
                 rep.binds_rolled_back
             );
-            println!(
+            let _ = writeln!(
+                out,
                 "  interrupted unbinds finished:     {}",
                 rep.unbinds_finished
             );
             for l in &left {
-                println!("  left: {l}");
+                let _ = writeln!(out, "  left: {l}");
             }
             if rep.failed as usize > left.len() {
-                println!("  left: … and {} more", rep.failed as usize - left.len());
+                let _ = writeln!(
+                    out,
+                    "  left: … and {} more",
+                    rep.failed as usize - left.len()
+                );
             }
-            i32::from(rep.failed > 0)
+            (out, i32::from(rep.failed > 0))
         }
-        Err(e) => report(Err(e.to_string())),
+        Err(e) => (format!("error: {e}\n"), 1),
     }
 }
 
@@ -455,8 +486,6 @@ pub async fn reconcile(cfg: Config) -> i32 {
 mod tests {
     use super::*;
 
-    /// Openfire's refusal at the stream header (header without an id, then close) is reported
-    /// with the three Openfire settings that cause it, not as a missing component declaration.
     #[test]
     fn dechunks_http_bodies() {
         assert_eq!(
@@ -466,6 +495,8 @@ mod tests {
         assert_eq!(dechunk("5\r\nhel"), None);
     }
 
+    /// Openfire's refusal at the stream header (header without an id, then close) is reported
+    /// with the three Openfire settings that cause it, not as a missing component declaration.
     #[test]
     fn diagnoses_openfire_refusal_at_the_header() {
         let x = crate::config::XmppSection::default();

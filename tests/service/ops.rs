@@ -83,6 +83,12 @@ async fn admin_cli() {
     );
     let (code, out) = cli(&cfg, &env.prosody.secret, &["user", "show", "cli-dev"]);
     assert_eq!(code, 1, "the account row is gone too: {out}");
+    let (code, out) = cli(&cfg, &env.prosody.secret, &["reconcile"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("found 0 unfinished records") && out.contains("through the running instance"),
+        "{out}"
+    );
     // A hand-off file with a wrong token is not trusted: the CLI opens its own link, which the
     // server refuses while the service holds the name.
     let handoff = c.data_dir.join("admin-handoff");
