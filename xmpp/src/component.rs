@@ -298,7 +298,7 @@ impl Link {
     /// Connects, serves, reconnects with backoff until `shutdown`.
     pub(crate) async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-        // The failure being repeated in the current outage, and how many attempts it took.
+        // The failure last logged in the current outage, and the outage's failed attempts.
         let mut outage: Option<(String, u64)> = None;
         while !shutdown.is_cancelled() {
             let attempt = tokio::select! {
@@ -336,16 +336,9 @@ impl Link {
                 Err(e) => {
                     self.failures.fetch_add(1, Ordering::Relaxed);
                     let key = e.to_string();
-                    let repeated = match &mut outage {
-                        Some((last, tries)) if *last == key => {
-                            *tries += 1;
-                            true
-                        }
-                        _ => {
-                            outage = Some((key, 1));
-                            false
-                        }
-                    };
+                    let tries = outage.as_ref().map_or(0, |(_, n)| *n) + 1;
+                    let repeated = outage.as_ref().is_some_and(|(last, _)| *last == key);
+                    outage = Some((key, tries));
                     if repeated {
                         tracing::debug!(error = %e, "component connection failed again");
                     } else {
