@@ -88,6 +88,29 @@ async fn admin_app(cfg: Config) -> Result<(Arc<App>, CancellationToken), String>
 /// `register check`: exit 0 when everything works, 1 with a diagnosis otherwise.
 pub async fn check(cfg: Config) -> i32 {
     println!("configuration: ok");
+    if let Some((addr, v)) = via_instance(&cfg, "/admin/check", serde_json::json!({})).await {
+        // The service runs and holds the component name: check through its link.
+        let mut code = 0;
+        match v["database"].as_str() {
+            None => println!("database: ok (through the running instance at {addr})"),
+            Some(e) => {
+                println!("database: FAILED: {e}");
+                code = 1;
+            }
+        }
+        match v["xmpp"].as_str() {
+            None => println!(
+                "xmpp: ok (component {} attached at {}; test JID created and deleted through the \
+                 running instance at {addr})",
+                cfg.xmpp.component, cfg.xmpp.component_addr
+            ),
+            Some(e) => {
+                println!("xmpp: FAILED (through the running instance at {addr}): {e}");
+                code = 1;
+            }
+        }
+        return code;
+    }
     let (app, shutdown) = match admin_app(cfg).await {
         Ok(x) => x,
         Err(e) => {
@@ -129,7 +152,9 @@ pub async fn check(cfg: Config) -> i32 {
             println!(
                 "      the link is up but the server refused the test account: on Prosody list {:?} in \
                  `admins`; on ejabberd grant it the `configure` access rule; on Openfire check that \
-                 the component's JID is exactly the subdomain",
+                 the component's JID is exactly the subdomain, that xmpp.domain is Openfire's XMPP \
+                 domain and that the user store is writable (not LDAP/AD or a read-only JDBC \
+                 provider: Openfire then answers every add-user with `forbidden`)",
                 app.cfg.xmpp.component
             );
             code = 1;
@@ -142,8 +167,18 @@ pub async fn check(cfg: Config) -> i32 {
 fn diagnose_link(x: &crate::config::XmppSection, err: &str) -> String {
     if err.contains("not-authorized") {
         format!("the server refused the handshake: xmpp.component_secret does not match the server's secret for {:?}", x.component)
+    } else if err.contains("refused at the stream header") {
+        format!(
+            "the server refused the component before the handshake, without saying why. On Openfire \
+             look at three settings: (1) is {:?} already connected — the running service or another \
+             instance? Stop it, or set xmpp.allow_multiple = true on every instance sharing the \
+             name; (2) xmpp.component.permission (Server Settings > External Components): a \
+             whitelist must list the subdomain, a blacklist must not; (3) a secret for the \
+             subdomain, or xmpp.component.defaultSecret, must be set",
+            x.component
+        )
     } else if err.contains("conflict") {
-        "another connection holds this component name: is the service already running? (admin commands attach their own link)".into()
+        "another connection holds this component name: is the service already running? Admin commands go through the running instance when they can read its data_dir/admin-handoff (same data_dir, same user); otherwise they attach their own link".into()
     } else if err.contains("refused") || err.contains("onnect") {
         format!("nothing answers at {}: check xmpp.component_addr (Openfire 5275, Prosody/ejabberd 5347)", x.component_addr)
     } else {
@@ -156,6 +191,18 @@ fn diagnose_link(x: &crate::config::XmppSection, err: &str) -> String {
 
 /// `register user ...`.
 pub async fn user(cfg: Config, action: UserAction) -> i32 {
+    if let UserAction::Delete { name } = &action {
+        let body = serde_json::json!({ "name": name });
+        if let Some((addr, v)) = via_instance(&cfg, "/admin/user/delete", body).await {
+            return match v["error"].as_str() {
+                None => {
+                    println!("deleted {name} (through the running instance at {addr})");
+                    0
+                }
+                Some(e) => report(Err(e.to_owned())),
+            };
+        }
+    }
     let needs_xmpp = matches!(action, UserAction::Delete { .. });
     let (app, shutdown) = if needs_xmpp {
         match admin_app(cfg).await {
@@ -246,6 +293,14 @@ async fn show(app: &App, name: &str) -> Result<(), String> {
 }
 
 async fn delete(app: &App, name: &str) -> Result<(), String> {
+    delete_account(app, name).await?;
+    println!("deleted {name}");
+    Ok(())
+}
+
+/// Deletes an account as /cancel does; used by `register user delete` and by the running
+/// instance's `/admin/user/delete`.
+pub(crate) async fn delete_account(app: &App, name: &str) -> Result<(), String> {
     let a = app
         .store
         .account_by_name(name)
@@ -261,45 +316,129 @@ async fn delete(app: &App, name: &str) -> Result<(), String> {
     crate::cmd::cancel::finish(app, &a)
         .await
         .map_err(|e| format!("{e} (left for the reconciler)"))?;
-    println!("deleted {name}");
     Ok(())
+}
+
+/// Asks the running instance (named in `data_dir/admin-handoff`) to run an admin command through
+/// its own component link. `None` when no instance answers there with our token: the caller then
+/// opens its own link.
+async fn via_instance(
+    cfg: &Config,
+    path: &str,
+    body: serde_json::Value,
+) -> Option<(String, serde_json::Value)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let handoff = std::fs::read_to_string(crate::admin::handoff_path(&cfg.data_dir)).ok()?;
+    let mut lines = handoff.lines();
+    let (addr, token) = (lines.next()?.trim().to_owned(), lines.next()?.trim());
+    let connect = tokio::net::TcpStream::connect(&addr);
+    let mut tcp = tokio::time::timeout(Duration::from_secs(2), connect)
+        .await
+        .ok()?
+        .ok()?;
+    let body = body.to_string();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.ok()?;
+    // The instance runs the whole command (several XMPP round trips) before it answers.
+    let wait = Duration::from_millis(cfg.xmpp.timeout_ms) * 6 + Duration::from_secs(5);
+    let mut raw = Vec::new();
+    tokio::time::timeout(wait, tcp.read_to_end(&mut raw))
+        .await
+        .ok()?
+        .ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let (head, rest) = raw.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    let text = if chunked {
+        dechunk(rest)?
+    } else {
+        rest.to_owned()
+    };
+    Some((addr, serde_json::from_str(&text).ok()?))
+}
+
+/// The body of a chunked HTTP/1.1 response.
+fn dechunk(mut rest: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let (size, tail) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(tail.get(..size)?);
+        rest = tail.get(size + 2..)?;
+    }
 }
 
 /// `register reconcile`: progress on stderr (one line per record, with what happened to it), what
 /// was fixed on stdout; exit 1 when some records are left.
 pub async fn reconcile(cfg: Config) -> i32 {
+    if let Some((addr, v)) = via_instance(&cfg, "/admin/reconcile", serde_json::json!({})).await {
+        for line in v["progress"].as_array().into_iter().flatten() {
+            eprintln!("{}", line.as_str().unwrap_or_default());
+        }
+        print!("{}", v["report"].as_str().unwrap_or_default());
+        println!("(through the running instance at {addr})");
+        return v["code"].as_i64().map_or(1, |c| c as i32);
+    }
     let (app, shutdown) = match admin_app(cfg).await {
         Ok(x) => x,
         Err(e) => return report(Err(e)),
     };
+    let (text, code) = reconcile_now(&app, &mut |line| eprintln!("{line}")).await;
+    shutdown.cancel();
+    print!("{text}");
+    code
+}
+
+/// Runs the reconciler once: progress lines go to `progress`; returns the report (stdout text)
+/// and the exit code. Used by `register reconcile` and the running instance's `/admin/reconcile`.
+pub(crate) async fn reconcile_now(
+    app: &App,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> (String, i32) {
+    use std::fmt::Write;
     if app.xmpp.link_state() != xmpp::LinkState::Up {
-        eprintln!(
+        progress(&format!(
             "warning: the component link to {} is not up ({}); records needing the XMPP server will be left",
             app.cfg.xmpp.component_addr,
             app.xmpp
                 .last_link_error()
                 .unwrap_or_else(|| "no answer".into())
-        );
+        ));
     }
     let started = std::time::Instant::now();
     let mut left = Vec::new();
-    let r = crate::reconcile::run_exclusive(&app, app.now() + 1, &mut |rep, line| {
-        eprintln!("[{}/{}] {line}", rep.done(), rep.found);
+    let r = crate::reconcile::run_exclusive(app, app.now() + 1, &mut |rep, line| {
+        progress(&format!("[{}/{}] {line}", rep.done(), rep.found));
         if line.contains(": LEFT for the next run: ") && left.len() < 20 {
             left.push(line.to_owned());
         }
     })
     .await;
-    shutdown.cancel();
+    let mut out = String::new();
     match r {
         Ok(None) => {
-            println!(
+            let _ = writeln!(
+                out,
                 "skipped: another instance is reconciling now (its lease is held); try again later"
             );
-            1
+            (out, 1)
         }
         Ok(Some(rep)) => {
-            println!(
+            let _ = writeln!(
+                out,
                 "found {} unfinished records in {:.1}s: {} repaired, {} left, {} already finished",
                 rep.found,
                 started.elapsed().as_secs_f64(),
@@ -307,30 +446,73 @@ pub async fn reconcile(cfg: Config) -> i32 {
                 rep.failed,
                 rep.skipped
             );
-            println!(
+            let _ = writeln!(
+                out,
                 "  interrupted registrations undone: {} (orphan JIDs deleted: {})",
                 rep.pending_removed, rep.orphan_jids_deleted
             );
-            println!(
+            let _ = writeln!(
+                out,
                 "  interrupted cancels finished:     {}",
                 rep.cancels_finished
             );
-            println!(
+            let _ = writeln!(
+                out,
                 "  interrupted binds rolled back:    {}",
                 rep.binds_rolled_back
             );
-            println!(
+            let _ = writeln!(
+                out,
                 "  interrupted unbinds finished:     {}",
                 rep.unbinds_finished
             );
             for l in &left {
-                println!("  left: {l}");
+                let _ = writeln!(out, "  left: {l}");
             }
             if rep.failed as usize > left.len() {
-                println!("  left: … and {} more", rep.failed as usize - left.len());
+                let _ = writeln!(
+                    out,
+                    "  left: … and {} more",
+                    rep.failed as usize - left.len()
+                );
             }
-            i32::from(rep.failed > 0)
+            (out, i32::from(rep.failed > 0))
         }
-        Err(e) => report(Err(e.to_string())),
+        Err(e) => (format!("error: {e}\n"), 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dechunks_http_bodies() {
+        assert_eq!(
+            dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").as_deref(),
+            Some("hello world")
+        );
+        assert_eq!(dechunk("5\r\nhel"), None);
+    }
+
+    /// Openfire's refusal at the stream header (header without an id, then close) is reported
+    /// with the three Openfire settings that cause it, not as a missing component declaration.
+    #[test]
+    fn diagnoses_openfire_refusal_at_the_header() {
+        let x = crate::config::XmppSection::default();
+        let d = diagnose_link(
+            &x,
+            "refused at the stream header (header without an id, then closed without a stream error)",
+        );
+        for setting in [
+            "already connected",
+            "xmpp.allow_multiple",
+            "xmpp.component.permission",
+            "xmpp.component.defaultSecret",
+        ] {
+            assert!(d.contains(setting), "{setting}: {d}");
+        }
+        let d = diagnose_link(&x, "i/o: Connection refused (os error 111)");
+        assert!(d.contains("nothing answers"), "{d}");
     }
 }

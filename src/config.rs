@@ -72,6 +72,11 @@ pub struct XmppSection {
     pub timeout_ms: u64,
     pub session_idle_secs: u64,
     pub keepalive_secs: u64,
+    /// Send `allowMultiple` in the component stream header (Openfire: several instances on one
+    /// component name).
+    pub allow_multiple: bool,
+    /// XEP-0050 command sessions open at once per instance (Openfire allows 100 per requester).
+    pub command_sessions: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -265,6 +270,8 @@ impl Default for XmppSection {
             timeout_ms: 10_000,
             session_idle_secs: 60,
             keepalive_secs: 60,
+            allow_multiple: false,
+            command_sessions: 40,
         }
     }
 }
@@ -442,6 +449,13 @@ impl Config {
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return bad("log.format must be text or json".into());
+        }
+        if !(1..100).contains(&self.xmpp.command_sessions) {
+            return bad(
+                "xmpp.command_sessions must be 1-99 (Openfire refuses the 101st open command \
+                 session of a component)"
+                    .into(),
+            );
         }
         if self.xmpp.timeout_ms == 0 || self.security.token_ttl_secs == 0 {
             return bad("xmpp.timeout_ms and security.token_ttl_secs must be positive".into());

@@ -78,6 +78,8 @@ pub fn xmpp_config(cfg: &Config) -> Result<xmpp::XmppConfig, StartError> {
         timeout: Duration::from_millis(x.timeout_ms),
         session_idle: Duration::from_secs(x.session_idle_secs),
         keepalive: Duration::from_secs(x.keepalive_secs.max(1)),
+        allow_multiple: x.allow_multiple,
+        command_sessions: x.command_sessions,
     })
 }
 
@@ -179,7 +181,10 @@ impl Server {
             tls: None,
             ..http_api::HttpConfig::default()
         };
-        let (a, s) = (Arc::new(crate::admin::Admin(app.clone())), shutdown.clone());
+        let (a, s) = (
+            Arc::new(crate::admin::Admin::publish(app.clone(), addrs.admin)),
+            shutdown.clone(),
+        );
         tasks.spawn(async move {
             (
                 "admin",

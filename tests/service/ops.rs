@@ -24,7 +24,9 @@ fn cli(cfg: &std::path::Path, secret: &str, args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
-#[tokio::test]
+// Multi-threaded: the service runs in this process and must answer the CLI's admin requests
+// while the test thread waits for the CLI process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_cli() {
     let prosody = Prosody::start(ProsodyOptions::default());
     let dir = tempfile::tempdir().unwrap();
@@ -61,23 +63,43 @@ async fn admin_cli() {
     assert!(!out.contains(&pwd), "show never prints jid_pwd");
     let (code, out) = cli(&cfg, &env.prosody.secret, &["user", "show", "nobody"]);
     assert_eq!(code, 1, "{out}");
-    // Admin commands that change the XMPP server attach their own component link, so they run
-    // while the service is stopped (a second link for one component name is a `conflict`).
+    // While the service runs it holds the component name (a second link would be refused), so
+    // check and delete run through the running instance's admin listener and its link.
     let (code, out) = cli(&cfg, &env.prosody.secret, &["check"]);
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("conflict") && out.contains("already running"),
+        out.contains("database: ok")
+            && out.contains("xmpp: ok")
+            && out.contains("through the running instance"),
         "{out}"
     );
-    let mut env = env;
-    env.server.take().unwrap().stop().await.unwrap();
     let (code, out) = cli(&cfg, &env.prosody.secret, &["user", "delete", "cli-dev"]);
     assert_eq!(code, 0, "{out}");
+    assert!(out.contains("through the running instance"), "{out}");
     use crate::harness::ProsodyExt;
     assert!(
         !env.prosody.can_login(&jid, &pwd).await,
         "the CLI deleted the JID"
     );
+    let (code, out) = cli(&cfg, &env.prosody.secret, &["user", "show", "cli-dev"]);
+    assert_eq!(code, 1, "the account row is gone too: {out}");
+    let (code, out) = cli(&cfg, &env.prosody.secret, &["reconcile"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("found 0 unfinished records") && out.contains("through the running instance"),
+        "{out}"
+    );
+    // A hand-off file with a wrong token is not trusted: the CLI opens its own link, which the
+    // server refuses while the service holds the name.
+    let handoff = c.data_dir.join("admin-handoff");
+    let text = std::fs::read_to_string(&handoff).unwrap();
+    let addr = text.lines().next().unwrap().to_owned();
+    std::fs::write(&handoff, format!("{addr}\nnot-the-token\n")).unwrap();
+    let (code, out) = cli(&cfg, &env.prosody.secret, &["check"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("conflict"), "{out}");
+    let mut env = env;
+    env.server.take().unwrap().stop().await.unwrap();
     let (code, out) = cli(&cfg, &env.prosody.secret, &["reconcile"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("found 0 unfinished records"), "{out}");

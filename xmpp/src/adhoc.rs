@@ -5,9 +5,15 @@
 //! `conflict`) or a completed command with a `<note/>` (Prosody: `type='error'` "Account already
 //! exists"; a failed delete is only an `info` note naming the accounts that "could not be deleted").
 //! Whatever goes wrong after a `sessionid` was handed out, the session is cancelled so none stays
-//! open (Openfire allows 100 and expires them lazily). How each server reports outcomes is in
-//! `quirks`. xmpp-parsers has no XEP-0050 type, so the
+//! open (Openfire allows 100 per requester and never expires one that is not used again; a
+//! cancel that cannot be sent is sent after the next link-up). At most `command_sessions` run at
+//! once, the others wait in a FIFO queue ([`Link::command_slot`]); an execute refused with
+//! `not-allowed` (Openfire's session limit, reached by other instances on the same name or by
+//! sessions leaked earlier) is retried with backoff until the timeout. How each server reports
+//! outcomes is in `quirks`. xmpp-parsers has no XEP-0050 type, so the
 //! `<command/>` is built with `Element::builder` around a typed `DataForm`.
+
+use std::time::{Duration, Instant};
 
 use minidom::Element;
 use xmpp_parsers::data_forms::{DataForm, DataFormType, Field, FieldType};
@@ -15,9 +21,11 @@ use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::Jid;
 
 use crate::component::{server_jid, Link};
-use crate::quirks::{add_user_outcome, command_error, delete_user_outcome};
+use crate::quirks::{add_user_outcome, command_error, delete_user_outcome, session_limit_error};
 use crate::stanza::{attr_name, reply_payload};
+use crate::XmppConfig;
 use crate::XmppError;
+use xmpp_parsers::stanza_error::DefinedCondition;
 
 pub(crate) const NS_COMMANDS: &str = "http://jabber.org/protocol/commands";
 pub(crate) const NS_ADMIN: &str = "http://jabber.org/protocol/admin";
@@ -101,33 +109,70 @@ fn set(to: &Jid, payload: Element) -> Iq {
     }
 }
 
-/// Runs one two-step admin command; `outcome` judges the completed reply.
+/// The IQ cancelling command session `session` of `node`. Openfire removes the session and
+/// answers `bad-request` (cancel is not among the actions it offered); nobody waits for it.
+pub(crate) fn cancel_iq(cfg: &XmppConfig, node: &str, session: &str) -> Iq {
+    set(
+        &server_jid(cfg),
+        command(node, "cancel", Some(session), None),
+    )
+}
+
+/// The first step, retried while the server answers `not-allowed` (Openfire: this requester
+/// has `xmpp.command.limit` sessions open) until the configured timeout has passed.
+async fn execute(link: &Link, server: &Jid, node: &str) -> Result<CommandReply, XmppError> {
+    let deadline = Instant::now() + link.config().timeout;
+    let mut wait = Duration::from_millis(20);
+    loop {
+        let reply = link
+            .iq(set(server, command(node, "execute", None, None)))
+            .await?;
+        match reply_payload(reply) {
+            Ok(p) => return parse_command(p.as_ref()),
+            Err(e) if e.defined_condition == DefinedCondition::NotAllowed => {
+                if Instant::now() + wait > deadline {
+                    return Err(session_limit_error(&e));
+                }
+                tracing::debug!(
+                    node,
+                    "command refused with not-allowed (session limit); retrying"
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(500));
+            }
+            Err(e) => {
+                if e.defined_condition == DefinedCondition::Forbidden {
+                    link.note_forbidden(&crate::stanza::error_text(&e));
+                }
+                return Err(command_error(&e));
+            }
+        }
+    }
+}
+
+/// Runs one two-step admin command for `jid`; `outcome` judges the completed reply.
 async fn run(
     link: &Link,
     node: &str,
+    jid: &str,
     form: DataForm,
-    outcome: fn(&CommandReply) -> Result<(), XmppError>,
+    outcome: fn(&CommandReply, &str) -> Result<(), XmppError>,
 ) -> Result<(), XmppError> {
     let server = server_jid(link.config());
-    let first = link
-        .iq(set(&server, command(node, "execute", None, None)))
-        .await?;
-    let first = match reply_payload(first) {
-        Ok(p) => parse_command(p.as_ref())?,
-        Err(e) => return Err(command_error(&e)),
-    };
+    // Held until the session is completed or its cancel is queued.
+    let _slot = link.command_slot().await;
+    let first = execute(link, &server, node).await?;
     let Some(session) = first.sessionid.clone() else {
         // Completed at once (or refused with a note) without a session to close.
-        outcome(&first)?;
+        outcome(&first, jid)?;
         return Err(XmppError::Protocol(
             "command completed without taking the form".into(),
         ));
     };
-    let cancel =
-        || link.send_iq_nowait(set(&server, command(node, "cancel", Some(&session), None)));
+    let cancel = || link.cancel_command(node, &session);
     if first.status != "executing" || !first.has_form {
         cancel();
-        outcome(&first)?;
+        outcome(&first, jid)?;
         return Err(XmppError::Protocol(format!(
             "unexpected command status '{}'",
             first.status
@@ -152,7 +197,7 @@ async fn run(
             if reply.status != "completed" && reply.status != "canceled" {
                 cancel();
             }
-            outcome(&reply)
+            outcome(&reply, jid)
         }
         Err(e) => {
             cancel();
@@ -166,6 +211,7 @@ pub(crate) async fn add_user(link: &Link, jid: &str, password: &str) -> Result<(
     run(
         link,
         ADD_USER,
+        jid,
         add_user_form(jid, password),
         add_user_outcome,
     )
@@ -177,6 +223,7 @@ pub(crate) async fn delete_user(link: &Link, jid: &str) -> Result<(), XmppError>
     run(
         link,
         DELETE_USER,
+        jid,
         delete_user_form(jid),
         delete_user_outcome,
     )

@@ -16,6 +16,10 @@ use crate::stanza::random_suffix;
 use crate::{adhoc, c2s, ibr, roster, tls};
 use crate::{AccountsMode, BindingMode, LinkState, Party, RosterEntry, XmppConfig, XmppError};
 
+/// Half of Openfire's default `xmpp.component.idle` (6 minutes): its idle check runs at this
+/// interval, and the keepalive must come more often.
+pub const OPENFIRE_IDLE_HALF: Duration = Duration::from_secs(180);
+
 struct Inner {
     cfg: XmppConfig,
     link: Arc<Link>,
@@ -77,6 +81,14 @@ impl Xmpp {
     /// and returns at once. Must be called inside a tokio runtime.
     pub fn start(cfg: XmppConfig, shutdown: CancellationToken) -> Xmpp {
         tls::ensure_provider();
+        if cfg.keepalive >= OPENFIRE_IDLE_HALF {
+            tracing::warn!(
+                keepalive_secs = cfg.keepalive.as_secs(),
+                "the component keepalive is not under Openfire's default xmpp.component.idle / 2 \
+                 (180 s): Openfire would close an idle link; fine on Prosody and ejabberd, or if \
+                 Openfire's xmpp.component.idle was raised above twice the keepalive"
+            );
+        }
         let link = match Link::new(cfg.clone()) {
             Ok(link) => link,
             Err(e) => {
@@ -327,12 +339,16 @@ impl Xmpp {
     /// deletes a random probe account (and checks the roster privilege in privileged mode).
     pub async fn probe(&self) -> Result<(), XmppError> {
         let mut watch = self.link_watch();
-        let up = tokio::time::timeout(
-            self.inner.cfg.timeout,
-            watch.wait_for(|s| *s == LinkState::Up),
-        )
-        .await;
-        if !matches!(up, Ok(Ok(_))) {
+        // A bool, not the watch's guard: the future must stay `Send` (the admin listener runs it).
+        let up = matches!(
+            tokio::time::timeout(
+                self.inner.cfg.timeout,
+                watch.wait_for(|s| *s == LinkState::Up),
+            )
+            .await,
+            Ok(Ok(_))
+        );
+        if !up {
             let why = self
                 .last_link_error()
                 .unwrap_or_else(|| "no answer from the server".into());
@@ -342,7 +358,20 @@ impl Xmpp {
         }
         let node = format!("register-probe-{}", random_suffix());
         let password = format!("probe-{}{}", random_suffix(), random_suffix());
-        self.create_account(&node, &password).await?;
+        match self.create_account(&node, &password).await {
+            Err(XmppError::Conflict) if self.inner.cfg.accounts == AccountsMode::Component => {
+                // A fresh random account cannot exist: the server refused with a note read as
+                // "exists" (an Openfire note in a language other than English, see `quirks`).
+                return Err(XmppError::Refused(
+                    "the server says a fresh random test account already exists: it refused \
+                     add-user with an error note in a language not read here. On Openfire check \
+                     that xmpp.domain is its XMPP domain (not a remote one) and that the user \
+                     provider does not require an e-mail address"
+                        .into(),
+                ));
+            }
+            other => other?,
+        }
         if self.inner.cfg.accounts == AccountsMode::Component {
             // The account must really work for users.
             if let Err(e) = check_login(&self.inner.cfg, &node, &password).await {

@@ -2,15 +2,25 @@
 //!
 //! One task ([`Link::run`]) connects, handshakes, then serves the stream: it writes what operations
 //! queue, answers disco#info and pings, routes IQ replies to their waiters by id, sends a whitespace
-//! keepalive every `keepalive`, and pings the server when the stream has been silent that long.
+//! keepalive every `keepalive` — with a ping to the server when no stanza went out in that
+//! interval, since Openfire's idle check counts only stanzas — and pings the server when the
+//! stream has been silent that long.
 //! Any stanza it cannot parse is logged and skipped. When the stream ends it tears everything
 //! down (waiters get [`XmppError::LinkDown`]), closes the socket and reconnects with exponential
 //! backoff and jitter until shutdown. Handshake refusals are told apart: `not-authorized` (wrong
-//! secret) and `conflict` (another connection holds the name).
+//! secret), `conflict` (another connection holds the name) and a refusal at the stream header
+//! (Openfire: a header without an id, then the socket closes with no stream error, see
+//! [`LinkError::RefusedAtHeader`]). A failure that repeats is logged once per outage, not once
+//! per attempt.
+//!
+//! The link also holds the queue in front of XEP-0050 command sessions
+//! ([`Link::command_slot`]): at most `command_sessions` are open at once, because Openfire
+//! refuses a requester's 101st open session with `not-allowed` and never expires the others
+//! on its own.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,7 +28,7 @@ use futures::{SinkExt, StreamExt};
 use minidom::Element;
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tokio_xmpp::xmlstream::{initiate_stream, ReadError, StreamHeader, Timeouts, XmlStream};
 use xmpp_parsers::component::Handshake;
@@ -42,6 +52,10 @@ pub(crate) enum LinkError {
     NotAuthorized,
     /// Handshake refused with `conflict`: another connection uses this component name.
     Conflict,
+    /// The server answered with a stream header without an id and closed the connection without
+    /// a stream error: Openfire's refusal before a session exists (`LocalComponentSession.
+    /// createSession`; `NettyConnection.close` writes no error without a session).
+    RefusedAtHeader,
     /// The server sent a stream error.
     Stream(String),
     /// Connecting, reading or writing failed.
@@ -61,6 +75,12 @@ impl std::fmt::Display for LinkError {
             LinkError::Conflict => {
                 f.write_str("handshake refused: conflict (another connection holds this component)")
             }
+            LinkError::RefusedAtHeader => f.write_str(
+                "refused at the stream header (header without an id, then closed without a stream \
+                 error): on Openfire the component name is already connected (and the header had \
+                 no allowMultiple), the subdomain is not permitted by xmpp.component.permission, \
+                 or no secret is set for it",
+            ),
             LinkError::Stream(cond) => write!(f, "stream error: {cond}"),
             LinkError::Io(e) => write!(f, "i/o: {e}"),
             LinkError::Closed => f.write_str("stream closed by the server"),
@@ -91,6 +111,13 @@ pub(crate) struct Link {
     privileges: watch::Sender<Option<Privileges>>,
     /// Whether privileged roster writes work (decided after each link-up, privileged mode only).
     roster_writes: watch::Sender<PrivilegedRoster>,
+    /// The queue in front of XEP-0050 command sessions (FIFO, `command_sessions` permits).
+    commands: Semaphore,
+    /// Command sessions whose cancel could not be sent (link down): cancelled after link-up,
+    /// since Openfire keeps them (and counts them against its limit) across reconnections.
+    orphans: Mutex<Vec<(String, String)>>,
+    /// Whether a `forbidden` answer to an admin command was logged since the last link-up.
+    forbidden_logged: AtomicBool,
 }
 
 impl Link {
@@ -98,7 +125,6 @@ impl Link {
         let jid = Jid::new(&cfg.component)
             .map_err(|e| XmppError::InvalidInput(format!("component JID: {e}")))?;
         Ok(Arc::new(Link {
-            cfg,
             jid,
             state: watch::channel(LinkState::Down).0,
             out: Mutex::new(None),
@@ -108,6 +134,10 @@ impl Link {
             last_error: Mutex::new(None),
             privileges: watch::channel(None).0,
             roster_writes: watch::channel(PrivilegedRoster::Unknown).0,
+            commands: Semaphore::new(cfg.command_sessions.max(1)),
+            orphans: Mutex::new(Vec::new()),
+            forbidden_logged: AtomicBool::new(false),
+            cfg,
         }))
     }
 
@@ -207,18 +237,69 @@ impl Link {
         }
     }
 
-    /// Queues an IQ without waiting for its reply (command cancels).
-    pub(crate) fn send_iq_nowait(&self, mut iq: Iq) {
+    /// Queues an IQ without waiting for its reply (command cancels); false when the link is down.
+    pub(crate) fn send_iq_nowait(&self, mut iq: Iq) -> bool {
         *iq.id_mut() = next_id();
         *iq.from_mut() = Some(self.jid.clone());
-        if let Some(out) = self.out.lock().expect("lock").as_ref() {
-            let _ = out.send(to_component(&Element::from(iq)));
+        match self.out.lock().expect("lock").as_ref() {
+            Some(out) => out.send(to_component(&Element::from(iq))).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Waits for a free command-session slot (FIFO). Hold it until the session is completed or
+    /// its cancel is sent.
+    pub(crate) async fn command_slot(&self) -> SemaphorePermit<'_> {
+        self.commands
+            .acquire()
+            .await
+            .expect("the command semaphore is never closed")
+    }
+
+    /// Cancels the command session `session` of `node` now, or after the next link-up when the
+    /// link is down.
+    pub(crate) fn cancel_command(&self, node: &str, session: &str) {
+        if !self.send_iq_nowait(crate::adhoc::cancel_iq(&self.cfg, node, session)) {
+            self.orphans
+                .lock()
+                .expect("lock")
+                .push((node.to_owned(), session.to_owned()));
+        }
+    }
+
+    /// Logs, once per link-up, that the server refuses admin commands with `forbidden`. On
+    /// Openfire a component may always run them unless the user store is read-only
+    /// (`AddUser.hasPermission`), so that is the setting named.
+    pub(crate) fn note_forbidden(&self, detail: &str) {
+        if !self.forbidden_logged.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                component = %self.cfg.component,
+                "the server refuses XEP-0133 account commands ({detail}): on Openfire the user \
+                 store is read-only (LDAP/AD or a read-only JDBC provider) and must be writable; \
+                 on Prosody list the component in `admins`; on ejabberd grant it `configure`"
+            );
+        }
+    }
+
+    /// Sends the cancels that could not be sent while the link was down.
+    fn cancel_orphans(&self) {
+        let orphans = std::mem::take(&mut *self.orphans.lock().expect("lock"));
+        if !orphans.is_empty() {
+            tracing::info!(
+                count = orphans.len(),
+                "cancelling command sessions left open by the last outage"
+            );
+        }
+        for (node, session) in orphans {
+            self.cancel_command(&node, &session);
         }
     }
 
     /// Connects, serves, reconnects with backoff until `shutdown`.
     pub(crate) async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        // The failure last logged in the current outage, and the outage's failed attempts.
+        let mut outage: Option<(String, u64)> = None;
         while !shutdown.is_cancelled() {
             let attempt = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -228,12 +309,23 @@ impl Link {
                 Ok(stream) => {
                     self.connects.fetch_add(1, Ordering::Relaxed);
                     backoff.reset();
-                    tracing::info!(component = %self.cfg.component, "component link up");
+                    match outage.take() {
+                        Some((_, tries)) => tracing::info!(
+                            component = %self.cfg.component,
+                            failed_attempts = tries,
+                            "component link up"
+                        ),
+                        None => {
+                            tracing::info!(component = %self.cfg.component, "component link up")
+                        }
+                    }
                     self.privileges.send_replace(None);
                     self.roster_writes.send_replace(PrivilegedRoster::Unknown);
                     if self.cfg.binding == BindingMode::Privileged {
                         tokio::spawn(self.clone().check_roster_writes());
                     }
+                    // An outage starts with this loss, logged below; a failing reconnection that
+                    // follows is logged once more, with its own reason.
                     let why = self.serve(stream, &shutdown).await;
                     if shutdown.is_cancelled() {
                         break;
@@ -243,18 +335,14 @@ impl Link {
                 }
                 Err(e) => {
                     self.failures.fetch_add(1, Ordering::Relaxed);
-                    match e {
-                        LinkError::NotAuthorized => tracing::error!(
-                            component = %self.cfg.component,
-                            "component handshake refused: not-authorized — check the component secret and name"
-                        ),
-                        LinkError::Conflict => tracing::warn!(
-                            "component handshake refused: conflict — another connection holds {}",
-                            self.cfg.component
-                        ),
-                        ref other => {
-                            tracing::warn!(error = %other, "component connection failed")
-                        }
+                    let key = e.to_string();
+                    let tries = outage.as_ref().map_or(0, |(_, n)| *n) + 1;
+                    let repeated = outage.as_ref().is_some_and(|(last, _)| *last == key);
+                    outage = Some((key, tries));
+                    if repeated {
+                        tracing::debug!(error = %e, "component connection failed again");
+                    } else {
+                        self.log_failure(&e);
                     }
                     self.set_error(&e);
                 }
@@ -266,6 +354,24 @@ impl Link {
             }
         }
         self.state.send_replace(LinkState::Down);
+    }
+
+    /// Logs the first failure of an outage (or a new kind of failure within one).
+    fn log_failure(&self, e: &LinkError) {
+        let component = &self.cfg.component;
+        match e {
+            LinkError::NotAuthorized => tracing::error!(
+                %component,
+                "component handshake refused: not-authorized — check the component secret and name"
+            ),
+            LinkError::Conflict => tracing::warn!(
+                %component,
+                "component handshake refused: conflict — another connection holds the name"
+            ),
+            LinkError::RefusedAtHeader => tracing::error!(%component, "component {e}"),
+            other => tracing::warn!(error = %other, "component connection failed"),
+        }
+        tracing::info!("until the link is up, further identical failures are logged at debug");
     }
 
     fn set_error(&self, e: &LinkError) {
@@ -290,8 +396,12 @@ impl Link {
             from: None,
             id: None,
         };
+        let mut transport = VersionFix::new(tcp);
+        if self.cfg.allow_multiple {
+            transport = transport.with_outgoing_attr(" allowMultiple='true'");
+        }
         let mut pending = initiate_stream(
-            BufStream::new(VersionFix::new(tcp)),
+            BufStream::new(transport),
             NS_COMPONENT,
             header,
             self.timeouts(),
@@ -301,13 +411,17 @@ impl Link {
         let id = pending.take_header().id;
         let mut stream: Stream = pending.skip_features();
         let Some(id) = id else {
-            // Openfire refuses at the header (`conflict` for a name in use, `host-unknown`,
-            // `internal-server-error` when no secret is configured): a header without an id,
-            // then the stream error.
+            // Openfire refuses a name in use, a subdomain not permitted or one without a secret
+            // with a header without an id and closes the socket: no stream error, no footer (it
+            // writes an error only once a session exists, and none does yet). A server that does
+            // send a stream error here gets it reported.
             return Err(match stream.next().await {
                 Some(Ok(el)) if el.is("error", ns::STREAM) => {
                     handshake_refusal(&serve::stream_error_condition(&el))
                 }
+                None
+                | Some(Err(ReadError::HardError(_)))
+                | Some(Err(ReadError::StreamFooterReceived)) => LinkError::RefusedAtHeader,
                 _ => LinkError::Io("no stream id in the server's header".into()),
             });
         };
@@ -332,10 +446,16 @@ impl Link {
     async fn serve(&self, mut stream: Stream, shutdown: &CancellationToken) -> LinkError {
         let (tx, mut rx) = mpsc::unbounded_channel::<Element>();
         *self.out.lock().expect("lock") = Some(tx);
+        self.forbidden_logged.store(false, Ordering::Relaxed);
+        self.cancel_orphans();
         self.state.send_replace(LinkState::Up);
         let mut keepalive = tokio::time::interval(self.cfg.keepalive);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         keepalive.tick().await;
+        // Whether a stanza went out since the last keepalive tick. Openfire counts only stanzas
+        // to clear its idle mark (whitespace just restarts its timer), so an interval without
+        // one ends with a ping to the server (NettyIdleStateKeepAliveHandler, NettyConnectionHandler).
+        let mut sent_stanza = false;
         let why = loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break LinkError::Closed,
@@ -343,10 +463,19 @@ impl Link {
                     if let Err(e) = stream.send(&el).await {
                         break LinkError::Io(e.to_string());
                     }
+                    sent_stanza = true;
                 }
                 _ = keepalive.tick() => {
                     if let Err(e) = stream.send(&Whitespace).await {
                         break LinkError::Io(e.to_string());
+                    }
+                    if !std::mem::replace(&mut sent_stanza, false) {
+                        let ping = Iq::from_get(next_id(), Ping)
+                            .with_from(self.jid.clone())
+                            .with_to(server_jid(&self.cfg));
+                        if let Err(e) = stream.send(&to_component(&Element::from(ping))).await {
+                            break LinkError::Io(e.to_string());
+                        }
                     }
                 }
                 item = stream.next() => match item {
@@ -358,6 +487,7 @@ impl Link {
                             if let Err(e) = stream.send(&to_component(&reply)).await {
                                 break LinkError::Io(e.to_string());
                             }
+                            sent_stanza = true;
                         }
                     }
                     Some(Err(ReadError::SoftTimeout)) => {
@@ -368,6 +498,7 @@ impl Link {
                         if let Err(e) = stream.send(&to_component(&Element::from(ping))).await {
                             break LinkError::Io(e.to_string());
                         }
+                        sent_stanza = true;
                     }
                     Some(Err(ReadError::ParseError(e))) => {
                         tracing::warn!(%e, "skipped an unparsable element on the component link");

@@ -73,8 +73,17 @@ pub struct XmppConfig {
     pub timeout: Duration,
     /// A pooled c2s session unused for this long is closed.
     pub session_idle: Duration,
-    /// Whitespace keepalive interval on the component link (must be well under Openfire's 6 min).
+    /// Keepalive interval on the component link. Openfire counts only stanzas and closes a
+    /// component after two idle periods of `xmpp.component.idle`/2 (default 6 min → 3 min): keep
+    /// this under idle/2.
     pub keepalive: Duration,
+    /// Send `allowMultiple` in the component stream header: Openfire then accepts several
+    /// connections (instances) for one component name. Other servers ignore the attribute.
+    pub allow_multiple: bool,
+    /// Most XEP-0050 command sessions (add-user, delete-user) this instance keeps open at once;
+    /// more wait in a queue. Keep `instances × command_sessions` under Openfire's
+    /// `xmpp.command.limit` (100 per requester, and all instances are one requester).
+    pub command_sessions: usize,
 }
 
 /// One side of a binding: who logs in, and how the *other* side will see it in its roster.
@@ -168,7 +177,7 @@ mod serve;
 mod stanza;
 mod tls;
 
-pub use api::{check_login, validate_node, Xmpp};
+pub use api::{check_login, validate_node, Xmpp, OPENFIRE_IDLE_HALF};
 
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -5,19 +5,29 @@
 //! | Component stream header           | no `version`                                         | no `version`                                     | no `version`, double quotes, `encoding='UTF-8'` declaration |
 //! | XEP-0133 from the component       | component domain in `admins`                         | ACL `server: [component]` + `access_rules: configure` | works out of the box (add/delete-user)   |
 //! | add-user success                  | completed + `<note type='info'>`                     | completed, no note                               | completed + `<note type='info'>`              |
-//! | add-user of an existing account   | completed + `<note type='error'>Account already exists` | IQ error `conflict`                           | completed + `<note type='error'>User already exists` |
-//! | delete-user of a missing account  | completed + `<note type='info'>…could not be deleted…` | IQ error `item-not-found`                      | completed + `<note type='error'>` naming it   |
-//! | Malformed command input           | IQ error                                             | IQ error                                         | sometimes **no reply at all** (we time out and cancel) |
-//! | Open ad-hoc sessions              | expire                                               | expire                                           | 100 per requester, expired lazily: always complete or cancel |
+//! | add-user of an existing account   | completed + `<note type='error'>Account already exists` | IQ error `conflict`                              | completed + `<note type='error'>User already exists.` in the **server's locale** (never an IQ `conflict`) |
+//! | delete-user of a missing account  | completed + `<note type='info'>…could not be deleted…` | IQ error `item-not-found`                        | completed + `<note type='error'>User does not exist: {jid}` (localised; the JID is there in every language) |
+//! | Malformed command input           | IQ error                                             | IQ error                                         | delete-user without its field: **no reply at all** (we time out and cancel) |
+//! | Open ad-hoc sessions              | expire                                               | expire                                           | 100 per requester (`xmpp.command.limit`; all instances on a name are one requester), `not-allowed` beyond, never expired unless reused: queue in front, always complete or cancel, retry `not-allowed` |
+//! | `cancel` of a command session     | `status='canceled'`                                  | `status='canceled'`                              | session removed, then IQ error `bad-request` |
+//! | Read-only user store              | —                                                    | —                                                | every add-user / delete-user `forbidden` (`hasPermission`) |
 //! | XEP-0077 in-band registration     | `allow_registration = true`                          | `mod_register` with `access: register`, `registration_timeout: infinity` | `register.inband` (default on) |
 //! | XEP-0356 namespace                | `urn:xmpp:privilege:2` (`mod_privilege`, prosody-modules) | `urn:xmpp:privilege:1`                      | not supported                                 |
 //! | XEP-0356 roster set               | works                                                | **broken**: `internal-server-error` (issue 3942, fixed in 23.10) | —                       |
 //! | Roster set to a missing user      | `service-unavailable`                                | `internal-server-error` on 23.01                 | —                                             |
-//! | Idle component link               | kept                                                 | kept                                             | dropped after 6 min without inbound data (`xmpp.component.idle`): whitespace keepalive |
-//! | Second component connection       | `conflict`                                           | `conflict`                                       | `conflict`                                    |
+//! | Idle component link               | kept                                                 | kept                                             | closed after two reader-idle periods of `xmpp.component.idle`/2 (3 min) without a stanza in between: keepalive under idle/2 |
+//! | Second component connection       | `conflict`                                           | `conflict`                                       | header **without id, then close, no stream error** (also for a subdomain not permitted or without secret); accepted with `allowMultiple` in our header |
+//!
+//! Openfire's column follows its source (igniterealtime/Openfire, under
+//! `xmppserver/src/main/java/org/jivesoftware/`): `openfire/session/LocalComponentSession.java`,
+//! `openfire/nio/NettyConnection.java`, `openfire/SessionManager.java`,
+//! `openfire/commands/AdHocCommandManager.java`, `openfire/commands/admin/user/AddUser.java` and
+//! `DeleteUser.java`, `openfire/nio/NettyIdleStateKeepAliveHandler.java`, and the notes' texts
+//! in `i18n/src/main/resources/openfire_i18n*.properties`.
 //!
 //! How the code uses this table:
-//! - [`add_user_outcome`] / [`delete_user_outcome`] read the `<note/>` of a completed command,
+//! - [`add_user_outcome`] / [`delete_user_outcome`] read the `<note/>` of a completed command by
+//!   structure first (note type, the account JID in the text; English only as a last resort),
 //!   [`command_error`] an IQ error answering a command: both shapes map to the same
 //!   [`XmppError`] (`Conflict`, `NotFound`, `Refused`).
 //! - [`PrivilegedRoster`] is decided once per link-up (privileged binding only): a server that
@@ -40,15 +50,44 @@ use crate::XmppError;
 pub(crate) const NS_PRIVILEGE_2: &str = "urn:xmpp:privilege:2";
 pub(crate) const NS_PRIVILEGE_1: &str = "urn:xmpp:privilege:1";
 
-/// The outcome of a completed `add-user` (Prosody and Openfire report through a note; ejabberd
-/// completes without one).
-pub(crate) fn add_user_outcome(reply: &CommandReply) -> Result<(), XmppError> {
+/// Whether `text` names `jid` (case-insensitively: servers may fold the node).
+fn names_jid(text: &str, jid: &str) -> bool {
+    !jid.is_empty() && text.to_lowercase().contains(&jid.to_lowercase())
+}
+
+/// English texts of add-user refusals other than "exists" (Openfire's `AddUser` notes, Prosody's
+/// messages); the last resort, used only to tell these apart from "exists".
+const ADD_USER_OTHER_REFUSALS: &[&str] = &[
+    "password",
+    "remote",
+    "read only",
+    "read-only",
+    "email",
+    "e-mail",
+    "invalid",
+    "required",
+    "not local",
+];
+
+/// The outcome of a completed `add-user` of `jid`. Judged by structure first, because Openfire
+/// writes its notes in the server's locale (`JiveGlobals.getLocale()`, e.g. German "Benutzer
+/// existiert bereits."):
+/// - completed with an `info` note or none (ejabberd) → created;
+/// - an `error` note → refused. English text is read only to tell "exists" from the other
+///   refusals; an `error` note we cannot read is taken as "exists", because with the form sent
+///   here (a JID of the configured domain, the same password twice) that is the only refusal
+///   Openfire's `AddUser` gives once `register check` passed (its probe account is fresh, so a
+///   "exists" there names the real cause, see [`Xmpp::probe`](crate::Xmpp::probe)).
+pub(crate) fn add_user_outcome(reply: &CommandReply, _jid: &str) -> Result<(), XmppError> {
     if let Some((_, text)) = reply.notes.iter().find(|(kind, _)| kind == "error") {
         let lower = text.to_lowercase();
         if lower.contains("already exist") || lower.contains("conflict") {
             return Err(XmppError::Conflict);
         }
-        return Err(XmppError::Refused(text.clone()));
+        if ADD_USER_OTHER_REFUSALS.iter().any(|w| lower.contains(w)) {
+            return Err(XmppError::Refused(text.clone()));
+        }
+        return Err(XmppError::Conflict);
     }
     if reply.status != "completed" {
         return Err(XmppError::Protocol(format!(
@@ -59,20 +98,32 @@ pub(crate) fn add_user_outcome(reply: &CommandReply) -> Result<(), XmppError> {
     Ok(())
 }
 
-/// The outcome of a completed `delete-user`: Prosody reports a missing account only in an `info`
-/// note ("could not be deleted"), Openfire in an `error` note: check the text, not only the type.
-pub(crate) fn delete_user_outcome(reply: &CommandReply) -> Result<(), XmppError> {
+/// The outcome of a completed `delete-user` of `jid`, by structure first:
+/// - an `error` note naming the JID → the account does not exist (Openfire's `DeleteUser`
+///   note `user-does-not-exist` carries the JID in every language: "User does not exist: {jid}",
+///   French "Lutilisateur nexiste pas : {jid}"), unless its English text says the JID is remote;
+/// - an `error` note without the JID → refused (read-only store, invalid JID), unless its
+///   English text says "does not exist";
+/// - an `info` note: Prosody reports a missing account only there ("could not be deleted",
+///   English, Prosody does not translate) → not found; otherwise deleted.
+pub(crate) fn delete_user_outcome(reply: &CommandReply, jid: &str) -> Result<(), XmppError> {
     for (kind, text) in &reply.notes {
         let lower = text.to_lowercase();
-        if lower.contains("could not be deleted")
+        let english_missing = lower.contains("could not be deleted")
             || lower.contains("not found")
             || lower.contains("does not exist")
-            || lower.contains("doesn't exist")
-        {
-            return Err(XmppError::NotFound);
-        }
+            || lower.contains("doesn't exist");
         if kind == "error" {
+            if names_jid(text, jid) && !lower.contains("remote") {
+                return Err(XmppError::NotFound);
+            }
+            if english_missing {
+                return Err(XmppError::NotFound);
+            }
             return Err(XmppError::Refused(text.clone()));
+        }
+        if english_missing {
+            return Err(XmppError::NotFound);
         }
     }
     if reply.status != "completed" {
@@ -84,6 +135,19 @@ pub(crate) fn delete_user_outcome(reply: &CommandReply) -> Result<(), XmppError>
     Ok(())
 }
 
+/// `not-allowed` answering a command's first step, still there when the retries ran out.
+/// Openfire gives it to a requester with `xmpp.command.limit` (100) open sessions, and all
+/// instances on one component name are one requester; other servers use it for a component not
+/// allowed to run the command.
+pub(crate) fn session_limit_error(err: &StanzaError) -> XmppError {
+    XmppError::Refused(format!(
+        "{} (Openfire: the component has xmpp.command.limit command sessions open — keep \
+         instances × xmpp.command_sessions under it, or restart Openfire to drop leaked sessions; \
+         other servers: the component may not run XEP-0133 commands)",
+        error_text(err)
+    ))
+}
+
 /// An IQ error answering an ad-hoc command (ejabberd reports outcomes this way: `conflict` for an
 /// existing account, `item-not-found` for a missing one). `forbidden` / `not-authorized` mean the
 /// server does not let the component run admin commands: say what to configure.
@@ -93,7 +157,9 @@ pub(crate) fn command_error(err: &StanzaError) -> XmppError {
         DefinedCondition::ItemNotFound => XmppError::NotFound,
         DefinedCondition::Forbidden | DefinedCondition::NotAllowed => XmppError::Refused(format!(
             "{} (the server does not let the component run XEP-0133 commands: Prosody needs \
-             the component in `admins`, ejabberd an ACL for it in `access_rules: configure`)",
+             the component in `admins`, ejabberd an ACL for it in `access_rules: configure`; \
+             Openfire allows any component unless its user store is read-only — LDAP/AD or a \
+             read-only JDBC provider: make the store writable)",
             error_text(err)
         )),
         _ => XmppError::Refused(error_text(err)),
@@ -174,40 +240,118 @@ mod tests {
     #[test]
     fn note_mapping_prosody_openfire_ejabberd() {
         let ok = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='info'>Account successfully created</note></command>");
-        assert!(add_user_outcome(&ok).is_ok());
+        assert!(add_user_outcome(&ok, "x@y").is_ok());
         // ejabberd: completed without a note.
         let bare =
             reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'/>");
-        assert!(add_user_outcome(&bare).is_ok());
-        assert!(delete_user_outcome(&bare).is_ok());
+        assert!(add_user_outcome(&bare, "x@y").is_ok());
+        assert!(delete_user_outcome(&bare, "x@y").is_ok());
         // Prosody.
         let exists = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='error'>Account already exists</note></command>");
         assert!(matches!(
-            add_user_outcome(&exists),
+            add_user_outcome(&exists, "x@y"),
             Err(XmppError::Conflict)
         ));
         // Openfire.
         let exists = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='error'>User already exists</note></command>");
         assert!(matches!(
-            add_user_outcome(&exists),
+            add_user_outcome(&exists, "x@y"),
             Err(XmppError::Conflict)
         ));
         let gone = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='error'>User does not exist.</note></command>");
         assert!(matches!(
-            delete_user_outcome(&gone),
+            delete_user_outcome(&gone, "x@y"),
             Err(XmppError::NotFound)
         ));
         let other = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='error'>Password mismatch</note></command>");
         assert!(
-            matches!(add_user_outcome(&other), Err(XmppError::Refused(t)) if t == "Password mismatch")
+            matches!(add_user_outcome(&other, "x@y"), Err(XmppError::Refused(t)) if t == "Password mismatch")
         );
         let gone = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='info'>The following accounts could not be deleted:\nx@y</note></command>");
         assert!(matches!(
-            delete_user_outcome(&gone),
+            delete_user_outcome(&gone, "x@y"),
             Err(XmppError::NotFound)
         ));
         let deleted = reply("<command xmlns='http://jabber.org/protocol/commands' status='completed'><note type='info'>The following accounts were successfully deleted:\nx@y</note></command>");
-        assert!(delete_user_outcome(&deleted).is_ok());
+        assert!(delete_user_outcome(&deleted, "x@y").is_ok());
+    }
+
+    fn note(kind: &str, text: &str) -> CommandReply {
+        CommandReply {
+            status: "completed".into(),
+            sessionid: Some("s".into()),
+            notes: vec![(kind.into(), text.into())],
+            has_form: false,
+        }
+    }
+
+    /// Openfire's notes as its resource bundles (openfire_i18n*.properties) render them, with
+    /// `{0}` filled by MessageFormat (which drops the French apostrophes).
+    #[test]
+    fn openfire_notes_are_judged_without_the_servers_language() {
+        let jid = "ghost@example.test";
+        for success in [
+            "Operation finished successfully.",
+            "L'opération s'est terminée avec succès.",
+        ] {
+            assert!(add_user_outcome(&note("info", success), jid).is_ok());
+            assert!(delete_user_outcome(&note("info", success), jid).is_ok());
+        }
+        for exists in [
+            "User already exists.",
+            "Benutzer existiert bereits.",
+            "L'utilisateur existe déjà.",
+        ] {
+            assert!(
+                matches!(
+                    add_user_outcome(&note("error", exists), jid),
+                    Err(XmppError::Conflict)
+                ),
+                "{exists}"
+            );
+        }
+        for other in [
+            "Passwords do not match.",
+            "Cannot create remote user.",
+            "User provider is read only. New users cannot be created.",
+        ] {
+            assert!(
+                matches!(add_user_outcome(&note("error", other), jid), Err(XmppError::Refused(t)) if t == other),
+                "{other}"
+            );
+        }
+        for gone in [
+            format!("User does not exist: {jid}"),
+            format!("Lutilisateur nexiste pas : {jid}"),
+        ] {
+            assert!(
+                matches!(
+                    delete_user_outcome(&note("error", &gone), jid),
+                    Err(XmppError::NotFound)
+                ),
+                "{gone}"
+            );
+        }
+        // The JID is what tells "missing" apart: an error note without it is a refusal, even in
+        // a language that is not read here.
+        let readonly = "Le fournisseur d'utilisateurs est en lecture seule. Les utilisateurs ne peuvent pas être supprimés.";
+        assert!(matches!(
+            delete_user_outcome(&note("error", readonly), jid),
+            Err(XmppError::Refused(t)) if t == readonly
+        ));
+        let remote = format!("Cannot delete remote user: {jid}");
+        assert!(matches!(
+            delete_user_outcome(&note("error", &remote), jid),
+            Err(XmppError::Refused(_))
+        ));
+        // English stays the last resort: "does not exist" without our JID still reads missing.
+        assert!(matches!(
+            delete_user_outcome(
+                &note("error", "User does not exist: other@example.test"),
+                jid
+            ),
+            Err(XmppError::NotFound)
+        ));
     }
 
     fn iq_error(cond: DefinedCondition) -> Iq {

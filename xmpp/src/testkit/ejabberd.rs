@@ -307,6 +307,8 @@ impl Ejabberd {
             timeout: Duration::from_secs(5),
             session_idle: Duration::from_secs(30),
             keepalive: Duration::from_secs(30),
+            allow_multiple: false,
+            command_sessions: 40,
         }
     }
 }

@@ -273,6 +273,8 @@ impl Prosody {
             timeout: Duration::from_secs(5),
             session_idle: Duration::from_secs(30),
             keepalive: Duration::from_secs(30),
+            allow_multiple: false,
+            command_sessions: 40,
         }
     }
 

@@ -35,6 +35,8 @@ fn cfg(addr: &str, timeout: Duration) -> XmppConfig {
         timeout,
         session_idle: Duration::from_secs(30),
         keepalive: Duration::from_secs(30),
+        allow_multiple: false,
+        command_sessions: 40,
     }
 }
 
