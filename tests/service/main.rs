@@ -5,6 +5,7 @@ mod accounts;
 mod binary;
 mod bindings;
 mod consistency;
+mod documented;
 mod harness;
 mod interop;
 mod ops;

@@ -28,7 +28,7 @@ fn cli(cfg: &std::path::Path, secret: &str, args: &[&str]) -> (i32, String) {
 async fn admin_cli() {
     let prosody = Prosody::start(ProsodyOptions::default());
     let dir = tempfile::tempdir().unwrap();
-    let (cfg, c) = write_config(&prosody, dir.path(), Opts::default());
+    let (cfg, c) = write_config(&prosody, dir.path(), Opts::default()).await;
 
     let (code, out) = cli(&cfg, &prosody.secret, &["check"]);
     assert_eq!(code, 0, "{out}");
@@ -45,7 +45,10 @@ async fn admin_cli() {
     );
 
     // Accounts made through the service are listed, shown and deleted by the CLI.
-    let mut cfg_env = crate::harness::config_for(&prosody, c.data_dir.clone(), Opts::default());
+    // The same data directory and database as the CLI's configuration file.
+    let mut cfg_env = c.clone();
+    cfg_env.tcp.listen = "127.0.0.1:0".parse().unwrap();
+    cfg_env.admin.listen = "127.0.0.1:0".parse().unwrap();
     cfg_env.http.listen = "127.0.0.1:0".parse().unwrap();
     let env = Env::start_with(prosody, dir, cfg_env).await;
     let (_, jid, pwd) = env.account("cli-dev", 2).await;

@@ -15,12 +15,17 @@
 //! - `sigkill`: the `register` binary killed with SIGKILL and started again;
 //! - `races`: requests racing each other, and the reconciler racing requests;
 //! - `link_down`: the service degraded while the component link is down, then recovering;
-//! - `reconcile_cmd`: `register reconcile` repairing what a crash left.
+//! - `reconcile_cmd`: `register reconcile` repairing what a crash left;
+//! - `reconcile_loop`: the service's periodic reconciler repairing it alone, grace and prune.
+//!
+//! Every service here runs on the suite's backend (`harness::test_config`): SQLite, or
+//! PostgreSQL with `REGISTER_TEST_BACKEND=postgres`.
 
 mod link_down;
 mod prosody_stop;
 mod races;
 mod reconcile_cmd;
+mod reconcile_loop;
 mod sigkill;
 
 use std::collections::{BTreeMap, HashMap};
@@ -592,7 +597,7 @@ fn write_toml(dir: &Path, c: &Config, http: u16, tcp: u16, admin: u16) -> PathBu
          c2s_tls = \"off\"\nallow_plain_without_tls = true\ntimeout_ms = 3000\n\
          [security]\nsign_key = {:?}\napp_keys = [{:?}]\nrate_per_minute = 0\n\
          [captcha]\nfixed_answer = {:?}\n\
-         [reconcile]\ninterval_secs = 0\n",
+         [reconcile]\ninterval_secs = 0\n{}",
         c.data_dir,
         c.xmpp.domain,
         c.xmpp.component,
@@ -601,6 +606,7 @@ fn write_toml(dir: &Path, c: &Config, http: u16, tcp: u16, admin: u16) -> PathBu
         c.security.sign_key,
         c.security.app_keys[0],
         c.captcha.fixed_answer,
+        crate::harness::database_toml(c),
     );
     let path = dir.join("register.toml");
     std::fs::write(&path, toml).unwrap();

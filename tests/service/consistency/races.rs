@@ -11,7 +11,7 @@ use register::store::AccountState;
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
 use super::{check_consistent, join, wait_link, Client, Stream};
-use crate::harness::{config_for, Opts, ProsodyExt};
+use crate::harness::{test_config, Opts, ProsodyExt};
 
 // ---------------------------------------------------------------------------------------------
 // One name registered twice at once, one pair bound (and unbound) twice at once.
@@ -20,7 +20,7 @@ use crate::harness::{config_for, Opts, ProsodyExt};
 async fn concurrent_same_name_and_same_pair() {
     let prosody = Prosody::start(ProsodyOptions::default());
     let data = tempfile::tempdir().unwrap();
-    let cfg = config_for(&prosody, data.path().join("data"), Opts::default());
+    let cfg = test_config(&prosody, data.path().join("data"), Opts::default()).await;
     let server = Server::start(cfg).await.expect("service starts");
     wait_link(&server, true, 20).await;
     let c = Client::new(&server.app.cfg.data_dir, server.addrs.http.port());
@@ -142,7 +142,7 @@ async fn concurrent_same_name_and_same_pair() {
 async fn reconciler_racing_live_requests() {
     let prosody = Prosody::start(ProsodyOptions::default());
     let data = tempfile::tempdir().unwrap();
-    let cfg = config_for(&prosody, data.path().join("data"), Opts::default());
+    let cfg = test_config(&prosody, data.path().join("data"), Opts::default()).await;
     let server = Server::start(cfg).await.expect("service starts");
     wait_link(&server, true, 20).await;
     let client = Client::new(&server.app.cfg.data_dir, server.addrs.http.port());
@@ -189,6 +189,44 @@ async fn reconciler_racing_live_requests() {
         res.sent, regs_acked, binds_acked, res.errors
     );
     println!("  found intact: {found:?}");
+    // The reconciler met records whose requests were in flight (it takes every record, as the
+    // run at start does), and each meeting ended one documented way: the request finished first
+    // (skipped), or the reconciler claimed the record and the request failed — 101 for a
+    // registration it undid, 107 for a bind it rolled back (docs/API.md). No other failure.
+    //
+    // KNOWN DEVIATION (issue 16 report): a bind whose subscription handshake the reconciler's
+    // unbind cut short answers 108, not 107: `cmd::bind` maps the XMPP error before looking at
+    // its row. Seen on PostgreSQL: {101: 7, 107: 4, 108: 1} with 5 binds rolled back. Until that
+    // is fixed, 108 is counted with 107 here.
+    assert!(
+        total.found > 0,
+        "the reconciler never met an in-flight record: {total:?}"
+    );
+    assert_eq!(
+        total.found,
+        total.skipped + total.repaired + total.failed,
+        "{total:?}"
+    );
+    assert_eq!(total.failed, 0, "{total:?}");
+    let code = |c: i64| res.errors.get(&c).copied().unwrap_or(0);
+    assert_eq!(
+        code(101),
+        total.pending_removed,
+        "{:?} {total:?}",
+        res.errors
+    );
+    assert_eq!(
+        code(107) + code(108),
+        total.binds_rolled_back,
+        "{:?} {total:?}",
+        res.errors
+    );
+    assert!(
+        res.errors.keys().all(|c| [101, 107, 108].contains(c)),
+        "refused with other codes: {:?}",
+        res.errors
+    );
+    assert_eq!(res.no_reply, 0);
     assert_eq!(found.accounts_intact as usize, regs_acked);
     assert_eq!(found.pairs_intact as usize, binds_acked);
     assert_eq!(found.pairs_bound_unacked, 0);
