@@ -194,14 +194,22 @@ async fn whitespace_keepalive_is_sent_while_idle() {
     let x = Xmpp::start(c, shutdown.clone());
     assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
     let before = sent.lock().unwrap().len();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let bytes = sent.lock().unwrap()[before..].to_vec();
-    let spaces = bytes.iter().filter(|b| **b == b' ').count();
-    assert!(
-        spaces >= 3,
-        "only {spaces} keepalive spaces in {:?}",
-        String::from_utf8_lossy(&bytes)
-    );
+    // Three keepalives on a silent link (150 ms apart): wait for them with a deadline that a
+    // loaded machine cannot miss, rather than sleeping a fixed time and counting.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let bytes = sent.lock().unwrap()[before..].to_vec();
+        let spaces = bytes.iter().filter(|b| **b == b' ').count();
+        if spaces >= 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {spaces} keepalive spaces in {:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Pings on silence keep the link up; it never dropped.
     assert_eq!(x.link_stats(), (1, 0));
     shutdown.cancel();
