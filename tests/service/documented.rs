@@ -285,6 +285,78 @@ async fn partial_bind_names_failed_ls_binds_the_rest_and_answers_105_106() {
 }
 
 #[tokio::test]
+async fn pair_already_mutual_through_the_users_own_clients_is_recorded_bound() {
+    let env = Env::start(Opts::default()).await;
+    let (tok, jid_p, pwd_p) = env.account("am-p", 1).await;
+    let (_, jid_d, pwd_d) = env.account("am-d", 2).await;
+    // The two users make each other mutual contacts with their own XMPP clients (the testkit's),
+    // the subscription handshake both ways, repeated until both rosters say `both`.
+    let node = |j: &str| j.split('@').next().unwrap().to_owned();
+    let mut cp = xmpp::testkit::TestClient::login(&env.prosody, &node(&jid_p), &pwd_p)
+        .await
+        .unwrap();
+    let mut cd = xmpp::testkit::TestClient::login(&env.prosody, &node(&jid_d), &pwd_d)
+        .await
+        .unwrap();
+    let presence = |to: &str, kind: &str| -> minidom::Element {
+        format!("<presence xmlns='jabber:client' to='{to}' type='{kind}'/>")
+            .parse()
+            .unwrap()
+    };
+    let sub = |r: Vec<xmpp::RosterEntry>, peer: &str| {
+        r.into_iter()
+            .find(|e| e.jid == peer)
+            .map(|e| e.subscription)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        cp.send_element(&presence(&jid_d, "subscribe"))
+            .await
+            .unwrap();
+        cd.send_element(&presence(&jid_p, "subscribed"))
+            .await
+            .unwrap();
+        cd.send_element(&presence(&jid_p, "subscribe"))
+            .await
+            .unwrap();
+        cp.send_element(&presence(&jid_d, "subscribed"))
+            .await
+            .unwrap();
+        let on_p = sub(cp.roster().await.unwrap(), &jid_d);
+        let on_d = sub(cd.roster().await.unwrap(), &jid_p);
+        if on_p.as_deref() == Some("both") && on_d.as_deref() == Some("both") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clients' own handshake did not make them mutual: {on_p:?} {on_d:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cp.close().await;
+    cd.close().await;
+    // The service records the pair as bound and answers 0.
+    let v = bind(&env, &tok, "am-p", r#"["am-d"]"#).await;
+    assert_eq!(v["result"], 0, "{v}");
+    let store = &env.server().app.store;
+    let p = store.account_by_name("am-p").await.unwrap().unwrap().id;
+    let d = store.account_by_name("am-d").await.unwrap().unwrap().id;
+    assert_eq!(
+        store
+            .binding(p.min(d), p.max(d))
+            .await
+            .unwrap()
+            .map(|b| b.state),
+        Some(register::store::BindingState::Bound)
+    );
+    assert_eq!(
+        item(&env, &jid_p, &pwd_p, &jid_d).await.map(|i| i.0),
+        Some("both".into())
+    );
+    assert_eq!(bind(&env, &tok, "am-p", r#"["am-d"]"#).await["result"], 109);
+}
+
+#[tokio::test]
 async fn two_concurrent_cancels_give_0_and_102_and_every_token_is_revoked() {
     let env = Env::start(Opts::default()).await;
     let (t1, jid, pwd) = env.account("cc-dev", 2).await;

@@ -121,8 +121,27 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     env.captcha().await; // a kept-alive connection, so the request below goes out at once
     let (http, url) = (env.http.clone(), format!("{}/register", env.base));
     let in_flight = tokio::spawn(async move { http.post(url).form(&params).send().await });
-    // Give the request time to be accepted (it then spends tens of ms hashing and on the XMPP server).
-    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    // Stop once the request is inside the service: its `pending` row is written after hashing,
+    // before the JID is made (waited for, not guessed with a sleep).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let state = loop {
+        if let Some(a) = env
+            .server()
+            .app
+            .store
+            .account_by_name("late-dev")
+            .await
+            .unwrap()
+        {
+            break a.state;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request never reached the service"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    };
+    println!("graceful_shutdown_finishes_in_flight_requests: stopped with the account {state:?}");
     let server = env.server.take().unwrap();
     let stopping = tokio::spawn(server.stop());
     let r = in_flight
