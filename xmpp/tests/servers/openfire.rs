@@ -398,7 +398,9 @@ async fn openfire_header_refusals_are_told_apart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalive_prevents_openfire_idle_drop() {
     crate::init_tracing();
-    let idle = Duration::from_millis(300);
+    // Margins for a loaded 2-core machine: keepalives every 100 ms against a 2 s drop (a
+    // twentyfold margin), watched for three drop windows.
+    let idle = Duration::from_millis(2000);
     let (addr, _, accepted) = openfire(Some(idle)).await;
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
@@ -407,7 +409,7 @@ async fn keepalive_prevents_openfire_idle_drop() {
         shutdown.clone(),
     );
     assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(3 * idle).await;
     assert_eq!(x.link_stats(), (1, 0), "{:?}", x.last_link_error());
     assert_eq!(*accepted.lock().unwrap(), 1);
     x.create_account("alice", "pw-123456")
@@ -423,11 +425,15 @@ async fn keepalive_prevents_openfire_idle_drop() {
         ctl.clone(),
     );
     assert!(crate::wait_up(&y, Duration::from_secs(3)).await);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert!(
-        *accepted.lock().unwrap() >= 2,
-        "the scripted peer did not drop an idle link"
-    );
+    // Wait for the drop (and the reconnect it causes), with a deadline, instead of sleeping.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while *accepted.lock().unwrap() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scripted peer did not drop an idle link"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A mix of outcomes — success and failure notes, an IQ error, no reply, a malformed first step —
