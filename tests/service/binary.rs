@@ -10,13 +10,7 @@ use register::config::Config;
 use serde_json::Value;
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::harness::free_port;
 
 /// Write a `register.toml` for the binary (the component secret is left to the environment, as
 /// an operator would pass it); returns its path and the configuration it describes.

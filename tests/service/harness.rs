@@ -337,6 +337,20 @@ pub async fn stored_captcha(cfg: &Config, id: &str) -> Option<String> {
     }
 }
 
+/// A loopback port nobody listens on, for a binary's fixed ports, chosen below Linux's ephemeral
+/// range (32768–60999): a port picked by binding port 0 lies inside it, where any outgoing
+/// connection (to PostgreSQL, Prosody, the service) may take it as its local port before the
+/// binary — or the binary restarted after a SIGKILL — binds it.
+pub fn free_port() -> u16 {
+    for _ in 0..1000 {
+        let p = 10_000 + rand::random::<u16>() % 22_000;
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port below the ephemeral range");
+}
+
 /// POST a form to `base` + `path`; the reply must be 200 with a valid `sign`.
 pub async fn post_form<P: serde::Serialize + ?Sized>(
     http: &reqwest::Client,

@@ -578,13 +578,7 @@ async fn wait_link(server: &Server, up: bool, secs: u64) {
 // ---------------------------------------------------------------------------------------------
 // The binary: fixed ports and a configuration file (the SIGKILL test and `register reconcile`).
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::harness::free_port;
 
 /// A configuration file for the binary with the test settings of `c` and fixed ports.
 fn write_toml(dir: &Path, c: &Config, http: u16, tcp: u16, admin: u16) -> PathBuf {
