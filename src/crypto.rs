@@ -171,7 +171,7 @@ mod tests {
             .collect()
     }
 
-    /// The vectors published in docs/SIGNATURES.md.
+    /// The vectors published in docs/API.md (section "Signatures").
     #[test]
     fn documented_vectors() {
         let reply = json!({"result": 0, "user_info": {"user_name": "alice", "type": 1, "des": ""}});

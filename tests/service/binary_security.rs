@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
 use crate::binary::write_config;
-use crate::harness::{postgres_backend, Opts};
+use crate::harness::Opts;
 
 /// Where the binary keeps its rows, read independently of the service's code.
 enum Db {
@@ -24,18 +24,12 @@ enum Db {
 }
 
 impl Db {
-    async fn new(data_dir: &std::path::Path) -> Db {
-        match postgres_backend() {
-            Some(base) => Db::Postgres(crate::postgres::TestDb::create(&base).await.url),
-            None => Db::Sqlite(data_dir.join("register.db")),
-        }
-    }
-
-    /// The `[database]` section for the binary's configuration.
-    fn toml(&self) -> String {
-        match self {
-            Db::Sqlite(_) => String::new(),
-            Db::Postgres(url) => format!("[database]\nurl = {url:?}\n"),
+    /// The database the configuration `c` names.
+    fn of(c: &register::config::Config) -> Db {
+        if c.database.is_postgres() {
+            Db::Postgres(c.database.url.clone())
+        } else {
+            Db::Sqlite(c.data_dir.join("register.db"))
         }
     }
 
@@ -124,14 +118,16 @@ struct Binary {
 }
 
 impl Binary {
-    /// Write the configuration (the test's `extra` TOML sections appended) and start the binary.
-    async fn first(prosody: &Prosody, dir: &std::path::Path, db: &Db, extra: &str) -> Binary {
-        let (cfg, c) = write_config(prosody, dir, Opts::default());
+    /// Write the configuration (the test's `extra` TOML sections appended; on PostgreSQL with a
+    /// database of its own) and start the binary.
+    async fn first(prosody: &Prosody, dir: &std::path::Path, extra: &str) -> (Binary, Db) {
+        let (cfg, c) = write_config(prosody, dir, Opts::default()).await;
         let mut toml = std::fs::read_to_string(&cfg).unwrap();
-        toml.push_str(&db.toml());
         toml.push_str(extra);
         std::fs::write(&cfg, toml).unwrap();
-        Binary::start(cfg, c.xmpp.component_secret, c.tcp.listen, c.admin.listen).await
+        let db = Db::of(&c);
+        let bin = Binary::start(cfg, c.xmpp.component_secret, c.tcp.listen, c.admin.listen).await;
+        (bin, db)
     }
 
     async fn start(
@@ -325,8 +321,7 @@ const LOCK: &str = "[security]\nlockout_threshold = 3\nlockout_secs = 4\n";
 async fn binary_locks_a_device_right_after_registering_and_the_lock_expires() {
     let prosody = Prosody::start(ProsodyOptions::default());
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::new(&dir.path().join("data")).await;
-    let bin = Binary::first(&prosody, dir.path(), &db, LOCK).await;
+    let (bin, db) = Binary::first(&prosody, dir.path(), LOCK).await;
     let reg = bin
         .post(
             "/register",
@@ -384,11 +379,9 @@ async fn binary_locks_a_device_right_after_registering_and_the_lock_expires() {
 async fn binary_locks_a_phone_after_a_successful_login_and_the_lock_survives_a_restart() {
     let prosody = Prosody::start(ProsodyOptions::default());
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::new(&dir.path().join("data")).await;
-    let bin = Binary::first(
+    let (bin, db) = Binary::first(
         &prosody,
         dir.path(),
-        &db,
         "[security]\nlockout_threshold = 3\nlockout_secs = 600\n",
     )
     .await;
@@ -443,8 +436,7 @@ async fn binary_locks_a_phone_after_a_successful_login_and_the_lock_survives_a_r
 async fn binary_captcha_must_match_is_single_use_and_expires() {
     let prosody = Prosody::start(ProsodyOptions::default());
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::new(&dir.path().join("data")).await;
-    let bin = Binary::first(&prosody, dir.path(), &db, "[captcha]\nttl_secs = 1\n").await;
+    let (bin, db) = Binary::first(&prosody, dir.path(), "[captcha]\nttl_secs = 1\n").await;
     let reg = |id: String, answer: String| {
         let bin = &bin;
         async move {
@@ -512,8 +504,7 @@ async fn binary_captcha_must_match_is_single_use_and_expires() {
 async fn binary_refuses_a_token_revoked_by_cancel_over_https_and_tcp() {
     let prosody = Prosody::start(ProsodyOptions::default());
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::new(&dir.path().join("data")).await;
-    let bin = Binary::first(&prosody, dir.path(), &db, "").await;
+    let (bin, _db) = Binary::first(&prosody, dir.path(), "").await;
     let creds = [
         ("user_name", "cam-002"),
         ("password", "secret123"),

@@ -474,7 +474,7 @@ async fn consent_none_keeps_the_open_bind() {
 async fn consent_none_warns_at_start() {
     let prosody = xmpp::testkit::Prosody::start(xmpp::testkit::ProsodyOptions::default());
     let dir = tempfile::tempdir().unwrap();
-    let (cfg, c) = crate::binary::write_config(&prosody, dir.path(), Opts::default());
+    let (cfg, c) = crate::binary::write_config(&prosody, dir.path(), Opts::default()).await;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_register"))
         .arg("--config")
         .arg(&cfg)

@@ -86,12 +86,7 @@ impl Env {
             ..Default::default()
         });
         let data = tempfile::tempdir().unwrap();
-        let mut cfg = config_for(&prosody, data.path().join("data"), o);
-        if let Some(base) = postgres_backend() {
-            // The whole suite again on PostgreSQL: a database of its own for each service (left
-            // to the throwaway cluster, which CI removes).
-            cfg.database.url = crate::postgres::TestDb::create(&base).await.url;
-        }
+        let mut cfg = test_config(&prosody, data.path().join("data"), o).await;
         tune(&mut cfg);
         Env::start_with(prosody, data, cfg).await
     }
@@ -236,15 +231,133 @@ impl Env {
     }
 }
 
-/// `REGISTER_TEST_BACKEND=postgres` (with `REGISTER_TEST_PG_URL`) runs the in-process services on
-/// PostgreSQL instead of SQLite; `.ci/run` runs the suite both ways.
+/// `REGISTER_TEST_BACKEND=postgres` (with `REGISTER_TEST_PG_URL`) runs every service the suite
+/// starts (in-process or the binary) on PostgreSQL instead of SQLite; `.ci/run` runs the suite both
+/// ways. Asking for PostgreSQL without a URL fails the test: it never falls back to SQLite.
 pub fn postgres_backend() -> Option<String> {
     if std::env::var("REGISTER_TEST_BACKEND").as_deref() != Ok("postgres") {
         return None;
     }
+    Some(pg_url_env().unwrap_or_else(|| {
+        panic!(
+            "REGISTER_TEST_BACKEND=postgres but REGISTER_TEST_PG_URL is not set \
+             (scripts/pg-test.sh start DIR prints one)"
+        )
+    }))
+}
+
+fn pg_url_env() -> Option<String> {
     std::env::var("REGISTER_TEST_PG_URL")
         .ok()
         .filter(|u| !u.is_empty())
+}
+
+/// Whether this run must have every server it needs: on CI (`CI=true`, as CI services set it) or
+/// when PostgreSQL was asked for, a missing server fails the test instead of skipping it.
+pub fn strict() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+        || std::env::var("REGISTER_TEST_BACKEND").as_deref() == Ok("postgres")
+}
+
+/// The PostgreSQL server for the tests that need one (`REGISTER_TEST_PG_URL`). Without it: a
+/// failure on CI or with `REGISTER_TEST_BACKEND=postgres`, else `None` and a line saying the test
+/// was skipped (so a developer's `cargo test` without PostgreSQL still runs the rest).
+pub fn pg_url(test: &str) -> Option<String> {
+    if let Some(u) = pg_url_env() {
+        return Some(u);
+    }
+    assert!(
+        !strict(),
+        "{test}: REGISTER_TEST_PG_URL is not set, and this run may not skip (CI or \
+         REGISTER_TEST_BACKEND=postgres); start one with scripts/pg-test.sh"
+    );
+    eprintln!("{test}: skipped (REGISTER_TEST_PG_URL is not set; see scripts/pg-test.sh)");
+    None
+}
+
+/// [`config_for`] on the suite's backend: with `REGISTER_TEST_BACKEND=postgres`, a PostgreSQL
+/// database of its own (left to the throwaway cluster, which CI removes).
+pub async fn test_config(s: &dyn xmpp::testkit::TestServer, data_dir: PathBuf, o: Opts) -> Config {
+    let mut c = config_for(s, data_dir, o);
+    if let Some(base) = postgres_backend() {
+        c.database.url = crate::postgres::TestDb::create(&base).await.url;
+    }
+    c
+}
+
+/// The database of `cfg`, opened beside the service (or after it) to read it directly: the test's
+/// independent view, with no token cache in front.
+pub async fn direct_store(cfg: &Config) -> std::sync::Arc<dyn register::store::Store> {
+    if cfg.database.is_postgres() {
+        std::sync::Arc::new(
+            register::store::postgres::PgStore::connect(&cfg.database.url, 4)
+                .await
+                .expect("PostgreSQL store"),
+        )
+    } else {
+        std::sync::Arc::new(
+            register::store::sqlite::SqliteStore::open(&cfg.data_dir.join("register.db"))
+                .expect("SQLite store"),
+        )
+    }
+}
+
+/// The `[database]` section for a configuration file written from `cfg` (empty on SQLite).
+pub fn database_toml(cfg: &Config) -> String {
+    if cfg.database.url.is_empty() {
+        String::new()
+    } else {
+        format!("[database]\nurl = {:?}\n", cfg.database.url)
+    }
+}
+
+/// The answer of the captcha `id` as the service stored it, read straight from its database —
+/// the tests' way to answer a random captcha (no `fixed_answer`), with nothing in the service
+/// that a configuration could switch on.
+pub async fn issued_answer(cfg: &Config, id: &str) -> String {
+    stored_captcha(cfg, id)
+        .await
+        .unwrap_or_else(|| panic!("captcha {id} is not stored"))
+}
+
+/// The stored answer of captcha `id`, if it is still stored (read without taking it).
+pub async fn stored_captcha(cfg: &Config, id: &str) -> Option<String> {
+    if cfg.database.is_postgres() {
+        let (c, conn) = tokio_postgres::connect(&cfg.database.url, tokio_postgres::NoTls)
+            .await
+            .expect("connecting to the service's database");
+        tokio::spawn(conn);
+        c.query_opt("SELECT answer FROM captchas WHERE id = $1", &[&id])
+            .await
+            .unwrap()
+            .map(|row| row.get(0))
+    } else {
+        use rusqlite::OptionalExtension;
+        let db = rusqlite::Connection::open_with_flags(
+            cfg.data_dir.join("register.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        db.query_row("SELECT answer FROM captchas WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()
+        .unwrap()
+    }
+}
+
+/// A loopback port nobody listens on, for a binary's fixed ports, chosen below Linux's ephemeral
+/// range (32768–60999): a port picked by binding port 0 lies inside it, where any outgoing
+/// connection (to PostgreSQL, Prosody, the service) may take it as its local port before the
+/// binary — or the binary restarted after a SIGKILL — binds it.
+pub fn free_port() -> u16 {
+    for _ in 0..1000 {
+        let p = 10_000 + rand::random::<u16>() % 22_000;
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port below the ephemeral range");
 }
 
 /// POST a form to `base` + `path`; the reply must be 200 with a valid `sign`.
@@ -311,11 +424,16 @@ pub fn signed(params: &[(&str, &str)]) -> Vec<(String, String)> {
 /// Check a reply's `sign` as a client would, independently of the server's code: serde_json's
 /// default map is sorted by key, so `to_string` is the canonical form.
 pub fn assert_signed(v: &Value) {
+    assert_signed_with(v, SIGN_KEY.as_bytes())
+}
+
+/// [`assert_signed`] with another signing key.
+pub fn assert_signed_with(v: &Value, key: &[u8]) {
     use hmac::Mac;
     let mut m = v.as_object().expect("reply is an object").clone();
     let sign = m.remove("sign").expect("reply has sign");
     let text = serde_json::to_string(&Value::Object(m)).unwrap();
-    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(SIGN_KEY.as_bytes()).unwrap();
+    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key).unwrap();
     mac.update(text.as_bytes());
     assert_eq!(
         sign,

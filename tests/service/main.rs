@@ -8,6 +8,7 @@ mod binary_security;
 mod bind_tokens;
 mod bindings;
 mod consistency;
+mod documented;
 mod harness;
 mod interop;
 mod ops;

@@ -30,7 +30,7 @@ fn cli(cfg: &std::path::Path, secret: &str, args: &[&str]) -> (i32, String) {
 async fn admin_cli() {
     let prosody = Prosody::start(ProsodyOptions::default());
     let dir = tempfile::tempdir().unwrap();
-    let (cfg, c) = write_config(&prosody, dir.path(), Opts::default());
+    let (cfg, c) = write_config(&prosody, dir.path(), Opts::default()).await;
 
     let (code, out) = cli(&cfg, &prosody.secret, &["check"]);
     assert_eq!(code, 0, "{out}");
@@ -47,7 +47,10 @@ async fn admin_cli() {
     );
 
     // Accounts made through the service are listed, shown and deleted by the CLI.
-    let mut cfg_env = crate::harness::config_for(&prosody, c.data_dir.clone(), Opts::default());
+    // The same data directory and database as the CLI's configuration file.
+    let mut cfg_env = c.clone();
+    cfg_env.tcp.listen = "127.0.0.1:0".parse().unwrap();
+    cfg_env.admin.listen = "127.0.0.1:0".parse().unwrap();
     cfg_env.http.listen = "127.0.0.1:0".parse().unwrap();
     let env = Env::start_with(prosody, dir, cfg_env).await;
     let (_, jid, pwd) = env.account("cli-dev", 2).await;
@@ -140,8 +143,27 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     env.captcha().await; // a kept-alive connection, so the request below goes out at once
     let (http, url) = (env.http.clone(), format!("{}/register", env.base));
     let in_flight = tokio::spawn(async move { http.post(url).form(&params).send().await });
-    // Give the request time to be accepted (it then spends tens of ms hashing and on the XMPP server).
-    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    // Stop once the request is inside the service: its `pending` row is written after hashing,
+    // before the JID is made (waited for, not guessed with a sleep).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let state = loop {
+        if let Some(a) = env
+            .server()
+            .app
+            .store
+            .account_by_name("late-dev")
+            .await
+            .unwrap()
+        {
+            break a.state;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request never reached the service"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    };
+    println!("graceful_shutdown_finishes_in_flight_requests: stopped with the account {state:?}");
     let server = env.server.take().unwrap();
     let stopping = tokio::spawn(server.stop());
     let r = in_flight

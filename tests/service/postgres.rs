@@ -1,8 +1,9 @@
 //! The PostgreSQL store, and two service instances sharing one PostgreSQL and one Prosody.
 //!
 //! These tests need a PostgreSQL server: `REGISTER_TEST_PG_URL=postgres://user@127.0.0.1:PORT/db`
-//! (`.ci/run` starts one with `scripts/pg-test.sh`). Without it they print that they were skipped
-//! and pass, so `cargo test` alone still works. Each test creates its own database (random name,
+//! (`.ci/run` starts one with `scripts/pg-test.sh`). Without it they fail on CI (`CI=true`) and
+//! with `REGISTER_TEST_BACKEND=postgres`; elsewhere they print that they were skipped and pass, so
+//! a developer's `cargo test` without PostgreSQL still runs the rest. Each test creates its own database (random name,
 //! dropped at the end), so they run in parallel.
 
 use std::sync::Arc;
@@ -17,21 +18,12 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
-use crate::harness::{assert_signed, config_for, post_form, signed, Opts, ProsodyExt, CAPTCHA};
+use crate::harness::{
+    assert_signed, config_for, pg_url, post_form, signed, Opts, ProsodyExt, CAPTCHA,
+};
 
 /// The same `jid_pwd` key on every instance: one instance must read what another sealed.
 const ENC_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-
-/// The server's URL, or `None` (and a line saying the test is skipped).
-fn pg_url(test: &str) -> Option<String> {
-    match std::env::var("REGISTER_TEST_PG_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!("{test}: skipped (REGISTER_TEST_PG_URL is not set; see scripts/pg-test.sh)");
-            None
-        }
-    }
-}
 
 /// A database of its own on the test server, dropped by [`TestDb::drop_db`].
 pub(crate) struct TestDb {

@@ -15,12 +15,17 @@
 //! - `sigkill`: the `register` binary killed with SIGKILL and started again;
 //! - `races`: requests racing each other, and the reconciler racing requests;
 //! - `link_down`: the service degraded while the component link is down, then recovering;
-//! - `reconcile_cmd`: `register reconcile` repairing what a crash left.
+//! - `reconcile_cmd`: `register reconcile` repairing what a crash left;
+//! - `reconcile_loop`: the service's periodic reconciler repairing it alone, grace and prune.
+//!
+//! Every service here runs on the suite's backend (`harness::test_config`): SQLite, or
+//! PostgreSQL with `REGISTER_TEST_BACKEND=postgres`.
 
 mod link_down;
 mod prosody_stop;
 mod races;
 mod reconcile_cmd;
+mod reconcile_loop;
 mod sigkill;
 
 use std::collections::{BTreeMap, HashMap};
@@ -573,13 +578,7 @@ async fn wait_link(server: &Server, up: bool, secs: u64) {
 // ---------------------------------------------------------------------------------------------
 // The binary: fixed ports and a configuration file (the SIGKILL test and `register reconcile`).
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::harness::free_port;
 
 /// A configuration file for the binary with the test settings of `c` and fixed ports.
 fn write_toml(dir: &Path, c: &Config, http: u16, tcp: u16, admin: u16) -> PathBuf {
@@ -593,7 +592,7 @@ fn write_toml(dir: &Path, c: &Config, http: u16, tcp: u16, admin: u16) -> PathBu
          [security]\nsign_key = {:?}\napp_keys = [{:?}]\nrate_per_minute = 0\n\
          api_rate_per_minute = 0\naccount_rate_per_minute = 0\n\
          [captcha]\nfixed_answer = {:?}\n\
-         [reconcile]\ninterval_secs = 0\n",
+         [reconcile]\ninterval_secs = 0\n{}",
         c.data_dir,
         c.xmpp.domain,
         c.xmpp.component,
@@ -602,6 +601,7 @@ fn write_toml(dir: &Path, c: &Config, http: u16, tcp: u16, admin: u16) -> PathBu
         c.security.sign_key,
         c.security.app_keys[0],
         c.captcha.fixed_answer,
+        crate::harness::database_toml(c),
     );
     let path = dir.join("register.toml");
     std::fs::write(&path, toml).unwrap();

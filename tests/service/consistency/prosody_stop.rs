@@ -7,13 +7,13 @@ use register::server::Server;
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
 use super::{check_consistent, join, wait_link, Client, Stream};
-use crate::harness::{config_for, Opts};
+use crate::harness::{test_config, Opts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prosody_stopped_mid_stream() {
     let mut prosody = Prosody::start(ProsodyOptions::default());
     let data = tempfile::tempdir().unwrap();
-    let mut cfg = config_for(&prosody, data.path().join("data"), Opts::default());
+    let mut cfg = test_config(&prosody, data.path().join("data"), Opts::default()).await;
     // These tests bind by name: the open bind of old clients (bind tokens: bind_tokens.rs).
     cfg.binding.consent = "none".into();
     cfg.xmpp.timeout_ms = 3000;

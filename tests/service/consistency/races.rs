@@ -11,7 +11,7 @@ use register::store::AccountState;
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
 use super::{check_consistent, join, wait_link, Client, Stream};
-use crate::harness::{config_for, Opts, ProsodyExt};
+use crate::harness::{test_config, Opts, ProsodyExt};
 
 // ---------------------------------------------------------------------------------------------
 // One name registered twice at once, one pair bound (and unbound) twice at once.
@@ -20,7 +20,7 @@ use crate::harness::{config_for, Opts, ProsodyExt};
 async fn concurrent_same_name_and_same_pair() {
     let prosody = Prosody::start(ProsodyOptions::default());
     let data = tempfile::tempdir().unwrap();
-    let mut cfg = config_for(&prosody, data.path().join("data"), Opts::default());
+    let mut cfg = test_config(&prosody, data.path().join("data"), Opts::default()).await;
     // These tests bind by name: the open bind of old clients (bind tokens: bind_tokens.rs).
     cfg.binding.consent = "none".into();
     let server = Server::start(cfg).await.expect("service starts");
@@ -144,7 +144,7 @@ async fn concurrent_same_name_and_same_pair() {
 async fn reconciler_racing_live_requests() {
     let prosody = Prosody::start(ProsodyOptions::default());
     let data = tempfile::tempdir().unwrap();
-    let mut cfg = config_for(&prosody, data.path().join("data"), Opts::default());
+    let mut cfg = test_config(&prosody, data.path().join("data"), Opts::default()).await;
     // These tests bind by name: the open bind of old clients (bind tokens: bind_tokens.rs).
     cfg.binding.consent = "none".into();
     let server = Server::start(cfg).await.expect("service starts");
@@ -171,6 +171,7 @@ async fn reconciler_racing_live_requests() {
                 total.pending_removed += r.pending_removed;
                 total.orphan_jids_deleted += r.orphan_jids_deleted;
                 total.binds_rolled_back += r.binds_rolled_back;
+                total.unbinds_finished += r.unbinds_finished;
                 tokio::time::sleep(Duration::from_millis(40)).await;
             }
             (runs, total)
@@ -193,6 +194,44 @@ async fn reconciler_racing_live_requests() {
         res.sent, regs_acked, binds_acked, res.errors
     );
     println!("  found intact: {found:?}");
+    // The reconciler met records whose requests were in flight (it takes every record, as the
+    // run at start does), and each meeting ended one documented way: the request finished first
+    // (skipped), or the reconciler claimed the record and the request failed — 101 for a
+    // registration it undid, 107 for a bind it rolled back (docs/API.md). No other failure.
+    //
+    // KNOWN DEVIATION (issue 16 report): a bind whose subscription handshake the reconciler's
+    // unbind cut short answers the XMPP error it met — 108, or 9 — not 107: `cmd::bind` maps
+    // the XMPP error before looking at its row. Seen: {101: 7, 107: 4, 108: 1} with 5 binds
+    // rolled back; {9: 1, 101: 1, 107: 7} with 8. Until that is fixed, 108 and 9 are accepted.
+    assert!(
+        total.found > 0,
+        "the reconciler never met an in-flight record: {total:?}"
+    );
+    assert_eq!(
+        total.found,
+        total.skipped + total.repaired + total.failed,
+        "{total:?}"
+    );
+    // Every request whose record the reconciler undid failed: a registration with 101, a bind
+    // with 107 (or, above, 108 or 9). A record it could not finish in one run (e.g. while its
+    // request still held the XMPP session) is finished by a later run, where a claimed bind
+    // counts as an unbind; so the failed requests lie between the clean repairs and those plus
+    // the retried ones — and no request failed for any other reason.
+    let failed_requests: u64 = res.errors.values().sum();
+    let undone = total.pending_removed + total.binds_rolled_back;
+    let retried = total.unbinds_finished + total.failed + last.repaired;
+    assert!(
+        (undone..=undone + retried).contains(&failed_requests),
+        "{failed_requests} failed requests for {undone} records undone (+{retried} retried): \
+         {:?} {total:?} {last:?}",
+        res.errors
+    );
+    assert!(
+        res.errors.keys().all(|c| [9, 101, 107, 108].contains(c)),
+        "refused with other codes: {:?}",
+        res.errors
+    );
+    assert_eq!(res.no_reply, 0);
     assert_eq!(found.accounts_intact as usize, regs_acked);
     assert_eq!(found.pairs_intact as usize, binds_acked);
     assert_eq!(found.pairs_bound_unacked, 0);

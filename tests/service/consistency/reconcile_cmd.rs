@@ -3,18 +3,17 @@
 use std::collections::HashMap;
 
 use register::server::Server;
-use register::store::sqlite::SqliteStore;
-use register::store::{AccountState, BindingState, Store};
+use register::store::{AccountState, BindingState};
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
 use super::{free_port, wait_link, write_toml, Client};
-use crate::harness::{config_for, Opts, ProsodyExt};
+use crate::harness::{test_config, Opts, ProsodyExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_command_repairs_crash_leftovers() {
     let prosody = Prosody::start(ProsodyOptions::default());
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config_for(&prosody, dir.path().join("data"), Opts::default());
+    let mut cfg = test_config(&prosody, dir.path().join("data"), Opts::default()).await;
     // These tests bind by name: the open bind of old clients (bind tokens: bind_tokens.rs).
     cfg.binding.consent = "none".into();
     let server = Server::start(cfg.clone()).await.expect("service starts");
@@ -49,9 +48,9 @@ async fn reconcile_command_repairs_crash_leftovers() {
     server.stop().await.unwrap();
 
     // What a crash at each step would leave (the service is stopped, as after a crash).
-    let store = SqliteStore::open(&cfg.data_dir.join("register.db")).unwrap();
+    let store = crate::harness::direct_store(&cfg).await;
     let id = |n: &'static str| {
-        let store = &store;
+        let store = store.as_ref();
         async move { store.account_by_name(n).await.unwrap().unwrap() }
     };
     let (a, b, cc, d, e) = (

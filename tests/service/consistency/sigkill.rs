@@ -6,12 +6,10 @@ use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use register::store::sqlite::SqliteStore;
-use register::store::Store;
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
 use super::{check_consistent, free_port, join, verify_token, write_toml, Client, Stream};
-use crate::harness::{config_for, Opts};
+use crate::harness::{test_config, Opts};
 
 /// Text without terminal colour sequences (the binary's log).
 fn strip_ansi(s: &str) -> String {
@@ -94,7 +92,7 @@ impl Binary {
 async fn binary_killed_mid_stream() {
     let prosody = Prosody::start(ProsodyOptions::default());
     let dir = tempfile::tempdir().unwrap();
-    let c = config_for(&prosody, dir.path().join("data"), Opts::default());
+    let c = test_config(&prosody, dir.path().join("data"), Opts::default()).await;
     let (hp, tp, ap) = (free_port(), free_port(), free_port());
     let toml = write_toml(dir.path(), &c, hp, tp, ap);
     let log = dir.path().join("register.log");
@@ -102,13 +100,13 @@ async fn binary_killed_mid_stream() {
     bin.wait_ready(ap).await;
 
     // The test reads the database directly (WAL: beside the service's own connections).
-    let store = SqliteStore::open(&c.data_dir.join("register.db")).unwrap();
+    let store = crate::harness::direct_store(&c).await;
     let stream = Stream::new(Client::new(&c.data_dir, hp));
     let tasks = stream.spawn("k9", 5, 4);
     // Three kills, each when some operation is half-way; started again at once on the same data.
     let mut kills = Vec::new();
     for (n, pairs_only) in [(6, false), (14, true), (22, true)] {
-        let caught = stream.fault_point(n, &store, pairs_only).await;
+        let caught = stream.fault_point(n, store.as_ref(), pairs_only).await;
         bin.kill9().await;
         kills.push(format!(
             "kill after {} acked registrations ({caught})",
@@ -145,7 +143,7 @@ async fn binary_killed_mid_stream() {
         assert_eq!(v["jid"], jid.as_str());
         tokens_ok += 1;
     }
-    let found = check_consistent(&prosody, &store, &client, &res).await;
+    let found = check_consistent(&prosody, store.as_ref(), &client, &res).await;
     let log = strip_ansi(&bin.log_text());
     let repaired_lines: Vec<&str> = log.lines().filter(|l| l.contains("reconciled")).collect();
     let regs_acked = res.registered.values().filter(|r| **r == Some(0)).count();

@@ -156,16 +156,33 @@ async fn sessions_are_reused_and_reaped() {
     let n = node("pool");
     e.xmpp.create_account(&n, "pw-123456").await.unwrap();
     let p = party(&n, "pw-123456", "p", "Phone");
+    // Prosody logs every c2s authentication: a reused session authenticates once, a replaced
+    // one would authenticate again.
+    let logins = || {
+        e.server
+            .log()
+            .matches(&format!("Authenticated as {n}@"))
+            .count()
+    };
     e.xmpp.roster(&p).await.unwrap();
     assert_eq!(e.xmpp.idle_sessions(), 1);
+    assert_eq!(logins(), 1, "one login for the first operation");
     e.xmpp.roster(&p).await.unwrap();
     assert_eq!(
         e.xmpp.idle_sessions(),
         1,
         "second operation did not reuse the session"
     );
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(e.xmpp.idle_sessions(), 0, "idle session not closed");
+    assert_eq!(logins(), 1, "the second operation logged in again");
+    // Reaped once idle for longer than session_idle (400 ms): wait for it, with a deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while e.xmpp.idle_sessions() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "idle session not closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

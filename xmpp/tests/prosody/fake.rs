@@ -196,15 +196,88 @@ async fn whitespace_keepalive_is_sent_while_idle() {
     let x = Xmpp::start(c, shutdown.clone());
     assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
     let before = sent.lock().unwrap().len();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let bytes = sent.lock().unwrap()[before..].to_vec();
-    let spaces = bytes.iter().filter(|b| **b == b' ').count();
-    assert!(
-        spaces >= 3,
-        "only {spaces} keepalive spaces in {:?}",
-        String::from_utf8_lossy(&bytes)
-    );
+    // Three keepalives on a silent link (150 ms apart): wait for them with a deadline that a
+    // loaded machine cannot miss, rather than sleeping a fixed time and counting.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let bytes = sent.lock().unwrap()[before..].to_vec();
+        let spaces = bytes.iter().filter(|b| **b == b' ').count();
+        if spaces >= 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {spaces} keepalive spaces in {:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Pings on silence keep the link up; it never dropped.
     assert_eq!(x.link_stats(), (1, 0));
     shutdown.cancel();
+}
+
+/// A c2s server that offers only PLAIN, without TLS: answers the client's stream header with
+/// its features and records everything the client sends until it hangs up (or 10 s pass).
+async fn plain_only_c2s(listener: TcpListener) -> Vec<u8> {
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The client's stream header.
+    while !String::from_utf8_lossy(&got).contains("<stream:stream") || !got.ends_with(b">") {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the client hung up before its stream header");
+        got.extend_from_slice(&buf[..n]);
+    }
+    s.write_all(
+        b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+          xmlns:stream='http://etherx.jabber.org/streams' id='fake-c2s' from='example.test' \
+          version='1.0'><stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>\
+          <mechanism>PLAIN</mechanism></mechanisms></stream:features>",
+    )
+    .await
+    .unwrap();
+    let mut after = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => after.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    after
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_is_refused_without_tls_unless_allowed() {
+    for allow in [false, true] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(plain_only_c2s(listener));
+        let mut c = cfg("127.0.0.1:1", Duration::from_secs(3));
+        c.c2s_addr = addr;
+        c.allow_plain_without_tls = allow;
+        let r = xmpp::check_login(&c, "alice", "secret-password").await;
+        let sent = String::from_utf8_lossy(&server.await.unwrap()).into_owned();
+        if allow {
+            // The control: allowed, the client does authenticate with PLAIN (the fake then
+            // hangs up, so the login itself fails).
+            assert!(
+                sent.contains("PLAIN"),
+                "PLAIN not used when allowed: {sent}"
+            );
+            assert!(r.is_err());
+        } else {
+            assert!(
+                matches!(&r, Err(XmppError::SessionFailed(m)) if m.contains("PLAIN")),
+                "{r:?}"
+            );
+            assert!(
+                !sent.contains("<auth") && !sent.contains("secret"),
+                "credentials sent in the clear: {sent}"
+            );
+        }
+    }
 }
