@@ -272,7 +272,17 @@ async fn bind_pair(app: &App, me: &Account, peer: &Account) -> Result<(), ApiErr
                 Err(e) => e.into(),
             }
         }
-        Err(e) => ApiError::from_roster(e),
+        // The reconciler or a cancel may have claimed the pair while the server was busy with it
+        // (its unbind can cut the subscription handshake short): then that, not the error the
+        // handshake met, is why this bind did not happen (107 or 104), and the pair is theirs
+        // to undo.
+        Err(e) => match app.store.binding(a, b).await {
+            Ok(Some(row)) if row.state != BindingState::Binding => {
+                return Err(interrupted(app, me, peer).await)
+            }
+            Ok(None) => return Err(interrupted(app, me, peer).await),
+            _ => ApiError::from_roster(e),
+        },
     };
     roll_back(app, a, b, &pa, &pb).await;
     Err(err)

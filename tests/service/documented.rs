@@ -122,7 +122,7 @@ async fn exec_sql(env: &Env, sqlite: &str, pg: &str) {
 
 #[tokio::test]
 async fn wechat_account_registers_logs_in_and_binds_a_device_in_group_wechat() {
-    let env = Env::start(Opts::default()).await;
+    let env = Env::start_tuned(Opts::default(), open_bind).await;
     let (tok_w, jid_w, pwd_w) = env.account("wx-openid-1", 3).await;
     let (_, jid_d, pwd_d) = env.account("wx-cam", 2).await;
     env.account("wx-phone", 1).await;
@@ -182,7 +182,7 @@ async fn wechat_account_registers_logs_in_and_binds_a_device_in_group_wechat() {
 
 #[tokio::test]
 async fn bind_checks_every_name_before_anything_changes() {
-    let env = Env::start(Opts::default()).await;
+    let env = Env::start_tuned(Opts::default(), open_bind).await;
     let (tok, jid_p, pwd_p) = env.account("ck-p", 1).await;
     let (_, jid_1, pwd_1) = env.account("ck-d1", 2).await;
     let (_, jid_2, pwd_2) = env.account("ck-d2", 2).await;
@@ -225,7 +225,11 @@ async fn nothing_changed(env: &Env, jids: &[(&str, &str)]) {
 #[tokio::test]
 async fn partial_bind_names_failed_ls_binds_the_rest_and_answers_105_106() {
     // No token cache: the test changes accounts behind the service's back.
-    let env = Env::start_tuned(Opts::default(), |c| c.database.token_cache_entries = 0).await;
+    let env = Env::start_tuned(Opts::default(), |c| {
+        open_bind(c);
+        c.database.token_cache_entries = 0;
+    })
+    .await;
     let (tok, jid_p, pwd_p) = env.account("pb-p", 1).await;
     let (_, jid_ok, pwd_ok) = env.account("pb-ok", 2).await;
     env.account("pb-nojid", 2).await;
@@ -286,7 +290,7 @@ async fn partial_bind_names_failed_ls_binds_the_rest_and_answers_105_106() {
 
 #[tokio::test]
 async fn pair_already_mutual_through_the_users_own_clients_is_recorded_bound() {
-    let env = Env::start(Opts::default()).await;
+    let env = Env::start_tuned(Opts::default(), open_bind).await;
     let (tok, jid_p, pwd_p) = env.account("am-p", 1).await;
     let (_, jid_d, pwd_d) = env.account("am-d", 2).await;
     // The two users make each other mutual contacts with their own XMPP clients (the testkit's),
@@ -548,7 +552,7 @@ async fn plain_http_behind_a_trusted_proxy_rate_limits_each_forwarded_client() {
             } else {
                 assert_eq!(
                     (*status, result.clone()),
-                    (429, json!(100)),
+                    (429, json!(112)),
                     "{path} over the budget"
                 );
             }
@@ -584,6 +588,7 @@ async fn bind_without_a_c2s_session_answers_107_and_binds_nothing() {
     let port = closed.local_addr().unwrap().port();
     drop(closed);
     let env = Env::start_tuned(Opts::default(), |c| {
+        open_bind(c);
         c.xmpp.c2s_addr = format!("127.0.0.1:{port}");
     })
     .await;
@@ -608,7 +613,10 @@ async fn xmpp_certificate_from_an_untrusted_ca_is_refused() {
             tls: true,
             ..Opts::default()
         },
-        |c| c.xmpp.tls_ca_file = String::new(),
+        |c| {
+            open_bind(c);
+            c.xmpp.tls_ca_file = String::new();
+        },
     )
     .await;
     let (tok, jid_p, pwd_p) = env.account("ca-p", 1).await;
@@ -625,7 +633,10 @@ async fn c2s_tls_optional_binds_over_tls_when_offered() {
             tls: true,
             ..Opts::default()
         },
-        |c| c.xmpp.c2s_tls = "optional".into(),
+        |c| {
+            open_bind(c);
+            c.xmpp.c2s_tls = "optional".into();
+        },
     )
     .await;
     let (tok, jid_p, pwd_p) = env.account("op-p", 1).await;
@@ -640,4 +651,10 @@ async fn c2s_tls_optional_binds_over_tls_when_offered() {
         item(&env, &jid_d, &pwd_d, &jid_p).await.map(|i| i.0),
         Some("both".into())
     );
+}
+
+/// These tests prove the seed's bind by name (codes 104, 105–107, `failed_ls`), which
+/// `binding.consent = "none"` keeps for old clients; bind tokens are proven in bind_tokens.rs.
+fn open_bind(c: &mut register::config::Config) {
+    c.binding.consent = "none".into();
 }

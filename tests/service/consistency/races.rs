@@ -198,11 +198,6 @@ async fn reconciler_racing_live_requests() {
     // run at start does), and each meeting ended one documented way: the request finished first
     // (skipped), or the reconciler claimed the record and the request failed — 101 for a
     // registration it undid, 107 for a bind it rolled back (docs/API.md). No other failure.
-    //
-    // KNOWN DEVIATION (issue 16 report): a bind whose subscription handshake the reconciler's
-    // unbind cut short answers the XMPP error it met — 108, or 9 — not 107: `cmd::bind` maps
-    // the XMPP error before looking at its row. Seen: {101: 7, 107: 4, 108: 1} with 5 binds
-    // rolled back; {9: 1, 101: 1, 107: 7} with 8. Until that is fixed, 108 and 9 are accepted.
     assert!(
         total.found > 0,
         "the reconciler never met an in-flight record: {total:?}"
@@ -213,7 +208,7 @@ async fn reconciler_racing_live_requests() {
         "{total:?}"
     );
     // Every request whose record the reconciler undid failed: a registration with 101, a bind
-    // with 107 (or, above, 108 or 9). A record it could not finish in one run (e.g. while its
+    // with 107. A record it could not finish in one run (e.g. while its
     // request still held the XMPP session) is finished by a later run, where a claimed bind
     // counts as an unbind; so the failed requests lie between the clean repairs and those plus
     // the retried ones — and no request failed for any other reason.
@@ -227,7 +222,7 @@ async fn reconciler_racing_live_requests() {
         res.errors
     );
     assert!(
-        res.errors.keys().all(|c| [9, 101, 107, 108].contains(c)),
+        res.errors.keys().all(|c| [101, 107].contains(c)),
         "refused with other codes: {:?}",
         res.errors
     );
