@@ -466,6 +466,9 @@ impl Store for TokenCache {
     async fn record_bind_failure(&self, account: i64, now: i64, since: i64) -> StoreResult<u32> {
         self.inner.record_bind_failure(account, now, since).await
     }
+    async fn void_bind_tokens(&self, account: i64) -> StoreResult<u64> {
+        self.inner.void_bind_tokens(account).await
+    }
     async fn forget_bind_failure(&self, account: i64, at: i64) -> StoreResult<()> {
         self.inner.forget_bind_failure(account, at).await
     }

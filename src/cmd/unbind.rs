@@ -22,7 +22,11 @@ use crate::types::user_name_list;
 pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
     let me = app.token_owner_named(call).await?;
     let peers = match call.get("all") {
-        Some("1") | Some("true") => bound_peers(app, &me).await?,
+        Some("1") | Some("true") => {
+            // A factory reset: the codes the device showed before it bind nobody any more.
+            app.store.void_bind_tokens(me.id).await?;
+            bound_peers(app, &me).await?
+        }
         None | Some("") | Some("0") | Some("false") => match peers(app, call, &me).await {
             // With bind tokens, an unknown name answers as a name one is not bound to: the
             // reply does not tell which names exist. `consent = "none"` keeps the seed's 104.

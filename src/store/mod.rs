@@ -330,6 +330,8 @@ pub trait Store: Send + Sync + 'static {
     /// Count a failed bind-token redemption of an account; returns the count since `since`
     /// (older failures are dropped).
     async fn record_bind_failure(&self, account: i64, now: i64, since: i64) -> StoreResult<u32>;
+    /// Void every bind token `account` issued or that shares it (a device's factory reset).
+    async fn void_bind_tokens(&self, account: i64) -> StoreResult<u64>;
     /// Forget one failure recorded at `at` (a redemption counted in advance that succeeded).
     async fn forget_bind_failure(&self, account: i64, at: i64) -> StoreResult<()>;
 

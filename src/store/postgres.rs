@@ -777,6 +777,14 @@ impl Store for PgStore {
         Ok(n.max(0) as u32)
     }
 
+    async fn void_bind_tokens(&self, account: i64) -> StoreResult<u64> {
+        self.exec(
+            "DELETE FROM bind_tokens WHERE issuer = $1 OR device = $1",
+            &[&account],
+        )
+        .await
+    }
+
     async fn forget_bind_failure(&self, account: i64, at: i64) -> StoreResult<()> {
         self.exec(
             "DELETE FROM bind_failures WHERE ctid IN \

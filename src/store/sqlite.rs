@@ -871,6 +871,16 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn void_bind_tokens(&self, account: i64) -> StoreResult<u64> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached("DELETE FROM bind_tokens WHERE issuer = ?1 OR device = ?1")?
+                .execute([account])?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     async fn forget_bind_failure(&self, account: i64, at: i64) -> StoreResult<()> {
         self.write(move |c| {
             c.prepare_cached(

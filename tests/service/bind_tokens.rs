@@ -314,11 +314,24 @@ async fn pairing(o: Opts) {
     assert_eq!(v["result"], 0, "{v}");
     t.assert_apart("phone-a", "cam-002").await;
 
-    // A device after a factory reset: all=1 empties its roster and its phones' entries for it.
+    // A device after a factory reset: all=1 empties its roster and its phones' entries for it,
+    // and voids the codes it showed before the reset (and the sharing tokens for it).
+    let shown = t.token("cam-001", &[]).await;
+    let shared = t.token("phone-a", &[("device", "cam-001")]).await;
     let v = t
         .call("/set_user_unbanding", "cam-001", &[("all", "1")])
         .await;
     assert_eq!(v["result"], 0, "{v}");
+    assert_eq!(
+        t.bind("phone-b", &shown).await["result"],
+        111,
+        "void after the reset"
+    );
+    assert_eq!(
+        t.bind("stranger", &shared).await["result"],
+        111,
+        "void after the reset"
+    );
     let w = t.w("cam-001");
     assert!(t.env.prosody.roster(&w.jid, &w.pwd).await.is_empty());
     t.assert_apart("phone-a", "cam-001").await;
