@@ -104,7 +104,8 @@ pub(crate) struct Link {
     jid: Jid,
     state: watch::Sender<LinkState>,
     out: Mutex<Option<mpsc::UnboundedSender<Element>>>,
-    pending: Mutex<HashMap<String, oneshot::Sender<Iq>>>,
+    /// Waiting requests by id, with the JID their reply must come from.
+    pending: Mutex<HashMap<String, (Jid, oneshot::Sender<Iq>)>>,
     connects: AtomicU64,
     failures: AtomicU64,
     last_error: Mutex<Option<String>>,
@@ -214,7 +215,15 @@ impl Link {
         let id = next_id();
         *iq.id_mut() = id.clone();
         *iq.from_mut() = Some(self.jid.clone());
+        // The reply must come from where the request went (the server itself when it names no
+        // one): any other sender's result with a guessed id is not taken for it.
+        let expected = iq.to().cloned().unwrap_or_else(|| server_jid(&self.cfg));
         let el = to_component(&Element::from(iq));
+        if !crate::stanza::xml_safe(&el) {
+            return Err(XmppError::InvalidInput(
+                "a character XML does not allow in the request".into(),
+            ));
+        }
         let (tx, rx) = oneshot::channel();
         let out = self
             .out
@@ -222,7 +231,10 @@ impl Link {
             .expect("lock")
             .clone()
             .ok_or(XmppError::LinkDown)?;
-        self.pending.lock().expect("lock").insert(id.clone(), tx);
+        self.pending
+            .lock()
+            .expect("lock")
+            .insert(id.clone(), (expected, tx));
         if out.send(el).is_err() {
             self.pending.lock().expect("lock").remove(&id);
             return Err(XmppError::LinkDown);
@@ -241,8 +253,12 @@ impl Link {
     pub(crate) fn send_iq_nowait(&self, mut iq: Iq) -> bool {
         *iq.id_mut() = next_id();
         *iq.from_mut() = Some(self.jid.clone());
+        let el = to_component(&Element::from(iq));
+        if !crate::stanza::xml_safe(&el) {
+            return false;
+        }
         match self.out.lock().expect("lock").as_ref() {
-            Some(out) => out.send(to_component(&Element::from(iq))).is_ok(),
+            Some(out) => out.send(el).is_ok(),
             None => false,
         }
     }
@@ -524,11 +540,22 @@ impl Link {
         match el.name() {
             "iq" => match Iq::try_from(el.clone()) {
                 Ok(iq @ (Iq::Result { .. } | Iq::Error { .. })) => {
-                    let waiter = self.pending.lock().expect("lock").remove(iq.id());
-                    match waiter {
-                        Some(tx) => {
-                            let _ = tx.send(iq);
+                    let mut pending = self.pending.lock().expect("lock");
+                    let from_ok = pending
+                        .get(iq.id())
+                        .map(|(expected, _)| same_jid(iq.from(), expected, &self.cfg.domain));
+                    match from_ok {
+                        Some(true) => {
+                            if let Some((_, tx)) = pending.remove(iq.id()) {
+                                let _ = tx.send(iq);
+                            }
                         }
+                        // Left waiting: the real reply may still come.
+                        Some(false) => tracing::warn!(
+                            id = iq.id(),
+                            from = ?iq.from().map(|j| j.to_string()),
+                            "a reply from another JID than the request went to: ignored"
+                        ),
                         None => tracing::trace!(id = iq.id(), "reply nobody waits for"),
                     }
                     None
@@ -540,7 +567,12 @@ impl Link {
                 }
             },
             "message" => {
-                if let Some(p) = serve::parse_privileges(&el) {
+                // Only the server grants privileges (XEP-0356): the same element from anyone
+                // else, a user of the server included, changes nothing.
+                let from_server = el
+                    .attr("from")
+                    .is_some_and(|f| f.eq_ignore_ascii_case(&self.cfg.domain));
+                if let Some(p) = serve::parse_privileges(&el).filter(|_| from_server) {
                     tracing::info!(?p.perms, namespace = %p.namespace, "server granted privileges");
                     self.privileges.send_replace(Some(p));
                 } else if let Err(e) = xmpp_parsers::message::Message::try_from(el) {
@@ -571,6 +603,15 @@ fn handshake_refusal(condition: &str) -> LinkError {
         "not-authorized" => LinkError::NotAuthorized,
         "conflict" => LinkError::Conflict,
         other => LinkError::Stream(other.to_owned()),
+    }
+}
+
+/// Whether a reply's `from` is the JID its request went to. A server may leave `from` out of a
+/// reply to a request addressed to itself; JIDs compare with their domain in any case.
+fn same_jid(from: Option<&Jid>, expected: &Jid, domain: &str) -> bool {
+    match from {
+        Some(f) => f.to_string().to_lowercase() == expected.to_string().to_lowercase(),
+        None => expected.to_string().eq_ignore_ascii_case(domain),
     }
 }
 

@@ -49,6 +49,22 @@ pub(crate) fn to_component(el: &Element) -> Element {
     swap_ns(el, ns::JABBER_CLIENT, NS_COMPONENT)
 }
 
+/// Whether every attribute value and text of `el` is made of characters XML 1.0 allows. The
+/// stream's encoder refuses others (U+FFFF, most C0 controls) with an error that would end the
+/// link, so a stanza that fails this is refused on its own, before it is queued.
+pub(crate) fn xml_safe(el: &Element) -> bool {
+    fn ok(s: &str) -> bool {
+        s.chars().all(|c| {
+            matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
+        })
+    }
+    el.attrs().into_iter().all(|(_, v)| ok(v))
+        && el.nodes().all(|n| match n {
+            minidom::Node::Element(e) => xml_safe(e),
+            minidom::Node::Text(t) => ok(t),
+        })
+}
+
 /// A stanza read from the component stream, made parseable by xmpp-parsers.
 pub(crate) fn from_component(el: &Element) -> Element {
     swap_ns(el, NS_COMPONENT, ns::JABBER_CLIENT)
@@ -115,6 +131,29 @@ impl xso::AsXml for Whitespace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn characters_xml_forbids_are_found_anywhere_in_a_stanza() {
+        let item = |name: &str, group: &str| {
+            Element::builder("iq", "jabber:client")
+                .attr("type".try_into().unwrap(), "set")
+                .append(
+                    Element::builder("item", "jabber:iq:roster")
+                        .attr("name".try_into().unwrap(), name)
+                        .append(
+                            Element::builder("group", "jabber:iq:roster")
+                                .append(group)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        };
+        assert!(xml_safe(&item("cam-1 名字 \u{1F600}", "Device")));
+        assert!(!xml_safe(&item("cam\u{FFFF}", "Device")), "in an attribute");
+        assert!(!xml_safe(&item("cam", "Dev\u{1}ice")), "in a child's text");
+        assert!(!xml_safe(&item("cam\u{FFFE}", "Device")));
+    }
 
     #[test]
     fn swap_moves_stanza_and_children_only() {

@@ -196,3 +196,36 @@ async fn dead_pooled_session_is_replaced() {
     assert!(crate::wait_up(&e.xmpp, Duration::from_secs(10)).await);
     e.xmpp.roster(&p).await.expect("transparently replaced");
 }
+
+/// A user of the server sends the component a `<privilege/>` that grants nothing (XEP-0356 lets
+/// only the server grant): the component keeps the server's grant, `register check` still
+/// passes and privileged binding still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_privilege_message_changes_nothing() {
+    let e = env(false, AccountsMode::Component, BindingMode::Privileged).await;
+    e.xmpp.probe().await.expect("privileged link ready");
+    let (nm, na, nb) = (node("mallory"), node("phone"), node("dev"));
+    for n in [&nm, &na, &nb] {
+        e.xmpp.create_account(n, "pw-mmmmmm").await.unwrap();
+    }
+    let mut m = TestClient::login(&e.server, &nm, "pw-mmmmmm")
+        .await
+        .unwrap();
+    for ns in ["urn:xmpp:privilege:2", "urn:xmpp:privilege:1"] {
+        let forged = minidom::Element::builder("message", "jabber:client")
+            .attr("to".try_into().unwrap(), e.xmpp.config().component.as_str())
+            .append(minidom::Element::builder("privilege", ns).build())
+            .build();
+        m.send_element(&forged).await.unwrap();
+    }
+    // What must not happen has no event to wait for: give the server time to route both.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    e.xmpp.probe().await.expect("the server's grant stands");
+    let a = party(&na, "pw-mmmmmm", "phone", "Phone");
+    let b = party(&nb, "pw-mmmmmm", "dev", "Device");
+    e.xmpp
+        .bind(&a, &b)
+        .await
+        .expect("privileged bind still works");
+    m.close().await;
+}

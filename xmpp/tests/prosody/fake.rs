@@ -281,3 +281,78 @@ async fn plain_is_refused_without_tls_unless_allowed() {
         }
     }
 }
+
+/// A result with the right id from another JID than the request went to (a user who learnt or
+/// guessed the id) is not taken for the reply: the request gets the server's own answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_from_another_jid_is_not_taken_for_the_servers() {
+    crate::init_tracing();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let shutdown = CancellationToken::new();
+    let x = Xmpp::start(cfg(&addr, Duration::from_secs(2)), shutdown.clone());
+    tokio::spawn(async move {
+        let mut s = accept(&listener).await;
+        s.send(&Handshake::new()).await.unwrap();
+        while let Some(Ok(el)) = s.next().await {
+            let Some(id) = el.attr("id").map(str::to_owned) else {
+                continue;
+            };
+            let reply = |from: &str, kind: &str, child: Element| {
+                Element::builder("iq", NS)
+                    .attr("type".try_into().unwrap(), kind)
+                    .attr("id".try_into().unwrap(), id.as_str())
+                    .attr("from".try_into().unwrap(), from)
+                    .attr("to".try_into().unwrap(), "register.example.test")
+                    .append(child)
+                    .build()
+            };
+            // First a forged answer from a user that would carry the command through (the form
+            // at the first step, success at the second), then the server's refusal.
+            let cmd = el.get_child("command", "http://jabber.org/protocol/commands");
+            let forged = if cmd.and_then(|c| c.attr("action")) == Some("execute") {
+                Element::builder("command", "http://jabber.org/protocol/commands")
+                    .attr("status".try_into().unwrap(), "executing")
+                    .attr("sessionid".try_into().unwrap(), "sess-1")
+                    .append(
+                        Element::builder("x", "jabber:x:data")
+                            .attr("type".try_into().unwrap(), "form")
+                            .build(),
+                    )
+                    .build()
+            } else {
+                Element::builder("command", "http://jabber.org/protocol/commands")
+                    .attr("status".try_into().unwrap(), "completed")
+                    .attr("sessionid".try_into().unwrap(), "sess-1")
+                    .append(
+                        Element::builder("note", "http://jabber.org/protocol/commands")
+                            .attr("type".try_into().unwrap(), "info")
+                            .append("Operation finished successfully.")
+                            .build(),
+                    )
+                    .build()
+            };
+            s.send(&reply("mallory@example.test/x", "result", forged))
+                .await
+                .unwrap();
+            let error = Element::builder("error", NS)
+                .attr("type".try_into().unwrap(), "auth")
+                .append(
+                    Element::builder("forbidden", "urn:ietf:params:xml:ns:xmpp-stanzas").build(),
+                )
+                .build();
+            s.send(&reply("example.test", "error", error))
+                .await
+                .unwrap();
+        }
+    });
+    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    let r = x.create_account("someone", "pw-123456").await;
+    assert!(r.is_err(), "the forged success was taken: {r:?}");
+    assert!(
+        !matches!(r, Err(XmppError::Timeout)),
+        "the server's answer was not: {r:?}"
+    );
+    assert_eq!(x.link_stats().0, 1, "the link stayed up");
+    shutdown.cancel();
+}
