@@ -215,8 +215,12 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         policy: LockPolicy,
     ) -> StoreResult<bool>;
-    /// A login from `network` succeeded: its claimed attempt, that network's failures and lock,
-    /// and the account-wide count and lock are forgotten.
+    /// A login from `network` succeeded: its claimed attempt and that network's failures and lock
+    /// are forgotten, and `network` is remembered as the account's last: the account-wide lock
+    /// does not apply to it (its own lock still does), so guesses spread over many networks cannot
+    /// lock the owner out where the owner logs in. Of the account-wide count only the success's own
+    /// claim is taken back (it starts again when it locks), so an owner's logins give a
+    /// distributed guesser no new budget.
     async fn reset_login_failures(&self, id: i64, network: String) -> StoreResult<()>;
     /// Mark an account `deleting` and revoke its tokens, atomically. False when it was already
     /// `deleting` (or is gone): another cancel owns it.

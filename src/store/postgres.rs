@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0002_bind_tokens.sql"),
     include_str!("../../migrations/postgres/0003_token_order.sql"),
     include_str!("../../migrations/postgres/0004_login_failures.sql"),
+    include_str!("../../migrations/postgres/0005_last_login_network.sql"),
 ];
 
 /// The schema version this binary brings a database to.
@@ -350,8 +351,9 @@ impl Store for PgStore {
         // is taken after that wait (READ COMMITTED), so it sees the claim before.
         let account_locked: Option<bool> = tx
             .query_opt(
-                "SELECT locked_until > $2 FROM accounts WHERE id = $1 FOR UPDATE",
-                &[&id, &now],
+                "SELECT locked_until > $2 AND last_login_network <> $3 \
+                 FROM accounts WHERE id = $1 FOR UPDATE",
+                &[&id, &now, &network],
             )
             .await?
             .map(|r| r.get(0));
@@ -399,9 +401,9 @@ impl Store for PgStore {
         )
         .await?;
         tx.execute(
-            "UPDATE accounts SET failed_logins = 0, locked_until = 0 \
-             WHERE id = $1 AND (failed_logins <> 0 OR locked_until <> 0)",
-            &[&id],
+            "UPDATE accounts SET last_login_network = $2, \
+             failed_logins = greatest(failed_logins - 1, 0) WHERE id = $1",
+            &[&id, &network],
         )
         .await?;
         tx.commit().await?;

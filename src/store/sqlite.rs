@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_bind_tokens.sql"),
     include_str!("../../migrations/sqlite/0003_token_order.sql"),
     include_str!("../../migrations/sqlite/0004_login_failures.sql"),
+    include_str!("../../migrations/sqlite/0005_last_login_network.sql"),
 ];
 
 const READERS: usize = 4;
@@ -476,7 +477,7 @@ impl Store for SqliteStore {
             let sp = c.savepoint()?;
             let locked = sp
                 .query_row(
-                    "SELECT a.locked_until > ?3 OR coalesce(\
+                    "SELECT (a.locked_until > ?3 AND a.last_login_network <> ?2) OR coalesce(\
                        (SELECT f.locked_until > ?3 FROM login_failures f \
                         WHERE f.account_id = a.id AND f.network = ?2), 0) \
                      FROM accounts a WHERE a.id = ?1",
@@ -518,10 +519,10 @@ impl Store for SqliteStore {
             sp.prepare_cached("DELETE FROM login_failures WHERE account_id = ?1 AND network = ?2")?
                 .execute(params![id, network])?;
             sp.prepare_cached(
-                "UPDATE accounts SET failed_logins = 0, locked_until = 0 \
-                 WHERE id = ?1 AND (failed_logins <> 0 OR locked_until <> 0)",
+                "UPDATE accounts SET last_login_network = ?2, \
+                 failed_logins = max(failed_logins - 1, 0) WHERE id = ?1",
             )?
-            .execute([id])?;
+            .execute(params![id, network])?;
             sp.commit()?;
             Ok(())
         })

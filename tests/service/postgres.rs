@@ -226,26 +226,29 @@ async fn accounts_tokens_bindings_captchas(s: &dyn Store) {
         !claim("w", 139).await.unwrap(),
         "the whole account is locked"
     );
-    // A success from y forgets y's failures and the account's count and lock, not x's.
+    // A success from y forgets y's failures and makes y the account's last network; the
+    // account-wide count and lock stay: the lock (until 140) spares y, not x.
     s.reset_login_failures(b, "y".into()).await.unwrap();
     let bob = s.account_by_id(b).await.unwrap().unwrap();
-    assert_eq!((bob.failed_logins, bob.locked_until), (0, 0));
-    for _ in 0..4 {
-        assert!(claim("x", 100).await.unwrap());
-    }
+    assert_eq!((bob.failed_logins, bob.locked_until), (0, 140));
+    assert!(!claim("x", 100).await.unwrap(), "x: the account is locked");
     assert!(
-        !claim("x", 100).await.unwrap(),
-        "x: 1 + 4 = 5, locked again"
+        claim("y", 100).await.unwrap(),
+        "y: where the owner last logged in"
     );
-    assert!(claim("y", 100).await.unwrap(), "y starts from nothing");
-    // A day after its last failure, an unlocked network's count is pruned: y's one failure is
-    // forgotten, so five more claims are granted (without the prune the fourth would lock).
-    s.reset_login_failures(b, "w".into()).await.unwrap();
-    s.prune(100 + 86_400).await.unwrap();
+    // A day after its last failure, an unlocked network's count is pruned: x's failure at 80 is
+    // forgotten, so five claims are granted (without the prune the fourth would lock x).
+    let t = 80 + 86_400;
+    s.prune(t).await.unwrap();
     for _ in 0..5 {
-        assert!(claim("y", 100 + 86_400).await.unwrap());
+        assert!(claim("x", t).await.unwrap());
     }
-    assert!(!claim("y", 100 + 86_400).await.unwrap());
+    assert!(!claim("x", t).await.unwrap(), "x locked by its own five");
+    // Two more from elsewhere make eight for the account: locked, but not where its owner logs in.
+    assert!(claim("p", t).await.unwrap());
+    assert!(claim("q", t).await.unwrap());
+    assert!(!claim("s", t).await.unwrap(), "the account is locked");
+    assert!(claim("y", t).await.unwrap(), "but not for y");
     assert!(s.account_by_id(a).await.unwrap().is_none());
     s.ping().await.unwrap();
 }
