@@ -20,7 +20,7 @@ use crate::config::SecuritySection;
 /// Which budget a request spends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Budget {
-    /// `/verify_code`, `/login`, `/register`, `/cancel`: they cost a password hash or a captcha,
+    /// `/verify_code`, `/login`, `/register`, `/cancel`, `/change_password`: they cost a password hash or a captcha,
     /// or invite guessing (`security.rate_per_minute`).
     Costly,
     /// Every other endpoint (`security.api_rate_per_minute`).

@@ -14,4 +14,5 @@ mod ops;
 mod postgres;
 mod security;
 mod tcp;
+mod token_life;
 mod transport;
