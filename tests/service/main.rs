@@ -14,5 +14,6 @@ mod ops;
 mod postgres;
 mod security;
 mod tcp;
+mod tcp_auth;
 mod token_life;
 mod transport;
