@@ -364,7 +364,13 @@ async fn write<W: AsyncWrite + Unpin>(
     bytes: &[u8],
     timeout: std::time::Duration,
 ) -> Result<(), &'static str> {
-    match tokio::time::timeout(timeout, wr.write_all(bytes)).await {
+    // The flush matters for TLS, whose records may wait in rustls while the socket is full; on a
+    // plain socket it returns at once.
+    let all = async {
+        wr.write_all(bytes).await?;
+        wr.flush().await
+    };
+    match tokio::time::timeout(timeout, all).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err("write failed"),
         Err(_) => Err("client not reading its replies (write timeout)"),

@@ -145,6 +145,26 @@ async fn a_tls_backend_is_served_and_a_plaintext_one_reads_nothing() {
     // Answered from memory the second time, over TLS as well.
     send(&mut c, &verify(&token)).await;
     assert_eq!(reply(&mut c).await.unwrap()["validate"], true);
+    // Many pipelined checks, more replies than the socket buffers hold (the connection stops
+    // reading while its replies wait): every one arrives over TLS too.
+    const N: usize = 3000;
+    let (rd, mut wr) = tokio::io::split(c.into_inner());
+    let lines = verify(&token).repeat(N);
+    let writer = tokio::spawn(async move {
+        wr.write_all(lines.as_bytes()).await.unwrap();
+        wr.flush().await.unwrap();
+        wr
+    });
+    let mut rd = BufReader::new(rd);
+    for i in 0..N {
+        let mut line = String::new();
+        assert!(
+            rd.read_line(&mut line).await.unwrap() > 0,
+            "reply {i} missing"
+        );
+        assert!(line.contains("\"validate\":true"), "{line}");
+    }
+    drop(writer.await.unwrap());
     // Without /auth, TLS alone does not let a client in.
     let mut c = BufReader::new(tls_connect(&env).await);
     send(&mut c, &verify(&token)).await;
