@@ -231,7 +231,7 @@ fn tcp_config(cfg: &Config) -> Result<tcp_api::TcpConfig, StartError> {
         let text =
             std::fs::read_to_string(&t.auth_token_file).map_err(fail("tcp.auth_token_file"))?;
         let secret = text.trim();
-        if secret.len() < 16 {
+        if secret.chars().count() < 16 {
             return Err(StartError(
                 "tcp.auth_token_file: the secret must have at least 16 characters".into(),
             ));
@@ -364,4 +364,48 @@ pub async fn signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_entries_stay_on_this_host() {
+        for yes in ["127.0.0.0/8", "127.0.0.1", "::1/128", "::1"] {
+            assert!(is_loopback_net(yes), "{yes}");
+        }
+        for no in [
+            "0.0.0.0/0",
+            "10.0.0.0/8",
+            "126.0.0.0/7",
+            "::/0",
+            "192.168.1.5",
+        ] {
+            assert!(!is_loopback_net(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn a_missing_or_short_backend_secret_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        assert!(
+            tcp_config(&cfg).unwrap().auth_token.is_none(),
+            "off by default"
+        );
+        cfg.tcp.auth_token_file = dir.path().join("none").display().to_string();
+        assert!(tcp_config(&cfg).is_err(), "missing file");
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "short\n").unwrap();
+        cfg.tcp.auth_token_file = file.display().to_string();
+        assert!(tcp_config(&cfg).is_err(), "short secret");
+        std::fs::write(&file, "  sixteen-chars-ok \n").unwrap();
+        let t = tcp_config(&cfg).unwrap();
+        assert_eq!(t.auth_token.as_deref(), Some(&b"sixteen-chars-ok"[..]));
+        assert!(t.tls.is_none());
+    }
 }
