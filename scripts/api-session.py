@@ -290,7 +290,21 @@ def session(c):
     c.call("form", "/cancel", {"user_name": phone, "password": pw, "type": "1",
                                "verify_code": c.captcha, "verify_code_id": cid})
     c.call("form", "/get_user_banding", {"access_token": ptok, "user_name": phone}, expect=4)
-    c.call("form", "/cancel", {"user_name": dev2, "password": pw, "type": "2"}, sign=True)
+    # Token and password life (dev2): a second session logged out, then a password change that
+    # revokes every token (a wrong old password first: 102).
+    t2 = c.call("get", "/login", {"user_name": dev2, "password": pw, "type": "2"},
+                sign=True)["access_token"]
+    c.call("get", "/logout", {"access_token": t2, "user_name": dev2}, sign=True)
+    c.call("form", "/logout", {"access_token": t2, "user_name": dev2}, sign=True, expect=4)
+    c.call("json", "/get_users", {"access_token": d2tok, "user_name_ls": [dev2]}, sign=True)
+    c.call("json", "/change_password", {"access_token": d2tok, "user_name": dev2,
+                                        "old_password": "not-the-password",
+                                        "new_password": pw + "2"}, sign=True, expect=102)
+    c.call("form", "/change_password", {"access_token": d2tok, "user_name": dev2,
+                                        "old_password": pw, "new_password": pw + "2"}, sign=True)
+    c.call("json", "/get_users", {"access_token": d2tok, "user_name_ls": [dev2]}, sign=True,
+           expect=4)
+    c.call("form", "/cancel", {"user_name": dev2, "password": pw + "2", "type": "2"}, sign=True)
 
     # Transport errors, each with its documented body.
     r = c.http.get(c.base + "/nope", timeout=60)

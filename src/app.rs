@@ -141,6 +141,15 @@ impl App {
 
     /// The account owning the `access_token` parameter. Devices must also sign their requests.
     pub async fn token_owner(&self, call: &Call) -> Result<(Arc<Account>, i64), ApiError> {
+        let (account, expires) = self.token_holder(call).await?;
+        let device = account.kind == crate::types::AccountType::Device;
+        self.check_param_sign(call, device && !call.via_tcp)?;
+        Ok((account, expires))
+    }
+
+    /// [`token_owner`](Self::token_owner) without the signature check, for a command that checks
+    /// the signature itself (`/change_password`, through the login checks).
+    pub async fn token_holder(&self, call: &Call) -> Result<(Arc<Account>, i64), ApiError> {
         let token = call
             .get("access_token")
             .filter(|t| !t.is_empty())
@@ -158,8 +167,6 @@ impl App {
         if !call.via_tcp && self.limiter.allow_account(account.id).is_err() {
             return Err(ApiError::RateLimited);
         }
-        let device = account.kind == crate::types::AccountType::Device;
-        self.check_param_sign(call, device && !call.via_tcp)?;
         Ok((account, expires))
     }
 

@@ -39,6 +39,11 @@ pub enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Revoke access tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Finish or undo every interrupted operation now, and print what was fixed.
     Reconcile,
 }
@@ -51,6 +56,12 @@ pub enum UserAction {
     Show { name: String },
     /// Delete an account as /cancel does (bindings, JID, tokens, row).
     Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Revoke every access token of an account (its clients must log in again).
+    Revoke { name: String },
 }
 
 /// Set up logging from the configuration (`RUST_LOG` wins when set). Lines go to stderr in
@@ -379,6 +390,45 @@ fn dechunk(mut rest: &str) -> Option<String> {
         out.push_str(tail.get(..size)?);
         rest = tail.get(size + 2..)?;
     }
+}
+
+/// `register token revoke NAME`: every token of the account is deleted from the database.
+///
+/// With the in-process token cache (SQLite, `database.token_cache_entries` > 0) a running service
+/// answers tokens it holds in memory without asking the database: restart it afterwards (or run
+/// this while it is stopped). With PostgreSQL there is no cache and the revocation is immediate.
+pub async fn token(cfg: Config, action: TokenAction) -> i32 {
+    let s = CancellationToken::new();
+    let app = match crate::server::build_app(cfg, s.clone()).await {
+        Ok(a) => a,
+        Err(e) => return report(Err(e.to_string())),
+    };
+    let r = match action {
+        TokenAction::Revoke { name } => revoke(&app, &name).await,
+    };
+    s.cancel();
+    report(r)
+}
+
+async fn revoke(app: &App, name: &str) -> Result<(), String> {
+    let a = app
+        .store
+        .account_by_name(name)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("no such user")?;
+    let n = app
+        .store
+        .revoke_tokens(a.id)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("revoked {n} tokens of {name}");
+    if !app.cfg.database.is_postgres() && app.cfg.database.token_cache_entries > 0 {
+        eprintln!(
+            "note: a running service may still answer these tokens from its token cache until it restarts"
+        );
+    }
+    Ok(())
 }
 
 /// `register reconcile`: progress on stderr (one line per record, with what happened to it), what

@@ -48,6 +48,13 @@ pub struct TcpSection {
     pub max_connections: usize,
     pub idle_timeout_secs: u64,
     pub max_line_bytes: usize,
+    /// File holding the backends' shared secret; empty: no `/auth` asked.
+    pub auth_token_file: String,
+    /// TLS on the TCP listener.
+    pub tls: bool,
+    /// Certificate and key of the TCP listener; empty: the HTTPS ones.
+    pub cert_file: String,
+    pub key_file: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -242,6 +249,10 @@ impl Default for TcpSection {
             max_connections: 20_000,
             idle_timeout_secs: 300,
             max_line_bytes: 64 * 1024,
+            auth_token_file: String::new(),
+            tls: false,
+            cert_file: String::new(),
+            key_file: String::new(),
         }
     }
 }
@@ -464,6 +475,9 @@ impl Config {
             if n.parse::<ipnet::IpNet>().is_err() && n.parse::<std::net::IpAddr>().is_err() {
                 return bad(format!("{n:?} is not a network (e.g. 10.0.0.0/8)"));
             }
+        }
+        if self.tcp.cert_file.is_empty() != self.tcp.key_file.is_empty() {
+            return bad("tcp.cert_file and tcp.key_file go together".into());
         }
         if !self.database.url.is_empty() && !self.database.is_postgres() {
             return bad(

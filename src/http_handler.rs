@@ -22,6 +22,8 @@ pub const ROUTES: &[&str] = &[
     "/set_user_unbanding",
     "/get_user_banding",
     "/get_bind_token",
+    "/logout",
+    "/change_password",
 ];
 
 /// Name of the captcha cookie and parameter.
@@ -41,6 +43,8 @@ impl Api {
             "/set_user_unbanding" => cmd::unbind::run(app, call).await,
             "/get_user_banding" => cmd::get_user_banding::run(app, call).await,
             "/get_bind_token" => cmd::get_bind_token::run(app, call).await,
+            "/logout" => cmd::logout::run(app, call).await,
+            "/change_password" => cmd::change_password::run(app, call).await,
             _ => Err(ApiError::Params(format!("no such endpoint {path}"))),
         }
     }
@@ -70,6 +74,7 @@ fn budget(path: &str) -> Budget {
         | "/login"
         | "/register"
         | "/cancel"
+        | "/change_password"
         | "/set_user_banding"
         | "/set_user_unbanding" => Budget::Costly,
         _ => Budget::Api,

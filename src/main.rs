@@ -31,6 +31,7 @@ fn main() {
             Command::Run => run(cfg).await,
             Command::Check => cli::check(cfg).await,
             Command::User { action } => cli::user(cfg, action).await,
+            Command::Token { action } => cli::token(cfg, action).await,
             Command::Reconcile => cli::reconcile(cfg).await,
         }
     });

@@ -20,7 +20,7 @@ use crate::config::SecuritySection;
 /// Which budget a request spends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Budget {
-    /// `/verify_code`, `/login`, `/register`, `/cancel`, `/set_user_banding`,
+    /// `/verify_code`, `/login`, `/register`, `/cancel`, `/change_password`, `/set_user_banding`,
     /// `/set_user_unbanding`: they cost a password hash, a captcha or XMPP logins, or invite
     /// guessing (`security.rate_per_minute`).
     Costly,

@@ -131,13 +131,7 @@ impl Server {
     pub async fn start(cfg: Config) -> Result<Server, StartError> {
         let shutdown = CancellationToken::new();
         let http_cfg = http_config(&cfg)?;
-        let tcp_cfg = tcp_api::TcpConfig {
-            allow: parse_nets(&cfg.tcp.allow),
-            max_connections: cfg.tcp.max_connections,
-            idle_timeout: Duration::from_secs(cfg.tcp.idle_timeout_secs),
-            max_line: cfg.tcp.max_line_bytes,
-            ..tcp_api::TcpConfig::default()
-        };
+        let tcp_cfg = tcp_config(&cfg)?;
         let http_l = TcpListener::bind(cfg.http.listen)
             .await
             .map_err(fail("binding http.listen"))?;
@@ -234,6 +228,66 @@ impl Server {
     }
 }
 
+fn tcp_config(cfg: &Config) -> Result<tcp_api::TcpConfig, StartError> {
+    let t = &cfg.tcp;
+    let auth_token = if t.auth_token_file.is_empty() {
+        None
+    } else {
+        let text =
+            std::fs::read_to_string(&t.auth_token_file).map_err(fail("tcp.auth_token_file"))?;
+        let secret = text.trim();
+        if secret.chars().count() < 16 {
+            return Err(StartError(
+                "tcp.auth_token_file: the secret must have at least 16 characters".into(),
+            ));
+        }
+        Some(Arc::from(secret.as_bytes()))
+    };
+    let tls = if t.tls {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(fail("data_dir"))?;
+        let (cert, key) = if t.cert_file.is_empty() {
+            secrets::tls_pem(cfg).map_err(fail("certificate"))?
+        } else {
+            (
+                std::fs::read(&t.cert_file).map_err(fail("tcp.cert_file"))?,
+                std::fs::read(&t.key_file).map_err(fail("tcp.key_file"))?,
+            )
+        };
+        let server = http_api::tls_config_from_pem(&cert, &key).map_err(fail("tcp certificate"))?;
+        // The line protocol is not HTTP: no ALPN.
+        let mut server = (*server).clone();
+        server.alpn_protocols.clear();
+        Some(Arc::new(server))
+    } else {
+        None
+    };
+    if auth_token.is_none() && !t.allow.iter().all(|n| is_loopback_net(n)) {
+        tracing::warn!(
+            "tcp.allow admits networks beyond this host and tcp.auth_token_file is not set: any \
+             host there may check tokens and list users (see docs/TCP.md)"
+        );
+    }
+    Ok(tcp_api::TcpConfig {
+        allow: parse_nets(&t.allow),
+        max_connections: t.max_connections,
+        idle_timeout: Duration::from_secs(t.idle_timeout_secs),
+        max_line: t.max_line_bytes,
+        auth_token,
+        tls,
+        ..tcp_api::TcpConfig::default()
+    })
+}
+
+/// Whether an allow-list entry stays on this host.
+fn is_loopback_net(n: &str) -> bool {
+    match n.parse::<ipnet::IpNet>() {
+        Ok(net) => net.network().is_loopback() && net.broadcast().is_loopback(),
+        Err(_) => n
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+    }
+}
+
 fn http_config(cfg: &Config) -> Result<http_api::HttpConfig, StartError> {
     let tls = if cfg.http.tls {
         std::fs::create_dir_all(&cfg.data_dir).map_err(fail("data_dir"))?;
@@ -315,4 +369,48 @@ pub async fn signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_entries_stay_on_this_host() {
+        for yes in ["127.0.0.0/8", "127.0.0.1", "::1/128", "::1"] {
+            assert!(is_loopback_net(yes), "{yes}");
+        }
+        for no in [
+            "0.0.0.0/0",
+            "10.0.0.0/8",
+            "126.0.0.0/7",
+            "::/0",
+            "192.168.1.5",
+        ] {
+            assert!(!is_loopback_net(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn a_missing_or_short_backend_secret_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        assert!(
+            tcp_config(&cfg).unwrap().auth_token.is_none(),
+            "off by default"
+        );
+        cfg.tcp.auth_token_file = dir.path().join("none").display().to_string();
+        assert!(tcp_config(&cfg).is_err(), "missing file");
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "short\n").unwrap();
+        cfg.tcp.auth_token_file = file.display().to_string();
+        assert!(tcp_config(&cfg).is_err(), "short secret");
+        std::fs::write(&file, "  sixteen-chars-ok \n").unwrap();
+        let t = tcp_config(&cfg).unwrap();
+        assert_eq!(t.auth_token.as_deref(), Some(&b"sixteen-chars-ok"[..]));
+        assert!(t.tls.is_none());
+    }
 }

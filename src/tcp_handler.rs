@@ -90,4 +90,15 @@ impl tcp_api::LineHandler for LineApi {
     fn malformed(&self) -> Value {
         self.0.sign(json!({"result": 2}))
     }
+
+    fn auth_refused(&self) -> Value {
+        self.0
+            .metrics
+            .request("tcp/auth", 100, std::time::Duration::ZERO);
+        self.0.sign(json!({"result": 100}))
+    }
+
+    fn auth_accepted(&self) -> Value {
+        self.0.sign(json!({"result": 0}))
+    }
 }

@@ -296,6 +296,20 @@ impl Store for TokenCache {
         self.change(id, move |s| async move { s.begin_cancel(id, now).await })
             .await
     }
+    async fn revoke_token(&self, id: i64, hash: Vec<u8>) -> StoreResult<bool> {
+        self.change(id, move |s| async move { s.revoke_token(id, hash).await })
+            .await
+    }
+    async fn revoke_tokens(&self, id: i64) -> StoreResult<u64> {
+        self.change(id, move |s| async move { s.revoke_tokens(id).await })
+            .await
+    }
+    async fn set_password(&self, id: i64, password_hash: String, now: i64) -> StoreResult<bool> {
+        self.change(id, move |s| async move {
+            s.set_password(id, password_hash, now).await
+        })
+        .await
+    }
     async fn trim_tokens(&self, id: i64, newest: Vec<u8>, keep: u32) -> StoreResult<u64> {
         // Forgets the account only when a token was revoked (or the outcome is unknown), so an
         // ordinary login leaves the cache alone; in a task of its own, as `change` does.
@@ -561,6 +575,46 @@ mod tests {
             c.shared.maps.read().unwrap().tokens.is_empty(),
             "unknown tokens are not cached"
         );
+    }
+
+    #[tokio::test]
+    async fn logout_password_change_and_revoke_drop_cached_tokens_at_once() {
+        let (_dir, c) = cache(10);
+        let id = active(&c, "a").await;
+        let make = |a: &Account, exp: i64| format!("{}:{exp}", a.user_name).into_bytes();
+        let cached = |t: u8| {
+            let mut out = Vec::new();
+            c.token_reply_cached(&[t; 32], 10, &make, &mut out)
+        };
+        for t in [1u8, 2, 3] {
+            c.insert_token(vec![t; 32], id, 100, 1).await.unwrap();
+            assert!(c.token_account(vec![t; 32], 10).await.unwrap().is_some());
+            assert!(cached(t), "cached");
+        }
+        // Logout: the token used goes, from memory too; the others stay valid.
+        assert!(c.revoke_token(id, vec![1; 32]).await.unwrap());
+        assert!(!c.revoke_token(id, vec![1; 32]).await.unwrap(), "gone");
+        assert!(!cached(1));
+        assert!(c.token_account(vec![1; 32], 10).await.unwrap().is_none());
+        assert!(c.token_account(vec![2; 32], 10).await.unwrap().is_some());
+        assert!(cached(2));
+        // A password change: the new hash is stored and every token goes.
+        assert!(c.set_password(id, "new-hash".into(), 11).await.unwrap());
+        assert!(!cached(2) && !cached(3));
+        assert!(c.token_account(vec![2; 32], 12).await.unwrap().is_none());
+        assert!(c.token_account(vec![3; 32], 12).await.unwrap().is_none());
+        let a = c.account_by_id(id).await.unwrap().unwrap();
+        assert_eq!(a.password_hash, "new-hash");
+        // The operator's revoke.
+        c.insert_token(vec![4; 32], id, 100, 12).await.unwrap();
+        assert!(c.token_account(vec![4; 32], 12).await.unwrap().is_some());
+        assert_eq!(c.revoke_tokens(id).await.unwrap(), 1);
+        assert!(c.token_account(vec![4; 32], 12).await.unwrap().is_none());
+        // No password change for an account that is not active.
+        assert!(c.begin_cancel(id, 13).await.unwrap());
+        assert!(!c.set_password(id, "other".into(), 14).await.unwrap());
+        let a = c.account_by_id(id).await.unwrap().unwrap();
+        assert_eq!(a.password_hash, "new-hash");
     }
 
     #[tokio::test]

@@ -53,13 +53,28 @@ pub async fn authenticate(
     let name = UserName::parse(call.required("user_name")?)?;
     let password = call.required("password")?.to_owned();
     let kind = AccountType::parse(call.required("type")?)?;
+    let account = verify_password(app, call, name.as_str(), kind, password, sign_required).await?;
+    Ok((account, kind))
+}
+
+/// The part of [`authenticate`] after the parameters, shared with `/change_password` (which
+/// checks the old password): captcha or signature for `kind`, then the counted verification of
+/// `password` for the account `name` of type `kind`, through the same lock-out.
+pub async fn verify_password(
+    app: &App,
+    call: &Call,
+    name: &str,
+    kind: AccountType,
+    password: String,
+    sign_required: bool,
+) -> Result<Account, ApiError> {
     // A place in the hashing queue first: when it is full (503) nothing is spent or counted.
     let permit = app.hasher.permit()?;
     app.check_human_or_device(call, kind == AccountType::Device, sign_required)
         .await?;
     let Some(account) = app
         .store
-        .account_by_name(name.as_str())
+        .account_by_name(name)
         .await?
         .filter(|a| a.kind == kind)
     else {
@@ -91,7 +106,7 @@ pub async fn authenticate(
         return Err(ApiError::UserOrPassword);
     }
     app.store.reset_login_failures(account.id, network).await?;
-    Ok((account, kind))
+    Ok(account)
 }
 
 /// 102 for an unknown name or another type, after the Argon2id work a real verification costs.

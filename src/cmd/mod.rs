@@ -6,10 +6,12 @@
 
 pub mod bind;
 pub mod cancel;
+pub mod change_password;
 pub mod get_bind_token;
 pub mod get_user_banding;
 pub mod get_users;
 pub mod login;
+pub mod logout;
 pub mod register;
 pub mod unbind;
 pub mod verify_code;

@@ -226,6 +226,14 @@ pub trait Store: Send + Sync + 'static {
     /// `deleting` (or is gone): another cancel owns it.
     async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<bool>;
 
+    /// Revoke one token of account `id` (a logout). False when it was not there.
+    async fn revoke_token(&self, id: i64, hash: Vec<u8>) -> StoreResult<bool>;
+    /// Revoke every token of account `id`; how many there were.
+    async fn revoke_tokens(&self, id: i64) -> StoreResult<u64>;
+    /// Store a new password hash for an active account and revoke all its tokens, atomically.
+    /// False, and nothing changed, when the account is gone or not `active`.
+    async fn set_password(&self, id: i64, password_hash: String, now: i64) -> StoreResult<bool>;
+
     /// Revoke the oldest of account `id`'s tokens so that at most `keep` remain, never the token
     /// `newest` (just issued). Returns how many were revoked.
     async fn trim_tokens(&self, id: i64, newest: Vec<u8>, keep: u32) -> StoreResult<u64>;

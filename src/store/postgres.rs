@@ -428,6 +428,41 @@ impl Store for PgStore {
         Ok(n == 1)
     }
 
+    async fn revoke_token(&self, id: i64, hash: Vec<u8>) -> StoreResult<bool> {
+        let n = self
+            .exec(
+                "DELETE FROM tokens WHERE account_id = $1 AND hash = $2",
+                &[&id, &hash],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn revoke_tokens(&self, id: i64) -> StoreResult<u64> {
+        self.exec("DELETE FROM tokens WHERE account_id = $1", &[&id])
+            .await
+    }
+
+    async fn set_password(&self, id: i64, password_hash: String, now: i64) -> StoreResult<bool> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let up = tx
+            .prepare_cached(
+                "UPDATE accounts SET password_hash = $2, updated_at = $3 \
+                 WHERE id = $1 AND state = 'active'",
+            )
+            .await?;
+        let n = tx.execute(&up, &[&id, &password_hash, &now]).await?;
+        if n == 1 {
+            let del = tx
+                .prepare_cached("DELETE FROM tokens WHERE account_id = $1")
+                .await?;
+            tx.execute(&del, &[&id]).await?;
+        }
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
     async fn trim_tokens(&self, id: i64, newest: Vec<u8>, keep: u32) -> StoreResult<u64> {
         let keep = i64::from(keep.saturating_sub(1));
         self.exec(

@@ -545,6 +545,44 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn revoke_token(&self, id: i64, hash: Vec<u8>) -> StoreResult<bool> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached("DELETE FROM tokens WHERE account_id = ?1 AND hash = ?2")?
+                .execute(params![id, hash])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn revoke_tokens(&self, id: i64) -> StoreResult<u64> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached("DELETE FROM tokens WHERE account_id = ?1")?
+                .execute([id])?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn set_password(&self, id: i64, password_hash: String, now: i64) -> StoreResult<bool> {
+        self.write(move |c| {
+            // A savepoint, not a transaction: this may run inside a group (see the module docs).
+            let sp = c.savepoint()?;
+            let n = sp.execute(
+                "UPDATE accounts SET password_hash = ?2, updated_at = ?3 \
+                 WHERE id = ?1 AND state = 'active'",
+                params![id, password_hash, now],
+            )?;
+            if n == 1 {
+                sp.execute("DELETE FROM tokens WHERE account_id = ?1", [id])?;
+            }
+            sp.commit()?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn trim_tokens(&self, id: i64, newest: Vec<u8>, keep: u32) -> StoreResult<u64> {
         self.write(move |c| {
             let n = c

@@ -25,6 +25,15 @@ pub struct TcpConfig {
     /// On shutdown, how long connections may take to finish their in-flight requests before they
     /// are dropped (default 5 s).
     pub drain: Duration,
+    /// Shared secret of the backends (default none). When set, the first request of every
+    /// connection must be `/auth {"token":"…"}` with this secret (compared in constant time); a
+    /// connection that sends anything else, or a wrong secret, gets
+    /// [`LineHandler::auth_refused`](crate::LineHandler::auth_refused) and is closed. Checked once
+    /// per connection: nothing is added to the requests that follow.
+    pub auth_token: Option<std::sync::Arc<[u8]>>,
+    /// TLS on the listener (default none): every connection starts with a TLS handshake, which
+    /// must end within [`idle_timeout`](Self::idle_timeout).
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Default for TcpConfig {
@@ -40,11 +49,24 @@ impl Default for TcpConfig {
             write_timeout: Duration::from_secs(10),
             max_pipeline: 64,
             drain: Duration::from_secs(5),
+            auth_token: None,
+            tls: None,
         }
     }
 }
 
 impl TcpConfig {
+    /// Whether `token` is the backends' secret, in time independent of where they differ. With no
+    /// secret configured every connection is admitted and this is never asked.
+    pub fn auth_matches(&self, token: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        match &self.auth_token {
+            // The length of the secret is not hidden; its bytes are.
+            Some(secret) => secret.len() == token.len() && bool::from(secret.ct_eq(token)),
+            None => true,
+        }
+    }
+
     /// Whether `ip` may connect.
     pub fn allows(&self, ip: std::net::IpAddr) -> bool {
         let ip = ip.to_canonical();
@@ -55,6 +77,23 @@ impl TcpConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_backend_secret_must_match_exactly() {
+        let mut cfg = TcpConfig::default();
+        assert!(cfg.auth_matches(b"anything"), "no secret: open");
+        cfg.auth_token = Some(std::sync::Arc::from(&b"s3cret-value"[..]));
+        assert!(cfg.auth_matches(b"s3cret-value"));
+        for no in [
+            &b""[..],
+            b"s3cret",
+            b"s3cret-valuf",
+            b"s3cret-value ",
+            b"S3CRET-VALUE",
+        ] {
+            assert!(!cfg.auth_matches(no), "{no:?}");
+        }
+    }
 
     #[test]
     fn default_allows_loopback_only() {

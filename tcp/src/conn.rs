@@ -20,8 +20,8 @@ use std::sync::Arc;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +59,38 @@ async fn run_job<H: LineHandler>(handler: Arc<H>, job: Job, peer: SocketAddr) ->
     }
 }
 
+/// Where a connection's bytes come from: a plain socket or a TLS stream.
+pub(crate) trait Source: Send {
+    /// Waits for bytes and appends what is there to `lines`; `Ok(0)` at the end of input, a
+    /// `WouldBlock` error when woken for nothing (wait again). Cancel-safe: dropped while
+    /// waiting, nothing is lost.
+    fn fill(
+        &mut self,
+        lines: &mut LineBuf,
+    ) -> impl std::future::Future<Output = io::Result<usize>> + Send;
+}
+
+impl Source for OwnedReadHalf {
+    async fn fill(&mut self, lines: &mut LineBuf) -> io::Result<usize> {
+        self.readable().await?;
+        read(self, lines)
+    }
+}
+
+/// A TLS connection's reading half: read through rustls into the line buffer's spare room.
+pub(crate) struct TlsSource(
+    pub(crate) tokio::io::ReadHalf<tokio_rustls::server::TlsStream<TcpStream>>,
+);
+
+impl Source for TlsSource {
+    async fn fill(&mut self, lines: &mut LineBuf) -> io::Result<usize> {
+        use tokio::io::AsyncReadExt;
+        // `read_buf` only appends (into the room `spare` made), and appends nothing when
+        // cancelled before it is ready.
+        self.0.read_buf(lines.spare()).await
+    }
+}
+
 /// Serves one accepted connection until the peer leaves, a limit closes it, or `force` (the end of
 /// the shutdown drain) is cancelled.
 pub(crate) async fn run<H: LineHandler>(
@@ -69,8 +101,99 @@ pub(crate) async fn run<H: LineHandler>(
     shutdown: CancellationToken,
     force: CancellationToken,
 ) {
-    let (rd, mut wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    serve(rd, wr, peer, cfg, handler, shutdown, force).await
+}
+
+/// [`run`] for a connection whose TLS handshake is done.
+pub(crate) async fn run_tls<H: LineHandler>(
+    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: SocketAddr,
+    cfg: Arc<TcpConfig>,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+    force: CancellationToken,
+) {
+    let (rd, wr) = tokio::io::split(stream);
+    serve(TlsSource(rd), wr, peer, cfg, handler, shutdown, force).await
+}
+
+/// The `/auth` exchange (only when [`TcpConfig::auth_token`] is set): reads the first request
+/// into `lines` (what follows it stays there for the main loop), answers it, and says whether the
+/// connection goes on. Waits at most `idle_timeout`.
+async fn authenticate<H: LineHandler, R: Source, W: AsyncWrite + Unpin + Send>(
+    rd: &mut R,
+    wr: &mut W,
+    lines: &mut LineBuf,
+    cfg: &TcpConfig,
+    handler: &H,
+) -> bool {
+    let first = async {
+        loop {
+            match lines.next_line() {
+                Next::Incomplete => {}
+                Next::TooLong => return false,
+                Next::Line(line) => match split_line(line) {
+                    Line::Empty => continue,
+                    Line::Malformed(_) => return false,
+                    Line::Request { path, json } => {
+                        let token = parse_body(json).ok().and_then(|b| match b.get("token") {
+                            Some(Value::String(t)) => Some(t.clone()),
+                            _ => None,
+                        });
+                        return path == "/auth"
+                            && token.is_some_and(|t| cfg.auth_matches(t.as_bytes()));
+                    }
+                },
+            }
+            match rd.fill(lines).await {
+                Ok(0) => return false,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return false,
+            }
+        }
+    };
+    let ok = tokio::time::timeout(cfg.idle_timeout, first)
+        .await
+        .unwrap_or(false);
+    let mut out = Vec::new();
+    if ok {
+        encode_into(&handler.auth_accepted(), &mut out);
+    } else {
+        debug!("TCP client did not authenticate; closing after the refusal");
+        encode_into(&handler.auth_refused(), &mut out);
+    }
+    let written = write(wr, &out, cfg.write_timeout).await.is_ok();
+    if !ok {
+        let _ = wr.shutdown().await;
+    }
+    ok && written
+}
+
+async fn serve<H: LineHandler, R: Source, W: AsyncWrite + Unpin + Send>(
+    mut rd: R,
+    mut wr: W,
+    peer: SocketAddr,
+    cfg: Arc<TcpConfig>,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+    force: CancellationToken,
+) {
     let mut lines = LineBuf::new(cfg.max_line);
+    if cfg.auth_token.is_some() {
+        // Boxed: its state lives only until it is done, not in every connection's task.
+        let auth = Box::pin(authenticate(&mut rd, &mut wr, &mut lines, &cfg, &*handler));
+        let ok = tokio::select! {
+            biased;
+            _ = force.cancelled() => false,
+            _ = shutdown.cancelled() => false,
+            ok = auth => ok,
+        };
+        if !ok {
+            return;
+        }
+    }
     let mut pending = None;
     // Replies ready to write, in request order; all of them come before any still pending.
     let mut out: Vec<u8> = Vec::new();
@@ -179,11 +302,8 @@ pub(crate) async fn run<H: LineHandler>(
             _ = force.cancelled() => return,
             Some(reply) = next_reply(&mut pending), if in_flight > 0 => encode_into(&reply, &mut out),
             _ = shutdown.cancelled(), if !closing => closing = true,
-            readable = rd.readable(), if reading => {
-                if let Err(e) = readable {
-                    return debug!(error = %e, "read failed");
-                }
-                match read(&rd, &mut lines) {
+            got = rd.fill(&mut lines), if reading => {
+                match got {
                     Ok(0) => closing = true,
                     Ok(_) => idle.as_mut().reset(deadline(cfg.idle_timeout)),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -239,12 +359,18 @@ fn read(rd: &OwnedReadHalf, lines: &mut LineBuf) -> io::Result<usize> {
     r
 }
 
-async fn write(
-    wr: &mut OwnedWriteHalf,
+async fn write<W: AsyncWrite + Unpin>(
+    wr: &mut W,
     bytes: &[u8],
     timeout: std::time::Duration,
 ) -> Result<(), &'static str> {
-    match tokio::time::timeout(timeout, wr.write_all(bytes)).await {
+    // The flush matters for TLS, whose records may wait in rustls while the socket is full; on a
+    // plain socket it returns at once.
+    let all = async {
+        wr.write_all(bytes).await?;
+        wr.flush().await
+    };
+    match tokio::time::timeout(timeout, all).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err("write failed"),
         Err(_) => Err("client not reading its replies (write timeout)"),

@@ -20,6 +20,13 @@
 //! - A line longer than [`TcpConfig::max_line`] bytes (64 KiB) gets one `malformed` reply, after
 //!   the replies to the lines before it, and then the connection is closed: its end cannot be found
 //!   reliably, so nothing after it can be trusted to be a request.
+//! - With [`TcpConfig::auth_token`] set, the first request of a connection must be
+//!   `/auth {"token":"SECRET"}`: it gets [`LineHandler::auth_accepted`] (`{"result":0}`) and the
+//!   connection goes on as above; anything else as the first request (or a wrong secret, or a
+//!   line too long, or nothing within the idle timeout) gets [`LineHandler::auth_refused`] and the
+//!   connection is closed. Blank lines before it are ignored.
+//! - With [`TcpConfig::tls`] set, each connection is TLS (rustls) first; a peer that does not
+//!   complete the handshake within the idle timeout is closed.
 //! - A handler that panics gets [`LineHandler::internal_error`] (`{"result":1}`) in its place.
 //! - A peer outside [`TcpConfig::allow`], or a connection over [`TcpConfig::max_connections`], is
 //!   closed at once without reading. A connection with nothing in flight and nothing received for
@@ -81,6 +88,18 @@ pub trait LineHandler: Send + Sync + 'static {
     /// service signs it. Default: `{"result":2}`.
     fn malformed(&self) -> Value {
         serde_json::json!({ "result": 2 })
+    }
+
+    /// Reply to a connection that did not authenticate when [`TcpConfig::auth_token`] is set
+    /// (first request not `/auth`, or a wrong secret); the connection is closed after it. The
+    /// service signs it. Default: `{"result":100}`.
+    fn auth_refused(&self) -> Value {
+        serde_json::json!({ "result": 100 })
+    }
+
+    /// Reply to an accepted `/auth`. The service signs it. Default: `{"result":0}`.
+    fn auth_accepted(&self) -> Value {
+        serde_json::json!({ "result": 0 })
     }
 
     /// Reply in place of a handler call that panicked. Default: `{"result":1}`.

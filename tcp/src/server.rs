@@ -60,13 +60,34 @@ pub async fn serve<H: LineHandler>(
         let span = tracing::debug_span!("tcp_conn", %peer);
         let (cfg, handler) = (cfg.clone(), handler.clone());
         let (shutdown, force) = (shutdown.clone(), force.clone());
-        tracker.spawn(
-            async move {
-                conn::run(stream, peer, cfg, handler, shutdown, force).await;
-                drop(permit);
-            }
-            .instrument(span),
-        );
+        match cfg.tls.clone() {
+            None => tracker.spawn(
+                async move {
+                    conn::run(stream, peer, cfg, handler, shutdown, force).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            ),
+            Some(tls) => tracker.spawn(
+                async move {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                    let handshake = tokio::time::timeout(cfg.idle_timeout, acceptor.accept(stream));
+                    let done = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        done = handshake => done,
+                    };
+                    match done {
+                        Ok(Ok(stream)) => {
+                            conn::run_tls(stream, peer, cfg, handler, shutdown, force).await
+                        }
+                        Ok(Err(e)) => debug!(error = %e, "TLS handshake failed; closing"),
+                        Err(_) => debug!("TLS handshake timed out; closing"),
+                    }
+                    drop(permit);
+                }
+                .instrument(span),
+            ),
+        };
     }
 
     drop(listener);

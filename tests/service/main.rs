@@ -15,4 +15,6 @@ mod ops;
 mod postgres;
 mod security;
 mod tcp;
+mod tcp_auth;
+mod token_life;
 mod transport;

@@ -193,6 +193,22 @@ async fn accounts_tokens_bindings_captchas(s: &dyn Store) {
     assert_eq!(s.trim_tokens(b, vec![23; 32], 1).await.unwrap(), 1);
     assert!(s.token_account(vec![23; 32], 0).await.unwrap().is_some());
     assert_eq!(s.trim_tokens(b, vec![23; 32], 1).await.unwrap(), 0);
+    // Logout, password change and the operator's revoke.
+    s.insert_token(vec![24; 32], b, 1000, 20).await.unwrap();
+    assert!(s.revoke_token(b, vec![24; 32]).await.unwrap());
+    assert!(!s.revoke_token(b, vec![24; 32]).await.unwrap());
+    assert!(s.token_account(vec![24; 32], 0).await.unwrap().is_none());
+    assert!(s.token_account(vec![23; 32], 0).await.unwrap().is_some());
+    assert!(s.set_password(b, "new-hash".into(), 21).await.unwrap());
+    assert!(s.token_account(vec![23; 32], 0).await.unwrap().is_none());
+    assert_eq!(
+        s.account_by_id(b).await.unwrap().unwrap().password_hash,
+        "new-hash"
+    );
+    s.insert_token(vec![25; 32], b, 1000, 22).await.unwrap();
+    s.insert_token(vec![26; 32], b, 1000, 22).await.unwrap();
+    assert_eq!(s.revoke_tokens(b).await.unwrap(), 2);
+    assert!(s.token_account(vec![26; 32], 0).await.unwrap().is_none());
     // Claims count in advance, per network and for the account. Network x's fifth claim locks x
     // out; network y still gets in; the account-wide count (8 here) locks everyone out.
     let p = LockPolicy {
