@@ -1,8 +1,10 @@
 //! The admin listener: `/healthz` (the process answers), `/readyz` (the database answers and the
 //! component link is up) and `/metrics` (Prometheus text); and, for the CLI, `/admin/check`,
 //! `/admin/user/delete` and `/admin/reconcile`, which run `register check`, `register user delete`
-//! and `register reconcile` through the running instance's component link — Openfire (and every server) refuses a second link for the name
-//! while the service holds it. They need the bearer token the service writes at start, with its
+//! and `register reconcile` through the running instance's component link — Openfire (and every
+//! server) refuses a second link for the name while the service holds it — and
+//! `/admin/token/revoke` (`register token revoke`), so the instance's token cache forgets the
+//! tokens at once. They need the bearer token the service writes at start, with its
 //! listen address, into `data_dir/admin-handoff` (owner-only); the CLI reads it from there.
 
 use std::net::SocketAddr;
@@ -74,6 +76,7 @@ impl http_api::Handler for Admin {
             "/admin/check",
             "/admin/user/delete",
             "/admin/reconcile",
+            "/admin/token/revoke",
         ]
     }
 
@@ -108,6 +111,18 @@ impl http_api::Handler for Admin {
                     .unwrap_or_default();
                 match crate::cli::delete_account(app, &name).await {
                     Ok(()) => Reply::Json(json!({"deleted": name})),
+                    Err(e) => Reply::Json(json!({"error": e})),
+                }
+            }
+            "/admin/token/revoke" => {
+                let name = req
+                    .params
+                    .iter()
+                    .find(|(k, _)| k == "name")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                match crate::cli::revoke_tokens(app, &name).await {
+                    Ok(n) => Reply::Json(json!({"revoked": n})),
                     Err(e) => Reply::Json(json!({"error": e})),
                 }
             }

@@ -392,12 +392,25 @@ fn dechunk(mut rest: &str) -> Option<String> {
     }
 }
 
-/// `register token revoke NAME`: every token of the account is deleted from the database.
-///
-/// With the in-process token cache (SQLite, `database.token_cache_entries` > 0) a running service
-/// answers tokens it holds in memory without asking the database: restart it afterwards (or run
-/// this while it is stopped). With PostgreSQL there is no cache and the revocation is immediate.
+/// `register token revoke NAME`: every token of the account is revoked. A running instance (the
+/// admin hand-off) does it itself, so its token cache forgets them at once; with none answering,
+/// they are deleted from the database here.
 pub async fn token(cfg: Config, action: TokenAction) -> i32 {
+    // A running instance revokes them itself, so its token cache forgets them at once.
+    let TokenAction::Revoke { name } = &action;
+    let body = serde_json::json!({ "name": name });
+    if let Some((addr, v)) = via_instance(&cfg, "/admin/token/revoke", body).await {
+        return match v["error"].as_str() {
+            None => {
+                println!(
+                    "revoked {} tokens of {name} (through the running instance at {addr})",
+                    v["revoked"]
+                );
+                0
+            }
+            Some(e) => report(Err(e.to_owned())),
+        };
+    }
     let s = CancellationToken::new();
     let app = match crate::server::build_app(cfg, s.clone()).await {
         Ok(a) => a,
@@ -411,24 +424,30 @@ pub async fn token(cfg: Config, action: TokenAction) -> i32 {
 }
 
 async fn revoke(app: &App, name: &str) -> Result<(), String> {
+    let n = revoke_tokens(app, name).await?;
+    println!("revoked {n} tokens of {name}");
+    if !app.cfg.database.is_postgres() && app.cfg.database.token_cache_entries > 0 {
+        eprintln!(
+            "note: no running service answered: one started later reads the database, but a \
+             service that was running and unreachable may still answer these tokens from memory"
+        );
+    }
+    Ok(())
+}
+
+/// Revokes every token of `name`: used by `register token revoke` and by the running instance's
+/// `/admin/token/revoke` (whose token cache then forgets them at once).
+pub(crate) async fn revoke_tokens(app: &App, name: &str) -> Result<u64, String> {
     let a = app
         .store
         .account_by_name(name)
         .await
         .map_err(|e| e.to_string())?
         .ok_or("no such user")?;
-    let n = app
-        .store
+    app.store
         .revoke_tokens(a.id)
         .await
-        .map_err(|e| e.to_string())?;
-    println!("revoked {n} tokens of {name}");
-    if !app.cfg.database.is_postgres() && app.cfg.database.token_cache_entries > 0 {
-        eprintln!(
-            "note: a running service may still answer these tokens from its token cache until it restarts"
-        );
-    }
-    Ok(())
+        .map_err(|e| e.to_string())
 }
 
 /// `register reconcile`: progress on stderr (one line per record, with what happened to it), what
