@@ -291,12 +291,26 @@ async fn show(app: &App, name: &str) -> Result<(), String> {
     println!("des:         {}", a.des);
     println!("jid:         {}", app.xmpp.jid_of(&a.jid_node));
     println!("state:       {}", a.state.as_str());
+    let networks = app
+        .store
+        .locked_networks(a.id, app.now())
+        .await
+        .map_err(|e| e.to_string())?;
     println!(
         "locked:      {}",
         if a.locked_until > app.now() {
-            "yes"
+            format!(
+                "yes, from every network but its last login's, until {}",
+                a.locked_until
+            )
+        } else if networks.is_empty() {
+            "no".to_owned()
         } else {
-            "no"
+            let list: Vec<String> = networks
+                .iter()
+                .map(|(n, until)| format!("{n} until {until}"))
+                .collect();
+            format!("for these client networks: {}", list.join(", "))
         }
     );
     println!("bindings:    {}", bindings.len());

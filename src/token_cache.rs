@@ -289,6 +289,9 @@ impl Store for TokenCache {
             .claim_login_attempt(id, network, now, policy)
             .await
     }
+    async fn locked_networks(&self, id: i64, now: i64) -> StoreResult<Vec<(String, i64)>> {
+        self.inner.locked_networks(id, now).await
+    }
     async fn reset_login_failures(&self, id: i64, network: String) -> StoreResult<()> {
         self.inner.reset_login_failures(id, network).await
     }

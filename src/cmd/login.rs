@@ -37,14 +37,14 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
 /// Every refusal takes one Argon2id verification and answers 102, so neither the reply nor its
 /// time tells an unknown name, another type, a locked account and a wrong password apart. Only a
 /// request that passed the checks of the account's own type (a captcha for a phone, a signature
-/// for a device) reaches the failure counter, so nobody can lock a phone's owner out by asking as
-/// a device. Failures are counted per client network (`security.lockout_threshold` locks that
+/// for a device) reaches the failure counters, so nobody can lock a phone's owner out by asking
+/// as a device. Failures are counted per client network (`security.lockout_threshold` locks that
 /// network out of the account, so a stranger's guesses do not lock the owner out) and for the
-/// account as a whole (`security.lockout_account_threshold` locks everyone out: the last line
-/// against guesses spread over many networks). The attempt is counted in the store before the password is verified
-/// ([`Store::claim_login_attempt`](crate::store::Store::claim_login_attempt)): of a concurrent
-/// burst at most `security.lockout_threshold` requests have their password's verdict used. A password of
-/// the wrong length is a wrong password like any other (it counts).
+/// account as a whole (`security.lockout_account_threshold` locks every other network out: the
+/// last line against guesses spread over many networks). The attempt is counted in the store
+/// before its verdict is used ([`Store::claim_login_attempt`](crate::store::Store::claim_login_attempt)),
+/// so of a concurrent burst at most `security.lockout_threshold` requests have their password
+/// looked at. A password of the wrong length is a wrong password like any other: it counts.
 pub async fn authenticate(
     app: &App,
     call: &Call,

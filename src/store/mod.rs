@@ -215,6 +215,8 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         policy: LockPolicy,
     ) -> StoreResult<bool>;
+    /// The client networks locked out of account `id` at `now`, with the end of each lock.
+    async fn locked_networks(&self, id: i64, now: i64) -> StoreResult<Vec<(String, i64)>>;
     /// A login from `network` succeeded: its claimed attempt and that network's failures and lock
     /// are forgotten, and `network` is remembered as the account's last: the account-wide lock
     /// does not apply to it (its own lock still does), so guesses spread over many networks cannot

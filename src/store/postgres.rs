@@ -392,6 +392,21 @@ impl Store for PgStore {
         Ok(true)
     }
 
+    async fn locked_networks(&self, id: i64, now: i64) -> StoreResult<Vec<(String, i64)>> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT network, locked_until FROM login_failures \
+                 WHERE account_id = $1 AND locked_until > $2 ORDER BY network",
+            )
+            .await?;
+        Ok(c.query(&st, &[&id, &now])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
     async fn reset_login_failures(&self, id: i64, network: String) -> StoreResult<()> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;

@@ -513,6 +513,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn locked_networks(&self, id: i64, now: i64) -> StoreResult<Vec<(String, i64)>> {
+        self.read(move |c| {
+            let mut s = c.prepare_cached(
+                "SELECT network, locked_until FROM login_failures \
+                 WHERE account_id = ?1 AND locked_until > ?2 ORDER BY network",
+            )?;
+            let rows = s.query_map(params![id, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
     async fn reset_login_failures(&self, id: i64, network: String) -> StoreResult<()> {
         self.write(move |c| {
             let sp = c.savepoint()?;

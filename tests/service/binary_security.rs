@@ -347,6 +347,21 @@ async fn binary_locks_a_device_right_after_registering_and_the_lock_expires() {
         }
     }
     let (_, locked_until) = db.lock_row("cam-001").await;
+    // The operator sees the lock and where it applies.
+    let shown = std::process::Command::new(env!("CARGO_BIN_EXE_register"))
+        .arg("--config")
+        .arg(&bin.cfg)
+        .args(["user", "show", "cam-001"])
+        .env("REGISTER_XMPP__COMPONENT_SECRET", &bin.secret)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains(&format!(
+            "for these client networks: 127.0.0.1 until {locked_until}"
+        )),
+        "{text}"
+    );
     // The right password is refused while the lock holds, and the refusals do not extend it.
     assert_eq!(
         bin.login_device("cam-001", "secret123").await["result"],

@@ -227,6 +227,11 @@ async fn accounts_tokens_bindings_captchas(s: &dyn Store) {
         "the fifth is still looked at"
     );
     assert!(!claim("x", 79).await.unwrap(), "x is locked out");
+    assert_eq!(
+        s.locked_networks(b, 79).await.unwrap(),
+        vec![("x".into(), 80)]
+    );
+    assert!(s.locked_networks(b, 80).await.unwrap().is_empty());
     assert!(claim("y", 79).await.unwrap(), "y is not");
     let bob = s.account_by_id(b).await.unwrap().unwrap();
     assert_eq!(
