@@ -2,20 +2,13 @@
 //! IPv6 prefix, one account's token used without end, a login flood past the hashing queue, and
 //! tokens piled up by logging in again and again.
 
-use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use serde_json::Value;
 
-use crate::harness::{assert_signed, post_form, signed, Env, Opts};
+use crate::harness::{assert_signed, post_form, signed, tcp_verify, Env, Opts};
 
-/// One `/verify_access_token` over a new TCP connection.
+/// One `/verify_access_token` over a new TCP connection, its `sign` checked.
 async fn tcp_check(env: &Env, token: &str) -> Value {
-    let mut c = BufReader::new(TcpStream::connect(env.server().addrs.tcp).await.unwrap());
-    let line = format!("/verify_access_token {}\n", json!({"access_token": token}));
-    c.get_mut().write_all(line.as_bytes()).await.unwrap();
-    let mut reply = String::new();
-    c.read_line(&mut reply).await.unwrap();
-    let v: Value = serde_json::from_str(&reply).unwrap();
+    let v = tcp_verify(env.server().addrs.tcp, token).await;
     assert_signed(&v);
     v
 }

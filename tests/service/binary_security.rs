@@ -10,12 +10,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
 use crate::binary::write_config;
-use crate::harness::Opts;
+use crate::harness::{assert_signed_with, tcp_verify, Opts};
 
 /// Where the binary keeps its rows, read independently of the service's code.
 enum Db {
@@ -245,13 +243,7 @@ impl Binary {
     }
 
     fn assert_signed(&self, v: &Value) {
-        use hmac::Mac;
-        let mut m = v.as_object().expect("an object").clone();
-        let sign = m.remove("sign").expect("reply has sign");
-        let text = serde_json::to_string(&Value::Object(m)).unwrap();
-        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.sign_key).unwrap();
-        mac.update(text.as_bytes());
-        assert_eq!(sign, json!(hex::encode(mac.finalize().into_bytes())));
+        assert_signed_with(v, &self.sign_key);
     }
 
     /// A new captcha: its id, from the header.
@@ -297,12 +289,7 @@ impl Binary {
 
     /// One TCP token check.
     async fn tcp_check(&self, token: &str) -> Value {
-        let mut c = BufReader::new(TcpStream::connect(self.tcp).await.unwrap());
-        let line = format!("/verify_access_token {}\n", json!({"access_token": token}));
-        c.get_mut().write_all(line.as_bytes()).await.unwrap();
-        let mut reply = String::new();
-        c.read_line(&mut reply).await.unwrap();
-        let v: Value = serde_json::from_str(&reply).unwrap();
+        let v = tcp_verify(self.tcp, token).await;
         self.assert_signed(&v);
         v
     }

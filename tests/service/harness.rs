@@ -441,3 +441,18 @@ pub fn assert_signed_with(v: &Value, key: &[u8]) {
         "sign of {text}"
     );
 }
+
+/// One `/verify_access_token` over a new TCP connection to `addr`: the reply, its `sign` not yet
+/// checked (the caller knows the key).
+pub async fn tcp_verify(addr: std::net::SocketAddr, token: &str) -> Value {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut c = tokio::io::BufReader::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+    let line = format!(
+        "/verify_access_token {}\n",
+        json!({ "access_token": token })
+    );
+    c.get_mut().write_all(line.as_bytes()).await.unwrap();
+    let mut reply = String::new();
+    c.read_line(&mut reply).await.unwrap();
+    serde_json::from_str(&reply).unwrap()
+}

@@ -2,20 +2,11 @@
 //! that leaked keeps working after its owner logged out or changed the password; a stolen token
 //! used to guess the password through `/change_password`; a leaked token the operator revokes.
 
-use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-
 use crate::harness::{assert_signed, signed, Env, Opts, CAPTCHA};
 
 /// `/verify_access_token` over a new TCP connection: the backend's view of the token.
 async fn tcp_valid(env: &Env, token: &str) -> bool {
-    let mut c = BufReader::new(TcpStream::connect(env.server().addrs.tcp).await.unwrap());
-    let line = format!("/verify_access_token {}\n", json!({"access_token": token}));
-    c.get_mut().write_all(line.as_bytes()).await.unwrap();
-    let mut reply = String::new();
-    c.read_line(&mut reply).await.unwrap();
-    let v: Value = serde_json::from_str(&reply).unwrap();
+    let v = crate::harness::tcp_verify(env.server().addrs.tcp, token).await;
     assert_signed(&v);
     match v["result"].as_i64() {
         Some(0) => true,
