@@ -16,15 +16,23 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-/// How long the client gets to stop sending after our side has closed.
+/// How long a silent client gets after our side has closed (an idle kept-alive client, or one
+/// that stopped sending): the wait starts again with every read that brings data.
 const LINGER: Duration = Duration::from_secs(2);
-/// Most bytes read and discarded while lingering.
-const MAX_DISCARD: usize = 4 * 1024 * 1024;
+/// The most a client that keeps sending is drained for: a 64 MiB upload at a slow uplink's
+/// several MB/s (the connection cap bounds how many linger at once).
+const MAX_LINGER: Duration = Duration::from_secs(10);
+/// Most bytes read and discarded while lingering (nothing is kept: each read reuses one buffer).
+/// A client sending more still gets a connection error after this much.
+const MAX_DISCARD: usize = 64 * 1024 * 1024;
 
 enum State {
     Open,
     Draining {
+        /// Silence allowed from here ([`LINGER`], pushed back by every read with data).
         deadline: Pin<Box<Sleep>>,
+        /// When draining ends however much is still coming ([`MAX_LINGER`]).
+        until: tokio::time::Instant,
         discarded: usize,
     },
     Closed,
@@ -93,11 +101,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Linger<S> {
                     }
                     this.state = State::Draining {
                         deadline: Box::pin(tokio::time::sleep(LINGER)),
+                        until: tokio::time::Instant::now() + MAX_LINGER,
                         discarded: 0,
                     };
                 }
                 State::Draining {
                     deadline,
+                    until,
                     discarded,
                 } => {
                     if deadline.as_mut().poll(cx).is_ready() || *discarded >= MAX_DISCARD {
@@ -108,7 +118,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Linger<S> {
                     let mut buf = ReadBuf::new(&mut scratch);
                     match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
                         Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
-                            *discarded += buf.filled().len()
+                            *discarded += buf.filled().len();
+                            // Still sending: more time, within the overall bound.
+                            let next = (tokio::time::Instant::now() + LINGER).min(*until);
+                            deadline.as_mut().reset(next);
                         }
                         Poll::Ready(_) => this.state = State::Closed, // EOF or error: the client is done
                         Poll::Pending => return Poll::Pending,

@@ -64,3 +64,39 @@ async fn transport_errors_and_admin() {
         "{m}"
     );
 }
+
+/// A client that sends its whole body before reading (Python's urllib) gets the 413 and its JSON
+/// body for an 8 MiB and a 32 MiB upload, not a connection error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_upload_from_urllib_gets_its_413() {
+    let env = crate::harness::Env::start(crate::harness::Opts::default()).await;
+    let cert = env.server().app.cfg.data_dir.join("cert.pem");
+    let script = r#"
+import json, ssl, sys, urllib.request, urllib.error
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+for mib in (8, 32):
+    req = urllib.request.Request(sys.argv[1], data=b"a=" + b"x" * (mib << 20),
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    try:
+        urllib.request.urlopen(req, context=ctx, timeout=60)
+        print(mib, "no error")
+    except urllib.error.HTTPError as e:
+        print(mib, e.code, json.loads(e.read())["result"])
+"#;
+    let url = format!("{}/login", env.base);
+    let out = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&url)
+        .arg(&cert)
+        .output()
+        .await
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        vec!["8 413 2", "32 413 2"],
+        "stdout: {text}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
