@@ -432,6 +432,19 @@ impl Config {
                     .into(),
             );
         }
+        // In-band registration sends the new password in the clear: without TLS it is refused at
+        // every /register (101), so such a service could start and answer ready, never working.
+        if self.xmpp.accounts == "ibr"
+            && self.xmpp.c2s_tls == "off"
+            && !self.xmpp.allow_plain_without_tls
+        {
+            return bad(
+                "xmpp.accounts = \"ibr\" with xmpp.c2s_tls = \"off\" cannot register \
+                 anyone: in-band registration needs TLS; set xmpp.c2s_tls = \"required\" (or \
+                 \"optional\"), or xmpp.allow_plain_without_tls = true on a trusted network"
+                    .into(),
+            );
+        }
         let sec = &self.security;
         if sec.lockout_threshold == 0 || sec.lockout_account_threshold < sec.lockout_threshold {
             return bad("security.lockout_threshold must be positive and at most \
@@ -647,6 +660,17 @@ mod tests {
         assert!(load("[captcha]\nfixed_answer = \"abcde\"\n", &[], &[]).is_ok());
         assert!(load("[security]\nipv6_prefix = 129\n", &[], &[]).is_err());
         assert!(load("[security]\nhash_queue = 0\n", &[], &[]).is_err());
+        let e = load("[xmpp]\naccounts = \"ibr\"\nc2s_tls = \"off\"\n", &[], &[]).unwrap_err();
+        assert!(
+            e.to_string().contains("xmpp.c2s_tls") && e.to_string().contains("xmpp.accounts"),
+            "{e}"
+        );
+        assert!(load(
+            "[xmpp]\naccounts = \"ibr\"\nc2s_tls = \"off\"\nallow_plain_without_tls = true\n",
+            &[],
+            &[]
+        )
+        .is_ok());
         assert!(load("[security]\nlockout_account_threshold = 4\n", &[], &[]).is_err());
         assert!(load("[tcp]\nallow = [\"nonsense\"]\n", &[], &[]).is_err());
         assert!(load("[database]\nurl = \"mysql://x\"\n", &[], &[]).is_err());

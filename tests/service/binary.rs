@@ -316,3 +316,34 @@ async fn binary_reads_every_secret_from_files_and_logs_json_without_secrets() {
         never.len()
     );
 }
+
+/// A configuration that could never register anyone is refused at start (exit 7), with one line
+/// naming the keys, instead of starting, answering ready and failing every `/register` with 101.
+#[tokio::test]
+async fn ibr_without_tls_or_plain_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("register.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = {:?}\n[xmpp]\naccounts = \"ibr\"\nc2s_tls = \"off\"\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_register"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("xmpp.accounts") && err.contains("xmpp.c2s_tls"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "refused before anything was set up"
+    );
+}
