@@ -22,7 +22,9 @@ async fn prosody_stopped_mid_stream() {
     let client = Client::new(&server.app.cfg.data_dir, server.addrs.http.port());
     let stream = Stream::new(client.clone());
     let started = Instant::now();
-    let tasks = stream.spawn("ps", 5, 4);
+    // Eight pairs a worker: at a second per refused request the stream outlasts a slow restart
+    // on a loaded machine (with four it could end while the server was still away).
+    let tasks = stream.spawn("ps", 5, 8);
     let caught = stream
         .fault_point(8, server.app.store.as_ref(), false)
         .await;
