@@ -274,14 +274,12 @@ async fn bind_pair(app: &App, me: &Account, peer: &Account) -> Result<(), ApiErr
         }
         // The reconciler or a cancel may have claimed the pair while the server was busy with it
         // (its unbind can cut the subscription handshake short): then that, not the error the
-        // handshake met, is why this bind did not happen (107 or 104), and the pair is theirs
-        // to undo.
+        // handshake met, is why this bind did not happen (107 or 104). The roll-back below runs
+        // all the same: what this bind did after their unbind would otherwise stay.
         Err(e) => match app.store.binding(a, b).await {
-            Ok(Some(row)) if row.state != BindingState::Binding => {
-                return Err(interrupted(app, me, peer).await)
-            }
-            Ok(None) => return Err(interrupted(app, me, peer).await),
-            _ => ApiError::from_roster(e),
+            Ok(Some(row)) if row.state == BindingState::Binding => ApiError::from_roster(e),
+            Ok(_) => interrupted(app, me, peer).await,
+            Err(_) => ApiError::from_roster(e),
         },
     };
     roll_back(app, a, b, &pa, &pb).await;
