@@ -351,9 +351,13 @@ pub async fn stored_captcha(cfg: &Config, id: &str) -> Option<String> {
 /// connection (to PostgreSQL, Prosody, the service) may take it as its local port before the
 /// binary — or the binary restarted after a SIGKILL — binds it.
 pub fn free_port() -> u16 {
+    // Handed out once per process: a config's three listeners never share one.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..1000 {
         let p = 10_000 + rand::random::<u16>() % 22_000;
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+        if !given.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            given.push(p);
             return p;
         }
     }

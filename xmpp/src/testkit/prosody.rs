@@ -60,11 +60,23 @@ pub struct Prosody {
     child: Option<Child>,
 }
 
+/// A free loopback port below the ephemeral range (Linux: 32768 and up). A port the kernel picked
+/// from that range can be taken as the source port of one of the many connections the tests open
+/// before the server binds it, and the server then fails to listen (seen in CI as a refused c2s
+/// connection).
+/// A port is handed out once per process, so two servers (or a server's two listeners) never get
+/// the same one.
 pub(super) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let p = 10_000 + rand::random::<u16>() % 22_000;
+        if !given.contains(&p) && TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            given.push(p);
+            return p;
+        }
+    }
+    panic!("no free loopback port below the ephemeral range")
 }
 
 fn lua(s: &str) -> String {
