@@ -13,47 +13,39 @@ use serde_json::{json, Value};
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
 use crate::binary::write_config;
-use crate::harness::{assert_signed_with, tcp_verify, Opts};
+use crate::harness::{assert_signed_with, issued_answer, tcp_verify, Opts};
 
 /// Where the binary keeps its rows, read independently of the service's code.
-enum Db {
-    Sqlite(std::path::PathBuf),
-    Postgres(String),
+struct Db {
+    cfg: register::config::Config,
 }
 
 impl Db {
     /// The database the configuration `c` names.
     fn of(c: &register::config::Config) -> Db {
-        if c.database.is_postgres() {
-            Db::Postgres(c.database.url.clone())
-        } else {
-            Db::Sqlite(c.data_dir.join("register.db"))
-        }
+        Db { cfg: c.clone() }
     }
 
     /// One integer row of `sql` with one text parameter.
     async fn ints(&self, sql_lite: &str, sql_pg: &str, arg: &str) -> Option<Vec<i64>> {
-        match self {
-            Db::Sqlite(path) => {
-                let c = rusqlite::Connection::open_with_flags(
-                    path,
-                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-                )
-                .unwrap();
-                let mut s = c.prepare(sql_lite).unwrap();
-                let n = s.column_count();
-                s.query_row([arg], |r| (0..n).map(|i| r.get::<_, i64>(i)).collect())
-                    .ok()
-            }
-            Db::Postgres(url) => {
-                let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
-                let row = c.query_opt(sql_pg, &[&arg]).await.unwrap()?;
-                Some((0..row.len()).map(|i| row.get::<_, i64>(i)).collect())
-            }
+        if !self.cfg.database.is_postgres() {
+            let c = rusqlite::Connection::open_with_flags(
+                self.cfg.data_dir.join("register.db"),
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .unwrap();
+            let mut s = c.prepare(sql_lite).unwrap();
+            let n = s.column_count();
+            return s
+                .query_row([arg], |r| (0..n).map(|i| r.get::<_, i64>(i)).collect())
+                .ok();
         }
+        let (c, conn) = tokio_postgres::connect(&self.cfg.database.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let row = c.query_opt(sql_pg, &[&arg]).await.unwrap()?;
+        Some((0..row.len()).map(|i| row.get::<_, i64>(i)).collect())
     }
 
     /// `(failures, locked_until)` of an account for the loopback client network, where the
@@ -75,29 +67,7 @@ impl Db {
 
     /// The answer the service keeps for a captcha it issued.
     async fn captcha_answer(&self, id: &str) -> String {
-        match self {
-            Db::Sqlite(path) => {
-                let c = rusqlite::Connection::open_with_flags(
-                    path,
-                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-                )
-                .unwrap();
-                c.query_row("SELECT answer FROM captchas WHERE id = ?1", [id], |r| {
-                    r.get(0)
-                })
-                .unwrap()
-            }
-            Db::Postgres(url) => {
-                let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
-                c.query_one("SELECT answer FROM captchas WHERE id = $1", &[&id])
-                    .await
-                    .unwrap()
-                    .get(0)
-            }
-        }
+        issued_answer(&self.cfg, id).await
     }
 }
 
