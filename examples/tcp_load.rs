@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use register::config::Config;
+use register::service::config::Config;
 use register::store::{AccountState, NewAccount};
 use register::types::AccountType;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -55,7 +55,7 @@ fn args() -> Args {
 async fn seeded_service(
     users: usize,
     dir: &std::path::Path,
-) -> (register::server::Server, Vec<String>) {
+) -> (register::service::server::Server, Vec<String>) {
     let mut cfg = Config {
         data_dir: dir.to_owned(),
         ..Config::default()
@@ -67,7 +67,7 @@ async fn seeded_service(
     cfg.xmpp.component_secret = "unused".into();
     cfg.xmpp.component_addr = "127.0.0.1:1".into();
     cfg.reconcile.interval_secs = 0;
-    let server = register::server::Server::start(cfg)
+    let server = register::service::server::Server::start(cfg)
         .await
         .expect("service starts");
     let store = server.app.store.clone();
@@ -93,9 +93,14 @@ async fn seeded_service(
             .set_account_state(id, AccountState::Active, now)
             .await
             .unwrap();
-        let t = register::crypto::new_token();
+        let t = register::auth::crypto::new_token();
         store
-            .insert_token(register::crypto::token_hash(&t), id, now + 86_400, now)
+            .insert_token(
+                register::auth::crypto::token_hash(&t),
+                id,
+                now + 86_400,
+                now,
+            )
             .await
             .unwrap();
         tokens.push(t);

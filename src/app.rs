@@ -9,14 +9,14 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::auth::crypto;
+use crate::auth::passwords::Hasher;
+use crate::auth::ratelimit::RateLimiter;
 use crate::clock::Clock;
-use crate::config::Config;
-use crate::crypto;
 use crate::error::ApiError;
-use crate::metrics::Metrics;
-use crate::passwords::Hasher;
-use crate::ratelimit::RateLimiter;
-use crate::secrets::Secrets;
+use crate::service::config::Config;
+use crate::service::metrics::Metrics;
+use crate::service::secrets::Secrets;
 use crate::store::{Account, Store};
 
 /// Everything a command may use.

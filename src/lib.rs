@@ -4,24 +4,13 @@
 //! service: accounts, tokens, captcha, signatures, bindings and the store; the transports (`http_api`,
 //! `tcp_api`) and the XMPP side (`xmpp`) are separate crates that know nothing of accounts.
 
-pub mod admin;
+pub mod adapters;
 pub mod app;
-pub mod captcha;
-pub mod cli;
+pub mod auth;
 pub mod clock;
 pub mod cmd;
-pub mod config;
-pub mod crypto;
 pub mod error;
-pub mod http_handler;
-pub mod logwriter;
-pub mod metrics;
-pub mod passwords;
-pub mod ratelimit;
-pub mod reconcile;
-pub mod secrets;
-pub mod server;
+pub mod lifecycle;
+pub mod service;
 pub mod store;
-pub mod tcp_handler;
-pub mod token_cache;
 pub mod types;

@@ -2,9 +2,9 @@
 //! A failed start exits with status 7 (SERVICE_START_ERROR).
 
 use clap::Parser;
-use register::cli::{self, Cli, Command};
-use register::config::Config;
-use register::server::{signal, Server};
+use register::service::cli::{self, Cli, Command};
+use register::service::config::Config;
+use register::service::server::{signal, Server};
 
 const START_ERROR: i32 = 7;
 

@@ -148,7 +148,9 @@ pub fn serve_constant(args: &[String]) {
     };
     // With --log, the service's own logging (its default configuration: info, batched to
     // stderr), so that the stack's request span costs the reference what it costs the service.
-    let _log = logging.then(|| register::cli::init_logging(&register::config::Config::default()));
+    let _log = logging.then(|| {
+        register::service::cli::init_logging(&register::service::config::Config::default())
+    });
     let cert = std::fs::read(cert).expect("cert");
     let key = std::fs::read(key).expect("key");
     let body: serde_json::Value =

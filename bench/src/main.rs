@@ -591,7 +591,7 @@ fn bench_captcha(o: &Opts, work: &Path, rows: &mut Vec<Row>) {
                             let (a, png) = if legacy {
                                 legacy::generate(5)
                             } else {
-                                register::captcha::generate(5, None)
+                                register::auth::captcha::generate(5, None)
                             }
                             .expect("captcha");
                             assert!(a.len() == 5 && png.starts_with(b"\x89PNG"));

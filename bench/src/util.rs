@@ -354,7 +354,7 @@ pub fn seed(data_dir: &Path, users: usize) -> Vec<Seeded> {
             let kind: u8 = if i % 2 == 0 { 1 } else { 2 };
             let name = format!("user-{i:06}");
             let node = format!("u{i:06}bench");
-            let sealed = register::crypto::seal(&ENC_KEY, &node, &format!("jid-pw-{i}"));
+            let sealed = register::auth::crypto::seal(&ENC_KEY, &node, &format!("jid-pw-{i}"));
             let device_type = (kind == 2).then_some("camera");
             acc.execute(rusqlite::params![
                 id,
@@ -367,9 +367,9 @@ pub fn seed(data_dir: &Path, users: usize) -> Vec<Seeded> {
                 now
             ])
             .unwrap();
-            let token = register::crypto::new_token();
+            let token = register::auth::crypto::new_token();
             tok.execute(rusqlite::params![
-                register::crypto::token_hash(&token),
+                register::auth::crypto::token_hash(&token),
                 id,
                 now + 86_400,
                 now
@@ -438,12 +438,12 @@ pub fn seed_pg(url: &str, seeded: &[Seeded]) {
                 let i = base + j;
                 let kind: i32 = if i % 2 == 0 { 1 } else { 2 };
                 let node = format!("u{i:06}bench");
-                pwds.push(register::crypto::seal(&ENC_KEY, &node, &format!("jid-pw-{i}")));
+                pwds.push(register::auth::crypto::seal(&ENC_KEY, &node, &format!("jid-pw-{i}")));
                 names.push(s.name.clone());
                 kinds.push(kind);
                 devs.push((kind == 2).then(|| "camera".to_owned()));
                 nodes.push(node);
-                hashes.push(register::crypto::token_hash(&s.token));
+                hashes.push(register::auth::crypto::token_hash(&s.token));
             }
             c.execute(&acc, &[&names, &kinds, &devs, &phc, &now, &nodes, &pwds])
                 .await
@@ -573,7 +573,7 @@ pub fn signed_form(params: &[(&str, &str)]) -> String {
         .iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
-    let sig = register::crypto::param_sign(APP_KEY.as_bytes(), &p);
+    let sig = register::auth::crypto::param_sign(APP_KEY.as_bytes(), &p);
     form(params) + "&param_sign=" + &sig
 }
 

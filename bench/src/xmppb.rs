@@ -151,7 +151,7 @@ pub async fn run(bin: &Path, work: &Path, pairs: usize, conc: usize) -> XmppResu
     let limit = Duration::from_secs(40);
 
     // Reference: the Argon2id hash rate alone, at the service's default concurrency.
-    let hasher = register::passwords::Hasher::new(0);
+    let hasher = register::auth::passwords::Hasher::new(0);
     res.argon2 = run_jobs(400, conc, Duration::from_secs(5), |i| {
         let h = hasher.clone();
         async move { h.hash(format!("password-{i}")).await.is_ok() }

@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use xmpp::XmppError;
 
 use crate::app::{App, Call};
-use crate::crypto;
+use crate::auth::crypto;
 use crate::error::ApiError;
 use crate::store::{Account, AccountState, BindingState, PairCaps, StoreError};
 use crate::types::{user_name_list, AccountType};
@@ -336,15 +336,16 @@ mod tests {
     /// loopback port: these tests never reach the XMPP step), and the directory to keep.
     async fn app(clock: &ManualClock) -> (tempfile::TempDir, App) {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = crate::config::Config {
+        let mut cfg = crate::service::config::Config {
             data_dir: dir.path().join("data"),
             ..Default::default()
         };
         cfg.xmpp.component_addr = "127.0.0.1:1".into();
         cfg.xmpp.component_secret = "s".into();
-        let built = crate::server::build_app(cfg, tokio_util::sync::CancellationToken::new())
-            .await
-            .unwrap();
+        let built =
+            crate::service::server::build_app(cfg, tokio_util::sync::CancellationToken::new())
+                .await
+                .unwrap();
         let mut app = Arc::try_unwrap(built).ok().unwrap();
         app.clock = Arc::new(clock.clone());
         (dir, app)

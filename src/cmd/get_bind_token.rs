@@ -16,7 +16,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 
 use crate::app::{App, Call};
-use crate::crypto;
+use crate::auth::crypto;
 use crate::error::ApiError;
 use crate::store::{AccountState, BindingState, StoreError};
 use crate::types::{AccountType, UserName};

@@ -6,9 +6,9 @@
 use serde_json::{json, Value};
 
 use crate::app::{App, Call};
-use crate::crypto;
+use crate::auth::crypto;
+use crate::auth::passwords::{Hasher, Permit};
 use crate::error::ApiError;
-use crate::passwords::{Hasher, Permit};
 use crate::store::{Account, AccountState, LockPolicy};
 use crate::types::{AccountType, Password, UserName};
 

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::app::{App, Call};
-use crate::crypto;
+use crate::auth::crypto;
 use crate::error::ApiError;
 
 pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use xmpp::XmppError;
 
 use crate::app::{App, Call};
-use crate::crypto;
+use crate::auth::crypto;
 use crate::error::ApiError;
 use crate::store::{AccountState, NewAccount, StoreError};
 use crate::types::{bounded_text, AccountType, Password, UserName};

@@ -15,7 +15,7 @@ pub async fn run(app: &App) -> Result<Challenge, ApiError> {
     let len = app.cfg.captcha.length;
     let fixed = app.cfg.captcha.fixed_answer.clone();
     let (answer, png) = tokio::task::spawn_blocking(move || {
-        crate::captcha::generate(len, (!fixed.is_empty()).then_some(fixed.as_str()))
+        crate::auth::captcha::generate(len, (!fixed.is_empty()).then_some(fixed.as_str()))
     })
     .await
     .map_err(|e| ApiError::Unknown(format!("captcha task: {e}")))?

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::{App, Call};
-use crate::crypto;
+use crate::auth::crypto;
 use crate::store::Account;
 
 /// The longest token looked up; longer ones are invalid without a lookup.

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::harness::{assert_signed_with, database_toml, test_config, Opts, ProsodyExt};
-use register::config::Config;
+use register::service::config::Config;
 use serde_json::Value;
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
@@ -215,7 +215,7 @@ async fn binary_reads_every_secret_from_files_and_logs_json_without_secrets() {
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect();
-        let s = register::crypto::param_sign(app_keys[1].as_bytes(), &p);
+        let s = register::auth::crypto::param_sign(app_keys[1].as_bytes(), &p);
         p.push(("param_sign".into(), s));
         p
     };

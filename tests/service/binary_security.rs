@@ -17,12 +17,12 @@ use crate::harness::{assert_signed_with, issued_answer, tcp_verify, Opts};
 
 /// Where the binary keeps its rows, read independently of the service's code.
 struct Db {
-    cfg: register::config::Config,
+    cfg: register::service::config::Config,
 }
 
 impl Db {
     /// The database the configuration `c` names.
-    fn of(c: &register::config::Config) -> Db {
+    fn of(c: &register::service::config::Config) -> Db {
         Db { cfg: c.clone() }
     }
 
@@ -192,7 +192,7 @@ impl Binary {
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect();
-        let s = register::crypto::param_sign(&self.app_key, &p);
+        let s = register::auth::crypto::param_sign(&self.app_key, &p);
         p.push(("param_sign".into(), s));
         p
     }

@@ -31,7 +31,7 @@ struct T {
 }
 
 impl T {
-    async fn start(o: Opts, tune: impl FnOnce(&mut register::config::Config)) -> T {
+    async fn start(o: Opts, tune: impl FnOnce(&mut register::service::config::Config)) -> T {
         T {
             env: Env::start_tuned(o, tune).await,
             who: HashMap::new(),

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use register::server::Server;
+use register::service::server::Server;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -655,6 +655,6 @@ async fn c2s_tls_optional_binds_over_tls_when_offered() {
 
 /// These tests prove the seed's bind by name (codes 104, 105–107, `failed_ls`), which
 /// `binding.consent = "none"` keeps for old clients; bind tokens are proven in bind_tokens.rs.
-fn open_bind(c: &mut register::config::Config) {
+fn open_bind(c: &mut register::service::config::Config) {
     c.binding.consent = "none".into();
 }

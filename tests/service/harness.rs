@@ -10,9 +10,9 @@
 
 use std::path::PathBuf;
 
-use register::config::Config;
-use register::crypto;
-use register::server::Server;
+use register::auth::crypto;
+use register::service::config::Config;
+use register::service::server::Server;
 use serde_json::{json, Value};
 use xmpp::testkit::{Prosody, ProsodyOptions, TestClient};
 

@@ -3,7 +3,7 @@
 //! that the device's JID is gone. Also: privileged binding on ejabberd 23.01 is refused at once
 //! with a clear reason rather than half-binding. (Prosody runs the same paths in `bindings`.)
 
-use register::server::Server;
+use register::service::server::Server;
 use serde_json::Value;
 use xmpp::testkit::{Ejabberd, EjabberdOptions, TestClient, TestServer};
 

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use register::server::Server;
+use register::service::server::Server;
 use register::store::postgres::{PgStore, SCHEMA_VERSION};
 use register::store::sqlite::SqliteStore;
 use register::store::*;
@@ -646,12 +646,12 @@ async fn two_instances_share_one_database() {
     let (sa, sb) = (&a.server().app, &b.server().app);
     assert!(sa.store.try_lock_reconciler().await.unwrap());
     assert!(!sb.store.try_lock_reconciler().await.unwrap());
-    let skipped = register::reconcile::run_exclusive(sb, sb.now() + 1, &mut |_, _| {})
+    let skipped = register::lifecycle::reconcile::run_exclusive(sb, sb.now() + 1, &mut |_, _| {})
         .await
         .unwrap();
     assert!(skipped.is_none(), "B skips its run while A holds the lease");
     sa.store.unlock_reconciler().await.unwrap();
-    let ran = register::reconcile::run_exclusive(sb, sb.now() + 1, &mut |_, _| {})
+    let ran = register::lifecycle::reconcile::run_exclusive(sb, sb.now() + 1, &mut |_, _| {})
         .await
         .unwrap()
         .expect("B runs once the lease is free");

@@ -203,9 +203,9 @@ async fn the_operator_revokes_a_leaked_token_from_the_command_line() {
         assert!(tcp_valid(&env, t).await);
     }
     let cfg = env.server().app.cfg.clone();
-    let code = register::cli::token(
+    let code = register::service::cli::token(
         cfg.clone(),
-        register::cli::TokenAction::Revoke {
+        register::service::cli::TokenAction::Revoke {
             name: "leak-cam".into(),
         },
     )
@@ -219,9 +219,9 @@ async fn the_operator_revokes_a_leaked_token_from_the_command_line() {
         tcp_valid(&env, &kept).await,
         "another account's token stays"
     );
-    let code = register::cli::token(
+    let code = register::service::cli::token(
         cfg,
-        register::cli::TokenAction::Revoke {
+        register::service::cli::TokenAction::Revoke {
             name: "nobody".into(),
         },
     )

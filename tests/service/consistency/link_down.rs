@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use register::server::Server;
+use register::service::server::Server;
 use serde_json::{json, Value};
 use xmpp::testkit::{Prosody, ProsodyOptions};
 

@@ -34,8 +34,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use register::config::Config;
-use register::server::Server;
+use register::service::config::Config;
+use register::service::server::Server;
 use register::store::{AccountState, BindingState, Store};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

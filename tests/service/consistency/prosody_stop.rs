@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use register::server::Server;
+use register::service::server::Server;
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
 use super::{check_consistent, join, wait_link, Client, Stream};
@@ -51,11 +51,12 @@ async fn prosody_stopped_mid_stream() {
     join(tasks).await;
 
     let mut lines = Vec::new();
-    let rep = register::reconcile::run(&server.app, server.app.now() + 1, &mut |_, l| {
-        lines.push(l.to_owned())
-    })
-    .await
-    .unwrap();
+    let rep =
+        register::lifecycle::reconcile::run(&server.app, server.app.now() + 1, &mut |_, l| {
+            lines.push(l.to_owned())
+        })
+        .await
+        .unwrap();
     for l in &lines {
         println!("  reconcile: {l}");
     }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use register::server::Server;
+use register::service::server::Server;
 use register::store::AccountState;
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
@@ -157,10 +157,10 @@ async fn reconciler_racing_live_requests() {
     let racer = {
         let stop = stop.clone();
         tokio::spawn(async move {
-            let mut total = register::reconcile::Report::default();
+            let mut total = register::lifecycle::reconcile::Report::default();
             let mut runs = 0;
             while !stop.load(Ordering::SeqCst) {
-                let r = register::reconcile::run(&app, app.now() + 1, &mut |_, _| {})
+                let r = register::lifecycle::reconcile::run(&app, app.now() + 1, &mut |_, _| {})
                     .await
                     .unwrap();
                 runs += 1;
@@ -180,9 +180,10 @@ async fn reconciler_racing_live_requests() {
     join(tasks).await;
     stop.store(true, Ordering::SeqCst);
     let (runs, total) = racer.await.unwrap();
-    let last = register::reconcile::run(&server.app, server.app.now() + 1, &mut |_, _| {})
-        .await
-        .unwrap();
+    let last =
+        register::lifecycle::reconcile::run(&server.app, server.app.now() + 1, &mut |_, _| {})
+            .await
+            .unwrap();
     assert_eq!(last.failed, 0, "{last:?}");
     let res = std::mem::take(&mut *stream.results.lock().unwrap());
     let found = check_consistent(&prosody, server.app.store.as_ref(), &client, &res).await;

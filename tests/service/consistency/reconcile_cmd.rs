@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use register::server::Server;
+use register::service::server::Server;
 use register::store::{AccountState, BindingState};
 use xmpp::testkit::{Prosody, ProsodyOptions};
 

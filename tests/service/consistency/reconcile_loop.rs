@@ -1,4 +1,4 @@
-//! The periodic reconciler as it runs in the service (`src/server.rs`'s loop, a 1-second interval):
+//! The periodic reconciler as it runs in the service (`src/service/server.rs`'s loop, a 1-second interval):
 //! nothing in this test calls the reconciler. What a killed request leaves is written into the
 //! database as the crash would leave it (the same records as `reconcile_cmd`); records older than
 //! `reconcile.grace_secs` are repaired by the loop alone, records younger than the grace are left
@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use register::server::Server;
+use register::service::server::Server;
 use register::store::{AccountState, BindingState, NewAccount};
 use register::types::AccountType;
 use xmpp::testkit::{Prosody, ProsodyOptions};

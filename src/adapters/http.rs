@@ -7,9 +7,9 @@ use http_api::{Reply, Request};
 use serde_json::{json, Value};
 
 use crate::app::{App, Call};
+use crate::auth::ratelimit::{Budget, RetryAfter};
 use crate::cmd;
 use crate::error::ApiError;
-use crate::ratelimit::{Budget, RetryAfter};
 
 /// Endpoints of SPEC §3.
 pub const ROUTES: &[&str] = &[

@@ -193,7 +193,7 @@ mod tests {
         );
         assert_eq!(param_sign(b"app-key-1", &params), PARAM_SIGN_VECTOR);
         // The same vectors are what docs/API.md publishes.
-        let doc = include_str!("../docs/API.md");
+        let doc = include_str!("../../docs/API.md");
         assert!(doc.contains(&format!("sign:      {SIGN_VECTOR}")));
         assert!(doc.contains(&format!("param_sign: {PARAM_SIGN_VECTOR}")));
     }

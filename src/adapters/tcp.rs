@@ -54,7 +54,7 @@ impl tcp_api::LineHandler for LineApi {
                 "/verify_access_token" => cmd::verify_token::run(app, &call).await,
                 "/get_users" => cmd::get_users::run(app, &call)
                     .await
-                    .unwrap_or_else(|e| crate::http_handler::error_reply(&e)),
+                    .unwrap_or_else(|e| crate::adapters::http::error_reply(&e)),
                 _ => json!({"result": 2}),
             }
         }

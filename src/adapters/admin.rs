@@ -99,7 +99,8 @@ impl http_api::Handler for Admin {
             "/admin/reconcile" => {
                 let mut progress = Vec::new();
                 let (report, code) =
-                    crate::cli::reconcile_now(app, &mut |l| progress.push(l.to_owned())).await;
+                    crate::service::cli::reconcile_now(app, &mut |l| progress.push(l.to_owned()))
+                        .await;
                 Reply::Json(json!({"report": report, "code": code, "progress": progress}))
             }
             "/admin/user/delete" => {
@@ -109,7 +110,7 @@ impl http_api::Handler for Admin {
                     .find(|(k, _)| k == "name")
                     .map(|(_, v)| v.clone())
                     .unwrap_or_default();
-                match crate::cli::delete_account(app, &name).await {
+                match crate::service::cli::delete_account(app, &name).await {
                     Ok(()) => Reply::Json(json!({"deleted": name})),
                     Err(e) => Reply::Json(json!({"error": e})),
                 }
@@ -121,7 +122,7 @@ impl http_api::Handler for Admin {
                     .find(|(k, _)| k == "name")
                     .map(|(_, v)| v.clone())
                     .unwrap_or_default();
-                match crate::cli::revoke_tokens(app, &name).await {
+                match crate::service::cli::revoke_tokens(app, &name).await {
                     Ok(n) => Reply::Json(json!({"revoked": n})),
                     Err(e) => Reply::Json(json!({"error": e})),
                 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use rand::RngCore;
 
-use crate::config::Config;
+use crate::service::config::Config;
 
 /// The secrets in force, whatever their source.
 pub struct Secrets {

@@ -12,11 +12,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::auth::passwords::Hasher;
+use crate::auth::ratelimit::RateLimiter;
 use crate::clock::SystemClock;
-use crate::config::{parse_nets, Config};
-use crate::passwords::Hasher;
-use crate::ratelimit::RateLimiter;
-use crate::secrets::{self, Secrets};
+use crate::service::config::{parse_nets, Config};
+use crate::service::secrets::{self, Secrets};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
@@ -96,7 +96,7 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
         let s = SqliteStore::open(&cfg.data_dir.join("register.db")).map_err(fail("database"))?;
         match cfg.database.token_cache_entries {
             0 => Ok(Arc::new(s)),
-            n => Ok(Arc::new(crate::token_cache::TokenCache::new(
+            n => Ok(Arc::new(crate::store::cache::TokenCache::new(
                 Arc::new(s),
                 n,
             ))),
@@ -162,12 +162,12 @@ impl Server {
         let mut tasks = JoinSet::new();
         let drain = Duration::from_secs(10);
         let (a, s) = (
-            Arc::new(crate::http_handler::Api(app.clone())),
+            Arc::new(crate::adapters::http::Api(app.clone())),
             shutdown.clone(),
         );
         tasks.spawn(async move { ("http", http_api::serve(http_l, http_cfg, a, s, drain).await) });
         let (a, s) = (
-            Arc::new(crate::tcp_handler::LineApi(app.clone())),
+            Arc::new(crate::adapters::tcp::LineApi(app.clone())),
             shutdown.clone(),
         );
         tasks.spawn(async move { ("tcp", tcp_api::serve(tcp_l, tcp_cfg, a, s).await) });
@@ -176,7 +176,10 @@ impl Server {
             ..http_api::HttpConfig::default()
         };
         let (a, s) = (
-            Arc::new(crate::admin::Admin::publish(app.clone(), addrs.admin)),
+            Arc::new(crate::adapters::admin::Admin::publish(
+                app.clone(),
+                addrs.admin,
+            )),
             shutdown.clone(),
         );
         tasks.spawn(async move {
@@ -326,7 +329,7 @@ async fn reconcile_loop(app: Arc<App>, shutdown: CancellationToken) -> std::io::
         } else {
             app.now() - app.cfg.reconcile.grace_secs as i64
         };
-        match crate::reconcile::run_exclusive(&app, before, &mut |_, _| {}).await {
+        match crate::lifecycle::reconcile::run_exclusive(&app, before, &mut |_, _| {}).await {
             Ok(None) => tracing::info!("reconciler run skipped: another instance is reconciling"),
             Ok(Some(r)) if r.found > 0 => tracing::info!(
                 found = r.found,

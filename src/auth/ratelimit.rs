@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
 use crate::clock::Clock;
-use crate::config::SecuritySection;
+use crate::service::config::SecuritySection;
 
 /// Which budget a request spends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

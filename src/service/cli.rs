@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::config::Config;
+use crate::service::config::Config;
 use crate::store::AccountState;
 
 #[derive(Debug, Parser)]
@@ -65,13 +65,13 @@ pub enum TokenAction {
 }
 
 /// Set up logging from the configuration (`RUST_LOG` wins when set). Lines go to stderr in
-/// batches ([`crate::logwriter`]); keep the guard until exit: dropping it writes out the rest.
-pub fn init_logging(cfg: &Config) -> crate::logwriter::Guard<std::io::Stderr> {
+/// batches ([`crate::service::logwriter`]); keep the guard until exit: dropping it writes out the rest.
+pub fn init_logging(cfg: &Config) -> crate::service::logwriter::Guard<std::io::Stderr> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
     use std::io::IsTerminal;
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let (writer, guard) = crate::logwriter::batched(std::io::stderr());
+    let (writer, guard) = crate::service::logwriter::batched(std::io::stderr());
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
@@ -87,7 +87,7 @@ pub fn init_logging(cfg: &Config) -> crate::logwriter::Guard<std::io::Stderr> {
 /// Start the app for an admin command and wait (up to the XMPP timeout) for the link.
 async fn admin_app(cfg: Config) -> Result<(Arc<App>, CancellationToken), String> {
     let shutdown = CancellationToken::new();
-    let app = crate::server::build_app(cfg, shutdown.clone())
+    let app = crate::service::server::build_app(cfg, shutdown.clone())
         .await
         .map_err(|e| e.to_string())?;
     let mut w = app.xmpp.link_watch();
@@ -175,7 +175,7 @@ pub async fn check(cfg: Config) -> i32 {
     code
 }
 
-fn diagnose_link(x: &crate::config::XmppSection, err: &str) -> String {
+fn diagnose_link(x: &crate::service::config::XmppSection, err: &str) -> String {
     if err.contains("not-authorized") {
         format!("the server refused the handshake: xmpp.component_secret does not match the server's secret for {:?}", x.component)
     } else if err.contains("refused at the stream header") {
@@ -222,7 +222,7 @@ pub async fn user(cfg: Config, action: UserAction) -> i32 {
         }
     } else {
         let s = CancellationToken::new();
-        match crate::server::build_app(cfg, s.clone()).await {
+        match crate::service::server::build_app(cfg, s.clone()).await {
             Ok(a) => (a, s),
             Err(e) => return report(Err(e.to_string())),
         }
@@ -353,7 +353,8 @@ async fn via_instance(
     body: serde_json::Value,
 ) -> Option<(String, serde_json::Value)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let handoff = std::fs::read_to_string(crate::admin::handoff_path(&cfg.data_dir)).ok()?;
+    let handoff =
+        std::fs::read_to_string(crate::adapters::admin::handoff_path(&cfg.data_dir)).ok()?;
     let mut lines = handoff.lines();
     let (addr, token) = (lines.next()?.trim().to_owned(), lines.next()?.trim());
     let connect = tokio::net::TcpStream::connect(&addr);
@@ -426,7 +427,7 @@ pub async fn token(cfg: Config, action: TokenAction) -> i32 {
         };
     }
     let s = CancellationToken::new();
-    let app = match crate::server::build_app(cfg, s.clone()).await {
+    let app = match crate::service::server::build_app(cfg, s.clone()).await {
         Ok(a) => a,
         Err(e) => return report(Err(e.to_string())),
     };
@@ -503,7 +504,7 @@ pub(crate) async fn reconcile_now(
     }
     let started = std::time::Instant::now();
     let mut left = Vec::new();
-    let r = crate::reconcile::run_exclusive(app, app.now() + 1, &mut |rep, line| {
+    let r = crate::lifecycle::reconcile::run_exclusive(app, app.now() + 1, &mut |rep, line| {
         progress(&format!("[{}/{}] {line}", rep.done(), rep.found));
         if line.contains(": LEFT for the next run: ") && left.len() < 20 {
             left.push(line.to_owned());
@@ -582,7 +583,7 @@ mod tests {
     /// with the three Openfire settings that cause it, not as a missing component declaration.
     #[test]
     fn diagnoses_openfire_refusal_at_the_header() {
-        let x = crate::config::XmppSection::default();
+        let x = crate::service::config::XmppSection::default();
         let d = diagnose_link(
             &x,
             "refused at the stream header (header without an id, then closed without a stream error)",
