@@ -22,16 +22,13 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use xmpp::XmppError;
 
 use crate::app::{App, Call};
-use crate::auth::crypto;
+use crate::auth::{bind_token, crypto};
 use crate::error::ApiError;
-use crate::store::{Account, AccountState, BindingState, PairCaps, StoreError};
+use crate::lifecycle::pair::{self, PairKey, MAX_PEERS};
+use crate::store::{Account, AccountState};
 use crate::types::{user_name_list, AccountType};
-
-/// Most peers one request may name.
-pub const MAX_PEERS: usize = 100;
 
 pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
     let me = app.token_owner_named(call).await?;
@@ -52,7 +49,7 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
             vec![peer]
         }
         None if app.cfg.binding.consent == "none" => {
-            let peers = super::unbind::peers(app, call, &me).await?;
+            let peers = pair::named_peers(app, call, &me).await?;
             for p in &peers {
                 if let Some(reply) = check_pair(app, &me, p, peers.len()).await? {
                     return Ok(reply);
@@ -68,12 +65,12 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
     };
     let mut failed: Vec<(String, ApiError)> = Vec::new();
     for p in &peers {
-        if let Err(e) = bind_pair(app, &me, p).await {
+        if let Err(e) = pair::bind(app, &me, p).await {
             tracing::warn!(peer = %p.user_name, error = %e, "bind failed");
             failed.push((p.user_name.clone(), e));
         }
     }
-    Ok(super::unbind::outcome(failed))
+    Ok(pair::outcome(failed))
 }
 
 /// The peer a bind token binds the caller to, and the token's hash; 111 (counted as a failed
@@ -123,12 +120,12 @@ async fn resolve(
     };
     // An 8-digit token must come with the name of its issuer: a guess then has to hit one
     // account's codes, not any of the codes outstanding in the whole service.
-    if token.len() == super::get_bind_token::DIGITS && named.is_none() {
+    if token.len() == bind_token::DIGITS && named.is_none() {
         return Err(ApiError::Params(
             "an 8-digit bind_token needs user_name_ls naming its issuer".into(),
         ));
     }
-    if !super::get_bind_token::plausible(token) {
+    if !bind_token::plausible(token) {
         return Ok(None);
     }
     let Some(t) = app.store.bind_token(hash.to_vec(), app.now()).await? else {
@@ -140,12 +137,7 @@ async fn resolve(
     let peer_id = match t.device {
         // Sharing: the issuer must still be bound to the device it shares.
         Some(d) => {
-            let held = app
-                .store
-                .binding(t.issuer.min(d), t.issuer.max(d))
-                .await?
-                .is_some_and(|b| b.state == BindingState::Bound);
-            if !held {
+            if !pair::is_bound(app, t.issuer, d).await? {
                 return Ok(None);
             }
             d
@@ -180,12 +172,7 @@ async fn check_pair(
             p.kind.code()
         )));
     }
-    if app
-        .store
-        .binding(me.id.min(p.id), me.id.max(p.id))
-        .await?
-        .is_some()
-    {
+    if pair::row(app, PairKey::of(me.id, p.id)).await?.is_some() {
         return Err(ApiError::AlreadyInRoster);
     }
     let (device, phone) = if me.kind == AccountType::Device {
@@ -220,108 +207,6 @@ async fn check_pair(
 fn refusal(reason: &str) -> Value {
     tracing::info!(reason, "bind refused");
     json!({"result": ApiError::NotPermitted(String::new()).code(), "reason": reason})
-}
-
-async fn bind_pair(app: &App, me: &Account, peer: &Account) -> Result<(), ApiError> {
-    let (a, b) = (me.id.min(peer.id), me.id.max(peer.id));
-    let (pa, pb) = (app.party(me)?, app.party(peer)?);
-    // The record: the primary key lets one of two concurrent binds of a pair in (the other gets
-    // 109), and the insert is refused when either account stopped being active (a cancel began).
-    // The caps once more, atomically with the insert: of concurrent binds of one device, only
-    // as many as its cap allows get in.
-    let (device, phone) = if me.kind == AccountType::Device {
-        (me, peer)
-    } else {
-        (peer, me)
-    };
-    let caps = PairCaps {
-        device: device.id,
-        max_phones: app.cfg.binding.max_phones_per_device,
-        phone: phone.id,
-        max_devices: app.cfg.binding.max_devices_per_phone,
-    };
-    match app.store.insert_binding_capped(a, b, app.now(), caps).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(ApiError::NotPermitted(
-                "a side reached its cap meanwhile".into(),
-            ))
-        }
-        Err(StoreError::Exists) => return Err(ApiError::AlreadyInRoster),
-        Err(StoreError::Changed) => return Err(interrupted(app, me, peer).await),
-        Err(e) => return Err(e.into()),
-    }
-    let started = std::time::Instant::now();
-    let r = app.xmpp.bind(&pa, &pb).await;
-    app.metrics.xmpp_op("bind", started.elapsed(), r.is_ok());
-    let err = match r {
-        // Already mutual contacts on the server (e.g. through the users' own clients): the
-        // database now agrees with it.
-        Ok(()) | Err(XmppError::AlreadyBound) => {
-            match app
-                .store
-                .transition_binding(a, b, BindingState::Binding, BindingState::Bound, app.now())
-                .await
-            {
-                Ok(true) => return Ok(()),
-                // A cancel of either side or the reconciler claimed the pair meanwhile: it is
-                // being undone, so this bind did not happen.
-                Ok(false) => interrupted(app, me, peer).await,
-                // Bound on the server, not recorded: undo (the `binding` row stays for the
-                // reconciler if this cannot finish).
-                Err(e) => e.into(),
-            }
-        }
-        // The reconciler or a cancel may have claimed the pair while the server was busy with it
-        // (its unbind can cut the subscription handshake short): then that, not the error the
-        // handshake met, is why this bind did not happen (107 or 104). The roll-back below runs
-        // all the same: what this bind did after their unbind would otherwise stay.
-        Err(e) => match app.store.binding(a, b).await {
-            Ok(Some(row)) if row.state == BindingState::Binding => ApiError::from_roster(e),
-            Ok(_) => interrupted(app, me, peer).await,
-            Err(_) => ApiError::from_roster(e),
-        },
-    };
-    roll_back(app, a, b, &pa, &pb).await;
-    Err(err)
-}
-
-/// Why a pair was taken from this bind: 104 for a side that is being cancelled, else 107 (the
-/// reconciler claimed it; the client may retry).
-async fn interrupted(app: &App, me: &Account, peer: &Account) -> ApiError {
-    for a in [me, peer] {
-        match app.store.account_by_id(a.id).await {
-            Ok(Some(x)) if x.state == AccountState::Active => {}
-            _ => return ApiError::UserNotExist(a.user_name.clone()),
-        }
-    }
-    ApiError::JidNotLogin("bind interrupted by the reconciler".into())
-}
-
-/// Remove a pair that did not become `bound` from both rosters and delete its `binding` row. If
-/// the server cannot be reached the row stays, and the reconciler finishes the job.
-async fn roll_back(app: &App, a: i64, b: i64, pa: &xmpp::Party, pb: &xmpp::Party) {
-    match app.xmpp.unbind(pa, pb).await {
-        Ok(()) | Err(XmppError::NotBound) => {
-            if let Err(e) = app
-                .store
-                .delete_binding_in(a, b, BindingState::Binding)
-                .await
-            {
-                tracing::warn!(error = %e, "failed pair left for the reconciler");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "half-bound pair left for the reconciler"),
-    }
-}
-
-/// An active account with this name, or 104.
-pub(super) fn active(found: &[Arc<Account>], name: &str) -> Result<Arc<Account>, ApiError> {
-    found
-        .iter()
-        .find(|a| a.user_name == name && a.state == AccountState::Active)
-        .cloned()
-        .ok_or_else(|| ApiError::UserNotExist(name.to_owned()))
 }
 
 #[cfg(test)]

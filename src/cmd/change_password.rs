@@ -10,6 +10,7 @@
 use serde_json::{json, Value};
 
 use crate::app::{App, Call};
+use crate::auth::login;
 use crate::error::ApiError;
 use crate::types::{Password, UserName};
 
@@ -25,8 +26,7 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
         ));
     }
     // The signature (devices) and the captcha (phones) are checked here, once.
-    let account =
-        super::login::verify_password(app, call, &me.user_name, me.kind, old, false).await?;
+    let account = login::verify_password(app, call, &me.user_name, me.kind, old, false).await?;
     let hash = app.hasher.hash(new.as_str().to_owned()).await?;
     if !app.store.set_password(account.id, hash, app.now()).await? {
         // Cancelled meanwhile.

@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use crate::app::{App, Call};
 use crate::error::ApiError;
-use crate::store::{AccountState, BindingState};
+use crate::lifecycle::pair;
+use crate::store::AccountState;
 use crate::types::user_name_list;
 
 /// Most names one request may ask for.
@@ -22,14 +23,7 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
     // The pair rows are read whenever another name was asked for, found or not: the time taken
     // does not tell a stranger's account from a missing one either.
     if !call.via_tcp && wanted.iter().any(|n| *n != me.user_name) {
-        let mine: Vec<i64> = app
-            .store
-            .bindings_of(me.id)
-            .await?
-            .iter()
-            .filter(|b| b.state == BindingState::Bound)
-            .map(|b| if b.a == me.id { b.b } else { b.a })
-            .collect();
+        let mine = pair::bound_ids(app, &me).await?;
         found.retain(|a| a.id == me.id || mine.contains(&a.id));
     }
     let mut out = Vec::with_capacity(found.len());

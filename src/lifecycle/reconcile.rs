@@ -3,7 +3,7 @@
 //! | record | meaning | repair |
 //! |---|---|---|
 //! | account `pending` | JID creation may or may not have happened; the client never got 0 | claim it (`pending` → `deleting`), delete the JID (if any), delete the row |
-//! | account `deleting` | a cancel was accepted | finish it (`cmd::cancel::finish`) |
+//! | account `deleting` | a cancel was accepted | finish it (`account::finish_delete`) |
 //! | pair `binding` | a bind was interrupted; the client never got 0 | claim it (`binding` → `unbinding`), unbind both sides, delete the row |
 //! | pair `unbinding` | an unbind was interrupted | unbind both sides, delete the row |
 //!
@@ -20,10 +20,9 @@
 //! request finished first and the record is skipped, or the reconciler claimed it and the request
 //! undoes its own remote step and does not answer 0.
 
-use xmpp::XmppError;
-
 use crate::app::App;
 use crate::error::ApiError;
+use crate::lifecycle::{account, pair};
 use crate::store::{AccountState, Binding, BindingState};
 
 /// What one run did.
@@ -92,21 +91,17 @@ pub async fn run(
     };
     for b in bindings {
         let what = format!("pair {}-{} ({})", b.a, b.b, b.state.as_str());
-        let r = pair(app, &b, &mut rep).await;
+        let r = repair_pair(app, &b, &mut rep).await;
         tally(&mut rep, &what, r, progress);
     }
     for a in accounts {
         let what = format!("account {} ({})", a.user_name, a.state.as_str());
         let r = async {
-            if app.xmpp.config().accounts == xmpp::AccountsMode::Component
-                && app.xmpp.link_state() != xmpp::LinkState::Up
-            {
-                // Fail fast instead of waiting on every record.
-                return Err(ApiError::NewJidFail("component link down".into()));
-            }
+            // Fail fast instead of waiting on every record.
+            account::link_up(app)?;
             match a.state {
                 AccountState::Deleting => {
-                    let f = crate::cmd::cancel::finish(app, &a).await?;
+                    let f = account::finish_delete(app, &a).await?;
                     rep.cancels_finished += 1;
                     Ok(Outcome::Repaired(format!(
                         "cancel finished ({} pairs unbound, JID {})",
@@ -119,19 +114,10 @@ pub async fn run(
                     )))
                 }
                 AccountState::Pending => {
-                    if !app
-                        .store
-                        .transition_account(
-                            a.id,
-                            AccountState::Pending,
-                            AccountState::Deleting,
-                            app.now(),
-                        )
-                        .await?
-                    {
+                    if !account::claim_pending(app, a.id).await? {
                         return Ok(Outcome::Skipped);
                     }
-                    let f = crate::cmd::cancel::finish(app, &a).await?;
+                    let f = account::finish_delete(app, &a).await?;
                     rep.pending_removed += 1;
                     if f.jid_deleted {
                         rep.orphan_jids_deleted += 1;
@@ -153,34 +139,11 @@ pub async fn run(
 }
 
 /// Undo an interrupted bind, or finish an interrupted unbind: both end unbound on both sides.
-async fn pair(app: &App, b: &Binding, rep: &mut Report) -> Result<Outcome, ApiError> {
-    if b.state == BindingState::Binding
-        && !app
-            .store
-            .transition_binding(
-                b.a,
-                b.b,
-                BindingState::Binding,
-                BindingState::Unbinding,
-                app.now(),
-            )
-            .await?
-    {
+async fn repair_pair(app: &App, b: &Binding, rep: &mut Report) -> Result<Outcome, ApiError> {
+    if !pair::repair(app, b).await? {
         // The bind finished (or was rolled back) meanwhile.
         return Ok(Outcome::Skipped);
     }
-    let x = app.store.account_by_id(b.a).await?;
-    let y = app.store.account_by_id(b.b).await?;
-    // (A deleted account takes its pair rows with it, so both are normally there.)
-    if let (Some(x), Some(y)) = (x, y) {
-        match app.xmpp.unbind(&app.party(&x)?, &app.party(&y)?).await {
-            Ok(()) | Err(XmppError::NotBound) => {}
-            Err(e) => return Err(ApiError::from_roster(e)),
-        }
-    }
-    app.store
-        .delete_binding_in(b.a, b.b, BindingState::Unbinding)
-        .await?;
     Ok(Outcome::Repaired(if b.state == BindingState::Binding {
         rep.binds_rolled_back += 1;
         "bind rolled back (unbound on both sides)".into()
