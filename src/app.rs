@@ -1,6 +1,6 @@
 //! The service's shared state and the request context every command receives.
 //!
-//! [`App`] holds the store, the XMPP handle, the hasher, the secrets and the policy knobs; the
+//! [`App`] holds the store, the XMPP port, the hasher, the secrets and the policy knobs; the
 //! transports (`http_handler`, `tcp_handler`) turn their requests into a [`Call`] and hand it to one
 //! command in `cmd/`. Nothing here knows about sockets or XML.
 
@@ -14,6 +14,7 @@ use crate::auth::passwords::Hasher;
 use crate::auth::ratelimit::RateLimiter;
 use crate::clock::Clock;
 use crate::error::ApiError;
+use crate::lifecycle::port::XmppPort;
 use crate::service::config::Config;
 use crate::service::metrics::Metrics;
 use crate::service::secrets::Secrets;
@@ -23,12 +24,13 @@ use crate::store::{Account, Store};
 pub struct App {
     pub cfg: Config,
     pub store: Arc<dyn Store>,
-    pub xmpp: xmpp::Xmpp,
+    /// The XMPP server, through the core's port (timed and counted for metrics).
+    pub xmpp: Arc<dyn XmppPort>,
     pub hasher: Hasher,
     pub secrets: Secrets,
     pub clock: Arc<dyn Clock>,
     pub limiter: RateLimiter,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
 }
 
 /// One request, whatever transport it came by.

@@ -10,11 +10,12 @@ use crate::error::ApiError;
 
 pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
     let me = app.token_owner_named(call).await?;
-    let started = std::time::Instant::now();
-    let r = app.xmpp.roster(&app.party(&me)?).await;
-    app.metrics.xmpp_op("roster", started.elapsed(), r.is_ok());
-    let items = r.map_err(ApiError::from_roster)?;
-    let suffix = format!("@{}", app.xmpp.config().domain);
+    let items = app
+        .xmpp
+        .roster(&app.party(&me)?)
+        .await
+        .map_err(ApiError::from_roster)?;
+    let suffix = format!("@{}", app.xmpp.domain());
     let nodes: Vec<String> = items
         .iter()
         .filter_map(|i| i.jid.strip_suffix(&suffix).map(str::to_owned))

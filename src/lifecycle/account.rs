@@ -41,7 +41,7 @@ fn random_chars(n: usize) -> impl Iterator<Item = char> {
 /// The XMPP-mode check: in `component` mode a JID is made and deleted through the link, so while
 /// it is down an account step fails fast with 101 (and writes nothing) instead of waiting.
 pub fn link_up(app: &App) -> Result<(), ApiError> {
-    if app.xmpp.config().accounts == xmpp::AccountsMode::Component
+    if app.xmpp.accounts_mode() == xmpp::AccountsMode::Component
         && app.xmpp.link_state() != xmpp::LinkState::Up
     {
         return Err(ApiError::NewJidFail("component link down".into()));
@@ -69,11 +69,7 @@ pub async fn create_jid(
     node: &str,
     jid_pwd: &str,
 ) -> Result<(), ApiError> {
-    let started = std::time::Instant::now();
-    let created = app.xmpp.create_account(node, jid_pwd).await;
-    app.metrics
-        .xmpp_op("create_account", started.elapsed(), created.is_ok());
-    match created {
+    match app.xmpp.create_account(node, jid_pwd).await {
         Ok(()) => activate(app, id, name, node, jid_pwd).await,
         Err(e) => {
             tracing::warn!(user = %name, error = %e, "JID creation failed");
@@ -208,7 +204,7 @@ pub async fn delete_jid(app: &App, node: &str, jid_pwd: &str) -> Result<bool, Xm
     match app.xmpp.delete_account(node, jid_pwd).await {
         Ok(()) => Ok(true),
         Err(XmppError::NotFound) => Ok(false),
-        Err(XmppError::AuthFailed) if app.xmpp.config().accounts == xmpp::AccountsMode::Ibr => {
+        Err(XmppError::AuthFailed) if app.xmpp.accounts_mode() == xmpp::AccountsMode::Ibr => {
             Ok(false)
         }
         Err(e) => Err(e),

@@ -104,10 +104,7 @@ pub async fn bind(app: &App, me: &Account, peer: &Account) -> Result<(), ApiErro
         Err(StoreError::Changed) => return Err(interrupted(app, me, peer).await),
         Err(e) => return Err(e.into()),
     }
-    let started = std::time::Instant::now();
-    let r = app.xmpp.bind(&pa, &pb).await;
-    app.metrics.xmpp_op("bind", started.elapsed(), r.is_ok());
-    let err = match r {
+    let err = match app.xmpp.bind(&pa, &pb).await {
         // Already mutual contacts on the server (e.g. through the users' own clients): the
         // database now agrees with it.
         Ok(()) | Err(XmppError::AlreadyBound) => {
@@ -192,13 +189,9 @@ pub async fn unbind(app: &App, me: &Account, peer: &Account) -> Result<(), ApiEr
     {
         return Err(ApiError::NotInRoster);
     }
-    let started = std::time::Instant::now();
-    let r = app.xmpp.unbind(&app.party(me)?, &app.party(peer)?).await;
-    app.metrics.xmpp_op("unbind", started.elapsed(), r.is_ok());
-    match r {
-        Ok(()) | Err(XmppError::NotBound) => {}
-        Err(e) => return Err(ApiError::from_roster(e)),
-    }
+    unbind_server(app, &app.party(me)?, &app.party(peer)?)
+        .await
+        .map_err(ApiError::from_roster)?;
     app.store
         .delete_binding_in(key.a, key.b, BindingState::Unbinding)
         .await?;
