@@ -18,3 +18,6 @@ pub mod register;
 pub mod unbind;
 pub mod verify_code;
 pub mod verify_token;
+
+#[cfg(test)]
+pub(crate) mod testkit;
