@@ -211,117 +211,154 @@ fn refusal(reason: &str) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
-
     use super::*;
-    use crate::clock::ManualClock;
-    use crate::store::NewAccount;
+    use crate::cmd::testkit::{code, Kit};
+    use crate::lifecycle::fake_port::{Fault, Op};
+    use crate::store::BindingState;
 
-    /// An app on a fresh SQLite store with a manual clock (its XMPP link points at a closed
-    /// loopback port: these tests never reach the XMPP step), and the directory to keep.
-    async fn app(clock: &ManualClock) -> (tempfile::TempDir, App) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = crate::service::config::Config {
-            data_dir: dir.path().join("data"),
-            ..Default::default()
-        };
-        cfg.xmpp.component_addr = "127.0.0.1:1".into();
-        cfg.xmpp.component_secret = "s".into();
-        let built =
-            crate::service::server::build_app(cfg, tokio_util::sync::CancellationToken::new())
-                .await
-                .unwrap();
-        let mut app = Arc::try_unwrap(built).ok().unwrap();
-        app.clock = Arc::new(clock.clone());
-        (dir, app)
-    }
-
-    /// An active account and an access token of it.
-    async fn account(app: &App, name: &str, kind: AccountType) -> (Account, String) {
-        let id = app
-            .store
-            .insert_pending_account(
-                NewAccount {
-                    user_name: name.into(),
-                    kind,
-                    device_type: None,
-                    des: String::new(),
-                    password_hash: "x".into(),
-                    jid_node: format!("n{name}"),
-                    jid_pwd: vec![1],
-                },
-                app.now(),
-            )
-            .await
-            .unwrap();
-        app.store
-            .set_account_state(id, AccountState::Active, app.now())
-            .await
-            .unwrap();
-        let token = crypto::new_token();
-        app.store
-            .insert_token(
-                crypto::token_hash(&token),
-                id,
-                app.now() + 86_400,
-                app.now(),
-            )
-            .await
-            .unwrap();
-        let a = app.store.account_by_id(id).await.unwrap().unwrap();
-        (a, token)
-    }
-
-    fn call(params: &[(&str, &str)]) -> Call {
-        Call {
-            params: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            captcha_id: None,
-            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            via_tcp: false,
-        }
-    }
-
-    async fn issue(app: &App, name: &str, access: &str, format: &str) -> String {
-        let v = crate::cmd::get_bind_token::run(
-            app,
-            &call(&[
-                ("access_token", access),
-                ("user_name", name),
-                ("format", format),
-            ]),
-        )
-        .await
-        .unwrap();
-        assert_eq!(v["expires_at"], app.now() + 600);
-        v["bind_token"].as_str().unwrap().to_owned()
-    }
-
-    async fn resolves(app: &App, me: &Account, token: &str) -> Option<String> {
-        let c = call(&[("user_name_ls", r#"["p"]"#)]);
-        resolve(app, &c, me, token, &crypto::token_hash(token))
+    async fn resolves(k: &Kit, me: &Account, token: &str) -> Option<String> {
+        let c = k.call(&[("user_name_ls", r#"["p"]"#)]);
+        resolve(&k.app, &c, me, token, &crypto::token_hash(token))
             .await
             .unwrap()
             .map(|a| a.user_name.clone())
     }
 
+    /// `/set_user_banding` by `d` (a device holding `td`) with these extra parameters.
+    async fn bind_as_d(k: &Kit, td: &str, extra: &[(&str, &str)]) -> Result<Value, ApiError> {
+        let mut p = vec![("access_token", td), ("user_name", "d")];
+        p.extend_from_slice(extra);
+        run(&k.app, &k.signed(&p)).await
+    }
+
+    #[tokio::test]
+    async fn a_bind_token_binds_its_issuer_and_the_redeemer() {
+        let k = Kit::new().await;
+        let (p, tp) = k.account("p", AccountType::Phone).await;
+        let (d, td) = k.account("d", AccountType::Device).await;
+        let t = k.bind_token("p", &tp, "").await;
+        assert_eq!(code(&bind_as_d(&k, &td, &[("bind_token", &t)]).await), 0);
+        assert!(k.xmpp.is_bound(&p.jid_node, &d.jid_node));
+        let row = pair::row(&k.app, PairKey::of(p.id, d.id)).await.unwrap();
+        assert_eq!(row.unwrap().state, BindingState::Bound);
+        // Used: a second redemption gets 111, a bind by name 100.
+        assert_eq!(code(&bind_as_d(&k, &td, &[("bind_token", &t)]).await), 111);
+        assert_eq!(
+            code(&bind_as_d(&k, &td, &[("user_name_ls", r#"["p"]"#)]).await),
+            100
+        );
+    }
+
+    #[tokio::test]
+    async fn tokens_are_checked_before_anything_changes() {
+        let k = Kit::new().await;
+        let (_, tp) = k.account("p", AccountType::Phone).await;
+        let (_, td) = k.account("d", AccountType::Device).await;
+        let t = k.bind_token("p", &tp, "digits").await;
+        assert_eq!(code(&bind_as_d(&k, &td, &[("bind_token", &t)]).await), 2);
+        let other = [("bind_token", t.as_str()), ("user_name_ls", r#"["d2"]"#)];
+        assert_eq!(code(&bind_as_d(&k, &td, &other).await), 111);
+        assert_eq!(code(&bind_as_d(&k, "nope", &[("bind_token", &t)]).await), 4);
+        let c = k.signed(&[
+            ("access_token", &tp),
+            ("user_name", "d"),
+            ("bind_token", &t),
+        ]);
+        assert_eq!(code(&run(&k.app, &c).await), 100, "another user's token");
+        assert_eq!(k.xmpp.calls(Op::Bind), 0);
+    }
+
+    #[tokio::test]
+    async fn binding_by_name_checks_names_types_pairs_and_caps() {
+        let k = Kit::with(|c| {
+            c.binding.consent = "none".into();
+            c.binding.max_phones_per_device = 1;
+        })
+        .await;
+        let (_, tp) = k.account("p", AccountType::Phone).await;
+        k.account("p2", AccountType::Phone).await;
+        let (_, td) = k.account("d", AccountType::Device).await;
+        let names = |l: &'static str| [("user_name_ls", l)];
+        assert_eq!(code(&bind_as_d(&k, &td, &names(r#"["x"]"#)).await), 104);
+        assert_eq!(code(&bind_as_d(&k, &td, &names(r#"["d"]"#)).await), 2);
+        let c = k.call(&[
+            ("access_token", &tp),
+            ("user_name", "p"),
+            ("user_name_ls", r#"["p2"]"#),
+        ]);
+        assert_eq!(code(&run(&k.app, &c).await), 100, "phone with phone");
+        let both = bind_as_d(&k, &td, &names(r#"["p","p2"]"#)).await.unwrap();
+        assert_eq!(both["result"], 100, "over the cap");
+        assert!(both["reason"]
+            .as_str()
+            .unwrap()
+            .contains("max_phones_per_device"));
+        assert_eq!(code(&bind_as_d(&k, &td, &names(r#"["p"]"#)).await), 0);
+        assert_eq!(code(&bind_as_d(&k, &td, &names(r#"["p"]"#)).await), 109);
+    }
+
+    #[tokio::test]
+    async fn a_failed_server_bind_is_rolled_back_and_named() {
+        let k = Kit::with(|c| c.binding.consent = "none".into()).await;
+        let (p, _) = k.account("p", AccountType::Phone).await;
+        let (d, td) = k.account("d", AccountType::Device).await;
+        let names = [("user_name_ls", r#"["p"]"#)];
+        k.xmpp.fail_once(Op::Bind, Fault::Timeout);
+        let v = bind_as_d(&k, &td, &names).await.unwrap();
+        assert_eq!(v["result"], 9);
+        assert_eq!(v["failed_ls"], json!(["p"]));
+        assert!(pair::row(&k.app, PairKey::of(p.id, d.id))
+            .await
+            .unwrap()
+            .is_none());
+        k.xmpp.fail_once(Op::Bind, Fault::AuthFailed);
+        assert_eq!(code(&bind_as_d(&k, &td, &names).await), 105);
+        // Already mutual on the server: the database agrees.
+        k.xmpp.fail_once(Op::Bind, Fault::Exists);
+        assert_eq!(code(&bind_as_d(&k, &td, &names).await), 0);
+        assert!(pair::is_bound(&k.app, p.id, d.id).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_bind_claimed_meanwhile_is_rolled_back() {
+        let k = Kit::with(|c| c.binding.consent = "none".into()).await;
+        let (p, _) = k.account("p", AccountType::Phone).await;
+        let (d, td) = k.account("d", AccountType::Device).await;
+        k.xmpp.fail_once(Op::Bind, Fault::Hang);
+        let call = k.signed(&[
+            ("access_token", &td),
+            ("user_name", "d"),
+            ("user_name_ls", r#"["p"]"#),
+        ]);
+        let claim = async {
+            k.xmpp.hung(1).await;
+            let key = PairKey::of(p.id, d.id);
+            let (from, to) = (BindingState::Binding, BindingState::Unbinding);
+            let now = k.app.now();
+            let moved = k.app.store.transition_binding(key.a, key.b, from, to, now);
+            assert!(moved.await.unwrap());
+            k.xmpp.release();
+        };
+        let (r, ()) = tokio::join!(run(&k.app, &call), claim);
+        assert_eq!(code(&r), 107, "interrupted by the reconciler");
+        assert!(!k.xmpp.is_bound(&p.jid_node, &d.jid_node), "rolled back");
+    }
+
     #[tokio::test]
     async fn a_bind_token_lives_its_ttl_and_no_longer() {
-        let clock = ManualClock::new(1_000_000);
-        let (_dir, app) = app(&clock).await;
-        let (_, tp) = account(&app, "p", AccountType::Phone).await;
-        let (dev, _) = account(&app, "d", AccountType::Device).await;
+        let k = Kit::new().await;
+        let (_, tp) = k.account("p", AccountType::Phone).await;
+        let (dev, _) = k.account("d", AccountType::Device).await;
         for format in ["", "digits"] {
-            let t = issue(&app, "p", &tp, format).await;
-            clock.advance(599);
-            assert_eq!(resolves(&app, &dev, &t).await.as_deref(), Some("p"));
-            clock.advance(1);
-            assert_eq!(resolves(&app, &dev, &t).await, None, "expired at the TTL");
-            assert!(app
+            let t = k.bind_token("p", &tp, format).await;
+            k.clock.advance(599);
+            assert_eq!(resolves(&k, &dev, &t).await.as_deref(), Some("p"));
+            k.clock.advance(1);
+            assert_eq!(resolves(&k, &dev, &t).await, None, "expired at the TTL");
+            assert!(k
+                .app
                 .store
-                .take_bind_token(crypto::token_hash(&t), app.now())
+                .take_bind_token(crypto::token_hash(&t), k.app.now())
                 .await
                 .unwrap()
                 .is_none());
@@ -330,26 +367,25 @@ mod tests {
 
     #[tokio::test]
     async fn issuing_more_voids_the_oldest_and_a_token_is_taken_once() {
-        let clock = ManualClock::new(1_000_000);
-        let (_dir, app) = app(&clock).await;
-        let (_, tp) = account(&app, "p", AccountType::Phone).await;
-        let (dev, _) = account(&app, "d", AccountType::Device).await;
+        let k = Kit::new().await;
+        let (_, tp) = k.account("p", AccountType::Phone).await;
+        let (dev, _) = k.account("d", AccountType::Device).await;
         let mut tokens = Vec::new();
         for _ in 0..4 {
-            tokens.push(issue(&app, "p", &tp, "").await);
+            tokens.push(k.bind_token("p", &tp, "").await);
         }
-        assert_eq!(resolves(&app, &dev, &tokens[0]).await, None, "voided");
+        assert_eq!(resolves(&k, &dev, &tokens[0]).await, None, "voided");
         for t in &tokens[1..] {
-            assert_eq!(resolves(&app, &dev, t).await.as_deref(), Some("p"));
+            assert_eq!(resolves(&k, &dev, t).await.as_deref(), Some("p"));
         }
         // Its issuer cannot redeem it.
-        let issuer = app.store.account_by_name("p").await.unwrap().unwrap();
-        assert_eq!(resolves(&app, &issuer, &tokens[1]).await, None);
+        let issuer = k.named("p").await.unwrap();
+        assert_eq!(resolves(&k, &issuer, &tokens[1]).await, None);
         // Taken concurrently: exactly one taker gets it.
         let h = crypto::token_hash(&tokens[1]);
         let (a, b) = tokio::join!(
-            app.store.take_bind_token(h.clone(), app.now()),
-            app.store.take_bind_token(h.clone(), app.now())
+            k.app.store.take_bind_token(h.clone(), k.app.now()),
+            k.app.store.take_bind_token(h.clone(), k.app.now())
         );
         assert_eq!(
             [a.unwrap().is_some(), b.unwrap().is_some()]
@@ -358,28 +394,27 @@ mod tests {
                 .count(),
             1
         );
-        assert_eq!(resolves(&app, &dev, &tokens[1]).await, None, "used");
+        assert_eq!(resolves(&k, &dev, &tokens[1]).await, None, "used");
     }
 
     #[tokio::test]
     async fn failed_redemptions_are_limited_per_account() {
-        let clock = ManualClock::new(1_000_000);
-        let (_dir, app) = app(&clock).await;
-        let (_, tp) = account(&app, "p", AccountType::Phone).await;
-        let (_, td) = account(&app, "d", AccountType::Device).await;
-        let good = issue(&app, "p", &tp, "digits").await;
+        let k = Kit::new().await;
+        let (_, tp) = k.account("p", AccountType::Phone).await;
+        let (_, td) = k.account("d", AccountType::Device).await;
+        let good = k.bind_token("p", &tp, "digits").await;
         let redeem = |t: String| {
-            let app = &app;
+            let k = &k;
             let td = td.clone();
             async move {
-                let c = call(&[
+                let c = k.call(&[
                     ("access_token", &td),
                     ("user_name", "d"),
                     ("bind_token", &t),
                     ("user_name_ls", r#"["p"]"#),
                 ]);
-                let me = app.store.account_by_name("d").await.unwrap().unwrap();
-                match redeemable(app, &c, &me, &t).await {
+                let me = k.named("d").await.unwrap();
+                match redeemable(&k.app, &c, &me, &t).await {
                     Ok(Ok(_)) => 0,
                     Ok(Err(reply)) => reply["result"].as_i64().unwrap(),
                     Err(e) => e.code(),
@@ -396,15 +431,15 @@ mod tests {
         }
         // Now even the right code is refused, until the window has passed.
         assert_eq!(redeem(good.clone()).await, 100);
-        clock.advance(599);
+        k.clock.advance(599);
         assert_eq!(redeem(good.clone()).await, 100);
-        clock.advance(2);
+        k.clock.advance(2);
         // (`good` has expired meanwhile: a new one.)
-        let good = issue(&app, "p", &tp, "digits").await;
+        let good = k.bind_token("p", &tp, "digits").await;
         assert_eq!(redeem(good).await, 0);
         // A concurrent burst of guesses gets no more verdicts than the limit: each attempt is
         // counted before its token is looked up.
-        clock.advance(601);
+        k.clock.advance(601);
         let guesses = (0..30).map(|i| redeem(format!("{:08}", 10_000_000 + i)));
         let codes = futures::future::join_all(guesses).await;
         let judged = codes.iter().filter(|c| **c == 111).count();

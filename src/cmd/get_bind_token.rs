@@ -78,3 +78,58 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
     }
     Err(ApiError::Unknown("no free bind token".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::run;
+    use crate::auth::bind_token::plausible;
+    use crate::cmd::testkit::{code, Kit};
+    use crate::types::AccountType;
+
+    #[tokio::test]
+    async fn both_forms_are_issued_with_their_expiry() {
+        let k = Kit::new().await;
+        let (_, tp) = k.account("p", AccountType::Phone).await;
+        for (format, len) in [("", 24), ("token", 24), ("digits", 8)] {
+            let c = k.call(&[
+                ("access_token", &tp),
+                ("user_name", "p"),
+                ("format", format),
+            ]);
+            let v = run(&k.app, &c).await.unwrap();
+            assert_eq!(v["result"], 0);
+            let t = v["bind_token"].as_str().unwrap();
+            assert!(t.len() == len && plausible(t), "{t}");
+            let ttl = k.app.cfg.binding.token_ttl_secs as i64;
+            assert_eq!(v["expires_at"], k.app.now() + ttl);
+        }
+        let c = k.call(&[("access_token", &tp), ("user_name", "p"), ("format", "qr")]);
+        assert_eq!(code(&run(&k.app, &c).await), 2);
+        let c = k.call(&[("access_token", "nope"), ("user_name", "p")]);
+        assert_eq!(code(&run(&k.app, &c).await), 4);
+        let c = k.call(&[("access_token", &tp), ("user_name", "q")]);
+        assert_eq!(code(&run(&k.app, &c).await), 100);
+    }
+
+    #[tokio::test]
+    async fn only_a_phone_bound_to_a_device_may_share_it() {
+        let k = Kit::new().await;
+        let (p, tp) = k.account("p", AccountType::Phone).await;
+        let (d, td) = k.account("d", AccountType::Device).await;
+        k.account("d2", AccountType::Device).await;
+        let share = |device: &'static str| {
+            k.call(&[
+                ("access_token", &tp),
+                ("user_name", "p"),
+                ("device", device),
+            ])
+        };
+        assert_eq!(code(&run(&k.app, &share("d")).await), 100, "not bound yet");
+        assert_eq!(code(&run(&k.app, &share("nobody")).await), 100);
+        k.bind(&p, &d).await;
+        assert_eq!(code(&run(&k.app, &share("d")).await), 0);
+        assert_eq!(code(&run(&k.app, &share("d2")).await), 100);
+        let c = k.signed(&[("access_token", &td), ("user_name", "d"), ("device", "d2")]);
+        assert_eq!(code(&run(&k.app, &c).await), 100, "a device shares itself");
+    }
+}

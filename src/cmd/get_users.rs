@@ -37,3 +37,64 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
     }
     Ok(json!({"result": 0, "user_info_ls": out}))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::run;
+    use crate::cmd::testkit::{code, Kit};
+    use crate::types::AccountType;
+
+    #[tokio::test]
+    async fn over_https_a_caller_sees_itself_and_its_peers_only() {
+        let k = Kit::new().await;
+        let (p, tp) = k.account("p", AccountType::Phone).await;
+        let (d, _) = k.account("d", AccountType::Device).await;
+        k.account("stranger", AccountType::Device).await;
+        k.bind(&p, &d).await;
+        let list = r#"["stranger","d","p","nobody"]"#;
+        let c = k.call(&[("access_token", &tp), ("user_name_ls", list)]);
+        let v = run(&k.app, &c).await.unwrap();
+        let infos = v["user_info_ls"].as_array().unwrap();
+        let names: Vec<&str> = infos
+            .iter()
+            .map(|i| i["user_name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["d", "p"]);
+        assert!(infos[0].get("jid_pwd").is_none());
+        assert_eq!(infos[1]["jid_pwd"], k.app.jid_pwd(&p).unwrap());
+        assert_eq!(infos[0]["jid"], format!("{}@kit.test", d.jid_node));
+    }
+
+    #[tokio::test]
+    async fn over_tcp_any_name_is_looked_up_without_jid_pwd() {
+        let k = Kit::new().await;
+        let (_, tp) = k.account("p", AccountType::Phone).await;
+        k.account("stranger", AccountType::Device).await;
+        let mut c = k.call(&[
+            ("access_token", &tp),
+            ("user_name_ls", r#"["stranger","p"]"#),
+        ]);
+        c.via_tcp = true;
+        let v = run(&k.app, &c).await.unwrap();
+        let infos = v["user_info_ls"].as_array().unwrap();
+        assert_eq!(infos.len(), 2);
+        assert!(infos.iter().all(|i| i.get("jid_pwd").is_none()));
+    }
+
+    #[tokio::test]
+    async fn the_list_and_the_token_are_checked() {
+        let k = Kit::new().await;
+        let (_, tp) = k.account("p", AccountType::Phone).await;
+        assert_eq!(
+            code(&run(&k.app, &k.call(&[("access_token", &tp)])).await),
+            2
+        );
+        let c = k.call(&[("access_token", &tp), ("user_name_ls", "not json")]);
+        assert_eq!(code(&run(&k.app, &c).await), 2);
+        let c = k.call(&[("access_token", "nope"), ("user_name_ls", r#"["p"]"#)]);
+        assert_eq!(code(&run(&k.app, &c).await), 4);
+        let c = k.call(&[("access_token", &tp), ("user_name_ls", r#"["p"]"#)]);
+        k.clock.advance(k.app.cfg.security.token_ttl_secs as i64);
+        assert_eq!(code(&run(&k.app, &c).await), 4, "expired");
+    }
+}

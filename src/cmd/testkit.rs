@@ -179,6 +179,19 @@ impl Kit {
         crate::lifecycle::pair::bind(&self.app, x, y).await.unwrap();
     }
 
+    /// A bind token issued by `name` (holding `access`) through `/get_bind_token`.
+    pub async fn bind_token(&self, name: &str, access: &str, format: &str) -> String {
+        let c = self.signed(&[
+            ("access_token", access),
+            ("user_name", name),
+            ("format", format),
+        ]);
+        let v = crate::cmd::get_bind_token::run(&self.app, &c)
+            .await
+            .unwrap();
+        v["bind_token"].as_str().unwrap().to_owned()
+    }
+
     /// The account named `name`, if it exists (in any state).
     pub async fn named(&self, name: &str) -> Option<Account> {
         self.app.store.account_by_name(name).await.unwrap()

@@ -49,3 +49,117 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
     }
     Ok(pair::outcome(failed))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::run;
+    use crate::cmd::testkit::{code, Kit};
+    use crate::lifecycle::fake_port::{Fault, Op};
+    use crate::lifecycle::pair::{self, PairKey};
+    use crate::store::{Account, BindingState};
+    use crate::types::AccountType;
+
+    /// A phone `p`, a device `d` (and its token), bound.
+    async fn bound(k: &Kit) -> (Account, Account, String) {
+        let (p, _) = k.account("p", AccountType::Phone).await;
+        let (d, td) = k.account("d", AccountType::Device).await;
+        k.bind(&d, &p).await;
+        (p, d, td)
+    }
+
+    async fn unbind_as_d(k: &Kit, td: &str, extra: &[(&str, &str)]) -> i64 {
+        let mut params = vec![("access_token", td), ("user_name", "d")];
+        params.extend_from_slice(extra);
+        code(&run(&k.app, &k.signed(&params)).await)
+    }
+
+    #[tokio::test]
+    async fn unbinding_clears_both_rosters_and_the_row() {
+        let k = Kit::new().await;
+        let (p, d, td) = bound(&k).await;
+        assert_eq!(
+            unbind_as_d(&k, &td, &[("user_name_ls", r#"["p"]"#)]).await,
+            0
+        );
+        assert!(!k.xmpp.is_bound(&p.jid_node, &d.jid_node));
+        assert!(pair::row(&k.app, PairKey::of(p.id, d.id))
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            unbind_as_d(&k, &td, &[("user_name_ls", r#"["p"]"#)]).await,
+            110
+        );
+    }
+
+    #[tokio::test]
+    async fn names_not_bound_or_unknown_answer_110_and_other_errors_their_code() {
+        let k = Kit::new().await;
+        let (_, _, td) = bound(&k).await;
+        k.account("p2", AccountType::Phone).await;
+        assert_eq!(
+            unbind_as_d(&k, &td, &[("user_name_ls", r#"["p2"]"#)]).await,
+            110
+        );
+        assert_eq!(
+            unbind_as_d(&k, &td, &[("user_name_ls", r#"["zz"]"#)]).await,
+            110
+        );
+        assert_eq!(unbind_as_d(&k, &td, &[("all", "maybe")]).await, 2);
+        assert_eq!(unbind_as_d(&k, &td, &[]).await, 2);
+        assert_eq!(unbind_as_d(&k, "nope", &[("all", "1")]).await, 4);
+        let c = k.signed(&[("access_token", &td), ("user_name", "p"), ("all", "1")]);
+        assert_eq!(code(&run(&k.app, &c).await), 100);
+        // The seed's 104 for an unknown name when bind tokens are off.
+        let k = Kit::with(|c| c.binding.consent = "none".into()).await;
+        let (_, _, td) = bound(&k).await;
+        assert_eq!(
+            unbind_as_d(&k, &td, &[("user_name_ls", r#"["zz"]"#)]).await,
+            104
+        );
+    }
+
+    #[tokio::test]
+    async fn all_unbinds_every_pair_and_voids_bind_tokens() {
+        let k = Kit::new().await;
+        let (p, d, td) = bound(&k).await;
+        let (p2, _) = k.account("p2", AccountType::Phone).await;
+        k.bind(&d, &p2).await;
+        let t = k.bind_token("d", &td, "").await;
+        assert_eq!(unbind_as_d(&k, &td, &[("all", "1")]).await, 0);
+        assert!(!k.xmpp.is_bound(&p.jid_node, &d.jid_node));
+        assert!(!k.xmpp.is_bound(&p2.jid_node, &d.jid_node));
+        let hash = crate::auth::crypto::token_hash(&t);
+        let found = k.app.store.bind_token(hash, k.app.now()).await.unwrap();
+        assert!(found.is_none(), "voided");
+    }
+
+    #[tokio::test]
+    async fn an_unbind_the_server_did_not_finish_stays_for_the_reconciler() {
+        let k = Kit::new().await;
+        let (p, d, td) = bound(&k).await;
+        k.xmpp.fail_once(Op::Unbind, Fault::Timeout);
+        let c = k.signed(&[
+            ("access_token", &td),
+            ("user_name", "d"),
+            ("user_name_ls", r#"["p"]"#),
+        ]);
+        let v = run(&k.app, &c).await.unwrap();
+        assert_eq!(v, json!({"result": 9, "failed_ls": ["p"]}));
+        let row = pair::row(&k.app, PairKey::of(p.id, d.id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.state, BindingState::Unbinding);
+        let rep = crate::lifecycle::reconcile::run(&k.app, k.app.now() + 1, &mut |_, _| {})
+            .await
+            .unwrap();
+        assert_eq!(rep.unbinds_finished, 1);
+        assert!(pair::row(&k.app, PairKey::of(p.id, d.id))
+            .await
+            .unwrap()
+            .is_none());
+    }
+}

@@ -81,3 +81,50 @@ pub fn answer_from_memory(app: &App, json: &str, out: &mut Vec<u8>) -> bool {
     app.store
         .token_reply_cached(&crypto::token_digest(token), app.now(), &make, out)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{answer_from_memory, run};
+    use crate::cmd::testkit::Kit;
+    use crate::types::AccountType;
+
+    #[tokio::test]
+    async fn a_valid_token_names_its_owner_until_it_expires() {
+        let k = Kit::new().await;
+        let (d, td) = k.account("d", AccountType::Device).await;
+        let mut c = k.call(&[("access_token", &td)]);
+        c.via_tcp = true;
+        let v = run(&k.app, &c).await;
+        let ttl = k.app.cfg.security.token_ttl_secs as i64;
+        assert_eq!(
+            v,
+            json!({"result": 0, "validate": true, "user_name": "d", "type": 2,
+                   "jid": format!("{}@kit.test", d.jid_node), "expires_at": k.app.now() + ttl})
+        );
+        // The hot path answers the same bytes, signed.
+        let mut out = Vec::new();
+        let line = format!(r#"{{"access_token":"{td}"}}"#);
+        assert!(answer_from_memory(&k.app, &line, &mut out));
+        assert_eq!(out, serde_json::to_vec(&k.app.sign(v)).unwrap());
+        k.clock.advance(ttl);
+        assert_eq!(
+            run(&k.app, &c).await,
+            json!({"result": 4, "validate": false})
+        );
+        out.clear();
+        assert!(!answer_from_memory(&k.app, &line, &mut out));
+        assert!(out.is_empty());
+    }
+
+    #[tokio::test]
+    async fn missing_long_and_unknown_tokens_are_invalid() {
+        let k = Kit::new().await;
+        let invalid = json!({"result": 4, "validate": false});
+        for t in ["", "unknown", &"x".repeat(129)] {
+            assert_eq!(run(&k.app, &k.call(&[("access_token", t)])).await, invalid);
+        }
+        assert_eq!(run(&k.app, &k.call(&[])).await, invalid);
+    }
+}
