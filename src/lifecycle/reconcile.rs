@@ -177,3 +177,103 @@ fn tally(
     };
     progress(rep, &line);
 }
+
+#[cfg(test)]
+mod tests {
+    use xmpp::LinkState;
+
+    use super::{run, Report};
+    use crate::cmd::testkit::Kit;
+    use crate::lifecycle::fake_port::{Fault, Op};
+    use crate::lifecycle::pair::{self, PairKey};
+    use crate::store::{AccountState, BindingState};
+    use crate::types::AccountType;
+
+    async fn reconcile(k: &Kit) -> Report {
+        run(&k.app, k.app.now() + 1, &mut |_, _| {}).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn interrupted_registrations_and_cancels_are_finished() {
+        let k = Kit::new().await;
+        let (orphan, _) = k.account("orphan", AccountType::Device).await;
+        let (gone, _) = k.account("gone", AccountType::Device).await;
+        let (p, _) = k.account("p", AccountType::Phone).await;
+        k.bind(&gone, &p).await;
+        // A registration that made its JID but never got to `active`; a cancel that stopped
+        // after its first step.
+        let store = &k.app.store;
+        let now = k.app.now();
+        store
+            .set_account_state(orphan.id, AccountState::Pending, now)
+            .await
+            .unwrap();
+        assert!(store.begin_cancel(gone.id, now).await.unwrap());
+        let rep = reconcile(&k).await;
+        assert_eq!((rep.found, rep.repaired, rep.failed), (2, 2, 0));
+        assert_eq!((rep.pending_removed, rep.orphan_jids_deleted), (1, 1));
+        assert_eq!(rep.cancels_finished, 1);
+        assert!(k.named("orphan").await.is_none() && k.named("gone").await.is_none());
+        assert!(!k.xmpp.has_account(&orphan.jid_node) && !k.xmpp.has_account(&gone.jid_node));
+        assert!(!k.xmpp.is_bound(&gone.jid_node, &p.jid_node));
+        assert_eq!(reconcile(&k).await.found, 0);
+    }
+
+    #[tokio::test]
+    async fn with_the_link_down_account_records_are_left_for_the_next_run() {
+        let k = Kit::new().await;
+        let (a, _) = k.account("a", AccountType::Device).await;
+        let now = k.app.now();
+        k.app.store.begin_cancel(a.id, now).await.unwrap();
+        k.xmpp.set_link(LinkState::Down);
+        let rep = reconcile(&k).await;
+        assert_eq!((rep.found, rep.failed), (1, 1));
+        assert_eq!(k.xmpp.calls(Op::Delete), 0, "failed fast");
+        k.xmpp.set_link(LinkState::Up);
+        assert_eq!(reconcile(&k).await.repaired, 1);
+    }
+
+    #[tokio::test]
+    async fn interrupted_binds_are_rolled_back_on_both_sides() {
+        let k = Kit::new().await;
+        let (p, _) = k.account("p", AccountType::Phone).await;
+        let (d, _) = k.account("d", AccountType::Device).await;
+        k.bind(&p, &d).await;
+        let key = PairKey::of(p.id, d.id);
+        let now = k.app.now();
+        k.app
+            .store
+            .set_binding_state(key.a, key.b, BindingState::Binding, now)
+            .await
+            .unwrap();
+        k.xmpp.fail_once(Op::Unbind, Fault::Timeout);
+        let rep = reconcile(&k).await;
+        assert_eq!(rep.failed, 1, "the server did not answer");
+        let row = pair::row(&k.app, key).await.unwrap().unwrap();
+        assert_eq!(
+            row.state,
+            BindingState::Unbinding,
+            "claimed, left for the next run"
+        );
+        let rep = reconcile(&k).await;
+        assert_eq!(rep.unbinds_finished, 1);
+        assert!(pair::row(&k.app, key).await.unwrap().is_none());
+        assert!(!k.xmpp.is_bound(&p.jid_node, &d.jid_node));
+    }
+
+    #[tokio::test]
+    async fn the_reconcilers_xmpp_steps_are_counted_like_the_requests() {
+        let k = Kit::new().await;
+        let (a, _) = k.account("a", AccountType::Device).await;
+        let now = k.app.now();
+        k.app.store.begin_cancel(a.id, now).await.unwrap();
+        reconcile(&k).await;
+        let m = k.app.metrics.render(true, 1, 0);
+        for needle in [
+            "register_xmpp_operations_total{op=\"create_account\",ok=\"true\"} 1",
+            "register_xmpp_operations_total{op=\"delete_account\",ok=\"true\"} 1",
+        ] {
+            assert!(m.contains(needle), "missing {needle} in\n{m}");
+        }
+    }
+}
