@@ -234,8 +234,7 @@ mod tests {
     #[tokio::test]
     async fn a_bind_token_binds_its_issuer_and_the_redeemer() {
         let k = Kit::new().await;
-        let (p, tp) = k.account("p", AccountType::Phone).await;
-        let (d, td) = k.account("d", AccountType::Device).await;
+        let ((p, tp), (d, td)) = k.phone_and_device().await;
         let t = k.bind_token("p", &tp, "").await;
         assert_eq!(code(&bind_as_d(&k, &td, &[("bind_token", &t)]).await), 0);
         assert!(k.xmpp.is_bound(&p.jid_node, &d.jid_node));
@@ -252,8 +251,7 @@ mod tests {
     #[tokio::test]
     async fn tokens_are_checked_before_anything_changes() {
         let k = Kit::new().await;
-        let (_, tp) = k.account("p", AccountType::Phone).await;
-        let (_, td) = k.account("d", AccountType::Device).await;
+        let ((_, tp), (_, td)) = k.phone_and_device().await;
         let t = k.bind_token("p", &tp, "digits").await;
         assert_eq!(code(&bind_as_d(&k, &td, &[("bind_token", &t)]).await), 2);
         let other = [("bind_token", t.as_str()), ("user_name_ls", r#"["d2"]"#)];
@@ -300,8 +298,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_server_bind_is_rolled_back_and_named() {
         let k = Kit::with(|c| c.binding.consent = "none".into()).await;
-        let (p, _) = k.account("p", AccountType::Phone).await;
-        let (d, td) = k.account("d", AccountType::Device).await;
+        let ((p, _), (d, td)) = k.phone_and_device().await;
         let names = [("user_name_ls", r#"["p"]"#)];
         k.xmpp.fail_once(Op::Bind, Fault::Timeout);
         let v = bind_as_d(&k, &td, &names).await.unwrap();
@@ -322,8 +319,7 @@ mod tests {
     #[tokio::test]
     async fn a_bind_claimed_meanwhile_is_rolled_back() {
         let k = Kit::with(|c| c.binding.consent = "none".into()).await;
-        let (p, _) = k.account("p", AccountType::Phone).await;
-        let (d, td) = k.account("d", AccountType::Device).await;
+        let ((p, _), (d, td)) = k.phone_and_device().await;
         k.xmpp.fail_once(Op::Bind, Fault::Hang);
         let call = k.signed(&[
             ("access_token", &td),
@@ -347,8 +343,7 @@ mod tests {
     #[tokio::test]
     async fn a_bind_token_lives_its_ttl_and_no_longer() {
         let k = Kit::new().await;
-        let (_, tp) = k.account("p", AccountType::Phone).await;
-        let (dev, _) = k.account("d", AccountType::Device).await;
+        let ((_, tp), (dev, _)) = k.phone_and_device().await;
         for format in ["", "digits"] {
             let t = k.bind_token("p", &tp, format).await;
             k.clock.advance(599);
@@ -368,8 +363,7 @@ mod tests {
     #[tokio::test]
     async fn issuing_more_voids_the_oldest_and_a_token_is_taken_once() {
         let k = Kit::new().await;
-        let (_, tp) = k.account("p", AccountType::Phone).await;
-        let (dev, _) = k.account("d", AccountType::Device).await;
+        let ((_, tp), (dev, _)) = k.phone_and_device().await;
         let mut tokens = Vec::new();
         for _ in 0..4 {
             tokens.push(k.bind_token("p", &tp, "").await);
@@ -400,8 +394,7 @@ mod tests {
     #[tokio::test]
     async fn failed_redemptions_are_limited_per_account() {
         let k = Kit::new().await;
-        let (_, tp) = k.account("p", AccountType::Phone).await;
-        let (_, td) = k.account("d", AccountType::Device).await;
+        let ((_, tp), (_, td)) = k.phone_and_device().await;
         let good = k.bind_token("p", &tp, "digits").await;
         let redeem = |t: String| {
             let k = &k;

@@ -114,8 +114,7 @@ mod tests {
     #[tokio::test]
     async fn only_a_phone_bound_to_a_device_may_share_it() {
         let k = Kit::new().await;
-        let (p, tp) = k.account("p", AccountType::Phone).await;
-        let (d, td) = k.account("d", AccountType::Device).await;
+        let ((p, tp), (d, td)) = k.phone_and_device().await;
         k.account("d2", AccountType::Device).await;
         let share = |device: &'static str| {
             k.call(&[

@@ -53,9 +53,7 @@ mod tests {
     #[tokio::test]
     async fn the_roster_names_our_accounts() {
         let k = Kit::new().await;
-        let (p, tp) = k.account("p", AccountType::Phone).await;
-        let (d, _) = k.account("d", AccountType::Device).await;
-        k.bind(&p, &d).await;
+        let ((_, tp), (d, _)) = k.bound_pair().await;
         let c = k.call(&[("access_token", &tp), ("user_name", "p")]);
         let v = run(&k.app, &c).await.unwrap();
         assert_eq!(v["result"], 0);

@@ -47,8 +47,7 @@ mod tests {
     #[tokio::test]
     async fn over_https_a_caller_sees_itself_and_its_peers_only() {
         let k = Kit::new().await;
-        let (p, tp) = k.account("p", AccountType::Phone).await;
-        let (d, _) = k.account("d", AccountType::Device).await;
+        let ((p, tp), (d, _)) = k.phone_and_device().await;
         k.account("stranger", AccountType::Device).await;
         k.bind(&p, &d).await;
         let list = r#"["stranger","d","p","nobody"]"#;

@@ -53,7 +53,13 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
         jid_pwd: crypto::seal(&app.secrets.encryption_key, &node, &jid_pwd),
     };
     let id = account::reserve(app, new).await?;
-    account::create_jid(app, id, &name, &node, &jid_pwd).await?;
+    let reserved = account::Reserved {
+        id,
+        name: &name,
+        node: &node,
+        jid_pwd: &jid_pwd,
+    };
+    account::create_jid(app, &reserved).await?;
     Ok(json!({"result": 0}))
 }
 

@@ -155,10 +155,28 @@ impl Kit {
         .await
         .unwrap();
         let user = UserName::parse(name).unwrap();
-        account::create_jid(app, id, &user, &node, &jid_pwd)
-            .await
-            .unwrap();
+        let reserved = account::Reserved {
+            id,
+            name: &user,
+            node: &node,
+            jid_pwd: &jid_pwd,
+        };
+        account::create_jid(app, &reserved).await.unwrap();
         (self.named(name).await.unwrap(), self.token(id).await)
+    }
+
+    /// A phone `p` and a device `d`, with a token each.
+    pub async fn phone_and_device(&self) -> ((Account, String), (Account, String)) {
+        let p = self.account("p", AccountType::Phone).await;
+        let d = self.account("d", AccountType::Device).await;
+        (p, d)
+    }
+
+    /// [`phone_and_device`](Self::phone_and_device), bound to each other.
+    pub async fn bound_pair(&self) -> ((Account, String), (Account, String)) {
+        let (p, d) = self.phone_and_device().await;
+        self.bind(&p.0, &d.0).await;
+        (p, d)
     }
 
     /// A new access token of account `id`, living `security.token_ttl_secs`.

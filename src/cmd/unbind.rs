@@ -58,16 +58,8 @@ mod tests {
     use crate::cmd::testkit::{code, Kit};
     use crate::lifecycle::fake_port::{Fault, Op};
     use crate::lifecycle::pair::{self, PairKey};
-    use crate::store::{Account, BindingState};
+    use crate::store::BindingState;
     use crate::types::AccountType;
-
-    /// A phone `p`, a device `d` (and its token), bound.
-    async fn bound(k: &Kit) -> (Account, Account, String) {
-        let (p, _) = k.account("p", AccountType::Phone).await;
-        let (d, td) = k.account("d", AccountType::Device).await;
-        k.bind(&d, &p).await;
-        (p, d, td)
-    }
 
     async fn unbind_as_d(k: &Kit, td: &str, extra: &[(&str, &str)]) -> i64 {
         let mut params = vec![("access_token", td), ("user_name", "d")];
@@ -78,7 +70,7 @@ mod tests {
     #[tokio::test]
     async fn unbinding_clears_both_rosters_and_the_row() {
         let k = Kit::new().await;
-        let (p, d, td) = bound(&k).await;
+        let ((p, _), (d, td)) = k.bound_pair().await;
         assert_eq!(
             unbind_as_d(&k, &td, &[("user_name_ls", r#"["p"]"#)]).await,
             0
@@ -97,7 +89,7 @@ mod tests {
     #[tokio::test]
     async fn names_not_bound_or_unknown_answer_110_and_other_errors_their_code() {
         let k = Kit::new().await;
-        let (_, _, td) = bound(&k).await;
+        let (_, (_, td)) = k.bound_pair().await;
         k.account("p2", AccountType::Phone).await;
         assert_eq!(
             unbind_as_d(&k, &td, &[("user_name_ls", r#"["p2"]"#)]).await,
@@ -114,7 +106,7 @@ mod tests {
         assert_eq!(code(&run(&k.app, &c).await), 100);
         // The seed's 104 for an unknown name when bind tokens are off.
         let k = Kit::with(|c| c.binding.consent = "none".into()).await;
-        let (_, _, td) = bound(&k).await;
+        let (_, (_, td)) = k.bound_pair().await;
         assert_eq!(
             unbind_as_d(&k, &td, &[("user_name_ls", r#"["zz"]"#)]).await,
             104
@@ -124,7 +116,7 @@ mod tests {
     #[tokio::test]
     async fn all_unbinds_every_pair_and_voids_bind_tokens() {
         let k = Kit::new().await;
-        let (p, d, td) = bound(&k).await;
+        let ((p, _), (d, td)) = k.bound_pair().await;
         let (p2, _) = k.account("p2", AccountType::Phone).await;
         k.bind(&d, &p2).await;
         let t = k.bind_token("d", &td, "").await;
@@ -139,7 +131,7 @@ mod tests {
     #[tokio::test]
     async fn an_unbind_the_server_did_not_finish_stays_for_the_reconciler() {
         let k = Kit::new().await;
-        let (p, d, td) = bound(&k).await;
+        let ((p, _), (d, td)) = k.bound_pair().await;
         k.xmpp.fail_once(Op::Unbind, Fault::Timeout);
         let c = k.signed(&[
             ("access_token", &td),

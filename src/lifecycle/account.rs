@@ -59,20 +59,22 @@ pub async fn reserve(app: &App, new: NewAccount) -> Result<i64, ApiError> {
     }
 }
 
+/// A reserved account on its way to `active`: its row and the JID it is to get.
+pub struct Reserved<'a> {
+    pub id: i64,
+    pub name: &'a UserName,
+    pub node: &'a str,
+    pub jid_pwd: &'a str,
+}
+
 /// Create the reserved account's JID, then make it `active`. On any failure the reservation is
 /// undone (the JID deleted too when it may exist) or, when that cannot be done now, left
 /// `pending` for the reconciler; `Ok` means the JID exists and the activation is committed.
-pub async fn create_jid(
-    app: &App,
-    id: i64,
-    name: &UserName,
-    node: &str,
-    jid_pwd: &str,
-) -> Result<(), ApiError> {
-    match app.xmpp.create_account(node, jid_pwd).await {
-        Ok(()) => activate(app, id, name, node, jid_pwd).await,
+pub async fn create_jid(app: &App, r: &Reserved<'_>) -> Result<(), ApiError> {
+    match app.xmpp.create_account(r.node, r.jid_pwd).await {
+        Ok(()) => activate(app, r).await,
         Err(e) => {
-            tracing::warn!(user = %name, error = %e, "JID creation failed");
+            tracing::warn!(user = %r.name, error = %e, "JID creation failed");
             // When the JID may exist (timeout, lost link, garbled reply) it is deleted too.
             let may_exist = matches!(
                 e,
@@ -81,7 +83,7 @@ pub async fn create_jid(
                     | XmppError::Protocol(_)
                     | XmppError::SessionFailed(_)
             );
-            undo(app, id, node, jid_pwd, may_exist).await;
+            undo(app, r, may_exist).await;
             Err(ApiError::from_provisioning(e))
         }
     }
@@ -90,20 +92,14 @@ pub async fn create_jid(
 /// The JID exists: `pending` → `active` (compare-and-set). If the reconciler claimed the row
 /// meanwhile, or the write failed, the JID is deleted again (or left, with its record, for the
 /// reconciler).
-async fn activate(
-    app: &App,
-    id: i64,
-    name: &UserName,
-    node: &str,
-    jid_pwd: &str,
-) -> Result<(), ApiError> {
+async fn activate(app: &App, r: &Reserved<'_>) -> Result<(), ApiError> {
     let err = match app
         .store
-        .transition_account(id, AccountState::Pending, AccountState::Active, app.now())
+        .transition_account(r.id, AccountState::Pending, AccountState::Active, app.now())
         .await
     {
         Ok(true) => {
-            tracing::info!(user = %name, jid = %app.xmpp.jid_of(node), "registered");
+            tracing::info!(user = %r.name, jid = %app.xmpp.jid_of(r.node), "registered");
             return Ok(());
         }
         // The reconciler took the row (it runs while requests may be in flight, e.g. at start):
@@ -111,24 +107,24 @@ async fn activate(
         Ok(false) => ApiError::NewJidFail("registration interrupted by the reconciler".into()),
         Err(e) => e.into(),
     };
-    tracing::warn!(user = %name, error = %err, "could not activate; undoing the JID");
-    undo(app, id, node, jid_pwd, true).await;
+    tracing::warn!(user = %r.name, error = %err, "could not activate; undoing the JID");
+    undo(app, r, true).await;
     Err(err)
 }
 
 /// Remove a pending account that did not become active. When the JID may exist it is deleted
 /// first; if that cannot be done now the pending row stays for the reconciler. Only a `pending`
 /// row is deleted: one the reconciler has claimed (`deleting`) is its to finish.
-async fn undo(app: &App, id: i64, node: &str, jid_pwd: &str, jid_may_exist: bool) {
+async fn undo(app: &App, r: &Reserved<'_>, jid_may_exist: bool) {
     if jid_may_exist {
-        if let Err(e) = delete_jid(app, node, jid_pwd).await {
-            tracing::warn!(jid_node = node, error = %e, "left pending for the reconciler");
+        if let Err(e) = delete_jid(app, r.node, r.jid_pwd).await {
+            tracing::warn!(jid_node = r.node, error = %e, "left pending for the reconciler");
             return;
         }
     }
-    match claim_pending(app, id).await {
+    match claim_pending(app, r.id).await {
         Ok(true) => {
-            if let Err(e) = app.store.delete_account(id).await {
+            if let Err(e) = app.store.delete_account(r.id).await {
                 tracing::error!(error = %e, "removing a failed pending account (left for the reconciler)");
             }
         }

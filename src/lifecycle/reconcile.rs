@@ -236,9 +236,7 @@ mod tests {
     #[tokio::test]
     async fn interrupted_binds_are_rolled_back_on_both_sides() {
         let k = Kit::new().await;
-        let (p, _) = k.account("p", AccountType::Phone).await;
-        let (d, _) = k.account("d", AccountType::Device).await;
-        k.bind(&p, &d).await;
+        let ((p, _), (d, _)) = k.bound_pair().await;
         let key = PairKey::of(p.id, d.id);
         let now = k.app.now();
         k.app
