@@ -33,6 +33,21 @@ pub struct App {
     pub metrics: Arc<Metrics>,
 }
 
+/// An account as `/login` and `/get_users` show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UserInfo {
+    pub user_name: String,
+    pub des: String,
+    pub jid: String,
+    #[serde(rename = "type")]
+    pub kind: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_type: Option<String>,
+    /// Only to the account itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jid_pwd: Option<String>,
+}
+
 /// One request, whatever transport it came by.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -200,18 +215,14 @@ impl App {
     }
 
     /// `user_info` of an account; `jid_pwd` only when `own`.
-    pub fn user_info(&self, a: &Account, own: bool) -> Result<Value, ApiError> {
-        let mut m = serde_json::Map::new();
-        m.insert("user_name".into(), a.user_name.clone().into());
-        m.insert("des".into(), a.des.clone().into());
-        m.insert("jid".into(), self.xmpp.jid_of(&a.jid_node).into());
-        m.insert("type".into(), a.kind.code().into());
-        if let Some(d) = &a.device_type {
-            m.insert("device_type".into(), d.clone().into());
-        }
-        if own {
-            m.insert("jid_pwd".into(), self.jid_pwd(a)?.into());
-        }
-        Ok(Value::Object(m))
+    pub fn user_info(&self, a: &Account, own: bool) -> Result<UserInfo, ApiError> {
+        Ok(UserInfo {
+            user_name: a.user_name.clone(),
+            des: a.des.clone(),
+            jid: self.xmpp.jid_of(&a.jid_node),
+            kind: a.kind.code(),
+            device_type: a.device_type.clone(),
+            jid_pwd: if own { Some(self.jid_pwd(a)?) } else { None },
+        })
     }
 }

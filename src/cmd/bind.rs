@@ -21,7 +21,7 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use super::reply::{self, refusal, Reply};
 
 use crate::app::{App, Call};
 use crate::auth::{bind_token, crypto};
@@ -30,7 +30,7 @@ use crate::lifecycle::pair::{self, PairKey, MAX_PEERS};
 use crate::store::{Account, AccountState};
 use crate::types::{user_name_list, AccountType};
 
-pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
+pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
     let me = app.token_owner_named(call).await?;
     let peers = match call.get("bind_token").filter(|t| !t.is_empty()) {
         Some(token) => {
@@ -70,7 +70,7 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
             failed.push((p.user_name.clone(), e));
         }
     }
-    Ok(pair::outcome(failed))
+    Ok(reply::outcome(failed))
 }
 
 /// The peer a bind token binds the caller to, and the token's hash; 111 (counted as a failed
@@ -81,7 +81,7 @@ async fn redeemable(
     call: &Call,
     me: &Account,
     token: &str,
-) -> Result<Result<(Arc<Account>, Vec<u8>), Value>, ApiError> {
+) -> Result<Result<(Arc<Account>, Vec<u8>), Reply>, ApiError> {
     let b = &app.cfg.binding;
     let now = app.now();
     let since = now - b.failed_redemption_window_secs as i64;
@@ -164,7 +164,7 @@ async fn check_pair(
     me: &Account,
     p: &Account,
     adding: usize,
-) -> Result<Option<Value>, ApiError> {
+) -> Result<Option<Reply>, ApiError> {
     if !me.kind.may_bind(p.kind) {
         return Err(ApiError::NotPermitted(format!(
             "type {} may not bind type {}",
@@ -203,12 +203,6 @@ async fn check_pair(
     Ok(None)
 }
 
-/// A 100 reply that says why.
-fn refusal(reason: &str) -> Value {
-    tracing::info!(reason, "bind refused");
-    json!({"result": ApiError::NotPermitted(String::new()).code(), "reason": reason})
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,7 +219,7 @@ mod tests {
     }
 
     /// `/set_user_banding` by `d` (a device holding `td`) with these extra parameters.
-    async fn bind_as_d(k: &Kit, td: &str, extra: &[(&str, &str)]) -> Result<Value, ApiError> {
+    async fn bind_as_d(k: &Kit, td: &str, extra: &[(&str, &str)]) -> Result<Reply, ApiError> {
         let mut p = vec![("access_token", td), ("user_name", "d")];
         p.extend_from_slice(extra);
         run(&k.app, &k.signed(&p)).await
@@ -285,7 +279,10 @@ mod tests {
             ("user_name_ls", r#"["p2"]"#),
         ]);
         assert_eq!(code(&run(&k.app, &c).await), 100, "phone with phone");
-        let both = bind_as_d(&k, &td, &names(r#"["p","p2"]"#)).await.unwrap();
+        let both = bind_as_d(&k, &td, &names(r#"["p","p2"]"#))
+            .await
+            .unwrap()
+            .into_json();
         assert_eq!(both["result"], 100, "over the cap");
         assert!(both["reason"]
             .as_str()
@@ -301,9 +298,9 @@ mod tests {
         let ((p, _), (d, td)) = k.phone_and_device().await;
         let names = [("user_name_ls", r#"["p"]"#)];
         k.xmpp.fail_once(Op::Bind, Fault::Timeout);
-        let v = bind_as_d(&k, &td, &names).await.unwrap();
+        let v = bind_as_d(&k, &td, &names).await.unwrap().into_json();
         assert_eq!(v["result"], 9);
-        assert_eq!(v["failed_ls"], json!(["p"]));
+        assert_eq!(v["failed_ls"], serde_json::json!(["p"]));
         assert!(pair::row(&k.app, PairKey::of(p.id, d.id))
             .await
             .unwrap()
@@ -409,7 +406,7 @@ mod tests {
                 let me = k.named("d").await.unwrap();
                 match redeemable(&k.app, &c, &me, &t).await {
                     Ok(Ok(_)) => 0,
-                    Ok(Err(reply)) => reply["result"].as_i64().unwrap(),
+                    Ok(Err(reply)) => reply.code(),
                     Err(e) => e.code(),
                 }
             }

@@ -7,21 +7,21 @@
 //! for a cancel that a crash or a lost link interrupted. Of two concurrent cancels of one account
 //! one wins; the other gets 102, as any request for an account that is no longer active.
 
-use serde_json::{json, Value};
+use super::reply::Reply;
 
 use crate::app::{App, Call};
 use crate::auth::login;
 use crate::error::ApiError;
 use crate::lifecycle::account;
 
-pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
+pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
     let (me, _) = login::authenticate(app, call, false).await?;
     if !account::begin_delete(app, &me).await? {
         return Err(ApiError::UserOrPassword);
     }
     account::finish_delete(app, &me).await?;
     tracing::info!(user = %me.user_name, "cancelled");
-    Ok(json!({"result": 0}))
+    Ok(Reply::done())
 }
 
 #[cfg(test)]

@@ -7,14 +7,14 @@
 //! caller's network and of the account, so a stolen token does not give an unlimited guessing
 //! oracle for the password.
 
-use serde_json::{json, Value};
+use super::reply::Reply;
 
 use crate::app::{App, Call};
 use crate::auth::login;
 use crate::error::ApiError;
 use crate::types::{Password, UserName};
 
-pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
+pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
     // Parameters first: a malformed request spends no captcha and counts nothing.
     let name = UserName::parse(call.required("user_name")?)?;
     let old = call.required("old_password")?.to_owned();
@@ -33,7 +33,7 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
         return Err(ApiError::UserOrPassword);
     }
     tracing::info!(user = %account.user_name, "password changed; every token revoked");
-    Ok(json!({"result": 0}))
+    Ok(Reply::done())
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@
 //! typing, which `/set_user_banding` protects by limiting failed redemptions per account and by
 //! redeeming it only together with its issuer's name.
 
-use serde_json::{json, Value};
+use serde::Serialize;
+
+use super::reply::Reply;
 
 use crate::app::{App, Call};
 use crate::auth::bind_token::{new_digits, new_token};
@@ -21,7 +23,13 @@ use crate::lifecycle::pair;
 use crate::store::{AccountState, StoreError};
 use crate::types::{AccountType, UserName};
 
-pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
+#[derive(Serialize)]
+struct Issued {
+    bind_token: String,
+    expires_at: i64,
+}
+
+pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
     let me = app.token_owner_named(call).await?;
     let digits = match call.get("format") {
         None | Some("") | Some("token") => false,
@@ -70,7 +78,10 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
             .await
         {
             Ok(()) => {
-                return Ok(json!({"result": 0, "bind_token": token, "expires_at": expires_at}))
+                return Ok(Reply::ok(Issued {
+                    bind_token: token,
+                    expires_at,
+                }))
             }
             Err(StoreError::Exists) => continue,
             Err(e) => return Err(e.into()),
@@ -96,7 +107,7 @@ mod tests {
                 ("user_name", "p"),
                 ("format", format),
             ]);
-            let v = run(&k.app, &c).await.unwrap();
+            let v = run(&k.app, &c).await.unwrap().into_json();
             assert_eq!(v["result"], 0);
             let t = v["bind_token"].as_str().unwrap();
             assert!(t.len() == len && plausible(t), "{t}");

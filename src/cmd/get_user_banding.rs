@@ -3,12 +3,31 @@
 //! Each item is `{"jid", "subscriptionType", "nickname", "groups"}`, plus the peer's `user_name`
 //! and `type` when the JID belongs to one of our accounts.
 
-use serde_json::{json, Value};
+use serde::Serialize;
 
+use super::reply::Reply;
 use crate::app::{App, Call};
 use crate::error::ApiError;
 
-pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
+#[derive(Serialize)]
+struct Roster {
+    roster_item: Vec<Item>,
+}
+
+#[derive(Serialize)]
+struct Item {
+    jid: String,
+    #[serde(rename = "subscriptionType")]
+    subscription: String,
+    nickname: String,
+    groups: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_name: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<i64>,
+}
+
+pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
     let me = app.token_owner_named(call).await?;
     let items = app
         .xmpp
@@ -21,26 +40,22 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
         .filter_map(|i| i.jid.strip_suffix(&suffix).map(str::to_owned))
         .collect();
     let ours = app.store.accounts_by_nodes(&nodes).await?;
-    let out: Vec<Value> = items
+    let roster_item = items
         .into_iter()
         .map(|i| {
-            let mut v = json!({
-                "jid": i.jid,
-                "subscriptionType": i.subscription,
-                "nickname": i.nickname,
-                "groups": i.groups,
-            });
-            if let Some(a) = ours
-                .iter()
-                .find(|a| i.jid.strip_suffix(&suffix) == Some(a.jid_node.as_str()))
-            {
-                v["user_name"] = a.user_name.clone().into();
-                v["type"] = a.kind.code().into();
+            let node = i.jid.strip_suffix(&suffix);
+            let a = ours.iter().find(|a| node == Some(a.jid_node.as_str()));
+            Item {
+                user_name: a.map(|a| a.user_name.clone()),
+                kind: a.map(|a| a.kind.code()),
+                jid: i.jid,
+                subscription: i.subscription,
+                nickname: i.nickname,
+                groups: i.groups,
             }
-            v
         })
         .collect();
-    Ok(json!({"result": 0, "roster_item": out}))
+    Ok(Reply::ok(Roster { roster_item }))
 }
 
 #[cfg(test)]
@@ -55,7 +70,7 @@ mod tests {
         let k = Kit::new().await;
         let ((_, tp), (d, _)) = k.bound_pair().await;
         let c = k.call(&[("access_token", &tp), ("user_name", "p")]);
-        let v = run(&k.app, &c).await.unwrap();
+        let v = run(&k.app, &c).await.unwrap().into_json();
         assert_eq!(v["result"], 0);
         let item = &v["roster_item"][0];
         assert_eq!(item["jid"], format!("{}@kit.test", d.jid_node));

@@ -4,7 +4,9 @@
 //! exactly as an unknown one, so a stranger's account cannot be told from a missing one. The TCP
 //! API (IM backends admitted by `tcp.allow`) looks up any name, and never returns `jid_pwd`.
 
-use serde_json::{json, Value};
+use serde::Serialize;
+
+use super::reply::Reply;
 
 use crate::app::{App, Call};
 use crate::error::ApiError;
@@ -15,7 +17,12 @@ use crate::types::user_name_list;
 /// Most names one request may ask for.
 pub const MAX_NAMES: usize = 100;
 
-pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
+#[derive(Serialize)]
+struct Users {
+    user_info_ls: Vec<crate::app::UserInfo>,
+}
+
+pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
     let (me, _) = app.token_owner(call).await?;
     let names = user_name_list(call.required("user_name_ls")?, MAX_NAMES)?;
     let wanted: Vec<String> = names.iter().map(|n| n.to_string()).collect();
@@ -35,7 +42,7 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
             out.push(app.user_info(a, a.id == me.id && !call.via_tcp)?);
         }
     }
-    Ok(json!({"result": 0, "user_info_ls": out}))
+    Ok(Reply::ok(Users { user_info_ls: out }))
 }
 
 #[cfg(test)]
@@ -52,7 +59,7 @@ mod tests {
         k.bind(&p, &d).await;
         let list = r#"["stranger","d","p","nobody"]"#;
         let c = k.call(&[("access_token", &tp), ("user_name_ls", list)]);
-        let v = run(&k.app, &c).await.unwrap();
+        let v = run(&k.app, &c).await.unwrap().into_json();
         let infos = v["user_info_ls"].as_array().unwrap();
         let names: Vec<&str> = infos
             .iter()
@@ -74,7 +81,7 @@ mod tests {
             ("user_name_ls", r#"["stranger","p"]"#),
         ]);
         c.via_tcp = true;
-        let v = run(&k.app, &c).await.unwrap();
+        let v = run(&k.app, &c).await.unwrap().into_json();
         let infos = v["user_info_ls"].as_array().unwrap();
         assert_eq!(infos.len(), 2);
         assert!(infos.iter().all(|i| i.get("jid_pwd").is_none()));

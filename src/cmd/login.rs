@@ -3,13 +3,23 @@
 //! Unknown name, wrong password, wrong type and a locked account all answer 102, and all take one
 //! Argon2id verification, so the reply time does not tell which.
 
-use serde_json::{json, Value};
+use serde::Serialize;
+
+use super::reply::Reply;
+use crate::app::UserInfo;
 
 use crate::app::{App, Call};
 use crate::auth::{crypto, login};
 use crate::error::ApiError;
 
-pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
+#[derive(Serialize)]
+struct LoggedIn {
+    user_info: UserInfo,
+    access_token: String,
+    expires_at: i64,
+}
+
+pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
     let (account, _) = login::authenticate(app, call, true).await?;
     let token = crypto::new_token();
     let expires = app.now() + app.cfg.security.token_ttl_secs as i64;
@@ -21,11 +31,10 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
     app.store
         .trim_tokens(account.id, hash, app.cfg.security.max_tokens_per_account)
         .await?;
-    Ok(json!({
-        "result": 0,
-        "user_info": app.user_info(&account, true)?,
-        "access_token": token,
-        "expires_at": expires,
+    Ok(Reply::ok(LoggedIn {
+        user_info: app.user_info(&account, true)?,
+        access_token: token,
+        expires_at: expires,
     }))
 }
 
@@ -43,7 +52,10 @@ mod tests {
     async fn a_device_logs_in_and_gets_a_token_that_expires() {
         let k = Kit::new().await;
         let (a, _) = k.account("lamp", AccountType::Device).await;
-        let v = run(&k.app, &k.signed(&device(PASSWORD))).await.unwrap();
+        let v = run(&k.app, &k.signed(&device(PASSWORD)))
+            .await
+            .unwrap()
+            .into_json();
         assert_eq!(v["result"], 0);
         assert_eq!(v["user_info"]["user_name"], "lamp");
         assert_eq!(v["user_info"]["jid_pwd"], k.app.jid_pwd(&a).unwrap());
@@ -132,7 +144,10 @@ mod tests {
         k.account("lamp", AccountType::Device).await;
         let mut tokens = Vec::new();
         for _ in 0..3 {
-            let v = run(&k.app, &k.signed(&device(PASSWORD))).await.unwrap();
+            let v = run(&k.app, &k.signed(&device(PASSWORD)))
+                .await
+                .unwrap()
+                .into_json();
             tokens.push(v["access_token"].as_str().unwrap().to_owned());
             k.clock.advance(1);
         }

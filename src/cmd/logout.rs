@@ -1,13 +1,13 @@
 //! `/logout`: revoke the access token used, at once (over HTTPS and over TCP: the token cache
 //! forgets the account through its change hook, as for `/cancel`).
 
-use serde_json::{json, Value};
+use super::reply::Reply;
 
 use crate::app::{App, Call};
 use crate::auth::crypto;
 use crate::error::ApiError;
 
-pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
+pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
     let me = app.token_owner_named(call).await?;
     // `token_owner_named` found the token, so it is present.
     let token = call.required("access_token")?;
@@ -16,7 +16,7 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
         .revoke_token(me.id, crypto::token_hash(token))
         .await?;
     tracing::info!(user = %me.user_name, "logged out");
-    Ok(json!({"result": 0}))
+    Ok(Reply::done())
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! One file per command: its parameters, its checks, its effect.
 //!
-//! Each command returns the reply object without `sign` (the transport signs), with `result` 0,
-//! or an [`ApiError`](crate::error::ApiError) that the transport turns into `{"result": code}`.
-//! Partial outcomes (bind/unbind with `failed_ls`) are replies, not errors. No command calls
+//! Each command returns a [`Reply`](reply::Reply) built from its typed reply struct (without
+//! `sign`: the transport signs), or an [`ApiError`](crate::error::ApiError); [`reply::render`]
+//! turns either into the JSON reply and its code. Partial outcomes (bind/unbind with `failed_ls`)
+//! are replies, not errors. No command calls
 //! another: the steps they share are the lifecycles' (`lifecycle::account`, `lifecycle::pair`)
 //! and the login checks (`auth::login`).
 
@@ -15,6 +16,7 @@ pub mod get_users;
 pub mod login;
 pub mod logout;
 pub mod register;
+pub mod reply;
 pub mod unbind;
 pub mod verify_code;
 pub mod verify_token;

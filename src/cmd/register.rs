@@ -9,7 +9,7 @@
 //! The activation is a compare-and-set from `pending`, so a reconciler that claimed the row first
 //! (it turns `pending` into `deleting`) makes this request undo its JID instead of answering 0.
 
-use serde_json::{json, Value};
+use super::reply::Reply;
 
 use crate::app::{App, Call};
 use crate::auth::crypto;
@@ -18,7 +18,7 @@ use crate::lifecycle::account;
 use crate::store::NewAccount;
 use crate::types::{bounded_text, AccountType, Password, UserName};
 
-pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
+pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
     let name = UserName::parse(call.required("user_name")?)?;
     let password = Password::parse(call.required("password")?)?;
     let kind = AccountType::parse(call.required("type")?)?;
@@ -60,7 +60,7 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
         jid_pwd: &jid_pwd,
     };
     account::create_jid(app, &reserved).await?;
-    Ok(json!({"result": 0}))
+    Ok(Reply::done())
 }
 
 #[cfg(test)]

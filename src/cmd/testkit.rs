@@ -7,13 +7,12 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use crate::app::{App, Call};
 use crate::auth::crypto;
 use crate::auth::passwords::Hasher;
 use crate::auth::ratelimit::RateLimiter;
 use crate::clock::ManualClock;
+use crate::cmd::reply::Reply;
 use crate::error::ApiError;
 use crate::lifecycle::account;
 use crate::lifecycle::fake_port::FakeXmpp;
@@ -206,7 +205,8 @@ impl Kit {
         ]);
         let v = crate::cmd::get_bind_token::run(&self.app, &c)
             .await
-            .unwrap();
+            .unwrap()
+            .into_json();
         v["bind_token"].as_str().unwrap().to_owned()
     }
 
@@ -217,9 +217,9 @@ impl Kit {
 }
 
 /// The `result` code of a command's outcome.
-pub fn code(r: &Result<Value, ApiError>) -> i64 {
+pub fn code(r: &Result<Reply, ApiError>) -> i64 {
     match r {
-        Ok(v) => v["result"].as_i64().expect("a result code"),
+        Ok(v) => v.code(),
         Err(e) => e.code(),
     }
 }

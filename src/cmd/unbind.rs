@@ -9,13 +9,13 @@
 //! Each pair goes `bound` → `unbinding` before the server is touched and its row is deleted after;
 //! an unbind the server could not finish keeps its `unbinding` row and the reconciler completes it.
 
-use serde_json::Value;
+use super::reply::{self, Reply};
 
 use crate::app::{App, Call};
 use crate::error::ApiError;
 use crate::lifecycle::pair;
 
-pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
+pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
     let me = app.token_owner_named(call).await?;
     let peers = match call.get("all") {
         Some("1") | Some("true") => {
@@ -47,7 +47,7 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
             failed.push((p.user_name.clone(), e));
         }
     }
-    Ok(pair::outcome(failed))
+    Ok(reply::outcome(failed))
 }
 
 #[cfg(test)]
@@ -138,7 +138,7 @@ mod tests {
             ("user_name", "d"),
             ("user_name_ls", r#"["p"]"#),
         ]);
-        let v = run(&k.app, &c).await.unwrap();
+        let v = run(&k.app, &c).await.unwrap().into_json();
         assert_eq!(v, json!({"result": 9, "failed_ls": ["p"]}));
         let row = pair::row(&k.app, PairKey::of(p.id, d.id))
             .await

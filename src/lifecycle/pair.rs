@@ -14,7 +14,6 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
 use xmpp::XmppError;
 
 use crate::app::{App, Call};
@@ -312,18 +311,6 @@ pub async fn named_peers(
                 .ok_or_else(|| ApiError::UserNotExist(n.clone()))
         })
         .collect()
-}
-
-/// The reply of a bind or unbind of several pairs: 0, or the first failure's code with every
-/// failed name.
-pub fn outcome(failed: Vec<(String, ApiError)>) -> Value {
-    match failed.first() {
-        None => json!({"result": 0}),
-        Some((_, e)) => json!({
-            "result": e.code(),
-            "failed_ls": failed.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
-        }),
-    }
 }
 
 #[cfg(test)]
