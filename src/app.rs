@@ -1,6 +1,6 @@
 //! The service's shared state and the request context every command receives.
 //!
-//! [`App`] holds the store, the XMPP handle, the hasher, the secrets and the policy knobs; the
+//! [`App`] holds the store, the XMPP port, the hasher, the secrets and the policy knobs; the
 //! transports (`http_handler`, `tcp_handler`) turn their requests into a [`Call`] and hand it to one
 //! command in `cmd/`. Nothing here knows about sockets or XML.
 
@@ -14,6 +14,7 @@ use crate::auth::passwords::Hasher;
 use crate::auth::ratelimit::RateLimiter;
 use crate::clock::Clock;
 use crate::error::ApiError;
+use crate::lifecycle::port::XmppPort;
 use crate::service::config::Config;
 use crate::service::metrics::Metrics;
 use crate::service::secrets::Secrets;
@@ -23,12 +24,28 @@ use crate::store::{Account, Store};
 pub struct App {
     pub cfg: Config,
     pub store: Arc<dyn Store>,
-    pub xmpp: xmpp::Xmpp,
+    /// The XMPP server, through the core's port (timed and counted for metrics).
+    pub xmpp: Arc<dyn XmppPort>,
     pub hasher: Hasher,
     pub secrets: Secrets,
     pub clock: Arc<dyn Clock>,
     pub limiter: RateLimiter,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+}
+
+/// An account as `/login` and `/get_users` show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UserInfo {
+    pub user_name: String,
+    pub des: String,
+    pub jid: String,
+    #[serde(rename = "type")]
+    pub kind: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_type: Option<String>,
+    /// Only to the account itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jid_pwd: Option<String>,
 }
 
 /// One request, whatever transport it came by.
@@ -198,18 +215,14 @@ impl App {
     }
 
     /// `user_info` of an account; `jid_pwd` only when `own`.
-    pub fn user_info(&self, a: &Account, own: bool) -> Result<Value, ApiError> {
-        let mut m = serde_json::Map::new();
-        m.insert("user_name".into(), a.user_name.clone().into());
-        m.insert("des".into(), a.des.clone().into());
-        m.insert("jid".into(), self.xmpp.jid_of(&a.jid_node).into());
-        m.insert("type".into(), a.kind.code().into());
-        if let Some(d) = &a.device_type {
-            m.insert("device_type".into(), d.clone().into());
-        }
-        if own {
-            m.insert("jid_pwd".into(), self.jid_pwd(a)?.into());
-        }
-        Ok(Value::Object(m))
+    pub fn user_info(&self, a: &Account, own: bool) -> Result<UserInfo, ApiError> {
+        Ok(UserInfo {
+            user_name: a.user_name.clone(),
+            des: a.des.clone(),
+            jid: self.xmpp.jid_of(&a.jid_node),
+            kind: a.kind.code(),
+            device_type: a.device_type.clone(),
+            jid_pwd: if own { Some(self.jid_pwd(a)?) } else { None },
+        })
     }
 }

@@ -32,7 +32,7 @@ pub const CAPTCHA_COOKIE: &str = "verify_code_id";
 pub struct Api(pub Arc<App>);
 
 impl Api {
-    async fn dispatch(&self, path: &str, call: &Call) -> Result<Value, ApiError> {
+    async fn dispatch(&self, path: &str, call: &Call) -> Result<cmd::reply::Reply, ApiError> {
         let app = &*self.0;
         match path {
             "/login" => cmd::login::run(app, call).await,
@@ -99,15 +99,7 @@ fn refused(app: &App, route: &'static str, started: Instant, e: &ApiError, retry
 
 /// The reply body of an error, logged when it is a bug or a storage failure.
 pub fn error_reply(e: &ApiError) -> Value {
-    match e {
-        ApiError::Unknown(_) | ApiError::Db(_) => tracing::error!(error = %e, "request failed"),
-        // A flood would write one line per refused request: counted in the metrics instead.
-        ApiError::RateLimited | ApiError::Busy => tracing::debug!(error = %e, "request refused"),
-        // At info: refusals (a wrong password, a bad token or signature) are what an operator
-        // watches for, and successes have no line at info.
-        _ => tracing::info!(error = %e, "request refused"),
-    }
-    json!({"result": e.code()})
+    cmd::reply::error_json(e)
 }
 
 impl http_api::Handler for Api {
@@ -150,15 +142,15 @@ impl http_api::Handler for Api {
             client_ip: req.client_ip,
             via_tcp: false,
         };
-        let reply = match self.dispatch(&req.path, &call).await {
-            Ok(v) => v,
-            Err(e @ ApiError::Busy) => return refused(app, route, started, &e, 1),
+        let outcome = self.dispatch(&req.path, &call).await;
+        match &outcome {
+            Err(e @ ApiError::Busy) => return refused(app, route, started, e, 1),
             Err(e @ ApiError::RateLimited) => {
-                return refused(app, route, started, &e, app.limiter.retry_after())
+                return refused(app, route, started, e, app.limiter.retry_after())
             }
-            Err(e) => error_reply(&e),
-        };
-        let code = reply["result"].as_i64().unwrap_or(1);
+            _ => {}
+        }
+        let (code, reply) = cmd::reply::render(outcome);
         app.metrics.request(route, code, started.elapsed());
         Reply::Json(app.sign(reply))
     }

@@ -49,18 +49,18 @@ impl tcp_api::LineHandler for LineApi {
             %peer,
             path
         );
-        let reply = async {
+        let outcome = async {
             match path {
-                "/verify_access_token" => cmd::verify_token::run(app, &call).await,
-                "/get_users" => cmd::get_users::run(app, &call)
-                    .await
-                    .unwrap_or_else(|e| crate::adapters::http::error_reply(&e)),
-                _ => json!({"result": 2}),
+                "/verify_access_token" => Ok(cmd::verify_token::run(app, &call).await),
+                "/get_users" => cmd::get_users::run(app, &call).await,
+                _ => Err(crate::error::ApiError::Params(format!(
+                    "no such path {path}"
+                ))),
             }
         }
         .instrument(span)
         .await;
-        let result = reply["result"].as_i64().unwrap_or(1);
+        let (result, reply) = cmd::reply::render(outcome);
         if matches!(result, 1 | 3) {
             tracing::error!(%peer, path, result, "TCP request failed (details in the line before)");
         }

@@ -21,19 +21,16 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
-use xmpp::XmppError;
+use super::reply::{self, refusal, Reply};
 
 use crate::app::{App, Call};
-use crate::auth::crypto;
+use crate::auth::{bind_token, crypto};
 use crate::error::ApiError;
-use crate::store::{Account, AccountState, BindingState, PairCaps, StoreError};
+use crate::lifecycle::pair::{self, PairKey, MAX_PEERS};
+use crate::store::{Account, AccountState};
 use crate::types::{user_name_list, AccountType};
 
-/// Most peers one request may name.
-pub const MAX_PEERS: usize = 100;
-
-pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
+pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
     let me = app.token_owner_named(call).await?;
     let peers = match call.get("bind_token").filter(|t| !t.is_empty()) {
         Some(token) => {
@@ -52,7 +49,7 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
             vec![peer]
         }
         None if app.cfg.binding.consent == "none" => {
-            let peers = super::unbind::peers(app, call, &me).await?;
+            let peers = pair::named_peers(app, call, &me).await?;
             for p in &peers {
                 if let Some(reply) = check_pair(app, &me, p, peers.len()).await? {
                     return Ok(reply);
@@ -68,12 +65,12 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
     };
     let mut failed: Vec<(String, ApiError)> = Vec::new();
     for p in &peers {
-        if let Err(e) = bind_pair(app, &me, p).await {
+        if let Err(e) = pair::bind(app, &me, p).await {
             tracing::warn!(peer = %p.user_name, error = %e, "bind failed");
             failed.push((p.user_name.clone(), e));
         }
     }
-    Ok(super::unbind::outcome(failed))
+    Ok(reply::outcome(failed))
 }
 
 /// The peer a bind token binds the caller to, and the token's hash; 111 (counted as a failed
@@ -84,7 +81,7 @@ async fn redeemable(
     call: &Call,
     me: &Account,
     token: &str,
-) -> Result<Result<(Arc<Account>, Vec<u8>), Value>, ApiError> {
+) -> Result<Result<(Arc<Account>, Vec<u8>), Reply>, ApiError> {
     let b = &app.cfg.binding;
     let now = app.now();
     let since = now - b.failed_redemption_window_secs as i64;
@@ -123,12 +120,12 @@ async fn resolve(
     };
     // An 8-digit token must come with the name of its issuer: a guess then has to hit one
     // account's codes, not any of the codes outstanding in the whole service.
-    if token.len() == super::get_bind_token::DIGITS && named.is_none() {
+    if token.len() == bind_token::DIGITS && named.is_none() {
         return Err(ApiError::Params(
             "an 8-digit bind_token needs user_name_ls naming its issuer".into(),
         ));
     }
-    if !super::get_bind_token::plausible(token) {
+    if !bind_token::plausible(token) {
         return Ok(None);
     }
     let Some(t) = app.store.bind_token(hash.to_vec(), app.now()).await? else {
@@ -140,12 +137,7 @@ async fn resolve(
     let peer_id = match t.device {
         // Sharing: the issuer must still be bound to the device it shares.
         Some(d) => {
-            let held = app
-                .store
-                .binding(t.issuer.min(d), t.issuer.max(d))
-                .await?
-                .is_some_and(|b| b.state == BindingState::Bound);
-            if !held {
+            if !pair::is_bound(app, t.issuer, d).await? {
                 return Ok(None);
             }
             d
@@ -172,7 +164,7 @@ async fn check_pair(
     me: &Account,
     p: &Account,
     adding: usize,
-) -> Result<Option<Value>, ApiError> {
+) -> Result<Option<Reply>, ApiError> {
     if !me.kind.may_bind(p.kind) {
         return Err(ApiError::NotPermitted(format!(
             "type {} may not bind type {}",
@@ -180,12 +172,7 @@ async fn check_pair(
             p.kind.code()
         )));
     }
-    if app
-        .store
-        .binding(me.id.min(p.id), me.id.max(p.id))
-        .await?
-        .is_some()
-    {
+    if pair::row(app, PairKey::of(me.id, p.id)).await?.is_some() {
         return Err(ApiError::AlreadyInRoster);
     }
     let (device, phone) = if me.kind == AccountType::Device {
@@ -216,227 +203,154 @@ async fn check_pair(
     Ok(None)
 }
 
-/// A 100 reply that says why.
-fn refusal(reason: &str) -> Value {
-    tracing::info!(reason, "bind refused");
-    json!({"result": ApiError::NotPermitted(String::new()).code(), "reason": reason})
-}
-
-async fn bind_pair(app: &App, me: &Account, peer: &Account) -> Result<(), ApiError> {
-    let (a, b) = (me.id.min(peer.id), me.id.max(peer.id));
-    let (pa, pb) = (app.party(me)?, app.party(peer)?);
-    // The record: the primary key lets one of two concurrent binds of a pair in (the other gets
-    // 109), and the insert is refused when either account stopped being active (a cancel began).
-    // The caps once more, atomically with the insert: of concurrent binds of one device, only
-    // as many as its cap allows get in.
-    let (device, phone) = if me.kind == AccountType::Device {
-        (me, peer)
-    } else {
-        (peer, me)
-    };
-    let caps = PairCaps {
-        device: device.id,
-        max_phones: app.cfg.binding.max_phones_per_device,
-        phone: phone.id,
-        max_devices: app.cfg.binding.max_devices_per_phone,
-    };
-    match app.store.insert_binding_capped(a, b, app.now(), caps).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(ApiError::NotPermitted(
-                "a side reached its cap meanwhile".into(),
-            ))
-        }
-        Err(StoreError::Exists) => return Err(ApiError::AlreadyInRoster),
-        Err(StoreError::Changed) => return Err(interrupted(app, me, peer).await),
-        Err(e) => return Err(e.into()),
-    }
-    let started = std::time::Instant::now();
-    let r = app.xmpp.bind(&pa, &pb).await;
-    app.metrics.xmpp_op("bind", started.elapsed(), r.is_ok());
-    let err = match r {
-        // Already mutual contacts on the server (e.g. through the users' own clients): the
-        // database now agrees with it.
-        Ok(()) | Err(XmppError::AlreadyBound) => {
-            match app
-                .store
-                .transition_binding(a, b, BindingState::Binding, BindingState::Bound, app.now())
-                .await
-            {
-                Ok(true) => return Ok(()),
-                // A cancel of either side or the reconciler claimed the pair meanwhile: it is
-                // being undone, so this bind did not happen.
-                Ok(false) => interrupted(app, me, peer).await,
-                // Bound on the server, not recorded: undo (the `binding` row stays for the
-                // reconciler if this cannot finish).
-                Err(e) => e.into(),
-            }
-        }
-        // The reconciler or a cancel may have claimed the pair while the server was busy with it
-        // (its unbind can cut the subscription handshake short): then that, not the error the
-        // handshake met, is why this bind did not happen (107 or 104). The roll-back below runs
-        // all the same: what this bind did after their unbind would otherwise stay.
-        Err(e) => match app.store.binding(a, b).await {
-            Ok(Some(row)) if row.state == BindingState::Binding => ApiError::from_roster(e),
-            Ok(_) => interrupted(app, me, peer).await,
-            Err(_) => ApiError::from_roster(e),
-        },
-    };
-    roll_back(app, a, b, &pa, &pb).await;
-    Err(err)
-}
-
-/// Why a pair was taken from this bind: 104 for a side that is being cancelled, else 107 (the
-/// reconciler claimed it; the client may retry).
-async fn interrupted(app: &App, me: &Account, peer: &Account) -> ApiError {
-    for a in [me, peer] {
-        match app.store.account_by_id(a.id).await {
-            Ok(Some(x)) if x.state == AccountState::Active => {}
-            _ => return ApiError::UserNotExist(a.user_name.clone()),
-        }
-    }
-    ApiError::JidNotLogin("bind interrupted by the reconciler".into())
-}
-
-/// Remove a pair that did not become `bound` from both rosters and delete its `binding` row. If
-/// the server cannot be reached the row stays, and the reconciler finishes the job.
-async fn roll_back(app: &App, a: i64, b: i64, pa: &xmpp::Party, pb: &xmpp::Party) {
-    match app.xmpp.unbind(pa, pb).await {
-        Ok(()) | Err(XmppError::NotBound) => {
-            if let Err(e) = app
-                .store
-                .delete_binding_in(a, b, BindingState::Binding)
-                .await
-            {
-                tracing::warn!(error = %e, "failed pair left for the reconciler");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "half-bound pair left for the reconciler"),
-    }
-}
-
-/// An active account with this name, or 104.
-pub(super) fn active(found: &[Arc<Account>], name: &str) -> Result<Arc<Account>, ApiError> {
-    found
-        .iter()
-        .find(|a| a.user_name == name && a.state == AccountState::Active)
-        .cloned()
-        .ok_or_else(|| ApiError::UserNotExist(name.to_owned()))
-}
-
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
-
     use super::*;
-    use crate::clock::ManualClock;
-    use crate::store::NewAccount;
+    use crate::cmd::testkit::{code, Kit};
+    use crate::lifecycle::fake_port::{Fault, Op};
+    use crate::store::BindingState;
 
-    /// An app on a fresh SQLite store with a manual clock (its XMPP link points at a closed
-    /// loopback port: these tests never reach the XMPP step), and the directory to keep.
-    async fn app(clock: &ManualClock) -> (tempfile::TempDir, App) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = crate::service::config::Config {
-            data_dir: dir.path().join("data"),
-            ..Default::default()
-        };
-        cfg.xmpp.component_addr = "127.0.0.1:1".into();
-        cfg.xmpp.component_secret = "s".into();
-        let built =
-            crate::service::server::build_app(cfg, tokio_util::sync::CancellationToken::new())
-                .await
-                .unwrap();
-        let mut app = Arc::try_unwrap(built).ok().unwrap();
-        app.clock = Arc::new(clock.clone());
-        (dir, app)
-    }
-
-    /// An active account and an access token of it.
-    async fn account(app: &App, name: &str, kind: AccountType) -> (Account, String) {
-        let id = app
-            .store
-            .insert_pending_account(
-                NewAccount {
-                    user_name: name.into(),
-                    kind,
-                    device_type: None,
-                    des: String::new(),
-                    password_hash: "x".into(),
-                    jid_node: format!("n{name}"),
-                    jid_pwd: vec![1],
-                },
-                app.now(),
-            )
-            .await
-            .unwrap();
-        app.store
-            .set_account_state(id, AccountState::Active, app.now())
-            .await
-            .unwrap();
-        let token = crypto::new_token();
-        app.store
-            .insert_token(
-                crypto::token_hash(&token),
-                id,
-                app.now() + 86_400,
-                app.now(),
-            )
-            .await
-            .unwrap();
-        let a = app.store.account_by_id(id).await.unwrap().unwrap();
-        (a, token)
-    }
-
-    fn call(params: &[(&str, &str)]) -> Call {
-        Call {
-            params: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            captcha_id: None,
-            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            via_tcp: false,
-        }
-    }
-
-    async fn issue(app: &App, name: &str, access: &str, format: &str) -> String {
-        let v = crate::cmd::get_bind_token::run(
-            app,
-            &call(&[
-                ("access_token", access),
-                ("user_name", name),
-                ("format", format),
-            ]),
-        )
-        .await
-        .unwrap();
-        assert_eq!(v["expires_at"], app.now() + 600);
-        v["bind_token"].as_str().unwrap().to_owned()
-    }
-
-    async fn resolves(app: &App, me: &Account, token: &str) -> Option<String> {
-        let c = call(&[("user_name_ls", r#"["p"]"#)]);
-        resolve(app, &c, me, token, &crypto::token_hash(token))
+    async fn resolves(k: &Kit, me: &Account, token: &str) -> Option<String> {
+        let c = k.call(&[("user_name_ls", r#"["p"]"#)]);
+        resolve(&k.app, &c, me, token, &crypto::token_hash(token))
             .await
             .unwrap()
             .map(|a| a.user_name.clone())
     }
 
+    /// `/set_user_banding` by `d` (a device holding `td`) with these extra parameters.
+    async fn bind_as_d(k: &Kit, td: &str, extra: &[(&str, &str)]) -> Result<Reply, ApiError> {
+        let mut p = vec![("access_token", td), ("user_name", "d")];
+        p.extend_from_slice(extra);
+        run(&k.app, &k.signed(&p)).await
+    }
+
+    #[tokio::test]
+    async fn a_bind_token_binds_its_issuer_and_the_redeemer() {
+        let k = Kit::new().await;
+        let ((p, tp), (d, td)) = k.phone_and_device().await;
+        let t = k.bind_token("p", &tp, "").await;
+        assert_eq!(code(&bind_as_d(&k, &td, &[("bind_token", &t)]).await), 0);
+        assert!(k.xmpp.is_bound(&p.jid_node, &d.jid_node));
+        let row = pair::row(&k.app, PairKey::of(p.id, d.id)).await.unwrap();
+        assert_eq!(row.unwrap().state, BindingState::Bound);
+        // Used: a second redemption gets 111, a bind by name 100.
+        assert_eq!(code(&bind_as_d(&k, &td, &[("bind_token", &t)]).await), 111);
+        assert_eq!(
+            code(&bind_as_d(&k, &td, &[("user_name_ls", r#"["p"]"#)]).await),
+            100
+        );
+    }
+
+    #[tokio::test]
+    async fn tokens_are_checked_before_anything_changes() {
+        let k = Kit::new().await;
+        let ((_, tp), (_, td)) = k.phone_and_device().await;
+        let t = k.bind_token("p", &tp, "digits").await;
+        assert_eq!(code(&bind_as_d(&k, &td, &[("bind_token", &t)]).await), 2);
+        let other = [("bind_token", t.as_str()), ("user_name_ls", r#"["d2"]"#)];
+        assert_eq!(code(&bind_as_d(&k, &td, &other).await), 111);
+        assert_eq!(code(&bind_as_d(&k, "nope", &[("bind_token", &t)]).await), 4);
+        let c = k.signed(&[
+            ("access_token", &tp),
+            ("user_name", "d"),
+            ("bind_token", &t),
+        ]);
+        assert_eq!(code(&run(&k.app, &c).await), 100, "another user's token");
+        assert_eq!(k.xmpp.calls(Op::Bind), 0);
+    }
+
+    #[tokio::test]
+    async fn binding_by_name_checks_names_types_pairs_and_caps() {
+        let k = Kit::with(|c| {
+            c.binding.consent = "none".into();
+            c.binding.max_phones_per_device = 1;
+        })
+        .await;
+        let (_, tp) = k.account("p", AccountType::Phone).await;
+        k.account("p2", AccountType::Phone).await;
+        let (_, td) = k.account("d", AccountType::Device).await;
+        let names = |l: &'static str| [("user_name_ls", l)];
+        assert_eq!(code(&bind_as_d(&k, &td, &names(r#"["x"]"#)).await), 104);
+        assert_eq!(code(&bind_as_d(&k, &td, &names(r#"["d"]"#)).await), 2);
+        let c = k.call(&[
+            ("access_token", &tp),
+            ("user_name", "p"),
+            ("user_name_ls", r#"["p2"]"#),
+        ]);
+        assert_eq!(code(&run(&k.app, &c).await), 100, "phone with phone");
+        let both = bind_as_d(&k, &td, &names(r#"["p","p2"]"#))
+            .await
+            .unwrap()
+            .into_json();
+        assert_eq!(both["result"], 100, "over the cap");
+        assert!(both["reason"]
+            .as_str()
+            .unwrap()
+            .contains("max_phones_per_device"));
+        assert_eq!(code(&bind_as_d(&k, &td, &names(r#"["p"]"#)).await), 0);
+        assert_eq!(code(&bind_as_d(&k, &td, &names(r#"["p"]"#)).await), 109);
+    }
+
+    #[tokio::test]
+    async fn a_failed_server_bind_is_rolled_back_and_named() {
+        let k = Kit::with(|c| c.binding.consent = "none".into()).await;
+        let ((p, _), (d, td)) = k.phone_and_device().await;
+        let names = [("user_name_ls", r#"["p"]"#)];
+        k.xmpp.fail_once(Op::Bind, Fault::Timeout);
+        let v = bind_as_d(&k, &td, &names).await.unwrap().into_json();
+        assert_eq!(v["result"], 9);
+        assert_eq!(v["failed_ls"], serde_json::json!(["p"]));
+        assert!(pair::row(&k.app, PairKey::of(p.id, d.id))
+            .await
+            .unwrap()
+            .is_none());
+        k.xmpp.fail_once(Op::Bind, Fault::AuthFailed);
+        assert_eq!(code(&bind_as_d(&k, &td, &names).await), 105);
+        // Already mutual on the server: the database agrees.
+        k.xmpp.fail_once(Op::Bind, Fault::Exists);
+        assert_eq!(code(&bind_as_d(&k, &td, &names).await), 0);
+        assert!(pair::is_bound(&k.app, p.id, d.id).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_bind_claimed_meanwhile_is_rolled_back() {
+        let k = Kit::with(|c| c.binding.consent = "none".into()).await;
+        let ((p, _), (d, td)) = k.phone_and_device().await;
+        k.xmpp.fail_once(Op::Bind, Fault::Hang);
+        let call = k.signed(&[
+            ("access_token", &td),
+            ("user_name", "d"),
+            ("user_name_ls", r#"["p"]"#),
+        ]);
+        let claim = async {
+            k.xmpp.hung(1).await;
+            let key = PairKey::of(p.id, d.id);
+            let (from, to) = (BindingState::Binding, BindingState::Unbinding);
+            let now = k.app.now();
+            let moved = k.app.store.transition_binding(key.a, key.b, from, to, now);
+            assert!(moved.await.unwrap());
+            k.xmpp.release();
+        };
+        let (r, ()) = tokio::join!(run(&k.app, &call), claim);
+        assert_eq!(code(&r), 107, "interrupted by the reconciler");
+        assert!(!k.xmpp.is_bound(&p.jid_node, &d.jid_node), "rolled back");
+    }
+
     #[tokio::test]
     async fn a_bind_token_lives_its_ttl_and_no_longer() {
-        let clock = ManualClock::new(1_000_000);
-        let (_dir, app) = app(&clock).await;
-        let (_, tp) = account(&app, "p", AccountType::Phone).await;
-        let (dev, _) = account(&app, "d", AccountType::Device).await;
+        let k = Kit::new().await;
+        let ((_, tp), (dev, _)) = k.phone_and_device().await;
         for format in ["", "digits"] {
-            let t = issue(&app, "p", &tp, format).await;
-            clock.advance(599);
-            assert_eq!(resolves(&app, &dev, &t).await.as_deref(), Some("p"));
-            clock.advance(1);
-            assert_eq!(resolves(&app, &dev, &t).await, None, "expired at the TTL");
-            assert!(app
+            let t = k.bind_token("p", &tp, format).await;
+            k.clock.advance(599);
+            assert_eq!(resolves(&k, &dev, &t).await.as_deref(), Some("p"));
+            k.clock.advance(1);
+            assert_eq!(resolves(&k, &dev, &t).await, None, "expired at the TTL");
+            assert!(k
+                .app
                 .store
-                .take_bind_token(crypto::token_hash(&t), app.now())
+                .take_bind_token(crypto::token_hash(&t), k.app.now())
                 .await
                 .unwrap()
                 .is_none());
@@ -445,26 +359,24 @@ mod tests {
 
     #[tokio::test]
     async fn issuing_more_voids_the_oldest_and_a_token_is_taken_once() {
-        let clock = ManualClock::new(1_000_000);
-        let (_dir, app) = app(&clock).await;
-        let (_, tp) = account(&app, "p", AccountType::Phone).await;
-        let (dev, _) = account(&app, "d", AccountType::Device).await;
+        let k = Kit::new().await;
+        let ((_, tp), (dev, _)) = k.phone_and_device().await;
         let mut tokens = Vec::new();
         for _ in 0..4 {
-            tokens.push(issue(&app, "p", &tp, "").await);
+            tokens.push(k.bind_token("p", &tp, "").await);
         }
-        assert_eq!(resolves(&app, &dev, &tokens[0]).await, None, "voided");
+        assert_eq!(resolves(&k, &dev, &tokens[0]).await, None, "voided");
         for t in &tokens[1..] {
-            assert_eq!(resolves(&app, &dev, t).await.as_deref(), Some("p"));
+            assert_eq!(resolves(&k, &dev, t).await.as_deref(), Some("p"));
         }
         // Its issuer cannot redeem it.
-        let issuer = app.store.account_by_name("p").await.unwrap().unwrap();
-        assert_eq!(resolves(&app, &issuer, &tokens[1]).await, None);
+        let issuer = k.named("p").await.unwrap();
+        assert_eq!(resolves(&k, &issuer, &tokens[1]).await, None);
         // Taken concurrently: exactly one taker gets it.
         let h = crypto::token_hash(&tokens[1]);
         let (a, b) = tokio::join!(
-            app.store.take_bind_token(h.clone(), app.now()),
-            app.store.take_bind_token(h.clone(), app.now())
+            k.app.store.take_bind_token(h.clone(), k.app.now()),
+            k.app.store.take_bind_token(h.clone(), k.app.now())
         );
         assert_eq!(
             [a.unwrap().is_some(), b.unwrap().is_some()]
@@ -473,30 +385,28 @@ mod tests {
                 .count(),
             1
         );
-        assert_eq!(resolves(&app, &dev, &tokens[1]).await, None, "used");
+        assert_eq!(resolves(&k, &dev, &tokens[1]).await, None, "used");
     }
 
     #[tokio::test]
     async fn failed_redemptions_are_limited_per_account() {
-        let clock = ManualClock::new(1_000_000);
-        let (_dir, app) = app(&clock).await;
-        let (_, tp) = account(&app, "p", AccountType::Phone).await;
-        let (_, td) = account(&app, "d", AccountType::Device).await;
-        let good = issue(&app, "p", &tp, "digits").await;
+        let k = Kit::new().await;
+        let ((_, tp), (_, td)) = k.phone_and_device().await;
+        let good = k.bind_token("p", &tp, "digits").await;
         let redeem = |t: String| {
-            let app = &app;
+            let k = &k;
             let td = td.clone();
             async move {
-                let c = call(&[
+                let c = k.call(&[
                     ("access_token", &td),
                     ("user_name", "d"),
                     ("bind_token", &t),
                     ("user_name_ls", r#"["p"]"#),
                 ]);
-                let me = app.store.account_by_name("d").await.unwrap().unwrap();
-                match redeemable(app, &c, &me, &t).await {
+                let me = k.named("d").await.unwrap();
+                match redeemable(&k.app, &c, &me, &t).await {
                     Ok(Ok(_)) => 0,
-                    Ok(Err(reply)) => reply["result"].as_i64().unwrap(),
+                    Ok(Err(reply)) => reply.code(),
                     Err(e) => e.code(),
                 }
             }
@@ -511,15 +421,15 @@ mod tests {
         }
         // Now even the right code is refused, until the window has passed.
         assert_eq!(redeem(good.clone()).await, 100);
-        clock.advance(599);
+        k.clock.advance(599);
         assert_eq!(redeem(good.clone()).await, 100);
-        clock.advance(2);
+        k.clock.advance(2);
         // (`good` has expired meanwhile: a new one.)
-        let good = issue(&app, "p", &tp, "digits").await;
+        let good = k.bind_token("p", &tp, "digits").await;
         assert_eq!(redeem(good).await, 0);
         // A concurrent burst of guesses gets no more verdicts than the limit: each attempt is
         // counted before its token is looked up.
-        clock.advance(601);
+        k.clock.advance(601);
         let guesses = (0..30).map(|i| redeem(format!("{:08}", 10_000_000 + i)));
         let codes = futures::future::join_all(guesses).await;
         let judged = codes.iter().filter(|c| **c == 111).count();

@@ -3,89 +3,104 @@
 //!
 //! The account is marked `deleting` and its tokens revoked in one transaction before the first
 //! remote step, so the account is unusable at once and gains no new pair (a bind's insert needs
-//! both accounts `active`); [`finish`] does the remote work and is also what the reconciler runs
+//! both accounts `active`); `lifecycle::account::finish_delete` does the remote work and is also what the reconciler runs
 //! for a cancel that a crash or a lost link interrupted. Of two concurrent cancels of one account
 //! one wins; the other gets 102, as any request for an account that is no longer active.
 
-use serde_json::{json, Value};
-use xmpp::XmppError;
+use super::reply::Reply;
 
 use crate::app::{App, Call};
+use crate::auth::login;
 use crate::error::ApiError;
-use crate::store::{Account, BindingState};
+use crate::lifecycle::account;
 
-pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
-    let (account, _) = super::login::authenticate(app, call, false).await?;
-    if !app.store.begin_cancel(account.id, app.now()).await? {
+pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
+    let (me, _) = login::authenticate(app, call, false).await?;
+    if !account::begin_delete(app, &me).await? {
         return Err(ApiError::UserOrPassword);
     }
-    finish(app, &account).await?;
-    tracing::info!(user = %account.user_name, "cancelled");
-    Ok(json!({"result": 0}))
+    account::finish_delete(app, &me).await?;
+    tracing::info!(user = %me.user_name, "cancelled");
+    Ok(Reply::done())
 }
 
-/// What [`finish`] did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Finished {
-    /// Pairs removed from both rosters.
-    pub pairs: u64,
-    /// Whether the JID still existed and was deleted.
-    pub jid_deleted: bool,
-}
+#[cfg(test)]
+mod tests {
+    use super::run;
+    use crate::cmd::testkit::{code, Kit, PASSWORD};
+    use crate::lifecycle::fake_port::{Fault, Op};
+    use crate::store::AccountState;
+    use crate::types::AccountType;
 
-/// Unbind every peer, delete the JID, delete the row. A pair that cannot be unbound now keeps its
-/// `unbinding` row, the others are still done, and the JID and the row stay (`deleting`) for the
-/// reconciler, which runs this again; every step is idempotent.
-pub async fn finish(app: &App, account: &Account) -> Result<Finished, ApiError> {
-    let mut done = Finished::default();
-    let mut first_err = None;
-    for b in app.store.bindings_of(account.id).await? {
-        let peer_id = if b.a == account.id { b.b } else { b.a };
-        if let Some(peer) = app.store.account_by_id(peer_id).await? {
-            // Claims the pair from any state: a bind in flight then fails its compare-and-set
-            // to `bound` and rolls back.
-            app.store
-                .set_binding_state(b.a, b.b, BindingState::Unbinding, app.now())
-                .await?;
-            match app
-                .xmpp
-                .unbind(&app.party(account)?, &app.party(&peer)?)
-                .await
-            {
-                Ok(()) | Err(XmppError::NotBound) => {}
-                Err(e) => {
-                    tracing::warn!(user = %account.user_name, peer = %peer.user_name, error = %e,
-                        "cancel: unbind failed; left for the reconciler");
-                    first_err.get_or_insert(ApiError::from_roster(e));
-                    continue;
-                }
-            }
-        }
-        app.store.delete_binding(b.a, b.b).await?;
-        done.pairs += 1;
+    const LAMP: &[(&str, &str)] = &[("user_name", "lamp"), ("password", PASSWORD), ("type", "2")];
+
+    #[tokio::test]
+    async fn a_cancel_unbinds_deletes_the_jid_and_the_account() {
+        let k = Kit::new().await;
+        let (lamp, token) = k.account("lamp", AccountType::Device).await;
+        let (phone, _) = k.account("phone", AccountType::Phone).await;
+        k.bind(&lamp, &phone).await;
+        assert_eq!(code(&run(&k.app, &k.signed(LAMP)).await), 0);
+        assert!(k.named("lamp").await.is_none());
+        assert!(!k.xmpp.has_account(&lamp.jid_node));
+        assert!(!k.xmpp.is_bound(&lamp.jid_node, &phone.jid_node));
+        assert!(k.app.store.bindings_of(phone.id).await.unwrap().is_empty());
+        let c = k.call(&[("access_token", &token)]);
+        assert_eq!(k.app.token_holder(&c).await.unwrap_err().code(), 4);
+        // Gone: a second cancel is refused as an unknown user.
+        assert_eq!(code(&run(&k.app, &k.signed(LAMP)).await), 102);
     }
-    if let Some(e) = first_err {
-        return Err(e);
-    }
-    // Deleting through the component needs no password: an account whose `jid_pwd` cannot be
-    // opened (e.g. a lost encryption key) can still be removed in `component` mode.
-    let jid_pwd = app.jid_pwd(account).unwrap_or_default();
-    done.jid_deleted = delete_jid(app, &account.jid_node, &jid_pwd)
-        .await
-        .map_err(ApiError::from_provisioning)?;
-    app.store.delete_account(account.id).await?;
-    Ok(done)
-}
 
-/// Delete a JID; true when it existed. A JID that is already gone is success (`NotFound`; in
-/// `ibr` mode, where deleting means logging in, `AuthFailed`).
-pub async fn delete_jid(app: &App, node: &str, jid_pwd: &str) -> Result<bool, XmppError> {
-    match app.xmpp.delete_account(node, jid_pwd).await {
-        Ok(()) => Ok(true),
-        Err(XmppError::NotFound) => Ok(false),
-        Err(XmppError::AuthFailed) if app.xmpp.config().accounts == xmpp::AccountsMode::Ibr => {
-            Ok(false)
-        }
-        Err(e) => Err(e),
+    #[tokio::test]
+    async fn the_login_checks_come_first() {
+        let k = Kit::new().await;
+        k.account("lamp", AccountType::Device).await;
+        k.account("phone", AccountType::Phone).await;
+        assert_eq!(code(&run(&k.app, &k.signed(&LAMP[..2])).await), 2);
+        assert_eq!(code(&run(&k.app, &k.call(LAMP)).await), 6);
+        let wrong = [
+            ("user_name", "lamp"),
+            ("password", "wrong-1"),
+            ("type", "2"),
+        ];
+        assert_eq!(code(&run(&k.app, &k.signed(&wrong)).await), 102);
+        let phone = [
+            ("user_name", "phone"),
+            ("password", PASSWORD),
+            ("type", "1"),
+        ];
+        assert_eq!(code(&run(&k.app, &k.call(&phone)).await), 5);
+        assert_eq!(code(&run(&k.app, &k.human(&phone).await).await), 0);
+        assert!(k.named("lamp").await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_cancel_the_server_cannot_finish_is_left_deleting() {
+        let k = Kit::new().await;
+        let (lamp, _) = k.account("lamp", AccountType::Device).await;
+        let (phone, _) = k.account("phone", AccountType::Phone).await;
+        k.bind(&lamp, &phone).await;
+        k.xmpp.fail_once(Op::Unbind, Fault::Timeout);
+        assert_eq!(code(&run(&k.app, &k.signed(LAMP)).await), 9);
+        assert_eq!(k.named("lamp").await.unwrap().state, AccountState::Deleting);
+        // Unusable at once: a new attempt answers 102.
+        assert_eq!(code(&run(&k.app, &k.signed(LAMP)).await), 102);
+        // The JID refusing to go answers as a provisioning failure.
+        let k = Kit::new().await;
+        k.account("lamp", AccountType::Device).await;
+        k.xmpp.fail_once(Op::Delete, Fault::Refused);
+        assert_eq!(code(&run(&k.app, &k.signed(LAMP)).await), 101);
+        assert_eq!(k.named("lamp").await.unwrap().state, AccountState::Deleting);
+    }
+
+    #[tokio::test]
+    async fn of_two_concurrent_cancels_one_wins() {
+        let k = Kit::new().await;
+        k.account("lamp", AccountType::Device).await;
+        let (c1, c2) = (k.signed(LAMP), k.signed(LAMP));
+        let (a, b) = tokio::join!(run(&k.app, &c1), run(&k.app, &c2));
+        let mut codes = [code(&a), code(&b)];
+        codes.sort();
+        assert_eq!(codes, [0, 102]);
     }
 }

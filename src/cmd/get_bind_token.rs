@@ -11,22 +11,25 @@
 //! typing, which `/set_user_banding` protects by limiting failed redemptions per account and by
 //! redeeming it only together with its issuer's name.
 
-use base64::Engine;
-use rand::Rng;
-use serde_json::{json, Value};
+use serde::Serialize;
+
+use super::reply::Reply;
 
 use crate::app::{App, Call};
+use crate::auth::bind_token::{new_digits, new_token};
 use crate::auth::crypto;
 use crate::error::ApiError;
-use crate::store::{AccountState, BindingState, StoreError};
+use crate::lifecycle::pair;
+use crate::store::{AccountState, StoreError};
 use crate::types::{AccountType, UserName};
 
-/// Random bytes of a token in the default form.
-const TOKEN_BYTES: usize = 18;
-/// Digits of a token in the `digits` form.
-pub const DIGITS: usize = 8;
+#[derive(Serialize)]
+struct Issued {
+    bind_token: String,
+    expires_at: i64,
+}
 
-pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
+pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
     let me = app.token_owner_named(call).await?;
     let digits = match call.get("format") {
         None | Some("") | Some("token") => false,
@@ -50,11 +53,7 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
             let d = found
                 .filter(|d| d.state == AccountState::Active)
                 .ok_or_else(not_bound)?;
-            let bound = app
-                .store
-                .binding(me.id.min(d.id), me.id.max(d.id))
-                .await?
-                .is_some_and(|b| b.state == BindingState::Bound);
+            let bound = pair::is_bound(app, me.id, d.id).await?;
             if d.kind != AccountType::Device || !bound {
                 return Err(not_bound());
             }
@@ -79,7 +78,10 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
             .await
         {
             Ok(()) => {
-                return Ok(json!({"result": 0, "bind_token": token, "expires_at": expires_at}))
+                return Ok(Reply::ok(Issued {
+                    bind_token: token,
+                    expires_at,
+                }))
             }
             Err(StoreError::Exists) => continue,
             Err(e) => return Err(e.into()),
@@ -88,45 +90,56 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
     Err(ApiError::Unknown("no free bind token".into()))
 }
 
-/// A token in the default form: 144 random bits, base64url without padding.
-pub fn new_token() -> String {
-    let mut b = [0u8; TOKEN_BYTES];
-    rand::rngs::OsRng.fill(&mut b[..]);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
-}
-
-/// A token in the `digits` form: 8 uniformly random decimal digits.
-pub fn new_digits() -> String {
-    let n: u32 = rand::rngs::OsRng.gen_range(0..100_000_000);
-    format!("{n:0width$}", width = DIGITS)
-}
-
-/// Whether `s` has the shape of a bind token of either form (so that anything else is refused
-/// before the database is asked).
-pub fn plausible(s: &str) -> bool {
-    let n = s.len();
-    (n == DIGITS && s.bytes().all(|c| c.is_ascii_digit()))
-        || (n == 24
-            && s.bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::run;
+    use crate::auth::bind_token::plausible;
+    use crate::cmd::testkit::{code, Kit};
+    use crate::types::AccountType;
 
-    #[test]
-    fn both_forms_are_random_and_recognized() {
-        let (a, b) = (new_token(), new_token());
-        assert_eq!(a.len(), 24);
-        assert_ne!(a, b);
-        assert!(plausible(&a));
-        let d = new_digits();
-        assert_eq!(d.len(), 8);
-        assert!(d.bytes().all(|c| c.is_ascii_digit()));
-        assert!(plausible(&d));
-        assert!(!plausible("1234567"));
-        assert!(!plausible("abc/def"));
-        assert!(!plausible(&format!("{a}x")));
+    #[tokio::test]
+    async fn both_forms_are_issued_with_their_expiry() {
+        let k = Kit::new().await;
+        let (_, tp) = k.account("p", AccountType::Phone).await;
+        for (format, len) in [("", 24), ("token", 24), ("digits", 8)] {
+            let c = k.call(&[
+                ("access_token", &tp),
+                ("user_name", "p"),
+                ("format", format),
+            ]);
+            let v = run(&k.app, &c).await.unwrap().into_json();
+            assert_eq!(v["result"], 0);
+            let t = v["bind_token"].as_str().unwrap();
+            assert!(t.len() == len && plausible(t), "{t}");
+            let ttl = k.app.cfg.binding.token_ttl_secs as i64;
+            assert_eq!(v["expires_at"], k.app.now() + ttl);
+        }
+        let c = k.call(&[("access_token", &tp), ("user_name", "p"), ("format", "qr")]);
+        assert_eq!(code(&run(&k.app, &c).await), 2);
+        let c = k.call(&[("access_token", "nope"), ("user_name", "p")]);
+        assert_eq!(code(&run(&k.app, &c).await), 4);
+        let c = k.call(&[("access_token", &tp), ("user_name", "q")]);
+        assert_eq!(code(&run(&k.app, &c).await), 100);
+    }
+
+    #[tokio::test]
+    async fn only_a_phone_bound_to_a_device_may_share_it() {
+        let k = Kit::new().await;
+        let ((p, tp), (d, td)) = k.phone_and_device().await;
+        k.account("d2", AccountType::Device).await;
+        let share = |device: &'static str| {
+            k.call(&[
+                ("access_token", &tp),
+                ("user_name", "p"),
+                ("device", device),
+            ])
+        };
+        assert_eq!(code(&run(&k.app, &share("d")).await), 100, "not bound yet");
+        assert_eq!(code(&run(&k.app, &share("nobody")).await), 100);
+        k.bind(&p, &d).await;
+        assert_eq!(code(&run(&k.app, &share("d")).await), 0);
+        assert_eq!(code(&run(&k.app, &share("d2")).await), 100);
+        let c = k.signed(&[("access_token", &td), ("user_name", "d"), ("device", "d2")]);
+        assert_eq!(code(&run(&k.app, &c).await), 100, "a device shares itself");
     }
 }

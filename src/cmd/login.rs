@@ -3,17 +3,24 @@
 //! Unknown name, wrong password, wrong type and a locked account all answer 102, and all take one
 //! Argon2id verification, so the reply time does not tell which.
 
-use serde_json::{json, Value};
+use serde::Serialize;
+
+use super::reply::Reply;
+use crate::app::UserInfo;
 
 use crate::app::{App, Call};
-use crate::auth::crypto;
-use crate::auth::passwords::{Hasher, Permit};
+use crate::auth::{crypto, login};
 use crate::error::ApiError;
-use crate::store::{Account, AccountState, LockPolicy};
-use crate::types::{AccountType, Password, UserName};
 
-pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
-    let (account, _) = authenticate(app, call, true).await?;
+#[derive(Serialize)]
+struct LoggedIn {
+    user_info: UserInfo,
+    access_token: String,
+    expires_at: i64,
+}
+
+pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
+    let (account, _) = login::authenticate(app, call, true).await?;
     let token = crypto::new_token();
     let expires = app.now() + app.cfg.security.token_ttl_secs as i64;
     let hash = crypto::token_hash(&token);
@@ -24,96 +31,143 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
     app.store
         .trim_tokens(account.id, hash, app.cfg.security.max_tokens_per_account)
         .await?;
-    Ok(json!({
-        "result": 0,
-        "user_info": app.user_info(&account, true)?,
-        "access_token": token,
-        "expires_at": expires,
+    Ok(Reply::ok(LoggedIn {
+        user_info: app.user_info(&account, true)?,
+        access_token: token,
+        expires_at: expires,
     }))
 }
 
-/// The checks `/login` and `/cancel` share: parameters, captcha or signature, type, lock, password.
-///
-/// Every refusal takes one Argon2id verification and answers 102, so neither the reply nor its
-/// time tells an unknown name, another type, a locked account and a wrong password apart. Only a
-/// request that passed the checks of the account's own type (a captcha for a phone, a signature
-/// for a device) reaches the failure counters, so nobody can lock a phone's owner out by asking
-/// as a device. Failures are counted per client network (`security.lockout_threshold` locks that
-/// network out of the account, so a stranger's guesses do not lock the owner out) and for the
-/// account as a whole (`security.lockout_account_threshold` locks every other network out: the
-/// last line against guesses spread over many networks). The attempt is counted in the store
-/// before its verdict is used ([`Store::claim_login_attempt`](crate::store::Store::claim_login_attempt)),
-/// so of a concurrent burst at most `security.lockout_threshold` requests have their password
-/// looked at. A password of the wrong length is a wrong password like any other: it counts.
-pub async fn authenticate(
-    app: &App,
-    call: &Call,
-    sign_required: bool,
-) -> Result<(Account, AccountType), ApiError> {
-    let name = UserName::parse(call.required("user_name")?)?;
-    let password = call.required("password")?.to_owned();
-    let kind = AccountType::parse(call.required("type")?)?;
-    let account = verify_password(app, call, name.as_str(), kind, password, sign_required).await?;
-    Ok((account, kind))
-}
+#[cfg(test)]
+mod tests {
+    use super::run;
+    use crate::cmd::testkit::{code, Kit, PASSWORD};
+    use crate::types::AccountType;
 
-/// The part of [`authenticate`] after the parameters, shared with `/change_password` (which
-/// checks the old password): captcha or signature for `kind`, then the counted verification of
-/// `password` for the account `name` of type `kind`, through the same lock-out.
-pub async fn verify_password(
-    app: &App,
-    call: &Call,
-    name: &str,
-    kind: AccountType,
-    password: String,
-    sign_required: bool,
-) -> Result<Account, ApiError> {
-    // A place in the hashing queue first: when it is full (503) nothing is spent or counted.
-    let permit = app.hasher.permit()?;
-    app.check_human_or_device(call, kind == AccountType::Device, sign_required)
-        .await?;
-    let Some(account) = app
-        .store
-        .account_by_name(name)
-        .await?
-        .filter(|a| a.kind == kind)
-    else {
-        return refuse(app, permit, password).await;
-    };
-    // The claim and the verification run side by side, so a known name costs no more time than
-    // an unknown one (the claim's write hides behind Argon2id); the verdict is used only when the
-    // claim was granted.
-    let sec = &app.cfg.security;
-    let network = app.limiter.network(call.client_ip).to_string();
-    let policy = LockPolicy {
-        per_network: sec.lockout_threshold,
-        per_account: sec.lockout_account_threshold,
-        lock_secs: sec.lockout_secs as i64,
-    };
-    let (claimed, good) = tokio::join!(
-        app.store
-            .claim_login_attempt(account.id, network.clone(), app.now(), policy),
-        app.hasher
-            .verify_with(permit, password.clone(), account.password_hash.clone()),
-    );
-    if !claimed? {
-        app.metrics.login_failed(true);
-        return Err(ApiError::UserOrPassword);
+    fn device(password: &str) -> Vec<(&str, &str)> {
+        vec![("user_name", "lamp"), ("password", password), ("type", "2")]
     }
-    let good = good? && Password::parse(&password).is_ok();
-    if !(good && account.state == AccountState::Active) {
-        app.metrics.login_failed(false);
-        return Err(ApiError::UserOrPassword);
-    }
-    app.store.reset_login_failures(account.id, network).await?;
-    Ok(account)
-}
 
-/// 102 for an unknown name or another type, after the Argon2id work a real verification costs.
-async fn refuse<T>(app: &App, permit: Permit, password: String) -> Result<T, ApiError> {
-    app.hasher
-        .verify_with(permit, password, Hasher::dummy_hash().to_owned())
-        .await?;
-    app.metrics.login_failed(false);
-    Err(ApiError::UserOrPassword)
+    #[tokio::test]
+    async fn a_device_logs_in_and_gets_a_token_that_expires() {
+        let k = Kit::new().await;
+        let (a, _) = k.account("lamp", AccountType::Device).await;
+        let v = run(&k.app, &k.signed(&device(PASSWORD)))
+            .await
+            .unwrap()
+            .into_json();
+        assert_eq!(v["result"], 0);
+        assert_eq!(v["user_info"]["user_name"], "lamp");
+        assert_eq!(v["user_info"]["jid_pwd"], k.app.jid_pwd(&a).unwrap());
+        let ttl = k.app.cfg.security.token_ttl_secs as i64;
+        assert_eq!(v["expires_at"], k.app.now() + ttl);
+        let token = v["access_token"].as_str().unwrap();
+        let c = k.call(&[("access_token", token)]);
+        assert!(k.app.token_holder(&c).await.is_ok());
+        k.clock.advance(ttl);
+        assert_eq!(k.app.token_holder(&c).await.unwrap_err().code(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_phone_needs_a_captcha_and_a_device_a_signature() {
+        let k = Kit::new().await;
+        k.account("phone", AccountType::Phone).await;
+        k.account("lamp", AccountType::Device).await;
+        let p = [
+            ("user_name", "phone"),
+            ("password", PASSWORD),
+            ("type", "1"),
+        ];
+        assert_eq!(code(&run(&k.app, &k.signed(&p)).await), 5);
+        assert_eq!(code(&run(&k.app, &k.human(&p).await).await), 6);
+        assert_eq!(code(&run(&k.app, &k.human_signed(&p).await).await), 0);
+        assert_eq!(code(&run(&k.app, &k.call(&device(PASSWORD))).await), 6);
+        assert_eq!(code(&run(&k.app, &k.signed(&device("x")[1..])).await), 2);
+    }
+
+    #[tokio::test]
+    async fn unknown_names_wrong_types_and_wrong_passwords_answer_102() {
+        let k = Kit::new().await;
+        k.account("lamp", AccountType::Device).await;
+        let unknown = [
+            ("user_name", "nobody"),
+            ("password", PASSWORD),
+            ("type", "2"),
+        ];
+        assert_eq!(code(&run(&k.app, &k.signed(&unknown)).await), 102);
+        let typ = [("user_name", "lamp"), ("password", PASSWORD), ("type", "3")];
+        assert_eq!(code(&run(&k.app, &k.human_signed(&typ).await).await), 102);
+        assert_eq!(code(&run(&k.app, &k.signed(&device("wrong-1"))).await), 102);
+        assert_eq!(k.app.metrics.login_failures(), (3, 0));
+    }
+
+    #[tokio::test]
+    async fn a_network_is_locked_out_after_the_threshold_until_the_lock_ends() {
+        let k = Kit::new().await;
+        k.account("lamp", AccountType::Device).await;
+        let sec = k.app.cfg.security.clone();
+        for _ in 0..sec.lockout_threshold {
+            assert_eq!(code(&run(&k.app, &k.signed(&device("wrong-1"))).await), 102);
+        }
+        // Now even the right password is refused from this network...
+        assert_eq!(code(&run(&k.app, &k.signed(&device(PASSWORD))).await), 102);
+        assert_eq!(k.app.metrics.login_failures().1, 1, "refused as locked");
+        // ...but not from another one.
+        let mut other = k.signed(&device(PASSWORD));
+        other.client_ip = "192.0.2.1".parse().unwrap();
+        assert_eq!(code(&run(&k.app, &other).await), 0);
+        k.clock.advance(sec.lockout_secs as i64 - 1);
+        assert_eq!(code(&run(&k.app, &k.signed(&device(PASSWORD))).await), 102);
+        k.clock.advance(1);
+        assert_eq!(code(&run(&k.app, &k.signed(&device(PASSWORD))).await), 0);
+    }
+
+    #[tokio::test]
+    async fn guesses_from_many_networks_lock_the_account_for_every_network() {
+        let k = Kit::with(|c| c.security.lockout_account_threshold = 4).await;
+        k.account("lamp", AccountType::Device).await;
+        for i in 0..4 {
+            let mut c = k.signed(&device("wrong-1"));
+            c.client_ip = format!("198.51.100.{i}").parse().unwrap();
+            assert_eq!(code(&run(&k.app, &c).await), 102);
+        }
+        let mut fresh = k.signed(&device(PASSWORD));
+        fresh.client_ip = "203.0.113.9".parse().unwrap();
+        assert_eq!(code(&run(&k.app, &fresh).await), 102);
+        k.clock.advance(k.app.cfg.security.lockout_secs as i64);
+        assert_eq!(code(&run(&k.app, &fresh).await), 0);
+    }
+
+    #[tokio::test]
+    async fn only_the_newest_tokens_are_kept() {
+        let k = Kit::with(|c| c.security.max_tokens_per_account = 2).await;
+        k.account("lamp", AccountType::Device).await;
+        let mut tokens = Vec::new();
+        for _ in 0..3 {
+            let v = run(&k.app, &k.signed(&device(PASSWORD)))
+                .await
+                .unwrap()
+                .into_json();
+            tokens.push(v["access_token"].as_str().unwrap().to_owned());
+            k.clock.advance(1);
+        }
+        let k = &k;
+        let valid = |t: &str| {
+            let c = k.call(&[("access_token", t)]);
+            async move { k.app.token_holder(&c).await.is_ok() }
+        };
+        assert!(!valid(&tokens[0]).await, "the oldest went");
+        assert!(valid(&tokens[1]).await && valid(&tokens[2]).await);
+    }
+
+    #[tokio::test]
+    async fn a_full_hashing_queue_answers_112_and_counts_nothing() {
+        let k = Kit::with(|c| c.security.hash_queue = 1).await;
+        k.account("lamp", AccountType::Device).await;
+        let held = k.app.hasher.permit().unwrap();
+        assert_eq!(code(&run(&k.app, &k.signed(&device("wrong-1"))).await), 112);
+        assert_eq!(k.app.metrics.login_failures(), (0, 0));
+        drop(held);
+        assert_eq!(code(&run(&k.app, &k.signed(&device(PASSWORD))).await), 0);
+    }
 }

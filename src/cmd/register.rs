@@ -1,4 +1,5 @@
-//! `/register`: reserve the name, create the JID, then make the account active.
+//! `/register`: reserve the name, create the JID, then make the account active (the steps are
+//! the account lifecycle's, `lifecycle::account`).
 //!
 //! The row is written `pending` before the JID is created and `active` after, so a crash or a lost
 //! link leaves a record the reconciler undoes (deleting the JID if it was made). A reply of 0 means
@@ -8,16 +9,16 @@
 //! The activation is a compare-and-set from `pending`, so a reconciler that claimed the row first
 //! (it turns `pending` into `deleting`) makes this request undo its JID instead of answering 0.
 
-use serde_json::{json, Value};
-use xmpp::XmppError;
+use super::reply::Reply;
 
 use crate::app::{App, Call};
 use crate::auth::crypto;
 use crate::error::ApiError;
-use crate::store::{AccountState, NewAccount, StoreError};
+use crate::lifecycle::account;
+use crate::store::NewAccount;
 use crate::types::{bounded_text, AccountType, Password, UserName};
 
-pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
+pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
     let name = UserName::parse(call.required("user_name")?)?;
     let password = Password::parse(call.required("password")?)?;
     let kind = AccountType::parse(call.required("type")?)?;
@@ -36,12 +37,12 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
     if app.store.account_by_name(name.as_str()).await?.is_some() {
         return Err(ApiError::UserExists);
     }
-    link_up(app)?;
+    account::link_up(app)?;
     let password_hash = app.hasher.hash(password.as_str().to_owned()).await?;
     // Again after the (slow) hash: a link lost meanwhile fails here, before anything is written.
-    link_up(app)?;
-    let node = super::new_jid_node();
-    let jid_pwd = super::new_jid_password();
+    account::link_up(app)?;
+    let node = account::new_jid_node();
+    let jid_pwd = account::new_jid_password();
     let new = NewAccount {
         user_name: name.to_string(),
         kind,
@@ -51,97 +52,143 @@ pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
         jid_node: node.clone(),
         jid_pwd: crypto::seal(&app.secrets.encryption_key, &node, &jid_pwd),
     };
-    let id = match app.store.insert_pending_account(new, app.now()).await {
-        Ok(id) => id,
-        Err(StoreError::Exists) => return Err(ApiError::UserExists),
-        Err(e) => return Err(e.into()),
+    let id = account::reserve(app, new).await?;
+    let reserved = account::Reserved {
+        id,
+        name: &name,
+        node: &node,
+        jid_pwd: &jid_pwd,
     };
-    let started = std::time::Instant::now();
-    let created = app.xmpp.create_account(&node, &jid_pwd).await;
-    app.metrics
-        .xmpp_op("create_account", started.elapsed(), created.is_ok());
-    match created {
-        Ok(()) => activate(app, id, &name, &node, &jid_pwd).await,
-        Err(e) => {
-            tracing::warn!(user = %name, error = %e, "JID creation failed");
-            // When the JID may exist (timeout, lost link, garbled reply) it is deleted too.
-            let may_exist = matches!(
-                e,
-                XmppError::Timeout
-                    | XmppError::LinkDown
-                    | XmppError::Protocol(_)
-                    | XmppError::SessionFailed(_)
-            );
-            undo_pending(app, id, &node, &jid_pwd, may_exist).await;
-            Err(ApiError::from_provisioning(e))
-        }
-    }
+    account::create_jid(app, &reserved).await?;
+    Ok(Reply::done())
 }
 
-/// In `component` mode the JID is made through the link: while it is down, fail fast with 101
-/// and write nothing.
-fn link_up(app: &App) -> Result<(), ApiError> {
-    if app.xmpp.config().accounts == xmpp::AccountsMode::Component
-        && app.xmpp.link_state() != xmpp::LinkState::Up
-    {
-        return Err(ApiError::NewJidFail("component link down".into()));
-    }
-    Ok(())
-}
+#[cfg(test)]
+mod tests {
+    use xmpp::LinkState;
 
-/// The JID exists: make the account `active` (compare-and-set from `pending`). Only a committed
-/// activation is answered with 0. If the reconciler claimed the row meanwhile, or the write
-/// failed, the JID is deleted again (or left, with its record, for the reconciler).
-async fn activate(
-    app: &App,
-    id: i64,
-    name: &UserName,
-    node: &str,
-    jid_pwd: &str,
-) -> Result<Value, ApiError> {
-    let err = match app
-        .store
-        .transition_account(id, AccountState::Pending, AccountState::Active, app.now())
-        .await
-    {
-        Ok(true) => {
-            tracing::info!(user = %name, jid = %app.xmpp.jid_of(node), "registered");
-            return Ok(json!({"result": 0}));
-        }
-        // The reconciler took the row (it runs while requests may be in flight, e.g. at start):
-        // the account is being removed, so the JID made here must go too.
-        Ok(false) => ApiError::NewJidFail("registration interrupted by the reconciler".into()),
-        Err(e) => e.into(),
-    };
-    tracing::warn!(user = %name, error = %err, "could not activate; undoing the JID");
-    undo_pending(app, id, node, jid_pwd, true).await;
-    Err(err)
-}
+    use super::run;
+    use crate::cmd::testkit::{code, Kit};
+    use crate::lifecycle::fake_port::{Fault, Op};
+    use crate::store::AccountState;
 
-/// Remove a pending account that did not become active. When the JID may exist it is deleted
-/// first; if that cannot be done now the pending row stays for the reconciler. Only a `pending`
-/// row is deleted: one the reconciler has claimed (`deleting`) is its to finish.
-async fn undo_pending(app: &App, id: i64, node: &str, jid_pwd: &str, jid_may_exist: bool) {
-    if jid_may_exist {
-        match super::cancel::delete_jid(app, node, jid_pwd).await {
-            Ok(_) => {}
-            Err(e2) => {
-                tracing::warn!(jid_node = node, error = %e2, "left pending for the reconciler");
-                return;
-            }
-        }
+    const DEVICE: &[(&str, &str)] = &[
+        ("user_name", "lamp-1"),
+        ("password", "password1"),
+        ("type", "2"),
+        ("device_type", "lamp"),
+    ];
+
+    async fn register_device(k: &Kit) -> i64 {
+        code(&run(&k.app, &k.signed(DEVICE)).await)
     }
-    match app
-        .store
-        .transition_account(id, AccountState::Pending, AccountState::Deleting, app.now())
-        .await
-    {
-        Ok(true) => {
-            if let Err(e) = app.store.delete_account(id).await {
-                tracing::error!(error = %e, "removing a failed pending account (left for the reconciler)");
-            }
-        }
-        Ok(false) => {}
-        Err(e) => tracing::error!(error = %e, "removing a failed pending account"),
+
+    #[tokio::test]
+    async fn a_device_is_registered_with_its_jid() {
+        let k = Kit::new().await;
+        assert_eq!(register_device(&k).await, 0);
+        let a = k.named("lamp-1").await.unwrap();
+        assert_eq!(a.state, AccountState::Active);
+        assert_eq!(
+            k.xmpp.password_of(&a.jid_node),
+            Some(k.app.jid_pwd(&a).unwrap())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_phone_answers_a_captcha_which_expires_and_is_spent() {
+        let k = Kit::new().await;
+        let p = [
+            ("user_name", "13800000000"),
+            ("password", "password1"),
+            ("type", "1"),
+        ];
+        assert_eq!(code(&run(&k.app, &k.call(&p)).await), 5, "no captcha");
+        let c = k.human(&p).await;
+        k.clock.advance(k.app.cfg.captcha.ttl_secs as i64);
+        assert_eq!(code(&run(&k.app, &c).await), 5, "expired");
+        let c = k.human(&p).await;
+        k.clock.advance(k.app.cfg.captcha.ttl_secs as i64 - 1);
+        assert_eq!(code(&run(&k.app, &c).await), 0);
+        let mut c2 = c.clone();
+        c2.params[0].1 = "13800000001".into();
+        assert_eq!(code(&run(&k.app, &c2).await), 5, "a captcha is used once");
+    }
+
+    #[tokio::test]
+    async fn bad_parameters_signature_and_taken_names_are_refused() {
+        let k = Kit::new().await;
+        assert_eq!(code(&run(&k.app, &k.signed(&DEVICE[..3])).await), 2);
+        assert_eq!(code(&run(&k.app, &k.call(DEVICE)).await), 6, "unsigned");
+        let mut bad = k.signed(DEVICE);
+        bad.params.last_mut().unwrap().1 = "0".repeat(64);
+        assert_eq!(code(&run(&k.app, &bad).await), 6, "wrong signature");
+        assert_eq!(register_device(&k).await, 0);
+        assert_eq!(register_device(&k).await, 103);
+        assert_eq!(k.xmpp.calls(Op::Create), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_jid_leaves_nothing() {
+        let k = Kit::new().await;
+        k.xmpp.fail_once(Op::Create, Fault::Refused);
+        assert_eq!(register_device(&k).await, 101);
+        assert!(k.named("lamp-1").await.is_none());
+        // "Already exists" on the server is a refusal too.
+        k.xmpp.fail_once(Op::Create, Fault::Exists);
+        assert_eq!(register_device(&k).await, 101);
+        assert!(k.named("lamp-1").await.is_none());
+        assert_eq!(register_device(&k).await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_timeout_answers_9_and_deletes_the_jid_it_may_have_made() {
+        let k = Kit::new().await;
+        k.xmpp.fail_once(Op::Create, Fault::Timeout);
+        assert_eq!(register_device(&k).await, 9);
+        assert!(k.named("lamp-1").await.is_none());
+        assert_eq!(k.xmpp.calls(Op::Delete), 1);
+        // When the JID cannot be deleted either, the pending row stays for the reconciler.
+        k.xmpp.fail_once(Op::Create, Fault::Timeout);
+        k.xmpp.fail_once(Op::Delete, Fault::Timeout);
+        assert_eq!(register_device(&k).await, 9);
+        assert_eq!(
+            k.named("lamp-1").await.unwrap().state,
+            AccountState::Pending
+        );
+    }
+
+    #[tokio::test]
+    async fn a_link_down_fails_fast_with_101_and_writes_nothing() {
+        let k = Kit::new().await;
+        k.xmpp.set_link(LinkState::Down);
+        assert_eq!(register_device(&k).await, 101);
+        assert!(k.named("lamp-1").await.is_none());
+        assert_eq!(k.xmpp.calls(Op::Create), 0);
+    }
+
+    #[tokio::test]
+    async fn a_registration_the_reconciler_claimed_is_undone() {
+        let k = Kit::new().await;
+        k.xmpp.fail_once(Op::Create, Fault::Hang);
+        let app = &k.app;
+        let call = k.signed(DEVICE);
+        let reg = run(app, &call);
+        let rec = async {
+            k.xmpp.hung(1).await;
+            let a = k.named("lamp-1").await.unwrap();
+            assert!(crate::lifecycle::account::claim_pending(app, a.id)
+                .await
+                .unwrap());
+            k.xmpp.release();
+        };
+        let (r, ()) = tokio::join!(reg, rec);
+        assert_eq!(code(&r), 101);
+        let a = k.named("lamp-1").await.unwrap();
+        assert_eq!(a.state, AccountState::Deleting, "left to the reconciler");
+        assert!(
+            !k.xmpp.has_account(&a.jid_node),
+            "its JID was deleted again"
+        );
     }
 }

@@ -9,124 +9,149 @@
 //! Each pair goes `bound` → `unbinding` before the server is touched and its row is deleted after;
 //! an unbind the server could not finish keeps its `unbinding` row and the reconciler completes it.
 
-use std::sync::Arc;
-
-use serde_json::{json, Value};
-use xmpp::XmppError;
+use super::reply::{self, Reply};
 
 use crate::app::{App, Call};
 use crate::error::ApiError;
-use crate::store::{Account, AccountState, BindingState};
-use crate::types::user_name_list;
+use crate::lifecycle::pair;
 
-pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
+pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
     let me = app.token_owner_named(call).await?;
     let peers = match call.get("all") {
         Some("1") | Some("true") => {
             // A factory reset: the codes the device showed before it bind nobody any more.
             app.store.void_bind_tokens(me.id).await?;
-            bound_peers(app, &me).await?
+            pair::bound_peers(app, &me).await?
         }
-        None | Some("") | Some("0") | Some("false") => match peers(app, call, &me).await {
-            // With bind tokens, an unknown name answers as a name one is not bound to: the
-            // reply does not tell which names exist. `consent = "none"` keeps the seed's 104.
-            Err(ApiError::UserNotExist(_)) if app.cfg.binding.consent != "none" => {
-                return Err(ApiError::NotInRoster)
+        None | Some("") | Some("0") | Some("false") => {
+            match pair::named_peers(app, call, &me).await {
+                // With bind tokens, an unknown name answers as a name one is not bound to: the
+                // reply does not tell which names exist. `consent = "none"` keeps the seed's 104.
+                Err(ApiError::UserNotExist(_)) if app.cfg.binding.consent != "none" => {
+                    return Err(ApiError::NotInRoster)
+                }
+                r => r?,
             }
-            r => r?,
-        },
+        }
         Some(_) => return Err(ApiError::Params("all must be 1 or 0".into())),
     };
     for p in &peers {
-        match app.store.binding(me.id.min(p.id), me.id.max(p.id)).await? {
-            Some(b) if b.state == BindingState::Bound => {}
-            _ => return Err(ApiError::NotInRoster),
+        if !pair::is_bound(app, me.id, p.id).await? {
+            return Err(ApiError::NotInRoster);
         }
     }
     let mut failed = Vec::new();
     for p in &peers {
-        if let Err(e) = unbind_pair(app, &me, p).await {
+        if let Err(e) = pair::unbind(app, &me, p).await {
             tracing::warn!(peer = %p.user_name, error = %e, "unbind failed");
             failed.push((p.user_name.clone(), e));
         }
     }
-    Ok(outcome(failed))
+    Ok(reply::outcome(failed))
 }
 
-async fn unbind_pair(app: &App, me: &Account, peer: &Account) -> Result<(), ApiError> {
-    let (a, b) = (me.id.min(peer.id), me.id.max(peer.id));
-    // The record, by compare-and-set: of two concurrent unbinds of a pair one moves it to
-    // `unbinding`, the other gets 110.
-    if !app
-        .store
-        .transition_binding(
-            a,
-            b,
-            BindingState::Bound,
-            BindingState::Unbinding,
-            app.now(),
-        )
-        .await?
-    {
-        return Err(ApiError::NotInRoster);
-    }
-    let started = std::time::Instant::now();
-    let r = app.xmpp.unbind(&app.party(me)?, &app.party(peer)?).await;
-    app.metrics.xmpp_op("unbind", started.elapsed(), r.is_ok());
-    match r {
-        Ok(()) | Err(XmppError::NotBound) => {
-            app.store
-                .delete_binding_in(a, b, BindingState::Unbinding)
-                .await?;
-            Ok(())
-        }
-        // The `unbinding` row stays: the reconciler finishes the unbind.
-        Err(e) => Err(ApiError::from_roster(e)),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
 
-/// Every account bound to `me` (pairs still being bound or unbound are left to their operation).
-async fn bound_peers(app: &App, me: &Account) -> Result<Vec<Arc<Account>>, ApiError> {
-    let mut out = Vec::new();
-    for b in app.store.bindings_of(me.id).await? {
-        if b.state != BindingState::Bound {
-            continue;
-        }
-        let other = if b.a == me.id { b.b } else { b.a };
-        // A peer being cancelled is left to its cancel, which removes the pair.
-        match app.store.account_by_id(other).await? {
-            Some(a) if a.state == AccountState::Active => out.push(Arc::new(a)),
-            _ => {}
-        }
-    }
-    Ok(out)
-}
+    use super::run;
+    use crate::cmd::testkit::{code, Kit};
+    use crate::lifecycle::fake_port::{Fault, Op};
+    use crate::lifecycle::pair::{self, PairKey};
+    use crate::store::BindingState;
+    use crate::types::AccountType;
 
-/// The active accounts named in `user_name_ls` (104 for the first missing; 2 for the caller).
-pub(super) async fn peers(
-    app: &App,
-    call: &Call,
-    me: &Account,
-) -> Result<Vec<Arc<Account>>, ApiError> {
-    let names = user_name_list(call.required("user_name_ls")?, super::bind::MAX_PEERS)?;
-    let wanted: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    if wanted.contains(&me.user_name) {
-        return Err(ApiError::Params("a user cannot bind to itself".into()));
+    async fn unbind_as_d(k: &Kit, td: &str, extra: &[(&str, &str)]) -> i64 {
+        let mut params = vec![("access_token", td), ("user_name", "d")];
+        params.extend_from_slice(extra);
+        code(&run(&k.app, &k.signed(&params)).await)
     }
-    let found = app.store.accounts_by_names(&wanted).await?;
-    wanted
-        .iter()
-        .map(|n| super::bind::active(&found, n))
-        .collect()
-}
 
-/// The reply of a bind or unbind: 0, or the first failure's code with every failed name.
-pub(super) fn outcome(failed: Vec<(String, ApiError)>) -> Value {
-    match failed.first() {
-        None => json!({"result": 0}),
-        Some((_, e)) => json!({
-            "result": e.code(),
-            "failed_ls": failed.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
-        }),
+    #[tokio::test]
+    async fn unbinding_clears_both_rosters_and_the_row() {
+        let k = Kit::new().await;
+        let ((p, _), (d, td)) = k.bound_pair().await;
+        assert_eq!(
+            unbind_as_d(&k, &td, &[("user_name_ls", r#"["p"]"#)]).await,
+            0
+        );
+        assert!(!k.xmpp.is_bound(&p.jid_node, &d.jid_node));
+        assert!(pair::row(&k.app, PairKey::of(p.id, d.id))
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            unbind_as_d(&k, &td, &[("user_name_ls", r#"["p"]"#)]).await,
+            110
+        );
+    }
+
+    #[tokio::test]
+    async fn names_not_bound_or_unknown_answer_110_and_other_errors_their_code() {
+        let k = Kit::new().await;
+        let (_, (_, td)) = k.bound_pair().await;
+        k.account("p2", AccountType::Phone).await;
+        assert_eq!(
+            unbind_as_d(&k, &td, &[("user_name_ls", r#"["p2"]"#)]).await,
+            110
+        );
+        assert_eq!(
+            unbind_as_d(&k, &td, &[("user_name_ls", r#"["zz"]"#)]).await,
+            110
+        );
+        assert_eq!(unbind_as_d(&k, &td, &[("all", "maybe")]).await, 2);
+        assert_eq!(unbind_as_d(&k, &td, &[]).await, 2);
+        assert_eq!(unbind_as_d(&k, "nope", &[("all", "1")]).await, 4);
+        let c = k.signed(&[("access_token", &td), ("user_name", "p"), ("all", "1")]);
+        assert_eq!(code(&run(&k.app, &c).await), 100);
+        // The seed's 104 for an unknown name when bind tokens are off.
+        let k = Kit::with(|c| c.binding.consent = "none".into()).await;
+        let (_, (_, td)) = k.bound_pair().await;
+        assert_eq!(
+            unbind_as_d(&k, &td, &[("user_name_ls", r#"["zz"]"#)]).await,
+            104
+        );
+    }
+
+    #[tokio::test]
+    async fn all_unbinds_every_pair_and_voids_bind_tokens() {
+        let k = Kit::new().await;
+        let ((p, _), (d, td)) = k.bound_pair().await;
+        let (p2, _) = k.account("p2", AccountType::Phone).await;
+        k.bind(&d, &p2).await;
+        let t = k.bind_token("d", &td, "").await;
+        assert_eq!(unbind_as_d(&k, &td, &[("all", "1")]).await, 0);
+        assert!(!k.xmpp.is_bound(&p.jid_node, &d.jid_node));
+        assert!(!k.xmpp.is_bound(&p2.jid_node, &d.jid_node));
+        let hash = crate::auth::crypto::token_hash(&t);
+        let found = k.app.store.bind_token(hash, k.app.now()).await.unwrap();
+        assert!(found.is_none(), "voided");
+    }
+
+    #[tokio::test]
+    async fn an_unbind_the_server_did_not_finish_stays_for_the_reconciler() {
+        let k = Kit::new().await;
+        let ((p, _), (d, td)) = k.bound_pair().await;
+        k.xmpp.fail_once(Op::Unbind, Fault::Timeout);
+        let c = k.signed(&[
+            ("access_token", &td),
+            ("user_name", "d"),
+            ("user_name_ls", r#"["p"]"#),
+        ]);
+        let v = run(&k.app, &c).await.unwrap().into_json();
+        assert_eq!(v, json!({"result": 9, "failed_ls": ["p"]}));
+        let row = pair::row(&k.app, PairKey::of(p.id, d.id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.state, BindingState::Unbinding);
+        let rep = crate::lifecycle::reconcile::run(&k.app, k.app.now() + 1, &mut |_, _| {})
+            .await
+            .unwrap();
+        assert_eq!(rep.unbinds_finished, 1);
+        assert!(pair::row(&k.app, PairKey::of(p.id, d.id))
+            .await
+            .unwrap()
+            .is_none());
     }
 }

@@ -30,3 +30,45 @@ pub async fn run(app: &App) -> Result<Challenge, ApiError> {
     app.metrics.captcha_issued();
     Ok(Challenge { id, png })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::run;
+    use crate::cmd::testkit::Kit;
+
+    #[tokio::test]
+    async fn a_challenge_is_answered_once_within_its_ttl() {
+        let k = Kit::with(|c| c.captcha.fixed_answer = "abcde".into()).await;
+        let ch = run(&k.app).await.unwrap();
+        assert_eq!(ch.png[..8], *b"\x89PNG\r\n\x1a\n");
+        let answer = |id: &str| {
+            let mut c = k.call(&[("verify_code", "ABCDE")]);
+            c.captcha_id = Some(id.to_owned());
+            c
+        };
+        k.clock.advance(k.app.cfg.captcha.ttl_secs as i64 - 1);
+        assert!(k.app.check_captcha(&answer(&ch.id)).await.is_ok());
+        assert_eq!(
+            k.app
+                .check_captcha(&answer(&ch.id))
+                .await
+                .unwrap_err()
+                .code(),
+            5
+        );
+        let late = run(&k.app).await.unwrap();
+        k.clock.advance(k.app.cfg.captcha.ttl_secs as i64);
+        assert_eq!(
+            k.app
+                .check_captcha(&answer(&late.id))
+                .await
+                .unwrap_err()
+                .code(),
+            5
+        );
+        let wrong = run(&k.app).await.unwrap();
+        let mut c = k.call(&[("verify_code", "zzzzz")]);
+        c.captcha_id = Some(wrong.id);
+        assert_eq!(k.app.check_captcha(&c).await.unwrap_err().code(), 5);
+    }
+}

@@ -6,20 +6,48 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+
+use super::reply::Reply;
 
 use crate::app::{App, Call};
 use crate::auth::crypto;
+use crate::error::ApiError;
 use crate::store::Account;
 
 /// The longest token looked up; longer ones are invalid without a lookup.
 const MAX_TOKEN: usize = 128;
 
-pub async fn run(app: &App, call: &Call) -> Value {
+/// The members of a `/verify_access_token` reply; the owner's only for a valid token.
+#[derive(Serialize)]
+struct Validity<'a> {
+    validate: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jid: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
+}
+
+/// The reply for an invalid token (4), or for a lookup that failed (3).
+fn invalid(e: ApiError) -> Reply {
+    let none = Validity {
+        validate: false,
+        user_name: None,
+        jid: None,
+        kind: None,
+        expires_at: None,
+    };
+    Reply::with_code(e.code(), none)
+}
+
+pub async fn run(app: &App, call: &Call) -> Reply {
     let token = call.get("access_token").unwrap_or("");
     if token.is_empty() || token.len() > MAX_TOKEN {
-        return json!({"result": 4, "validate": false});
+        return invalid(ApiError::AccessToken);
     }
     match app
         .store
@@ -27,23 +55,22 @@ pub async fn run(app: &App, call: &Call) -> Value {
         .await
     {
         Ok(Some((a, expires_at))) => valid(app, &a, expires_at),
-        Ok(None) => json!({"result": 4, "validate": false}),
+        Ok(None) => invalid(ApiError::AccessToken),
         Err(e) => {
             tracing::error!(error = %e, "token lookup");
-            json!({"result": 3, "validate": false})
+            invalid(e.into())
         }
     }
 }
 
 /// The reply for a valid token (unsigned).
-fn valid(app: &App, a: &Account, expires_at: i64) -> Value {
-    json!({
-        "result": 0,
-        "validate": true,
-        "user_name": a.user_name,
-        "jid": app.xmpp.jid_of(&a.jid_node),
-        "type": a.kind.code(),
-        "expires_at": expires_at,
+fn valid(app: &App, a: &Account, expires_at: i64) -> Reply {
+    Reply::ok(Validity {
+        validate: true,
+        user_name: Some(&a.user_name),
+        jid: Some(app.xmpp.jid_of(&a.jid_node)),
+        kind: Some(a.kind.code()),
+        expires_at: Some(expires_at),
     })
 }
 
@@ -75,9 +102,61 @@ pub fn answer_from_memory(app: &App, json: &str, out: &mut Vec<u8>) -> bool {
         return false;
     }
     let make = |a: &Account, expires_at: i64| {
-        serde_json::to_vec(&app.sign(valid(app, a, expires_at)))
+        serde_json::to_vec(&app.sign(valid(app, a, expires_at).into_json()))
             .unwrap_or_else(|_| br#"{"result":1}"#.to_vec())
     };
     app.store
         .token_reply_cached(&crypto::token_digest(token), app.now(), &make, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{answer_from_memory, run};
+    use crate::cmd::testkit::Kit;
+    use crate::types::AccountType;
+
+    #[tokio::test]
+    async fn a_valid_token_names_its_owner_until_it_expires() {
+        let k = Kit::new().await;
+        let (d, td) = k.account("d", AccountType::Device).await;
+        let mut c = k.call(&[("access_token", &td)]);
+        c.via_tcp = true;
+        let v = run(&k.app, &c).await.into_json();
+        let ttl = k.app.cfg.security.token_ttl_secs as i64;
+        assert_eq!(
+            v,
+            json!({"result": 0, "validate": true, "user_name": "d", "type": 2,
+                   "jid": format!("{}@kit.test", d.jid_node), "expires_at": k.app.now() + ttl})
+        );
+        // The hot path answers the same bytes, signed.
+        let mut out = Vec::new();
+        let line = format!(r#"{{"access_token":"{td}"}}"#);
+        assert!(answer_from_memory(&k.app, &line, &mut out));
+        assert_eq!(out, serde_json::to_vec(&k.app.sign(v)).unwrap());
+        k.clock.advance(ttl);
+        assert_eq!(
+            run(&k.app, &c).await.into_json(),
+            json!({"result": 4, "validate": false})
+        );
+        out.clear();
+        assert!(!answer_from_memory(&k.app, &line, &mut out));
+        assert!(out.is_empty());
+    }
+
+    #[tokio::test]
+    async fn missing_long_and_unknown_tokens_are_invalid() {
+        let k = Kit::new().await;
+        let invalid = json!({"result": 4, "validate": false});
+        for t in ["", "unknown", &"x".repeat(129)] {
+            assert_eq!(
+                run(&k.app, &k.call(&[("access_token", t)]))
+                    .await
+                    .into_json(),
+                invalid
+            );
+        }
+        assert_eq!(run(&k.app, &k.call(&[])).await.into_json(), invalid);
+    }
 }

@@ -3,7 +3,7 @@
 //! | record | meaning | repair |
 //! |---|---|---|
 //! | account `pending` | JID creation may or may not have happened; the client never got 0 | claim it (`pending` → `deleting`), delete the JID (if any), delete the row |
-//! | account `deleting` | a cancel was accepted | finish it (`cmd::cancel::finish`) |
+//! | account `deleting` | a cancel was accepted | finish it (`account::finish_delete`) |
 //! | pair `binding` | a bind was interrupted; the client never got 0 | claim it (`binding` → `unbinding`), unbind both sides, delete the row |
 //! | pair `unbinding` | an unbind was interrupted | unbind both sides, delete the row |
 //!
@@ -20,10 +20,9 @@
 //! request finished first and the record is skipped, or the reconciler claimed it and the request
 //! undoes its own remote step and does not answer 0.
 
-use xmpp::XmppError;
-
 use crate::app::App;
 use crate::error::ApiError;
+use crate::lifecycle::{account, pair};
 use crate::store::{AccountState, Binding, BindingState};
 
 /// What one run did.
@@ -92,21 +91,17 @@ pub async fn run(
     };
     for b in bindings {
         let what = format!("pair {}-{} ({})", b.a, b.b, b.state.as_str());
-        let r = pair(app, &b, &mut rep).await;
+        let r = repair_pair(app, &b, &mut rep).await;
         tally(&mut rep, &what, r, progress);
     }
     for a in accounts {
         let what = format!("account {} ({})", a.user_name, a.state.as_str());
         let r = async {
-            if app.xmpp.config().accounts == xmpp::AccountsMode::Component
-                && app.xmpp.link_state() != xmpp::LinkState::Up
-            {
-                // Fail fast instead of waiting on every record.
-                return Err(ApiError::NewJidFail("component link down".into()));
-            }
+            // Fail fast instead of waiting on every record.
+            account::link_up(app)?;
             match a.state {
                 AccountState::Deleting => {
-                    let f = crate::cmd::cancel::finish(app, &a).await?;
+                    let f = account::finish_delete(app, &a).await?;
                     rep.cancels_finished += 1;
                     Ok(Outcome::Repaired(format!(
                         "cancel finished ({} pairs unbound, JID {})",
@@ -119,19 +114,10 @@ pub async fn run(
                     )))
                 }
                 AccountState::Pending => {
-                    if !app
-                        .store
-                        .transition_account(
-                            a.id,
-                            AccountState::Pending,
-                            AccountState::Deleting,
-                            app.now(),
-                        )
-                        .await?
-                    {
+                    if !account::claim_pending(app, a.id).await? {
                         return Ok(Outcome::Skipped);
                     }
-                    let f = crate::cmd::cancel::finish(app, &a).await?;
+                    let f = account::finish_delete(app, &a).await?;
                     rep.pending_removed += 1;
                     if f.jid_deleted {
                         rep.orphan_jids_deleted += 1;
@@ -153,34 +139,11 @@ pub async fn run(
 }
 
 /// Undo an interrupted bind, or finish an interrupted unbind: both end unbound on both sides.
-async fn pair(app: &App, b: &Binding, rep: &mut Report) -> Result<Outcome, ApiError> {
-    if b.state == BindingState::Binding
-        && !app
-            .store
-            .transition_binding(
-                b.a,
-                b.b,
-                BindingState::Binding,
-                BindingState::Unbinding,
-                app.now(),
-            )
-            .await?
-    {
+async fn repair_pair(app: &App, b: &Binding, rep: &mut Report) -> Result<Outcome, ApiError> {
+    if !pair::repair(app, b).await? {
         // The bind finished (or was rolled back) meanwhile.
         return Ok(Outcome::Skipped);
     }
-    let x = app.store.account_by_id(b.a).await?;
-    let y = app.store.account_by_id(b.b).await?;
-    // (A deleted account takes its pair rows with it, so both are normally there.)
-    if let (Some(x), Some(y)) = (x, y) {
-        match app.xmpp.unbind(&app.party(&x)?, &app.party(&y)?).await {
-            Ok(()) | Err(XmppError::NotBound) => {}
-            Err(e) => return Err(ApiError::from_roster(e)),
-        }
-    }
-    app.store
-        .delete_binding_in(b.a, b.b, BindingState::Unbinding)
-        .await?;
     Ok(Outcome::Repaired(if b.state == BindingState::Binding {
         rep.binds_rolled_back += 1;
         "bind rolled back (unbound on both sides)".into()
@@ -213,4 +176,102 @@ fn tally(
         }
     };
     progress(rep, &line);
+}
+
+#[cfg(test)]
+mod tests {
+    use xmpp::LinkState;
+
+    use super::{run, Report};
+    use crate::cmd::testkit::Kit;
+    use crate::lifecycle::fake_port::{Fault, Op};
+    use crate::lifecycle::pair::{self, PairKey};
+    use crate::store::{AccountState, BindingState};
+    use crate::types::AccountType;
+
+    async fn reconcile(k: &Kit) -> Report {
+        run(&k.app, k.app.now() + 1, &mut |_, _| {}).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn interrupted_registrations_and_cancels_are_finished() {
+        let k = Kit::new().await;
+        let (orphan, _) = k.account("orphan", AccountType::Device).await;
+        let (gone, _) = k.account("gone", AccountType::Device).await;
+        let (p, _) = k.account("p", AccountType::Phone).await;
+        k.bind(&gone, &p).await;
+        // A registration that made its JID but never got to `active`; a cancel that stopped
+        // after its first step.
+        let store = &k.app.store;
+        let now = k.app.now();
+        store
+            .set_account_state(orphan.id, AccountState::Pending, now)
+            .await
+            .unwrap();
+        assert!(store.begin_cancel(gone.id, now).await.unwrap());
+        let rep = reconcile(&k).await;
+        assert_eq!((rep.found, rep.repaired, rep.failed), (2, 2, 0));
+        assert_eq!((rep.pending_removed, rep.orphan_jids_deleted), (1, 1));
+        assert_eq!(rep.cancels_finished, 1);
+        assert!(k.named("orphan").await.is_none() && k.named("gone").await.is_none());
+        assert!(!k.xmpp.has_account(&orphan.jid_node) && !k.xmpp.has_account(&gone.jid_node));
+        assert!(!k.xmpp.is_bound(&gone.jid_node, &p.jid_node));
+        assert_eq!(reconcile(&k).await.found, 0);
+    }
+
+    #[tokio::test]
+    async fn with_the_link_down_account_records_are_left_for_the_next_run() {
+        let k = Kit::new().await;
+        let (a, _) = k.account("a", AccountType::Device).await;
+        let now = k.app.now();
+        k.app.store.begin_cancel(a.id, now).await.unwrap();
+        k.xmpp.set_link(LinkState::Down);
+        let rep = reconcile(&k).await;
+        assert_eq!((rep.found, rep.failed), (1, 1));
+        assert_eq!(k.xmpp.calls(Op::Delete), 0, "failed fast");
+        k.xmpp.set_link(LinkState::Up);
+        assert_eq!(reconcile(&k).await.repaired, 1);
+    }
+
+    #[tokio::test]
+    async fn interrupted_binds_are_rolled_back_on_both_sides() {
+        let k = Kit::new().await;
+        let ((p, _), (d, _)) = k.bound_pair().await;
+        let key = PairKey::of(p.id, d.id);
+        let now = k.app.now();
+        k.app
+            .store
+            .set_binding_state(key.a, key.b, BindingState::Binding, now)
+            .await
+            .unwrap();
+        k.xmpp.fail_once(Op::Unbind, Fault::Timeout);
+        let rep = reconcile(&k).await;
+        assert_eq!(rep.failed, 1, "the server did not answer");
+        let row = pair::row(&k.app, key).await.unwrap().unwrap();
+        assert_eq!(
+            row.state,
+            BindingState::Unbinding,
+            "claimed, left for the next run"
+        );
+        let rep = reconcile(&k).await;
+        assert_eq!(rep.unbinds_finished, 1);
+        assert!(pair::row(&k.app, key).await.unwrap().is_none());
+        assert!(!k.xmpp.is_bound(&p.jid_node, &d.jid_node));
+    }
+
+    #[tokio::test]
+    async fn the_reconcilers_xmpp_steps_are_counted_like_the_requests() {
+        let k = Kit::new().await;
+        let (a, _) = k.account("a", AccountType::Device).await;
+        let now = k.app.now();
+        k.app.store.begin_cancel(a.id, now).await.unwrap();
+        reconcile(&k).await;
+        let m = k.app.metrics.render(true, 1, 0);
+        for needle in [
+            "register_xmpp_operations_total{op=\"create_account\",ok=\"true\"} 1",
+            "register_xmpp_operations_total{op=\"delete_account\",ok=\"true\"} 1",
+        ] {
+            assert!(m.contains(needle), "missing {needle} in\n{m}");
+        }
+    }
 }

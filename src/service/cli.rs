@@ -9,7 +9,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::service::config::Config;
-use crate::store::AccountState;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -332,13 +331,7 @@ pub(crate) async fn delete_account(app: &App, name: &str) -> Result<(), String> 
         .await
         .map_err(|e| e.to_string())?
         .ok_or("no such user")?;
-    if a.state != AccountState::Deleting {
-        app.store
-            .begin_cancel(a.id, app.now())
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    crate::cmd::cancel::finish(app, &a)
+    crate::lifecycle::account::delete(app, &a)
         .await
         .map_err(|e| format!("{e} (left for the reconciler)"))?;
     Ok(())

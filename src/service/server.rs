@@ -15,7 +15,9 @@ use crate::app::App;
 use crate::auth::passwords::Hasher;
 use crate::auth::ratelimit::RateLimiter;
 use crate::clock::SystemClock;
+use crate::lifecycle::port::Metered;
 use crate::service::config::{parse_nets, Config};
+use crate::service::metrics::Metrics;
 use crate::service::secrets::{self, Secrets};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
@@ -112,7 +114,11 @@ pub async fn build_app(cfg: Config, shutdown: CancellationToken) -> Result<Arc<A
     }
     let store = open_store(&cfg).await?;
     let xcfg = xmpp_config(&cfg)?;
-    let xmpp = xmpp::Xmpp::start(xcfg, shutdown);
+    let metrics = Arc::new(Metrics::default());
+    let xmpp = Arc::new(Metered::new(
+        Arc::new(xmpp::Xmpp::start(xcfg, shutdown)),
+        metrics.clone(),
+    ));
     let clock = Arc::new(SystemClock);
     Ok(Arc::new(App {
         hasher: Hasher::bounded(cfg.security.hash_concurrency, cfg.security.hash_queue),
@@ -121,7 +127,7 @@ pub async fn build_app(cfg: Config, shutdown: CancellationToken) -> Result<Arc<A
         xmpp,
         secrets,
         clock,
-        metrics: Default::default(),
+        metrics,
         cfg,
     }))
 }

@@ -1,0 +1,225 @@
+//! The commands' test kit: one constructor for an [`App`] on a temporary SQLite store (behind the
+//! token cache, as the service runs it), a [`ManualClock`] and the in-memory XMPP server
+//! ([`FakeXmpp`], behind the same metering as the real client), with the small helpers every
+//! command test needs: calls signed or with a captcha answered, accounts with a JID and a token,
+//! result codes. No XMPP server and no network are needed.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use crate::app::{App, Call};
+use crate::auth::crypto;
+use crate::auth::passwords::Hasher;
+use crate::auth::ratelimit::RateLimiter;
+use crate::clock::ManualClock;
+use crate::cmd::reply::Reply;
+use crate::error::ApiError;
+use crate::lifecycle::account;
+use crate::lifecycle::fake_port::FakeXmpp;
+use crate::lifecycle::port::Metered;
+use crate::service::config::Config;
+use crate::service::metrics::Metrics;
+use crate::service::secrets::Secrets;
+use crate::store::{Account, NewAccount};
+use crate::types::{AccountType, UserName};
+
+/// The key devices sign their requests with in the kit.
+pub const APP_KEY: &[u8] = b"kit-app-key-for-param-sign";
+/// Where the manual clock starts.
+pub const START: i64 = 1_700_000_000;
+/// The password of every account [`Kit::account`] makes.
+pub const PASSWORD: &str = "password1";
+
+pub struct Kit {
+    pub app: App,
+    pub clock: ManualClock,
+    pub xmpp: Arc<FakeXmpp>,
+    _dir: tempfile::TempDir,
+}
+
+impl Kit {
+    /// The default configuration.
+    pub async fn new() -> Kit {
+        Kit::with(|_| {}).await
+    }
+
+    /// The default configuration, changed by `tune` first.
+    pub async fn with(tune: impl FnOnce(&mut Config)) -> Kit {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut cfg = Config {
+            data_dir: dir.path().join("data"),
+            ..Default::default()
+        };
+        cfg.xmpp.domain = "kit.test".into();
+        tune(&mut cfg);
+        std::fs::create_dir_all(&cfg.data_dir).expect("data_dir");
+        let store = crate::service::server::open_store(&cfg)
+            .await
+            .expect("a SQLite store");
+        let clock = ManualClock::new(START);
+        let xmpp = Arc::new(FakeXmpp::new(&cfg.xmpp.domain));
+        let metrics = Arc::new(Metrics::default());
+        let app = App {
+            hasher: Hasher::bounded(cfg.security.hash_concurrency, cfg.security.hash_queue),
+            limiter: RateLimiter::new(&cfg.security, Arc::new(clock.clone())),
+            store,
+            xmpp: Arc::new(Metered::new(xmpp.clone(), metrics.clone())),
+            secrets: Secrets {
+                sign_key: b"kit-sign-key".to_vec(),
+                app_keys: vec![APP_KEY.to_vec()],
+                encryption_key: [7; 32],
+                generated: vec![],
+            },
+            clock: Arc::new(clock.clone()),
+            metrics,
+            cfg,
+        };
+        Kit {
+            app,
+            clock,
+            xmpp,
+            _dir: dir,
+        }
+    }
+
+    /// A call with these parameters, unsigned, from 127.0.0.1 over HTTPS.
+    pub fn call(&self, params: &[(&str, &str)]) -> Call {
+        Call {
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            captcha_id: None,
+            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            via_tcp: false,
+        }
+    }
+
+    /// A call signed with `param_sign`, as a device sends it.
+    pub fn signed(&self, params: &[(&str, &str)]) -> Call {
+        let mut c = self.call(params);
+        let sign = crypto::param_sign(APP_KEY, &c.params);
+        c.params.push(("param_sign".into(), sign));
+        c
+    }
+
+    /// A call carrying the answer of a fresh captcha, as a phone sends it.
+    pub async fn human(&self, params: &[(&str, &str)]) -> Call {
+        let (id, answer) = self.captcha().await;
+        let mut c = self.call(params);
+        c.params.push(("verify_code".into(), answer));
+        c.captcha_id = Some(id);
+        c
+    }
+
+    /// [`human`](Self::human), signed too (`/login` wants both from a phone).
+    pub async fn human_signed(&self, params: &[(&str, &str)]) -> Call {
+        let mut c = self.human(params).await;
+        let sign = crypto::param_sign(APP_KEY, &c.params);
+        c.params.push(("param_sign".into(), sign));
+        c
+    }
+
+    /// A captcha challenge in the store (id, answer), living `captcha.ttl_secs`.
+    pub async fn captcha(&self) -> (String, String) {
+        let id = crypto::new_token();
+        let expires = self.app.now() + self.app.cfg.captcha.ttl_secs as i64;
+        self.app
+            .store
+            .insert_captcha(id.clone(), "kit7q".into(), expires)
+            .await
+            .unwrap();
+        (id, "kit7q".into())
+    }
+
+    /// An active account with its JID on the fake server (password [`PASSWORD`]), made through
+    /// the account lifecycle, and a fresh access token of it.
+    pub async fn account(&self, name: &str, kind: AccountType) -> (Account, String) {
+        let app = &self.app;
+        let node = account::new_jid_node();
+        let jid_pwd = account::new_jid_password();
+        let hash = app.hasher.hash(PASSWORD.into()).await.unwrap();
+        let id = account::reserve(
+            app,
+            NewAccount {
+                user_name: name.into(),
+                kind,
+                device_type: (kind == AccountType::Device).then(|| "lamp".into()),
+                des: String::new(),
+                password_hash: hash,
+                jid_node: node.clone(),
+                jid_pwd: crypto::seal(&app.secrets.encryption_key, &node, &jid_pwd),
+            },
+        )
+        .await
+        .unwrap();
+        let user = UserName::parse(name).unwrap();
+        let reserved = account::Reserved {
+            id,
+            name: &user,
+            node: &node,
+            jid_pwd: &jid_pwd,
+        };
+        account::create_jid(app, &reserved).await.unwrap();
+        (self.named(name).await.unwrap(), self.token(id).await)
+    }
+
+    /// A phone `p` and a device `d`, with a token each.
+    pub async fn phone_and_device(&self) -> ((Account, String), (Account, String)) {
+        let p = self.account("p", AccountType::Phone).await;
+        let d = self.account("d", AccountType::Device).await;
+        (p, d)
+    }
+
+    /// [`phone_and_device`](Self::phone_and_device), bound to each other.
+    pub async fn bound_pair(&self) -> ((Account, String), (Account, String)) {
+        let (p, d) = self.phone_and_device().await;
+        self.bind(&p.0, &d.0).await;
+        (p, d)
+    }
+
+    /// A new access token of account `id`, living `security.token_ttl_secs`.
+    pub async fn token(&self, id: i64) -> String {
+        let token = crypto::new_token();
+        let now = self.app.now();
+        let ttl = self.app.cfg.security.token_ttl_secs as i64;
+        self.app
+            .store
+            .insert_token(crypto::token_hash(&token), id, now + ttl, now)
+            .await
+            .unwrap();
+        token
+    }
+
+    /// Binds two accounts through the pair lifecycle.
+    pub async fn bind(&self, x: &Account, y: &Account) {
+        crate::lifecycle::pair::bind(&self.app, x, y).await.unwrap();
+    }
+
+    /// A bind token issued by `name` (holding `access`) through `/get_bind_token`.
+    pub async fn bind_token(&self, name: &str, access: &str, format: &str) -> String {
+        let c = self.signed(&[
+            ("access_token", access),
+            ("user_name", name),
+            ("format", format),
+        ]);
+        let v = crate::cmd::get_bind_token::run(&self.app, &c)
+            .await
+            .unwrap()
+            .into_json();
+        v["bind_token"].as_str().unwrap().to_owned()
+    }
+
+    /// The account named `name`, if it exists (in any state).
+    pub async fn named(&self, name: &str) -> Option<Account> {
+        self.app.store.account_by_name(name).await.unwrap()
+    }
+}
+
+/// The `result` code of a command's outcome.
+pub fn code(r: &Result<Reply, ApiError>) -> i64 {
+    match r {
+        Ok(v) => v.code(),
+        Err(e) => e.code(),
+    }
+}
