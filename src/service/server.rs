@@ -167,7 +167,7 @@ impl Server {
         );
         tasks.spawn(async move { ("http", http_api::serve(http_l, http_cfg, a, s, drain).await) });
         let (a, s) = (
-            Arc::new(crate::adapters::tcp::LineApi(app.clone())),
+            Arc::new(crate::adapters::tcp::LineApi::new(app.clone())),
             shutdown.clone(),
         );
         tasks.spawn(async move { ("tcp", tcp_api::serve(tcp_l, tcp_cfg, a, s).await) });

@@ -52,6 +52,8 @@ pub struct PgStore {
     pool: Pool,
     /// The connection holding the reconciler's advisory lock, while this instance holds it.
     reconciler: tokio::sync::Mutex<Option<Object>>,
+    /// Account changes (see [`super::changes`]).
+    feed: Arc<ChangeFeed>,
 }
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -99,6 +101,7 @@ impl PgStore {
         let s = PgStore {
             pool,
             reconciler: tokio::sync::Mutex::new(None),
+            feed: ChangeFeed::new(false),
         };
         s.migrate().await?;
         Ok(s)
@@ -224,13 +227,33 @@ fn binding(r: &Row) -> StoreResult<Binding> {
 }
 
 #[async_trait::async_trait]
-impl Store for PgStore {
+impl Maintenance for PgStore {
+    fn change_feed(&self) -> Arc<ChangeFeed> {
+        self.feed.clone()
+    }
     async fn ping(&self) -> StoreResult<()> {
         let c = self.conn().await?;
         c.query_one("SELECT 1", &[]).await?;
         Ok(())
     }
+    async fn prune(&self, now: i64) -> StoreResult<()> {
+        self.exec("DELETE FROM captchas WHERE expires_at <= $1", &[&now])
+            .await?;
+        self.exec("DELETE FROM tokens WHERE expires_at <= $1", &[&now])
+            .await?;
+        self.exec(
+            "DELETE FROM login_failures WHERE updated_at <= $1::BIGINT - 86400 AND locked_until <= $1",
+            &[&now],
+        )
+        .await?;
+        self.exec("DELETE FROM bind_tokens WHERE expires_at <= $1", &[&now])
+            .await?;
+        Ok(())
+    }
+}
 
+#[async_trait::async_trait]
+impl AccountStore for PgStore {
     async fn insert_pending_account(&self, n: NewAccount, now: i64) -> StoreResult<i64> {
         let c = self.conn().await?;
         let st = c
@@ -258,7 +281,6 @@ impl Store for PgStore {
             .await?;
         Ok(row.try_get(0)?)
     }
-
     async fn set_account_state(&self, id: i64, state: AccountState, now: i64) -> StoreResult<()> {
         self.exec(
             "UPDATE accounts SET state = $2, updated_at = $3 WHERE id = $1",
@@ -267,7 +289,6 @@ impl Store for PgStore {
         .await?;
         Ok(())
     }
-
     async fn transition_account(
         &self,
         id: i64,
@@ -283,20 +304,17 @@ impl Store for PgStore {
             .await?;
         Ok(n == 1)
     }
-
     async fn delete_account(&self, id: i64) -> StoreResult<()> {
         self.exec("DELETE FROM accounts WHERE id = $1", &[&id])
             .await?;
         Ok(())
     }
-
     async fn account_by_name(&self, name: &str) -> StoreResult<Option<Account>> {
         Ok(self
             .accounts_where("user_name", &[name.to_owned()])
             .await?
             .pop())
     }
-
     async fn account_by_id(&self, id: i64) -> StoreResult<Option<Account>> {
         let c = self.conn().await?;
         let st = c
@@ -310,16 +328,9 @@ impl Store for PgStore {
             .map(account)
             .transpose()
     }
-
-    async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Arc<Account>>> {
-        let found = self.accounts_where("user_name", names).await?;
-        Ok(found.into_iter().map(Arc::new).collect())
-    }
-
     async fn accounts_by_nodes(&self, nodes: &[String]) -> StoreResult<Vec<Account>> {
         self.accounts_where("jid_node", nodes).await
     }
-
     async fn list_accounts(&self, after_id: i64, limit: u32) -> StoreResult<Vec<Account>> {
         let c = self.conn().await?;
         let st = c
@@ -333,7 +344,46 @@ impl Store for PgStore {
             .map(account)
             .collect()
     }
+    async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<bool> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let up = tx
+            .prepare_cached(
+                "UPDATE accounts SET state = 'deleting', updated_at = $2 \
+                 WHERE id = $1 AND state <> 'deleting'",
+            )
+            .await?;
+        let n = tx.execute(&up, &[&id, &now]).await?;
+        let del = tx
+            .prepare_cached("DELETE FROM tokens WHERE account_id = $1")
+            .await?;
+        tx.execute(&del, &[&id]).await?;
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+    async fn set_password(&self, id: i64, password_hash: String, now: i64) -> StoreResult<bool> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let up = tx
+            .prepare_cached(
+                "UPDATE accounts SET password_hash = $2, updated_at = $3 \
+                 WHERE id = $1 AND state = 'active'",
+            )
+            .await?;
+        let n = tx.execute(&up, &[&id, &password_hash, &now]).await?;
+        if n == 1 {
+            let del = tx
+                .prepare_cached("DELETE FROM tokens WHERE account_id = $1")
+                .await?;
+            tx.execute(&del, &[&id]).await?;
+        }
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+}
 
+#[async_trait::async_trait]
+impl LoginStore for PgStore {
     async fn claim_login_attempt(
         &self,
         id: i64,
@@ -391,7 +441,6 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(true)
     }
-
     async fn locked_networks(&self, id: i64, now: i64) -> StoreResult<Vec<(String, i64)>> {
         let c = self.conn().await?;
         let st = c
@@ -406,7 +455,6 @@ impl Store for PgStore {
             .map(|r| (r.get(0), r.get(1)))
             .collect())
     }
-
     async fn reset_login_failures(&self, id: i64, network: String) -> StoreResult<()> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
@@ -424,25 +472,10 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(())
     }
+}
 
-    async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<bool> {
-        let mut c = self.conn().await?;
-        let tx = c.transaction().await?;
-        let up = tx
-            .prepare_cached(
-                "UPDATE accounts SET state = 'deleting', updated_at = $2 \
-                 WHERE id = $1 AND state <> 'deleting'",
-            )
-            .await?;
-        let n = tx.execute(&up, &[&id, &now]).await?;
-        let del = tx
-            .prepare_cached("DELETE FROM tokens WHERE account_id = $1")
-            .await?;
-        tx.execute(&del, &[&id]).await?;
-        tx.commit().await?;
-        Ok(n == 1)
-    }
-
+#[async_trait::async_trait]
+impl TokenStore for PgStore {
     async fn revoke_token(&self, id: i64, hash: Vec<u8>) -> StoreResult<bool> {
         let n = self
             .exec(
@@ -452,32 +485,10 @@ impl Store for PgStore {
             .await?;
         Ok(n == 1)
     }
-
     async fn revoke_tokens(&self, id: i64) -> StoreResult<u64> {
         self.exec("DELETE FROM tokens WHERE account_id = $1", &[&id])
             .await
     }
-
-    async fn set_password(&self, id: i64, password_hash: String, now: i64) -> StoreResult<bool> {
-        let mut c = self.conn().await?;
-        let tx = c.transaction().await?;
-        let up = tx
-            .prepare_cached(
-                "UPDATE accounts SET password_hash = $2, updated_at = $3 \
-                 WHERE id = $1 AND state = 'active'",
-            )
-            .await?;
-        let n = tx.execute(&up, &[&id, &password_hash, &now]).await?;
-        if n == 1 {
-            let del = tx
-                .prepare_cached("DELETE FROM tokens WHERE account_id = $1")
-                .await?;
-            tx.execute(&del, &[&id]).await?;
-        }
-        tx.commit().await?;
-        Ok(n == 1)
-    }
-
     async fn trim_tokens(&self, id: i64, newest: Vec<u8>, keep: u32) -> StoreResult<u64> {
         let keep = i64::from(keep.saturating_sub(1));
         self.exec(
@@ -488,7 +499,6 @@ impl Store for PgStore {
         )
         .await
     }
-
     async fn insert_token(
         &self,
         hash: Vec<u8>,
@@ -503,7 +513,14 @@ impl Store for PgStore {
         .await?;
         Ok(())
     }
+}
 
+#[async_trait::async_trait]
+impl Lookups for PgStore {
+    async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Arc<Account>>> {
+        let found = self.accounts_where("user_name", names).await?;
+        Ok(found.into_iter().map(Arc::new).collect())
+    }
     async fn token_account(
         &self,
         hash: Vec<u8>,
@@ -526,42 +543,10 @@ impl Store for PgStore {
             None => Ok(None),
         }
     }
+}
 
-    async fn insert_captcha(&self, id: String, answer: String, expires_at: i64) -> StoreResult<()> {
-        self.exec(
-            "INSERT INTO captchas (id, answer, expires_at) VALUES ($1, $2, $3)",
-            &[&id, &answer, &expires_at],
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn take_captcha(&self, id: String) -> StoreResult<Option<(String, i64)>> {
-        let c = self.conn().await?;
-        let st = c
-            .prepare_cached("DELETE FROM captchas WHERE id = $1 RETURNING answer, expires_at")
-            .await?;
-        match c.query_opt(&st, &[&id]).await? {
-            Some(r) => Ok(Some((r.try_get(0)?, r.try_get(1)?))),
-            None => Ok(None),
-        }
-    }
-
-    async fn prune(&self, now: i64) -> StoreResult<()> {
-        self.exec("DELETE FROM captchas WHERE expires_at <= $1", &[&now])
-            .await?;
-        self.exec("DELETE FROM tokens WHERE expires_at <= $1", &[&now])
-            .await?;
-        self.exec(
-            "DELETE FROM login_failures WHERE updated_at <= $1::BIGINT - 86400 AND locked_until <= $1",
-            &[&now],
-        )
-        .await?;
-        self.exec("DELETE FROM bind_tokens WHERE expires_at <= $1", &[&now])
-            .await?;
-        Ok(())
-    }
-
+#[async_trait::async_trait]
+impl PairStore for PgStore {
     async fn insert_binding(
         &self,
         a: i64,
@@ -592,7 +577,6 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(())
     }
-
     async fn set_binding_state(
         &self,
         a: i64,
@@ -607,13 +591,11 @@ impl Store for PgStore {
         .await?;
         Ok(())
     }
-
     async fn delete_binding(&self, a: i64, b: i64) -> StoreResult<()> {
         self.exec("DELETE FROM bindings WHERE a = $1 AND b = $2", &[&a, &b])
             .await?;
         Ok(())
     }
-
     async fn transition_binding(
         &self,
         a: i64,
@@ -631,7 +613,6 @@ impl Store for PgStore {
             .await?;
         Ok(n == 1)
     }
-
     async fn delete_binding_in(&self, a: i64, b: i64, state: BindingState) -> StoreResult<bool> {
         let n = self
             .exec(
@@ -641,7 +622,6 @@ impl Store for PgStore {
             .await?;
         Ok(n == 1)
     }
-
     async fn binding(&self, a: i64, b: i64) -> StoreResult<Option<Binding>> {
         let c = self.conn().await?;
         let st = c
@@ -653,7 +633,6 @@ impl Store for PgStore {
             .map(binding)
             .transpose()
     }
-
     async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>> {
         let c = self.conn().await?;
         let st = c
@@ -664,71 +643,6 @@ impl Store for PgStore {
             .await?;
         c.query(&st, &[&id]).await?.iter().map(binding).collect()
     }
-
-    async fn unfinished(&self, before: i64) -> StoreResult<(Vec<Account>, Vec<Binding>)> {
-        let c = self.conn().await?;
-        let st = c
-            .prepare_cached(&format!(
-                "SELECT {ACCOUNT_COLS} FROM accounts \
-                 WHERE state <> 'active' AND updated_at < $1 ORDER BY id"
-            ))
-            .await?;
-        let accounts = c
-            .query(&st, &[&before])
-            .await?
-            .iter()
-            .map(account)
-            .collect::<StoreResult<Vec<_>>>()?;
-        let st = c
-            .prepare_cached(
-                "SELECT a, b, state, updated_at FROM bindings \
-                 WHERE state <> 'bound' AND updated_at < $1",
-            )
-            .await?;
-        let bindings = c
-            .query(&st, &[&before])
-            .await?
-            .iter()
-            .map(binding)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok((accounts, bindings))
-    }
-
-    async fn insert_bind_token(
-        &self,
-        hash: Vec<u8>,
-        issuer: i64,
-        device: Option<i64>,
-        expires_at: i64,
-        now: i64,
-        keep: u32,
-    ) -> StoreResult<()> {
-        let mut c = self.conn().await?;
-        let tx = c.transaction().await?;
-        // The issuer's row locked: two tokens issued at once by one account void in turn.
-        let lock = tx
-            .prepare_cached("SELECT id FROM accounts WHERE id = $1 FOR UPDATE")
-            .await?;
-        tx.query(&lock, &[&issuer]).await?;
-        let ins = tx
-            .prepare_cached(
-                "INSERT INTO bind_tokens (hash, issuer, device, expires_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .await?;
-        tx.execute(&ins, &[&hash, &issuer, &device, &expires_at, &now])
-            .await?;
-        let void = tx
-            .prepare_cached(
-                "DELETE FROM bind_tokens WHERE issuer = $1 AND id NOT IN \
-                 (SELECT id FROM bind_tokens WHERE issuer = $1 ORDER BY id DESC LIMIT $2)",
-            )
-            .await?;
-        tx.execute(&void, &[&issuer, &(keep as i64)]).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     async fn insert_binding_capped(
         &self,
         a: i64,
@@ -770,7 +684,44 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(true)
     }
+}
 
+#[async_trait::async_trait]
+impl BindTokenStore for PgStore {
+    async fn insert_bind_token(
+        &self,
+        hash: Vec<u8>,
+        issuer: i64,
+        device: Option<i64>,
+        expires_at: i64,
+        now: i64,
+        keep: u32,
+    ) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        // The issuer's row locked: two tokens issued at once by one account void in turn.
+        let lock = tx
+            .prepare_cached("SELECT id FROM accounts WHERE id = $1 FOR UPDATE")
+            .await?;
+        tx.query(&lock, &[&issuer]).await?;
+        let ins = tx
+            .prepare_cached(
+                "INSERT INTO bind_tokens (hash, issuer, device, expires_at, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .await?;
+        tx.execute(&ins, &[&hash, &issuer, &device, &expires_at, &now])
+            .await?;
+        let void = tx
+            .prepare_cached(
+                "DELETE FROM bind_tokens WHERE issuer = $1 AND id NOT IN \
+                 (SELECT id FROM bind_tokens WHERE issuer = $1 ORDER BY id DESC LIMIT $2)",
+            )
+            .await?;
+        tx.execute(&void, &[&issuer, &(keep as i64)]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
     async fn bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>> {
         let c = self.conn().await?;
         let st = c
@@ -785,7 +736,6 @@ impl Store for PgStore {
             .map(bind_token)
             .transpose()
     }
-
     async fn take_bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>> {
         let c = self.conn().await?;
         let st = c
@@ -800,7 +750,6 @@ impl Store for PgStore {
             .map(bind_token)
             .transpose()
     }
-
     async fn bind_failures(&self, account: i64, since: i64) -> StoreResult<u32> {
         let c = self.conn().await?;
         let st = c
@@ -809,7 +758,6 @@ impl Store for PgStore {
         let n: i64 = c.query_one(&st, &[&account, &since]).await?.try_get(0)?;
         Ok(n.max(0) as u32)
     }
-
     async fn record_bind_failure(&self, account: i64, now: i64, since: i64) -> StoreResult<u32> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
@@ -828,7 +776,6 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(n.max(0) as u32)
     }
-
     async fn void_bind_tokens(&self, account: i64) -> StoreResult<u64> {
         self.exec(
             "DELETE FROM bind_tokens WHERE issuer = $1 OR device = $1",
@@ -836,7 +783,6 @@ impl Store for PgStore {
         )
         .await
     }
-
     async fn forget_bind_failure(&self, account: i64, at: i64) -> StoreResult<()> {
         self.exec(
             "DELETE FROM bind_failures WHERE ctid IN \
@@ -846,7 +792,60 @@ impl Store for PgStore {
         .await?;
         Ok(())
     }
+}
 
+#[async_trait::async_trait]
+impl CaptchaStore for PgStore {
+    async fn insert_captcha(&self, id: String, answer: String, expires_at: i64) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO captchas (id, answer, expires_at) VALUES ($1, $2, $3)",
+            &[&id, &answer, &expires_at],
+        )
+        .await?;
+        Ok(())
+    }
+    async fn take_captcha(&self, id: String) -> StoreResult<Option<(String, i64)>> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached("DELETE FROM captchas WHERE id = $1 RETURNING answer, expires_at")
+            .await?;
+        match c.query_opt(&st, &[&id]).await? {
+            Some(r) => Ok(Some((r.try_get(0)?, r.try_get(1)?))),
+            None => Ok(None),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ReconcileStore for PgStore {
+    async fn unfinished(&self, before: i64) -> StoreResult<(Vec<Account>, Vec<Binding>)> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts \
+                 WHERE state <> 'active' AND updated_at < $1 ORDER BY id"
+            ))
+            .await?;
+        let accounts = c
+            .query(&st, &[&before])
+            .await?
+            .iter()
+            .map(account)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let st = c
+            .prepare_cached(
+                "SELECT a, b, state, updated_at FROM bindings \
+                 WHERE state <> 'bound' AND updated_at < $1",
+            )
+            .await?;
+        let bindings = c
+            .query(&st, &[&before])
+            .await?
+            .iter()
+            .map(binding)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok((accounts, bindings))
+    }
     async fn try_lock_reconciler(&self) -> StoreResult<bool> {
         let mut held = self.reconciler.lock().await;
         if held.is_some() {
@@ -863,7 +862,6 @@ impl Store for PgStore {
         }
         Ok(got)
     }
-
     async fn unlock_reconciler(&self) -> StoreResult<()> {
         let Some(c) = self.reconciler.lock().await.take() else {
             return Ok(());
