@@ -85,7 +85,6 @@ async fn contract(s: &dyn Store, reports_changes: bool) {
     s.unlock_reconciler().await.unwrap();
 }
 
-#[allow(dead_code)]
 /// Waits (up to 5 s; the feed of a PostgreSQL store starts with its listener) until `s`'s
 /// change feed is live.
 async fn live(s: &dyn Store) {
@@ -119,12 +118,24 @@ async fn postgresql_keeps_the_contract() {
         return;
     };
     let pg = PgStore::connect(&db.url, 4).await.unwrap();
-    contract(&pg, false).await;
+    live(&pg).await;
+    contract(&pg, true).await;
     assert_eq!(
         pg.schema_version().await.unwrap(),
         super::postgres::SCHEMA_VERSION
     );
     drop(pg);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn the_cache_on_postgresql_keeps_the_contract() {
+    let Some(db) = PgDb::create("the_cache_on_postgresql_keeps_the_contract").await else {
+        return;
+    };
+    let pg = PgStore::connect(&db.url, 4).await.unwrap();
+    live(&pg).await;
+    contract(&TokenCache::new(Arc::new(pg), 100), true).await;
     db.drop_db().await;
 }
 
