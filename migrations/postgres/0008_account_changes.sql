@@ -3,7 +3,8 @@
 --
 -- Triggers append one row per changed account and statement: a token deleted or updated (logout,
 -- cancel, password change, token cap, operator revoke, prune), an account updated in any column but
--- the login counters (failed_logins, locked_until, last_login_network), an account deleted. Each
+-- the login counters (failed_logins, locked_until, last_login_network), an account deleted, a pair
+-- row inserted, updated or deleted (both its accounts; an update never changes a pair's ids). Each
 -- such transaction takes a transaction-level advisory lock before it draws its sequence numbers,
 -- so sequence order is commit order: a reader that has seen `seq` N has seen every change up to N.
 -- `NOTIFY register_changes` tells the listening instances to read from their last `seq` on.
@@ -51,6 +52,29 @@ BEGIN
     RETURN NULL;
 END $$;
 
+CREATE FUNCTION register_pair_new() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM register_log_changes((
+        SELECT array_agg(DISTINCT id) FROM (SELECT a AS id FROM new_rows UNION SELECT b FROM new_rows) p));
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION register_pair_old() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM register_log_changes((
+        SELECT array_agg(DISTINCT id) FROM (SELECT a AS id FROM old_rows UNION SELECT b FROM old_rows) p));
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER pair_inserted AFTER INSERT ON bindings
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION register_pair_new();
+CREATE TRIGGER pair_updated AFTER UPDATE ON bindings
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION register_pair_old();
+CREATE TRIGGER pair_deleted AFTER DELETE ON bindings
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION register_pair_old();
 CREATE TRIGGER account_updated AFTER UPDATE ON accounts
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION register_account_updated();

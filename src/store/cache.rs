@@ -1,10 +1,12 @@
 //! An in-memory cache of live access tokens and active accounts in front of any [`Store`].
 //!
 //! Token checks are the hot path of every IM backend (`/verify_access_token`) and of every
-//! token-based HTTPS call; `/get_users` then looks accounts up by name. A hit answers from memory
+//! token-based HTTPS call; `/get_users` then looks accounts up by name and reads the caller's pairs
+//! (`bindings_of`). A hit answers from memory
 //! without touching the database. Expiry is checked on every hit. Unknown tokens and names are not
-//! cached (a flood of random ones costs database reads, not memory). Each of the two maps holds at
-//! most `database.token_cache_entries` entries.
+//! cached (a flood of random ones costs database reads, not memory); the pairs of an account are
+//! cached only for accounts that asked with a valid token. Each of the three maps holds at most
+//! `database.token_cache_entries` entries.
 //!
 //! **What it decorates.** Only the reads it answers, [`Lookups`]; every other store trait,
 //! writes included, is forwarded untouched by [`Delegate`]. It learns of changes from the store's
@@ -76,6 +78,9 @@ struct Maps {
     /// What is cached for an account id, to forget it without a scan; its account is the one
     /// its tokens and its name entry share.
     ids: HashMap<i64, Cached>,
+    /// The pair rows of an account (`bindings_of`), forgotten with it: a pair row's change is
+    /// a change of both its accounts.
+    pairs: HashMap<i64, Arc<[Binding]>>,
 }
 
 struct Cached {
@@ -86,6 +91,7 @@ struct Cached {
 
 impl Maps {
     fn forget(&mut self, id: i64) {
+        self.pairs.remove(&id);
         if let Some(c) = self.ids.remove(&id) {
             for t in &c.tokens {
                 self.tokens.remove(t);
@@ -289,6 +295,23 @@ impl Lookups for TokenCache {
                     m.shared(a).tokens.push(key);
                 }
             }
+        }
+        Ok(found)
+    }
+
+    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>> {
+        if self.live() {
+            if let Some(p) = self.read().pairs.get(&id) {
+                return Ok(p.to_vec());
+            }
+        }
+        let epoch = self.epoch();
+        let found = self.inner.bindings_of(id).await?;
+        if let Some(mut m) = self.fill(epoch) {
+            if m.pairs.len() >= self.capacity {
+                m.pairs.clear();
+            }
+            m.pairs.insert(id, found.clone().into());
         }
         Ok(found)
     }

@@ -2,7 +2,8 @@
 //!
 //! A change is anything that makes a cached token or account wrong: a token deleted (logout,
 //! cancel, password change, token cap, operator revoke, expiry prune), an account row updated in
-//! any column but the login counters, or an account deleted. The backends do not report changes
+//! any column but the login counters, an account deleted, or a pair row of the account inserted,
+//! updated or deleted. The backends do not report changes
 //! method by method: the database reports them, so a store method written later cannot forget to.
 //!
 //! - SQLite: triggers on the writer connection (temporary, so they cost no disk writes) record

@@ -149,7 +149,11 @@ async fn changes_are_reported(s: &dyn Store) {
             log.lock().unwrap().push(id);
         }
     });
-    let take = || std::mem::take(&mut *seen.lock().unwrap());
+    let take = || {
+        let mut v = std::mem::take(&mut *seen.lock().unwrap());
+        v.sort_unstable();
+        v
+    };
     let id = s
         .insert_pending_account(new_account("feed", "feed-node"), 10)
         .await
@@ -189,6 +193,26 @@ async fn changes_are_reported(s: &dyn Store) {
     s.insert_token(vec![5; 32], id, 1000, 13).await.unwrap();
     assert_eq!(s.revoke_tokens(id).await.unwrap(), 1);
     assert_eq!(take(), vec![id], "an operator's revoke");
+    let other = s
+        .insert_pending_account(new_account("feed-peer", "feed-peer-node"), 13)
+        .await
+        .unwrap();
+    s.set_account_state(other, AccountState::Active, 13)
+        .await
+        .unwrap();
+    take();
+    let (a, b) = (id.min(other), id.max(other));
+    s.insert_binding(a, b, BindingState::Binding, 13)
+        .await
+        .unwrap();
+    assert_eq!(take(), vec![a, b], "a new pair changes both sides");
+    assert!(s
+        .transition_binding(a, b, BindingState::Binding, BindingState::Bound, 13)
+        .await
+        .unwrap());
+    assert_eq!(take(), vec![a, b], "a pair's state");
+    s.delete_binding(a, b).await.unwrap();
+    assert_eq!(take(), vec![a, b], "a pair deleted");
     assert!(s.begin_cancel(id, 14).await.unwrap());
     assert!(take().contains(&id), "a cancel");
     s.delete_account(id).await.unwrap();

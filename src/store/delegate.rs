@@ -158,9 +158,6 @@ impl<T: Delegate> PairStore for T {
     async fn binding(&self, a: i64, b: i64) -> StoreResult<Option<Binding>> {
         self.inner().binding(a, b).await
     }
-    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>> {
-        self.inner().bindings_of(id).await
-    }
 }
 
 #[async_trait::async_trait]

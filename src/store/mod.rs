@@ -305,6 +305,8 @@ pub trait Lookups: Send + Sync + 'static {
     /// their `failed_logins` and `locked_until` zero (the token cache keeps none of them): a caller
     /// that needs them (login) uses `account_by_name`.
     async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Arc<Account>>>;
+    /// The pair rows of account `id`, in any state (`/get_users` reads them on every call).
+    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>>;
     /// [`token_account`](Self::token_account) from memory only: `Some` when this store holds
     /// the token `hash` in memory, live at `now`, and may answer from memory; never waits on the
     /// database. `None` means "ask `token_account`". Default: `None`.
@@ -358,7 +360,6 @@ pub trait PairStore: Send + Sync + 'static {
     /// operation owns the pair).
     async fn delete_binding_in(&self, a: i64, b: i64, state: BindingState) -> StoreResult<bool>;
     async fn binding(&self, a: i64, b: i64) -> StoreResult<Option<Binding>>;
-    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>>;
 }
 
 /// Bind tokens and failed redemptions.

@@ -752,6 +752,16 @@ impl TokenStore for PgStore {
 
 #[async_trait::async_trait]
 impl Lookups for PgStore {
+    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT a, b, state, updated_at FROM bindings WHERE a = $1 \
+                 UNION ALL SELECT a, b, state, updated_at FROM bindings WHERE b = $1",
+            )
+            .await?;
+        c.query(&st, &[&id]).await?.iter().map(binding).collect()
+    }
     async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Arc<Account>>> {
         let found = self.accounts_where("user_name", names).await?;
         Ok(found.into_iter().map(Arc::new).collect())
@@ -810,6 +820,7 @@ impl PairStore for PgStore {
             .await?;
         tx.execute(&ins, &[&a, &b, &state.as_str(), &now]).await?;
         tx.commit().await?;
+        self.sync_changes().await;
         Ok(())
     }
     async fn set_binding_state(
@@ -819,7 +830,7 @@ impl PairStore for PgStore {
         state: BindingState,
         now: i64,
     ) -> StoreResult<()> {
-        self.exec(
+        self.exec_changing(
             "UPDATE bindings SET state = $3, updated_at = $4 WHERE a = $1 AND b = $2",
             &[&a, &b, &state.as_str(), &now],
         )
@@ -827,7 +838,7 @@ impl PairStore for PgStore {
         Ok(())
     }
     async fn delete_binding(&self, a: i64, b: i64) -> StoreResult<()> {
-        self.exec("DELETE FROM bindings WHERE a = $1 AND b = $2", &[&a, &b])
+        self.exec_changing("DELETE FROM bindings WHERE a = $1 AND b = $2", &[&a, &b])
             .await?;
         Ok(())
     }
@@ -840,7 +851,7 @@ impl PairStore for PgStore {
         now: i64,
     ) -> StoreResult<bool> {
         let n = self
-            .exec(
+            .exec_changing(
                 "UPDATE bindings SET state = $4, updated_at = $5 \
                  WHERE a = $1 AND b = $2 AND state = $3",
                 &[&a, &b, &from.as_str(), &to.as_str(), &now],
@@ -850,7 +861,7 @@ impl PairStore for PgStore {
     }
     async fn delete_binding_in(&self, a: i64, b: i64, state: BindingState) -> StoreResult<bool> {
         let n = self
-            .exec(
+            .exec_changing(
                 "DELETE FROM bindings WHERE a = $1 AND b = $2 AND state = $3",
                 &[&a, &b, &state.as_str()],
             )
@@ -867,16 +878,6 @@ impl PairStore for PgStore {
             .as_ref()
             .map(binding)
             .transpose()
-    }
-    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>> {
-        let c = self.conn().await?;
-        let st = c
-            .prepare_cached(
-                "SELECT a, b, state, updated_at FROM bindings WHERE a = $1 \
-                 UNION ALL SELECT a, b, state, updated_at FROM bindings WHERE b = $1",
-            )
-            .await?;
-        c.query(&st, &[&id]).await?.iter().map(binding).collect()
     }
     async fn insert_binding_capped(
         &self,
@@ -917,6 +918,7 @@ impl PairStore for PgStore {
             .await?;
         tx.execute(&ins, &[&a, &b, &now]).await?;
         tx.commit().await?;
+        self.sync_changes().await;
         Ok(true)
     }
 }

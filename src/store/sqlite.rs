@@ -39,7 +39,8 @@ const READERS: usize = 4;
 
 /// Change capture on the writer's connection (see [`super::changes`]): temporary, so they live
 /// in this connection only and write nothing to disk. An account row counts as changed when any
-/// column but the login counters (`failed_logins`, `locked_until`, `last_login_network`) changes.
+/// column but the login counters (`failed_logins`, `locked_until`, `last_login_network`) changes;
+/// a pair row inserted, updated or deleted changes both its accounts.
 const CAPTURE: &str = "
 CREATE TEMP TABLE changed (account_id INTEGER NOT NULL);
 CREATE TEMP TRIGGER changed_account AFTER UPDATE ON main.accounts
@@ -56,6 +57,12 @@ CREATE TEMP TRIGGER deleted_token AFTER DELETE ON main.tokens
 BEGIN INSERT INTO changed VALUES (OLD.account_id); END;
 CREATE TEMP TRIGGER updated_token AFTER UPDATE ON main.tokens
 BEGIN INSERT INTO changed VALUES (OLD.account_id); END;
+CREATE TEMP TRIGGER inserted_pair AFTER INSERT ON main.bindings
+BEGIN INSERT INTO changed VALUES (NEW.a), (NEW.b); END;
+CREATE TEMP TRIGGER updated_pair AFTER UPDATE ON main.bindings
+BEGIN INSERT INTO changed VALUES (OLD.a), (OLD.b), (NEW.a), (NEW.b); END;
+CREATE TEMP TRIGGER deleted_pair AFTER DELETE ON main.bindings
+BEGIN INSERT INTO changed VALUES (OLD.a), (OLD.b); END;
 ";
 
 /// The accounts changed since the last call (committed or inside the open transaction), once
@@ -715,6 +722,17 @@ impl TokenStore for SqliteStore {
 
 #[async_trait::async_trait]
 impl Lookups for SqliteStore {
+    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>> {
+        self.read(move |c| {
+            let mut s = c.prepare_cached(
+                "SELECT a, b, state, updated_at FROM bindings WHERE a = ?1 \
+                 UNION ALL SELECT a, b, state, updated_at FROM bindings WHERE b = ?1",
+            )?;
+            let rows = s.query_map([id], binding)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
     async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Arc<Account>>> {
         let names = names.to_vec();
         let found = self
@@ -829,17 +847,6 @@ impl PairStore for SqliteStore {
             )?
             .query_row([a, b], binding)
             .optional()?)
-        })
-        .await
-    }
-    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>> {
-        self.read(move |c| {
-            let mut s = c.prepare_cached(
-                "SELECT a, b, state, updated_at FROM bindings WHERE a = ?1 \
-                 UNION ALL SELECT a, b, state, updated_at FROM bindings WHERE b = ?1",
-            )?;
-            let rows = s.query_map([id], binding)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }
