@@ -109,12 +109,6 @@ impl ApiError {
     }
 }
 
-impl From<rusqlite::Error> for ApiError {
-    fn from(e: rusqlite::Error) -> Self {
-        ApiError::Db(e.to_string())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -571,7 +571,8 @@ fn bench_https(o: &Opts, svc: &Service, seeded: &[util::Seeded], work: &Path, ro
             format!("constant reply, the service's logging, {}", fmt_rate(&r))
         }),
         reference.map(|r| ours.rate / r.rate),
-        ">= 0.6",
+        // Issue 21 (was 0.6).
+        ">= 0.8",
     ));
 }
 
@@ -925,7 +926,8 @@ fn bench_pg(
             fmt_rate(&pg),
             format!("SQLite {}", fmt_rate(&sq)),
             Some(pg.rate / sq.rate.max(1e-9)),
-            "—",
+            // Issue 21: each instance answers from its own memory on PostgreSQL too.
+            ">= 0.8",
         ));
     }
     let n = 4 * o.pairs;

@@ -1,16 +1,108 @@
 //! The TCP JSON line API for IM backends: `/verify_access_token` and `/get_users`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use serde_json::{json, Value};
 use tracing::Instrument;
 
 use crate::app::{App, Call};
+use crate::auth::crypto;
 use crate::cmd;
+use crate::store::cache::DigestHash;
+use crate::store::Account;
 
-pub struct LineApi(pub Arc<App>);
+pub struct LineApi(pub Arc<App>, Replies);
+
+impl LineApi {
+    pub fn new(app: Arc<App>) -> LineApi {
+        let capacity = app.cfg.database.token_cache_entries;
+        LineApi(app, Replies::new(capacity))
+    }
+}
+
+/// The signed `/verify_access_token` replies of the tokens the store answers from memory, as
+/// bytes: a repeated token check then costs two lookups and a copy, without building, signing or
+/// serializing a reply.
+///
+/// A reply is used only while the store's memory still holds its token with the very account
+/// (the same `Arc`) and expiry it was made from: any change to the account or its tokens makes
+/// the store forget them (see `store::cache`), so a revoked or changed token's reply is never
+/// sent again; a stale one is simply replaced or dropped when the map starts over.
+pub struct Replies {
+    map: RwLock<HashMap<[u8; 32], Reply, DigestHash>>,
+    /// Most replies kept (`database.token_cache_entries`); past this the map starts over.
+    capacity: usize,
+}
+
+struct Reply {
+    account: Arc<Account>,
+    expires_at: i64,
+    bytes: Box<[u8]>,
+}
+
+impl Replies {
+    fn new(capacity: usize) -> Replies {
+        Replies {
+            map: RwLock::new(HashMap::default()),
+            capacity,
+        }
+    }
+
+    /// Appends to `out` the reply for token `digest`, held by the store's memory for `account`
+    /// until `expires_at`: the one kept when it was made from them, else `make`'s, then kept.
+    fn answer(
+        &self,
+        digest: &[u8; 32],
+        account: &Arc<Account>,
+        expires_at: i64,
+        make: impl FnOnce() -> Vec<u8>,
+        out: &mut Vec<u8>,
+    ) {
+        if let Some(r) = self
+            .map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(digest)
+        {
+            if Arc::ptr_eq(&r.account, account) && r.expires_at == expires_at {
+                out.extend_from_slice(&r.bytes);
+                return;
+            }
+        }
+        let bytes = make().into_boxed_slice();
+        out.extend_from_slice(&bytes);
+        let mut m = self.map.write().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= self.capacity {
+            m.clear();
+        }
+        m.insert(
+            *digest,
+            Reply {
+                account: account.clone(),
+                expires_at,
+                bytes,
+            },
+        );
+    }
+}
+
+/// The TCP hot path: answers a plain `/verify_access_token` for a token the store holds in
+/// memory (see [`Replies`]); false, `out` untouched, for anything else.
+fn answer_from_memory(app: &App, replies: &Replies, json: &str, out: &mut Vec<u8>) -> bool {
+    let Some(token) = cmd::verify_token::plain_request_token(json) else {
+        return false;
+    };
+    let digest = crypto::token_digest(&token);
+    let Some((account, expires_at)) = app.store.token_in_memory(&digest, app.now()) else {
+        return false;
+    };
+    let make = || cmd::verify_token::valid_reply_bytes(app, &account, expires_at);
+    replies.answer(&digest, &account, expires_at, make, out);
+    true
+}
 
 /// A JSON object's members as request parameters: strings as they are, anything else as its
 /// compact JSON text (the same rule as the HTTPS API's JSON bodies).
@@ -78,7 +170,7 @@ impl tcp_api::LineHandler for LineApi {
             return false;
         }
         let started = Instant::now();
-        let answered = cmd::verify_token::answer_from_memory(&self.0, json, out);
+        let answered = answer_from_memory(&self.0, &self.1, json, out);
         if answered {
             self.0
                 .metrics

@@ -1,8 +1,8 @@
 //! `/verify_access_token` (TCP): whether a token is valid, and whose.
 //!
-//! Two paths give the same bytes: [`run`] (any store, parsed request) and [`answer_from_memory`]
-//! (the TCP hot path: a token the store holds in memory, answered with the signed reply line
-//! kept beside it).
+//! Two paths give the same bytes: [`run`] (any store, parsed request) and the TCP adapter's hot
+//! path (a token the store holds in memory, answered with the signed reply line the adapter keeps
+//! for it), which uses [`plain_request_token`] and [`valid_reply_bytes`].
 
 use std::borrow::Cow;
 
@@ -85,35 +85,31 @@ struct Request<'a> {
     access_token: Cow<'a, str>,
 }
 
-/// Answers a valid token held in the store's memory: appends the signed reply (compact JSON, the
-/// bytes [`run`]'s reply serializes to) to `out` and returns `true`. Returns `false`, leaving
-/// `out` as it was, for everything else — unknown, expired or uncached tokens, unusual requests —
-/// which [`run`] then answers.
-pub fn answer_from_memory(app: &App, json: &str, out: &mut Vec<u8>) -> bool {
+/// The token of a request the TCP hot path may answer from memory: an object with
+/// `access_token` alone, of a length [`run`] would look up. `None` for everything else, which
+/// [`run`] then answers.
+pub fn plain_request_token(json: &str) -> Option<Cow<'_, str>> {
     // A derived struct would also read `["token"]`, which `run` refuses as not an object.
     if !json.starts_with('{') {
-        return false;
+        return None;
     }
-    let Ok(req) = serde_json::from_str::<Request>(json) else {
-        return false;
-    };
-    let token = req.access_token.as_ref();
-    if token.is_empty() || token.len() > MAX_TOKEN {
-        return false;
-    }
-    let make = |a: &Account, expires_at: i64| {
-        serde_json::to_vec(&app.sign(valid(app, a, expires_at).into_json()))
-            .unwrap_or_else(|_| br#"{"result":1}"#.to_vec())
-    };
-    app.store
-        .token_reply_cached(&crypto::token_digest(token), app.now(), &make, out)
+    let req = serde_json::from_str::<Request>(json).ok()?;
+    let token = req.access_token;
+    (!token.is_empty() && token.len() <= MAX_TOKEN).then_some(token)
+}
+
+/// The signed reply for a valid token of account `a` as bytes: compact JSON, the bytes [`run`]'s
+/// reply serializes to.
+pub fn valid_reply_bytes(app: &App, a: &Account, expires_at: i64) -> Vec<u8> {
+    serde_json::to_vec(&app.sign(valid(app, a, expires_at).into_json()))
+        .unwrap_or_else(|_| br#"{"result":1}"#.to_vec())
 }
 
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
-    use super::{answer_from_memory, run};
+    use super::{plain_request_token, run, valid_reply_bytes};
     use crate::cmd::testkit::Kit;
     use crate::types::AccountType;
 
@@ -130,19 +126,18 @@ mod tests {
             json!({"result": 0, "validate": true, "user_name": "d", "type": 2,
                    "jid": format!("{}@kit.test", d.jid_node), "expires_at": k.app.now() + ttl})
         );
-        // The hot path answers the same bytes, signed.
-        let mut out = Vec::new();
+        // The TCP hot path reads the same token and answers the same bytes, signed.
         let line = format!(r#"{{"access_token":"{td}"}}"#);
-        assert!(answer_from_memory(&k.app, &line, &mut out));
-        assert_eq!(out, serde_json::to_vec(&k.app.sign(v)).unwrap());
+        assert_eq!(plain_request_token(&line).as_deref(), Some(td.as_str()));
+        assert_eq!(
+            valid_reply_bytes(&k.app, &d, k.app.now() + ttl),
+            serde_json::to_vec(&k.app.sign(v)).unwrap()
+        );
         k.clock.advance(ttl);
         assert_eq!(
             run(&k.app, &c).await.into_json(),
             json!({"result": 4, "validate": false})
         );
-        out.clear();
-        assert!(!answer_from_memory(&k.app, &line, &mut out));
-        assert!(out.is_empty());
     }
 
     #[tokio::test]

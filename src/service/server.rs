@@ -86,23 +86,24 @@ pub fn xmpp_config(cfg: &Config) -> Result<xmpp::XmppConfig, StartError> {
 }
 
 /// The configured store: PostgreSQL when `database.url` names one (shared by several
-/// instances, so without the in-process token cache, which would miss the other instances'
-/// revocations), else SQLite in `data_dir` behind the token cache.
+/// instances, each hearing of the others' changes through the database), else SQLite in
+/// `data_dir`; behind the token cache unless `database.token_cache_entries` is 0.
 pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
-    if cfg.database.is_postgres() {
-        let s = PgStore::connect(&cfg.database.url, cfg.database.max_connections)
-            .await
-            .map_err(fail("database"))?;
-        Ok(Arc::new(s))
+    let s: Arc<dyn Store> = if cfg.database.is_postgres() {
+        // Named after the component, so that an operator tells the instances apart in
+        // pg_stat_activity.
+        let name = format!("register {}", cfg.xmpp.component);
+        Arc::new(
+            PgStore::connect_as(&cfg.database.url, cfg.database.max_connections, &name)
+                .await
+                .map_err(fail("database"))?,
+        )
     } else {
-        let s = SqliteStore::open(&cfg.data_dir.join("register.db")).map_err(fail("database"))?;
-        match cfg.database.token_cache_entries {
-            0 => Ok(Arc::new(s)),
-            n => Ok(Arc::new(crate::store::cache::TokenCache::new(
-                Arc::new(s),
-                n,
-            ))),
-        }
+        Arc::new(SqliteStore::open(&cfg.data_dir.join("register.db")).map_err(fail("database"))?)
+    };
+    match cfg.database.token_cache_entries {
+        0 => Ok(s),
+        n => Ok(Arc::new(crate::store::cache::TokenCache::new(s, n))),
     }
 }
 
@@ -173,7 +174,7 @@ impl Server {
         );
         tasks.spawn(async move { ("http", http_api::serve(http_l, http_cfg, a, s, drain).await) });
         let (a, s) = (
-            Arc::new(crate::adapters::tcp::LineApi(app.clone())),
+            Arc::new(crate::adapters::tcp::LineApi::new(app.clone())),
             shutdown.clone(),
         );
         tasks.spawn(async move { ("tcp", tcp_api::serve(tcp_l, tcp_cfg, a, s).await) });

@@ -1,36 +1,46 @@
 //! An in-memory cache of live access tokens and active accounts in front of any [`Store`].
 //!
 //! Token checks are the hot path of every IM backend (`/verify_access_token`) and of every
-//! token-based HTTPS call; `/get_users` then looks accounts up by name. A hit answers from memory
-//! without touching SQLite or the blocking pool. The cache is a decorator: it forwards everything
-//! to the inner store and drops an account's entries (its tokens and its name) after every change
-//! to that account (state, cancel, delete), even when the caller stopped waiting, so revocation is
-//! immediate and a cached account is always what the store holds, but for what only login reads
-//! and the cache does not keep: the password hash and the login counters (see
-//! [`Store::accounts_by_names`]). Expiry is checked on every hit.
-//! Unknown tokens and names are not cached (a flood of random ones costs database reads, not
-//! memory).
-//! Each of the two maps holds at most `database.token_cache_entries` entries. For several
-//! instances on one database the cache must stay off (each instance would miss the others'
-//! changes).
+//! token-based HTTPS call; `/get_users` then looks accounts up by name and reads the caller's pairs
+//! (`bindings_of`). A hit answers from memory
+//! without touching the database. Expiry is checked on every hit. Unknown tokens and names are not
+//! cached (a flood of random ones costs database reads, not memory); the pairs of an account are
+//! cached only for accounts that asked with a valid token. Each of the three maps holds at most
+//! `database.token_cache_entries` entries.
 //!
-//! Each token entry also keeps the bytes the service's `/verify_access_token` reply is made of
-//! (built on the first check from memory, see [`Store::token_reply_cached`]): a repeated token
-//! check then costs a hash lookup and a copy, without building, signing or serializing a reply.
-//! They go with the entry, so a revocation drops them too.
+//! **What it decorates.** Only the reads it answers, [`Lookups`]; every other store trait,
+//! writes included, is forwarded untouched by [`Delegate`]. It learns of changes from the store's
+//! [`ChangeFeed`] instead of intercepting writes: the database itself reports every committed
+//! change to an account or its tokens (triggers, see [`super::changes`]), whichever store method
+//! made it, so a method added later cannot bypass revocation. On SQLite the writer thread reports
+//! a change before the caller of the write gets its answer, and even when the caller stopped
+//! waiting; on PostgreSQL the same holds for this instance, and other instances hear of it within
+//! a second (`LISTEN`/`NOTIFY`, with a catch-up read by sequence number after a lost connection).
+//!
+//! **The one rule.** On every change the account's entries (its tokens and its name) are
+//! forgotten and an epoch is bumped, so a lookup that raced the change does not fill the cache
+//! with what it read before. While the feed is not live (PostgreSQL's listener reconnecting) the
+//! cache answers nothing from memory and fills nothing: every lookup goes to the database.
+//!
+//! A cached account is what the store holds but for what only login reads and the cache does not
+//! keep: the password hash and the login counters (see [`Lookups::accounts_by_names`]); the
+//! triggers ignore changes to the login counters for that reason.
 //!
 //! An index from account id to its cached tokens and name makes forgetting an account cost the
 //! size of its own entries, not a scan of the cache.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
+use crate::store::delegate::Delegate;
 use crate::store::*;
 
 /// [`Store`] decorator caching `token_account` and `accounts_by_names`.
 pub struct TokenCache {
     inner: Arc<dyn Store>,
+    /// The inner store's changes; answers come from memory only while it is live.
+    feed: Arc<ChangeFeed>,
     /// The maps and the epoch, shared with the tasks that run account changes.
     shared: Arc<Shared>,
     /// Most entries in each map (`database.token_cache_entries`); past this the map starts over
@@ -46,13 +56,17 @@ struct Shared {
 }
 
 impl Shared {
-    /// Called after every change to account `id`.
-    fn forget(&self, id: i64) {
+    /// Called on every event of the feed.
+    fn on(&self, change: Change) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.maps
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .forget(id);
+        let mut m = self.maps.write().unwrap_or_else(|e| e.into_inner());
+        match change {
+            Change::Account(id) => m.forget(id),
+            Change::Reset => m.clear(),
+            // While the feed is down nothing is answered from memory (see `TokenCache::live`);
+            // what is cached stays, as the catch-up read on reconnection forgets what changed.
+            Change::Live(_) => {}
+        }
     }
 }
 
@@ -64,6 +78,9 @@ struct Maps {
     /// What is cached for an account id, to forget it without a scan; its account is the one
     /// its tokens and its name entry share.
     ids: HashMap<i64, Cached>,
+    /// The pair rows of an account (`bindings_of`), forgotten with it: a pair row's change is
+    /// a change of both its accounts.
+    pairs: HashMap<i64, Arc<[Binding]>>,
 }
 
 struct Cached {
@@ -74,6 +91,7 @@ struct Cached {
 
 impl Maps {
     fn forget(&mut self, id: i64) {
+        self.pairs.remove(&id);
         if let Some(c) = self.ids.remove(&id) {
             for t in &c.tokens {
                 self.tokens.remove(t);
@@ -105,6 +123,16 @@ impl Maps {
         *self = Maps::default();
     }
 
+    /// Drops the tokens expired at `now` (a full map first tries this before starting over).
+    fn drop_expired(&mut self, now: i64) {
+        self.tokens.retain(|_, e| e.expires_at > now);
+        let tokens = &self.tokens;
+        for c in self.ids.values_mut() {
+            c.tokens.retain(|t| tokens.contains_key(t));
+        }
+        self.ids.retain(|_, c| !c.tokens.is_empty() || c.named);
+    }
+
     /// Empties the name map only (it is full): the tokens stay.
     fn clear_names(&mut self) {
         self.names.clear();
@@ -115,12 +143,9 @@ impl Maps {
     }
 }
 
-/// A live token: its expiry, the reply bytes made for it on the first check from memory, and its
-/// account (without the password hash, shared). A slot of the table stays small: a token check
-/// from memory reads the key, the expiry and the reply, not the account.
+/// A live token: its expiry and its account (without the password hash, shared).
 struct Entry {
     expires_at: i64,
-    reply: OnceLock<Box<[u8]>>,
     account: Arc<Account>,
 }
 
@@ -128,7 +153,7 @@ struct Entry {
 /// their bytes is the hash; and only tokens this service issued get in (unknown tokens are never
 /// cached), so nobody can choose keys that collide.
 #[derive(Clone, Copy, Default)]
-struct DigestHash;
+pub struct DigestHash;
 
 impl std::hash::BuildHasher for DigestHash {
     type Hasher = DigestHasher;
@@ -137,7 +162,7 @@ impl std::hash::BuildHasher for DigestHash {
     }
 }
 
-struct DigestHasher(u64);
+pub struct DigestHasher(u64);
 
 impl std::hash::Hasher for DigestHasher {
     fn finish(&self) -> u64 {
@@ -154,15 +179,30 @@ impl std::hash::Hasher for DigestHasher {
 }
 
 impl TokenCache {
+    /// A cache in front of `inner`, subscribed to its change feed.
     pub fn new(inner: Arc<dyn Store>, capacity: usize) -> TokenCache {
+        let shared = Arc::new(Shared {
+            maps: RwLock::new(Maps::default()),
+            epoch: AtomicU64::new(0),
+        });
+        let feed = inner.change_feed();
+        let subscriber = Arc::downgrade(&shared);
+        feed.subscribe(move |c| {
+            if let Some(s) = subscriber.upgrade() {
+                s.on(c);
+            }
+        });
         TokenCache {
             inner,
-            shared: Arc::new(Shared {
-                maps: RwLock::new(Maps::default()),
-                epoch: AtomicU64::new(0),
-            }),
+            feed,
+            shared,
             capacity,
         }
+    }
+
+    /// Whether memory may answer: every change is being reported.
+    fn live(&self) -> bool {
+        self.feed.is_live()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Maps> {
@@ -177,69 +217,22 @@ impl TokenCache {
     /// store may predate it, so it must not be cached).
     fn fill(&self, epoch: u64) -> Option<std::sync::RwLockWriteGuard<'_, Maps>> {
         let m = self.shared.maps.write().unwrap_or_else(|e| e.into_inner());
-        (self.epoch() == epoch).then_some(m)
+        (self.epoch() == epoch && self.live()).then_some(m)
     }
+}
 
-    /// Runs `change`, a change to account `id` on the inner store, then forgets the account, in a
-    /// task of its own: a caller that stops waiting (a client that hung up) cannot leave a change
-    /// committed and the account still cached. The forget comes after the change, so a lookup
-    /// that read the old row meanwhile does not fill the cache (the epoch moved).
-    async fn change<T, F, Fut>(&self, id: i64, change: F) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(Arc<dyn Store>) -> Fut,
-        Fut: std::future::Future<Output = StoreResult<T>> + Send + 'static,
-    {
-        let shared = self.shared.clone();
-        let fut = change(self.inner.clone());
-        tokio::spawn(async move {
-            let r = fut.await;
-            shared.forget(id);
-            r
-        })
-        .await
-        .map_err(|e| StoreError::Db(format!("store task: {e}")))?
+impl Delegate for TokenCache {
+    fn inner(&self) -> &dyn Store {
+        &*self.inner
     }
 }
 
 #[async_trait::async_trait]
-impl Store for TokenCache {
-    // Everything but token lookups and the account changes that revoke tokens is forwarded.
-    async fn ping(&self) -> StoreResult<()> {
-        self.inner.ping().await
-    }
-    async fn insert_pending_account(&self, new: NewAccount, now: i64) -> StoreResult<i64> {
-        self.inner.insert_pending_account(new, now).await
-    }
-    async fn set_account_state(&self, id: i64, state: AccountState, now: i64) -> StoreResult<()> {
-        self.change(id, move |s| async move {
-            s.set_account_state(id, state, now).await
-        })
-        .await
-    }
-    async fn transition_account(
-        &self,
-        id: i64,
-        from: AccountState,
-        to: AccountState,
-        now: i64,
-    ) -> StoreResult<bool> {
-        self.change(id, move |s| async move {
-            s.transition_account(id, from, to, now).await
-        })
-        .await
-    }
-    async fn delete_account(&self, id: i64) -> StoreResult<()> {
-        self.change(id, move |s| async move { s.delete_account(id).await })
-            .await
-    }
-    async fn account_by_name(&self, name: &str) -> StoreResult<Option<Account>> {
-        self.inner.account_by_name(name).await
-    }
-    async fn account_by_id(&self, id: i64) -> StoreResult<Option<Account>> {
-        self.inner.account_by_id(id).await
-    }
+impl Lookups for TokenCache {
     async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Arc<Account>>> {
+        if !self.live() {
+            return self.inner.accounts_by_names(names).await;
+        }
         let (mut found, missing) = {
             let m = self.read();
             let mut found = Vec::with_capacity(names.len());
@@ -271,81 +264,15 @@ impl Store for TokenCache {
         found.extend(more);
         Ok(found)
     }
-    async fn accounts_by_nodes(&self, nodes: &[String]) -> StoreResult<Vec<Account>> {
-        self.inner.accounts_by_nodes(nodes).await
-    }
-    async fn list_accounts(&self, after_id: i64, limit: u32) -> StoreResult<Vec<Account>> {
-        self.inner.list_accounts(after_id, limit).await
-    }
-    async fn claim_login_attempt(
-        &self,
-        id: i64,
-        network: String,
-        now: i64,
-        policy: LockPolicy,
-    ) -> StoreResult<bool> {
-        // The cached account keeps no login counters (see `Maps::shared`): nothing to forget.
-        self.inner
-            .claim_login_attempt(id, network, now, policy)
-            .await
-    }
-    async fn locked_networks(&self, id: i64, now: i64) -> StoreResult<Vec<(String, i64)>> {
-        self.inner.locked_networks(id, now).await
-    }
-    async fn reset_login_failures(&self, id: i64, network: String) -> StoreResult<()> {
-        self.inner.reset_login_failures(id, network).await
-    }
-    async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<bool> {
-        self.change(id, move |s| async move { s.begin_cancel(id, now).await })
-            .await
-    }
-    async fn revoke_token(&self, id: i64, hash: Vec<u8>) -> StoreResult<bool> {
-        self.change(id, move |s| async move { s.revoke_token(id, hash).await })
-            .await
-    }
-    async fn revoke_tokens(&self, id: i64) -> StoreResult<u64> {
-        self.change(id, move |s| async move { s.revoke_tokens(id).await })
-            .await
-    }
-    async fn set_password(&self, id: i64, password_hash: String, now: i64) -> StoreResult<bool> {
-        self.change(id, move |s| async move {
-            s.set_password(id, password_hash, now).await
-        })
-        .await
-    }
-    async fn trim_tokens(&self, id: i64, newest: Vec<u8>, keep: u32) -> StoreResult<u64> {
-        // Forgets the account only when a token was revoked (or the outcome is unknown), so an
-        // ordinary login leaves the cache alone; in a task of its own, as `change` does.
-        let (shared, inner) = (self.shared.clone(), self.inner.clone());
-        tokio::spawn(async move {
-            let r = inner.trim_tokens(id, newest, keep).await;
-            if !matches!(r, Ok(0)) {
-                shared.forget(id);
-            }
-            r
-        })
-        .await
-        .map_err(|e| StoreError::Db(format!("store task: {e}")))?
-    }
-    async fn insert_token(
-        &self,
-        hash: Vec<u8>,
-        account_id: i64,
-        expires_at: i64,
-        now: i64,
-    ) -> StoreResult<()> {
-        self.inner
-            .insert_token(hash, account_id, expires_at, now)
-            .await
-    }
+
     async fn token_account(
         &self,
         hash: Vec<u8>,
         now: i64,
     ) -> StoreResult<Option<(Arc<Account>, i64)>> {
-        if let Some(e) = self.read().tokens.get(hash.as_slice()) {
-            if e.expires_at > now {
-                return Ok(Some((e.account.clone(), e.expires_at)));
+        if let Ok(key) = <[u8; 32]>::try_from(hash.as_slice()) {
+            if let Some(hit) = self.token_in_memory(&key, now) {
+                return Ok(Some(hit));
             }
         }
         let epoch = self.epoch();
@@ -353,13 +280,15 @@ impl Store for TokenCache {
         if let (Some((a, exp)), Ok(key)) = (&found, <[u8; 32]>::try_from(hash.as_slice())) {
             if let Some(mut m) = self.fill(epoch) {
                 if m.tokens.len() >= self.capacity {
-                    m.clear();
+                    m.drop_expired(now);
+                    if m.tokens.len() >= self.capacity {
+                        m.clear();
+                    }
                 }
                 // Token holders never need the password hash: it is not kept in memory.
                 let account = m.shared(a).account.clone();
                 let entry = Entry {
                     expires_at: *exp,
-                    reply: OnceLock::new(),
                     account,
                 };
                 if m.tokens.insert(key, entry).is_none() {
@@ -369,131 +298,32 @@ impl Store for TokenCache {
         }
         Ok(found)
     }
-    fn token_reply_cached(
-        &self,
-        hash: &[u8; 32],
-        now: i64,
-        make: &dyn Fn(&Account, i64) -> Vec<u8>,
-        out: &mut Vec<u8>,
-    ) -> bool {
-        match self.read().tokens.get(hash) {
-            Some(e) if e.expires_at > now => {
-                let reply = e
-                    .reply
-                    .get_or_init(|| make(&e.account, e.expires_at).into_boxed_slice());
-                out.extend_from_slice(reply);
-                true
-            }
-            _ => false,
-        }
-    }
-    async fn insert_captcha(&self, id: String, answer: String, expires_at: i64) -> StoreResult<()> {
-        self.inner.insert_captcha(id, answer, expires_at).await
-    }
-    async fn take_captcha(&self, id: String) -> StoreResult<Option<(String, i64)>> {
-        self.inner.take_captcha(id).await
-    }
-    async fn prune(&self, now: i64) -> StoreResult<()> {
-        {
-            let mut guard = self.shared.maps.write().unwrap_or_else(|e| e.into_inner());
-            let m = &mut *guard;
-            m.tokens.retain(|_, e| e.expires_at > now);
-            let tokens = &m.tokens;
-            for c in m.ids.values_mut() {
-                c.tokens.retain(|t| tokens.contains_key(t));
-            }
-            m.ids.retain(|_, c| !c.tokens.is_empty() || c.named);
-        }
-        self.inner.prune(now).await
-    }
-    async fn insert_binding(
-        &self,
-        a: i64,
-        b: i64,
-        state: BindingState,
-        now: i64,
-    ) -> StoreResult<()> {
-        self.inner.insert_binding(a, b, state, now).await
-    }
-    async fn set_binding_state(
-        &self,
-        a: i64,
-        b: i64,
-        state: BindingState,
-        now: i64,
-    ) -> StoreResult<()> {
-        self.inner.set_binding_state(a, b, state, now).await
-    }
-    async fn delete_binding(&self, a: i64, b: i64) -> StoreResult<()> {
-        self.inner.delete_binding(a, b).await
-    }
-    async fn transition_binding(
-        &self,
-        a: i64,
-        b: i64,
-        from: BindingState,
-        to: BindingState,
-        now: i64,
-    ) -> StoreResult<bool> {
-        self.inner.transition_binding(a, b, from, to, now).await
-    }
-    async fn delete_binding_in(&self, a: i64, b: i64, state: BindingState) -> StoreResult<bool> {
-        self.inner.delete_binding_in(a, b, state).await
-    }
-    async fn binding(&self, a: i64, b: i64) -> StoreResult<Option<Binding>> {
-        self.inner.binding(a, b).await
-    }
+
     async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>> {
-        self.inner.bindings_of(id).await
+        if self.live() {
+            if let Some(p) = self.read().pairs.get(&id) {
+                return Ok(p.to_vec());
+            }
+        }
+        let epoch = self.epoch();
+        let found = self.inner.bindings_of(id).await?;
+        if let Some(mut m) = self.fill(epoch) {
+            if m.pairs.len() >= self.capacity {
+                m.pairs.clear();
+            }
+            m.pairs.insert(id, found.clone().into());
+        }
+        Ok(found)
     }
-    async fn unfinished(&self, before: i64) -> StoreResult<(Vec<Account>, Vec<Binding>)> {
-        self.inner.unfinished(before).await
-    }
-    async fn insert_bind_token(
-        &self,
-        hash: Vec<u8>,
-        issuer: i64,
-        device: Option<i64>,
-        expires_at: i64,
-        now: i64,
-        keep: u32,
-    ) -> StoreResult<()> {
-        self.inner
-            .insert_bind_token(hash, issuer, device, expires_at, now, keep)
-            .await
-    }
-    async fn insert_binding_capped(
-        &self,
-        a: i64,
-        b: i64,
-        now: i64,
-        caps: PairCaps,
-    ) -> StoreResult<bool> {
-        self.inner.insert_binding_capped(a, b, now, caps).await
-    }
-    async fn bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>> {
-        self.inner.bind_token(hash, now).await
-    }
-    async fn take_bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>> {
-        self.inner.take_bind_token(hash, now).await
-    }
-    async fn bind_failures(&self, account: i64, since: i64) -> StoreResult<u32> {
-        self.inner.bind_failures(account, since).await
-    }
-    async fn record_bind_failure(&self, account: i64, now: i64, since: i64) -> StoreResult<u32> {
-        self.inner.record_bind_failure(account, now, since).await
-    }
-    async fn void_bind_tokens(&self, account: i64) -> StoreResult<u64> {
-        self.inner.void_bind_tokens(account).await
-    }
-    async fn forget_bind_failure(&self, account: i64, at: i64) -> StoreResult<()> {
-        self.inner.forget_bind_failure(account, at).await
-    }
-    async fn try_lock_reconciler(&self) -> StoreResult<bool> {
-        self.inner.try_lock_reconciler().await
-    }
-    async fn unlock_reconciler(&self) -> StoreResult<()> {
-        self.inner.unlock_reconciler().await
+
+    fn token_in_memory(&self, hash: &[u8; 32], now: i64) -> Option<(Arc<Account>, i64)> {
+        if !self.live() {
+            return None;
+        }
+        match self.read().tokens.get(hash) {
+            Some(e) if e.expires_at > now => Some((e.account.clone(), e.expires_at)),
+            _ => None,
+        }
     }
 }
 
@@ -544,29 +374,16 @@ mod tests {
             "expired"
         );
         assert!(c.token_account(vec![7; 32], 10).await.unwrap().is_some());
-        // The reply kept with the token: made once, then copied; none for an expired token.
-        let made = std::sync::atomic::AtomicUsize::new(0);
-        let make = |a: &Account, exp: i64| {
-            made.fetch_add(1, Ordering::SeqCst);
-            format!("{}:{exp}", a.user_name).into_bytes()
-        };
-        let mut out = b">".to_vec();
-        assert!(c.token_reply_cached(&[7; 32], 10, &make, &mut out));
-        assert!(c.token_reply_cached(&[7; 32], 10, &make, &mut out));
-        assert_eq!(out, b">a:100a:100");
-        assert_eq!(made.load(Ordering::SeqCst), 1, "made once");
-        assert!(
-            !c.token_reply_cached(&[7; 32], 100, &make, &mut out),
-            "expired"
+        // From memory only: the live token; neither an expired nor an unknown one.
+        assert_eq!(
+            c.token_in_memory(&[7; 32], 10).map(|(a, e)| (a.id, e)),
+            Some((id, 100))
         );
-        assert!(
-            !c.token_reply_cached(&[8; 32], 10, &make, &mut out),
-            "unknown"
-        );
-        assert_eq!(out, b">a:100a:100", "untouched when not answered");
+        assert!(c.token_in_memory(&[7; 32], 100).is_none(), "expired");
+        assert!(c.token_in_memory(&[8; 32], 10).is_none(), "unknown");
         assert!(c.begin_cancel(id, 11).await.unwrap());
         assert!(
-            !c.token_reply_cached(&[7; 32], 12, &make, &mut out),
+            c.token_in_memory(&[7; 32], 12).is_none(),
             "revoked with its entry"
         );
         assert!(
@@ -584,11 +401,7 @@ mod tests {
     async fn logout_password_change_and_revoke_drop_cached_tokens_at_once() {
         let (_dir, c) = cache(10);
         let id = active(&c, "a").await;
-        let make = |a: &Account, exp: i64| format!("{}:{exp}", a.user_name).into_bytes();
-        let cached = |t: u8| {
-            let mut out = Vec::new();
-            c.token_reply_cached(&[t; 32], 10, &make, &mut out)
-        };
+        let cached = |t: u8| c.token_in_memory(&[t; 32], 10).is_some();
         for t in [1u8, 2, 3] {
             c.insert_token(vec![t; 32], id, 100, 1).await.unwrap();
             assert!(c.token_account(vec![t; 32], 10).await.unwrap().is_some());

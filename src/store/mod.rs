@@ -6,8 +6,14 @@
 //! the last, and the reconciler finishes whatever a crash left behind.
 
 pub mod cache;
+pub mod changes;
+#[cfg(test)]
+mod contract;
+pub mod delegate;
 pub mod postgres;
 pub mod sqlite;
+
+pub use changes::{Change, ChangeFeed};
 
 use std::sync::Arc;
 
@@ -139,17 +145,6 @@ pub enum StoreError {
     Db(String),
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        if let rusqlite::Error::SqliteFailure(f, _) = &e {
-            if f.code == rusqlite::ErrorCode::ConstraintViolation {
-                return StoreError::Exists;
-            }
-        }
-        StoreError::Db(e.to_string())
-    }
-}
-
 impl From<StoreError> for crate::error::ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -164,7 +159,6 @@ impl From<StoreError> for crate::error::ApiError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Everything the service stores. All times are Unix seconds.
 /// How failed logins lock (from `security.lockout_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockPolicy {
@@ -176,11 +170,55 @@ pub struct LockPolicy {
     pub lock_secs: i64,
 }
 
+/// Everything the service stores, by concern: one narrow trait each, and [`Store`], all of them
+/// together (implemented for whatever implements them all), which is what [`crate::app::App`]
+/// holds. All times are Unix seconds.
+///
+/// A backend implements every trait. A decorator (the token cache, [`cache`]) implements only the
+/// traits it changes — the cache: [`Lookups`] — and gets the rest from [`delegate::Delegate`],
+/// which forwards them to the store it wraps.
+pub trait Store:
+    Maintenance
+    + AccountStore
+    + LoginStore
+    + TokenStore
+    + Lookups
+    + PairStore
+    + BindTokenStore
+    + CaptchaStore
+    + ReconcileStore
+{
+}
+
+impl<T> Store for T where
+    T: Maintenance
+        + AccountStore
+        + LoginStore
+        + TokenStore
+        + Lookups
+        + PairStore
+        + BindTokenStore
+        + CaptchaStore
+        + ReconcileStore
+{
+}
+
+/// The store as a whole: health, housekeeping, and the feed of account changes.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Maintenance: Send + Sync + 'static {
     /// Check that the database answers.
     async fn ping(&self) -> StoreResult<()>;
+    /// Drop expired captchas and tokens, and login failures of networks whose last failure is a
+    /// day old and whose lock has ended.
+    async fn prune(&self, now: i64) -> StoreResult<()>;
+    /// The committed changes to accounts and their tokens, as the database saw them (see
+    /// [`changes`]): what a cache in front of this store subscribes to.
+    fn change_feed(&self) -> Arc<ChangeFeed>;
+}
 
+/// Account rows and their lifecycle.
+#[async_trait::async_trait]
+pub trait AccountStore: Send + Sync + 'static {
     async fn insert_pending_account(&self, new: NewAccount, now: i64) -> StoreResult<i64>;
     async fn set_account_state(&self, id: i64, state: AccountState, now: i64) -> StoreResult<()>;
     /// Move an account from `from` to `to` (compare-and-set); false when it was not in `from`,
@@ -196,13 +234,20 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_account(&self, id: i64) -> StoreResult<()>;
     async fn account_by_name(&self, name: &str) -> StoreResult<Option<Account>>;
     async fn account_by_id(&self, id: i64) -> StoreResult<Option<Account>>;
-    /// Accounts with these names, in no particular order. Their `password_hash` may be empty and
-    /// their `failed_logins` and `locked_until` zero (the token cache keeps none of them): a caller
-    /// that needs them (login) uses `account_by_name`.
-    async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Arc<Account>>>;
     /// Accounts with these JID nodes.
     async fn accounts_by_nodes(&self, nodes: &[String]) -> StoreResult<Vec<Account>>;
     async fn list_accounts(&self, after_id: i64, limit: u32) -> StoreResult<Vec<Account>>;
+    /// Mark an account `deleting` and revoke its tokens, atomically. False when it was already
+    /// `deleting` (or is gone): another cancel owns it.
+    async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<bool>;
+    /// Store a new password hash for an active account and revoke all its tokens, atomically.
+    /// False, and nothing changed, when the account is gone or not `active`.
+    async fn set_password(&self, id: i64, password_hash: String, now: i64) -> StoreResult<bool>;
+}
+
+/// Failed logins and lock-out.
+#[async_trait::async_trait]
+pub trait LoginStore: Send + Sync + 'static {
     /// Claim one login attempt from client network `network` before its password is verified:
     /// count it as a failure in advance, both for that network and for the account as a whole,
     /// and lock what reaches its threshold (see [`LockPolicy`]) until `now + lock_secs`, its count
@@ -225,18 +270,15 @@ pub trait Store: Send + Sync + 'static {
     /// claim is taken back (it starts again when it locks), so an owner's logins give a
     /// distributed guesser no new budget.
     async fn reset_login_failures(&self, id: i64, network: String) -> StoreResult<()>;
-    /// Mark an account `deleting` and revoke its tokens, atomically. False when it was already
-    /// `deleting` (or is gone): another cancel owns it.
-    async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<bool>;
+}
 
+/// Access tokens: issuing and revoking (looking them up is [`Lookups::token_account`]).
+#[async_trait::async_trait]
+pub trait TokenStore: Send + Sync + 'static {
     /// Revoke one token of account `id` (a logout). False when it was not there.
     async fn revoke_token(&self, id: i64, hash: Vec<u8>) -> StoreResult<bool>;
     /// Revoke every token of account `id`; how many there were.
     async fn revoke_tokens(&self, id: i64) -> StoreResult<u64>;
-    /// Store a new password hash for an active account and revoke all its tokens, atomically.
-    /// False, and nothing changed, when the account is gone or not `active`.
-    async fn set_password(&self, id: i64, password_hash: String, now: i64) -> StoreResult<bool>;
-
     /// Revoke the oldest of account `id`'s tokens so that at most `keep` remain, never the token
     /// `newest` (just issued). Returns how many were revoked.
     async fn trim_tokens(&self, id: i64, newest: Vec<u8>, keep: u32) -> StoreResult<u64>;
@@ -247,6 +289,11 @@ pub trait Store: Send + Sync + 'static {
         expires_at: i64,
         now: i64,
     ) -> StoreResult<()>;
+}
+
+/// The reads of the hot paths (token checks, `/get_users`): what a cache may answer from memory.
+#[async_trait::async_trait]
+pub trait Lookups: Send + Sync + 'static {
     /// The active account a live token belongs to, with the token's expiry. Its `password_hash`
     /// and login counters may be empty, as in `accounts_by_names`.
     async fn token_account(
@@ -254,29 +301,24 @@ pub trait Store: Send + Sync + 'static {
         hash: Vec<u8>,
         now: i64,
     ) -> StoreResult<Option<(Arc<Account>, i64)>>;
-    /// The hot path of a token check, from memory only. When this store holds the token `hash`
-    /// in memory, live at `now`, appends to `out` the bytes `make` builds from its account and
-    /// expiry (built once per cached token and kept with it: the service keeps its signed
-    /// `/verify_access_token` reply there) and returns `true`. Never waits on the database;
-    /// `false` means "ask [`token_account`](Self::token_account)". Default: `false`.
-    fn token_reply_cached(
-        &self,
-        hash: &[u8; 32],
-        now: i64,
-        make: &dyn Fn(&Account, i64) -> Vec<u8>,
-        out: &mut Vec<u8>,
-    ) -> bool {
-        let _ = (hash, now, make, out);
-        false
+    /// Accounts with these names, in no particular order. Their `password_hash` may be empty and
+    /// their `failed_logins` and `locked_until` zero (the token cache keeps none of them): a caller
+    /// that needs them (login) uses `account_by_name`.
+    async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Arc<Account>>>;
+    /// The pair rows of account `id`, in any state (`/get_users` reads them on every call).
+    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>>;
+    /// [`token_account`](Self::token_account) from memory only: `Some` when this store holds
+    /// the token `hash` in memory, live at `now`, and may answer from memory; never waits on the
+    /// database. `None` means "ask `token_account`". Default: `None`.
+    fn token_in_memory(&self, hash: &[u8; 32], now: i64) -> Option<(Arc<Account>, i64)> {
+        let _ = (hash, now);
+        None
     }
+}
 
-    async fn insert_captcha(&self, id: String, answer: String, expires_at: i64) -> StoreResult<()>;
-    /// Remove a challenge and return its answer and expiry (single use: gone after this call).
-    async fn take_captcha(&self, id: String) -> StoreResult<Option<(String, i64)>>;
-    /// Drop expired captchas and tokens, and login failures of networks whose last failure is a
-    /// day old and whose lock has ended.
-    async fn prune(&self, now: i64) -> StoreResult<()>;
-
+/// Bound pairs.
+#[async_trait::async_trait]
+pub trait PairStore: Send + Sync + 'static {
     /// Insert a pair row (ordered by the caller so that `a < b`); `Exists` when the pair has one,
     /// `Changed` when either account is not `active` at that moment (checked in the same
     /// statement, so a cancel that has begun never gains a new pair).
@@ -287,6 +329,16 @@ pub trait Store: Send + Sync + 'static {
         state: BindingState,
         now: i64,
     ) -> StoreResult<()>;
+    /// As [`insert_binding`](Self::insert_binding), and checked against `caps` in the same
+    /// transaction (concurrent binds of one device or phone are serialized, so the caps hold):
+    /// `Ok(false)`, nothing written, when either side is at its cap.
+    async fn insert_binding_capped(
+        &self,
+        a: i64,
+        b: i64,
+        now: i64,
+        caps: PairCaps,
+    ) -> StoreResult<bool>;
     async fn set_binding_state(
         &self,
         a: i64,
@@ -308,11 +360,11 @@ pub trait Store: Send + Sync + 'static {
     /// operation owns the pair).
     async fn delete_binding_in(&self, a: i64, b: i64, state: BindingState) -> StoreResult<bool>;
     async fn binding(&self, a: i64, b: i64) -> StoreResult<Option<Binding>>;
-    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>>;
+}
 
-    /// Records of unfinished work not updated since `before`.
-    async fn unfinished(&self, before: i64) -> StoreResult<(Vec<Account>, Vec<Binding>)>;
-
+/// Bind tokens and failed redemptions.
+#[async_trait::async_trait]
+pub trait BindTokenStore: Send + Sync + 'static {
     /// Store a bind token issued by `issuer` (for `device` when it is a sharing token). Of the
     /// issuer's tokens at most `keep` stay outstanding: the oldest are deleted in the same
     /// transaction. `Exists` when the hash is taken (the caller draws another token).
@@ -325,16 +377,6 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         keep: u32,
     ) -> StoreResult<()>;
-    /// As [`insert_binding`](Self::insert_binding), and checked against `caps` in the same
-    /// transaction (concurrent binds of one device or phone are serialized, so the caps hold):
-    /// `Ok(false)`, nothing written, when either side is at its cap.
-    async fn insert_binding_capped(
-        &self,
-        a: i64,
-        b: i64,
-        now: i64,
-        caps: PairCaps,
-    ) -> StoreResult<bool>;
     /// The live bind token with this hash (not consumed).
     async fn bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>>;
     /// Consume a live bind token, atomically: of concurrent takes of one token exactly one gets
@@ -349,11 +391,27 @@ pub trait Store: Send + Sync + 'static {
     async fn void_bind_tokens(&self, account: i64) -> StoreResult<u64>;
     /// Forget one failure recorded at `at` (a redemption counted in advance that succeeded).
     async fn forget_bind_failure(&self, account: i64, at: i64) -> StoreResult<()>;
+}
+
+/// Captcha challenges.
+#[async_trait::async_trait]
+pub trait CaptchaStore: Send + Sync + 'static {
+    async fn insert_captcha(&self, id: String, answer: String, expires_at: i64) -> StoreResult<()>;
+    /// Remove a challenge and return its answer and expiry (single use: gone after this call).
+    async fn take_captcha(&self, id: String) -> StoreResult<Option<(String, i64)>>;
+}
+
+/// What the reconciler reads, and its lease.
+#[async_trait::async_trait]
+pub trait ReconcileStore: Send + Sync + 'static {
+    /// Records of unfinished work not updated since `before`.
+    async fn unfinished(&self, before: i64) -> StoreResult<(Vec<Account>, Vec<Binding>)>;
 
     /// Take the reconciler lease: true when this instance may reconcile now, false when another
-    /// instance (or this one) holds it. Release it with [`Store::unlock_reconciler`]. A store
-    /// used by one instance only (SQLite) always grants it; PostgreSQL holds an advisory lock on
-    /// a dedicated connection, which the server releases by itself if the instance dies.
+    /// instance (or this one) holds it. Release it with
+    /// [`unlock_reconciler`](Self::unlock_reconciler). A store used by one instance only
+    /// (SQLite) always grants it; PostgreSQL holds an advisory lock on a dedicated connection,
+    /// which the server releases by itself if the instance dies.
     async fn try_lock_reconciler(&self) -> StoreResult<bool> {
         Ok(true)
     }

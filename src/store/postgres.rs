@@ -19,7 +19,13 @@
 //! transaction holding a transaction-level advisory lock, so several instances starting at once
 //! apply each step exactly once.
 //!
-//! The reconciler lease ([`Store::try_lock_reconciler`]) is a session-level advisory lock held on
+//! Changes to accounts and tokens are logged by triggers in `account_changes` (migration 0008)
+//! and announced with `NOTIFY`; a listener task on a connection of its own reads the log by
+//! sequence number and publishes it on the store's [`ChangeFeed`], which is not live while that
+//! connection is down (see [`super::changes`] and docs/SCALING.md). A write that changed an
+//! account reads the log itself before it returns, so this instance's cache forgets at once.
+//!
+//! The reconciler lease ([`ReconcileStore::try_lock_reconciler`]) is a session-level advisory lock held on
 //! a dedicated pooled connection for the length of the run: if the instance dies, the server
 //! ends its session and the lease with it.
 
@@ -38,6 +44,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0003_token_order.sql"),
     include_str!("../../migrations/postgres/0004_login_failures.sql"),
     include_str!("../../migrations/postgres/0005_last_login_network.sql"),
+    // 0006 and 0007 belong to other branches: on merge this step follows them.
+    include_str!("../../migrations/postgres/0008_account_changes.sql"),
 ];
 
 /// The schema version this binary brings a database to.
@@ -46,12 +54,180 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// Advisory lock keys (one 64-bit key space per database): "register" in ASCII, plus a suffix.
 const MIGRATION_LOCK: i64 = 0x7265_6769_7374_6572;
 const RECONCILER_LOCK: i64 = 0x7265_6769_7374_6501;
+/// Taken by the change-log triggers (migration 0008, which spells it in decimal), so that
+/// sequence order is commit order.
+#[allow(dead_code)]
+const CHANGES_LOCK: i64 = 0x7265_6769_7374_6502;
+
+/// The channel the change-log triggers notify.
+const CHANNEL: &str = "register_changes";
+/// How often the listener reads the log even without a notification: the bound on staleness
+/// should a notification be lost, and the heartbeat that finds a dead connection.
+const POLL: Duration = Duration::from_millis(250);
+/// How long a read of the log may take before the listener's connection counts as lost.
+const POLL_TIMEOUT: Duration = Duration::from_millis(500);
+/// Rows of the change log older than this are pruned.
+const CHANGES_KEPT_SECS: i64 = 3600;
 
 /// PostgreSQL-backed [`Store`].
 pub struct PgStore {
     pool: Pool,
     /// The connection holding the reconciler's advisory lock, while this instance holds it.
     reconciler: tokio::sync::Mutex<Option<Object>>,
+    /// Account changes (see [`super::changes`]).
+    feed: Arc<ChangeFeed>,
+    /// The change log as far as this instance has read it.
+    log: Arc<ChangeLog>,
+    /// The listener task, stopped with the store.
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// Reads the change log past a `seq` (a page of it: the rest on the next read).
+const READ_CHANGES: &str =
+    "SELECT seq, account_id FROM account_changes WHERE seq > $1 ORDER BY seq LIMIT 10000";
+
+/// This instance's reading of the `account_changes` log.
+struct ChangeLog {
+    /// The highest `seq` read and published.
+    last: std::sync::atomic::AtomicI64,
+    feed: Arc<ChangeFeed>,
+    /// One reader at a time, so that each change is published once.
+    reading: tokio::sync::Mutex<()>,
+}
+
+impl ChangeLog {
+    /// Reads the log past what was read and publishes it; returns once published.
+    async fn catch_up(
+        &self,
+        c: &tokio_postgres::Client,
+        read: &tokio_postgres::Statement,
+    ) -> StoreResult<()> {
+        let _one = self.reading.lock().await;
+        let from = self.last.load(std::sync::atomic::Ordering::SeqCst);
+        let rows = c.query(read, &[&from]).await?;
+        let Some(top) = rows.last().map(|r| r.get::<_, i64>(0)) else {
+            return Ok(());
+        };
+        let mut ids: Vec<i64> = rows.iter().map(|r| r.get(1)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        self.feed.changed(ids);
+        self.last
+            .fetch_max(top, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// After a lost connection: true when rows this instance never read were pruned meanwhile
+    /// (it then cannot know what changed).
+    async fn missed(&self, c: &tokio_postgres::Client) -> StoreResult<bool> {
+        let last = self.last.load(std::sync::atomic::Ordering::SeqCst);
+        let r = c
+            .query_one(
+                "SELECT (SELECT min(seq) FROM account_changes), \
+                 (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM account_changes_seq_seq)",
+                &[],
+            )
+            .await?;
+        let (min, top): (Option<i64>, i64) = (r.get(0), r.get(1));
+        Ok(match min {
+            Some(min) => min > last + 1,
+            None => top > last,
+        })
+    }
+}
+
+/// Listens for `NOTIFY register_changes` on a connection of its own and publishes the log; marks
+/// the feed not live while that connection is down, and catches up by sequence number when it is
+/// back (forgetting everything when rows it never read were pruned meanwhile).
+async fn listen(cfg: tokio_postgres::Config, log: Arc<ChangeLog>) {
+    use futures::StreamExt;
+    let mut first = true;
+    loop {
+        if !first {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        first = false;
+        let (client, mut conn) = match cfg.connect(NoTls).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "change listener: cannot connect");
+                continue;
+            }
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let driver = tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+            while let Some(Ok(m)) = messages.next().await {
+                if let tokio_postgres::AsyncMessage::Notification(_) = m {
+                    let _ = tx.send(());
+                }
+            }
+            // Dropping `tx` tells the listener the connection is gone.
+        });
+        let started = async {
+            client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+            let read = client.prepare(READ_CHANGES).await?;
+            if log.missed(&client).await? {
+                tracing::warn!(
+                    "change listener: changes were pruned before they were read: cache cleared"
+                );
+                log.feed.reset();
+                let top: i64 = client
+                    .query_one("SELECT coalesce(max(seq), 0) FROM account_changes", &[])
+                    .await?
+                    .get(0);
+                log.last.fetch_max(top, std::sync::atomic::Ordering::SeqCst);
+            }
+            log.catch_up(&client, &read).await?;
+            Ok::<_, StoreError>(read)
+        };
+        let read = match tokio::time::timeout(Duration::from_secs(5), started).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "change listener: cannot start");
+                driver.abort();
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!("change listener: start timed out");
+                driver.abort();
+                continue;
+            }
+        };
+        log.feed.set_live(true);
+        tracing::debug!("change listener: live");
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                n = rx.recv() => if n.is_none() { break },
+                _ = tick.tick() => {}
+            }
+            while rx.try_recv().is_ok() {}
+            match tokio::time::timeout(POLL_TIMEOUT, log.catch_up(&client, &read)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "change listener: read failed");
+                    break;
+                }
+                Err(_) => {
+                    tracing::warn!("change listener: read timed out");
+                    break;
+                }
+            }
+        }
+        log.feed.set_live(false);
+        tracing::warn!(
+            "change listener: connection lost; token checks read the database until it is back"
+        );
+        driver.abort();
+    }
 }
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -78,9 +254,18 @@ impl PgStore {
     /// Connect to `url` (`postgres://user[:password]@host:port/dbname`), with at most
     /// `max_connections` connections, and create or migrate the schema.
     pub async fn connect(url: &str, max_connections: usize) -> StoreResult<PgStore> {
-        let cfg: tokio_postgres::Config = url
+        PgStore::connect_as(url, max_connections, "register").await
+    }
+
+    /// [`connect`](Self::connect), with `name` as the connections' `application_name` (the
+    /// change listener's is `name` with ` listener` appended), as `pg_stat_activity` shows them.
+    pub async fn connect_as(url: &str, max_connections: usize, name: &str) -> StoreResult<PgStore> {
+        let mut cfg: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Db(format!("database.url: {e}")))?;
+        cfg.application_name(name);
+        let mut listener_cfg = cfg.clone();
+        listener_cfg.application_name(format!("{name} listener"));
         let mgr = Manager::from_config(
             cfg,
             NoTls,
@@ -96,22 +281,65 @@ impl PgStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Db(format!("postgresql pool: {e}")))?;
-        let s = PgStore {
+        migrate(&pool).await?;
+        let feed = ChangeFeed::new(false);
+        let top: i64 = pool
+            .get()
+            .await?
+            .query_one("SELECT coalesce(max(seq), 0) FROM account_changes", &[])
+            .await?
+            .get(0);
+        let log = Arc::new(ChangeLog {
+            last: std::sync::atomic::AtomicI64::new(top),
+            feed: feed.clone(),
+            reading: tokio::sync::Mutex::new(()),
+        });
+        let listener = tokio::spawn(listen(listener_cfg, log.clone()));
+        Ok(PgStore {
             pool,
             reconciler: tokio::sync::Mutex::new(None),
-        };
-        s.migrate().await?;
-        Ok(s)
+            feed,
+            log,
+            listener,
+        })
     }
 
     async fn conn(&self) -> StoreResult<Object> {
         Ok(self.pool.get().await?)
     }
 
-    /// Bring the schema to `MIGRATIONS.len()`, under an advisory lock so that concurrent
-    /// instances do not race (the lock is released with the transaction).
-    async fn migrate(&self) -> StoreResult<()> {
-        let mut c = self.conn().await?;
+    /// Publishes what the log holds past what this instance read: called after a write that may
+    /// have changed an account, so that this instance's cache forgets it before the write
+    /// returns (the listener would within a poll; other instances hear of it through it).
+    /// A failure is logged, not returned: the write itself succeeded, and the listener
+    /// publishes the change within a poll.
+    async fn sync_changes(&self) {
+        let r = async {
+            let c = self.conn().await?;
+            let read = c.prepare_cached(READ_CHANGES).await?;
+            self.log.catch_up(&c, &read).await
+        };
+        if let Err(e) = r.await {
+            tracing::warn!(error = %e, "reading the change log after a write");
+        }
+    }
+
+    /// [`exec`](Self::exec) for a statement that may change an account or its tokens: when it
+    /// changed rows, the change log is read before returning ([`sync_changes`](Self::sync_changes)).
+    async fn exec_changing(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+        let n = self.exec(sql, params).await?;
+        if n > 0 {
+            self.sync_changes().await;
+        }
+        Ok(n)
+    }
+}
+
+/// Bring the schema to `MIGRATIONS.len()`, under an advisory lock so that concurrent
+/// instances do not race (the lock is released with the transaction).
+async fn migrate(pool: &Pool) -> StoreResult<()> {
+    {
+        let mut c = pool.get().await?;
         let tx = c.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await?;
@@ -143,9 +371,11 @@ impl PgStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
     }
+    Ok(())
+}
 
+impl PgStore {
     /// The schema version recorded in the database.
     pub async fn schema_version(&self) -> StoreResult<i64> {
         let c = self.conn().await?;
@@ -224,13 +454,39 @@ fn binding(r: &Row) -> StoreResult<Binding> {
 }
 
 #[async_trait::async_trait]
-impl Store for PgStore {
+impl Maintenance for PgStore {
+    fn change_feed(&self) -> Arc<ChangeFeed> {
+        self.feed.clone()
+    }
     async fn ping(&self) -> StoreResult<()> {
         let c = self.conn().await?;
         c.query_one("SELECT 1", &[]).await?;
         Ok(())
     }
+    async fn prune(&self, now: i64) -> StoreResult<()> {
+        self.exec("DELETE FROM captchas WHERE expires_at <= $1", &[&now])
+            .await?;
+        self.exec("DELETE FROM tokens WHERE expires_at <= $1", &[&now])
+            .await?;
+        self.exec(
+            "DELETE FROM login_failures WHERE updated_at <= $1::BIGINT - 86400 AND locked_until <= $1",
+            &[&now],
+        )
+        .await?;
+        self.exec("DELETE FROM bind_tokens WHERE expires_at <= $1", &[&now])
+            .await?;
+        // The change log by the database's clock, as its rows are stamped.
+        self.exec(
+            "DELETE FROM account_changes WHERE at < extract(epoch FROM now())::BIGINT - $1",
+            &[&CHANGES_KEPT_SECS],
+        )
+        .await?;
+        Ok(())
+    }
+}
 
+#[async_trait::async_trait]
+impl AccountStore for PgStore {
     async fn insert_pending_account(&self, n: NewAccount, now: i64) -> StoreResult<i64> {
         let c = self.conn().await?;
         let st = c
@@ -258,16 +514,14 @@ impl Store for PgStore {
             .await?;
         Ok(row.try_get(0)?)
     }
-
     async fn set_account_state(&self, id: i64, state: AccountState, now: i64) -> StoreResult<()> {
-        self.exec(
+        self.exec_changing(
             "UPDATE accounts SET state = $2, updated_at = $3 WHERE id = $1",
             &[&id, &state.as_str(), &now],
         )
         .await?;
         Ok(())
     }
-
     async fn transition_account(
         &self,
         id: i64,
@@ -276,27 +530,24 @@ impl Store for PgStore {
         now: i64,
     ) -> StoreResult<bool> {
         let n = self
-            .exec(
+            .exec_changing(
                 "UPDATE accounts SET state = $3, updated_at = $4 WHERE id = $1 AND state = $2",
                 &[&id, &from.as_str(), &to.as_str(), &now],
             )
             .await?;
         Ok(n == 1)
     }
-
     async fn delete_account(&self, id: i64) -> StoreResult<()> {
-        self.exec("DELETE FROM accounts WHERE id = $1", &[&id])
+        self.exec_changing("DELETE FROM accounts WHERE id = $1", &[&id])
             .await?;
         Ok(())
     }
-
     async fn account_by_name(&self, name: &str) -> StoreResult<Option<Account>> {
         Ok(self
             .accounts_where("user_name", &[name.to_owned()])
             .await?
             .pop())
     }
-
     async fn account_by_id(&self, id: i64) -> StoreResult<Option<Account>> {
         let c = self.conn().await?;
         let st = c
@@ -310,16 +561,9 @@ impl Store for PgStore {
             .map(account)
             .transpose()
     }
-
-    async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Arc<Account>>> {
-        let found = self.accounts_where("user_name", names).await?;
-        Ok(found.into_iter().map(Arc::new).collect())
-    }
-
     async fn accounts_by_nodes(&self, nodes: &[String]) -> StoreResult<Vec<Account>> {
         self.accounts_where("jid_node", nodes).await
     }
-
     async fn list_accounts(&self, after_id: i64, limit: u32) -> StoreResult<Vec<Account>> {
         let c = self.conn().await?;
         let st = c
@@ -333,7 +577,48 @@ impl Store for PgStore {
             .map(account)
             .collect()
     }
+    async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<bool> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let up = tx
+            .prepare_cached(
+                "UPDATE accounts SET state = 'deleting', updated_at = $2 \
+                 WHERE id = $1 AND state <> 'deleting'",
+            )
+            .await?;
+        let n = tx.execute(&up, &[&id, &now]).await?;
+        let del = tx
+            .prepare_cached("DELETE FROM tokens WHERE account_id = $1")
+            .await?;
+        tx.execute(&del, &[&id]).await?;
+        tx.commit().await?;
+        self.sync_changes().await;
+        Ok(n == 1)
+    }
+    async fn set_password(&self, id: i64, password_hash: String, now: i64) -> StoreResult<bool> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let up = tx
+            .prepare_cached(
+                "UPDATE accounts SET password_hash = $2, updated_at = $3 \
+                 WHERE id = $1 AND state = 'active'",
+            )
+            .await?;
+        let n = tx.execute(&up, &[&id, &password_hash, &now]).await?;
+        if n == 1 {
+            let del = tx
+                .prepare_cached("DELETE FROM tokens WHERE account_id = $1")
+                .await?;
+            tx.execute(&del, &[&id]).await?;
+        }
+        tx.commit().await?;
+        self.sync_changes().await;
+        Ok(n == 1)
+    }
+}
 
+#[async_trait::async_trait]
+impl LoginStore for PgStore {
     async fn claim_login_attempt(
         &self,
         id: i64,
@@ -391,7 +676,6 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(true)
     }
-
     async fn locked_networks(&self, id: i64, now: i64) -> StoreResult<Vec<(String, i64)>> {
         let c = self.conn().await?;
         let st = c
@@ -406,7 +690,6 @@ impl Store for PgStore {
             .map(|r| (r.get(0), r.get(1)))
             .collect())
     }
-
     async fn reset_login_failures(&self, id: i64, network: String) -> StoreResult<()> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
@@ -424,63 +707,26 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(())
     }
+}
 
-    async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<bool> {
-        let mut c = self.conn().await?;
-        let tx = c.transaction().await?;
-        let up = tx
-            .prepare_cached(
-                "UPDATE accounts SET state = 'deleting', updated_at = $2 \
-                 WHERE id = $1 AND state <> 'deleting'",
-            )
-            .await?;
-        let n = tx.execute(&up, &[&id, &now]).await?;
-        let del = tx
-            .prepare_cached("DELETE FROM tokens WHERE account_id = $1")
-            .await?;
-        tx.execute(&del, &[&id]).await?;
-        tx.commit().await?;
-        Ok(n == 1)
-    }
-
+#[async_trait::async_trait]
+impl TokenStore for PgStore {
     async fn revoke_token(&self, id: i64, hash: Vec<u8>) -> StoreResult<bool> {
         let n = self
-            .exec(
+            .exec_changing(
                 "DELETE FROM tokens WHERE account_id = $1 AND hash = $2",
                 &[&id, &hash],
             )
             .await?;
         Ok(n == 1)
     }
-
     async fn revoke_tokens(&self, id: i64) -> StoreResult<u64> {
-        self.exec("DELETE FROM tokens WHERE account_id = $1", &[&id])
+        self.exec_changing("DELETE FROM tokens WHERE account_id = $1", &[&id])
             .await
     }
-
-    async fn set_password(&self, id: i64, password_hash: String, now: i64) -> StoreResult<bool> {
-        let mut c = self.conn().await?;
-        let tx = c.transaction().await?;
-        let up = tx
-            .prepare_cached(
-                "UPDATE accounts SET password_hash = $2, updated_at = $3 \
-                 WHERE id = $1 AND state = 'active'",
-            )
-            .await?;
-        let n = tx.execute(&up, &[&id, &password_hash, &now]).await?;
-        if n == 1 {
-            let del = tx
-                .prepare_cached("DELETE FROM tokens WHERE account_id = $1")
-                .await?;
-            tx.execute(&del, &[&id]).await?;
-        }
-        tx.commit().await?;
-        Ok(n == 1)
-    }
-
     async fn trim_tokens(&self, id: i64, newest: Vec<u8>, keep: u32) -> StoreResult<u64> {
         let keep = i64::from(keep.saturating_sub(1));
-        self.exec(
+        self.exec_changing(
             "DELETE FROM tokens WHERE account_id = $1 AND hash <> $2 AND hash NOT IN \
              (SELECT hash FROM tokens WHERE account_id = $1 AND hash <> $2 \
               ORDER BY seq DESC LIMIT $3)",
@@ -488,7 +734,6 @@ impl Store for PgStore {
         )
         .await
     }
-
     async fn insert_token(
         &self,
         hash: Vec<u8>,
@@ -503,7 +748,24 @@ impl Store for PgStore {
         .await?;
         Ok(())
     }
+}
 
+#[async_trait::async_trait]
+impl Lookups for PgStore {
+    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT a, b, state, updated_at FROM bindings WHERE a = $1 \
+                 UNION ALL SELECT a, b, state, updated_at FROM bindings WHERE b = $1",
+            )
+            .await?;
+        c.query(&st, &[&id]).await?.iter().map(binding).collect()
+    }
+    async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Arc<Account>>> {
+        let found = self.accounts_where("user_name", names).await?;
+        Ok(found.into_iter().map(Arc::new).collect())
+    }
     async fn token_account(
         &self,
         hash: Vec<u8>,
@@ -526,42 +788,10 @@ impl Store for PgStore {
             None => Ok(None),
         }
     }
+}
 
-    async fn insert_captcha(&self, id: String, answer: String, expires_at: i64) -> StoreResult<()> {
-        self.exec(
-            "INSERT INTO captchas (id, answer, expires_at) VALUES ($1, $2, $3)",
-            &[&id, &answer, &expires_at],
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn take_captcha(&self, id: String) -> StoreResult<Option<(String, i64)>> {
-        let c = self.conn().await?;
-        let st = c
-            .prepare_cached("DELETE FROM captchas WHERE id = $1 RETURNING answer, expires_at")
-            .await?;
-        match c.query_opt(&st, &[&id]).await? {
-            Some(r) => Ok(Some((r.try_get(0)?, r.try_get(1)?))),
-            None => Ok(None),
-        }
-    }
-
-    async fn prune(&self, now: i64) -> StoreResult<()> {
-        self.exec("DELETE FROM captchas WHERE expires_at <= $1", &[&now])
-            .await?;
-        self.exec("DELETE FROM tokens WHERE expires_at <= $1", &[&now])
-            .await?;
-        self.exec(
-            "DELETE FROM login_failures WHERE updated_at <= $1::BIGINT - 86400 AND locked_until <= $1",
-            &[&now],
-        )
-        .await?;
-        self.exec("DELETE FROM bind_tokens WHERE expires_at <= $1", &[&now])
-            .await?;
-        Ok(())
-    }
-
+#[async_trait::async_trait]
+impl PairStore for PgStore {
     async fn insert_binding(
         &self,
         a: i64,
@@ -590,9 +820,9 @@ impl Store for PgStore {
             .await?;
         tx.execute(&ins, &[&a, &b, &state.as_str(), &now]).await?;
         tx.commit().await?;
+        self.sync_changes().await;
         Ok(())
     }
-
     async fn set_binding_state(
         &self,
         a: i64,
@@ -600,20 +830,18 @@ impl Store for PgStore {
         state: BindingState,
         now: i64,
     ) -> StoreResult<()> {
-        self.exec(
+        self.exec_changing(
             "UPDATE bindings SET state = $3, updated_at = $4 WHERE a = $1 AND b = $2",
             &[&a, &b, &state.as_str(), &now],
         )
         .await?;
         Ok(())
     }
-
     async fn delete_binding(&self, a: i64, b: i64) -> StoreResult<()> {
-        self.exec("DELETE FROM bindings WHERE a = $1 AND b = $2", &[&a, &b])
+        self.exec_changing("DELETE FROM bindings WHERE a = $1 AND b = $2", &[&a, &b])
             .await?;
         Ok(())
     }
-
     async fn transition_binding(
         &self,
         a: i64,
@@ -623,7 +851,7 @@ impl Store for PgStore {
         now: i64,
     ) -> StoreResult<bool> {
         let n = self
-            .exec(
+            .exec_changing(
                 "UPDATE bindings SET state = $4, updated_at = $5 \
                  WHERE a = $1 AND b = $2 AND state = $3",
                 &[&a, &b, &from.as_str(), &to.as_str(), &now],
@@ -631,17 +859,15 @@ impl Store for PgStore {
             .await?;
         Ok(n == 1)
     }
-
     async fn delete_binding_in(&self, a: i64, b: i64, state: BindingState) -> StoreResult<bool> {
         let n = self
-            .exec(
+            .exec_changing(
                 "DELETE FROM bindings WHERE a = $1 AND b = $2 AND state = $3",
                 &[&a, &b, &state.as_str()],
             )
             .await?;
         Ok(n == 1)
     }
-
     async fn binding(&self, a: i64, b: i64) -> StoreResult<Option<Binding>> {
         let c = self.conn().await?;
         let st = c
@@ -653,82 +879,6 @@ impl Store for PgStore {
             .map(binding)
             .transpose()
     }
-
-    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>> {
-        let c = self.conn().await?;
-        let st = c
-            .prepare_cached(
-                "SELECT a, b, state, updated_at FROM bindings WHERE a = $1 \
-                 UNION ALL SELECT a, b, state, updated_at FROM bindings WHERE b = $1",
-            )
-            .await?;
-        c.query(&st, &[&id]).await?.iter().map(binding).collect()
-    }
-
-    async fn unfinished(&self, before: i64) -> StoreResult<(Vec<Account>, Vec<Binding>)> {
-        let c = self.conn().await?;
-        let st = c
-            .prepare_cached(&format!(
-                "SELECT {ACCOUNT_COLS} FROM accounts \
-                 WHERE state <> 'active' AND updated_at < $1 ORDER BY id"
-            ))
-            .await?;
-        let accounts = c
-            .query(&st, &[&before])
-            .await?
-            .iter()
-            .map(account)
-            .collect::<StoreResult<Vec<_>>>()?;
-        let st = c
-            .prepare_cached(
-                "SELECT a, b, state, updated_at FROM bindings \
-                 WHERE state <> 'bound' AND updated_at < $1",
-            )
-            .await?;
-        let bindings = c
-            .query(&st, &[&before])
-            .await?
-            .iter()
-            .map(binding)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok((accounts, bindings))
-    }
-
-    async fn insert_bind_token(
-        &self,
-        hash: Vec<u8>,
-        issuer: i64,
-        device: Option<i64>,
-        expires_at: i64,
-        now: i64,
-        keep: u32,
-    ) -> StoreResult<()> {
-        let mut c = self.conn().await?;
-        let tx = c.transaction().await?;
-        // The issuer's row locked: two tokens issued at once by one account void in turn.
-        let lock = tx
-            .prepare_cached("SELECT id FROM accounts WHERE id = $1 FOR UPDATE")
-            .await?;
-        tx.query(&lock, &[&issuer]).await?;
-        let ins = tx
-            .prepare_cached(
-                "INSERT INTO bind_tokens (hash, issuer, device, expires_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .await?;
-        tx.execute(&ins, &[&hash, &issuer, &device, &expires_at, &now])
-            .await?;
-        let void = tx
-            .prepare_cached(
-                "DELETE FROM bind_tokens WHERE issuer = $1 AND id NOT IN \
-                 (SELECT id FROM bind_tokens WHERE issuer = $1 ORDER BY id DESC LIMIT $2)",
-            )
-            .await?;
-        tx.execute(&void, &[&issuer, &(keep as i64)]).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     async fn insert_binding_capped(
         &self,
         a: i64,
@@ -768,9 +918,47 @@ impl Store for PgStore {
             .await?;
         tx.execute(&ins, &[&a, &b, &now]).await?;
         tx.commit().await?;
+        self.sync_changes().await;
         Ok(true)
     }
+}
 
+#[async_trait::async_trait]
+impl BindTokenStore for PgStore {
+    async fn insert_bind_token(
+        &self,
+        hash: Vec<u8>,
+        issuer: i64,
+        device: Option<i64>,
+        expires_at: i64,
+        now: i64,
+        keep: u32,
+    ) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        // The issuer's row locked: two tokens issued at once by one account void in turn.
+        let lock = tx
+            .prepare_cached("SELECT id FROM accounts WHERE id = $1 FOR UPDATE")
+            .await?;
+        tx.query(&lock, &[&issuer]).await?;
+        let ins = tx
+            .prepare_cached(
+                "INSERT INTO bind_tokens (hash, issuer, device, expires_at, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .await?;
+        tx.execute(&ins, &[&hash, &issuer, &device, &expires_at, &now])
+            .await?;
+        let void = tx
+            .prepare_cached(
+                "DELETE FROM bind_tokens WHERE issuer = $1 AND id NOT IN \
+                 (SELECT id FROM bind_tokens WHERE issuer = $1 ORDER BY id DESC LIMIT $2)",
+            )
+            .await?;
+        tx.execute(&void, &[&issuer, &(keep as i64)]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
     async fn bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>> {
         let c = self.conn().await?;
         let st = c
@@ -785,7 +973,6 @@ impl Store for PgStore {
             .map(bind_token)
             .transpose()
     }
-
     async fn take_bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>> {
         let c = self.conn().await?;
         let st = c
@@ -800,7 +987,6 @@ impl Store for PgStore {
             .map(bind_token)
             .transpose()
     }
-
     async fn bind_failures(&self, account: i64, since: i64) -> StoreResult<u32> {
         let c = self.conn().await?;
         let st = c
@@ -809,7 +995,6 @@ impl Store for PgStore {
         let n: i64 = c.query_one(&st, &[&account, &since]).await?.try_get(0)?;
         Ok(n.max(0) as u32)
     }
-
     async fn record_bind_failure(&self, account: i64, now: i64, since: i64) -> StoreResult<u32> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
@@ -828,7 +1013,6 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(n.max(0) as u32)
     }
-
     async fn void_bind_tokens(&self, account: i64) -> StoreResult<u64> {
         self.exec(
             "DELETE FROM bind_tokens WHERE issuer = $1 OR device = $1",
@@ -836,7 +1020,6 @@ impl Store for PgStore {
         )
         .await
     }
-
     async fn forget_bind_failure(&self, account: i64, at: i64) -> StoreResult<()> {
         self.exec(
             "DELETE FROM bind_failures WHERE ctid IN \
@@ -846,7 +1029,60 @@ impl Store for PgStore {
         .await?;
         Ok(())
     }
+}
 
+#[async_trait::async_trait]
+impl CaptchaStore for PgStore {
+    async fn insert_captcha(&self, id: String, answer: String, expires_at: i64) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO captchas (id, answer, expires_at) VALUES ($1, $2, $3)",
+            &[&id, &answer, &expires_at],
+        )
+        .await?;
+        Ok(())
+    }
+    async fn take_captcha(&self, id: String) -> StoreResult<Option<(String, i64)>> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached("DELETE FROM captchas WHERE id = $1 RETURNING answer, expires_at")
+            .await?;
+        match c.query_opt(&st, &[&id]).await? {
+            Some(r) => Ok(Some((r.try_get(0)?, r.try_get(1)?))),
+            None => Ok(None),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ReconcileStore for PgStore {
+    async fn unfinished(&self, before: i64) -> StoreResult<(Vec<Account>, Vec<Binding>)> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts \
+                 WHERE state <> 'active' AND updated_at < $1 ORDER BY id"
+            ))
+            .await?;
+        let accounts = c
+            .query(&st, &[&before])
+            .await?
+            .iter()
+            .map(account)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let st = c
+            .prepare_cached(
+                "SELECT a, b, state, updated_at FROM bindings \
+                 WHERE state <> 'bound' AND updated_at < $1",
+            )
+            .await?;
+        let bindings = c
+            .query(&st, &[&before])
+            .await?
+            .iter()
+            .map(binding)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok((accounts, bindings))
+    }
     async fn try_lock_reconciler(&self) -> StoreResult<bool> {
         let mut held = self.reconciler.lock().await;
         if held.is_some() {
@@ -863,7 +1099,6 @@ impl Store for PgStore {
         }
         Ok(got)
     }
-
     async fn unlock_reconciler(&self) -> StoreResult<()> {
         let Some(c) = self.reconciler.lock().await.take() else {
             return Ok(());

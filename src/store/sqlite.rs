@@ -37,6 +37,67 @@ const MIGRATIONS: &[&str] = &[
 
 const READERS: usize = 4;
 
+/// Change capture on the writer's connection (see [`super::changes`]): temporary, so they live
+/// in this connection only and write nothing to disk. An account row counts as changed when any
+/// column but the login counters (`failed_logins`, `locked_until`, `last_login_network`) changes;
+/// a pair row inserted, updated or deleted changes both its accounts.
+const CAPTURE: &str = "
+CREATE TEMP TABLE changed (account_id INTEGER NOT NULL);
+CREATE TEMP TRIGGER changed_account AFTER UPDATE ON main.accounts
+WHEN OLD.user_name IS NOT NEW.user_name OR OLD.type IS NOT NEW.type
+  OR OLD.device_type IS NOT NEW.device_type OR OLD.des IS NOT NEW.des
+  OR OLD.password_hash IS NOT NEW.password_hash OR OLD.jid_node IS NOT NEW.jid_node
+  OR OLD.jid_pwd IS NOT NEW.jid_pwd OR OLD.state IS NOT NEW.state
+  OR OLD.created_at IS NOT NEW.created_at OR OLD.updated_at IS NOT NEW.updated_at
+  OR OLD.id IS NOT NEW.id
+BEGIN INSERT INTO changed VALUES (OLD.id); END;
+CREATE TEMP TRIGGER deleted_account AFTER DELETE ON main.accounts
+BEGIN INSERT INTO changed VALUES (OLD.id); END;
+CREATE TEMP TRIGGER deleted_token AFTER DELETE ON main.tokens
+BEGIN INSERT INTO changed VALUES (OLD.account_id); END;
+CREATE TEMP TRIGGER updated_token AFTER UPDATE ON main.tokens
+BEGIN INSERT INTO changed VALUES (OLD.account_id); END;
+CREATE TEMP TRIGGER inserted_pair AFTER INSERT ON main.bindings
+BEGIN INSERT INTO changed VALUES (NEW.a), (NEW.b); END;
+CREATE TEMP TRIGGER updated_pair AFTER UPDATE ON main.bindings
+BEGIN INSERT INTO changed VALUES (OLD.a), (OLD.b), (NEW.a), (NEW.b); END;
+CREATE TEMP TRIGGER deleted_pair AFTER DELETE ON main.bindings
+BEGIN INSERT INTO changed VALUES (OLD.a), (OLD.b); END;
+";
+
+/// The accounts changed since the last call (committed or inside the open transaction), once
+/// each; empties the record.
+fn take_changed(c: &Connection) -> Vec<i64> {
+    let taken = c
+        .prepare_cached("DELETE FROM temp.changed RETURNING account_id")
+        .and_then(|mut s| {
+            s.query_map([], |r| r.get::<_, i64>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        });
+    match taken {
+        Ok(mut ids) => {
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        }
+        Err(e) => {
+            // Cannot happen short of memory exhaustion; the feed then says it may have missed
+            // changes, and every cache forgets everything.
+            tracing::error!(error = %e, "reading the changed accounts");
+            vec![i64::MIN]
+        }
+    }
+}
+
+/// Publishes what `take_changed` returned.
+fn publish(feed: &ChangeFeed, ids: Vec<i64>) {
+    if ids.first() == Some(&i64::MIN) {
+        feed.reset();
+    } else if !ids.is_empty() {
+        feed.changed(ids);
+    }
+}
+
 /// Most writes committed together.
 pub const MAX_GROUP: usize = 64;
 
@@ -49,6 +110,19 @@ pub struct SqliteStore {
     rounds: Arc<AtomicUsize>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next: AtomicUsize,
+    /// Account changes, published by the writer thread after each commit.
+    feed: Arc<ChangeFeed>,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        if let rusqlite::Error::SqliteFailure(f, _) = &e {
+            if f.code == rusqlite::ErrorCode::ConstraintViolation {
+                return StoreError::Exists;
+            }
+        }
+        StoreError::Db(e.to_string())
+    }
 }
 
 /// A write: runs on the writer's connection and says whether it succeeded; its answer goes out
@@ -72,7 +146,7 @@ fn run_job(c: &mut Connection, job: WriteJob) -> Option<(bool, Answer)> {
 
 /// Runs one write in autocommit mode. A write that leaves a transaction open is rolled back and
 /// fails: the writes after it must not run inside its transaction.
-fn run_alone(c: &mut Connection, job: WriteJob) {
+fn run_alone(c: &mut Connection, job: WriteJob, feed: &ChangeFeed) {
     let ran = run_job(c, job);
     let outcome = if c.is_autocommit() {
         Ok(())
@@ -80,13 +154,21 @@ fn run_alone(c: &mut Connection, job: WriteJob) {
         let _ = c.execute_batch("ROLLBACK");
         Err("the write left a transaction open".to_owned())
     };
+    // In autocommit mode what the triggers recorded is committed (a rolled-back savepoint took
+    // its own records with it).
+    publish(feed, take_changed(c));
     if let Some((_, answer)) = ran {
         answer(outcome);
     }
 }
 
 /// The writer thread: one write alone in autocommit mode, several in one transaction.
-fn writer_loop(mut c: Connection, jobs: mpsc::Receiver<WriteJob>, rounds: Arc<AtomicUsize>) {
+fn writer_loop(
+    mut c: Connection,
+    jobs: mpsc::Receiver<WriteJob>,
+    rounds: Arc<AtomicUsize>,
+    feed: Arc<ChangeFeed>,
+) {
     while let Ok(first) = jobs.recv() {
         rounds.fetch_add(1, Ordering::Relaxed);
         let mut group = vec![first];
@@ -98,7 +180,7 @@ fn writer_loop(mut c: Connection, jobs: mpsc::Receiver<WriteJob>, rounds: Arc<At
         }
         if group.len() == 1 {
             if let Some(job) = group.pop() {
-                run_alone(&mut c, job);
+                run_alone(&mut c, job, &feed);
             }
             continue;
         }
@@ -107,7 +189,7 @@ fn writer_loop(mut c: Connection, jobs: mpsc::Receiver<WriteJob>, rounds: Arc<At
             // instead, and meets (and reports) whatever the database says.
             tracing::warn!(error = %e, writes = group.len(), "could not group writes");
             for job in group {
-                run_alone(&mut c, job);
+                run_alone(&mut c, job, &feed);
             }
             continue;
         }
@@ -151,11 +233,14 @@ fn writer_loop(mut c: Connection, jobs: mpsc::Receiver<WriteJob>, rounds: Arc<At
         if committed.is_err() && !c.is_autocommit() {
             let _ = c.execute_batch("ROLLBACK");
         }
+        // After a commit: what the group changed; after a rollback: nothing (the records went
+        // with it), or what a write that ran before the failure committed alone.
+        publish(&feed, take_changed(&c));
         for a in answers {
             a(committed.clone());
         }
         for job in not_run.into_iter().chain(jobs) {
-            run_alone(&mut c, job);
+            run_alone(&mut c, job, &feed);
         }
     }
 }
@@ -165,6 +250,9 @@ impl SqliteStore {
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
         let mut w = open_conn(path)?;
         migrate(&mut w)?;
+        w.execute_batch(CAPTURE)?;
+        let feed = ChangeFeed::new(true);
+        let published = feed.clone();
         let readers = (0..READERS)
             .map(|_| open_conn(path).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
@@ -173,7 +261,7 @@ impl SqliteStore {
         let counted = rounds.clone();
         let writer = std::thread::Builder::new()
             .name("register-db-writer".into())
-            .spawn(move || writer_loop(w, rx, counted))
+            .spawn(move || writer_loop(w, rx, counted, published))
             .map_err(|e| StoreError::Db(format!("writer thread: {e}")))?;
         Ok(SqliteStore {
             writes: Some(tx),
@@ -181,6 +269,7 @@ impl SqliteStore {
             rounds,
             readers: Arc::new(readers),
             next: AtomicUsize::new(0),
+            feed,
         })
     }
 
@@ -357,7 +446,10 @@ fn accounts_where(c: &Connection, column: &str, values: &[String]) -> StoreResul
 }
 
 #[async_trait::async_trait]
-impl Store for SqliteStore {
+impl Maintenance for SqliteStore {
+    fn change_feed(&self) -> Arc<ChangeFeed> {
+        self.feed.clone()
+    }
     async fn ping(&self) -> StoreResult<()> {
         self.read(|c| {
             Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
@@ -365,7 +457,23 @@ impl Store for SqliteStore {
         })
         .await
     }
+    async fn prune(&self, now: i64) -> StoreResult<()> {
+        self.write(move |c| {
+            c.execute("DELETE FROM captchas WHERE expires_at <= ?1", [now])?;
+            c.execute("DELETE FROM tokens WHERE expires_at <= ?1", [now])?;
+            c.execute(
+                "DELETE FROM login_failures WHERE updated_at <= ?1 - 86400 AND locked_until <= ?1",
+                [now],
+            )?;
+            c.execute("DELETE FROM bind_tokens WHERE expires_at <= ?1", [now])?;
+            Ok(())
+        })
+        .await
+    }
+}
 
+#[async_trait::async_trait]
+impl AccountStore for SqliteStore {
     async fn insert_pending_account(&self, n: NewAccount, now: i64) -> StoreResult<i64> {
         self.write(move |c| {
             c.prepare_cached(
@@ -386,7 +494,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
     async fn set_account_state(&self, id: i64, state: AccountState, now: i64) -> StoreResult<()> {
         self.write(move |c| {
             c.prepare_cached("UPDATE accounts SET state = ?2, updated_at = ?3 WHERE id = ?1")?
@@ -395,7 +502,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
     async fn transition_account(
         &self,
         id: i64,
@@ -413,7 +519,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
     async fn delete_account(&self, id: i64) -> StoreResult<()> {
         self.write(move |c| {
             c.prepare_cached("DELETE FROM accounts WHERE id = ?1")?
@@ -422,13 +527,11 @@ impl Store for SqliteStore {
         })
         .await
     }
-
     async fn account_by_name(&self, name: &str) -> StoreResult<Option<Account>> {
         let name = name.to_owned();
         self.read(move |c| Ok(accounts_where(c, "user_name", &[name])?.pop()))
             .await
     }
-
     async fn account_by_id(&self, id: i64) -> StoreResult<Option<Account>> {
         self.read(move |c| {
             Ok(c.prepare_cached(&format!(
@@ -439,21 +542,11 @@ impl Store for SqliteStore {
         })
         .await
     }
-
-    async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Arc<Account>>> {
-        let names = names.to_vec();
-        let found = self
-            .read(move |c| accounts_where(c, "user_name", &names))
-            .await?;
-        Ok(found.into_iter().map(Arc::new).collect())
-    }
-
     async fn accounts_by_nodes(&self, nodes: &[String]) -> StoreResult<Vec<Account>> {
         let nodes = nodes.to_vec();
         self.read(move |c| accounts_where(c, "jid_node", &nodes))
             .await
     }
-
     async fn list_accounts(&self, after_id: i64, limit: u32) -> StoreResult<Vec<Account>> {
         self.read(move |c| {
             let mut s = c.prepare_cached(&format!(
@@ -464,7 +557,42 @@ impl Store for SqliteStore {
         })
         .await
     }
+    async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<bool> {
+        self.write(move |c| {
+            // A savepoint, not a transaction: this may run inside a group (see the module docs).
+            let sp = c.savepoint()?;
+            let n = sp.execute(
+                "UPDATE accounts SET state = 'deleting', updated_at = ?2 \
+                 WHERE id = ?1 AND state <> 'deleting'",
+                params![id, now],
+            )?;
+            sp.execute("DELETE FROM tokens WHERE account_id = ?1", [id])?;
+            sp.commit()?;
+            Ok(n == 1)
+        })
+        .await
+    }
+    async fn set_password(&self, id: i64, password_hash: String, now: i64) -> StoreResult<bool> {
+        self.write(move |c| {
+            // A savepoint, not a transaction: this may run inside a group (see the module docs).
+            let sp = c.savepoint()?;
+            let n = sp.execute(
+                "UPDATE accounts SET password_hash = ?2, updated_at = ?3 \
+                 WHERE id = ?1 AND state = 'active'",
+                params![id, password_hash, now],
+            )?;
+            if n == 1 {
+                sp.execute("DELETE FROM tokens WHERE account_id = ?1", [id])?;
+            }
+            sp.commit()?;
+            Ok(n == 1)
+        })
+        .await
+    }
+}
 
+#[async_trait::async_trait]
+impl LoginStore for SqliteStore {
     async fn claim_login_attempt(
         &self,
         id: i64,
@@ -512,7 +640,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
     async fn locked_networks(&self, id: i64, now: i64) -> StoreResult<Vec<(String, i64)>> {
         self.read(move |c| {
             let mut s = c.prepare_cached(
@@ -524,7 +651,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
     async fn reset_login_failures(&self, id: i64, network: String) -> StoreResult<()> {
         self.write(move |c| {
             let sp = c.savepoint()?;
@@ -540,23 +666,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
-    async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<bool> {
-        self.write(move |c| {
-            // A savepoint, not a transaction: this may run inside a group (see the module docs).
-            let sp = c.savepoint()?;
-            let n = sp.execute(
-                "UPDATE accounts SET state = 'deleting', updated_at = ?2 \
-                 WHERE id = ?1 AND state <> 'deleting'",
-                params![id, now],
-            )?;
-            sp.execute("DELETE FROM tokens WHERE account_id = ?1", [id])?;
-            sp.commit()?;
-            Ok(n == 1)
-        })
-        .await
-    }
-
+#[async_trait::async_trait]
+impl TokenStore for SqliteStore {
     async fn revoke_token(&self, id: i64, hash: Vec<u8>) -> StoreResult<bool> {
         self.write(move |c| {
             let n = c
@@ -566,7 +679,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
     async fn revoke_tokens(&self, id: i64) -> StoreResult<u64> {
         self.write(move |c| {
             let n = c
@@ -576,25 +688,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
-    async fn set_password(&self, id: i64, password_hash: String, now: i64) -> StoreResult<bool> {
-        self.write(move |c| {
-            // A savepoint, not a transaction: this may run inside a group (see the module docs).
-            let sp = c.savepoint()?;
-            let n = sp.execute(
-                "UPDATE accounts SET password_hash = ?2, updated_at = ?3 \
-                 WHERE id = ?1 AND state = 'active'",
-                params![id, password_hash, now],
-            )?;
-            if n == 1 {
-                sp.execute("DELETE FROM tokens WHERE account_id = ?1", [id])?;
-            }
-            sp.commit()?;
-            Ok(n == 1)
-        })
-        .await
-    }
-
     async fn trim_tokens(&self, id: i64, newest: Vec<u8>, keep: u32) -> StoreResult<u64> {
         self.write(move |c| {
             let n = c
@@ -608,7 +701,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
     async fn insert_token(
         &self,
         hash: Vec<u8>,
@@ -626,7 +718,28 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait::async_trait]
+impl Lookups for SqliteStore {
+    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>> {
+        self.read(move |c| {
+            let mut s = c.prepare_cached(
+                "SELECT a, b, state, updated_at FROM bindings WHERE a = ?1 \
+                 UNION ALL SELECT a, b, state, updated_at FROM bindings WHERE b = ?1",
+            )?;
+            let rows = s.query_map([id], binding)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+    async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Arc<Account>>> {
+        let names = names.to_vec();
+        let found = self
+            .read(move |c| accounts_where(c, "user_name", &names))
+            .await?;
+        Ok(found.into_iter().map(Arc::new).collect())
+    }
     async fn token_account(
         &self,
         hash: Vec<u8>,
@@ -649,43 +762,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
-    async fn insert_captcha(&self, id: String, answer: String, expires_at: i64) -> StoreResult<()> {
-        self.write(move |c| {
-            c.prepare_cached("INSERT INTO captchas (id, answer, expires_at) VALUES (?1, ?2, ?3)")?
-                .execute(params![id, answer, expires_at])?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn take_captcha(&self, id: String) -> StoreResult<Option<(String, i64)>> {
-        self.write(move |c| {
-            Ok(
-                c.prepare_cached(
-                    "DELETE FROM captchas WHERE id = ?1 RETURNING answer, expires_at",
-                )?
-                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?,
-            )
-        })
-        .await
-    }
-
-    async fn prune(&self, now: i64) -> StoreResult<()> {
-        self.write(move |c| {
-            c.execute("DELETE FROM captchas WHERE expires_at <= ?1", [now])?;
-            c.execute("DELETE FROM tokens WHERE expires_at <= ?1", [now])?;
-            c.execute(
-                "DELETE FROM login_failures WHERE updated_at <= ?1 - 86400 AND locked_until <= ?1",
-                [now],
-            )?;
-            c.execute("DELETE FROM bind_tokens WHERE expires_at <= ?1", [now])?;
-            Ok(())
-        })
-        .await
-    }
-
+#[async_trait::async_trait]
+impl PairStore for SqliteStore {
     async fn insert_binding(
         &self,
         a: i64,
@@ -708,7 +788,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
     async fn set_binding_state(
         &self,
         a: i64,
@@ -725,7 +804,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
     async fn delete_binding(&self, a: i64, b: i64) -> StoreResult<()> {
         self.write(move |c| {
             c.prepare_cached("DELETE FROM bindings WHERE a = ?1 AND b = ?2")?
@@ -734,7 +812,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
     async fn transition_binding(
         &self,
         a: i64,
@@ -754,7 +831,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
     async fn delete_binding_in(&self, a: i64, b: i64, state: BindingState) -> StoreResult<bool> {
         self.write(move |c| {
             let n = c
@@ -764,7 +840,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
     async fn binding(&self, a: i64, b: i64) -> StoreResult<Option<Binding>> {
         self.read(move |c| {
             Ok(c.prepare_cached(
@@ -775,62 +850,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
-    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>> {
-        self.read(move |c| {
-            let mut s = c.prepare_cached(
-                "SELECT a, b, state, updated_at FROM bindings WHERE a = ?1 \
-                 UNION ALL SELECT a, b, state, updated_at FROM bindings WHERE b = ?1",
-            )?;
-            let rows = s.query_map([id], binding)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-    }
-
-    async fn unfinished(&self, before: i64) -> StoreResult<(Vec<Account>, Vec<Binding>)> {
-        self.read(move |c| {
-            let mut s = c.prepare_cached(&format!(
-                "SELECT {ACCOUNT_COLS} FROM accounts WHERE state <> 'active' AND updated_at < ?1 ORDER BY id"
-            ))?;
-            let accounts = s.query_map([before], account)?.collect::<Result<Vec<_>, _>>()?;
-            let mut s = c.prepare_cached(
-                "SELECT a, b, state, updated_at FROM bindings WHERE state <> 'bound' AND updated_at < ?1",
-            )?;
-            let bindings = s.query_map([before], binding)?.collect::<Result<Vec<_>, _>>()?;
-            Ok((accounts, bindings))
-        })
-        .await
-    }
-
-    async fn insert_bind_token(
-        &self,
-        hash: Vec<u8>,
-        issuer: i64,
-        device: Option<i64>,
-        expires_at: i64,
-        now: i64,
-        keep: u32,
-    ) -> StoreResult<()> {
-        self.write(move |c| {
-            // A savepoint, not a transaction: this may run inside a group (see the module docs).
-            let sp = c.savepoint()?;
-            sp.prepare_cached(
-                "INSERT INTO bind_tokens (hash, issuer, device, expires_at, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![hash, issuer, device, expires_at, now])?;
-            sp.prepare_cached(
-                "DELETE FROM bind_tokens WHERE issuer = ?1 AND id NOT IN \
-                 (SELECT id FROM bind_tokens WHERE issuer = ?1 ORDER BY id DESC LIMIT ?2)",
-            )?
-            .execute(params![issuer, keep])?;
-            sp.commit()?;
-            Ok(())
-        })
-        .await
-    }
-
     async fn insert_binding_capped(
         &self,
         a: i64,
@@ -871,7 +890,37 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait::async_trait]
+impl BindTokenStore for SqliteStore {
+    async fn insert_bind_token(
+        &self,
+        hash: Vec<u8>,
+        issuer: i64,
+        device: Option<i64>,
+        expires_at: i64,
+        now: i64,
+        keep: u32,
+    ) -> StoreResult<()> {
+        self.write(move |c| {
+            // A savepoint, not a transaction: this may run inside a group (see the module docs).
+            let sp = c.savepoint()?;
+            sp.prepare_cached(
+                "INSERT INTO bind_tokens (hash, issuer, device, expires_at, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![hash, issuer, device, expires_at, now])?;
+            sp.prepare_cached(
+                "DELETE FROM bind_tokens WHERE issuer = ?1 AND id NOT IN \
+                 (SELECT id FROM bind_tokens WHERE issuer = ?1 ORDER BY id DESC LIMIT ?2)",
+            )?
+            .execute(params![issuer, keep])?;
+            sp.commit()?;
+            Ok(())
+        })
+        .await
+    }
     async fn bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>> {
         self.read(move |c| {
             Ok(c.prepare_cached(
@@ -883,7 +932,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
     async fn take_bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>> {
         self.write(move |c| {
             Ok(c.prepare_cached(
@@ -895,7 +943,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
     async fn bind_failures(&self, account: i64, since: i64) -> StoreResult<u32> {
         self.read(move |c| {
             Ok(c.prepare_cached(
@@ -905,7 +952,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
     async fn record_bind_failure(&self, account: i64, now: i64, since: i64) -> StoreResult<u32> {
         self.write(move |c| {
             let sp = c.savepoint()?;
@@ -921,7 +967,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
     async fn void_bind_tokens(&self, account: i64) -> StoreResult<u64> {
         self.write(move |c| {
             let n = c
@@ -931,7 +976,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
     async fn forget_bind_failure(&self, account: i64, at: i64) -> StoreResult<()> {
         self.write(move |c| {
             c.prepare_cached(
@@ -943,7 +987,48 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait::async_trait]
+impl CaptchaStore for SqliteStore {
+    async fn insert_captcha(&self, id: String, answer: String, expires_at: i64) -> StoreResult<()> {
+        self.write(move |c| {
+            c.prepare_cached("INSERT INTO captchas (id, answer, expires_at) VALUES (?1, ?2, ?3)")?
+                .execute(params![id, answer, expires_at])?;
+            Ok(())
+        })
+        .await
+    }
+    async fn take_captcha(&self, id: String) -> StoreResult<Option<(String, i64)>> {
+        self.write(move |c| {
+            Ok(
+                c.prepare_cached(
+                    "DELETE FROM captchas WHERE id = ?1 RETURNING answer, expires_at",
+                )?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?,
+            )
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl ReconcileStore for SqliteStore {
+    async fn unfinished(&self, before: i64) -> StoreResult<(Vec<Account>, Vec<Binding>)> {
+        self.read(move |c| {
+            let mut s = c.prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts WHERE state <> 'active' AND updated_at < ?1 ORDER BY id"
+            ))?;
+            let accounts = s.query_map([before], account)?.collect::<Result<Vec<_>, _>>()?;
+            let mut s = c.prepare_cached(
+                "SELECT a, b, state, updated_at FROM bindings WHERE state <> 'bound' AND updated_at < ?1",
+            )?;
+            let bindings = s.query_map([before], binding)?.collect::<Result<Vec<_>, _>>()?;
+            Ok((accounts, bindings))
+        })
+        .await
+    }
     /// One instance per SQLite database: the lease is always granted.
     async fn try_lock_reconciler(&self) -> StoreResult<bool> {
         Ok(true)

@@ -13,6 +13,7 @@ mod harness;
 mod interop;
 mod ops;
 mod postgres;
+mod scale_out;
 mod security;
 mod tcp;
 mod tcp_auth;

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use register::service::server::Server;
 use register::store::postgres::{PgStore, SCHEMA_VERSION};
-use register::store::sqlite::SqliteStore;
 use register::store::*;
 use register::types::AccountType;
 use serde_json::{json, Value};
@@ -32,7 +31,7 @@ pub(crate) struct TestDb {
     pub(crate) url: String,
 }
 
-async fn admin_client(url: &str) -> tokio_postgres::Client {
+pub(crate) async fn admin_client(url: &str) -> tokio_postgres::Client {
     let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .expect("connecting to REGISTER_TEST_PG_URL");
@@ -56,7 +55,7 @@ impl TestDb {
         }
     }
 
-    async fn drop_db(self) {
+    pub(crate) async fn drop_db(self) {
         admin_client(&self.base)
             .await
             .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
@@ -66,7 +65,8 @@ impl TestDb {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The store on its own: the same sequence as SQLite's unit tests, against both backends.
+// The store on its own: its contract (the same sequence on SQLite, the cache and PostgreSQL) is
+// tested beside it, in src/store/contract.rs; what needs several stores at once is here.
 
 fn new_account(name: &str, node: &str) -> NewAccount {
     NewAccount {
@@ -78,288 +78,6 @@ fn new_account(name: &str, node: &str) -> NewAccount {
         jid_node: node.into(),
         jid_pwd: vec![1, 2, 3],
     }
-}
-
-/// `sqlite.rs`'s `accounts_tokens_bindings_captchas`, on any store.
-async fn accounts_tokens_bindings_captchas(s: &dyn Store) {
-    let a = s
-        .insert_pending_account(new_account("alice", "n1"), 10)
-        .await
-        .unwrap();
-    assert!(matches!(
-        s.insert_pending_account(new_account("alice", "n2"), 10)
-            .await,
-        Err(StoreError::Exists)
-    ));
-    assert!(matches!(
-        s.insert_pending_account(new_account("alice2", "n1"), 10)
-            .await,
-        Err(StoreError::Exists)
-    ));
-    let b = s
-        .insert_pending_account(new_account("bob", "n2"), 10)
-        .await
-        .unwrap();
-    s.set_account_state(a, AccountState::Active, 11)
-        .await
-        .unwrap();
-    s.set_account_state(b, AccountState::Active, 11)
-        .await
-        .unwrap();
-    let alice = s.account_by_name("alice").await.unwrap().unwrap();
-    assert_eq!(alice.state, AccountState::Active);
-    assert_eq!(
-        (alice.jid_node.as_str(), alice.jid_pwd.as_slice()),
-        ("n1", &[1u8, 2, 3][..])
-    );
-    assert_eq!(alice.kind, AccountType::Phone);
-    assert_eq!((alice.created_at, alice.updated_at), (10, 11));
-    assert_eq!(
-        s.accounts_by_nodes(&["n2".into(), "zz".into()])
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
-    assert_eq!(
-        s.accounts_by_names(&["alice".into(), "bob".into(), "x".into()])
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
-    let listed = s.list_accounts(0, 10).await.unwrap();
-    assert_eq!(listed.iter().map(|a| a.id).collect::<Vec<_>>(), vec![a, b]);
-    assert_eq!(s.list_accounts(a, 10).await.unwrap().len(), 1);
-
-    s.insert_token(vec![9; 32], a, 100, 11).await.unwrap();
-    assert!(matches!(
-        s.insert_token(vec![9; 32], a, 100, 11).await,
-        Err(StoreError::Exists)
-    ));
-    let (acc, exp) = s.token_account(vec![9; 32], 50).await.unwrap().unwrap();
-    assert_eq!((acc.id, exp), (a, 100));
-    assert!(s.token_account(vec![9; 32], 100).await.unwrap().is_none());
-
-    s.insert_binding(a, b, BindingState::Binding, 12)
-        .await
-        .unwrap();
-    assert!(matches!(
-        s.insert_binding(a, b, BindingState::Binding, 12).await,
-        Err(StoreError::Exists)
-    ));
-    s.set_binding_state(a, b, BindingState::Bound, 13)
-        .await
-        .unwrap();
-    assert_eq!(s.bindings_of(b).await.unwrap().len(), 1);
-    assert_eq!(s.bindings_of(a).await.unwrap().len(), 1);
-    assert_eq!(
-        s.binding(a, b).await.unwrap().unwrap().state,
-        BindingState::Bound
-    );
-
-    s.begin_cancel(a, 14).await.unwrap();
-    assert!(s.token_account(vec![9; 32], 50).await.unwrap().is_none());
-    let (acc, _) = s.unfinished(100).await.unwrap();
-    assert_eq!(acc.len(), 1);
-    s.delete_account(a).await.unwrap();
-    assert!(s.bindings_of(b).await.unwrap().is_empty());
-
-    s.insert_captcha("c1".into(), "abcde".into(), 99)
-        .await
-        .unwrap();
-    assert_eq!(
-        s.take_captcha("c1".into()).await.unwrap(),
-        Some(("abcde".into(), 99))
-    );
-    assert_eq!(s.take_captcha("c1".into()).await.unwrap(), None);
-    s.insert_captcha("c2".into(), "abcde".into(), 20)
-        .await
-        .unwrap();
-    s.insert_token(vec![8; 32], b, 20, 11).await.unwrap();
-    s.prune(20).await.unwrap();
-    assert_eq!(s.take_captcha("c2".into()).await.unwrap(), None);
-    assert!(s.token_account(vec![8; 32], 0).await.unwrap().is_none());
-
-    // Trimming keeps the newest tokens and always the one just issued.
-    for (i, t) in [[21u8; 32], [22; 32], [23; 32]].iter().enumerate() {
-        s.insert_token(t.to_vec(), b, 1000, 10 + i as i64)
-            .await
-            .unwrap();
-    }
-    assert_eq!(s.trim_tokens(b, vec![23; 32], 2).await.unwrap(), 1);
-    assert!(s.token_account(vec![21; 32], 0).await.unwrap().is_none());
-    assert!(s.token_account(vec![22; 32], 0).await.unwrap().is_some());
-    assert_eq!(s.trim_tokens(b, vec![23; 32], 1).await.unwrap(), 1);
-    assert!(s.token_account(vec![23; 32], 0).await.unwrap().is_some());
-    assert_eq!(s.trim_tokens(b, vec![23; 32], 1).await.unwrap(), 0);
-    // Logout, password change and the operator's revoke.
-    s.insert_token(vec![24; 32], b, 1000, 20).await.unwrap();
-    assert!(s.revoke_token(b, vec![24; 32]).await.unwrap());
-    assert!(!s.revoke_token(b, vec![24; 32]).await.unwrap());
-    assert!(s.token_account(vec![24; 32], 0).await.unwrap().is_none());
-    assert!(s.token_account(vec![23; 32], 0).await.unwrap().is_some());
-    assert!(s.set_password(b, "new-hash".into(), 21).await.unwrap());
-    assert!(s.token_account(vec![23; 32], 0).await.unwrap().is_none());
-    assert_eq!(
-        s.account_by_id(b).await.unwrap().unwrap().password_hash,
-        "new-hash"
-    );
-    s.insert_token(vec![25; 32], b, 1000, 22).await.unwrap();
-    s.insert_token(vec![26; 32], b, 1000, 22).await.unwrap();
-    assert_eq!(s.revoke_tokens(b).await.unwrap(), 2);
-    assert!(s.token_account(vec![26; 32], 0).await.unwrap().is_none());
-    // Claims count in advance, per network and for the account. Network x's fifth claim locks x
-    // out; network y still gets in; the account-wide count (8 here) locks everyone out.
-    let p = LockPolicy {
-        per_network: 5,
-        per_account: 8,
-        lock_secs: 60,
-    };
-    let claim = |net: &str, now: i64| s.claim_login_attempt(b, net.to_owned(), now, p);
-    for _ in 0..4 {
-        assert!(claim("x", 20).await.unwrap());
-    }
-    let bob = s.account_by_id(b).await.unwrap().unwrap();
-    assert_eq!((bob.failed_logins, bob.locked_until), (4, 0));
-    assert!(
-        claim("x", 20).await.unwrap(),
-        "the fifth is still looked at"
-    );
-    assert!(!claim("x", 79).await.unwrap(), "x is locked out");
-    assert_eq!(
-        s.locked_networks(b, 79).await.unwrap(),
-        vec![("x".into(), 80)]
-    );
-    assert!(s.locked_networks(b, 80).await.unwrap().is_empty());
-    assert!(claim("y", 79).await.unwrap(), "y is not");
-    let bob = s.account_by_id(b).await.unwrap().unwrap();
-    assert_eq!(
-        (bob.failed_logins, bob.locked_until),
-        (6, 0),
-        "refusals count nothing"
-    );
-    assert!(claim("x", 80).await.unwrap(), "x's lock over");
-    assert!(claim("z", 80).await.unwrap(), "the account's eighth");
-    let bob = s.account_by_id(b).await.unwrap().unwrap();
-    assert_eq!((bob.failed_logins, bob.locked_until), (0, 140));
-    assert!(
-        !claim("w", 139).await.unwrap(),
-        "the whole account is locked"
-    );
-    // A success from y forgets y's failures and makes y the account's last network; the
-    // account-wide count and lock stay: the lock (until 140) spares y, not x.
-    s.reset_login_failures(b, "y".into()).await.unwrap();
-    let bob = s.account_by_id(b).await.unwrap().unwrap();
-    assert_eq!((bob.failed_logins, bob.locked_until), (0, 140));
-    assert!(!claim("x", 100).await.unwrap(), "x: the account is locked");
-    assert!(
-        claim("y", 100).await.unwrap(),
-        "y: where the owner last logged in"
-    );
-    // A day after its last failure, an unlocked network's count is pruned: x's failure at 80 is
-    // forgotten, so five claims are granted (without the prune the fourth would lock x).
-    let t = 80 + 86_400;
-    s.prune(t).await.unwrap();
-    for _ in 0..5 {
-        assert!(claim("x", t).await.unwrap());
-    }
-    assert!(!claim("x", t).await.unwrap(), "x locked by its own five");
-    // Two more from elsewhere make eight for the account: locked, but not where its owner logs in.
-    assert!(claim("p", t).await.unwrap());
-    assert!(claim("q", t).await.unwrap());
-    assert!(!claim("s", t).await.unwrap(), "the account is locked");
-    assert!(claim("y", t).await.unwrap(), "but not for y");
-    assert!(s.account_by_id(a).await.unwrap().is_none());
-    s.ping().await.unwrap();
-}
-
-/// `sqlite.rs`'s `compare_and_set_transitions`, on any store.
-async fn compare_and_set_transitions(s: &dyn Store) {
-    let a = s
-        .insert_pending_account(new_account("a", "m1"), 10)
-        .await
-        .unwrap();
-    let b = s
-        .insert_pending_account(new_account("b", "m2"), 10)
-        .await
-        .unwrap();
-    assert!(matches!(
-        s.insert_binding(a, b, BindingState::Binding, 11).await,
-        Err(StoreError::Changed)
-    ));
-    assert!(s
-        .transition_account(a, AccountState::Pending, AccountState::Active, 11)
-        .await
-        .unwrap());
-    assert!(!s
-        .transition_account(a, AccountState::Pending, AccountState::Deleting, 11)
-        .await
-        .unwrap());
-    assert!(s
-        .transition_account(b, AccountState::Pending, AccountState::Active, 11)
-        .await
-        .unwrap());
-    // Both orders of a pair's ids: a > b breaks the CHECK (Exists), a == b is never two active
-    // accounts (Changed) — as SQLite answers.
-    assert!(matches!(
-        s.insert_binding(b, a, BindingState::Binding, 12).await,
-        Err(StoreError::Exists)
-    ));
-    assert!(matches!(
-        s.insert_binding(a, a, BindingState::Binding, 12).await,
-        Err(StoreError::Changed)
-    ));
-    s.insert_binding(a, b, BindingState::Binding, 12)
-        .await
-        .unwrap();
-    assert!(s
-        .transition_binding(a, b, BindingState::Binding, BindingState::Unbinding, 13)
-        .await
-        .unwrap());
-    assert!(!s
-        .transition_binding(a, b, BindingState::Binding, BindingState::Bound, 13)
-        .await
-        .unwrap());
-    let (_, pairs) = s.unfinished(100).await.unwrap();
-    assert_eq!(pairs.len(), 1);
-    assert!(!s
-        .delete_binding_in(a, b, BindingState::Binding)
-        .await
-        .unwrap());
-    assert!(s
-        .delete_binding_in(a, b, BindingState::Unbinding)
-        .await
-        .unwrap());
-    assert!(s.binding(a, b).await.unwrap().is_none());
-    assert!(s.begin_cancel(a, 14).await.unwrap());
-    assert!(!s.begin_cancel(a, 14).await.unwrap());
-    assert!(matches!(
-        s.insert_binding(a, b, BindingState::Binding, 15).await,
-        Err(StoreError::Changed)
-    ));
-    let (acc, pairs) = s.unfinished(100).await.unwrap();
-    assert_eq!((acc.len(), pairs.len()), (1, 0));
-    s.delete_binding(a, b).await.unwrap();
-}
-
-#[tokio::test]
-async fn store_matches_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let lite = SqliteStore::open(&dir.path().join("db")).unwrap();
-    accounts_tokens_bindings_captchas(&lite).await;
-    compare_and_set_transitions(&lite).await;
-    assert!(lite.try_lock_reconciler().await.unwrap());
-    let Some(base) = pg_url("store_matches_sqlite") else {
-        return;
-    };
-    let db = TestDb::create(&base).await;
-    let pg = PgStore::connect(&db.url, 4).await.unwrap();
-    accounts_tokens_bindings_captchas(&pg).await;
-    compare_and_set_transitions(&pg).await;
-    assert_eq!(pg.schema_version().await.unwrap(), SCHEMA_VERSION);
-    drop(pg);
-    db.drop_db().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -451,7 +169,7 @@ async fn concurrent_migrations_races_and_the_lease() {
 
 /// One instance and an HTTPS client for it (no cookies: the captcha id is sent explicitly, so a
 /// challenge fetched at one instance can be answered at the other).
-struct Node {
+pub(crate) struct Node {
     server: Option<Server>,
     http: reqwest::Client,
     base: String,
@@ -459,7 +177,7 @@ struct Node {
 }
 
 impl Node {
-    async fn start(prosody: &Prosody, component: &str, url: &str) -> Node {
+    pub(crate) async fn start(prosody: &Prosody, component: &str, url: &str) -> Node {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -492,15 +210,15 @@ impl Node {
         }
     }
 
-    fn server(&self) -> &Server {
+    pub(crate) fn server(&self) -> &Server {
         self.server.as_ref().unwrap()
     }
 
-    async fn post(&self, path: &str, params: &[(String, String)]) -> Value {
+    pub(crate) async fn post(&self, path: &str, params: &[(String, String)]) -> Value {
         crate::harness::post_form(&self.http, &self.base, path, params).await
     }
 
-    async fn captcha(&self) -> String {
+    pub(crate) async fn captcha(&self) -> String {
         let r = self
             .http
             .get(format!("{}/verify_code", self.base))
@@ -512,7 +230,7 @@ impl Node {
     }
 
     /// Register a phone answering the challenge `captcha_id` (fetched at any instance).
-    async fn register_phone(&self, name: &str, captcha_id: &str) -> i64 {
+    pub(crate) async fn register_phone(&self, name: &str, captcha_id: &str) -> i64 {
         let p = [
             ("user_name", name),
             ("password", "password1"),
@@ -524,7 +242,7 @@ impl Node {
         self.post("/register", &p).await["result"].as_i64().unwrap()
     }
 
-    async fn register_device(&self, name: &str) -> i64 {
+    pub(crate) async fn register_device(&self, name: &str) -> i64 {
         let p = signed(&[
             ("user_name", name),
             ("password", "password1"),
@@ -535,7 +253,7 @@ impl Node {
         self.post("/register", &p).await["result"].as_i64().unwrap()
     }
 
-    async fn login_device(&self, name: &str) -> Value {
+    pub(crate) async fn login_device(&self, name: &str) -> Value {
         let p = signed(&[
             ("user_name", name),
             ("password", "password1"),
@@ -544,7 +262,7 @@ impl Node {
         self.post("/login", &p).await
     }
 
-    async fn cancel_device(&self, name: &str) -> Value {
+    pub(crate) async fn cancel_device(&self, name: &str) -> Value {
         let p = signed(&[
             ("user_name", name),
             ("password", "password1"),
@@ -554,7 +272,7 @@ impl Node {
     }
 
     /// `/verify_access_token` over this instance's TCP API.
-    async fn tcp_verify(&self, token: &str) -> Value {
+    pub(crate) async fn tcp_verify(&self, token: &str) -> Value {
         let mut c = BufReader::new(TcpStream::connect(self.server().addrs.tcp).await.unwrap());
         let line = format!(
             "/verify_access_token {}\n",
@@ -568,7 +286,7 @@ impl Node {
         v
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.server.take().unwrap().stop().await.unwrap();
     }
 }
@@ -614,7 +332,8 @@ async fn two_instances_share_one_database() {
         "{v}"
     );
     assert_eq!(v["user_name"], "cam-1");
-    // ...and a cancel at A revokes it for both (no per-instance cache).
+    // ...and a cancel at A revokes it for both (B never checked it: it reads the database;
+    // scale_out.rs covers a token B holds in memory).
     let v = a.cancel_device("cam-1").await;
     assert_eq!(v["result"], 0, "{v}");
     for n in [&a, &b] {
