@@ -4,6 +4,7 @@
 
 mod matrix;
 mod openfire;
+mod openfire_c2s;
 
 use std::time::Duration;
 
