@@ -177,7 +177,7 @@ mod serve;
 mod stanza;
 mod tls;
 
-pub use api::{check_login, validate_node, Xmpp, OPENFIRE_IDLE_HALF};
+pub use api::{check_login, validate_node, AccountCommands, Xmpp, OPENFIRE_IDLE_HALF};
 
 #[cfg(feature = "testkit")]
 pub mod testkit;

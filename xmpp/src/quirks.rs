@@ -159,7 +159,9 @@ pub(crate) fn command_error(err: &StanzaError) -> XmppError {
             "{} (the server does not let the component run XEP-0133 commands: Prosody needs \
              the component in `admins`, ejabberd an ACL for it in `access_rules: configure`; \
              Openfire allows any component unless its user store is read-only — LDAP/AD or a \
-             read-only JDBC provider: make the store writable)",
+             read-only JDBC provider: make the store writable, i.e. set provider.user.className \
+             to org.jivesoftware.openfire.user.DefaultUserProvider, or use HybridUserProvider \
+             with DefaultUserProvider as one of its hybridUserProvider.*Provider.className)",
             error_text(err)
         )),
         _ => XmppError::Refused(error_text(err)),

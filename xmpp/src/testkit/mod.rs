@@ -11,10 +11,12 @@ use crate::{AccountsMode, BindingMode, XmppConfig};
 
 mod client;
 mod ejabberd;
+mod openfire;
 mod prosody;
 
 pub use client::TestClient;
 pub use ejabberd::{Ejabberd, EjabberdOptions};
+pub use openfire::{Openfire, OpenfireOptions, OpenfireState};
 pub use prosody::{Prosody, ProsodyOptions};
 
 /// What every test server offers: where it listens, how to configure the crate for it, and
