@@ -375,6 +375,41 @@ async fn remove_privileged(
 mod tests {
     use super::*;
 
+    fn error_reply(condition: DefinedCondition) -> Iq {
+        let error = xmpp_parsers::stanza_error::StanzaError::new(
+            xmpp_parsers::stanza_error::ErrorType::Modify,
+            condition,
+            "en",
+            "",
+        );
+        Iq::from_error("r1", error)
+    }
+
+    #[test]
+    fn shared_group_removal_is_nothing_of_ours_and_other_errors_stay_errors() {
+        let a = BareJid::new("a@example.test").unwrap();
+        let b = BareJid::new("b@example.test").unwrap();
+        let judged = |c| removal_result(error_reply(c), &a, &b);
+        assert_eq!(
+            judged(DefinedCondition::NotAcceptable).unwrap(),
+            Removal::SharedGroup
+        );
+        assert_eq!(
+            judged(DefinedCondition::ItemNotFound).unwrap(),
+            Removal::Done
+        );
+        assert!(matches!(
+            judged(DefinedCondition::Forbidden),
+            Err(XmppError::Refused(_))
+        ));
+        assert!(matches!(
+            unbind_outcome(Removal::SharedGroup, Removal::SharedGroup),
+            Err(XmppError::NotBound)
+        ));
+        assert!(unbind_outcome(Removal::Done, Removal::SharedGroup).is_ok());
+        assert!(unbind_outcome(Removal::Done, Removal::Done).is_ok());
+    }
+
     #[test]
     fn roster_items_carry_nickname_and_group() {
         let peer = Party {
