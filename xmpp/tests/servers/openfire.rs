@@ -1003,6 +1003,7 @@ async fn openfire_read_only_user_store_answers_forbidden() {
         .filter(|l| l.contains("ERROR") && l.contains("user store is read-only"))
         .collect();
     assert_eq!(logged.len(), 1, "{text}");
+    assert!(logged[0].contains("provider.user.className"), "{text}");
 }
 
 /// Openfire answers a cancel with `bad-request` after removing the session. A lost reply (the
