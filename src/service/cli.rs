@@ -116,6 +116,9 @@ pub async fn check(cfg: Config) -> i32 {
             ),
             Some(e) => {
                 println!("xmpp: FAILED (through the running instance at {addr}): {e}");
+                if e.contains("before any form") {
+                    println!("      {}", read_only_hint(&cfg.xmpp.component));
+                }
                 code = 1;
             }
         }
@@ -157,6 +160,11 @@ pub async fn check(cfg: Config) -> i32 {
             "xmpp: ok (component {} attached at {}; test JID created and deleted)",
             app.cfg.xmpp.component, app.cfg.xmpp.component_addr
         ),
+        Err(e) if e.to_string().contains("before any form") => {
+            println!("xmpp: FAILED: {e}");
+            println!("      {}", read_only_hint(&app.cfg.xmpp.component));
+            code = 1;
+        }
         Err(e) => {
             println!("xmpp: FAILED: {e}");
             println!(
@@ -172,6 +180,18 @@ pub async fn check(cfg: Config) -> i32 {
     }
     shutdown.cancel();
     code
+}
+
+/// The hint when add-user is refused at its first step, before any form (nothing was created).
+fn read_only_hint(component: &str) -> String {
+    format!(
+        "the server refuses add-user to {component:?} outright. On Openfire that means a \
+         read-only user store (AddUser.hasPermission): provider.user.className is LdapUserProvider, \
+         JDBCUserProvider (always read-only) or a HybridUserProvider without a writable provider; \
+         set it to org.jivesoftware.openfire.user.DefaultUserProvider (or give HybridUserProvider \
+         DefaultUserProvider as one of hybridUserProvider.*Provider.className). On Prosody list \
+         the component in `admins`; on ejabberd grant it the `configure` access rule"
+    )
 }
 
 fn diagnose_link(x: &crate::service::config::XmppSection, err: &str) -> String {

@@ -15,11 +15,11 @@ use crate::harness::free_port;
 /// Write a `register.toml` for the binary (the component secret is left to the environment, as
 /// an operator would pass it); returns its path and the configuration it describes.
 pub async fn write_config(
-    prosody: &Prosody,
+    server: &dyn xmpp::testkit::TestServer,
     dir: &std::path::Path,
     o: Opts,
 ) -> (std::path::PathBuf, Config) {
-    let mut c = test_config(prosody, dir.join("data"), o).await;
+    let mut c = test_config(server, dir.join("data"), o).await;
     c.http.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     c.tcp.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     c.admin.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();

@@ -182,3 +182,88 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         .await
         .is_err());
 }
+
+/// The twin of `admin_cli` on the scripted Openfire (`xmpp::testkit::Openfire`), which refuses a
+/// second component connection for the connected name at the stream header as Openfire does:
+/// `register check` and `register user delete` succeed while the service runs, through its
+/// admin listener and link; with a hand-off the CLI cannot trust, its own link is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_cli_on_scripted_openfire_while_the_service_runs() {
+    use xmpp::testkit::{Openfire, OpenfireOptions, TestServer};
+    let of = Openfire::start(OpenfireOptions::default());
+    let secret = of.secret().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, c) = write_config(&of, dir.path(), Opts::default()).await;
+
+    // No service yet: the CLI attaches its own link.
+    let (code, out) = cli(&cfg, &secret, &["check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("xmpp: ok") && !out.contains("running instance"),
+        "{out}"
+    );
+
+    let mut run = c.clone();
+    run.tcp.listen = "127.0.0.1:0".parse().unwrap();
+    run.admin.listen = "127.0.0.1:0".parse().unwrap();
+    run.http.listen = "127.0.0.1:0".parse().unwrap();
+    let server = register::service::server::Server::start(run)
+        .await
+        .expect("service starts");
+    let mut link = server.app.xmpp.link_watch();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        link.wait_for(|s| *s == xmpp::LinkState::Up),
+    )
+    .await
+    .expect("link up")
+    .unwrap();
+    // A device registers through the service: its JID is made on the scripted Openfire.
+    let cert = std::fs::read(server.app.cfg.data_dir.join("cert.pem")).unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+        .build()
+        .unwrap();
+    let base = format!("https://localhost:{}", server.addrs.http.port());
+    let p = crate::harness::signed(&[
+        ("user_name", "of-dev"),
+        ("password", "password1"),
+        ("type", "2"),
+        ("des", "a device"),
+        ("device_type", "cam"),
+    ]);
+    let v = crate::harness::post_form(&http, &base, "/register", &p).await;
+    assert_eq!(v["result"], 0, "{v}");
+    let jid_node = server
+        .app
+        .store
+        .account_by_name("of-dev")
+        .await
+        .unwrap()
+        .expect("account row")
+        .jid_node;
+    assert!(of.has_user(&jid_node), "the JID exists on the server");
+
+    let (code, out) = cli(&cfg, &secret, &["check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("xmpp: ok") && out.contains("through the running instance"),
+        "{out}"
+    );
+    let (code, out) = cli(&cfg, &secret, &["user", "delete", "of-dev"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("through the running instance"), "{out}");
+    assert!(!of.has_user(&jid_node), "the CLI deleted the JID");
+    assert_eq!(of.open_sessions(), 0);
+
+    // Without a trusted hand-off the CLI opens its own link: Openfire refuses it at the header.
+    let handoff = c.data_dir.join("admin-handoff");
+    let text = std::fs::read_to_string(&handoff).unwrap();
+    let addr = text.lines().next().unwrap().to_owned();
+    std::fs::write(&handoff, format!("{addr}\nnot-the-token\n")).unwrap();
+    let (code, out) = cli(&cfg, &secret, &["check"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("refused at the stream header"), "{out}");
+    assert!(of.with(|s| s.refused_at_header) >= 1);
+    server.stop().await.unwrap();
+}

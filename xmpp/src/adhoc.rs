@@ -206,6 +206,32 @@ async fn run(
     }
 }
 
+/// The first step of add-user alone, then a cancel: creates nothing. Openfire checks
+/// `AddUser.hasPermission` when the command is requested, so a read-only user store (LDAP/AD,
+/// JDBC) answers `forbidden` here, before any form; a server that lets the component add users
+/// answers with the form, and the session is cancelled at once (Openfire answers that cancel with
+/// `bad-request`, Prosody and ejabberd with `canceled`; nobody waits for it). Run at each
+/// link-up and by `register check`.
+pub(crate) async fn probe_add_user(link: &Link) -> Result<(), XmppError> {
+    let server = server_jid(link.config());
+    let _slot = link.command_slot().await;
+    let first = execute(link, &server, ADD_USER).await?;
+    if let Some(session) = &first.sessionid {
+        link.cancel_command(ADD_USER, session);
+    }
+    if first.status == "executing" && first.has_form {
+        return Ok(());
+    }
+    // No form: a refusal in a note, or something unexpected.
+    if let Some((_, text)) = first.notes.iter().find(|(kind, _)| kind == "error") {
+        return Err(XmppError::Refused(text.clone()));
+    }
+    Err(XmppError::Protocol(format!(
+        "add-user answered status '{}' without a form",
+        first.status
+    )))
+}
+
 /// XEP-0133 add-user of `jid` with `password`.
 pub(crate) async fn add_user(link: &Link, jid: &str, password: &str) -> Result<(), XmppError> {
     run(

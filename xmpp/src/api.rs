@@ -20,10 +20,62 @@ use crate::{AccountsMode, BindingMode, LinkState, Party, RosterEntry, XmppConfig
 /// interval, and the keepalive must come more often.
 pub const OPENFIRE_IDLE_HALF: Duration = Duration::from_secs(180);
 
+/// What the add-user probe found after the last link-up ([`Xmpp::account_commands`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountCommands {
+    /// Accounts are made by in-band registration: no probe.
+    NotUsed,
+    /// The link is down, or the probe has not answered yet.
+    Pending,
+    /// The server offered the add-user form (the session was cancelled; nothing was created).
+    Allowed,
+    /// The server refused add-user before any form (Openfire: `forbidden` for a read-only user
+    /// store), with the error naming what to change.
+    Refused(String),
+    /// The probe got no usable answer (timeout, link lost, unexpected reply).
+    NoAnswer(String),
+}
+
+/// Runs [`adhoc::probe_add_user`] after every link-up and publishes the verdict; a refusal is
+/// also logged once per link-up by the link (`note_forbidden`).
+fn spawn_account_probe(
+    link: Arc<Link>,
+    verdict: watch::Sender<AccountCommands>,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut state = link.watch();
+        loop {
+            let up = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = state.wait_for(|s| *s == LinkState::Up) => r.is_ok(),
+            };
+            if !up {
+                return;
+            }
+            let found = match adhoc::probe_add_user(&link).await {
+                Ok(()) => AccountCommands::Allowed,
+                Err(XmppError::Refused(why)) => AccountCommands::Refused(why),
+                Err(e) => AccountCommands::NoAnswer(e.to_string()),
+            };
+            verdict.send_replace(found);
+            let down = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = state.wait_for(|s| *s == LinkState::Down) => r.is_ok(),
+            };
+            if !down {
+                return;
+            }
+            verdict.send_replace(AccountCommands::Pending);
+        }
+    });
+}
+
 struct Inner {
     cfg: XmppConfig,
     link: Arc<Link>,
     pool: Arc<Pool>,
+    account_commands: watch::Sender<AccountCommands>,
     /// Cancelled once the link task and the session reaper have ended (sockets closed).
     stopped: CancellationToken,
 }
@@ -99,6 +151,14 @@ impl Xmpp {
             }
         };
         let pool = Arc::new(Pool::new(cfg.clone()));
+        let account_commands = match cfg.accounts {
+            AccountsMode::Component => {
+                let (tx, _) = watch::channel(AccountCommands::Pending);
+                spawn_account_probe(link.clone(), tx.clone(), shutdown.clone());
+                tx
+            }
+            AccountsMode::Ibr => watch::channel(AccountCommands::NotUsed).0,
+        };
         let stopped = CancellationToken::new();
         let (link_done, reaper_done) = (stopped.clone(), CancellationToken::new());
         let reaper_token = reaper_done.clone();
@@ -127,6 +187,7 @@ impl Xmpp {
                 cfg,
                 link,
                 pool,
+                account_commands,
                 stopped,
             }),
         }
@@ -157,6 +218,20 @@ impl Xmpp {
     /// not-authorized …`), if it ever did.
     pub fn last_link_error(&self) -> Option<String> {
         self.inner.link.last_error()
+    }
+
+    /// What the add-user probe found after the last link-up (component accounts only).
+    pub fn account_commands(&self) -> AccountCommands {
+        self.inner.account_commands.borrow().clone()
+    }
+
+    /// Waits up to `within` for the probe after link-up to give a verdict (anything but
+    /// [`AccountCommands::Pending`]) and returns it.
+    pub async fn account_commands_checked(&self, within: Duration) -> AccountCommands {
+        let mut rx = self.inner.account_commands.subscribe();
+        let _ = tokio::time::timeout(within, rx.wait_for(|v| *v != AccountCommands::Pending)).await;
+        let verdict = rx.borrow().clone();
+        verdict
     }
 
     /// The configuration this handle was started with.
@@ -335,7 +410,8 @@ impl Xmpp {
         }
     }
 
-    /// Diagnostics for `register check`: waits up to the timeout for the link, then creates and
+    /// Diagnostics for `register check`: waits up to the timeout for the link, runs the add-user
+    /// probe that creates nothing (a read-only user store shows here), then creates and
     /// deletes a random probe account (and checks the roster privilege in privileged mode).
     pub async fn probe(&self) -> Result<(), XmppError> {
         let mut watch = self.link_watch();
@@ -355,6 +431,18 @@ impl Xmpp {
             return Err(XmppError::Refused(format!(
                 "component link is not up: {why}"
             )));
+        }
+        if self.inner.cfg.accounts == AccountsMode::Component {
+            // First the probe that creates nothing: a read-only user store (Openfire) is told
+            // apart from every other refusal before a test account is tried.
+            adhoc::probe_add_user(&self.inner.link)
+                .await
+                .map_err(|e| match e {
+                    XmppError::Refused(why) => XmppError::Refused(format!(
+                        "add-user refused before any form was filled: {why}"
+                    )),
+                    other => other,
+                })?;
         }
         let node = format!("register-probe-{}", random_suffix());
         let password = format!("probe-{}{}", random_suffix(), random_suffix());

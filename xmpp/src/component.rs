@@ -291,8 +291,10 @@ impl Link {
             tracing::error!(
                 component = %self.cfg.component,
                 "the server refuses XEP-0133 account commands ({detail}): on Openfire the user \
-                 store is read-only (LDAP/AD or a read-only JDBC provider) and must be writable; \
-                 on Prosody list the component in `admins`; on ejabberd grant it `configure`"
+                 store is read-only (LDAP/AD or a read-only JDBC provider) and must be writable \
+                 (provider.user.className = DefaultUserProvider, or a HybridUserProvider with a \
+                 writable provider); on Prosody list the component in `admins`; on ejabberd grant \
+                 it `configure`"
             );
         }
     }

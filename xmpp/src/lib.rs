@@ -14,7 +14,7 @@
 //! - `quirks` — every difference between Prosody, ejabberd and Openfire that matters here, with
 //!   a table (how outcomes are reported, privilege namespaces, the ejabberd 23.01 roster-set bug).
 //! - `testkit` (feature `testkit`) — starts a real Prosody or ejabberd on free loopback ports for
-//!   tests.
+//!   tests, or a scripted Openfire.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -177,7 +177,7 @@ mod serve;
 mod stanza;
 mod tls;
 
-pub use api::{check_login, validate_node, Xmpp, OPENFIRE_IDLE_HALF};
+pub use api::{check_login, validate_node, AccountCommands, Xmpp, OPENFIRE_IDLE_HALF};
 
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -10,7 +10,9 @@
 //! | Malformed command input           | IQ error                                             | IQ error                                         | delete-user without its field: **no reply at all** (we time out and cancel) |
 //! | Open ad-hoc sessions              | expire                                               | expire                                           | 100 per requester (`xmpp.command.limit`; all instances on a name are one requester), `not-allowed` beyond, never expired unless reused: queue in front, always complete or cancel, retry `not-allowed` |
 //! | `cancel` of a command session     | `status='canceled'`                                  | `status='canceled'`                              | session removed, then IQ error `bad-request` |
-//! | Read-only user store              | —                                                    | —                                                | every add-user / delete-user `forbidden` (`hasPermission`) |
+//! | Read-only user store              | —                                                    | —                                                | every add-user / delete-user `forbidden` (`hasPermission`), already at the execute: found by the add-user probe after each link-up and in `register check` (nothing created, session cancelled) |
+//! | Contacts from a shared group      | —                                                    | —                                                | in the roster as `both` with the group's display name: a bind is "already bound"; their removal is IQ error `not-acceptable` (`SharedGroupException`): unbind takes it as nothing of ours to remove (`roster`) |
+//! | c2s SASL / TLS by default         | as configured (SCRAM-SHA-1 offered)                  | as configured (SCRAM-SHA-1 offered)              | PLAIN, DIGEST-MD5, CRAM-MD5, SCRAM-SHA-1 (no SCRAM-SHA-256); STARTTLS `optional` on 5222, direct TLS on 5223 (not used) |
 //! | XEP-0077 in-band registration     | `allow_registration = true`                          | `mod_register` with `access: register`, `registration_timeout: infinity` | `register.inband` (default on) |
 //! | XEP-0356 namespace                | `urn:xmpp:privilege:2` (`mod_privilege`, prosody-modules) | `urn:xmpp:privilege:1`                      | not supported                                 |
 //! | XEP-0356 roster set               | works                                                | **broken**: `internal-server-error` (issue 3942, fixed in 23.10) | —                       |
@@ -22,8 +24,10 @@
 //! `xmppserver/src/main/java/org/jivesoftware/`): `openfire/session/LocalComponentSession.java`,
 //! `openfire/nio/NettyConnection.java`, `openfire/SessionManager.java`,
 //! `openfire/commands/AdHocCommandManager.java`, `openfire/commands/admin/user/AddUser.java` and
-//! `DeleteUser.java`, `openfire/nio/NettyIdleStateKeepAliveHandler.java`, and the notes' texts
-//! in `i18n/src/main/resources/openfire_i18n*.properties`.
+//! `DeleteUser.java`, `openfire/nio/NettyIdleStateKeepAliveHandler.java`,
+//! `openfire/roster/Roster.java` and `openfire/handler/IQRosterHandler.java` (shared groups),
+//! `openfire/net/SASLAuthentication.java` and `openfire/spi/ConnectionListener.java` (c2s), and
+//! the notes' texts in `i18n/src/main/resources/openfire_i18n*.properties`.
 //!
 //! How the code uses this table:
 //! - [`add_user_outcome`] / [`delete_user_outcome`] read the `<note/>` of a completed command by
@@ -159,7 +163,9 @@ pub(crate) fn command_error(err: &StanzaError) -> XmppError {
             "{} (the server does not let the component run XEP-0133 commands: Prosody needs \
              the component in `admins`, ejabberd an ACL for it in `access_rules: configure`; \
              Openfire allows any component unless its user store is read-only — LDAP/AD or a \
-             read-only JDBC provider: make the store writable)",
+             read-only JDBC provider: make the store writable, i.e. set provider.user.className \
+             to org.jivesoftware.openfire.user.DefaultUserProvider, or use HybridUserProvider \
+             with DefaultUserProvider as one of its hybridUserProvider.*Provider.className)",
             error_text(err)
         )),
         _ => XmppError::Refused(error_text(err)),

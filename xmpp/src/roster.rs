@@ -103,10 +103,53 @@ fn parse_roster(reply: Iq) -> Result<Vec<RosterEntry>, XmppError> {
 }
 
 fn set_result(reply: Iq, removing: bool) -> Result<(), XmppError> {
+    set_result_of(reply_payload(reply), removing)
+}
+
+/// What a roster removal did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removal {
+    /// Removed, or already gone (`item-not-found`).
+    Done,
+    /// Refused with `not-acceptable`: Openfire keeps items that a shared group puts in the
+    /// roster (`Roster.deleteRosterItem` → `SharedGroupException`). Not ours to remove: the
+    /// server's administrator made the pair contacts, and only the group can undo it.
+    SharedGroup,
+}
+
+fn removal_result(reply: Iq, who: &BareJid, contact: &BareJid) -> Result<Removal, XmppError> {
     match reply_payload(reply) {
+        Err(e) if e.defined_condition == DefinedCondition::NotAcceptable => {
+            tracing::info!(
+                user = %who,
+                %contact,
+                "the server keeps this roster item (not-acceptable: on Openfire it comes from a \
+                 shared group); nothing of ours to remove"
+            );
+            Ok(Removal::SharedGroup)
+        }
+        other => set_result_of(other, true).map(|()| Removal::Done),
+    }
+}
+
+fn set_result_of(
+    reply: Result<Option<minidom::Element>, Box<xmpp_parsers::stanza_error::StanzaError>>,
+    removing: bool,
+) -> Result<(), XmppError> {
+    match reply {
         Ok(_) => Ok(()),
         Err(e) if removing && e.defined_condition == DefinedCondition::ItemNotFound => Ok(()),
         Err(e) => Err(iq_error(&e)),
+    }
+}
+
+/// The outcome of an unbind after both removals: [`XmppError::NotBound`] when the server kept
+/// every item as a shared-group item (nothing of ours was there).
+fn unbind_outcome(ra: Removal, rb: Removal) -> Result<(), XmppError> {
+    if ra == Removal::SharedGroup && rb == Removal::SharedGroup {
+        Err(XmppError::NotBound)
+    } else {
+        Ok(())
     }
 }
 
@@ -198,17 +241,27 @@ pub(crate) async fn unbind_c2s(
     if find(&ra, jb).is_none() && find(&rb, ja).is_none() {
         return Err(XmppError::NotBound);
     }
-    set(sa, remove_item(jb)).await?;
+    let removed_a = remove(sa, ja, jb).await?;
     // A's removal makes the server cancel B's subscription too, but B keeps an item: remove it.
-    set(sb, remove_item(ja)).await?;
+    let removed_b = remove(sb, jb, ja).await?;
     let ra = get(sa).await?;
     let rb = get(sb).await?;
-    if find(&ra, jb).is_some() || find(&rb, ja).is_some() {
+    let left_a = removed_a == Removal::Done && find(&ra, jb).is_some();
+    let left_b = removed_b == Removal::Done && find(&rb, ja).is_some();
+    if left_a || left_b {
         return Err(XmppError::Protocol(
             "roster item still present after removal".into(),
         ));
     }
-    Ok(())
+    unbind_outcome(removed_a, removed_b)
+}
+
+/// Removes `contact` from the roster of the session's user (`who`).
+async fn remove(s: &mut Session, who: &BareJid, contact: &BareJid) -> Result<Removal, XmppError> {
+    let reply = s
+        .iq(Iq::from_set("", roster_query(vec![remove_item(contact)])))
+        .await?;
+    removal_result(reply, who, contact)
 }
 
 // ---- privileged mode (XEP-0356) ----
@@ -303,14 +356,59 @@ pub(crate) async fn unbind_privileged(
     if find(&ra, jb).is_none() && find(&rb, ja).is_none() {
         return Err(XmppError::NotBound);
     }
-    set_privileged(link, ja, remove_item(jb)).await?;
-    set_privileged(link, jb, remove_item(ja)).await?;
-    Ok(())
+    let removed_a = remove_privileged(link, ja, jb).await?;
+    let removed_b = remove_privileged(link, jb, ja).await?;
+    unbind_outcome(removed_a, removed_b)
+}
+
+async fn remove_privileged(
+    link: &Link,
+    who: &BareJid,
+    contact: &BareJid,
+) -> Result<Removal, XmppError> {
+    let iq =
+        Iq::from_set("", roster_query(vec![remove_item(contact)])).with_to(Jid::from(who.clone()));
+    removal_result(link.iq(iq).await?, who, contact)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn error_reply(condition: DefinedCondition) -> Iq {
+        let error = xmpp_parsers::stanza_error::StanzaError::new(
+            xmpp_parsers::stanza_error::ErrorType::Modify,
+            condition,
+            "en",
+            "",
+        );
+        Iq::from_error("r1", error)
+    }
+
+    #[test]
+    fn shared_group_removal_is_nothing_of_ours_and_other_errors_stay_errors() {
+        let a = BareJid::new("a@example.test").unwrap();
+        let b = BareJid::new("b@example.test").unwrap();
+        let judged = |c| removal_result(error_reply(c), &a, &b);
+        assert_eq!(
+            judged(DefinedCondition::NotAcceptable).unwrap(),
+            Removal::SharedGroup
+        );
+        assert_eq!(
+            judged(DefinedCondition::ItemNotFound).unwrap(),
+            Removal::Done
+        );
+        assert!(matches!(
+            judged(DefinedCondition::Forbidden),
+            Err(XmppError::Refused(_))
+        ));
+        assert!(matches!(
+            unbind_outcome(Removal::SharedGroup, Removal::SharedGroup),
+            Err(XmppError::NotBound)
+        ));
+        assert!(unbind_outcome(Removal::Done, Removal::SharedGroup).is_ok());
+        assert!(unbind_outcome(Removal::Done, Removal::Done).is_ok());
+    }
 
     #[test]
     fn roster_items_carry_nickname_and_group() {

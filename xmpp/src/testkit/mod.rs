@@ -2,7 +2,9 @@
 //! free loopback ports, both behind [`TestServer`] so a scenario can be written once for every
 //! server, and an independent verification client ([`TestClient`]) whose login and stanza code is
 //! not this crate's c2s module (it uses tokio-xmpp's own SASL negotiation), so tests do not check
-//! the code under test with itself. Used by this crate's tests and by the service's tests.
+//! the code under test with itself; and a scripted Openfire ([`Openfire`], which cannot run on
+//! these machines) with its component and c2s sides on one user store, also a [`TestServer`].
+//! Used by this crate's tests and by the service's tests.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -11,10 +13,12 @@ use crate::{AccountsMode, BindingMode, XmppConfig};
 
 mod client;
 mod ejabberd;
+mod openfire;
 mod prosody;
 
 pub use client::TestClient;
 pub use ejabberd::{Ejabberd, EjabberdOptions};
+pub use openfire::{Openfire, OpenfireOptions, OpenfireState};
 pub use prosody::{Prosody, ProsodyOptions};
 
 /// What every test server offers: where it listens, how to configure the crate for it, and

@@ -119,3 +119,25 @@ async fn probe_works() {
     let (ups, _) = e.xmpp.link_stats();
     assert!(ups >= 1);
 }
+
+/// The add-user probe run after each link-up (and by `register check`) is harmless on Prosody:
+/// Prosody offers the form, the session is cancelled, the verdict is `Allowed`, and accounts
+/// work as before; `Xmpp::probe` (the whole `register check`) passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_user_probe_is_allowed_and_harmless_on_prosody() {
+    let e = env(false, AccountsMode::Component, BindingMode::C2s).await;
+    let verdict = e
+        .xmpp
+        .account_commands_checked(std::time::Duration::from_secs(10))
+        .await;
+    assert_eq!(verdict, xmpp::AccountCommands::Allowed);
+    e.xmpp.probe().await.expect("register check's probe");
+    let n = node("after-probe");
+    e.xmpp
+        .create_account(&n, "pw-123456")
+        .await
+        .expect("create");
+    assert!(e.server.account_on_disk(&n));
+    e.xmpp.delete_account(&n, "x").await.expect("delete");
+    assert!(!e.server.account_on_disk(&n));
+}

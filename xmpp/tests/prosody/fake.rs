@@ -132,6 +132,27 @@ async fn unanswered_command_times_out_and_is_cancelled() {
         }
     });
     assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    // The add-user probe after link-up (execute, then a cancel) is not counted here.
+    assert_eq!(
+        x.account_commands_checked(Duration::from_secs(3)).await,
+        xmpp::AccountCommands::Allowed
+    );
+    let probe_cancelled = |seen: &[Element]| {
+        seen.iter().any(|el| {
+            el.get_child("command", "http://jabber.org/protocol/commands")
+                .and_then(|c| c.attr("action"))
+                == Some("cancel")
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !probe_cancelled(&seen.lock().unwrap()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the probe was not cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    seen.lock().unwrap().clear();
     let r = x.create_account("someone", "pw-123456").await;
     assert!(matches!(r, Err(XmppError::Timeout)), "{r:?}");
     tokio::time::sleep(Duration::from_millis(200)).await;

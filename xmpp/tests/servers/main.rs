@@ -4,6 +4,7 @@
 
 mod matrix;
 mod openfire;
+mod openfire_c2s;
 
 use std::time::Duration;
 
@@ -16,10 +17,17 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// Waits for the link, then for the add-user probe that follows each link-up (so that what a
+/// test counts on the server starts after it).
 pub async fn wait_up(xmpp: &Xmpp, within: Duration) -> bool {
+    let start = std::time::Instant::now();
     let mut w = xmpp.link_watch();
     let up = tokio::time::timeout(within, w.wait_for(|s| *s == LinkState::Up)).await;
-    matches!(up, Ok(Ok(_)))
+    if !matches!(up, Ok(Ok(_))) {
+        return false;
+    }
+    let left = within.saturating_sub(start.elapsed());
+    xmpp.account_commands_checked(left).await != xmpp::AccountCommands::Pending
 }
 
 pub fn node(prefix: &str) -> String {

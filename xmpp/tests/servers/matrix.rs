@@ -153,6 +153,12 @@ async fn scenario(kind: Server, accounts: AccountsMode, binding: BindingMode, tl
         x.last_link_error()
     );
     let unsupported = kind == Server::Ejabberd && binding == BindingMode::Privileged;
+    // The add-user probe after link-up (first step, then a cancel) is allowed on both servers.
+    let probe = match accounts {
+        AccountsMode::Component => xmpp::AccountCommands::Allowed,
+        AccountsMode::Ibr => xmpp::AccountCommands::NotUsed,
+    };
+    assert_eq!(x.account_commands(), probe, "{}", server.name());
 
     // Create, duplicate, log in independently.
     let (na, nb) = (node("phone"), node("dev"));

@@ -925,6 +925,12 @@ async fn openfire_notes_in_english_german_and_french_are_judged_by_structure() {
         .await;
         let (x, shutdown) = start(&of, Duration::from_secs(2));
         assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+        // The add-user probe after link-up (execute, then a cancel) is not counted here.
+        assert!(
+            of.wait_for(Duration::from_secs(3), |s| s.sessions.is_empty())
+                .await
+        );
+        of.with(|s| s.actions.clear());
         x.create_account("alice", "pw-123456")
             .await
             .unwrap_or_else(|e| panic!("{locale:?}: {e}"));
@@ -997,6 +1003,7 @@ async fn openfire_read_only_user_store_answers_forbidden() {
         .filter(|l| l.contains("ERROR") && l.contains("user store is read-only"))
         .collect();
     assert_eq!(logged.len(), 1, "{text}");
+    assert!(logged[0].contains("provider.user.className"), "{text}");
 }
 
 /// Openfire answers a cancel with `bad-request` after removing the session. A lost reply (the
@@ -1009,6 +1016,12 @@ async fn openfire_answers_cancel_with_bad_request_and_no_session_stays_open() {
     let (x, shutdown) = start(&of, Duration::from_millis(300));
     let _stop = shutdown.drop_guard();
     assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    assert!(
+        of.wait_for(Duration::from_secs(3), |s| s.sessions.is_empty())
+            .await
+    );
+    // The add-user probe after link-up (execute, then a cancel) is not counted here.
+    of.with(|s| s.actions.clear());
     for round in 0..3 {
         let user = format!("user{round}");
         x.create_account(&user, "pw-123456")
@@ -1214,9 +1227,20 @@ async fn openfire_allow_multiple_lets_two_instances_share_the_name() {
     assert!(crate::wait_up(&a, Duration::from_secs(3)).await);
     assert!(crate::wait_up(&b, Duration::from_secs(3)).await);
     assert!(
-        of.wait_for(Duration::from_secs(3), |s| s.connected.len() == 2)
-            .await
+        of.wait_for(Duration::from_secs(3), |s| s.connected.len() == 2
+            && s.sessions.is_empty()
+            && s.routed_tracked == 3 * 2)
+            .await,
+        "{:?}",
+        of.with(|s| s.actions.clone())
     );
+    // Each instance's add-user probe after link-up (execute, then a cancel; the first instance
+    // probed at its earlier link-up too) is not counted here.
+    of.with(|s| {
+        s.commands_from.clear();
+        s.routed_tracked = 0;
+        s.routed_round_robin = 0;
+    });
     let (ra, rb) = tokio::join!(register_all(&a, "a", 30), register_all(&b, "b", 30));
     let _ = (ra, rb);
     of.with(|s| {
@@ -1289,7 +1313,8 @@ async fn openfire_idle_close_is_prevented_by_a_keepalive_stanza() {
 }
 
 /// Right after the handshake Openfire's component manager asks the component for disco#info and
-/// its software version; both are answered (disco#info with the component identity).
+/// its software version; both are answered: disco#info with the component identity (Openfire
+/// lists it in its disco items), the version with `service-unavailable` (ignored by Openfire).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openfire_disco_info_and_version_queries_after_handshake_are_answered() {
     crate::init_tracing();
@@ -1320,6 +1345,85 @@ async fn openfire_disco_info_and_version_queries_after_handshake_are_answered() 
             .iter()
             .find(|r| r.attr("id").is_some_and(|i| i.starts_with("of-version")))
             .expect("a version reply");
-        assert!(matches!(version.attr("type"), Some("result" | "error")));
+        // No software version is offered: `service-unavailable`, which Openfire ignores
+        // (`InternalComponentManager.process` handles only `result` replies).
+        assert_eq!(version.attr("type"), Some("error"));
+        let error = version
+            .get_child("error", "jabber:component:accept")
+            .expect("an error");
+        assert!(error.has_child("service-unavailable", STANZAS), "{error:?}");
+    });
+}
+
+/// Openfire checks `AddUser.hasPermission` when add-user is requested: with a read-only user
+/// store the execute itself is answered `forbidden`, before any form. The probe after each
+/// link-up and `register check` (`Xmpp::probe`) find it that way, create nothing, and name the
+/// Openfire setting to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openfire_read_only_user_store_is_found_by_a_probe_that_creates_nothing() {
+    crate::init_tracing();
+    let of = Openfire::start(Setup {
+        read_only: true,
+        ..Setup::default()
+    })
+    .await;
+    let (x, shutdown) = start(&of, Duration::from_secs(2));
+    let _stop = shutdown.drop_guard();
+    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    let found = x.account_commands();
+    let xmpp::AccountCommands::Refused(why) = &found else {
+        panic!("{found:?}");
+    };
+    for needle in ["forbidden", "read-only", "provider.user.className"] {
+        assert!(why.contains(needle), "{why}");
+    }
+    let checked = x.probe().await;
+    assert!(
+        matches!(&checked, Err(XmppError::Refused(t)) if t.contains("before any form") && t.contains("provider.user.className")),
+        "{checked:?}"
+    );
+    of.with(|s| {
+        assert!(s.users.is_empty() && s.sessions.is_empty());
+        let outcomes: Vec<_> = s
+            .actions
+            .iter()
+            .map(|a| (a.0.as_str(), a.2.as_str()))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [("execute", "forbidden"), ("execute", "forbidden")]
+        );
+    });
+}
+
+/// With a writable store the same probe gets the add-user form and cancels the session at once
+/// (Openfire answers the cancel `bad-request` after removing the session): nothing is created
+/// and no session stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openfire_writable_user_store_probe_cancels_its_session() {
+    crate::init_tracing();
+    let of = Openfire::start(Setup::default()).await;
+    let (x, shutdown) = start(&of, Duration::from_secs(2));
+    let _stop = shutdown.drop_guard();
+    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    assert_eq!(x.account_commands(), xmpp::AccountCommands::Allowed);
+    assert!(
+        of.wait_for(Duration::from_secs(3), |s| s.sessions.is_empty()
+            && s.actions.len() == 2)
+            .await,
+        "{:?}",
+        of.with(|s| s.actions.clone())
+    );
+    of.with(|s| {
+        assert!(s.users.is_empty());
+        let outcomes: Vec<_> = s
+            .actions
+            .iter()
+            .map(|a| (a.0.as_str(), a.2.as_str()))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [("execute", "executing"), ("cancel", "bad-request")]
+        );
     });
 }
