@@ -88,6 +88,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tokens_requests_are_limited_per_account_over_https_only() {
+        let k = Kit::with(|c| c.security.account_rate_per_minute = 2).await;
+        let (_, tp) = k.account("p", AccountType::Phone).await;
+        let mut c = k.call(&[("access_token", &tp), ("user_name_ls", r#"["p"]"#)]);
+        assert_eq!(code(&run(&k.app, &c).await), 0);
+        assert_eq!(code(&run(&k.app, &c).await), 0);
+        assert_eq!(code(&run(&k.app, &c).await), 112);
+        c.via_tcp = true;
+        assert_eq!(code(&run(&k.app, &c).await), 0, "backends serve every user");
+        c.via_tcp = false;
+        k.clock.advance(60);
+        assert_eq!(code(&run(&k.app, &c).await), 0, "a new window");
+    }
+
+    #[tokio::test]
     async fn the_list_and_the_token_are_checked() {
         let k = Kit::new().await;
         let (_, tp) = k.account("p", AccountType::Phone).await;

@@ -159,6 +159,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_full_hashing_queue_answers_112_and_writes_nothing() {
+        let k = Kit::with(|c| c.security.hash_queue = 1).await;
+        let held = k.app.hasher.permit().unwrap();
+        assert_eq!(register_device(&k).await, 112);
+        assert!(k.named("lamp-1").await.is_none());
+        drop(held);
+        assert_eq!(register_device(&k).await, 0);
+    }
+
+    #[tokio::test]
     async fn a_link_down_fails_fast_with_101_and_writes_nothing() {
         let k = Kit::new().await;
         k.xmpp.set_link(LinkState::Down);

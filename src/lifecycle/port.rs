@@ -180,3 +180,56 @@ impl XmppPort for Metered {
         self.timed("roster", self.inner.roster(who)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use xmpp::XmppError;
+
+    use super::{Metered, XmppPort};
+    use crate::lifecycle::fake_port::{FakeXmpp, Fault, Op};
+    use crate::service::metrics::Metrics;
+
+    #[tokio::test]
+    async fn the_xmpp_client_refuses_a_password_change_without_touching_the_server() {
+        let mut cfg = crate::service::config::Config::default();
+        // Nothing listens there: the link stays down, and nothing is sent anyway.
+        cfg.xmpp.component_addr = "127.0.0.1:1".into();
+        cfg.xmpp.component_secret = "s".into();
+        let xcfg = crate::service::server::xmpp_config(&cfg).unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let x = xmpp::Xmpp::start(xcfg, stop.clone());
+        let r = XmppPort::set_password(&x, "unode", "old-pass-1", "new-pass-1").await;
+        assert!(matches!(r, Err(XmppError::Unsupported(_))), "{r:?}");
+        assert_eq!(XmppPort::jid_of(&x, "n"), format!("n@{}", cfg.xmpp.domain));
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn every_operation_is_counted_once_by_the_metered_port() {
+        let fake = Arc::new(FakeXmpp::new("m.test"));
+        let metrics = Arc::new(Metrics::default());
+        let port = Metered::new(fake.clone(), metrics.clone());
+        port.create_account("a1", "pw-a1-long").await.unwrap();
+        fake.fail_once(Op::Create, Fault::Exists);
+        assert!(matches!(
+            port.create_account("a2", "pw-a2-long").await,
+            Err(XmppError::Conflict)
+        ));
+        port.set_password("a1", "pw-a1-long", "pw-a1-new")
+            .await
+            .unwrap();
+        assert_eq!(fake.password_of("a1").as_deref(), Some("pw-a1-new"));
+        port.delete_account("a1", "").await.unwrap();
+        let m = metrics.render(true, 1, 0);
+        for needle in [
+            "op=\"create_account\",ok=\"true\"} 1",
+            "op=\"create_account\",ok=\"false\"} 1",
+            "op=\"set_password\",ok=\"true\"} 1",
+            "op=\"delete_account\",ok=\"true\"} 1",
+        ] {
+            assert!(m.contains(needle), "missing {needle} in\n{m}");
+        }
+    }
+}
