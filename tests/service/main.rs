@@ -9,6 +9,7 @@ mod bind_tokens;
 mod bindings;
 mod consistency;
 mod documented;
+mod guessing;
 mod harness;
 mod interop;
 mod ops;
