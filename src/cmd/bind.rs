@@ -396,6 +396,7 @@ mod tests {
             captcha_id: None,
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             via_tcp: false,
+            route: Default::default(),
         }
     }
 

@@ -17,6 +17,7 @@ use crate::auth::ratelimit::RateLimiter;
 use crate::clock::SystemClock;
 use crate::service::config::{parse_nets, Config};
 use crate::service::secrets::{self, Secrets};
+use crate::store::nonces::NonceStore;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
@@ -87,20 +88,27 @@ pub fn xmpp_config(cfg: &Config) -> Result<xmpp::XmppConfig, StartError> {
 /// instances, so without the in-process token cache, which would miss the other instances'
 /// revocations), else SQLite in `data_dir` behind the token cache.
 pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
+    Ok(open_stores(cfg).await?.0)
+}
+
+/// [`open_store`], and the same database as the nonce store of version 2 signatures.
+pub async fn open_stores(
+    cfg: &Config,
+) -> Result<(Arc<dyn Store>, Arc<dyn NonceStore>), StartError> {
     if cfg.database.is_postgres() {
         let s = PgStore::connect(&cfg.database.url, cfg.database.max_connections)
             .await
             .map_err(fail("database"))?;
-        Ok(Arc::new(s))
+        let s = Arc::new(s);
+        Ok((s.clone(), s))
     } else {
         let s = SqliteStore::open(&cfg.data_dir.join("register.db")).map_err(fail("database"))?;
-        match cfg.database.token_cache_entries {
-            0 => Ok(Arc::new(s)),
-            n => Ok(Arc::new(crate::store::cache::TokenCache::new(
-                Arc::new(s),
-                n,
-            ))),
-        }
+        let s = Arc::new(s);
+        let store: Arc<dyn Store> = match cfg.database.token_cache_entries {
+            0 => s.clone(),
+            n => Arc::new(crate::store::cache::TokenCache::new(s.clone(), n)),
+        };
+        Ok((store, s))
     }
 }
 
@@ -110,7 +118,7 @@ pub async fn build_app(cfg: Config, shutdown: CancellationToken) -> Result<Arc<A
     for p in &secrets.generated {
         tracing::warn!(file = %p.display(), "generated a secret (owner-only permissions)");
     }
-    let store = open_store(&cfg).await?;
+    let (store, nonces) = open_stores(&cfg).await?;
     let xcfg = xmpp_config(&cfg)?;
     let xmpp = xmpp::Xmpp::start(xcfg, shutdown);
     let clock = Arc::new(SystemClock);
@@ -118,6 +126,7 @@ pub async fn build_app(cfg: Config, shutdown: CancellationToken) -> Result<Arc<A
         hasher: Hasher::bounded(cfg.security.hash_concurrency, cfg.security.hash_queue),
         limiter: RateLimiter::new(&cfg.security, clock.clone()),
         store,
+        nonces,
         xmpp,
         secrets,
         clock,
@@ -155,6 +164,12 @@ impl Server {
             tracing::warn!(
                 "binding.consent = \"none\": anyone may bind any account by name, without a bind \
                  token (old clients only; see SECURITY.md)"
+            );
+        }
+        if cfg.security.accept_v1_signatures {
+            tracing::warn!(
+                "security.accept_v1_signatures = true: version 1 param_sign (no method, path or \
+                 nonce; replayable within its window) is accepted (old apps only; see SECURITY.md)"
             );
         }
         let xmpp_stop = CancellationToken::new();

@@ -27,11 +27,14 @@ async fn two_hundred_concurrent_guesses_with_the_right_one_inside_never_get_in()
         env.account(&name, 2).await;
         let verdicts_before = app.metrics.login_failures().0;
         let guess = |password: String| {
-            let p = signed(&[
-                ("user_name", name.as_str()),
-                ("password", password.as_str()),
-                ("type", "2"),
-            ]);
+            let p = signed(
+                "/login",
+                &[
+                    ("user_name", name.as_str()),
+                    ("password", password.as_str()),
+                    ("type", "2"),
+                ],
+            );
             let (http, base) = (env.http.clone(), env.base.clone());
             tokio::spawn(async move { post_form(&http, &base, "/login", &p).await })
         };

@@ -55,7 +55,7 @@ impl Svc {
     }
 
     async fn post_signed(&self, path: &str, params: &[(&str, &str)]) -> Value {
-        let p = signed(params);
+        let p = signed(path, params);
         let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         self.post(path, &p).await
     }

@@ -15,6 +15,7 @@ mod interop;
 mod ops;
 mod postgres;
 mod security;
+mod signatures;
 mod tcp;
 mod tcp_auth;
 mod token_life;

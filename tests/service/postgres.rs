@@ -525,31 +525,40 @@ impl Node {
     }
 
     async fn register_device(&self, name: &str) -> i64 {
-        let p = signed(&[
-            ("user_name", name),
-            ("password", "password1"),
-            ("type", "2"),
-            ("des", "a device"),
-            ("device_type", "cam"),
-        ]);
+        let p = signed(
+            "/register",
+            &[
+                ("user_name", name),
+                ("password", "password1"),
+                ("type", "2"),
+                ("des", "a device"),
+                ("device_type", "cam"),
+            ],
+        );
         self.post("/register", &p).await["result"].as_i64().unwrap()
     }
 
     async fn login_device(&self, name: &str) -> Value {
-        let p = signed(&[
-            ("user_name", name),
-            ("password", "password1"),
-            ("type", "2"),
-        ]);
+        let p = signed(
+            "/login",
+            &[
+                ("user_name", name),
+                ("password", "password1"),
+                ("type", "2"),
+            ],
+        );
         self.post("/login", &p).await
     }
 
     async fn cancel_device(&self, name: &str) -> Value {
-        let p = signed(&[
-            ("user_name", name),
-            ("password", "password1"),
-            ("type", "2"),
-        ]);
+        let p = signed(
+            "/cancel",
+            &[
+                ("user_name", name),
+                ("password", "password1"),
+                ("type", "2"),
+            ],
+        );
         self.post("/cancel", &p).await
     }
 
@@ -681,11 +690,14 @@ async fn a_lock_set_through_one_instance_holds_at_the_other() {
     let b = Node::start(&prosody, "register2.example.test", &db.url).await;
     assert_eq!(a.register_device("cam-lock").await, 0);
     let guess = |n: &Node, i: usize| {
-        let p = signed(&[
-            ("user_name", "cam-lock"),
-            ("password", &format!("wrong-{i}")),
-            ("type", "2"),
-        ]);
+        let p = signed(
+            "/login",
+            &[
+                ("user_name", "cam-lock"),
+                ("password", &format!("wrong-{i}")),
+                ("type", "2"),
+            ],
+        );
         let (http, base) = (n.http.clone(), n.base.clone());
         async move { post_form(&http, &base, "/login", &p).await["result"].clone() }
     };

@@ -102,11 +102,14 @@ async fn verify_tokens_and_get_users() {
         2
     );
     // A token revoked by /cancel fails at once.
-    let p = crate::harness::signed(&[
-        ("user_name", "tcp-dev"),
-        ("password", "password1"),
-        ("type", "2"),
-    ]);
+    let p = crate::harness::signed(
+        "/cancel",
+        &[
+            ("user_name", "tcp-dev"),
+            ("password", "password1"),
+            ("type", "2"),
+        ],
+    );
     let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     assert_eq!(env.post("/cancel", &p).await["result"], 0);
     let v = ask(
