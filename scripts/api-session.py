@@ -304,6 +304,10 @@ def session(c):
     # revokes every token (a wrong old password first: 102).
     t2 = c.call("get", "/login", {"user_name": dev2, "password": pw, "type": "2"},
                 sign=True)["access_token"]
+    r = c.call("form", "/renew_jid_pwd", {"access_token": t2, "user_name": dev2}, sign=True)
+    if not r.get("jid_pwd"):
+        raise AssertionError(f"/renew_jid_pwd: no jid_pwd: {r}")
+    c.call("json", "/renew_jid_pwd", {"access_token": t2, "user_name": dev2}, expect=6)  # unsigned device
     c.call("get", "/logout", {"access_token": t2, "user_name": dev2}, sign=True)
     c.call("form", "/logout", {"access_token": t2, "user_name": dev2}, sign=True, expect=4)
     c.call("json", "/get_users", {"access_token": d2tok, "user_name_ls": [dev2]}, sign=True)

@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::service::config::Config;
 use crate::service::metrics::Metrics;
 use crate::service::secrets::Secrets;
+use crate::store::jid_pwd::JidPwdStore;
 use crate::store::nonces::NonceStore;
 use crate::store::{Account, Store};
 
@@ -26,6 +27,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// Nonces of version 2 signatures (the same database as `store`).
     pub nonces: Arc<dyn NonceStore>,
+    /// Pending XMPP passwords of `/renew_jid_pwd` (the same database as `store`).
+    pub jid_pwds: Arc<dyn JidPwdStore>,
     pub xmpp: xmpp::Xmpp,
     pub hasher: Hasher,
     pub secrets: Secrets,

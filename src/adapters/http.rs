@@ -24,6 +24,7 @@ pub const ROUTES: &[&str] = &[
     "/get_bind_token",
     "/logout",
     "/change_password",
+    "/renew_jid_pwd",
 ];
 
 /// Name of the captcha cookie and parameter.
@@ -45,6 +46,7 @@ impl Api {
             "/get_bind_token" => cmd::get_bind_token::run(app, call).await,
             "/logout" => cmd::logout::run(app, call).await,
             "/change_password" => cmd::change_password::run(app, call).await,
+            "/renew_jid_pwd" => cmd::renew_jid_pwd::run(app, call).await,
             _ => Err(ApiError::Params(format!("no such endpoint {path}"))),
         }
     }
@@ -75,6 +77,7 @@ fn budget(path: &str) -> Budget {
         | "/register"
         | "/cancel"
         | "/change_password"
+        | "/renew_jid_pwd"
         | "/set_user_banding"
         | "/set_user_unbanding" => Budget::Costly,
         _ => Budget::Api,

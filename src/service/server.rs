@@ -17,6 +17,7 @@ use crate::auth::ratelimit::RateLimiter;
 use crate::clock::SystemClock;
 use crate::service::config::{parse_nets, Config};
 use crate::service::secrets::{self, Secrets};
+use crate::store::jid_pwd::{Forgetting, JidPwdStore};
 use crate::store::nonces::NonceStore;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
@@ -88,27 +89,47 @@ pub fn xmpp_config(cfg: &Config) -> Result<xmpp::XmppConfig, StartError> {
 /// instances, so without the in-process token cache, which would miss the other instances'
 /// revocations), else SQLite in `data_dir` behind the token cache.
 pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
-    Ok(open_stores(cfg).await?.0)
+    Ok(open_stores(cfg).await?.store)
 }
 
-/// [`open_store`], and the same database as the nonce store of version 2 signatures.
-pub async fn open_stores(
-    cfg: &Config,
-) -> Result<(Arc<dyn Store>, Arc<dyn NonceStore>), StartError> {
+/// The stores of one database: the [`Store`], the nonces of version 2 signatures and the
+/// pending XMPP passwords of `/renew_jid_pwd`.
+pub struct Stores {
+    pub store: Arc<dyn Store>,
+    pub nonces: Arc<dyn NonceStore>,
+    pub jid_pwds: Arc<dyn JidPwdStore>,
+}
+
+/// [`open_store`], with the other stores of the same database.
+pub async fn open_stores(cfg: &Config) -> Result<Stores, StartError> {
     if cfg.database.is_postgres() {
         let s = PgStore::connect(&cfg.database.url, cfg.database.max_connections)
             .await
             .map_err(fail("database"))?;
         let s = Arc::new(s);
-        Ok((s.clone(), s))
+        Ok(Stores {
+            store: s.clone(),
+            nonces: s.clone(),
+            jid_pwds: s,
+        })
     } else {
         let s = SqliteStore::open(&cfg.data_dir.join("register.db")).map_err(fail("database"))?;
         let s = Arc::new(s);
-        let store: Arc<dyn Store> = match cfg.database.token_cache_entries {
-            0 => s.clone(),
-            n => Arc::new(crate::store::cache::TokenCache::new(s.clone(), n)),
-        };
-        Ok((store, s))
+        Ok(match cfg.database.token_cache_entries {
+            0 => Stores {
+                store: s.clone(),
+                nonces: s.clone(),
+                jid_pwds: s,
+            },
+            n => {
+                let cache = Arc::new(crate::store::cache::TokenCache::new(s.clone(), n));
+                Stores {
+                    store: cache.clone(),
+                    nonces: s.clone(),
+                    jid_pwds: Arc::new(Forgetting { inner: s, cache }),
+                }
+            }
+        })
     }
 }
 
@@ -118,7 +139,11 @@ pub async fn build_app(cfg: Config, shutdown: CancellationToken) -> Result<Arc<A
     for p in &secrets.generated {
         tracing::warn!(file = %p.display(), "generated a secret (owner-only permissions)");
     }
-    let (store, nonces) = open_stores(&cfg).await?;
+    let Stores {
+        store,
+        nonces,
+        jid_pwds,
+    } = open_stores(&cfg).await?;
     let xcfg = xmpp_config(&cfg)?;
     let xmpp = xmpp::Xmpp::start(xcfg, shutdown);
     let clock = Arc::new(SystemClock);
@@ -127,6 +152,7 @@ pub async fn build_app(cfg: Config, shutdown: CancellationToken) -> Result<Arc<A
         limiter: RateLimiter::new(&cfg.security, clock.clone()),
         store,
         nonces,
+        jid_pwds,
         xmpp,
         secrets,
         clock,

@@ -154,6 +154,12 @@ impl std::hash::Hasher for DigestHasher {
 }
 
 impl TokenCache {
+    /// Drop account `id`'s entries, after a change made past the cache (the `jid_pwd` of
+    /// [`crate::store::jid_pwd`]).
+    pub fn forget_account(&self, id: i64) {
+        self.shared.forget(id);
+    }
+
     pub fn new(inner: Arc<dyn Store>, capacity: usize) -> TokenCache {
         TokenCache {
             inner,

@@ -6,6 +6,7 @@
 //! the last, and the reconciler finishes whatever a crash left behind.
 
 pub mod cache;
+pub mod jid_pwd;
 pub mod nonces;
 pub mod postgres;
 pub mod sqlite;

@@ -14,6 +14,7 @@ mod harness;
 mod interop;
 mod ops;
 mod postgres;
+mod renew_jid_pwd;
 mod security;
 mod signatures;
 mod tcp;
