@@ -615,6 +615,22 @@ async fn two_instances_share_one_database() {
     let jid_pwd = v["user_info"]["jid_pwd"].as_str().unwrap().to_owned();
     assert!(prosody.can_login(&jid, &jid_pwd).await);
 
+    // A signed request one instance accepted is a replay at the other: the nonce is shared.
+    let p = signed(
+        "/login",
+        &[
+            ("user_name", "cam-1"),
+            ("password", "password1"),
+            ("type", "2"),
+        ],
+    );
+    assert_eq!(a.post("/login", &p).await["result"], 0);
+    assert_eq!(
+        b.post("/login", &p).await["result"],
+        6,
+        "a nonce spent at A is refused at B"
+    );
+
     // A token issued by B is verified over A's TCP API...
     let v = a.tcp_verify(&token).await;
     assert_eq!(
