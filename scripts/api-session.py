@@ -20,10 +20,12 @@ import hashlib
 import hmac
 import json
 import random
+import secrets
 import socket
 import ssl
 import sys
 import time
+import urllib.parse
 
 import jsonschema_rs
 import requests
@@ -72,8 +74,11 @@ class Checker:
             raise AssertionError(f"{what}: reply does not match the schema: {errors[:3]}\n{value}")
 
     # ---- signatures ----
-    def param_sign(self, params):
-        base = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "param_sign")
+    def param_sign(self, method, path, params):
+        # Version 2 (docs/API.md "Signatures"): method, path and the percent-encoded pairs.
+        enc = lambda s: urllib.parse.quote(s, safe="-._~")
+        pairs = sorted(f"{enc(k)}={enc(v)}" for k, v in params.items() if k != "param_sign")
+        base = "\n".join(["register-sign-v2", method, path, "&".join(pairs)])
         return hmac.new(self.app_key, base.encode(), hashlib.sha256).hexdigest()
 
     def check_sign(self, body, what):
@@ -87,11 +92,13 @@ class Checker:
     def call(self, how, path, params, *, sign=False, expect=0, status=200, headers=None, cookies=None):
         """Send params by `how` (get | form | json), check everything, return the body."""
         params = dict(params)
+        nonce = None
         if sign:
-            params["timestamp"] = str(int(time.time()))
+            nonce = secrets.token_hex(16)
+            params.update({"sign_v": "2", "timestamp": str(int(time.time())), "nonce": nonce})
             wire = {k: (v if isinstance(v, str) else json.dumps(v, separators=(",", ":")))
                     for k, v in params.items()}
-            params["param_sign"] = self.param_sign(wire)
+            params["param_sign"] = self.param_sign("GET" if how == "get" else "POST", path, wire)
         url = self.base + path
         kw = {"headers": headers or {}, "cookies": cookies, "timeout": 60}
         if how == "get":
@@ -108,7 +115,10 @@ class Checker:
             r = self.http.post(url, json=params, **kw)
             method = "post"
         what = f"{how.upper()} {path} {sorted(params)}"
-        return self.check_reply(r, path, method, what, expect, status)
+        body = self.check_reply(r, path, method, what, expect, status)
+        if nonce is not None and body.get("nonce") != nonce:
+            raise AssertionError(f"{what}: the reply does not carry the request's nonce: {body}")
+        return body
 
     def check_reply(self, r, path, method, what, expect, status):
         if r.status_code != status:
@@ -294,6 +304,10 @@ def session(c):
     # revokes every token (a wrong old password first: 102).
     t2 = c.call("get", "/login", {"user_name": dev2, "password": pw, "type": "2"},
                 sign=True)["access_token"]
+    r = c.call("form", "/renew_jid_pwd", {"access_token": t2, "user_name": dev2}, sign=True)
+    if not r.get("jid_pwd"):
+        raise AssertionError(f"/renew_jid_pwd: no jid_pwd: {r}")
+    c.call("json", "/renew_jid_pwd", {"access_token": t2, "user_name": dev2}, expect=6)  # unsigned device
     c.call("get", "/logout", {"access_token": t2, "user_name": dev2}, sign=True)
     c.call("form", "/logout", {"access_token": t2, "user_name": dev2}, sign=True, expect=4)
     c.call("json", "/get_users", {"access_token": d2tok, "user_name_ls": [dev2]}, sign=True)

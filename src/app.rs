@@ -18,12 +18,18 @@ use crate::lifecycle::port::XmppPort;
 use crate::service::config::Config;
 use crate::service::metrics::Metrics;
 use crate::service::secrets::Secrets;
+use crate::store::jid_pwd::JidPwdStore;
+use crate::store::nonces::NonceStore;
 use crate::store::{Account, Store};
 
 /// Everything a command may use.
 pub struct App {
     pub cfg: Config,
     pub store: Arc<dyn Store>,
+    /// Nonces of version 2 signatures (the same database as `store`).
+    pub nonces: Arc<dyn NonceStore>,
+    /// Pending XMPP passwords of `/renew_jid_pwd` (the same database as `store`).
+    pub jid_pwds: Arc<dyn JidPwdStore>,
     /// The XMPP server, through the core's port (timed and counted for metrics).
     pub xmpp: Arc<dyn XmppPort>,
     pub hasher: Hasher,
@@ -59,6 +65,15 @@ pub struct Call {
     /// Came over the TCP API: the caller is an IM backend admitted by `tcp.allow`, not the
     /// device itself, so a device's token needs no `param_sign` there (still checked if sent).
     pub via_tcp: bool,
+    /// The method and path, which a version 2 `param_sign` covers.
+    pub route: Route,
+}
+
+/// How a request came: the method (`GET`, `POST`; `TCP` for the TCP API) and the path.
+#[derive(Debug, Clone, Default)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: String,
 }
 
 impl Call {
@@ -88,9 +103,10 @@ impl App {
         crypto::sign_reply(&self.secrets.sign_key, reply)
     }
 
-    /// Verify `param_sign`: required when `required`, checked whenever sent; a `timestamp`
-    /// parameter must then lie within the window.
-    pub fn check_param_sign(&self, call: &Call, required: bool) -> Result<(), ApiError> {
+    /// Verify `param_sign`: required when `required`, checked whenever sent. Version 2
+    /// (`sign_v=2`) needs `timestamp` within the window and a `nonce` not seen before, which it
+    /// spends; version 1 is refused unless `security.accept_v1_signatures`.
+    pub async fn check_param_sign(&self, call: &Call, required: bool) -> Result<(), ApiError> {
         let Some(sent) = call.get("param_sign") else {
             return if required {
                 Err(ApiError::Sign)
@@ -98,17 +114,55 @@ impl App {
                 Ok(())
             };
         };
-        if !crypto::verify_param_sign(&self.secrets.app_keys, &call.params, sent) {
-            return Err(ApiError::Sign);
-        }
-        if let Some(ts) = call.get("timestamp") {
+        let window = self.cfg.security.timestamp_window_secs as i64;
+        let in_window = |ts: &str| -> Result<i64, ApiError> {
             let ts: i64 = ts.parse().map_err(|_| ApiError::Sign)?;
-            let window = self.cfg.security.timestamp_window_secs as i64;
             if (self.now() - ts).abs() > window {
                 return Err(ApiError::Sign);
             }
+            Ok(ts)
+        };
+        match call.get(crypto::SIGN_VERSION.0) {
+            Some(v) if v == crypto::SIGN_VERSION.1 => {
+                let ts = in_window(call.get("timestamp").ok_or(ApiError::Sign)?)?;
+                let nonce = call
+                    .get("nonce")
+                    .filter(|n| crypto::valid_nonce(n))
+                    .ok_or(ApiError::Sign)?;
+                if !crypto::verify_param_sign_v2(
+                    &self.secrets.app_keys,
+                    call.route.method,
+                    &call.route.path,
+                    &call.params,
+                    sent,
+                ) {
+                    return Err(ApiError::Sign);
+                }
+                // Spent only once the signature holds: nobody else can fill the table.
+                if !self
+                    .nonces
+                    .spend_nonce(nonce.to_owned(), ts + window, self.now())
+                    .await?
+                {
+                    tracing::info!(nonce, "param_sign: nonce seen before (a replay)");
+                    return Err(ApiError::Sign);
+                }
+                Ok(())
+            }
+            Some(_) => Err(ApiError::Sign),
+            None => {
+                if !self.cfg.security.accept_v1_signatures {
+                    return Err(ApiError::Sign);
+                }
+                if !crypto::verify_param_sign(&self.secrets.app_keys, &call.params, sent) {
+                    return Err(ApiError::Sign);
+                }
+                if let Some(ts) = call.get("timestamp") {
+                    in_window(ts)?;
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     /// Check and spend the captcha answer sent in `verify_code`.
@@ -149,7 +203,7 @@ impl App {
         device: bool,
         sign_required: bool,
     ) -> Result<(), ApiError> {
-        self.check_param_sign(call, device || sign_required)?;
+        self.check_param_sign(call, device || sign_required).await?;
         if !device {
             self.check_captcha(call).await?;
         }
@@ -160,7 +214,7 @@ impl App {
     pub async fn token_owner(&self, call: &Call) -> Result<(Arc<Account>, i64), ApiError> {
         let (account, expires) = self.token_holder(call).await?;
         let device = account.kind == crate::types::AccountType::Device;
-        self.check_param_sign(call, device && !call.via_tcp)?;
+        self.check_param_sign(call, device && !call.via_tcp).await?;
         Ok((account, expires))
     }
 

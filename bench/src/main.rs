@@ -751,11 +751,14 @@ fn bench_isolation(o: &Opts, dir: &Path, tokens: Arc<Vec<String>>, rows: &mut Ve
         let flood = std::thread::spawn(move || {
             let rt = util::client_rt();
             let make: https::MakeReq = Rc::new(|i| {
-                let body = signed_form(&[
-                    ("user_name", &format!("nobody-{i}")),
-                    ("password", "wrong-password"),
-                    ("type", "2"),
-                ]);
+                let body = signed_form(
+                    "/login",
+                    &[
+                        ("user_name", &format!("nobody-{i}")),
+                        ("password", "wrong-password"),
+                        ("type", "2"),
+                    ],
+                );
                 ("/login".into(), Some(body), vec![])
             });
             let refused: https::Check = Rc::new(|r| r.status == 200 && result_of(&r.body) == 102);

@@ -567,14 +567,27 @@ pub fn enc(s: &str) -> String {
     o
 }
 
-/// A form body of `params` with `param_sign` added (keyed with [`APP_KEY`]).
-pub fn signed_form(params: &[(&str, &str)]) -> String {
-    let p: Vec<(String, String)> = params
+/// A form body for `POST path` of `params` with a version 2 `param_sign` added (keyed with
+/// [`APP_KEY`]): `sign_v`, the current `timestamp` and a fresh `nonce` go in first.
+pub fn signed_form(path: &str, params: &[(&str, &str)]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        .to_string();
+    let nonce = register::auth::crypto::new_nonce();
+    let mut all: Vec<(&str, &str)> = params.to_vec();
+    all.extend([
+        ("sign_v", "2"),
+        ("timestamp", now.as_str()),
+        ("nonce", nonce.as_str()),
+    ]);
+    let p: Vec<(String, String)> = all
         .iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
-    let sig = register::auth::crypto::param_sign(APP_KEY.as_bytes(), &p);
-    form(params) + "&param_sign=" + &sig
+    let sig = register::auth::crypto::param_sign_v2(APP_KEY.as_bytes(), "POST", path, &p);
+    form(&all) + "&param_sign=" + &sig
 }
 
 pub fn form(params: &[(&str, &str)]) -> String {

@@ -219,12 +219,15 @@ pub async fn run(bin: &Path, work: &Path, pairs: usize, conc: usize) -> XmppResu
                 return false;
             };
             let id = cap.captcha_id.unwrap_or_default();
-            let body = signed_form(&[
-                ("user_name", &format!("ph-{k}")),
-                ("password", "password1"),
-                ("type", "1"),
-                ("verify_code", CAPTCHA),
-            ]);
+            let body = signed_form(
+                "/login",
+                &[
+                    ("user_name", &format!("ph-{k}")),
+                    ("password", "password1"),
+                    ("type", "1"),
+                    ("verify_code", CAPTCHA),
+                ],
+            );
             let Ok(r) = c
                 .call("/login", Some(body), &[("x-verify-code-id", &id)])
                 .await
@@ -394,13 +397,16 @@ async fn register_load(
                 c.call("/register", Some(body), &[("x-verify-code-id", &id)])
                     .await
             } else {
-                let body = signed_form(&[
-                    ("user_name", &format!("{prefix}dev-{k}")),
-                    ("password", "password1"),
-                    ("type", "2"),
-                    ("des", "a device"),
-                    ("device_type", "cam"),
-                ]);
+                let body = signed_form(
+                    "/register",
+                    &[
+                        ("user_name", &format!("{prefix}dev-{k}")),
+                        ("password", "password1"),
+                        ("type", "2"),
+                        ("des", "a device"),
+                        ("device_type", "cam"),
+                    ],
+                );
                 c.call("/register", Some(body), &[]).await
             };
             let ok = r.is_ok_and(|r| result_of(&r.body) == 0);

@@ -70,9 +70,18 @@ impl Api {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        let mut nonce = None;
         if sign {
-            let s = param_sign(&self.app_key, &form);
+            // Version 2: sign_v, a timestamp and a fresh nonce, all covered with the method and path.
+            let n = hex::encode(rand::random::<[u8; 16]>());
+            let mut extra = vec![("sign_v", "2".to_owned()), ("nonce", n.clone())];
+            if !form.iter().any(|(k, _)| k == "timestamp") {
+                extra.push(("timestamp", now().to_string()));
+            }
+            form.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
+            let s = param_sign(&self.app_key, "POST", path, &form);
             form.push(("param_sign".into(), s));
+            nonce = Some(n);
         }
         let r = self
             .http
@@ -101,22 +110,38 @@ impl Api {
             if !reply_sign_ok(key, &reply) {
                 return Err(format!("{path}: the reply's sign does not verify: {reply}"));
             }
+            // The signed reply names the request's nonce: it answers this request, no other.
+            if nonce.is_some() && reply["nonce"].as_str() != nonce.as_deref() {
+                return Err(format!("{path}: the reply is for another request: {reply}"));
+            }
         }
         Ok(reply)
     }
 }
 
-/// `param_sign`: HMAC-SHA256 with the app key over `name=value` pairs sorted by name, joined
-/// with `&`, values as sent (not URL-encoded), as lowercase hex.
-fn param_sign(app_key: &str, params: &[(String, String)]) -> String {
-    let mut sorted: Vec<&(String, String)> =
-        params.iter().filter(|(k, _)| k != "param_sign").collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    let base = sorted
+/// `param_sign`, version 2 (docs/API.md "Signatures"): HMAC-SHA256 with the app key over
+/// `register-sign-v2`, the method, the path and the sorted `name=value` pairs (each name and
+/// value percent-encoded, RFC 3986 unreserved characters kept) joined with `&`, the four parts
+/// joined with newlines; lowercase hex.
+fn param_sign(app_key: &str, method: &str, path: &str, params: &[(String, String)]) -> String {
+    fn pct(s: &str) -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+    let mut pairs: Vec<String> = params
         .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
+        .filter(|(k, _)| k != "param_sign")
+        .map(|(k, v)| format!("{}={}", pct(k), pct(v)))
+        .collect();
+    pairs.sort();
+    let base = format!("register-sign-v2\n{method}\n{path}\n{}", pairs.join("&"));
     hmac_hex(app_key, &base)
 }
 

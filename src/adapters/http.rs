@@ -6,7 +6,7 @@ use std::time::Instant;
 use http_api::{Reply, Request};
 use serde_json::{json, Value};
 
-use crate::app::{App, Call};
+use crate::app::{App, Call, Route};
 use crate::auth::ratelimit::{Budget, RetryAfter};
 use crate::cmd;
 use crate::error::ApiError;
@@ -24,6 +24,7 @@ pub const ROUTES: &[&str] = &[
     "/get_bind_token",
     "/logout",
     "/change_password",
+    "/renew_jid_pwd",
 ];
 
 /// Name of the captcha cookie and parameter.
@@ -45,6 +46,7 @@ impl Api {
             "/get_bind_token" => cmd::get_bind_token::run(app, call).await,
             "/logout" => cmd::logout::run(app, call).await,
             "/change_password" => cmd::change_password::run(app, call).await,
+            "/renew_jid_pwd" => cmd::renew_jid_pwd::run(app, call).await,
             _ => Err(ApiError::Params(format!("no such endpoint {path}"))),
         }
     }
@@ -75,6 +77,7 @@ fn budget(path: &str) -> Budget {
         | "/register"
         | "/cancel"
         | "/change_password"
+        | "/renew_jid_pwd"
         | "/set_user_banding"
         | "/set_user_unbanding" => Budget::Costly,
         _ => Budget::Api,
@@ -83,7 +86,14 @@ fn budget(path: &str) -> Budget {
 
 /// A request refused for load: 429 (a rate limit) or 503 (the hashing queue is full), with
 /// `Retry-After` and the signed body `{"result":112}`.
-fn refused(app: &App, route: &'static str, started: Instant, e: &ApiError, retry: u64) -> Reply {
+fn refused(
+    app: &App,
+    route: &'static str,
+    started: Instant,
+    e: &ApiError,
+    retry: u64,
+    params: &[(String, String)],
+) -> Reply {
     app.metrics.request(route, e.code(), started.elapsed());
     let status = if matches!(e, ApiError::Busy) {
         503
@@ -92,9 +102,21 @@ fn refused(app: &App, route: &'static str, started: Instant, e: &ApiError, retry
     };
     Reply::Refused {
         status,
-        body: app.sign(json!({"result": e.code()})),
+        body: app.sign(with_nonce(json!({"result": e.code()}), params)),
         retry_after: retry,
     }
+}
+
+/// A reply to a request that carried a well-formed `nonce` carries it back, inside what `sign`
+/// covers (version 2 signatures): a captured reply cannot stand for another request.
+pub fn with_nonce(mut reply: Value, params: &[(String, String)]) -> Value {
+    let nonce = params
+        .iter()
+        .find(|(k, v)| k == "nonce" && crate::auth::crypto::valid_nonce(v));
+    if let (Some((_, n)), Value::Object(m)) = (nonce, &mut reply) {
+        m.insert("nonce".into(), Value::String(n.clone()));
+    }
+    reply
 }
 
 /// The reply body of an error, logged when it is a bug or a storage failure.
@@ -118,7 +140,14 @@ impl http_api::Handler for Api {
             .unwrap_or("unknown");
         if let Err(RetryAfter(retry)) = app.limiter.allow_network(budget(&req.path), req.client_ip)
         {
-            return refused(app, route, started, &ApiError::RateLimited, retry);
+            return refused(
+                app,
+                route,
+                started,
+                &ApiError::RateLimited,
+                retry,
+                &req.params,
+            );
         }
         if req.path == "/verify_code" {
             return match cmd::verify_code::run(app).await {
@@ -141,18 +170,26 @@ impl http_api::Handler for Api {
             captcha_id,
             client_ip: req.client_ip,
             via_tcp: false,
+            route: Route {
+                method: match req.method {
+                    http_api::Method::Get => "GET",
+                    http_api::Method::Post => "POST",
+                },
+                path: req.path,
+            },
         };
-        let outcome = self.dispatch(&req.path, &call).await;
+        let outcome = self.dispatch(&call.route.path, &call).await;
         match &outcome {
-            Err(e @ ApiError::Busy) => return refused(app, route, started, e, 1),
+            Err(e @ ApiError::Busy) => return refused(app, route, started, e, 1, &call.params),
             Err(e @ ApiError::RateLimited) => {
-                return refused(app, route, started, e, app.limiter.retry_after())
+                let retry = app.limiter.retry_after();
+                return refused(app, route, started, e, retry, &call.params);
             }
             _ => {}
         }
         let (code, reply) = cmd::reply::render(outcome);
         app.metrics.request(route, code, started.elapsed());
-        Reply::Json(app.sign(reply))
+        Reply::Json(app.sign(with_nonce(reply, &call.params)))
     }
 
     fn error_body(&self, status: u16) -> Value {

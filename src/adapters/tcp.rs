@@ -131,6 +131,10 @@ impl tcp_api::LineHandler for LineApi {
             captcha_id: None,
             client_ip: peer.ip(),
             via_tcp: true,
+            route: crate::app::Route {
+                method: "TCP",
+                path: path.to_owned(),
+            },
         };
         // At debug level every line about this request carries its id. Not at info: a span per
         // request costs more than the token check itself (BENCHMARKS.md); lines this path logs at
@@ -162,7 +166,7 @@ impl tcp_api::LineHandler for LineApi {
             _ => "tcp/unknown",
         };
         app.metrics.request(endpoint, result, started.elapsed());
-        app.sign(reply)
+        app.sign(crate::adapters::http::with_nonce(reply, &call.params))
     }
 
     fn answer_now(&self, path: &str, json: &str, _peer: SocketAddr, out: &mut Vec<u8>) -> bool {

@@ -2,8 +2,14 @@
 //!
 //! - `sign` (SPEC §4): HMAC-SHA256 over the reply without `sign`, as compact JSON with keys sorted
 //!   at every level. We canonicalize explicitly instead of relying on serde_json's map order.
-//! - `param_sign`: HMAC-SHA256 over `name=value` pairs (all but `param_sign`) sorted by name,
-//!   joined with `&`, values as sent; checked in constant time against every app key.
+//! - `param_sign` version 2 (`sign_v=2`, docs/API.md "Signatures"): HMAC-SHA256 over
+//!   `register-sign-v2`, the method, the path and the parameters (all but `param_sign`), each name
+//!   and value percent-encoded (RFC 3986 unreserved characters kept, every other byte `%XX`), as
+//!   `name=value` sorted and joined with `&`, the four parts joined with `\n`. It must carry
+//!   `timestamp` and `nonce`; the nonce is spent in the store ([`crate::store::nonces`]).
+//! - `param_sign` version 1 (no `sign_v`; refused unless `security.accept_v1_signatures`):
+//!   HMAC-SHA256 over `name=value` pairs sorted by name, joined with `&`, values as sent.
+//!   Either is checked in constant time against every app key.
 //! - Access tokens are stored as SHA-256 hashes; `jid_pwd` is sealed with ChaCha20-Poly1305,
 //!   the JID node as associated data so a ciphertext cannot be moved to another row.
 
@@ -91,10 +97,13 @@ pub fn param_sign(key: &[u8], params: &[(String, String)]) -> String {
 
 /// Whether `sent` is a valid `param_sign` under any of `keys`, compared in constant time.
 pub fn verify_param_sign(keys: &[Vec<u8>], params: &[(String, String)], sent: &str) -> bool {
+    verify_base(keys, &param_sign_base(params), sent)
+}
+
+fn verify_base(keys: &[Vec<u8>], base: &str, sent: &str) -> bool {
     let Ok(sent) = hex::decode(sent.trim()) else {
         return false;
     };
-    let base = param_sign_base(params);
     let mut ok = false;
     for k in keys {
         let mut m = <HmacSha256 as Mac>::new_from_slice(k).expect("HMAC takes any key length");
@@ -103,6 +112,73 @@ pub fn verify_param_sign(keys: &[Vec<u8>], params: &[(String, String)], sent: &s
         ok |= m.verify_slice(&sent).is_ok();
     }
     ok
+}
+
+/// The parameter that marks a version 2 signature, and its value.
+pub const SIGN_VERSION: (&str, &str) = ("sign_v", "2");
+
+/// Percent-encoding of version 2: RFC 3986 unreserved characters as they are, every other byte
+/// of the UTF-8 text as `%XX` (upper-case hex). `=`, `&` and `\n` are always encoded, so the
+/// joined string has exactly one reading.
+pub fn pct(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The string a version 2 `param_sign` covers: `register-sign-v2`, the method (upper case; `TCP`
+/// for the TCP API), the path, and the encoded `name=value` pairs of every parameter but
+/// `param_sign`, sorted, joined with `&`; the four joined with `\n`.
+pub fn param_sign_v2_base(method: &str, path: &str, params: &[(String, String)]) -> String {
+    let mut pairs: Vec<String> = params
+        .iter()
+        .filter(|(k, _)| k != "param_sign")
+        .map(|(k, v)| format!("{}={}", pct(k), pct(v)))
+        .collect();
+    pairs.sort();
+    format!(
+        "register-sign-v2\n{}\n{}\n{}",
+        method.to_ascii_uppercase(),
+        path,
+        pairs.join("&")
+    )
+}
+
+/// Compute a version 2 `param_sign` (what a client does; `params` include `sign_v`,
+/// `timestamp` and `nonce`).
+pub fn param_sign_v2(key: &[u8], method: &str, path: &str, params: &[(String, String)]) -> String {
+    hmac_hex(key, param_sign_v2_base(method, path, params).as_bytes())
+}
+
+/// Whether `sent` is a valid version 2 `param_sign` under any of `keys`, in constant time.
+pub fn verify_param_sign_v2(
+    keys: &[Vec<u8>],
+    method: &str,
+    path: &str,
+    params: &[(String, String)],
+    sent: &str,
+) -> bool {
+    verify_base(keys, &param_sign_v2_base(method, path, params), sent)
+}
+
+/// A nonce as version 2 accepts it: 16 to 64 characters from `A-Z a-z 0-9 - _`.
+pub fn valid_nonce(n: &str) -> bool {
+    (16..=64).contains(&n.len())
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A fresh nonce: 128 random bits, hex.
+pub fn new_nonce() -> String {
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
 }
 
 /// SHA-256 of a token, as stored.
@@ -201,6 +277,74 @@ mod tests {
     const SIGN_VECTOR: &str = "d0c3f7652e428a5234e4831407f6b3416eb03ed83d520bf6701b1e34fbb5a756";
     const PARAM_SIGN_VECTOR: &str =
         "b71c8348c40403bc36ae1403bdba6f53ebf82b8b732d17b5a01e5f128980d44f";
+
+    /// The version 2 vectors published in docs/API.md (section "Signatures").
+    #[test]
+    fn documented_v2_vectors() {
+        let params = p(&[
+            ("user_name", "dev-001"),
+            ("password", "p&ss=w\u{f6}rd 1"),
+            ("type", "2"),
+            ("sign_v", "2"),
+            ("timestamp", "1700000000"),
+            ("nonce", "0123456789abcdef0123456789abcdef"),
+        ]);
+        let base = param_sign_v2_base("POST", "/login", &params);
+        assert_eq!(base, V2_BASE.replace("\\n", "\n"));
+        assert_eq!(
+            param_sign_v2(b"app-key-1", "post", "/login", &params),
+            V2_VECTOR
+        );
+        assert!(verify_param_sign_v2(
+            &[b"app-key-1".to_vec()],
+            "POST",
+            "/login",
+            &params,
+            V2_VECTOR
+        ));
+        // Another path, another method: another signature.
+        assert_ne!(
+            param_sign_v2(b"app-key-1", "POST", "/cancel", &params),
+            V2_VECTOR
+        );
+        assert_ne!(
+            param_sign_v2(b"app-key-1", "GET", "/login", &params),
+            V2_VECTOR
+        );
+        let reply = sign_reply(
+            b"server-sign-key",
+            json!({"result": 0, "nonce": "0123456789abcdef0123456789abcdef"}),
+        );
+        assert_eq!(reply["sign"], V2_REPLY_VECTOR);
+        let doc = include_str!("../../docs/API.md");
+        assert!(doc.contains(&format!("base:       {V2_BASE}")), "{V2_BASE}");
+        assert!(doc.contains(&format!("param_sign: {V2_VECTOR}")));
+        assert!(doc.contains(&format!("sign:      {V2_REPLY_VECTOR}")));
+    }
+
+    /// As docs/API.md prints it: `\n` for each newline.
+    const V2_BASE: &str =
+        "register-sign-v2\\nPOST\\n/login\\nnonce=0123456789abcdef0123456789abcdef\
+        &password=p%26ss%3Dw%C3%B6rd%201&sign_v=2&timestamp=1700000000&type=2&user_name=dev-001";
+    const V2_VECTOR: &str = "585b3651f2e3093a0c9a12d71d5eed2c29c692d0ff5c9294586d7b48ca18c9c2";
+    const V2_REPLY_VECTOR: &str =
+        "00fdd2c131c03835dd6d81c1faa70b0fac913101c0e8e106aa6254e2f956ab81";
+
+    #[test]
+    fn v2_encoding_is_unambiguous() {
+        // Under version 1 these two parameter sets share a signature; under version 2 they do not.
+        let a = p(&[("a", "1&b=2")]);
+        let b = p(&[("a", "1"), ("b", "2")]);
+        assert_eq!(param_sign_base(&a), param_sign_base(&b));
+        assert_ne!(
+            param_sign_v2_base("POST", "/x", &a),
+            param_sign_v2_base("POST", "/x", &b)
+        );
+        assert_eq!(pct("a b\n~é"), "a%20b%0A~%C3%A9");
+        assert!(valid_nonce(&new_nonce()));
+        assert!(!valid_nonce("short"));
+        assert!(!valid_nonce("0123456789abcdef0123456789abcde\u{e9}"));
+    }
 
     #[test]
     fn param_sign_checks() {

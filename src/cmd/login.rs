@@ -131,11 +131,14 @@ mod tests {
             c.client_ip = format!("198.51.100.{i}").parse().unwrap();
             assert_eq!(code(&run(&k.app, &c).await), 102);
         }
-        let mut fresh = k.signed(&device(PASSWORD));
-        fresh.client_ip = "203.0.113.9".parse().unwrap();
-        assert_eq!(code(&run(&k.app, &fresh).await), 102);
+        let fresh = || {
+            let mut c = k.signed(&device(PASSWORD));
+            c.client_ip = "203.0.113.9".parse().unwrap();
+            c
+        };
+        assert_eq!(code(&run(&k.app, &fresh()).await), 102);
         k.clock.advance(k.app.cfg.security.lockout_secs as i64);
-        assert_eq!(code(&run(&k.app, &fresh).await), 0);
+        assert_eq!(code(&run(&k.app, &fresh()).await), 0);
     }
 
     #[tokio::test]

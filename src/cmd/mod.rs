@@ -16,6 +16,7 @@ pub mod get_users;
 pub mod login;
 pub mod logout;
 pub mod register;
+pub mod renew_jid_pwd;
 pub mod reply;
 pub mod unbind;
 pub mod verify_code;

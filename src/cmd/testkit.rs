@@ -53,7 +53,7 @@ impl Kit {
         cfg.xmpp.domain = "kit.test".into();
         tune(&mut cfg);
         std::fs::create_dir_all(&cfg.data_dir).expect("data_dir");
-        let store = crate::service::server::open_store(&cfg)
+        let stores = crate::service::server::open_stores(&cfg)
             .await
             .expect("a SQLite store");
         let clock = ManualClock::new(START);
@@ -62,7 +62,9 @@ impl Kit {
         let app = App {
             hasher: Hasher::bounded(cfg.security.hash_concurrency, cfg.security.hash_queue),
             limiter: RateLimiter::new(&cfg.security, Arc::new(clock.clone())),
-            store,
+            store: stores.store,
+            nonces: stores.nonces,
+            jid_pwds: stores.jid_pwds,
             xmpp: Arc::new(Metered::new(xmpp.clone(), metrics.clone())),
             secrets: Secrets {
                 sign_key: b"kit-sign-key".to_vec(),
@@ -92,14 +94,14 @@ impl Kit {
             captcha_id: None,
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             via_tcp: false,
+            route: Default::default(),
         }
     }
 
     /// A call signed with `param_sign`, as a device sends it.
     pub fn signed(&self, params: &[(&str, &str)]) -> Call {
         let mut c = self.call(params);
-        let sign = crypto::param_sign(APP_KEY, &c.params);
-        c.params.push(("param_sign".into(), sign));
+        self.sign(&mut c);
         c
     }
 
@@ -115,9 +117,20 @@ impl Kit {
     /// [`human`](Self::human), signed too (`/login` wants both from a phone).
     pub async fn human_signed(&self, params: &[(&str, &str)]) -> Call {
         let mut c = self.human(params).await;
-        let sign = crypto::param_sign(APP_KEY, &c.params);
-        c.params.push(("param_sign".into(), sign));
+        self.sign(&mut c);
         c
+    }
+
+    /// Sign `c` as a client does (version 2: a fresh nonce, the clock's time, `param_sign`
+    /// last, over the call's route).
+    fn sign(&self, c: &mut Call) {
+        let (name, version) = crypto::SIGN_VERSION;
+        c.params.push((name.into(), version.into()));
+        c.params
+            .push(("timestamp".into(), self.app.now().to_string()));
+        c.params.push(("nonce".into(), crypto::new_nonce()));
+        let sign = crypto::param_sign_v2(APP_KEY, c.route.method, &c.route.path, &c.params);
+        c.params.push(("param_sign".into(), sign));
     }
 
     /// A captcha challenge in the store (id, answer), living `captcha.ttl_secs`.

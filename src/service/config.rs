@@ -115,6 +115,9 @@ pub struct SecuritySection {
     pub hash_queue: usize,
     /// Live access tokens per account at most; a login past that revokes the oldest.
     pub max_tokens_per_account: u32,
+    /// Accept version 1 `param_sign` (no method, path or nonce) from older apps; warned about at
+    /// every start.
+    pub accept_v1_signatures: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -305,6 +308,7 @@ impl Default for SecuritySection {
             hash_concurrency: 0,
             hash_queue: 64,
             max_tokens_per_account: 10,
+            accept_v1_signatures: false,
         }
     }
 }

@@ -19,6 +19,8 @@ use crate::lifecycle::port::Metered;
 use crate::service::config::{parse_nets, Config};
 use crate::service::metrics::Metrics;
 use crate::service::secrets::{self, Secrets};
+use crate::store::jid_pwd::JidPwdStore;
+use crate::store::nonces::NonceStore;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
@@ -89,22 +91,46 @@ pub fn xmpp_config(cfg: &Config) -> Result<xmpp::XmppConfig, StartError> {
 /// instances, each hearing of the others' changes through the database), else SQLite in
 /// `data_dir`; behind the token cache unless `database.token_cache_entries` is 0.
 pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
-    let s: Arc<dyn Store> = if cfg.database.is_postgres() {
-        // Named after the component, so that an operator tells the instances apart in
-        // pg_stat_activity.
-        let name = format!("register {}", cfg.xmpp.component);
-        Arc::new(
-            PgStore::connect_as(&cfg.database.url, cfg.database.max_connections, &name)
+    Ok(open_stores(cfg).await?.store)
+}
+
+/// The stores of one database: the [`Store`] (behind the token cache unless
+/// `database.token_cache_entries` is 0), the nonces of version 2 signatures and the pending XMPP
+/// passwords of `/renew_jid_pwd`. The cache needs no word from the last two: a committed
+/// `jid_pwd` is an account change the database's own feed reports (`store::changes`).
+pub struct Stores {
+    pub store: Arc<dyn Store>,
+    pub nonces: Arc<dyn NonceStore>,
+    pub jid_pwds: Arc<dyn JidPwdStore>,
+}
+
+/// [`open_store`], with the other stores of the same database.
+pub async fn open_stores(cfg: &Config) -> Result<Stores, StartError> {
+    let (s, nonces, jid_pwds): (Arc<dyn Store>, Arc<dyn NonceStore>, Arc<dyn JidPwdStore>) =
+        if cfg.database.is_postgres() {
+            // Named after the component, so that an operator tells the instances apart in
+            // pg_stat_activity.
+            let name = format!("register {}", cfg.xmpp.component);
+            let s = PgStore::connect_as(&cfg.database.url, cfg.database.max_connections, &name)
                 .await
-                .map_err(fail("database"))?,
-        )
-    } else {
-        Arc::new(SqliteStore::open(&cfg.data_dir.join("register.db")).map_err(fail("database"))?)
+                .map_err(fail("database"))?;
+            let s = Arc::new(s);
+            (s.clone(), s.clone(), s)
+        } else {
+            let s =
+                SqliteStore::open(&cfg.data_dir.join("register.db")).map_err(fail("database"))?;
+            let s = Arc::new(s);
+            (s.clone(), s.clone(), s)
+        };
+    let store: Arc<dyn Store> = match cfg.database.token_cache_entries {
+        0 => s,
+        n => Arc::new(crate::store::cache::TokenCache::new(s, n)),
     };
-    match cfg.database.token_cache_entries {
-        0 => Ok(s),
-        n => Ok(Arc::new(crate::store::cache::TokenCache::new(s, n))),
-    }
+    Ok(Stores {
+        store,
+        nonces,
+        jid_pwds,
+    })
 }
 
 /// Build the shared state: secrets, database, XMPP link (started, not awaited).
@@ -113,7 +139,11 @@ pub async fn build_app(cfg: Config, shutdown: CancellationToken) -> Result<Arc<A
     for p in &secrets.generated {
         tracing::warn!(file = %p.display(), "generated a secret (owner-only permissions)");
     }
-    let store = open_store(&cfg).await?;
+    let Stores {
+        store,
+        nonces,
+        jid_pwds,
+    } = open_stores(&cfg).await?;
     let xcfg = xmpp_config(&cfg)?;
     let metrics = Arc::new(Metrics::default());
     let xmpp = Arc::new(Metered::new(
@@ -125,6 +155,8 @@ pub async fn build_app(cfg: Config, shutdown: CancellationToken) -> Result<Arc<A
         hasher: Hasher::bounded(cfg.security.hash_concurrency, cfg.security.hash_queue),
         limiter: RateLimiter::new(&cfg.security, clock.clone()),
         store,
+        nonces,
+        jid_pwds,
         xmpp,
         secrets,
         clock,
@@ -162,6 +194,12 @@ impl Server {
             tracing::warn!(
                 "binding.consent = \"none\": anyone may bind any account by name, without a bind \
                  token (old clients only; see SECURITY.md)"
+            );
+        }
+        if cfg.security.accept_v1_signatures {
+            tracing::warn!(
+                "security.accept_v1_signatures = true: version 1 param_sign (no method, path or \
+                 nonce; replayable within its window) is accepted (old apps only; see SECURITY.md)"
             );
         }
         let xmpp_stop = CancellationToken::new();

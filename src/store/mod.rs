@@ -10,6 +10,8 @@ pub mod changes;
 #[cfg(test)]
 mod contract;
 pub mod delegate;
+pub mod jid_pwd;
+pub mod nonces;
 pub mod postgres;
 pub mod sqlite;
 

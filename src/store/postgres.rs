@@ -44,7 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0003_token_order.sql"),
     include_str!("../../migrations/postgres/0004_login_failures.sql"),
     include_str!("../../migrations/postgres/0005_last_login_network.sql"),
-    // 0006 and 0007 belong to other branches: on merge this step follows them.
+    include_str!("../../migrations/postgres/0006_sign_nonces.sql"),
     include_str!("../../migrations/postgres/0008_account_changes.sql"),
 ];
 
@@ -304,7 +304,7 @@ impl PgStore {
         })
     }
 
-    async fn conn(&self) -> StoreResult<Object> {
+    pub(super) async fn conn(&self) -> StoreResult<Object> {
         Ok(self.pool.get().await?)
     }
 

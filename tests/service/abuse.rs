@@ -61,7 +61,10 @@ async fn one_accounts_token_is_limited_per_account_but_not_over_tcp() {
     let (token, _, _) = env.account("busy-cam", 2).await;
     let (other, _, _) = env.account("calm-cam", 2).await;
     let list = |token: &str, name: &str| {
-        let p = signed(&[("access_token", token), ("user_name", name)]);
+        let p = signed(
+            "/get_user_banding",
+            &[("access_token", token), ("user_name", name)],
+        );
         let (http, base) = (env.http.clone(), env.base.clone());
         async move {
             http.post(format!("{base}/get_user_banding"))
@@ -95,11 +98,14 @@ async fn a_login_flood_past_the_hashing_queue_is_refused_with_503() {
     .await;
     let (token, _, _) = env.account("flooded", 2).await;
     let logins = (0..40).map(|i| {
-        let p = signed(&[
-            ("user_name", "flooded"),
-            ("password", &format!("guess-{i}")),
-            ("type", "2"),
-        ]);
+        let p = signed(
+            "/login",
+            &[
+                ("user_name", "flooded"),
+                ("password", &format!("guess-{i}")),
+                ("type", "2"),
+            ],
+        );
         let (http, base) = (env.http.clone(), env.base.clone());
         async move {
             http.post(format!("{base}/login"))
@@ -156,7 +162,10 @@ async fn logging_in_again_and_again_keeps_only_the_newest_tokens() {
         false,
         "oldest revoked"
     );
-    let p = signed(&[("access_token", &tokens[0]), ("user_name", "pile")]);
+    let p = signed(
+        "/get_user_banding",
+        &[("access_token", &tokens[0]), ("user_name", "pile")],
+    );
     let v = post_form(&env.http, &env.base, "/get_user_banding", &p).await;
     assert_eq!(v["result"], 4);
     for t in &tokens[1..] {
@@ -166,7 +175,10 @@ async fn logging_in_again_and_again_keeps_only_the_newest_tokens() {
 
 /// A device login from `ip` (through the trusted proxy on loopback).
 async fn login_from(env: &Env, ip: &str, name: &str, password: &str) -> Value {
-    let p = signed(&[("user_name", name), ("password", password), ("type", "2")]);
+    let p = signed(
+        "/login",
+        &[("user_name", name), ("password", password), ("type", "2")],
+    );
     let r = env
         .http
         .post(format!("{}/login", env.base))

@@ -40,7 +40,10 @@ async fn register_login_get_users_cancel() {
     // (Over HTTPS a caller sees itself and its bound accounts only: the phone binds dev-1 first,
     // redeeming a bind token of the device's.)
     let (dtok, _, _) = env.account("dev-1", 2).await;
-    let p = crate::harness::signed(&[("access_token", &dtok), ("user_name", "dev-1")]);
+    let p = crate::harness::signed(
+        "/get_bind_token",
+        &[("access_token", &dtok), ("user_name", "dev-1")],
+    );
     let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let bt = env.post("/get_bind_token", &p).await;
     let bt = bt["bind_token"].as_str().unwrap();
@@ -238,30 +241,36 @@ async fn devices_sign_and_params_are_checked() {
         ("device_type", "cam"),
     ];
     assert_eq!(env.post("/register", &base).await["result"], 6);
-    let mut bad = signed(&base);
+    let mut bad = signed("/register", &base);
     bad.last_mut().unwrap().1 = "00".repeat(32);
     assert_eq!(env.post("/register", &owned(&bad)).await["result"], 6);
     // A timestamp outside the window is a replay.
-    let old = signed(&[
-        ("user_name", "cam-1"),
-        ("password", "password1"),
-        ("type", "2"),
-        ("device_type", "cam"),
-        ("timestamp", "1000"),
-    ]);
+    let old = signed(
+        "/register",
+        &[
+            ("user_name", "cam-1"),
+            ("password", "password1"),
+            ("type", "2"),
+            ("device_type", "cam"),
+            ("timestamp", "1000"),
+        ],
+    );
     assert_eq!(env.post("/register", &owned(&old)).await["result"], 6);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
         .to_string();
-    let fresh = signed(&[
-        ("user_name", "cam-1"),
-        ("password", "password1"),
-        ("type", "2"),
-        ("device_type", "cam"),
-        ("timestamp", &now),
-    ]);
+    let fresh = signed(
+        "/register",
+        &[
+            ("user_name", "cam-1"),
+            ("password", "password1"),
+            ("type", "2"),
+            ("device_type", "cam"),
+            ("timestamp", &now),
+        ],
+    );
     assert_eq!(env.post("/register", &owned(&fresh)).await["result"], 0);
     // Login without param_sign → 6 (the seed requires it on /login).
     assert_eq!(
@@ -303,7 +312,7 @@ async fn devices_sign_and_params_are_checked() {
             ("type", "2"),
         ],
     ] {
-        let s = signed(&p);
+        let s = signed("/register", &p);
         assert_eq!(
             env.post("/register", &owned(&s)).await["result"],
             2,
@@ -311,12 +320,15 @@ async fn devices_sign_and_params_are_checked() {
         );
     }
     // JSON bodies and GET work the same.
-    let p = signed(&[
-        ("user_name", "cam-3"),
-        ("password", "password1"),
-        ("type", "2"),
-        ("device_type", "cam"),
-    ]);
+    let p = signed(
+        "/register",
+        &[
+            ("user_name", "cam-3"),
+            ("password", "password1"),
+            ("type", "2"),
+            ("device_type", "cam"),
+        ],
+    );
     let body: serde_json::Map<String, Value> = p
         .iter()
         .map(|(a, b)| (a.clone(), Value::String(b.clone())))
@@ -332,11 +344,16 @@ async fn devices_sign_and_params_are_checked() {
         .await
         .unwrap();
     assert_eq!(v["result"], 0, "{v}");
-    let p = signed(&[
-        ("user_name", "cam-3"),
-        ("password", "password1"),
-        ("type", "2"),
-    ]);
+    let p = crate::harness::signed_as(
+        "GET",
+        "/login",
+        &[
+            ("user_name", "cam-3"),
+            ("password", "password1"),
+            ("type", "2"),
+        ],
+        crate::harness::APP_KEY.as_bytes(),
+    );
     let v = env.get("/login", &owned(&p)).await;
     assert_eq!(v["result"], 0, "{v}");
     assert!(v["user_info"]["jid_pwd"].is_string());

@@ -210,34 +210,34 @@ async fn binary_reads_every_secret_from_files_and_logs_json_without_secrets() {
             v
         }
     };
-    let sign = |p: &[(&str, &str)]| {
-        let mut p: Vec<(String, String)> = p
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
-        let s = register::auth::crypto::param_sign(app_keys[1].as_bytes(), &p);
-        p.push(("param_sign".into(), s));
-        p
+    let sign = |path: &str, p: &[(&str, &str)]| {
+        crate::harness::signed_as("POST", path, p, app_keys[1].as_bytes())
     };
     let password = "device-password-5e8f";
     let v = post(
         "/register",
-        sign(&[
-            ("user_name", "file-dev"),
-            ("password", password),
-            ("type", "2"),
-            ("device_type", "cam"),
-        ]),
+        sign(
+            "/register",
+            &[
+                ("user_name", "file-dev"),
+                ("password", password),
+                ("type", "2"),
+                ("device_type", "cam"),
+            ],
+        ),
     )
     .await;
     assert_eq!(v["result"], 0, "{v}");
     let v = post(
         "/login",
-        sign(&[
-            ("user_name", "file-dev"),
-            ("password", password),
-            ("type", "2"),
-        ]),
+        sign(
+            "/login",
+            &[
+                ("user_name", "file-dev"),
+                ("password", password),
+                ("type", "2"),
+            ],
+        ),
     )
     .await;
     assert_eq!(v["result"], 0, "{v}");
@@ -249,11 +249,14 @@ async fn binary_reads_every_secret_from_files_and_logs_json_without_secrets() {
     let wrong = "wrong-password-c4d2";
     let v = post(
         "/login",
-        sign(&[
-            ("user_name", "file-dev"),
-            ("password", wrong),
-            ("type", "2"),
-        ]),
+        sign(
+            "/login",
+            &[
+                ("user_name", "file-dev"),
+                ("password", wrong),
+                ("type", "2"),
+            ],
+        ),
     )
     .await;
     assert_eq!(v["result"], 102);

@@ -186,15 +186,10 @@ impl Binary {
         Binary::start(cfg, secret, tcp, admin).await
     }
 
-    /// `params` with `param_sign` made with the binary's generated app key.
-    fn signed(&self, params: &[(&str, &str)]) -> Vec<(String, String)> {
-        let mut p: Vec<(String, String)> = params
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
-        let s = register::auth::crypto::param_sign(&self.app_key, &p);
-        p.push(("param_sign".into(), s));
-        p
+    /// `params` with a version 2 `param_sign` for `POST path`, made with the binary's generated
+    /// app key.
+    fn signed(&self, path: &str, params: &[(&str, &str)]) -> Vec<(String, String)> {
+        crate::harness::signed_as("POST", path, params, &self.app_key)
     }
 
     /// POST a signed form; the reply's `sign` is checked with the generated sign key.
@@ -202,7 +197,7 @@ impl Binary {
         let r = self
             .http
             .post(format!("{}{path}", self.base))
-            .form(&self.signed(params))
+            .form(&self.signed(path, params))
             .send()
             .await
             .unwrap();

@@ -59,7 +59,7 @@ impl T {
         let mut p = vec![("access_token", w.token.as_str()), ("user_name", who)];
         p.extend_from_slice(extra);
         if w.kind == 2 {
-            let s = signed(&p);
+            let s = signed(path, &p);
             let s: Vec<(&str, &str)> = s.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
             self.env.post(path, &s).await
         } else {

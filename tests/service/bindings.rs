@@ -29,7 +29,10 @@ async fn bind_scenario(o: Opts) {
     let dev_token = || {
         let (env, tok) = (&env, tok_d.clone());
         async move {
-            let p = crate::harness::signed(&[("access_token", &tok), ("user_name", "dev-a")]);
+            let p = crate::harness::signed(
+                "/get_bind_token",
+                &[("access_token", &tok), ("user_name", "dev-a")],
+            );
             let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
             let v = env.post("/get_bind_token", &p).await;
             assert_eq!(v["result"], 0, "{v}");
@@ -158,11 +161,14 @@ async fn bind_scenario(o: Opts) {
         .await["result"],
         0
     );
-    let p = crate::harness::signed(&[
-        ("user_name", "dev-a"),
-        ("password", "password1"),
-        ("type", "2"),
-    ]);
+    let p = crate::harness::signed(
+        "/cancel",
+        &[
+            ("user_name", "dev-a"),
+            ("password", "password1"),
+            ("type", "2"),
+        ],
+    );
     let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     assert_eq!(env.post("/cancel", &p).await["result"], 0);
     assert!(

@@ -71,7 +71,10 @@ async fn bind(env: &Env, token: &str, me: &str, peers: &str) -> Value {
 }
 
 async fn cancel_device(env: &Env, name: &str) -> Value {
-    let p = signed(&[("user_name", name), ("password", PW), ("type", "2")]);
+    let p = signed(
+        "/cancel",
+        &[("user_name", name), ("password", PW), ("type", "2")],
+    );
     env.post("/cancel", &pairs(&p)).await
 }
 
@@ -451,7 +454,10 @@ async fn token_expires_end_to_end() {
     let expires_at = v["expires_at"].as_i64().unwrap();
     assert!(expires_at <= env.server().app.now() + 3);
     // (A device signs its token requests.)
-    let p = signed(&[("access_token", &token), ("user_name_ls", r#"["te-dev"]"#)]);
+    let p = signed(
+        "/get_users",
+        &[("access_token", &token), ("user_name_ls", r#"["te-dev"]"#)],
+    );
     let p = pairs(&p);
     assert_eq!(env.post("/get_users", &p).await["result"], 0);
     // ...refused everywhere once the clock reaches `expires_at`.
@@ -473,12 +479,15 @@ async fn param_sign_timestamp_outside_the_window_is_refused_either_way() {
         let env = &env;
         async move {
             let ts = (env.server().app.now() + offset).to_string();
-            let p = signed(&[
-                ("user_name", "ts-dev"),
-                ("password", PW),
-                ("type", "2"),
-                ("timestamp", &ts),
-            ]);
+            let p = signed(
+                "/login",
+                &[
+                    ("user_name", "ts-dev"),
+                    ("password", PW),
+                    ("type", "2"),
+                    ("timestamp", &ts),
+                ],
+            );
             env.post("/login", &pairs(&p)).await["result"].clone()
         }
     };

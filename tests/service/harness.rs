@@ -171,13 +171,16 @@ impl Env {
     pub async fn register(&self, name: &str, password: &str, kind: u8) -> i64 {
         let t = kind.to_string();
         if kind == 2 {
-            let p = signed(&[
-                ("user_name", name),
-                ("password", password),
-                ("type", &t),
-                ("des", "a device"),
-                ("device_type", "cam"),
-            ]);
+            let p = signed(
+                "/register",
+                &[
+                    ("user_name", name),
+                    ("password", password),
+                    ("type", &t),
+                    ("des", "a device"),
+                    ("device_type", "cam"),
+                ],
+            );
             let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
             self.post("/register", &p).await["result"].as_i64().unwrap()
         } else {
@@ -209,7 +212,7 @@ impl Env {
             self.captcha().await;
             base.push(("verify_code", CAPTCHA));
         }
-        let p = signed(&base);
+        let p = signed("/login", &base);
         let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         self.post("/login", &p).await
     }
@@ -414,8 +417,45 @@ impl ProsodyExt for Prosody {
     }
 }
 
-/// Parameters with `param_sign` added (as a device or the login page computes it).
-pub fn signed(params: &[(&str, &str)]) -> Vec<(String, String)> {
+/// Parameters with a version 2 `param_sign` added for `POST path` (as a device or the login page
+/// computes it): `sign_v=2`, the current `timestamp` and a fresh `nonce` added first.
+pub fn signed(path: &str, params: &[(&str, &str)]) -> Vec<(String, String)> {
+    signed_as("POST", path, params, APP_KEY.as_bytes())
+}
+
+/// [`signed`] for another method or app key.
+pub fn signed_as(
+    method: &str,
+    path: &str,
+    params: &[(&str, &str)],
+    key: &[u8],
+) -> Vec<(String, String)> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let mut p: Vec<(String, String)> = params
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    for (k, v) in [
+        ("sign_v", "2".to_owned()),
+        ("timestamp", now),
+        ("nonce", crypto::new_nonce()),
+    ] {
+        if !p.iter().any(|(n, _)| n == k) {
+            p.push((k.into(), v));
+        }
+    }
+    let s = crypto::param_sign_v2(key, method, path, &p);
+    p.push(("param_sign".into(), s));
+    p
+}
+
+/// Parameters with a version 1 `param_sign` (an older app's), refused unless the service has
+/// `security.accept_v1_signatures`.
+pub fn signed_v1(params: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut p: Vec<(String, String)> = params
         .iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))

@@ -55,7 +55,7 @@ impl Svc {
     }
 
     async fn post_signed(&self, path: &str, params: &[(&str, &str)]) -> Value {
-        let p = signed(params);
+        let p = signed(path, params);
         let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         self.post(path, &p).await
     }
@@ -212,4 +212,41 @@ async fn ejabberd_privileged_binding_is_refused_cleanly() {
         matches!(&why, Err(xmpp::XmppError::Unsupported(m)) if m.contains("c2s")),
         "{why:?}"
     );
+}
+
+/// `/renew_jid_pwd` on ejabberd, component mode (XEP-0133 change-user-password) and ibr mode
+/// (XEP-0077 over c2s): the old `jid_pwd` fails an independent login, the new one succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ejabberd_renew_jid_pwd_retires_the_old_password() {
+    for ibr in [false, true] {
+        let ej = Ejabberd::start(EjabberdOptions::default());
+        let svc = Svc::start(
+            &ej,
+            Opts {
+                ibr,
+                ..Opts::default()
+            },
+        )
+        .await;
+        let (tok, jid, old) = svc.account("renew-ej", 2).await;
+        let v = svc
+            .post_signed(
+                "/renew_jid_pwd",
+                &[("user_name", "renew-ej"), ("access_token", &tok)],
+            )
+            .await;
+        assert_eq!(v["result"], 0, "ibr {ibr}: {v}");
+        let new = v["jid_pwd"].as_str().unwrap();
+        let node = jid.split('@').next().unwrap();
+        assert!(
+            TestClient::login(&ej, node, &old).await.is_err(),
+            "ibr {ibr}: the old jid_pwd still logs in on ejabberd"
+        );
+        TestClient::login(&ej, node, new)
+            .await
+            .unwrap_or_else(|e| panic!("ibr {ibr}: the new jid_pwd does not log in: {e}"))
+            .close()
+            .await;
+        drop(svc.server);
+    }
 }

@@ -134,12 +134,15 @@ async fn metrics_count_what_happened() {
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_requests() {
     let mut env = Env::start(Opts::default()).await;
-    let params = crate::harness::signed(&[
-        ("user_name", "late-dev"),
-        ("password", "password1"),
-        ("type", "2"),
-        ("device_type", "cam"),
-    ]);
+    let params = crate::harness::signed(
+        "/register",
+        &[
+            ("user_name", "late-dev"),
+            ("password", "password1"),
+            ("type", "2"),
+            ("device_type", "cam"),
+        ],
+    );
     env.captcha().await; // a kept-alive connection, so the request below goes out at once
     let (http, url) = (env.http.clone(), format!("{}/register", env.base));
     let in_flight = tokio::spawn(async move { http.post(url).form(&params).send().await });
@@ -225,13 +228,16 @@ async fn admin_cli_on_scripted_openfire_while_the_service_runs() {
         .build()
         .unwrap();
     let base = format!("https://localhost:{}", server.addrs.http.port());
-    let p = crate::harness::signed(&[
-        ("user_name", "of-dev"),
-        ("password", "password1"),
-        ("type", "2"),
-        ("des", "a device"),
-        ("device_type", "cam"),
-    ]);
+    let p = crate::harness::signed(
+        "/register",
+        &[
+            ("user_name", "of-dev"),
+            ("password", "password1"),
+            ("type", "2"),
+            ("des", "a device"),
+            ("device_type", "cam"),
+        ],
+    );
     let v = crate::harness::post_form(&http, &base, "/register", &p).await;
     assert_eq!(v["result"], 0, "{v}");
     let jid_node = server

@@ -243,31 +243,40 @@ impl Node {
     }
 
     pub(crate) async fn register_device(&self, name: &str) -> i64 {
-        let p = signed(&[
-            ("user_name", name),
-            ("password", "password1"),
-            ("type", "2"),
-            ("des", "a device"),
-            ("device_type", "cam"),
-        ]);
+        let p = signed(
+            "/register",
+            &[
+                ("user_name", name),
+                ("password", "password1"),
+                ("type", "2"),
+                ("des", "a device"),
+                ("device_type", "cam"),
+            ],
+        );
         self.post("/register", &p).await["result"].as_i64().unwrap()
     }
 
     pub(crate) async fn login_device(&self, name: &str) -> Value {
-        let p = signed(&[
-            ("user_name", name),
-            ("password", "password1"),
-            ("type", "2"),
-        ]);
+        let p = signed(
+            "/login",
+            &[
+                ("user_name", name),
+                ("password", "password1"),
+                ("type", "2"),
+            ],
+        );
         self.post("/login", &p).await
     }
 
     pub(crate) async fn cancel_device(&self, name: &str) -> Value {
-        let p = signed(&[
-            ("user_name", name),
-            ("password", "password1"),
-            ("type", "2"),
-        ]);
+        let p = signed(
+            "/cancel",
+            &[
+                ("user_name", name),
+                ("password", "password1"),
+                ("type", "2"),
+            ],
+        );
         self.post("/cancel", &p).await
     }
 
@@ -323,6 +332,22 @@ async fn two_instances_share_one_database() {
     let jid = v["user_info"]["jid"].as_str().unwrap().to_owned();
     let jid_pwd = v["user_info"]["jid_pwd"].as_str().unwrap().to_owned();
     assert!(prosody.can_login(&jid, &jid_pwd).await);
+
+    // A signed request one instance accepted is a replay at the other: the nonce is shared.
+    let p = signed(
+        "/login",
+        &[
+            ("user_name", "cam-1"),
+            ("password", "password1"),
+            ("type", "2"),
+        ],
+    );
+    assert_eq!(a.post("/login", &p).await["result"], 0);
+    assert_eq!(
+        b.post("/login", &p).await["result"],
+        6,
+        "a nonce spent at A is refused at B"
+    );
 
     // A token issued by B is verified over A's TCP API...
     let v = a.tcp_verify(&token).await;
@@ -400,11 +425,14 @@ async fn a_lock_set_through_one_instance_holds_at_the_other() {
     let b = Node::start(&prosody, "register2.example.test", &db.url).await;
     assert_eq!(a.register_device("cam-lock").await, 0);
     let guess = |n: &Node, i: usize| {
-        let p = signed(&[
-            ("user_name", "cam-lock"),
-            ("password", &format!("wrong-{i}")),
-            ("type", "2"),
-        ]);
+        let p = signed(
+            "/login",
+            &[
+                ("user_name", "cam-lock"),
+                ("password", &format!("wrong-{i}")),
+                ("type", "2"),
+            ],
+        );
         let (http, base) = (n.http.clone(), n.base.clone());
         async move { post_form(&http, &base, "/login", &p).await["result"].clone() }
     };

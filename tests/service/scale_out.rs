@@ -99,7 +99,7 @@ async fn login(node: &Node, name: &str) -> String {
 }
 
 async fn logout(node: &Node, name: &str, token: &str) {
-    let p = signed(&[("user_name", name), ("access_token", token)]);
+    let p = signed("/logout", &[("user_name", name), ("access_token", token)]);
     let v = node.post("/logout", &p).await;
     assert_eq!(v["result"], 0, "{v}");
 }

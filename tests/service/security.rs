@@ -52,11 +52,14 @@ async fn a_burst_of_concurrent_guesses_gets_threshold_verdicts_then_the_lock() {
     let env = Env::start(Opts::default()).await;
     env.account("burst", 2).await;
     let guesses = (0..60).map(|i| {
-        let p = crate::harness::signed(&[
-            ("user_name", "burst"),
-            ("password", &format!("guess-{i}")),
-            ("type", "2"),
-        ]);
+        let p = crate::harness::signed(
+            "/login",
+            &[
+                ("user_name", "burst"),
+                ("password", &format!("guess-{i}")),
+                ("type", "2"),
+            ],
+        );
         let (http, base) = (env.http.clone(), env.base.clone());
         async move { crate::harness::post_form(&http, &base, "/login", &p).await["result"].clone() }
     });

@@ -95,6 +95,21 @@ async fn verify_tokens_and_get_users() {
     )
     .await;
     assert_eq!(v["result"], 6);
+    // A version 2 signature over TCP covers the method `TCP` and the path; its nonce comes back
+    // and is spent: the same line again is a replay.
+    let p = crate::harness::signed_as(
+        "TCP",
+        "/get_users",
+        &[("access_token", &token), ("user_name_ls", r#"["tcp-dev"]"#)],
+        crate::harness::APP_KEY.as_bytes(),
+    );
+    let body: serde_json::Map<String, serde_json::Value> =
+        p.iter().map(|(a, b)| (a.clone(), json!(b))).collect();
+    let line = format!("/get_users {}", serde_json::Value::Object(body));
+    let v = ask(&mut c, &line).await;
+    assert_eq!(v["result"], 0, "{v}");
+    assert_eq!(v["nonce"], p.iter().find(|(k, _)| k == "nonce").unwrap().1);
+    assert_eq!(ask(&mut c, &line).await["result"], 6, "a replayed line");
     // Malformed lines.
     assert_eq!(ask(&mut c, "/nope {}").await["result"], 2);
     assert_eq!(
@@ -102,11 +117,14 @@ async fn verify_tokens_and_get_users() {
         2
     );
     // A token revoked by /cancel fails at once.
-    let p = crate::harness::signed(&[
-        ("user_name", "tcp-dev"),
-        ("password", "password1"),
-        ("type", "2"),
-    ]);
+    let p = crate::harness::signed(
+        "/cancel",
+        &[
+            ("user_name", "tcp-dev"),
+            ("password", "password1"),
+            ("type", "2"),
+        ],
+    );
     let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     assert_eq!(env.post("/cancel", &p).await["result"], 0);
     let v = ask(

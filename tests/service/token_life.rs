@@ -19,7 +19,7 @@ async fn tcp_valid(env: &Env, token: &str) -> bool {
 async fn https_valid(env: &Env, name: &str, token: &str, device: bool) -> bool {
     let base = [("user_name", name), ("access_token", token)];
     let p = if device {
-        signed(&base)
+        signed("/get_user_banding", &base)
     } else {
         base.iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -50,7 +50,7 @@ async fn change_password(
         ("new_password", new),
     ];
     let p = if device {
-        signed(&base)
+        signed("/change_password", &base)
     } else {
         env.captcha().await;
         base.push(("verify_code", CAPTCHA));
@@ -84,7 +84,10 @@ async fn a_logged_out_token_is_refused_over_https_and_tcp_even_once_cached() {
         )
         .await;
     assert_eq!(unsigned["result"], 6);
-    let p = signed(&[("user_name", "out-cam"), ("access_token", &token)]);
+    let p = signed(
+        "/logout",
+        &[("user_name", "out-cam"), ("access_token", &token)],
+    );
     let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     assert_eq!(env.post("/logout", &p).await["result"], 0);
     assert!(

@@ -31,6 +31,8 @@ pub(crate) const NS_COMMANDS: &str = "http://jabber.org/protocol/commands";
 pub(crate) const NS_ADMIN: &str = "http://jabber.org/protocol/admin";
 pub(crate) const ADD_USER: &str = "http://jabber.org/protocol/admin#add-user";
 pub(crate) const DELETE_USER: &str = "http://jabber.org/protocol/admin#delete-user";
+pub(crate) const CHANGE_USER_PASSWORD: &str =
+    "http://jabber.org/protocol/admin#change-user-password";
 
 /// A `<command/>` element: `action` is `execute`, `complete` or `cancel`.
 pub(crate) fn command(
@@ -71,6 +73,39 @@ pub(crate) fn delete_user_form(jid: &str) -> DataForm {
         NS_ADMIN,
         vec![Field::new("accountjids", FieldType::JidMulti).with_value(jid)],
     )
+}
+
+/// The submitted form of `change-user-password`.
+pub(crate) fn change_password_form(jid: &str, password: &str) -> DataForm {
+    DataForm::new(
+        DataFormType::Submit,
+        NS_ADMIN,
+        vec![
+            Field::new("accountjid", FieldType::JidSingle).with_value(jid),
+            Field::new("password", FieldType::TextPrivate).with_value(password),
+        ],
+    )
+}
+
+/// The outcome of a completed `change-user-password`: any `error` note is a refusal (Prosody:
+/// "User does not exist" is one), a note naming a missing account is [`XmppError::NotFound`].
+pub(crate) fn change_password_outcome(reply: &CommandReply, _jid: &str) -> Result<(), XmppError> {
+    for (kind, text) in &reply.notes {
+        if kind == "error" {
+            let lower = text.to_lowercase();
+            if lower.contains("does not exist") || lower.contains("not found") {
+                return Err(XmppError::NotFound);
+            }
+            return Err(XmppError::Refused(text.clone()));
+        }
+    }
+    if reply.status != "completed" {
+        return Err(XmppError::Protocol(format!(
+            "change-user-password ended in status '{}'",
+            reply.status
+        )));
+    }
+    Ok(())
 }
 
 /// What a command reply says.
@@ -141,7 +176,11 @@ async fn execute(link: &Link, server: &Jid, node: &str) -> Result<CommandReply, 
                 wait = (wait * 2).min(Duration::from_millis(500));
             }
             Err(e) => {
-                if e.defined_condition == DefinedCondition::Forbidden {
+                // Openfire refuses change-user-password to components by design (the caller then
+                // changes the password over c2s): not the misconfiguration this reports.
+                if e.defined_condition == DefinedCondition::Forbidden
+                    && node != CHANGE_USER_PASSWORD
+                {
                     link.note_forbidden(&crate::stanza::error_text(&e));
                 }
                 return Err(command_error(&e));
@@ -256,9 +295,45 @@ pub(crate) async fn delete_user(link: &Link, jid: &str) -> Result<(), XmppError>
     .await
 }
 
+/// XEP-0133 change-user-password of `jid` to `password`.
+pub(crate) async fn change_user_password(
+    link: &Link,
+    jid: &str,
+    password: &str,
+) -> Result<(), XmppError> {
+    run(
+        link,
+        CHANGE_USER_PASSWORD,
+        jid,
+        change_password_form(jid, password),
+        change_password_outcome,
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn change_password_form_and_outcomes() {
+        let form = change_password_form("a@b", "pw");
+        let vars: Vec<_> = form.fields.iter().map(|f| f.var.clone().unwrap()).collect();
+        assert_eq!(vars, ["FORM_TYPE", "accountjid", "password"]);
+        let done = reply(
+            "<command xmlns='http://jabber.org/protocol/commands' status='completed' \
+             node='x'><note type='info'>Password successfully changed</note></command>",
+        );
+        assert!(change_password_outcome(&done, "a@b").is_ok());
+        let missing = reply(
+            "<command xmlns='http://jabber.org/protocol/commands' status='completed' \
+             node='x'><note type='error'>User does not exist</note></command>",
+        );
+        assert!(matches!(
+            change_password_outcome(&missing, "a@b"),
+            Err(XmppError::NotFound)
+        ));
+    }
 
     #[test]
     fn execute_and_submit_elements() {

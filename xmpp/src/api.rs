@@ -283,6 +283,41 @@ impl Xmpp {
         }
     }
 
+    /// Sets a new password for the account `node@domain`. Component mode: XEP-0133
+    /// change-user-password through the component (Prosody, ejabberd); when the server does not
+    /// let the component run it (Openfire admits components only to add-user and delete-user),
+    /// XEP-0077's password change as the user over c2s, logged in with `old`. Ibr mode: always
+    /// the latter. Setting the password the account already has succeeds, so a change that was
+    /// interrupted can be run again.
+    pub async fn change_password(&self, node: &str, old: &str, new: &str) -> Result<(), XmppError> {
+        let jid = self.bare(node)?;
+        validate_password(new)?;
+        let done = match self.inner.cfg.accounts {
+            AccountsMode::Component => {
+                match adhoc::change_user_password(&self.inner.link, jid.as_str(), new).await {
+                    Err(XmppError::Refused(why)) | Err(XmppError::Protocol(why)) => {
+                        tracing::debug!(node, why, "change-user-password refused; over c2s");
+                        None
+                    }
+                    // An unknown command is item-not-found on some servers.
+                    Err(XmppError::NotFound) => None,
+                    other => Some(other),
+                }
+            }
+            AccountsMode::Ibr => None,
+        };
+        let result = match done {
+            Some(r) => r,
+            None => {
+                validate_password(old)?;
+                ibr::change_password(&self.inner.cfg, self.inner.pool.tls()?, node, old, new).await
+            }
+        };
+        // Pooled sessions logged in with the old password are not reused.
+        self.inner.pool.forget(node);
+        result
+    }
+
     async fn lease_pair(&self, a: &Party, b: &Party) -> Result<(Lease, Lease), XmppError> {
         let la = self.inner.pool.checkout(&a.node, &a.password).await?;
         match self.inner.pool.checkout(&b.node, &b.password).await {

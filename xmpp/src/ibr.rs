@@ -47,6 +47,35 @@ pub(crate) async fn register(
     }
 }
 
+/// Logs in as `node` with `old` and changes its password to `new` (XEP-0077 §3.3). Refuses to
+/// send the new password on a stream without TLS unless `allow_plain_without_tls` says so.
+pub(crate) async fn change_password(
+    cfg: &XmppConfig,
+    tls: Option<Arc<ClientConfig>>,
+    node: &str,
+    old: &str,
+    new: &str,
+) -> Result<(), XmppError> {
+    let mut s = Session::login(cfg, tls, node, old).await?;
+    if !s.is_tls() && !cfg.allow_plain_without_tls {
+        s.close().await;
+        return Err(XmppError::SessionFailed(
+            "refusing a password change without TLS (allow_plain_without_tls is off)".into(),
+        ));
+    }
+    let query = LegacyQuery {
+        username: Some(node.to_owned()),
+        password: Some(new.to_owned()),
+        ..LegacyQuery::default()
+    };
+    let reply = s.iq(Iq::from_set("", query)).await;
+    s.close().await;
+    match reply? {
+        Iq::Error { error, .. } => Err(iq_error(&error)),
+        _ => Ok(()),
+    }
+}
+
 /// Logs in as `node` and removes the account.
 pub(crate) async fn remove(
     cfg: &XmppConfig,

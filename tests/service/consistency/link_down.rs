@@ -113,7 +113,10 @@ async fn link_down_degrades_and_recovers() {
     let v = c
         .post(
             "/cancel",
-            &signed(&[("user_name", "ld-c"), ("password", PASSWORD), ("type", "2")]),
+            &signed(
+                "/cancel",
+                &[("user_name", "ld-c"), ("password", PASSWORD), ("type", "2")],
+            ),
         )
         .await
         .unwrap();

@@ -118,7 +118,7 @@ impl Client {
         let mut p = vec![("user_name", name), ("password", PASSWORD), ("type", &t)];
         let Some(id) = captcha else {
             p.push(("device_type", "cam"));
-            let v = self.post("/register", &signed(&p)).await?;
+            let v = self.post("/register", &signed("/register", &p)).await?;
             return Ok(v["result"].as_i64().unwrap());
         };
         p.push(("verify_code", CAPTCHA));
@@ -136,7 +136,7 @@ impl Client {
             p.push(("verify_code", CAPTCHA));
             p.push(("verify_code_id", &id));
         }
-        self.post("/login", &signed(&p)).await
+        self.post("/login", &signed("/login", &p)).await
     }
 
     /// Bind or unbind (`path`) `me` with `peer`; a device signs its request.
@@ -154,7 +154,7 @@ impl Client {
             ("user_name", me),
             ("user_name_ls", peers.as_str()),
         ];
-        let p = if device { signed(&p) } else { owned(&p) };
+        let p = if device { signed(path, &p) } else { owned(&p) };
         let v = self.post(path, &p).await?;
         Ok(v["result"].as_i64().unwrap())
     }

@@ -162,7 +162,7 @@ async fn scenario(kind: Server, accounts: AccountsMode, binding: BindingMode, tl
 
     // Create, duplicate, log in independently.
     let (na, nb) = (node("phone"), node("dev"));
-    let a = party(&na, "pw-aaaaaa", "alice-phone", "Phone");
+    let mut a = party(&na, "pw-aaaaaa", "alice-phone", "Phone");
     let b = party(&nb, "pw-bbbbbb", "kitchen", "Device");
     x.create_account(&na, &a.password).await.expect("create A");
     x.create_account(&nb, &b.password).await.expect("create B");
@@ -176,6 +176,30 @@ async fn scenario(kind: Server, accounts: AccountsMode, binding: BindingMode, tl
         logs_in(&*server, &na, "other-pw").await.not(),
         "duplicate changed the password"
     );
+
+    // A new password: the old one no longer logs in. In component mode the change is XEP-0133
+    // change-user-password, which needs no old password: a wrong one proves that path was taken
+    // (the c2s fallback would fail to log in with it). Ibr mode changes it over c2s (XEP-0077).
+    let old = match accounts {
+        AccountsMode::Component => "not-the-password".to_owned(),
+        AccountsMode::Ibr => a.password.clone(),
+    };
+    x.change_password(&na, &old, "pw-renewed-a")
+        .await
+        .expect("change password");
+    assert!(
+        logs_in(&*server, &na, &a.password).await.not(),
+        "the old password still logs in"
+    );
+    assert!(
+        logs_in(&*server, &na, "pw-renewed-a").await,
+        "the new one does not"
+    );
+    // Setting it again (an interrupted change run a second time) succeeds.
+    x.change_password(&na, "pw-renewed-a", "pw-renewed-a")
+        .await
+        .expect("change password again");
+    a.password = "pw-renewed-a".into();
 
     bind_unbind(&x, &*server, &a, &b, unsupported).await;
     if unsupported {

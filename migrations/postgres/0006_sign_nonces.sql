@@ -1,0 +1,10 @@
+-- Version 6: nonces of version 2 signatures (param_sign), each kept until its timestamp has left
+-- the window (expires_at), so that a captured request cannot be sent again by any instance; and
+-- the XMPP password being set by /renew_jid_pwd (sealed like jid_pwd), kept until the XMPP server
+-- has it and it replaces jid_pwd, so that a crash in between leaves a password the service knows.
+CREATE TABLE sign_nonces (
+    nonce      TEXT   PRIMARY KEY,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX sign_nonces_expiry ON sign_nonces (expires_at);
+ALTER TABLE accounts ADD COLUMN jid_pwd_pending BYTEA;
