@@ -8,3 +8,5 @@ CREATE TABLE sign_nonces (
 );
 CREATE INDEX sign_nonces_expiry ON sign_nonces (expires_at);
 ALTER TABLE accounts ADD COLUMN jid_pwd_pending BYTEA;
+-- Interrupted renewals, found by the reconciler without reading every account.
+CREATE INDEX accounts_jid_pwd_pending ON accounts (updated_at) WHERE jid_pwd_pending IS NOT NULL;

@@ -5,7 +5,9 @@
 //! change it, and replaces `jid_pwd` only once the server has it. A crash, a timeout or an error
 //! in between leaves the pending one in the database: the next `/renew_jid_pwd` of the account
 //! sets that same password again (setting the password an account already has succeeds) and
-//! commits it, so the account never has a password on the server that the service does not know.
+//! commits it, and so does the reconciler (`lifecycle::reconcile`, at start and then
+//! periodically), so the account never has a password on the server that the service does not
+//! know, and `/login` hands out the server's password again by the next reconciler run.
 //! Two concurrent renewals set and return the same password.
 
 use serde::Serialize;
@@ -13,9 +15,8 @@ use serde::Serialize;
 use super::reply::Reply;
 
 use crate::app::{App, Call};
-use crate::auth::crypto;
 use crate::error::ApiError;
-use crate::lifecycle::account::new_jid_password;
+use crate::lifecycle::account;
 
 /// The reply: the new XMPP password.
 #[derive(Serialize)]
@@ -25,34 +26,9 @@ struct Renewed {
 
 pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
     let me = app.token_owner_named(call).await?;
-    let current = app.jid_pwd(&me)?;
-    let fresh = crypto::seal(
-        &app.secrets.encryption_key,
-        &me.jid_node,
-        &new_jid_password(),
-    );
-    // Stored before the server hears of it; an interrupted renewal's password is taken up.
-    let pending = app
-        .jid_pwds
-        .begin_jid_pwd(me.id, fresh, app.now())
-        .await?
-        // Cancelled meanwhile.
-        .ok_or(ApiError::AccessToken)?;
-    let new =
-        crypto::open(&app.secrets.encryption_key, &me.jid_node, &pending).ok_or(ApiError::NoJid)?;
-    let changed = match app.xmpp.set_password(&me.jid_node, &current, &new).await {
-        // Over c2s the old password no longer logs in when an interrupted renewal had already
-        // changed it: log in with the pending one, which the server then has.
-        Err(xmpp::XmppError::AuthFailed) => app.xmpp.set_password(&me.jid_node, &new, &new).await,
-        other => other,
-    };
-    changed.map_err(ApiError::from_roster)?;
-    // False when a concurrent renewal committed the same password first.
-    app.jid_pwds
-        .commit_jid_pwd(me.id, pending, app.now())
-        .await?;
+    let jid_pwd = account::renew_jid_pwd(app, &me).await?;
     tracing::info!(user = %me.user_name, "XMPP password renewed");
-    Ok(Reply::ok(Renewed { jid_pwd: new }))
+    Ok(Reply::ok(Renewed { jid_pwd }))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use rand::Rng;
 use xmpp::XmppError;
 
 use crate::app::App;
+use crate::auth::crypto;
 use crate::error::ApiError;
 use crate::lifecycle::pair;
 use crate::store::{Account, AccountState, NewAccount, StoreError};
@@ -205,6 +206,47 @@ pub async fn delete_jid(app: &App, node: &str, jid_pwd: &str) -> Result<bool, Xm
         }
         Err(e) => Err(e),
     }
+}
+
+/// A new XMPP password for active account `me`: stored as pending first, set on the server,
+/// then made its `jid_pwd`; the password that is now the account's. An interrupted renewal's
+/// pending password is taken up instead of a fresh one, so that the service always knows every
+/// password the server may hold.
+pub async fn renew_jid_pwd(app: &App, me: &Account) -> Result<String, ApiError> {
+    let fresh = crypto::seal(
+        &app.secrets.encryption_key,
+        &me.jid_node,
+        &new_jid_password(),
+    );
+    // Stored before the server hears of it; an interrupted renewal's password is taken up.
+    let pending = app
+        .jid_pwds
+        .begin_jid_pwd(me.id, fresh, app.now())
+        .await?
+        // Cancelled meanwhile.
+        .ok_or(ApiError::AccessToken)?;
+    finish_renewal(app, me, pending).await
+}
+
+/// Set the pending password `pending` (sealed) of `me` on the server and commit it; the
+/// password. Run by [`renew_jid_pwd`] and, for renewals a crash or an error interrupted, by the
+/// reconciler. Setting a password the account already has succeeds, so this may run again.
+pub async fn finish_renewal(app: &App, me: &Account, pending: Vec<u8>) -> Result<String, ApiError> {
+    let key = &app.secrets.encryption_key;
+    let current = crypto::open(key, &me.jid_node, &me.jid_pwd).ok_or(ApiError::NoJid)?;
+    let new = crypto::open(key, &me.jid_node, &pending).ok_or(ApiError::NoJid)?;
+    let changed = match app.xmpp.set_password(&me.jid_node, &current, &new).await {
+        // Over c2s the old password no longer logs in when an interrupted renewal had already
+        // changed it: log in with the pending one, which the server then has.
+        Err(XmppError::AuthFailed) => app.xmpp.set_password(&me.jid_node, &new, &new).await,
+        other => other,
+    };
+    changed.map_err(ApiError::from_roster)?;
+    // False when a concurrent renewal (or the reconciler) committed the same password first.
+    app.jid_pwds
+        .commit_jid_pwd(me.id, pending, app.now())
+        .await?;
+    Ok(new)
 }
 
 #[cfg(test)]

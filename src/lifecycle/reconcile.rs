@@ -6,6 +6,7 @@
 //! | account `deleting` | a cancel was accepted | finish it (`account::finish_delete`) |
 //! | pair `binding` | a bind was interrupted; the client never got 0 | claim it (`binding` → `unbinding`), unbind both sides, delete the row |
 //! | pair `unbinding` | an unbind was interrupted | unbind both sides, delete the row |
+//! | account `active` with a pending `jid_pwd` | a `/renew_jid_pwd` was interrupted; the server may have either password | set the pending one on the server, make it the `jid_pwd` |
 //!
 //! Only one instance at a time reconciles: [`run_exclusive`] takes the store's reconciler lease
 //! (an advisory lock on PostgreSQL, always granted on SQLite) and skips the run when another
@@ -46,6 +47,8 @@ pub struct Report {
     pub binds_rolled_back: u64,
     /// Interrupted unbinds finished (`unbinding` pairs).
     pub unbinds_finished: u64,
+    /// Interrupted `/renew_jid_pwd` finished (pending XMPP passwords set and committed).
+    pub renewals_finished: u64,
 }
 
 impl Report {
@@ -129,6 +132,24 @@ pub async fn run(
                     }))
                 }
                 AccountState::Active => Ok(Outcome::Skipped),
+            }
+        }
+        .await;
+        tally(&mut rep, &what, r, progress);
+    }
+    let renewals = app.jid_pwds.pending_jid_pwds(before).await?;
+    rep.found += renewals.len() as u64;
+    for (id, pending) in renewals {
+        let what = format!("account {id} (renewing its XMPP password)");
+        let r = async {
+            account::link_up(app)?;
+            match app.store.account_by_id(id).await? {
+                Some(a) if a.state == AccountState::Active => {
+                    account::finish_renewal(app, &a, pending).await?;
+                    rep.renewals_finished += 1;
+                    Ok(Outcome::Repaired("XMPP password renewal finished".into()))
+                }
+                _ => Ok(Outcome::Skipped),
             }
         }
         .await;
@@ -273,5 +294,33 @@ mod tests {
         ] {
             assert!(m.contains(needle), "missing {needle} in\n{m}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_renewal_is_finished_and_login_hands_out_the_server_password() {
+        let k = Kit::new().await;
+        let (a, _) = k.account("lamp", AccountType::Device).await;
+        let new = "renewed-password-000001";
+        let sealed = crate::auth::crypto::seal(&k.app.secrets.encryption_key, &a.jid_node, new);
+        // A renewal that stored its password and died before the server heard of it.
+        k.app
+            .jid_pwds
+            .begin_jid_pwd(a.id, sealed, k.app.now())
+            .await
+            .unwrap();
+        k.clock.advance(1);
+        k.xmpp.fail_once(Op::SetPassword, Fault::Timeout);
+        let r = reconcile(&k).await;
+        assert_eq!((r.found, r.failed, r.renewals_finished), (1, 1, 0), "{r:?}");
+        let r = reconcile(&k).await;
+        assert_eq!(
+            (r.found, r.repaired, r.renewals_finished),
+            (1, 1, 1),
+            "{r:?}"
+        );
+        assert_eq!(k.xmpp.password_of(&a.jid_node).as_deref(), Some(new));
+        let stored = k.named("lamp").await.unwrap();
+        assert_eq!(k.app.jid_pwd(&stored).unwrap(), new);
+        assert_eq!(reconcile(&k).await.found, 0, "nothing left pending");
     }
 }

@@ -22,6 +22,9 @@ pub trait JidPwdStore: Send + Sync {
     /// `pending` becomes the account's `jid_pwd`; false when it is no longer the pending one (a
     /// concurrent renewal committed it) or the account is not active.
     async fn commit_jid_pwd(&self, id: i64, pending: Vec<u8>, now: i64) -> StoreResult<bool>;
+    /// Active accounts with a pending password, last touched before `before`: renewals a crash
+    /// or an error interrupted, for the reconciler to finish.
+    async fn pending_jid_pwds(&self, before: i64) -> StoreResult<Vec<(i64, Vec<u8>)>>;
 }
 
 #[async_trait::async_trait]
@@ -62,6 +65,18 @@ impl JidPwdStore for SqliteStore {
         })
         .await
     }
+
+    async fn pending_jid_pwds(&self, before: i64) -> StoreResult<Vec<(i64, Vec<u8>)>> {
+        self.write(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, jid_pwd_pending FROM accounts \
+                 WHERE jid_pwd_pending IS NOT NULL AND state = 'active' AND updated_at < ?1",
+            )?;
+            let rows = st.query_map([before], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
 }
 
 #[async_trait::async_trait]
@@ -96,5 +111,19 @@ impl JidPwdStore for PgStore {
             )
             .await?;
         Ok(c.execute(&st, &[&id, &pending, &now]).await? == 1)
+    }
+
+    async fn pending_jid_pwds(&self, before: i64) -> StoreResult<Vec<(i64, Vec<u8>)>> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT id, jid_pwd_pending FROM accounts \
+                 WHERE jid_pwd_pending IS NOT NULL AND state = 'active' AND updated_at < $1",
+            )
+            .await?;
+        let rows = c.query(&st, &[&before]).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
     }
 }
