@@ -74,6 +74,34 @@ pub fn config_for(s: &dyn xmpp::testkit::TestServer, data_dir: PathBuf, o: Opts)
     c
 }
 
+/// Starts the service in-process with `cfg` (its log in the test output) and waits for its
+/// component link: the start-up every in-process test shares.
+pub async fn start_service(cfg: Config) -> Server {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let server = Server::start(cfg).await.expect("service starts");
+    wait_link(&server, true, 20).await;
+    server
+}
+
+/// A client builder trusting the service's self-signed certificate in `data_dir`.
+pub fn trusting(data_dir: &std::path::Path) -> reqwest::ClientBuilder {
+    let cert = std::fs::read(data_dir.join("cert.pem")).expect("the service's cert.pem");
+    reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+}
+
+/// Waits until the service's component link is up (`up`) or down; panics after `secs` seconds.
+pub async fn wait_link(server: &Server, up: bool, secs: u64) {
+    let within = std::time::Duration::from_secs(secs);
+    assert!(
+        xmpp::testkit::wait_link(&server.app.xmpp, up, within).await,
+        "component link did not become {} within {secs} s",
+        if up { "up" } else { "down" }
+    );
+}
+
 impl Env {
     pub async fn start(o: Opts) -> Env {
         Env::start_tuned(o, |_| {}).await
@@ -92,43 +120,29 @@ impl Env {
     }
 
     pub async fn start_with(prosody: Prosody, data: tempfile::TempDir, cfg: Config) -> Env {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let server = Server::start(cfg).await.expect("service starts");
-        let cert = std::fs::read(server.app.cfg.data_dir.join("cert.pem")).unwrap();
-        let http = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+        let server = start_service(cfg).await;
+        let http = trusting(&server.app.cfg.data_dir)
             .cookie_store(true)
             .build()
             .unwrap();
         let base = format!("https://localhost:{}", server.addrs.http.port());
-        let env = Env {
+        Env {
             prosody,
             server: Some(server),
             http,
             base,
             _data: data,
-        };
-        env.wait_link().await;
-        env
+        }
     }
 
     pub fn server(&self) -> &Server {
         self.server.as_ref().unwrap()
     }
 
-    /// Wait until the component link is up.
+    /// Wait until the component link is up (e.g. after restarting Prosody).
+    #[allow(dead_code)] // part of the harness's interface; no test calls it today
     pub async fn wait_link(&self) {
-        let mut w = self.server().app.xmpp.link_watch();
-        tokio::time::timeout(
-            std::time::Duration::from_secs(20),
-            w.wait_for(|s| *s == xmpp::LinkState::Up),
-        )
-        .await
-        .expect("component link comes up")
-        .unwrap();
+        wait_link(self.server(), true, 20).await;
     }
 
     /// POST a form and return the JSON reply, checking its `sign`.

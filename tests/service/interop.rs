@@ -7,7 +7,7 @@ use register::service::server::Server;
 use serde_json::Value;
 use xmpp::testkit::{Ejabberd, EjabberdOptions, TestClient, TestServer};
 
-use crate::harness::{signed, test_config, Opts, CAPTCHA};
+use crate::harness::{signed, start_service, test_config, trusting, Opts, CAPTCHA};
 
 struct Svc {
     server: Server,
@@ -18,30 +18,16 @@ struct Svc {
 
 impl Svc {
     async fn start(xmpp: &dyn TestServer, o: Opts) -> Svc {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
         let data = tempfile::tempdir().unwrap();
         let mut cfg = test_config(xmpp, data.path().join("data"), o).await;
         // These tests bind by name: the open bind of old clients (bind tokens: bind_tokens.rs).
         cfg.binding.consent = "none".into();
-        let server = Server::start(cfg).await.expect("service starts");
-        let cert = std::fs::read(server.app.cfg.data_dir.join("cert.pem")).unwrap();
-        let http = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+        let server = start_service(cfg).await;
+        let http = trusting(&server.app.cfg.data_dir)
             .cookie_store(true)
             .build()
             .unwrap();
         let base = format!("https://localhost:{}", server.addrs.http.port());
-        let mut w = server.app.xmpp.link_watch();
-        tokio::time::timeout(
-            std::time::Duration::from_secs(20),
-            w.wait_for(|s| *s == xmpp::LinkState::Up),
-        )
-        .await
-        .expect("component link comes up")
-        .unwrap();
         Svc {
             server,
             http,

@@ -460,27 +460,13 @@ struct Node {
 
 impl Node {
     async fn start(prosody: &Prosody, component: &str, url: &str) -> Node {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
         let data = tempfile::tempdir().unwrap();
         let mut cfg = config_for(prosody, data.path().join("data"), Opts::default());
         cfg.xmpp.component = component.into();
         cfg.database.url = url.into();
         cfg.security.encryption_key = ENC_KEY.into();
-        let server = Server::start(cfg).await.expect("service starts");
-        let mut w = server.app.xmpp.link_watch();
-        tokio::time::timeout(
-            std::time::Duration::from_secs(20),
-            w.wait_for(|s| *s == xmpp::LinkState::Up),
-        )
-        .await
-        .expect("component link comes up")
-        .unwrap();
-        let cert = std::fs::read(server.app.cfg.data_dir.join("cert.pem")).unwrap();
-        let http = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+        let server = crate::harness::start_service(cfg).await;
+        let http = crate::harness::trusting(&server.app.cfg.data_dir)
             .build()
             .unwrap();
         let base = format!("https://localhost:{}", server.addrs.http.port());

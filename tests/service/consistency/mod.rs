@@ -35,7 +35,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use register::service::config::Config;
-use register::service::server::Server;
 use register::store::{AccountState, BindingState, Store};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -59,9 +58,7 @@ struct Client {
 impl Client {
     /// Trusts the service's self-signed certificate from its data directory.
     fn new(data_dir: &Path, port: u16) -> Client {
-        let cert = std::fs::read(data_dir.join("cert.pem")).expect("cert.pem");
-        let http = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+        let http = crate::harness::trusting(data_dir)
             .timeout(Duration::from_secs(60))
             .build()
             .unwrap();
@@ -559,21 +556,7 @@ async fn check_consistent(
 // ---------------------------------------------------------------------------------------------
 // The component link.
 
-async fn wait_link(server: &Server, up: bool, secs: u64) {
-    let mut w = server.app.xmpp.link_watch();
-    tokio::time::timeout(
-        Duration::from_secs(secs),
-        w.wait_for(|s| (*s == xmpp::LinkState::Up) == up),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "component link did not become {}",
-            if up { "up" } else { "down" }
-        )
-    })
-    .unwrap();
-}
+pub(crate) use crate::harness::wait_link;
 
 // ---------------------------------------------------------------------------------------------
 // The binary: fixed ports and a configuration file (the SIGKILL test and `register reconcile`).

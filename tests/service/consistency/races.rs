@@ -6,11 +6,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use register::service::server::Server;
 use register::store::AccountState;
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
-use super::{check_consistent, join, wait_link, Client, Stream};
+use super::{check_consistent, join, Client, Stream};
 use crate::harness::{test_config, Opts, ProsodyExt};
 
 // ---------------------------------------------------------------------------------------------
@@ -23,8 +22,7 @@ async fn concurrent_same_name_and_same_pair() {
     let mut cfg = test_config(&prosody, data.path().join("data"), Opts::default()).await;
     // These tests bind by name: the open bind of old clients (bind tokens: bind_tokens.rs).
     cfg.binding.consent = "none".into();
-    let server = Server::start(cfg).await.expect("service starts");
-    wait_link(&server, true, 20).await;
+    let server = crate::harness::start_service(cfg).await;
     let c = Client::new(&server.app.cfg.data_dir, server.addrs.http.port());
     let rounds = 4;
     let mut tally: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
@@ -147,8 +145,7 @@ async fn reconciler_racing_live_requests() {
     let mut cfg = test_config(&prosody, data.path().join("data"), Opts::default()).await;
     // These tests bind by name: the open bind of old clients (bind tokens: bind_tokens.rs).
     cfg.binding.consent = "none".into();
-    let server = Server::start(cfg).await.expect("service starts");
-    wait_link(&server, true, 20).await;
+    let server = crate::harness::start_service(cfg).await;
     let client = Client::new(&server.app.cfg.data_dir, server.addrs.http.port());
     let stream = Stream::new(client.clone());
     let tasks = stream.spawn("rr", 4, 3);
