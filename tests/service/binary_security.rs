@@ -218,12 +218,7 @@ impl Binary {
 
     /// A new captcha: its id, from the header.
     async fn captcha(&self) -> String {
-        let r = self
-            .http
-            .get(format!("{}/verify_code", self.base))
-            .send()
-            .await
-            .unwrap();
+        let r = crate::harness::fetch(&self.http, &self.base, "/verify_code").await;
         assert_eq!(r.status(), 200);
         let id = r.headers()["x-verify-code-id"].to_str().unwrap().to_owned();
         assert_eq!(&r.bytes().await.unwrap()[..4], b"\x89PNG");

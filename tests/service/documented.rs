@@ -14,10 +14,9 @@ use std::time::Duration;
 
 use register::service::server::Server;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use xmpp::testkit::{Prosody, ProsodyOptions, TestClient};
 
+use crate::harness::roster_item as item;
 use crate::harness::{
     assert_signed, issued_answer, signed, test_config, Env, Opts, ProsodyExt, CAPTCHA,
 };
@@ -30,32 +29,7 @@ fn pairs(p: &[(String, String)]) -> Vec<(&str, &str)> {
 
 /// `/verify_access_token` over the TCP API.
 async fn tcp_verify(env: &Env, token: &str) -> Value {
-    let mut c = BufReader::new(TcpStream::connect(env.server().addrs.tcp).await.unwrap());
-    let line = format!(
-        "/verify_access_token {}\n",
-        json!({ "access_token": token })
-    );
-    c.get_mut().write_all(line.as_bytes()).await.unwrap();
-    let mut reply = String::new();
-    c.read_line(&mut reply).await.unwrap();
-    let v: Value = serde_json::from_str(&reply).unwrap();
-    assert_signed(&v);
-    v
-}
-
-/// `peer`'s item on `jid`'s roster as Prosody holds it: (subscription, nickname, groups).
-async fn item(
-    env: &Env,
-    jid: &str,
-    pwd: &str,
-    peer: &str,
-) -> Option<(String, String, Vec<String>)> {
-    env.prosody
-        .roster(jid, pwd)
-        .await
-        .into_iter()
-        .find(|e| e.jid == peer)
-        .map(|e| (e.subscription, e.nickname, e.groups))
+    crate::harness::tcp_verify_signed(env.server().addrs.tcp, token).await
 }
 
 async fn bind(env: &Env, token: &str, me: &str, peers: &str) -> Value {
@@ -570,12 +544,7 @@ async fn plain_http_behind_a_trusted_proxy_rate_limits_each_forwarded_client() {
 async fn database_error_answers_3() {
     let env = Env::start(Opts::default()).await;
     exec_sql(&env, "DROP TABLE captchas", "DROP TABLE captchas").await;
-    let r = env
-        .http
-        .get(format!("{}/verify_code", env.base))
-        .send()
-        .await
-        .unwrap();
+    let r = crate::harness::fetch(&env.http, &env.base, "/verify_code").await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_signed(&v);

@@ -92,6 +92,11 @@ pub fn trusting(data_dir: &std::path::Path) -> reqwest::ClientBuilder {
     reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
 }
 
+/// A GET of `path` at `base` (no parameters), unchecked.
+pub async fn fetch(http: &reqwest::Client, base: &str, path: &str) -> reqwest::Response {
+    http.get(format!("{base}{path}")).send().await.unwrap()
+}
+
 /// Waits until the service's component link is up (`up`) or down; panics after `secs` seconds.
 pub async fn wait_link(server: &Server, up: bool, secs: u64) {
     let within = std::time::Duration::from_secs(secs);
@@ -167,12 +172,7 @@ impl Env {
 
     /// Fetch a captcha (sets the cookie in this client).
     pub async fn captcha(&self) -> String {
-        let r = self
-            .http
-            .get(format!("{}/verify_code", self.base))
-            .send()
-            .await
-            .unwrap();
+        let r = crate::harness::fetch(&self.http, &self.base, "/verify_code").await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["content-type"], "image/png");
         let id = r.headers()["x-verify-code-id"].to_str().unwrap().to_owned();
@@ -428,6 +428,21 @@ impl ProsodyExt for Prosody {
     }
 }
 
+/// `peer`'s item on `jid`'s roster as Prosody holds it: (subscription, nickname, groups).
+pub async fn roster_item(
+    env: &Env,
+    jid: &str,
+    pwd: &str,
+    peer: &str,
+) -> Option<(String, String, Vec<String>)> {
+    env.prosody
+        .roster(jid, pwd)
+        .await
+        .into_iter()
+        .find(|e| e.jid == peer)
+        .map(|e| (e.subscription, e.nickname, e.groups))
+}
+
 /// Parameters with `param_sign` added (as a device or the login page computes it).
 pub fn signed(params: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut p: Vec<(String, String)> = params
@@ -458,6 +473,13 @@ pub fn assert_signed_with(v: &Value, key: &[u8]) {
         json!(hex::encode(mac.finalize().into_bytes())),
         "sign of {text}"
     );
+}
+
+/// [`tcp_verify`] with the reply's `sign` checked against the test key.
+pub async fn tcp_verify_signed(addr: std::net::SocketAddr, token: &str) -> Value {
+    let v = tcp_verify(addr, token).await;
+    assert_signed(&v);
+    v
 }
 
 /// One `/verify_access_token` over a new TCP connection to `addr`: the reply, its `sign` not yet

@@ -47,12 +47,7 @@ impl Svc {
     }
 
     async fn captcha(&self) {
-        let r = self
-            .http
-            .get(format!("{}/verify_code", self.base))
-            .send()
-            .await
-            .unwrap();
+        let r = crate::harness::fetch(&self.http, &self.base, "/verify_code").await;
         assert_eq!(r.status(), 200);
     }
 

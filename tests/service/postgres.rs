@@ -14,13 +14,9 @@ use register::store::sqlite::SqliteStore;
 use register::store::*;
 use register::types::AccountType;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
-use crate::harness::{
-    assert_signed, config_for, pg_url, post_form, signed, Opts, ProsodyExt, CAPTCHA,
-};
+use crate::harness::{config_for, pg_url, post_form, signed, Opts, ProsodyExt, CAPTCHA};
 
 /// The same `jid_pwd` key on every instance: one instance must read what another sealed.
 const ENC_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -487,12 +483,7 @@ impl Node {
     }
 
     async fn captcha(&self) -> String {
-        let r = self
-            .http
-            .get(format!("{}/verify_code", self.base))
-            .send()
-            .await
-            .unwrap();
+        let r = crate::harness::fetch(&self.http, &self.base, "/verify_code").await;
         assert_eq!(r.status(), 200);
         r.headers()["x-verify-code-id"].to_str().unwrap().to_owned()
     }
@@ -541,17 +532,7 @@ impl Node {
 
     /// `/verify_access_token` over this instance's TCP API.
     async fn tcp_verify(&self, token: &str) -> Value {
-        let mut c = BufReader::new(TcpStream::connect(self.server().addrs.tcp).await.unwrap());
-        let line = format!(
-            "/verify_access_token {}\n",
-            json!({ "access_token": token })
-        );
-        c.get_mut().write_all(line.as_bytes()).await.unwrap();
-        let mut reply = String::new();
-        c.read_line(&mut reply).await.unwrap();
-        let v: Value = serde_json::from_str(&reply).unwrap();
-        assert_signed(&v);
-        v
+        crate::harness::tcp_verify_signed(self.server().addrs.tcp, token).await
     }
 
     async fn stop(mut self) {

@@ -37,8 +37,6 @@ use std::time::{Duration, Instant};
 use register::service::config::Config;
 use register::store::{AccountState, BindingState, Store};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use xmpp::testkit::Prosody;
 
 use crate::harness::{assert_signed, signed, ProsodyExt, CAPTCHA};
@@ -176,17 +174,7 @@ fn owned(p: &[(&str, &str)]) -> Vec<(String, String)> {
 
 /// `/verify_access_token` over the TCP API.
 async fn verify_token(tcp: std::net::SocketAddr, token: &str) -> Value {
-    let mut c = BufReader::new(TcpStream::connect(tcp).await.unwrap());
-    let line = format!(
-        "/verify_access_token {}\n",
-        json!({ "access_token": token })
-    );
-    c.get_mut().write_all(line.as_bytes()).await.unwrap();
-    let mut reply = String::new();
-    c.read_line(&mut reply).await.unwrap();
-    let v: Value = serde_json::from_str(&reply).unwrap();
-    assert_signed(&v);
-    v
+    crate::harness::tcp_verify_signed(tcp, token).await
 }
 
 // ---------------------------------------------------------------------------------------------
