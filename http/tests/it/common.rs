@@ -76,6 +76,16 @@ pub struct Server {
 }
 
 impl Server {
+    /// Waits (`secs` at most) for `serve` to return, and checks it returned `Ok`.
+    pub async fn returned(&mut self, secs: u64) {
+        let task = self.task.take().expect("serve still running");
+        tokio::time::timeout(Duration::from_secs(secs), task)
+            .await
+            .expect("serve returned")
+            .unwrap()
+            .unwrap();
+    }
+
     /// Waits (10 s at most) until a `/slow` request is inside the handler.
     pub async fn slow_running(&self) {
         let wait = async {

@@ -20,12 +20,7 @@ async fn an_in_flight_request_completes() {
     assert_eq!(resp.status(), 200);
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["slept"], 1500);
-    let task = srv.task.take().unwrap();
-    tokio::time::timeout(Duration::from_secs(3), task)
-        .await
-        .expect("serve returned")
-        .unwrap()
-        .unwrap();
+    srv.returned(3).await;
     assert!(
         TcpStream::connect(srv.addr).await.is_err(),
         "listener closed"
@@ -40,12 +35,7 @@ async fn the_drain_deadline_drops_what_is_left() {
     srv.slow_running().await;
     let started = Instant::now();
     srv.shutdown.cancel();
-    let task = srv.task.take().unwrap();
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("serve returned")
-        .unwrap()
-        .unwrap();
+    srv.returned(5).await;
     // Well before the request's 10 s: the 300 ms drain cut it.
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(request.await.unwrap().is_err(), "the slow request was cut");

@@ -143,6 +143,18 @@ pub struct Server {
     pub task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
+impl Server {
+    /// Waits (`secs` at most) for `serve` to return, and checks it returned `Ok`.
+    pub async fn returned(&mut self, secs: u64) {
+        let task = self.task.take().expect("serve still running");
+        tokio::time::timeout(Duration::from_secs(secs), task)
+            .await
+            .expect("serve returned")
+            .unwrap()
+            .unwrap();
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown.cancel();

@@ -127,12 +127,7 @@ async fn shutdown_sends_in_flight_replies_then_closes() {
     assert_eq!(c.reply().await, json!({"result": 0, "i": 7}));
     assert!(c.closed_within(Duration::from_secs(2)).await);
     assert!(idle.closed_within(Duration::from_secs(2)).await);
-    let task = srv.task.take().unwrap();
-    tokio::time::timeout(Duration::from_secs(3), task)
-        .await
-        .expect("serve returned")
-        .unwrap()
-        .unwrap();
+    srv.returned(3).await;
 }
 
 #[tokio::test]
@@ -147,12 +142,7 @@ async fn the_drain_deadline_drops_slow_requests() {
     srv.running.reach(1).await;
     let started = Instant::now();
     srv.shutdown.cancel();
-    let task = srv.task.take().unwrap();
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("serve returned")
-        .unwrap()
-        .unwrap();
+    srv.returned(5).await;
     // Well before the request's 10 s: the 300 ms drain cut it.
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(c.try_reply().await.is_none());
