@@ -420,12 +420,7 @@ impl Session {
         };
         let ok = payload.is("query", ns::ROSTER) || payload.is("ping", ns::PING);
         let mut reply = if ok {
-            Iq::Result {
-                from: None,
-                to: None,
-                id,
-                payload: None,
-            }
+            crate::stanza::empty_result(id)
         } else {
             let err = StanzaError::new(
                 ErrorType::Cancel,

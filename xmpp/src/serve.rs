@@ -58,12 +58,7 @@ pub(crate) fn answer_request(request: Iq, me: &Jid) -> Element {
             payload: Some(info.into()),
         }
     } else if get && payload.is("ping", ns::PING) {
-        Iq::Result {
-            from: None,
-            to: None,
-            id,
-            payload: None,
-        }
+        crate::stanza::empty_result(id)
     } else {
         let err = error(
             ErrorType::Cancel,
