@@ -89,17 +89,7 @@ async fn binary_starts_serves_and_stops() {
     for f in ["sign_key", "app_key", "encryption_key", "key.pem"] {
         assert_eq!(mode(data.join(f)), 0o600, "{f}");
     }
-    let pid = child.id().unwrap() as i32;
-    std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    crate::harness::sigterm_exits_0(&mut child).await;
 }
 
 #[tokio::test]
@@ -266,16 +256,7 @@ async fn binary_reads_every_secret_from_files_and_logs_json_without_secrets() {
     )
     .await;
     assert_eq!(v["result"], 4);
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    crate::harness::sigterm_exits_0(&mut child).await;
 
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();

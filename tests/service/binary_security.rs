@@ -167,17 +167,7 @@ impl Binary {
         std::net::SocketAddr,
         std::net::SocketAddr,
     ) {
-        let pid = self.child.id().unwrap();
-        std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .unwrap();
-        let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait())
-            .await
-            .expect("the binary stops on SIGTERM")
-            .unwrap();
-        assert_eq!(status.code(), Some(0));
+        crate::harness::sigterm_exits_0(&mut self.child).await;
         (self.cfg, self.secret, self.tcp, self.admin)
     }
 

@@ -92,6 +92,21 @@ pub fn trusting(data_dir: &std::path::Path) -> reqwest::ClientBuilder {
     reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
 }
 
+/// Sends SIGTERM to the binary `child` and checks it exits with 0 within 15 s (the graceful stop).
+pub async fn sigterm_exits_0(child: &mut tokio::process::Child) {
+    let pid = child.id().expect("the binary runs").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -TERM {pid}");
+    let status = tokio::time::timeout(std::time::Duration::from_secs(15), child.wait())
+        .await
+        .expect("the binary stops on SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
 /// A GET of `path` at `base` (no parameters), unchecked.
 pub async fn fetch(http: &reqwest::Client, base: &str, path: &str) -> reqwest::Response {
     http.get(format!("{base}{path}")).send().await.unwrap()

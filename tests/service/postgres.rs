@@ -540,12 +540,9 @@ impl Node {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_share_one_database() {
-    let Some(base) = pg_url("two_instances_share_one_database") else {
-        return;
-    };
-    let db = TestDb::create(&base).await;
+/// One Prosody (with a second component name, since Prosody takes one connection per component)
+/// and two service instances on the database `db`.
+async fn two_nodes(db: &TestDb) -> (Prosody, Node, Node) {
     let prosody = Prosody::start(ProsodyOptions {
         extra_components: vec!["register2.example.test".into()],
         ..Default::default()
@@ -553,6 +550,16 @@ async fn two_instances_share_one_database() {
     let comp_a = prosody.component.clone();
     let a = Node::start(&prosody, &comp_a, &db.url).await;
     let b = Node::start(&prosody, "register2.example.test", &db.url).await;
+    (prosody, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_database() {
+    let Some(base) = pg_url("two_instances_share_one_database") else {
+        return;
+    };
+    let db = TestDb::create(&base).await;
+    let (prosody, a, b) = two_nodes(&db).await;
 
     // A captcha issued by one is answered at the other, once.
     let id = a.captcha().await;
@@ -639,13 +646,7 @@ async fn a_lock_set_through_one_instance_holds_at_the_other() {
         return;
     };
     let db = TestDb::create(&base).await;
-    let prosody = Prosody::start(ProsodyOptions {
-        extra_components: vec!["register2.example.test".into()],
-        ..Default::default()
-    });
-    let comp_a = prosody.component.clone();
-    let a = Node::start(&prosody, &comp_a, &db.url).await;
-    let b = Node::start(&prosody, "register2.example.test", &db.url).await;
+    let (_prosody, a, b) = two_nodes(&db).await;
     assert_eq!(a.register_device("cam-lock").await, 0);
     let guess = |n: &Node, i: usize| {
         let p = signed(&[
