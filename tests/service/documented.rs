@@ -56,24 +56,9 @@ async fn clock_reaches(env: &Env, t: i64) {
     }
 }
 
-/// Prosody's file for account `node` (Prosody escapes every character but letters, digits and
-/// `_` in the host and node as `%xx`).
+/// Prosody's file for account `node`.
 fn prosody_account_file(p: &Prosody, node: &str) -> PathBuf {
-    let enc = |s: &str| {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' {
-                    c.to_string()
-                } else {
-                    format!("%{:02x}", c as u32)
-                }
-            })
-            .collect::<String>()
-    };
-    p.data_path
-        .join(enc(&p.domain))
-        .join("accounts")
-        .join(format!("{}.dat", enc(node)))
+    p.account_file(node)
 }
 
 /// Run one SQL statement on the service's database, behind its back (SQLite or PostgreSQL).

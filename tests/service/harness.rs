@@ -86,6 +86,17 @@ pub async fn start_service(cfg: Config) -> Server {
     server
 }
 
+/// [`start_service`], and an HTTPS client (keeping cookies) for it with its base URL.
+pub async fn start_https(cfg: Config) -> (Server, reqwest::Client, String) {
+    let server = start_service(cfg).await;
+    let http = trusting(&server.app.cfg.data_dir)
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let base = format!("https://localhost:{}", server.addrs.http.port());
+    (server, http, base)
+}
+
 /// A client builder trusting the service's self-signed certificate in `data_dir`.
 pub fn trusting(data_dir: &std::path::Path) -> reqwest::ClientBuilder {
     let cert = std::fs::read(data_dir.join("cert.pem")).expect("the service's cert.pem");
@@ -105,6 +116,27 @@ pub async fn sigterm_exits_0(child: &mut tokio::process::Child) {
         .expect("the binary stops on SIGTERM")
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+/// `name`'s account as the service's store holds it, checked active with its JID on Prosody.
+pub async fn active_account(
+    server: &Server,
+    prosody: &Prosody,
+    name: &str,
+) -> register::store::Account {
+    let a = server
+        .app
+        .store
+        .account_by_name(name)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no account {name}"));
+    assert_eq!(a.state, register::store::AccountState::Active, "{name}");
+    assert!(
+        prosody.account_on_disk(&a.jid_node),
+        "{name}'s JID on Prosody"
+    );
+    a
 }
 
 /// A GET of `path` at `base` (no parameters), unchecked.
@@ -140,12 +172,7 @@ impl Env {
     }
 
     pub async fn start_with(prosody: Prosody, data: tempfile::TempDir, cfg: Config) -> Env {
-        let server = start_service(cfg).await;
-        let http = trusting(&server.app.cfg.data_dir)
-            .cookie_store(true)
-            .build()
-            .unwrap();
-        let base = format!("https://localhost:{}", server.addrs.http.port());
+        let (server, http, base) = start_https(cfg).await;
         Env {
             prosody,
             server: Some(server),
@@ -179,10 +206,7 @@ impl Env {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 200, "{path}");
-        let v: Value = r.json().await.unwrap();
-        assert_signed(&v);
-        v
+        signed_reply(r, path).await
     }
 
     /// Fetch a captcha (sets the cookie in this client).
@@ -406,6 +430,11 @@ pub async fn post_form<P: serde::Serialize + ?Sized>(
         .send()
         .await
         .unwrap();
+    signed_reply(r, path).await
+}
+
+/// A reply to `path` that must be a 200 with a signed JSON body.
+pub async fn signed_reply(r: reqwest::Response, path: &str) -> Value {
     assert_eq!(r.status(), 200, "{path}");
     let v: Value = r.json().await.unwrap();
     assert_signed(&v);

@@ -7,7 +7,7 @@ use register::service::server::Server;
 use serde_json::Value;
 use xmpp::testkit::{Ejabberd, EjabberdOptions, TestClient, TestServer};
 
-use crate::harness::{signed, start_service, test_config, trusting, Opts, CAPTCHA};
+use crate::harness::{signed, start_https, test_config, Opts, CAPTCHA};
 
 struct Svc {
     server: Server,
@@ -22,12 +22,7 @@ impl Svc {
         let mut cfg = test_config(xmpp, data.path().join("data"), o).await;
         // These tests bind by name: the open bind of old clients (bind tokens: bind_tokens.rs).
         cfg.binding.consent = "none".into();
-        let server = start_service(cfg).await;
-        let http = trusting(&server.app.cfg.data_dir)
-            .cookie_store(true)
-            .build()
-            .unwrap();
-        let base = format!("https://localhost:{}", server.addrs.http.port());
+        let (server, http, base) = start_https(cfg).await;
         Svc {
             server,
             http,

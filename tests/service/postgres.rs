@@ -604,16 +604,7 @@ async fn two_instances_share_one_database() {
         let mut r = vec![x, y];
         r.sort();
         assert_eq!(r, vec![0, 103], "register {name} at both instances");
-        let acc = a
-            .server()
-            .app
-            .store
-            .account_by_name(&name)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(acc.state, AccountState::Active);
-        assert!(prosody.account_on_disk(&acc.jid_node));
+        crate::harness::active_account(a.server(), &prosody, &name).await;
     }
 
     // Only one instance reconciles at a time.

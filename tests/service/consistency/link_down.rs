@@ -46,12 +46,7 @@ async fn link_down_degrades_and_recovers() {
         Ok(0)
     );
 
-    prosody = tokio::task::spawn_blocking(move || {
-        prosody.stop();
-        prosody
-    })
-    .await
-    .unwrap();
+    prosody = super::stopped(prosody).await;
     wait_link(&server, false, 20).await;
     let down = Instant::now();
 

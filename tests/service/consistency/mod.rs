@@ -546,6 +546,16 @@ async fn check_consistent(
 
 pub(crate) use crate::harness::wait_link;
 
+/// Stops Prosody on a blocking thread (stopping waits for the process) and gives it back.
+pub(crate) async fn stopped(mut prosody: Prosody) -> Prosody {
+    tokio::task::spawn_blocking(move || {
+        prosody.stop();
+        prosody
+    })
+    .await
+    .unwrap()
+}
+
 // ---------------------------------------------------------------------------------------------
 // The binary: fixed ports and a configuration file (the SIGKILL test and `register reconcile`).
 

@@ -27,12 +27,7 @@ async fn prosody_stopped_mid_stream() {
         .fault_point(8, server.app.store.as_ref(), false)
         .await;
     let acked_before = stream.acked.load(Ordering::SeqCst);
-    prosody = tokio::task::spawn_blocking(move || {
-        prosody.stop();
-        prosody
-    })
-    .await
-    .unwrap();
+    prosody = super::stopped(prosody).await;
     wait_link(&server, false, 20).await;
     // Requests keep coming while the server is away.
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use register::store::AccountState;
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
 use super::{check_consistent, join, Client, Stream};
@@ -50,15 +49,7 @@ async fn concurrent_same_name_and_same_pair() {
         assert_eq!(r, vec![0, 103], "register {name}");
         tally.entry("register").or_default().extend(&r);
         // Exactly one account, with one JID that logs in.
-        let a = server
-            .app
-            .store
-            .account_by_name(&name)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(a.state, AccountState::Active);
-        assert!(prosody.account_on_disk(&a.jid_node));
+        crate::harness::active_account(&server, &prosody, &name).await;
 
         // A fresh pair; bound twice at once — the same caller twice, then each side at once.
         let (p, d) = (format!("rp-{i}"), format!("rd-{i}"));

@@ -199,6 +199,11 @@ impl Prosody {
         self.dat_file("accounts", node).exists()
     }
 
+    /// Prosody's account file of `node` (it may not exist).
+    pub fn account_file(&self, node: &str) -> PathBuf {
+        self.dat_file("accounts", node)
+    }
+
     /// The raw roster file of `node` (Lua), empty when none.
     pub fn roster_on_disk(&self, node: &str) -> String {
         std::fs::read_to_string(self.dat_file("roster", node)).unwrap_or_default()
