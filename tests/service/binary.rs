@@ -92,16 +92,21 @@ async fn binary_starts_serves_and_stops() {
     crate::harness::sigterm_exits_0(&mut child).await;
 }
 
+/// Runs the binary with the configuration file `cfg` until it exits.
+fn run_to_exit(cfg: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_register"))
+        .arg("--config")
+        .arg(cfg)
+        .output()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn bad_config_exits_7() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("register.toml");
     std::fs::write(&cfg, "[xmpp]\naccounts = \"magic\"\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_register"))
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = run_to_exit(&cfg);
     assert_eq!(out.status.code(), Some(7));
     assert!(String::from_utf8_lossy(&out.stderr).contains("xmpp.accounts"));
 }
@@ -312,11 +317,7 @@ async fn ibr_without_tls_or_plain_is_refused_at_start() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_register"))
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = run_to_exit(&cfg);
     assert_eq!(out.status.code(), Some(7));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -513,21 +513,21 @@ impl Node {
     }
 
     async fn login_device(&self, name: &str) -> Value {
-        let p = signed(&[
-            ("user_name", name),
-            ("password", "password1"),
-            ("type", "2"),
-        ]);
-        self.post("/login", &p).await
+        self.as_device("/login", name).await
     }
 
     async fn cancel_device(&self, name: &str) -> Value {
+        self.as_device("/cancel", name).await
+    }
+
+    /// `path` with device `name`'s credentials, signed.
+    async fn as_device(&self, path: &str, name: &str) -> Value {
         let p = signed(&[
             ("user_name", name),
             ("password", "password1"),
             ("type", "2"),
         ]);
-        self.post("/cancel", &p).await
+        self.post(path, &p).await
     }
 
     /// `/verify_access_token` over this instance's TCP API.
