@@ -1236,6 +1236,26 @@ async fn openfire_allow_multiple_lets_two_instances_share_the_name() {
     assert_eq!(b.link_stats(), (1, 0));
 }
 
+/// A scripted peer that drops a link idle for `idle`, and an `Xmpp` sending keepalives every
+/// `keepalive`, its link up.
+async fn idle_peer_linked(
+    idle: Duration,
+    keepalive: Duration,
+) -> (Openfire, Xmpp, tokio_util::sync::DropGuard) {
+    let of = Openfire::start(Setup {
+        idle_drop: Some(idle),
+        ..Setup::default()
+    })
+    .await;
+    let shutdown = CancellationToken::new();
+    let x = Xmpp::start(
+        cfg(&of.addr, Duration::from_secs(2), keepalive),
+        shutdown.clone(),
+    );
+    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    (of, x, shutdown.drop_guard())
+}
+
 /// Openfire marks a component idle after idle/2 without a byte and closes it at the next such
 /// period unless a *stanza* came in between (whitespace restarts the timer, but does not clear
 /// the mark). A keepalive longer than idle/2 but shorter than idle survives only because every
@@ -1244,18 +1264,7 @@ async fn openfire_allow_multiple_lets_two_instances_share_the_name() {
 async fn openfire_idle_close_is_prevented_by_a_keepalive_stanza() {
     crate::init_tracing();
     let idle = Duration::from_millis(400);
-    let of = Openfire::start(Setup {
-        idle_drop: Some(idle),
-        ..Setup::default()
-    })
-    .await;
-    let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    let x = Xmpp::start(
-        cfg(&of.addr, Duration::from_secs(2), Duration::from_millis(300)),
-        shutdown.clone(),
-    );
-    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    let (of, x, _stop) = idle_peer_linked(idle, Duration::from_millis(300)).await;
     // Idle periods come and go: at least three marks, each cleared by a keepalive ping.
     assert!(
         of.wait_for(Duration::from_secs(10), |s| s.idle_marks >= 3)
@@ -1269,18 +1278,7 @@ async fn openfire_idle_close_is_prevented_by_a_keepalive_stanza() {
         .expect("link works after idling");
 
     // Control: with the link silent for longer than idle (keepalive 60 s), the peer closes it.
-    let of = Openfire::start(Setup {
-        idle_drop: Some(idle),
-        ..Setup::default()
-    })
-    .await;
-    let ctl = CancellationToken::new();
-    let _stop_ctl = ctl.clone().drop_guard();
-    let y = Xmpp::start(
-        cfg(&of.addr, Duration::from_secs(2), Duration::from_secs(60)),
-        ctl.clone(),
-    );
-    assert!(crate::wait_up(&y, Duration::from_secs(3)).await);
+    let (of, _y, _stop_ctl) = idle_peer_linked(idle, Duration::from_secs(60)).await;
     assert!(
         of.wait_for(Duration::from_secs(10), |s| s.idle_closes >= 1)
             .await,
