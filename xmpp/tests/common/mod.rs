@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use xmpp::{Party, Xmpp};
+use xmpp::{AccountsMode, BindingMode, C2sTls, Party, Xmpp, XmppConfig};
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -27,5 +27,31 @@ pub fn party(node: &str, password: &str, nickname: &str, group: &str) -> Party {
         password: password.to_owned(),
         nickname: nickname.to_owned(),
         group: group.to_owned(),
+    }
+}
+
+/// A component configuration for a scripted peer at `addr` (no c2s server: `127.0.0.1:1`).
+pub fn scripted_peer_config(
+    addr: &str,
+    (domain, component, secret): (&str, &str, &str),
+    timeout: Duration,
+    keepalive: Duration,
+) -> XmppConfig {
+    XmppConfig {
+        domain: domain.into(),
+        component: component.into(),
+        component_addr: addr.into(),
+        component_secret: secret.into(),
+        c2s_addr: "127.0.0.1:1".into(),
+        c2s_tls: C2sTls::Off,
+        tls_ca_file: None,
+        allow_plain_without_tls: true,
+        accounts: AccountsMode::Component,
+        binding: BindingMode::C2s,
+        timeout,
+        session_idle: Duration::from_secs(30),
+        keepalive,
+        allow_multiple: false,
+        command_sessions: 40,
     }
 }

@@ -40,7 +40,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use xmpp::{AccountsMode, BindingMode, C2sTls, LinkState, Xmpp, XmppConfig, XmppError};
+use xmpp::{LinkState, Xmpp, XmppConfig, XmppError};
 
 const COMMANDS: &str = "http://jabber.org/protocol/commands";
 const STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
@@ -49,23 +49,7 @@ const COMPONENT: &str = "register.example.test";
 const SECRET: &str = "openfire-secret";
 
 fn cfg(addr: &str, timeout: Duration, keepalive: Duration) -> XmppConfig {
-    XmppConfig {
-        domain: DOMAIN.into(),
-        component: COMPONENT.into(),
-        component_addr: addr.into(),
-        component_secret: SECRET.into(),
-        c2s_addr: "127.0.0.1:1".into(),
-        c2s_tls: C2sTls::Off,
-        tls_ca_file: None,
-        allow_plain_without_tls: true,
-        accounts: AccountsMode::Component,
-        binding: BindingMode::C2s,
-        timeout,
-        session_idle: Duration::from_secs(30),
-        keepalive,
-        allow_multiple: false,
-        command_sessions: 40,
-    }
+    crate::common::scripted_peer_config(addr, (DOMAIN, COMPONENT, SECRET), timeout, keepalive)
 }
 
 /// The server's language (`JiveGlobals.getLocale()`; a component has no session language).
