@@ -754,6 +754,13 @@ fn command(
     }
 }
 
+/// [`start`], then waits (3 s at most) for the link; the guard stops the link when dropped.
+async fn linked(of: &Openfire, timeout: Duration) -> (Xmpp, tokio_util::sync::DropGuard) {
+    let (x, shutdown) = start(of, timeout);
+    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    (x, shutdown.drop_guard())
+}
+
 fn start(of: &Openfire, timeout: Duration) -> (Xmpp, CancellationToken) {
     let shutdown = CancellationToken::new();
     let x = Xmpp::start(
@@ -783,9 +790,7 @@ async fn openfire_header_without_version_is_accepted() {
     let tag = &h[h.find("<stream:stream").unwrap()..];
     assert!(!tag.contains("version="), "{tag}");
     let of = Openfire::start(Setup::default()).await;
-    let (x, shutdown) = start(&of, Duration::from_secs(2));
-    let _stop = shutdown.drop_guard();
-    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    let (x, _stop) = linked(&of, Duration::from_secs(2)).await;
     assert!(
         of.wait_for(Duration::from_secs(3), |s| s.accepted == 1)
             .await
@@ -964,9 +969,7 @@ async fn openfire_read_only_user_store_answers_forbidden() {
         ..Setup::default()
     })
     .await;
-    let (x, shutdown) = start(&of, Duration::from_secs(2));
-    let _stop = shutdown.drop_guard();
-    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    let (x, _stop) = linked(&of, Duration::from_secs(2)).await;
     for node in ["alice", "bob"] {
         let r = x.create_account(node, "pw-123456").await;
         assert!(
@@ -990,9 +993,7 @@ async fn openfire_answers_cancel_with_bad_request_and_no_session_stays_open() {
     crate::init_tracing();
     let of = Openfire::start(Setup::default()).await;
     of.with(|s| s.lost_replies = vec!["lost".into()]);
-    let (x, shutdown) = start(&of, Duration::from_millis(300));
-    let _stop = shutdown.drop_guard();
-    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    let (x, _stop) = linked(&of, Duration::from_millis(300)).await;
     for round in 0..3 {
         let user = format!("user{round}");
         x.create_account(&user, "pw-123456")
@@ -1044,9 +1045,7 @@ async fn openfire_not_allowed_at_the_101st_session_is_retried() {
         }
         s.release_held_after = Some(3);
     });
-    let (x, shutdown) = start(&of, Duration::from_secs(5));
-    let _stop = shutdown.drop_guard();
-    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    let (x, _stop) = linked(&of, Duration::from_secs(5)).await;
     x.create_account("alice", "pw-123456")
         .await
         .expect("retried past the limit");
@@ -1082,9 +1081,7 @@ async fn openfire_command_limit_is_never_reached_by_150_concurrent_registrations
     let of = Openfire::start(Setup::default()).await;
     let (gate, gate_rx) = watch::channel(false);
     of.with(|s| s.hold_completes = Some(gate_rx));
-    let (x, shutdown) = start(&of, Duration::from_secs(10));
-    let _stop = shutdown.drop_guard();
-    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    let (x, _stop) = linked(&of, Duration::from_secs(10)).await;
     let run = {
         let x = x.clone();
         tokio::spawn(async move { register_all(&x, "burst", 150).await })
@@ -1146,9 +1143,7 @@ async fn openfire_session_left_by_a_lost_link_is_cancelled_after_link_up() {
     crate::init_tracing();
     let of = Openfire::start(Setup::default()).await;
     of.with(|s| s.drop_on_complete = vec!["drop".into()]);
-    let (x, shutdown) = start(&of, Duration::from_secs(2));
-    let _stop = shutdown.drop_guard();
-    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    let (x, _stop) = linked(&of, Duration::from_secs(2)).await;
     let r = x.create_account("drop1", "pw-123456").await;
     assert!(matches!(r, Err(XmppError::LinkDown)), "{r:?}");
     assert_eq!(of.with(|s| s.sessions.len()), 1);
@@ -1276,9 +1271,7 @@ async fn openfire_idle_close_is_prevented_by_a_keepalive_stanza() {
 async fn openfire_disco_info_and_version_queries_after_handshake_are_answered() {
     crate::init_tracing();
     let of = Openfire::start(Setup::default()).await;
-    let (x, shutdown) = start(&of, Duration::from_secs(2));
-    let _stop = shutdown.drop_guard();
-    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    let (_x, _stop) = linked(&of, Duration::from_secs(2)).await;
     assert!(
         of.wait_for(Duration::from_secs(5), |s| s.replies.len() >= 2)
             .await,
