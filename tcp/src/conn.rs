@@ -221,10 +221,7 @@ async fn serve<H: LineHandler, R: Source, W: AsyncWrite + Unpin + Send>(
             }
         }
         // Replies finished meanwhile join the batch.
-        in_flight -= take_ready(&mut pending, in_flight, &mut out);
-        if in_flight == 0 {
-            pending = None;
-        }
+        in_flight = take_ready(&mut pending, in_flight, &mut out);
         if !out.is_empty() {
             if let Err(why) = write_batch(&mut wr, &mut out, in_flight, cfg.write_timeout).await {
                 return debug!(why, "dropping connection");
@@ -356,23 +353,26 @@ async fn until_shutdown(
     }
 }
 
-/// Encodes the replies already finished, in order, while the batch has room; returns how many.
+/// Encodes the replies already finished, in order, while the batch has room; returns how many
+/// are still in flight, and drops the queue when none is.
 fn take_ready<F: std::future::Future<Output = Value>>(
     pending: &mut Option<FuturesOrdered<F>>,
-    in_flight: usize,
+    mut in_flight: usize,
     out: &mut Vec<u8>,
 ) -> usize {
-    let mut taken = 0;
-    while taken < in_flight && out.len() < MAX_BATCH {
+    while in_flight > 0 && out.len() < MAX_BATCH {
         match next_reply(pending).now_or_never() {
             Some(Some(reply)) => {
                 encode_into(&reply, out);
-                taken += 1;
+                in_flight -= 1;
             }
             _ => break,
         }
     }
-    taken
+    if in_flight == 0 {
+        *pending = None;
+    }
+    in_flight
 }
 
 /// `now + after`, saturating far in the future (a huge timeout means none).
