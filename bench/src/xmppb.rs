@@ -94,13 +94,7 @@ where
 }
 
 async fn link_up(x: &Xmpp) -> bool {
-    let mut w = x.link_watch();
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        w.wait_for(|s| *s == xmpp::LinkState::Up),
-    )
-    .await
-    .is_ok_and(|r| r.is_ok())
+    xmpp::testkit::wait_link(x.link_watch(), true, Duration::from_secs(20)).await
 }
 
 fn party(node: &str, nick: &str, group: &str) -> Party {

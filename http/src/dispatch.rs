@@ -132,40 +132,9 @@ async fn answer<H: Handler>(
         }
     };
     if method == Method::Post {
-        let declared = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > shared.max_body as u64) {
-            info!(declared, "declared body over the limit");
-            return error(413, true);
-        }
-        let bytes = match read_body(body, shared.max_body, shared.body_read_timeout).await {
-            Ok(b) => b,
-            Err(status) => return error(status, true),
-        };
-        if !bytes.is_empty() {
-            let content_type = parts
-                .headers
-                .get(header::CONTENT_TYPE)
-                .map(|v| v.as_bytes());
-            let parsed = params::body_kind(content_type)
-                .map_err(|e| (415, e))
-                .and_then(|kind| {
-                    match kind {
-                        BodyKind::Form => params::parse_urlencoded(&bytes),
-                        BodyKind::Json => params::parse_json_object(&bytes),
-                    }
-                    .map_err(|e| (400, e))
-                });
-            match parsed {
-                Ok(body_params) => params.extend(body_params),
-                Err((status, e)) => {
-                    info!(error = %e, "bad body");
-                    return error(status, false);
-                }
-            }
+        match body_params(shared, &parts.headers, body).await {
+            Ok(body_params) => params.extend(body_params),
+            Err((status, close)) => return error(status, close),
         }
     }
     if let Err(e) = params::check_unique(&params) {
@@ -185,15 +154,7 @@ async fn answer<H: Handler>(
                 .map(|v| v.as_bytes()),
         ),
         headers: utf8_headers(&parts.headers),
-        client_ip: client_ip::client_ip(
-            peer.ip(),
-            parts
-                .headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok()),
-            &shared.trusted_proxies,
-        ),
+        client_ip: client_ip_of(shared, peer, &parts.headers),
         request_id: request_id.to_owned(),
     };
     tracing::Span::current().record("client_ip", tracing::field::display(request.client_ip));
@@ -207,6 +168,55 @@ async fn answer<H: Handler>(
             error(500, false)
         }
     }
+}
+
+/// The parameters of a POST body, read within the size and time limits; otherwise the status to
+/// answer and whether the connection must close (the body may be left unread).
+async fn body_params<H>(
+    shared: &Shared<H>,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Vec<(String, String)>, (u16, bool)> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > shared.max_body as u64) {
+        info!(declared, "declared body over the limit");
+        return Err((413, true));
+    }
+    let bytes = read_body(body, shared.max_body, shared.body_read_timeout)
+        .await
+        .map_err(|status| (status, true))?;
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let content_type = headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes());
+    params::body_kind(content_type)
+        .map_err(|e| (415, e))
+        .and_then(|kind| {
+            match kind {
+                BodyKind::Form => params::parse_urlencoded(&bytes),
+                BodyKind::Json => params::parse_json_object(&bytes),
+            }
+            .map_err(|e| (400, e))
+        })
+        .map_err(|(status, e)| {
+            info!(error = %e, "bad body");
+            (status, false)
+        })
+}
+
+/// The client's address: the peer, or the `X-Forwarded-For` entry a trusted proxy vouches for.
+fn client_ip_of<H>(shared: &Shared<H>, peer: SocketAddr, headers: &HeaderMap) -> std::net::IpAddr {
+    client_ip::client_ip(
+        peer.ip(),
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+        &shared.trusted_proxies,
+    )
 }
 
 /// Collects a body of at most `max` bytes within `timeout`; otherwise the status to answer.

@@ -184,13 +184,7 @@ async fn serve<H: LineHandler, R: Source, W: AsyncWrite + Unpin + Send>(
     if cfg.auth_token.is_some() {
         // Boxed: its state lives only until it is done, not in every connection's task.
         let auth = Box::pin(authenticate(&mut rd, &mut wr, &mut lines, &cfg, &*handler));
-        let ok = tokio::select! {
-            biased;
-            _ = force.cancelled() => false,
-            _ = shutdown.cancelled() => false,
-            ok = auth => ok,
-        };
-        if !ok {
+        if !until_shutdown(auth, &shutdown, &force).await {
             return;
         }
     }
@@ -208,88 +202,31 @@ async fn serve<H: LineHandler, R: Source, W: AsyncWrite + Unpin + Send>(
         // Take the lines received. With nothing in flight, what can be answered at once goes
         // straight to `out`; the rest is queued, in order.
         while !closing && in_flight < max_pipeline && out.len() < MAX_BATCH {
-            let job = match lines.next_line() {
-                Next::Incomplete => break,
-                Next::TooLong => {
-                    debug!(max = cfg.max_line, "line too long; closing after its reply");
-                    closing = true;
-                    Job::Reply(handler.malformed())
+            let at_once = in_flight == 0;
+            match take_line(&mut lines, &cfg, &*handler, peer, at_once, &mut out) {
+                Taken::Nothing => break,
+                Taken::Answered => {}
+                Taken::Job(Job::Reply(v), last) if in_flight == 0 => {
+                    closing |= last;
+                    encode_into(&v, &mut out);
                 }
-                Next::Line(line) => match split_line(line) {
-                    Line::Empty => continue,
-                    Line::Malformed(why) => {
-                        debug!(why, "malformed line");
-                        Job::Reply(handler.malformed())
-                    }
-                    Line::Request { path, json } => {
-                        if in_flight == 0 {
-                            if out.capacity() == 0 {
-                                out.reserve(OUT_START);
-                            }
-                            let before = out.len();
-                            match std::panic::catch_unwind(AssertUnwindSafe(|| {
-                                handler.answer_now(path, json, peer, &mut out)
-                            })) {
-                                Ok(true) => {
-                                    out.push(b'\n');
-                                    continue;
-                                }
-                                Ok(false) => {}
-                                Err(_) => {
-                                    error!(path = %truncate(path, 100), "handler panicked");
-                                    out.truncate(before);
-                                    encode_into(&handler.internal_error(), &mut out);
-                                    continue;
-                                }
-                            }
-                        }
-                        match parse_body(json) {
-                            Ok(body) => Job::Handle {
-                                path: path.to_owned(),
-                                body,
-                            },
-                            Err(why) => {
-                                debug!(why, "malformed line");
-                                Job::Reply(handler.malformed())
-                            }
-                        }
-                    }
-                },
-            };
-            match job {
-                Job::Reply(v) if in_flight == 0 => encode_into(&v, &mut out),
-                job => {
+                Taken::Job(job, last) => {
+                    closing |= last;
+                    let job = run_job(handler.clone(), job, peer);
                     pending
                         .get_or_insert_with(FuturesOrdered::new)
-                        .push_back(run_job(handler.clone(), job, peer));
+                        .push_back(job);
                     in_flight += 1;
                 }
             }
         }
         // Replies finished meanwhile join the batch.
-        while in_flight > 0 && out.len() < MAX_BATCH {
-            match next_reply(&mut pending).now_or_never() {
-                Some(Some(reply)) => {
-                    encode_into(&reply, &mut out);
-                    in_flight -= 1;
-                }
-                _ => break,
-            }
-        }
-        if in_flight == 0 {
-            pending = None;
-        }
+        in_flight = take_ready(&mut pending, in_flight, &mut out);
         if !out.is_empty() {
-            if let Err(why) = write(&mut wr, &out, cfg.write_timeout).await {
+            if let Err(why) = write_batch(&mut wr, &mut out, in_flight, cfg.write_timeout).await {
                 return debug!(why, "dropping connection");
             }
             idle.as_mut().reset(deadline(cfg.idle_timeout));
-            if in_flight == 0 {
-                // About to wait for the client: hold no buffer meanwhile.
-                out = Vec::new();
-            } else {
-                out.clear();
-            }
             continue;
         }
         if in_flight == 0 && closing {
@@ -313,6 +250,129 @@ async fn serve<H: LineHandler, R: Source, W: AsyncWrite + Unpin + Send>(
             _ = &mut idle, if in_flight == 0 => return debug!("idle timeout"),
         }
     }
+}
+
+/// What [`take_line`] did with the next received line.
+enum Taken {
+    /// No complete line yet.
+    Nothing,
+    /// Answered into the output buffer, or an empty line: take the next one.
+    Answered,
+    /// A request to run or a reply to send; `true` when the connection closes after it
+    /// (a line over `max_line`).
+    Job(Job, bool),
+}
+
+/// Takes the next line out of `lines`. With `at_once` (nothing in flight), a request the handler
+/// can answer from memory is written straight into `out`.
+#[inline]
+fn take_line<H: LineHandler>(
+    lines: &mut LineBuf,
+    cfg: &TcpConfig,
+    handler: &H,
+    peer: SocketAddr,
+    at_once: bool,
+    out: &mut Vec<u8>,
+) -> Taken {
+    match lines.next_line() {
+        Next::Incomplete => Taken::Nothing,
+        Next::TooLong => {
+            debug!(max = cfg.max_line, "line too long; closing after its reply");
+            Taken::Job(Job::Reply(handler.malformed()), true)
+        }
+        Next::Line(line) => match split_line(line) {
+            Line::Empty => Taken::Answered,
+            Line::Malformed(why) => {
+                debug!(why, "malformed line");
+                Taken::Job(Job::Reply(handler.malformed()), false)
+            }
+            Line::Request { path, json } => {
+                if at_once && answer_now(handler, path, json, peer, out) {
+                    return Taken::Answered;
+                }
+                match parse_body(json) {
+                    Ok(body) => Taken::Job(
+                        Job::Handle {
+                            path: path.to_owned(),
+                            body,
+                        },
+                        false,
+                    ),
+                    Err(why) => {
+                        debug!(why, "malformed line");
+                        Taken::Job(Job::Reply(handler.malformed()), false)
+                    }
+                }
+            }
+        },
+    }
+}
+
+/// [`LineHandler::answer_now`] into `out` with its newline; a panic becomes the handler's
+/// internal-error reply. `false`: the request needs the handler's future.
+#[inline]
+fn answer_now<H: LineHandler>(
+    handler: &H,
+    path: &str,
+    json: &str,
+    peer: SocketAddr,
+    out: &mut Vec<u8>,
+) -> bool {
+    if out.capacity() == 0 {
+        out.reserve(OUT_START);
+    }
+    let before = out.len();
+    match std::panic::catch_unwind(AssertUnwindSafe(|| {
+        handler.answer_now(path, json, peer, out)
+    })) {
+        Ok(true) => {
+            out.push(b'\n');
+            true
+        }
+        Ok(false) => false,
+        Err(_) => {
+            error!(path = %truncate(path, 100), "handler panicked");
+            out.truncate(before);
+            encode_into(&handler.internal_error(), out);
+            true
+        }
+    }
+}
+
+/// `ok`'s outcome, or `false` as soon as shutdown (graceful or forced) begins.
+async fn until_shutdown(
+    ok: impl std::future::Future<Output = bool>,
+    shutdown: &CancellationToken,
+    force: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        biased;
+        _ = force.cancelled() => false,
+        _ = shutdown.cancelled() => false,
+        ok = ok => ok,
+    }
+}
+
+/// Encodes the replies already finished, in order, while the batch has room; returns how many
+/// are still in flight, and drops the queue when none is.
+fn take_ready<F: std::future::Future<Output = Value>>(
+    pending: &mut Option<FuturesOrdered<F>>,
+    mut in_flight: usize,
+    out: &mut Vec<u8>,
+) -> usize {
+    while in_flight > 0 && out.len() < MAX_BATCH {
+        match next_reply(pending).now_or_never() {
+            Some(Some(reply)) => {
+                encode_into(&reply, out);
+                in_flight -= 1;
+            }
+            _ => break,
+        }
+    }
+    if in_flight == 0 {
+        *pending = None;
+    }
+    in_flight
 }
 
 /// `now + after`, saturating far in the future (a huge timeout means none).
@@ -375,6 +435,23 @@ async fn write<W: AsyncWrite + Unpin>(
         Ok(Err(_)) => Err("write failed"),
         Err(_) => Err("client not reading its replies (write timeout)"),
     }
+}
+
+/// Writes the batch in `out` and empties it; with nothing in flight the connection is about to
+/// wait for the client, so the buffer itself is dropped too.
+async fn write_batch<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    out: &mut Vec<u8>,
+    in_flight: usize,
+    timeout: std::time::Duration,
+) -> Result<(), &'static str> {
+    write(wr, out, timeout).await?;
+    if in_flight == 0 {
+        *out = Vec::new();
+    } else {
+        out.clear();
+    }
+    Ok(())
 }
 
 /// Appends `reply` and its newline to `out`.

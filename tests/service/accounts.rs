@@ -107,31 +107,22 @@ async fn register_login_get_users_cancel() {
     assert_eq!(v["result"], 2);
 
     // Cancel: wrong password refused; then the JID is gone and the token dead.
-    env.captcha().await;
-    let v = env
-        .post(
-            "/cancel",
-            &[
+    let cancel = |password: &'static str| {
+        let env = &env;
+        async move {
+            env.captcha().await;
+            let p = [
                 ("user_name", "13800138000"),
-                ("password", "wrongpass"),
+                ("password", password),
                 ("type", "1"),
                 ("verify_code", CAPTCHA),
-            ],
-        )
-        .await;
+            ];
+            env.post("/cancel", &p).await
+        }
+    };
+    let v = cancel("wrongpass").await;
     assert_eq!(v["result"], 102);
-    env.captcha().await;
-    let v = env
-        .post(
-            "/cancel",
-            &[
-                ("user_name", "13800138000"),
-                ("password", "password1"),
-                ("type", "1"),
-                ("verify_code", CAPTCHA),
-            ],
-        )
-        .await;
+    let v = cancel("password1").await;
     assert_eq!(v["result"], 0, "{v}");
     assert!(
         !env.prosody.can_login(&jid, &jid_pwd).await,

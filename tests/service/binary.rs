@@ -89,17 +89,16 @@ async fn binary_starts_serves_and_stops() {
     for f in ["sign_key", "app_key", "encryption_key", "key.pem"] {
         assert_eq!(mode(data.join(f)), 0o600, "{f}");
     }
-    let pid = child.id().unwrap() as i32;
-    std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
+    crate::harness::sigterm_exits_0(&mut child).await;
+}
+
+/// Runs the binary with the configuration file `cfg` until it exits.
+fn run_to_exit(cfg: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_register"))
+        .arg("--config")
+        .arg(cfg)
+        .output()
         .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
 }
 
 #[tokio::test]
@@ -107,11 +106,7 @@ async fn bad_config_exits_7() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("register.toml");
     std::fs::write(&cfg, "[xmpp]\naccounts = \"magic\"\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_register"))
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = run_to_exit(&cfg);
     assert_eq!(out.status.code(), Some(7));
     assert!(String::from_utf8_lossy(&out.stderr).contains("xmpp.accounts"));
 }
@@ -269,16 +264,7 @@ async fn binary_reads_every_secret_from_files_and_logs_json_without_secrets() {
     )
     .await;
     assert_eq!(v["result"], 4);
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    crate::harness::sigterm_exits_0(&mut child).await;
 
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -334,11 +320,7 @@ async fn ibr_without_tls_or_plain_is_refused_at_start() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_register"))
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = run_to_exit(&cfg);
     assert_eq!(out.status.code(), Some(7));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -167,17 +167,7 @@ impl Binary {
         std::net::SocketAddr,
         std::net::SocketAddr,
     ) {
-        let pid = self.child.id().unwrap();
-        std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .unwrap();
-        let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait())
-            .await
-            .expect("the binary stops on SIGTERM")
-            .unwrap();
-        assert_eq!(status.code(), Some(0));
+        crate::harness::sigterm_exits_0(&mut self.child).await;
         (self.cfg, self.secret, self.tcp, self.admin)
     }
 
@@ -213,12 +203,7 @@ impl Binary {
 
     /// A new captcha: its id, from the header.
     async fn captcha(&self) -> String {
-        let r = self
-            .http
-            .get(format!("{}/verify_code", self.base))
-            .send()
-            .await
-            .unwrap();
+        let r = crate::harness::fetch(&self.http, &self.base, "/verify_code").await;
         assert_eq!(r.status(), 200);
         let id = r.headers()["x-verify-code-id"].to_str().unwrap().to_owned();
         assert_eq!(&r.bytes().await.unwrap()[..4], b"\x89PNG");

@@ -3,21 +3,8 @@
 
 use serde_json::Value;
 
+use crate::harness::roster_item as roster_sub;
 use crate::harness::{Env, Opts, ProsodyExt, CAPTCHA};
-
-async fn roster_sub(
-    env: &Env,
-    jid: &str,
-    pwd: &str,
-    peer: &str,
-) -> Option<(String, String, Vec<String>)> {
-    env.prosody
-        .roster(jid, pwd)
-        .await
-        .into_iter()
-        .find(|e| e.jid == peer)
-        .map(|e| (e.subscription, e.nickname, e.groups))
-}
 
 async fn bind_scenario(o: Opts) {
     let env = Env::start(o).await;

@@ -14,10 +14,9 @@ use std::time::Duration;
 
 use register::service::server::Server;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-use xmpp::testkit::{Prosody, ProsodyOptions};
+use xmpp::testkit::{Prosody, ProsodyOptions, TestClient};
 
+use crate::harness::roster_item as item;
 use crate::harness::{
     assert_signed, issued_answer, signed, test_config, Env, Opts, ProsodyExt, CAPTCHA,
 };
@@ -30,32 +29,7 @@ fn pairs(p: &[(String, String)]) -> Vec<(&str, &str)> {
 
 /// `/verify_access_token` over the TCP API.
 async fn tcp_verify(env: &Env, token: &str) -> Value {
-    let mut c = BufReader::new(TcpStream::connect(env.server().addrs.tcp).await.unwrap());
-    let line = format!(
-        "/verify_access_token {}\n",
-        json!({ "access_token": token })
-    );
-    c.get_mut().write_all(line.as_bytes()).await.unwrap();
-    let mut reply = String::new();
-    c.read_line(&mut reply).await.unwrap();
-    let v: Value = serde_json::from_str(&reply).unwrap();
-    assert_signed(&v);
-    v
-}
-
-/// `peer`'s item on `jid`'s roster as Prosody holds it: (subscription, nickname, groups).
-async fn item(
-    env: &Env,
-    jid: &str,
-    pwd: &str,
-    peer: &str,
-) -> Option<(String, String, Vec<String>)> {
-    env.prosody
-        .roster(jid, pwd)
-        .await
-        .into_iter()
-        .find(|e| e.jid == peer)
-        .map(|e| (e.subscription, e.nickname, e.groups))
+    crate::harness::tcp_verify_signed(env.server().addrs.tcp, token).await
 }
 
 async fn bind(env: &Env, token: &str, me: &str, peers: &str) -> Value {
@@ -85,24 +59,9 @@ async fn clock_reaches(env: &Env, t: i64) {
     }
 }
 
-/// Prosody's file for account `node` (Prosody escapes every character but letters, digits and
-/// `_` in the host and node as `%xx`).
+/// Prosody's file for account `node`.
 fn prosody_account_file(p: &Prosody, node: &str) -> PathBuf {
-    let enc = |s: &str| {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' {
-                    c.to_string()
-                } else {
-                    format!("%{:02x}", c as u32)
-                }
-            })
-            .collect::<String>()
-    };
-    p.data_path
-        .join(enc(&p.domain))
-        .join("accounts")
-        .join(format!("{}.dat", enc(node)))
+    p.account_file(node)
 }
 
 /// Run one SQL statement on the service's database, behind its back (SQLite or PostgreSQL).
@@ -579,12 +538,7 @@ async fn plain_http_behind_a_trusted_proxy_rate_limits_each_forwarded_client() {
 async fn database_error_answers_3() {
     let env = Env::start(Opts::default()).await;
     exec_sql(&env, "DROP TABLE captchas", "DROP TABLE captchas").await;
-    let r = env
-        .http
-        .get(format!("{}/verify_code", env.base))
-        .send()
-        .await
-        .unwrap();
+    let r = crate::harness::fetch(&env.http, &env.base, "/verify_code").await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_signed(&v);
@@ -613,6 +567,49 @@ async fn bind_without_a_c2s_session_answers_107_and_binds_nothing() {
     assert_eq!(item(&env, &jid_d, &pwd_d, &jid_p).await, None);
 }
 
+/// The user's own client refuses the service's subscription request: the bind answers 108 and
+/// the pair is not bound. The refusing client runs on a thread of its own, so a busy service
+/// runtime cannot hold its answer back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_refused_by_the_users_own_client_answers_108() {
+    let env = Env::start_tuned(Opts::default(), open_bind).await;
+    let (tok, jid_p, pwd_p) = env.account("rf-p", 1).await;
+    let (_, jid_d, pwd_d) = env.account("rf-d", 2).await;
+    let node_d = jid_d.split('@').next().unwrap().to_owned();
+    let mut own = TestClient::login(&env.prosody, &node_d, &pwd_d)
+        .await
+        .expect("the device's own client logs in");
+    own.available().await.expect("available");
+    let asker = jid_p.clone();
+    let refusing = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let refused = own
+                .refuse_subscription(&asker, Duration::from_secs(30))
+                .await;
+            own.close().await;
+            refused
+        })
+    });
+    let v = bind(&env, &tok, "rf-p", r#"["rf-d"]"#).await;
+    refusing
+        .join()
+        .unwrap()
+        .expect("the phone's request reached the device's own client, which refused it");
+    assert_eq!(
+        (v["result"].clone(), v["failed_ls"].clone()),
+        (json!(108), json!(["rf-d"])),
+        "{v}"
+    );
+    assert_ne!(
+        item(&env, &jid_p, &pwd_p, &jid_d).await.map(|i| i.0),
+        Some("both".into())
+    );
+}
+
 #[tokio::test]
 async fn xmpp_certificate_from_an_untrusted_ca_is_refused() {
     // Prosody's certificate is signed by the testkit's CA, which the service is not given: the
@@ -637,21 +634,40 @@ async fn xmpp_certificate_from_an_untrusted_ca_is_refused() {
 
 #[tokio::test]
 async fn c2s_tls_optional_binds_over_tls_when_offered() {
-    let env = Env::start_tuned(
-        Opts {
-            tls: true,
-            ..Opts::default()
-        },
-        |c| {
-            open_bind(c);
-            c.xmpp.c2s_tls = "optional".into();
-        },
-    )
-    .await;
+    // Prosody offers STARTTLS but would accept plaintext too, so only the service's own choice
+    // can make its c2s sessions encrypted.
+    let prosody = Prosody::start(ProsodyOptions {
+        tls: true,
+        tls_optional: true,
+        ..Default::default()
+    });
+    let data = tempfile::tempdir().unwrap();
+    let o = Opts {
+        tls: true,
+        ..Opts::default()
+    };
+    let mut cfg = test_config(&prosody, data.path().join("data"), o).await;
+    open_bind(&mut cfg);
+    cfg.xmpp.c2s_tls = "optional".into();
+    let env = Env::start_with(prosody, data, cfg).await;
     let (tok, jid_p, pwd_p) = env.account("op-p", 1).await;
     let (_, jid_d, pwd_d) = env.account("op-d", 2).await;
     let v = bind(&env, &tok, "op-p", r#"["op-d"]"#).await;
     assert_eq!(v["result"], 0, "{v}");
+    // Before any verification client logs in: every c2s session Prosody authenticated as either
+    // user is the service's, and each was encrypted before it authenticated.
+    let log = env.prosody.log();
+    for jid in [&jid_p, &jid_d] {
+        let sessions = c2s_logins(&log, jid);
+        assert!(
+            !sessions.is_empty(),
+            "no c2s login as {jid} in Prosody's log"
+        );
+        assert!(
+            sessions.iter().all(|(_, tls)| *tls),
+            "a c2s session as {jid} was not encrypted: {sessions:?}"
+        );
+    }
     assert_eq!(
         item(&env, &jid_p, &pwd_p, &jid_d).await.map(|i| i.0),
         Some("both".into())
@@ -660,6 +676,34 @@ async fn c2s_tls_optional_binds_over_tls_when_offered() {
         item(&env, &jid_d, &pwd_d, &jid_p).await.map(|i| i.0),
         Some("both".into())
     );
+}
+
+/// Prosody's c2s logins as `jid` in its log, in order: (session tag, whether the stream was
+/// encrypted when it authenticated). A tag counts as a new session from its "Client connected".
+fn c2s_logins(log: &str, jid: &str) -> Vec<(String, bool)> {
+    let authenticated = format!("Authenticated as {jid}");
+    let mut encrypted: std::collections::HashMap<&str, bool> = Default::default();
+    let mut logins = Vec::new();
+    for line in log.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(level) = words
+            .iter()
+            .position(|w| ["debug", "info", "warn", "error"].contains(w))
+        else {
+            continue;
+        };
+        let Some(tag) = level.checked_sub(1).map(|i| words[i]) else {
+            continue;
+        };
+        if line.contains("Client connected") {
+            encrypted.insert(tag, false);
+        } else if line.contains("Stream encrypted") {
+            encrypted.insert(tag, true);
+        } else if line.trim_end().ends_with(&authenticated) {
+            logins.push((tag.to_owned(), encrypted.get(tag).copied().unwrap_or(false)));
+        }
+    }
+    logins
 }
 
 /// These tests prove the seed's bind by name (codes 104, 105–107, `failed_ls`), which

@@ -7,7 +7,7 @@ use register::service::server::Server;
 use serde_json::Value;
 use xmpp::testkit::{Ejabberd, EjabberdOptions, TestClient, TestServer};
 
-use crate::harness::{signed, test_config, Opts, CAPTCHA};
+use crate::harness::{signed, start_https, test_config, Opts, CAPTCHA};
 
 struct Svc {
     server: Server,
@@ -18,30 +18,11 @@ struct Svc {
 
 impl Svc {
     async fn start(xmpp: &dyn TestServer, o: Opts) -> Svc {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
         let data = tempfile::tempdir().unwrap();
         let mut cfg = test_config(xmpp, data.path().join("data"), o).await;
         // These tests bind by name: the open bind of old clients (bind tokens: bind_tokens.rs).
         cfg.binding.consent = "none".into();
-        let server = Server::start(cfg).await.expect("service starts");
-        let cert = std::fs::read(server.app.cfg.data_dir.join("cert.pem")).unwrap();
-        let http = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
-            .cookie_store(true)
-            .build()
-            .unwrap();
-        let base = format!("https://localhost:{}", server.addrs.http.port());
-        let mut w = server.app.xmpp.link_watch();
-        tokio::time::timeout(
-            std::time::Duration::from_secs(20),
-            w.wait_for(|s| *s == xmpp::LinkState::Up),
-        )
-        .await
-        .expect("component link comes up")
-        .unwrap();
+        let (server, http, base) = start_https(cfg).await;
         Svc {
             server,
             http,
@@ -61,12 +42,7 @@ impl Svc {
     }
 
     async fn captcha(&self) {
-        let r = self
-            .http
-            .get(format!("{}/verify_code", self.base))
-            .send()
-            .await
-            .unwrap();
+        let r = crate::harness::fetch(&self.http, &self.base, "/verify_code").await;
         assert_eq!(r.status(), 200);
     }
 

@@ -13,13 +13,9 @@ use register::store::postgres::{PgStore, SCHEMA_VERSION};
 use register::store::*;
 use register::types::AccountType;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
-use crate::harness::{
-    assert_signed, config_for, pg_url, post_form, signed, Opts, ProsodyExt, CAPTCHA,
-};
+use crate::harness::{config_for, pg_url, post_form, signed, Opts, ProsodyExt, CAPTCHA};
 
 /// The same `jid_pwd` key on every instance: one instance must read what another sealed.
 const ENC_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -187,18 +183,8 @@ impl Node {
         cfg.xmpp.component = component.into();
         cfg.database.url = url.into();
         cfg.security.encryption_key = ENC_KEY.into();
-        let server = Server::start(cfg).await.expect("service starts");
-        let mut w = server.app.xmpp.link_watch();
-        tokio::time::timeout(
-            std::time::Duration::from_secs(20),
-            w.wait_for(|s| *s == xmpp::LinkState::Up),
-        )
-        .await
-        .expect("component link comes up")
-        .unwrap();
-        let cert = std::fs::read(server.app.cfg.data_dir.join("cert.pem")).unwrap();
-        let http = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+        let server = crate::harness::start_service(cfg).await;
+        let http = crate::harness::trusting(&server.app.cfg.data_dir)
             .build()
             .unwrap();
         let base = format!("https://localhost:{}", server.addrs.http.port());
@@ -219,12 +205,7 @@ impl Node {
     }
 
     pub(crate) async fn captcha(&self) -> String {
-        let r = self
-            .http
-            .get(format!("{}/verify_code", self.base))
-            .send()
-            .await
-            .unwrap();
+        let r = crate::harness::fetch(&self.http, &self.base, "/verify_code").await;
         assert_eq!(r.status(), 200);
         r.headers()["x-verify-code-id"].to_str().unwrap().to_owned()
     }
@@ -257,47 +238,47 @@ impl Node {
     }
 
     pub(crate) async fn login_device(&self, name: &str) -> Value {
-        let p = signed(
-            "/login",
-            &[
-                ("user_name", name),
-                ("password", "password1"),
-                ("type", "2"),
-            ],
-        );
-        self.post("/login", &p).await
+        self.as_device("/login", name).await
     }
 
     pub(crate) async fn cancel_device(&self, name: &str) -> Value {
+        self.as_device("/cancel", name).await
+    }
+
+    /// `path` with device `name`'s credentials, signed.
+    pub(crate) async fn as_device(&self, path: &str, name: &str) -> Value {
         let p = signed(
-            "/cancel",
+            path,
             &[
                 ("user_name", name),
                 ("password", "password1"),
                 ("type", "2"),
             ],
         );
-        self.post("/cancel", &p).await
+        self.post(path, &p).await
     }
 
     /// `/verify_access_token` over this instance's TCP API.
     pub(crate) async fn tcp_verify(&self, token: &str) -> Value {
-        let mut c = BufReader::new(TcpStream::connect(self.server().addrs.tcp).await.unwrap());
-        let line = format!(
-            "/verify_access_token {}\n",
-            json!({ "access_token": token })
-        );
-        c.get_mut().write_all(line.as_bytes()).await.unwrap();
-        let mut reply = String::new();
-        c.read_line(&mut reply).await.unwrap();
-        let v: Value = serde_json::from_str(&reply).unwrap();
-        assert_signed(&v);
-        v
+        crate::harness::tcp_verify_signed(self.server().addrs.tcp, token).await
     }
 
     pub(crate) async fn stop(mut self) {
         self.server.take().unwrap().stop().await.unwrap();
     }
+}
+
+/// One Prosody (with a second component name, since Prosody takes one connection per component)
+/// and two service instances on the database `db`.
+async fn two_nodes(db: &TestDb) -> (Prosody, Node, Node) {
+    let prosody = Prosody::start(ProsodyOptions {
+        extra_components: vec!["register2.example.test".into()],
+        ..Default::default()
+    });
+    let comp_a = prosody.component.clone();
+    let a = Node::start(&prosody, &comp_a, &db.url).await;
+    let b = Node::start(&prosody, "register2.example.test", &db.url).await;
+    (prosody, a, b)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,13 +287,7 @@ async fn two_instances_share_one_database() {
         return;
     };
     let db = TestDb::create(&base).await;
-    let prosody = Prosody::start(ProsodyOptions {
-        extra_components: vec!["register2.example.test".into()],
-        ..Default::default()
-    });
-    let comp_a = prosody.component.clone();
-    let a = Node::start(&prosody, &comp_a, &db.url).await;
-    let b = Node::start(&prosody, "register2.example.test", &db.url).await;
+    let (prosody, a, b) = two_nodes(&db).await;
 
     // A captcha issued by one is answered at the other, once.
     let id = a.captcha().await;
@@ -374,16 +349,7 @@ async fn two_instances_share_one_database() {
         let mut r = vec![x, y];
         r.sort();
         assert_eq!(r, vec![0, 103], "register {name} at both instances");
-        let acc = a
-            .server()
-            .app
-            .store
-            .account_by_name(&name)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(acc.state, AccountState::Active);
-        assert!(prosody.account_on_disk(&acc.jid_node));
+        crate::harness::active_account(a.server(), &prosody, &name).await;
     }
 
     // Only one instance reconciles at a time.
@@ -416,13 +382,7 @@ async fn a_lock_set_through_one_instance_holds_at_the_other() {
         return;
     };
     let db = TestDb::create(&base).await;
-    let prosody = Prosody::start(ProsodyOptions {
-        extra_components: vec!["register2.example.test".into()],
-        ..Default::default()
-    });
-    let comp_a = prosody.component.clone();
-    let a = Node::start(&prosody, &comp_a, &db.url).await;
-    let b = Node::start(&prosody, "register2.example.test", &db.url).await;
+    let (_prosody, a, b) = two_nodes(&db).await;
     assert_eq!(a.register_device("cam-lock").await, 0);
     let guess = |n: &Node, i: usize| {
         let p = signed(

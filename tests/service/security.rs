@@ -182,12 +182,7 @@ async fn rate_limit_per_client_ip() {
         for _ in 0..3 {
             env.captcha().await;
         }
-        let r = env
-            .http
-            .get(format!("{}/verify_code", env.base))
-            .send()
-            .await
-            .unwrap();
+        let r = crate::harness::fetch(&env.http, &env.base, "/verify_code").await;
         let status = r.status().as_u16();
         let result = if status == 429 {
             r.json::<Value>().await.unwrap()["result"].clone()

@@ -7,12 +7,7 @@ use crate::harness::{assert_signed, Env, Opts};
 #[tokio::test]
 async fn transport_errors_and_admin() {
     let env = Env::start(Opts::default()).await;
-    let r = env
-        .http
-        .get(format!("{}/nope", env.base))
-        .send()
-        .await
-        .unwrap();
+    let r = crate::harness::fetch(&env.http, &env.base, "/nope").await;
     assert_eq!(r.status(), 404);
     assert_signed(&r.json::<Value>().await.unwrap());
     let r = env

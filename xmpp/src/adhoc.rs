@@ -10,82 +10,22 @@
 //! once, the others wait in a FIFO queue ([`Link::command_slot`]); an execute refused with
 //! `not-allowed` (Openfire's session limit, reached by other instances on the same name or by
 //! sessions leaked earlier) is retried with backoff until the timeout. How each server reports
-//! outcomes is in `quirks`. xmpp-parsers has no XEP-0050 type, so the
-//! `<command/>` is built with `Element::builder` around a typed `DataForm`.
+//! outcomes is in `quirks`; the elements themselves are built and read in `command`.
 
 use std::time::{Duration, Instant};
 
-use minidom::Element;
-use xmpp_parsers::data_forms::{DataForm, DataFormType, Field, FieldType};
-use xmpp_parsers::iq::Iq;
+use xmpp_parsers::data_forms::DataForm;
 use xmpp_parsers::jid::Jid;
-
-use crate::component::{server_jid, Link};
-use crate::quirks::{add_user_outcome, command_error, delete_user_outcome, session_limit_error};
-use crate::stanza::{attr_name, reply_payload};
-use crate::XmppConfig;
-use crate::XmppError;
 use xmpp_parsers::stanza_error::DefinedCondition;
 
-pub(crate) const NS_COMMANDS: &str = "http://jabber.org/protocol/commands";
-pub(crate) const NS_ADMIN: &str = "http://jabber.org/protocol/admin";
-pub(crate) const ADD_USER: &str = "http://jabber.org/protocol/admin#add-user";
-pub(crate) const DELETE_USER: &str = "http://jabber.org/protocol/admin#delete-user";
-pub(crate) const CHANGE_USER_PASSWORD: &str =
-    "http://jabber.org/protocol/admin#change-user-password";
-
-/// A `<command/>` element: `action` is `execute`, `complete` or `cancel`.
-pub(crate) fn command(
-    node: &str,
-    action: &str,
-    session: Option<&str>,
-    form: Option<DataForm>,
-) -> Element {
-    let mut b = Element::builder("command", NS_COMMANDS)
-        .attr(attr_name("node"), node)
-        .attr(attr_name("action"), action);
-    if let Some(session) = session {
-        b = b.attr(attr_name("sessionid"), session);
-    }
-    if let Some(form) = form {
-        b = b.append(Element::from(form));
-    }
-    b.build()
-}
-
-/// The submitted form of `add-user`.
-pub(crate) fn add_user_form(jid: &str, password: &str) -> DataForm {
-    DataForm::new(
-        DataFormType::Submit,
-        NS_ADMIN,
-        vec![
-            Field::new("accountjid", FieldType::JidSingle).with_value(jid),
-            Field::new("password", FieldType::TextPrivate).with_value(password),
-            Field::new("password-verify", FieldType::TextPrivate).with_value(password),
-        ],
-    )
-}
-
-/// The submitted form of `delete-user`.
-pub(crate) fn delete_user_form(jid: &str) -> DataForm {
-    DataForm::new(
-        DataFormType::Submit,
-        NS_ADMIN,
-        vec![Field::new("accountjids", FieldType::JidMulti).with_value(jid)],
-    )
-}
-
-/// The submitted form of `change-user-password`.
-pub(crate) fn change_password_form(jid: &str, password: &str) -> DataForm {
-    DataForm::new(
-        DataFormType::Submit,
-        NS_ADMIN,
-        vec![
-            Field::new("accountjid", FieldType::JidSingle).with_value(jid),
-            Field::new("password", FieldType::TextPrivate).with_value(password),
-        ],
-    )
-}
+use crate::command::{
+    add_user_form, change_password_form, command, command_iq, delete_user_form, parse_command,
+    server_jid, CommandReply, ADD_USER, CHANGE_USER_PASSWORD, DELETE_USER,
+};
+use crate::component::Link;
+use crate::quirks::{add_user_outcome, command_error, delete_user_outcome, session_limit_error};
+use crate::stanza::reply_payload;
+use crate::XmppError;
 
 /// The outcome of a completed `change-user-password`: any `error` note is a refusal (Prosody:
 /// "User does not exist" is one), a note naming a missing account is [`XmppError::NotFound`].
@@ -108,51 +48,6 @@ pub(crate) fn change_password_outcome(reply: &CommandReply, _jid: &str) -> Resul
     Ok(())
 }
 
-/// What a command reply says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CommandReply {
-    pub status: String,
-    pub sessionid: Option<String>,
-    /// `(type, text)` of each `<note/>`; type defaults to `info`.
-    pub notes: Vec<(String, String)>,
-    pub has_form: bool,
-}
-
-pub(crate) fn parse_command(payload: Option<&Element>) -> Result<CommandReply, XmppError> {
-    let cmd = payload
-        .filter(|p| p.is("command", NS_COMMANDS))
-        .ok_or_else(|| XmppError::Protocol("command reply without <command/>".into()))?;
-    let notes = cmd
-        .children()
-        .filter(|c| c.is("note", NS_COMMANDS))
-        .map(|n| (n.attr("type").unwrap_or("info").to_owned(), n.text()))
-        .collect();
-    Ok(CommandReply {
-        status: cmd.attr("status").unwrap_or("").to_owned(),
-        sessionid: cmd.attr("sessionid").map(str::to_owned),
-        notes,
-        has_form: cmd.has_child("x", xmpp_parsers::ns::DATA_FORMS),
-    })
-}
-
-fn set(to: &Jid, payload: Element) -> Iq {
-    Iq::Set {
-        from: None,
-        to: Some(to.clone()),
-        id: String::new(),
-        payload,
-    }
-}
-
-/// The IQ cancelling command session `session` of `node`. Openfire removes the session and
-/// answers `bad-request` (cancel is not among the actions it offered); nobody waits for it.
-pub(crate) fn cancel_iq(cfg: &XmppConfig, node: &str, session: &str) -> Iq {
-    set(
-        &server_jid(cfg),
-        command(node, "cancel", Some(session), None),
-    )
-}
-
 /// The first step, retried while the server answers `not-allowed` (Openfire: this requester
 /// has `xmpp.command.limit` sessions open) until the configured timeout has passed.
 async fn execute(link: &Link, server: &Jid, node: &str) -> Result<CommandReply, XmppError> {
@@ -160,7 +55,7 @@ async fn execute(link: &Link, server: &Jid, node: &str) -> Result<CommandReply, 
     let mut wait = Duration::from_millis(20);
     loop {
         let reply = link
-            .iq(set(server, command(node, "execute", None, None)))
+            .iq(command_iq(server, command(node, "execute", None, None)))
             .await?;
         match reply_payload(reply) {
             Ok(p) => return parse_command(p.as_ref()),
@@ -218,7 +113,7 @@ async fn run(
         )));
     }
     let second = link
-        .iq(set(
+        .iq(command_iq(
             &server,
             command(node, "complete", Some(&session), Some(form)),
         ))
@@ -335,65 +230,8 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn execute_and_submit_elements() {
-        let exec = command(ADD_USER, "execute", None, None);
-        assert_eq!(exec.attr("node"), Some(ADD_USER));
-        assert_eq!(exec.attr("action"), Some("execute"));
-        assert!(exec.attr("sessionid").is_none());
-
-        let submit = command(
-            ADD_USER,
-            "complete",
-            Some("s1"),
-            Some(add_user_form("a@b", "pw")),
-        );
-        assert_eq!(submit.attr("sessionid"), Some("s1"));
-        let form =
-            DataForm::try_from(submit.get_child("x", "jabber:x:data").unwrap().clone()).unwrap();
-        assert_eq!(form.type_, DataFormType::Submit);
-        assert_eq!(form.form_type(), Some(NS_ADMIN));
-        let value = |var: &str| {
-            form.fields
-                .iter()
-                .find(|f| f.var.as_deref() == Some(var))
-                .unwrap()
-                .values
-                .clone()
-        };
-        assert_eq!(value("accountjid"), vec!["a@b"]);
-        assert_eq!(value("password"), vec!["pw"]);
-        assert_eq!(value("password-verify"), vec!["pw"]);
-
-        let del = delete_user_form("a@b");
-        assert_eq!(
-            del.fields
-                .iter()
-                .find(|f| f.var.as_deref() == Some("accountjids"))
-                .unwrap()
-                .values,
-            vec!["a@b"]
-        );
-    }
-
     fn reply(xml: &str) -> CommandReply {
         let el: Element = xml.parse().unwrap();
         parse_command(Some(&el)).unwrap()
-    }
-
-    #[test]
-    fn parses_form_reply() {
-        let r = reply(
-            "<command xmlns='http://jabber.org/protocol/commands' status='executing' sessionid='x1' \
-             node='http://jabber.org/protocol/admin#add-user'><x xmlns='jabber:x:data' type='form'/></command>",
-        );
-        assert_eq!(r.status, "executing");
-        assert_eq!(r.sessionid.as_deref(), Some("x1"));
-        assert!(r.has_form);
-    }
-
-    #[test]
-    fn no_command_is_a_protocol_error() {
-        assert!(parse_command(None).is_err());
     }
 }

@@ -91,6 +91,17 @@ async fn read_el<S: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin>(
     }
 }
 
+/// A SASL `<failure/>`: bad credentials or a disabled account are [`XmppError::AuthFailed`].
+fn sasl_failure(f: Failure) -> XmppError {
+    use xmpp_parsers::sasl::DefinedCondition as C;
+    match f.defined_condition {
+        C::NotAuthorized | C::AccountDisabled | C::CredentialsExpired | C::InvalidAuthzid => {
+            XmppError::AuthFailed
+        }
+        other => failed(format!("SASL failure: {other:?}")),
+    }
+}
+
 /// One c2s stream, before or after authentication.
 pub(crate) struct Session {
     stream: Stream,
@@ -235,7 +246,17 @@ impl Session {
         }
     }
 
+    /// SASL, the stream restart, then resource binding.
     async fn authenticate(mut self, node: &str, password: &str) -> Result<Session, XmppError> {
+        self.sasl(node, password).await?;
+        let mut session = self.restart_stream().await?;
+        session.bind_resource().await?;
+        Ok(session)
+    }
+
+    /// The SASL exchange with the first usable mechanism, until `<success/>` (with the server's
+    /// signature checked) or `<failure/>`.
+    async fn sasl(&mut self, node: &str, password: &str) -> Result<(), XmppError> {
         let t = self.timeout;
         let creds = Credentials::default()
             .with_username(node)
@@ -268,25 +289,22 @@ impl Session {
                 "success" => {
                     let s =
                         Success::try_from(el).map_err(|e| XmppError::Protocol(e.to_string()))?;
-                    mech.success(&s.data)
-                        .map_err(|e| failed(format!("server signature rejected: {e}")))?;
-                    break;
+                    return mech
+                        .success(&s.data)
+                        .map_err(|e| failed(format!("server signature rejected: {e}")));
                 }
                 "failure" => {
                     let f =
                         Failure::try_from(el).map_err(|e| XmppError::Protocol(e.to_string()))?;
-                    use xmpp_parsers::sasl::DefinedCondition as C;
-                    return Err(match f.defined_condition {
-                        C::NotAuthorized
-                        | C::AccountDisabled
-                        | C::CredentialsExpired
-                        | C::InvalidAuthzid => XmppError::AuthFailed,
-                        other => failed(format!("SASL failure: {other:?}")),
-                    });
+                    return Err(sasl_failure(f));
                 }
                 other => return Err(XmppError::Protocol(format!("unexpected SASL <{other}/>"))),
             }
         }
+    }
+
+    /// The stream restart after SASL: a new header, new features, an empty inbox.
+    async fn restart_stream(self) -> Result<Session, XmppError> {
         let Session {
             stream,
             domain,
@@ -301,13 +319,14 @@ impl Session {
             id: None,
         };
         let pending = step(
-            t,
+            timeout,
             "stream restart",
             stream.initiate_reset().send_header(header),
         )
         .await?;
-        let (features, stream) = step(t, "features", pending.recv_features::<Element>()).await?;
-        let mut session = Session {
+        let (features, stream) =
+            step(timeout, "features", pending.recv_features::<Element>()).await?;
+        Ok(Session {
             stream,
             domain,
             timeout,
@@ -317,9 +336,13 @@ impl Session {
             bound: None,
             inbox: VecDeque::new(),
             dead: false,
-        };
+        })
+    }
+
+    /// Binds a unique resource (`register-<random>`).
+    async fn bind_resource(&mut self) -> Result<(), XmppError> {
         let resource = format!("register-{}", random_suffix());
-        let reply = session
+        let reply = self
             .iq(Iq::from_set("", BindQuery::new(Some(resource))))
             .await?;
         match reply {
@@ -328,17 +351,15 @@ impl Session {
             } => {
                 let bound =
                     BindResponse::try_from(p).map_err(|e| XmppError::Protocol(e.to_string()))?;
-                session.bound = Some(bound.jid);
+                self.bound = Some(bound.jid);
+                Ok(())
             }
-            Iq::Error { error, .. } => {
-                return Err(failed(format!(
-                    "bind: {}",
-                    crate::stanza::error_text(&error)
-                )))
-            }
-            _ => return Err(XmppError::Protocol("empty bind reply".into())),
+            Iq::Error { error, .. } => Err(failed(format!(
+                "bind: {}",
+                crate::stanza::error_text(&error)
+            ))),
+            _ => Err(XmppError::Protocol("empty bind reply".into())),
         }
-        Ok(session)
     }
 
     async fn next_el(&mut self, t: Duration) -> Result<Element, XmppError> {
@@ -399,12 +420,7 @@ impl Session {
         };
         let ok = payload.is("query", ns::ROSTER) || payload.is("ping", ns::PING);
         let mut reply = if ok {
-            Iq::Result {
-                from: None,
-                to: None,
-                id,
-                payload: None,
-            }
+            crate::stanza::empty_result(id)
         } else {
             let err = StanzaError::new(
                 ErrorType::Cancel,

@@ -38,8 +38,10 @@ use xmpp_parsers::ns;
 use xmpp_parsers::ping::Ping;
 
 use crate::backoff::Backoff;
+use crate::command::{cancel_iq, server_jid};
 use crate::header_fix::VersionFix;
 use crate::quirks::{self, PrivilegedRoster};
+use crate::serve::Privileges;
 use crate::stanza::{from_component, next_id, to_component, Whitespace, NS_COMPONENT};
 use crate::{serve, BindingMode, LinkState, XmppConfig, XmppError};
 
@@ -87,15 +89,6 @@ impl std::fmt::Display for LinkError {
             LinkError::Timeout => f.write_str("timed out"),
         }
     }
-}
-
-/// Roster privilege the server granted the component (XEP-0356).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Privileges {
-    /// Namespace the server used (`urn:xmpp:privilege:2` or `:1`).
-    pub namespace: String,
-    /// `access` → `type`, e.g. `roster` → `both`.
-    pub perms: HashMap<String, String>,
 }
 
 /// The shared state of the component link; operations call [`Link::iq`].
@@ -275,7 +268,7 @@ impl Link {
     /// Cancels the command session `session` of `node` now, or after the next link-up when the
     /// link is down.
     pub(crate) fn cancel_command(&self, node: &str, session: &str) {
-        if !self.send_iq_nowait(crate::adhoc::cancel_iq(&self.cfg, node, session)) {
+        if !self.send_iq_nowait(cancel_iq(&self.cfg, node, session)) {
             self.orphans
                 .lock()
                 .expect("lock")
@@ -615,9 +608,4 @@ fn same_jid(from: Option<&Jid>, expected: &Jid, domain: &str) -> bool {
         Some(f) => f.to_string().to_lowercase() == expected.to_string().to_lowercase(),
         None => expected.to_string().eq_ignore_ascii_case(domain),
     }
-}
-
-/// The server's own JID (the users' domain).
-pub(crate) fn server_jid(cfg: &XmppConfig) -> Jid {
-    Jid::new(&cfg.domain).unwrap_or_else(|_| Jid::new("invalid.invalid").expect("valid"))
 }

@@ -167,6 +167,7 @@ mod adhoc;
 mod api;
 mod backoff;
 mod c2s;
+mod command;
 mod component;
 mod header_fix;
 mod ibr;

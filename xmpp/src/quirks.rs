@@ -46,7 +46,7 @@ use xmpp_parsers::jid::Jid;
 use xmpp_parsers::roster::{Item, Roster, Subscription};
 use xmpp_parsers::stanza_error::{DefinedCondition, StanzaError};
 
-use crate::adhoc::CommandReply;
+use crate::command::CommandReply;
 use crate::stanza::{error_text, random_suffix, reply_payload};
 use crate::XmppError;
 
@@ -235,7 +235,7 @@ pub(crate) fn judge_roster_set_probe(reply: Iq) -> PrivilegedRoster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adhoc::parse_command;
+    use crate::command::parse_command;
     use minidom::Element;
 
     fn reply(xml: &str) -> CommandReply {

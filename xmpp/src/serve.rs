@@ -11,7 +11,6 @@ use xmpp_parsers::jid::Jid;
 use xmpp_parsers::ns;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
-use crate::component::Privileges;
 use crate::quirks::{NS_PRIVILEGE_1, NS_PRIVILEGE_2};
 
 /// The condition name of a `<stream:error/>`, e.g. `not-authorized`.
@@ -59,12 +58,7 @@ pub(crate) fn answer_request(request: Iq, me: &Jid) -> Element {
             payload: Some(info.into()),
         }
     } else if get && payload.is("ping", ns::PING) {
-        Iq::Result {
-            from: None,
-            to: None,
-            id,
-            payload: None,
-        }
+        crate::stanza::empty_result(id)
     } else {
         let err = error(
             ErrorType::Cancel,
@@ -94,6 +88,15 @@ pub(crate) fn bad_request_reply(el: &Element, me: &Jid) -> Option<Element> {
     let mut reply = Iq::from_error(id, err).with_from(me.clone());
     *reply.to_mut() = to;
     Some(reply.into())
+}
+
+/// Roster privilege the server granted the component (XEP-0356).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Privileges {
+    /// Namespace the server used (`urn:xmpp:privilege:2` or `:1`).
+    pub namespace: String,
+    /// `access` → `type`, e.g. `roster` → `both`.
+    pub perms: HashMap<String, String>,
 }
 
 /// The privileges granted in a `<message><privilege/></message>`, if this is one.

@@ -21,6 +21,16 @@ use crate::XmppError;
 /// `jabber:component:accept`, the default namespace of the component stream.
 pub(crate) const NS_COMPONENT: &str = ns::COMPONENT_ACCEPT;
 
+/// An empty `result` to the request `id` (the address is set by the caller when needed).
+pub(crate) fn empty_result(id: String) -> Iq {
+    Iq::Result {
+        from: None,
+        to: None,
+        id,
+        payload: None,
+    }
+}
+
 /// An XML attribute name from a literal.
 pub(crate) fn attr_name(name: &str) -> NcName {
     NcName::try_from(name).expect("attribute names used by this crate are valid NCNames")

@@ -1,6 +1,7 @@
 //! The test handler, a server started on a free port, and a raw-socket client.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,11 +9,21 @@ use http_api::{Handler, HttpConfig, Reply, Request};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Echoes the parsed request; `/slow?ms=N` sleeps first; `/panic` panics; `/png` returns bytes.
-pub struct Echo;
+/// `/slow` requests are counted while they sleep ([`Server::slow_running`]), so a test waits for
+/// one to be in flight instead of sleeping.
+pub struct Echo(Arc<Slow>);
+
+/// The `/slow` requests inside the handler.
+#[derive(Default)]
+pub struct Slow {
+    now: AtomicUsize,
+    changed: Notify,
+}
 
 impl Handler for Echo {
     fn routes(&self) -> &[&'static str] {
@@ -23,7 +34,10 @@ impl Handler for Echo {
         match req.path.as_str() {
             "/slow" => {
                 let ms = req.param("ms").and_then(|m| m.parse().ok()).unwrap_or(0);
+                self.0.now.fetch_add(1, Ordering::SeqCst);
+                self.0.changed.notify_waiters();
                 tokio::time::sleep(Duration::from_millis(ms)).await;
+                self.0.now.fetch_sub(1, Ordering::SeqCst);
                 Reply::Json(json!({"result": 0, "slept": ms}))
             }
             "/panic" => panic!("test handler panics on purpose"),
@@ -56,11 +70,38 @@ impl Handler for Echo {
 /// A running server; shut down when dropped.
 pub struct Server {
     pub addr: SocketAddr,
+    slow: Arc<Slow>,
     pub shutdown: CancellationToken,
     pub task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl Server {
+    /// Waits (`secs` at most) for `serve` to return, and checks it returned `Ok`.
+    pub async fn returned(&mut self, secs: u64) {
+        let task = self.task.take().expect("serve still running");
+        tokio::time::timeout(Duration::from_secs(secs), task)
+            .await
+            .expect("serve returned")
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Waits (10 s at most) until a `/slow` request is inside the handler.
+    pub async fn slow_running(&self) {
+        let wait = async {
+            loop {
+                let changed = self.slow.changed.notified();
+                if self.slow.now.load(Ordering::SeqCst) > 0 {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .expect("the /slow request never reached the handler");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -80,15 +121,17 @@ pub async fn start_with_drain(cfg: HttpConfig, drain: Duration) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
+    let slow = Arc::new(Slow::default());
     let task = tokio::spawn(http_api::serve(
         listener,
         cfg,
-        Arc::new(Echo),
+        Arc::new(Echo(slow.clone())),
         shutdown.clone(),
         drain,
     ));
     Server {
         addr,
+        slow,
         shutdown,
         task: Some(task),
     }

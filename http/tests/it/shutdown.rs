@@ -11,22 +11,16 @@ use crate::common::{client, start, start_with_drain};
 async fn an_in_flight_request_completes() {
     let mut srv = start(HttpConfig::default()).await;
     let url = srv.url("/slow?ms=1500");
-    let request = tokio::spawn(async move { client().get(url).send().await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
     // An idle kept-alive connection must not hold the drain up.
     let _idle = TcpStream::connect(srv.addr).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let request = tokio::spawn(async move { client().get(url).send().await });
+    srv.slow_running().await;
     srv.shutdown.cancel();
     let resp = request.await.unwrap().unwrap();
     assert_eq!(resp.status(), 200);
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["slept"], 1500);
-    let task = srv.task.take().unwrap();
-    tokio::time::timeout(Duration::from_secs(3), task)
-        .await
-        .expect("serve returned")
-        .unwrap()
-        .unwrap();
+    srv.returned(3).await;
     assert!(
         TcpStream::connect(srv.addr).await.is_err(),
         "listener closed"
@@ -38,15 +32,11 @@ async fn the_drain_deadline_drops_what_is_left() {
     let mut srv = start_with_drain(HttpConfig::default(), Duration::from_millis(300)).await;
     let url = srv.url("/slow?ms=10000");
     let request = tokio::spawn(async move { client().get(url).send().await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    srv.slow_running().await;
     let started = Instant::now();
     srv.shutdown.cancel();
-    let task = srv.task.take().unwrap();
-    tokio::time::timeout(Duration::from_secs(3), task)
-        .await
-        .expect("serve returned")
-        .unwrap()
-        .unwrap();
-    assert!(started.elapsed() < Duration::from_secs(2));
+    srv.returned(5).await;
+    // Well before the request's 10 s: the 300 ms drain cut it.
+    assert!(started.elapsed() < Duration::from_secs(5));
     assert!(request.await.unwrap().is_err(), "the slow request was cut");
 }

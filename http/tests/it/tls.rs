@@ -135,13 +135,14 @@ async fn plain_http_to_the_tls_port_is_closed() {
 #[tokio::test]
 async fn a_stalled_handshake_is_cut() {
     let (srv, _cert) = tls_server().await;
+    // Timed from before the connection exists: the 2 s handshake limit cannot have started earlier.
+    let started = std::time::Instant::now();
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
     s.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
-    let started = std::time::Instant::now();
     let mut buf = [0u8; 16];
-    let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    let r = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await;
     assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "{r:?}");
-    assert!(started.elapsed() >= Duration::from_millis(1500));
+    assert!(started.elapsed() >= Duration::from_secs(2));
 }
 
 /// A client that sends its whole (too large) body before reading gets a clean 413 over TLS: the

@@ -14,14 +14,75 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// `/echo` echoes; `/sleep {"ms","i"}` sleeps then answers `i`; `/big {"kib"}` pads its reply;
-/// `/panic` panics; `/now {"i"}` is answered at once; any other path is answered as unknown.
-pub struct Test;
+/// `/panic` panics; `/now {"i"}` is answered at once; `/meet {"n"}` waits (5 s at most) until `n`
+/// requests run at once; any other path is answered as unknown. [`Running`] counts the requests
+/// in the handler, so a test waits for a request to be in flight instead of sleeping.
+pub struct Test(Arc<Running>);
+
+/// The requests of one server inside the handler: now, and the most at once.
+#[derive(Default)]
+pub struct Running {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+impl Running {
+    /// Waits (5 s at most) until `n` requests are in the handler now.
+    pub async fn reach(&self, n: usize) {
+        let now = || self.now.load(Ordering::SeqCst) >= n;
+        assert!(self.within_5s(now).await, "{n} requests never ran at once");
+    }
+
+    /// Whether `n` requests were in the handler at once within 5 s (now or earlier: the first
+    /// of them to leave must not strand the others).
+    async fn met(&self, n: usize) -> bool {
+        self.within_5s(|| self.peak() >= n).await
+    }
+
+    async fn within_5s(&self, done: impl Fn() -> bool) -> bool {
+        let wait = async {
+            loop {
+                let changed = self.changed.notified();
+                if done() {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .is_ok()
+    }
+
+    /// The most requests that were in the handler at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+
+    /// Counts a request in until the guard is dropped (also when the handler panics).
+    fn enter(&self) -> impl Drop + '_ {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        self.changed.notify_waiters();
+        Inside(self)
+    }
+}
+
+struct Inside<'a>(&'a Running);
+
+impl Drop for Inside<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+}
 
 /// How many `/now` requests `answer_now` answered (only one test sends them).
 pub static NOW_ANSWERED: AtomicUsize = AtomicUsize::new(0);
 
-impl LineHandler for Test {
-    async fn handle(&self, path: &str, body: Value, _peer: SocketAddr) -> Value {
+impl Test {
+    async fn reply(&self, path: &str, body: Value) -> Value {
         match path {
             "/echo" => json!({"result": 0, "body": body}),
             "/sleep" => {
@@ -33,10 +94,22 @@ impl LineHandler for Test {
                 let kib = body["kib"].as_u64().unwrap_or(16) as usize;
                 json!({"result": 0, "pad": "x".repeat(kib * 1024)})
             }
+            "/meet" => {
+                let n = body["n"].as_u64().unwrap_or(1) as usize;
+                let met = self.0.met(n).await;
+                json!({"result": if met { 0 } else { 1 }})
+            }
             "/panic" => panic!("test handler panics on purpose"),
             "/now" => json!({"result": 0, "now": body["i"]}),
             other => json!({"result": 2, "unknown": other}),
         }
+    }
+}
+
+impl LineHandler for Test {
+    async fn handle(&self, path: &str, body: Value, _peer: SocketAddr) -> Value {
+        let _inside = self.0.enter();
+        self.reply(path, body).await
     }
 
     /// `/now {"i"}` is answered at once when the connection offers it (counted in
@@ -64,8 +137,22 @@ impl LineHandler for Test {
 
 pub struct Server {
     pub addr: SocketAddr,
+    /// The requests inside the handler.
+    pub running: Arc<Running>,
     pub shutdown: CancellationToken,
     pub task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Server {
+    /// Waits (`secs` at most) for `serve` to return, and checks it returned `Ok`.
+    pub async fn returned(&mut self, secs: u64) {
+        let task = self.task.take().expect("serve still running");
+        tokio::time::timeout(Duration::from_secs(secs), task)
+            .await
+            .expect("serve returned")
+            .unwrap()
+            .unwrap();
+    }
 }
 
 impl Drop for Server {
@@ -78,14 +165,16 @@ pub async fn start(cfg: TcpConfig) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
+    let running = Arc::new(Running::default());
     let task = tokio::spawn(tcp_api::serve(
         listener,
         cfg,
-        Arc::new(Test),
+        Arc::new(Test(running.clone())),
         shutdown.clone(),
     ));
     Server {
         addr,
+        running,
         shutdown,
         task: Some(task),
     }

@@ -1,7 +1,5 @@
 //! Pipelining: requests of one connection run concurrently, replies come back in request order.
 
-use std::time::{Duration, Instant};
-
 use serde_json::json;
 use tcp_api::TcpConfig;
 
@@ -62,19 +60,14 @@ async fn answers_given_at_once_keep_their_place_in_the_order() {
 
 #[tokio::test]
 async fn pipelined_requests_run_concurrently() {
+    // Each `/meet` waits until ten run at once: one at a time, none would ever answer 0.
     let srv = start(TcpConfig::default()).await;
     let mut c = Client::connect(srv.addr).await;
-    let started = Instant::now();
-    c.send("/sleep {\"ms\":400,\"i\":0}\n".repeat(10).as_bytes())
-        .await;
+    c.send("/meet {\"n\":10}\n".repeat(10).as_bytes()).await;
     for _ in 0..10 {
-        c.reply().await;
+        assert_eq!(c.reply().await, json!({"result": 0}));
     }
-    assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_eq!(srv.running.peak(), 10);
 }
 
 #[tokio::test]
@@ -85,18 +78,12 @@ async fn in_flight_requests_are_bounded_by_max_pipeline() {
     })
     .await;
     let mut c = Client::connect(srv.addr).await;
-    let started = Instant::now();
-    c.send("/sleep {\"ms\":200,\"i\":0}\n".repeat(6).as_bytes())
-        .await;
+    c.send("/meet {\"n\":2}\n".repeat(6).as_bytes()).await;
     for _ in 0..6 {
-        c.reply().await;
+        assert_eq!(c.reply().await, json!({"result": 0}));
     }
-    // 6 requests, 2 at a time, 200 ms each: at least 3 rounds.
-    assert!(
-        started.elapsed() >= Duration::from_millis(580),
-        "{:?}",
-        started.elapsed()
-    );
+    // Two at a time met each other, never a third.
+    assert_eq!(srv.running.peak(), 2);
 }
 
 #[tokio::test]

@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use register::service::server::Server;
 use serde_json::{json, Value};
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
@@ -23,8 +22,7 @@ async fn link_down_degrades_and_recovers() {
     // These tests bind by name: the open bind of old clients (bind tokens: bind_tokens.rs).
     cfg.binding.consent = "none".into();
     let timeout = Duration::from_millis(cfg.xmpp.timeout_ms);
-    let server = Server::start(cfg).await.expect("service starts");
-    wait_link(&server, true, 20).await;
+    let server = crate::harness::start_service(cfg).await;
     let c = Client::new(&server.app.cfg.data_dir, server.addrs.http.port());
     let readyz = format!("http://{}/readyz", server.addrs.admin);
     assert_eq!(reqwest::get(&readyz).await.unwrap().status(), 200);
@@ -48,12 +46,7 @@ async fn link_down_degrades_and_recovers() {
         Ok(0)
     );
 
-    prosody = tokio::task::spawn_blocking(move || {
-        prosody.stop();
-        prosody
-    })
-    .await
-    .unwrap();
+    prosody = super::stopped(prosody).await;
     wait_link(&server, false, 20).await;
     let down = Instant::now();
 

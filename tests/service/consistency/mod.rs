@@ -35,11 +35,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use register::service::config::Config;
-use register::service::server::Server;
 use register::store::{AccountState, BindingState, Store};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use xmpp::testkit::Prosody;
 
 use crate::harness::{assert_signed, signed, ProsodyExt, CAPTCHA};
@@ -59,9 +56,7 @@ struct Client {
 impl Client {
     /// Trusts the service's self-signed certificate from its data directory.
     fn new(data_dir: &Path, port: u16) -> Client {
-        let cert = std::fs::read(data_dir.join("cert.pem")).expect("cert.pem");
-        let http = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+        let http = crate::harness::trusting(data_dir)
             .timeout(Duration::from_secs(60))
             .build()
             .unwrap();
@@ -179,17 +174,7 @@ fn owned(p: &[(&str, &str)]) -> Vec<(String, String)> {
 
 /// `/verify_access_token` over the TCP API.
 async fn verify_token(tcp: std::net::SocketAddr, token: &str) -> Value {
-    let mut c = BufReader::new(TcpStream::connect(tcp).await.unwrap());
-    let line = format!(
-        "/verify_access_token {}\n",
-        json!({ "access_token": token })
-    );
-    c.get_mut().write_all(line.as_bytes()).await.unwrap();
-    let mut reply = String::new();
-    c.read_line(&mut reply).await.unwrap();
-    let v: Value = serde_json::from_str(&reply).unwrap();
-    assert_signed(&v);
-    v
+    crate::harness::tcp_verify_signed(tcp, token).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -559,20 +544,16 @@ async fn check_consistent(
 // ---------------------------------------------------------------------------------------------
 // The component link.
 
-async fn wait_link(server: &Server, up: bool, secs: u64) {
-    let mut w = server.app.xmpp.link_watch();
-    tokio::time::timeout(
-        Duration::from_secs(secs),
-        w.wait_for(|s| (*s == xmpp::LinkState::Up) == up),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "component link did not become {}",
-            if up { "up" } else { "down" }
-        )
+pub(crate) use crate::harness::wait_link;
+
+/// Stops Prosody on a blocking thread (stopping waits for the process) and gives it back.
+pub(crate) async fn stopped(mut prosody: Prosody) -> Prosody {
+    tokio::task::spawn_blocking(move || {
+        prosody.stop();
+        prosody
     })
-    .unwrap();
+    .await
+    .unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------

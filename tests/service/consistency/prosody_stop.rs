@@ -3,7 +3,6 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use register::service::server::Server;
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
 use super::{check_consistent, join, wait_link, Client, Stream};
@@ -17,8 +16,7 @@ async fn prosody_stopped_mid_stream() {
     // These tests bind by name: the open bind of old clients (bind tokens: bind_tokens.rs).
     cfg.binding.consent = "none".into();
     cfg.xmpp.timeout_ms = 3000;
-    let server = Server::start(cfg).await.expect("service starts");
-    wait_link(&server, true, 20).await;
+    let server = crate::harness::start_service(cfg).await;
     let client = Client::new(&server.app.cfg.data_dir, server.addrs.http.port());
     let stream = Stream::new(client.clone());
     let started = Instant::now();
@@ -29,12 +27,7 @@ async fn prosody_stopped_mid_stream() {
         .fault_point(8, server.app.store.as_ref(), false)
         .await;
     let acked_before = stream.acked.load(Ordering::SeqCst);
-    prosody = tokio::task::spawn_blocking(move || {
-        prosody.stop();
-        prosody
-    })
-    .await
-    .unwrap();
+    prosody = super::stopped(prosody).await;
     wait_link(&server, false, 20).await;
     // Requests keep coming while the server is away.
     tokio::time::sleep(Duration::from_millis(1500)).await;

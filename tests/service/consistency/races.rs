@@ -6,11 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use register::service::server::Server;
-use register::store::AccountState;
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
-use super::{check_consistent, join, wait_link, Client, Stream};
+use super::{check_consistent, join, Client, Stream};
 use crate::harness::{test_config, Opts, ProsodyExt};
 
 // ---------------------------------------------------------------------------------------------
@@ -23,8 +21,7 @@ async fn concurrent_same_name_and_same_pair() {
     let mut cfg = test_config(&prosody, data.path().join("data"), Opts::default()).await;
     // These tests bind by name: the open bind of old clients (bind tokens: bind_tokens.rs).
     cfg.binding.consent = "none".into();
-    let server = Server::start(cfg).await.expect("service starts");
-    wait_link(&server, true, 20).await;
+    let server = crate::harness::start_service(cfg).await;
     let c = Client::new(&server.app.cfg.data_dir, server.addrs.http.port());
     let rounds = 4;
     let mut tally: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
@@ -52,15 +49,7 @@ async fn concurrent_same_name_and_same_pair() {
         assert_eq!(r, vec![0, 103], "register {name}");
         tally.entry("register").or_default().extend(&r);
         // Exactly one account, with one JID that logs in.
-        let a = server
-            .app
-            .store
-            .account_by_name(&name)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(a.state, AccountState::Active);
-        assert!(prosody.account_on_disk(&a.jid_node));
+        crate::harness::active_account(&server, &prosody, &name).await;
 
         // A fresh pair; bound twice at once — the same caller twice, then each side at once.
         let (p, d) = (format!("rp-{i}"), format!("rd-{i}"));
@@ -147,8 +136,7 @@ async fn reconciler_racing_live_requests() {
     let mut cfg = test_config(&prosody, data.path().join("data"), Opts::default()).await;
     // These tests bind by name: the open bind of old clients (bind tokens: bind_tokens.rs).
     cfg.binding.consent = "none".into();
-    let server = Server::start(cfg).await.expect("service starts");
-    wait_link(&server, true, 20).await;
+    let server = crate::harness::start_service(cfg).await;
     let client = Client::new(&server.app.cfg.data_dir, server.addrs.http.port());
     let stream = Stream::new(client.clone());
     let tasks = stream.spawn("rr", 4, 3);

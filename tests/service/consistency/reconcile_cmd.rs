@@ -2,11 +2,10 @@
 
 use std::collections::HashMap;
 
-use register::service::server::Server;
 use register::store::{AccountState, BindingState};
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
-use super::{free_port, wait_link, write_toml, Client};
+use super::{free_port, write_toml, Client};
 use crate::harness::{test_config, Opts, ProsodyExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,8 +15,7 @@ async fn reconcile_command_repairs_crash_leftovers() {
     let mut cfg = test_config(&prosody, dir.path().join("data"), Opts::default()).await;
     // These tests bind by name: the open bind of old clients (bind tokens: bind_tokens.rs).
     cfg.binding.consent = "none".into();
-    let server = Server::start(cfg.clone()).await.expect("service starts");
-    wait_link(&server, true, 20).await;
+    let server = crate::harness::start_service(cfg.clone()).await;
     let c = Client::new(&cfg.data_dir, server.addrs.http.port());
     let mut info = HashMap::new();
     for (n, k) in [

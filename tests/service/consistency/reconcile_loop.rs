@@ -8,12 +8,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use register::service::server::Server;
 use register::store::{AccountState, BindingState, NewAccount};
 use register::types::AccountType;
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
-use super::{wait_link, Client};
+use super::Client;
 use crate::harness::{direct_store, stored_captcha, test_config, Opts, ProsodyExt};
 
 /// How old a "killed request's" record is made: far beyond the grace.
@@ -52,8 +51,7 @@ async fn loop_repairs_old_records_leaves_young_ones_and_prunes() {
     cfg.reconcile.interval_secs = 1;
     // Records written "now" stay younger than the grace for the whole test.
     cfg.reconcile.grace_secs = 600;
-    let server = Server::start(cfg.clone()).await.expect("service starts");
-    wait_link(&server, true, 20).await;
+    let server = crate::harness::start_service(cfg.clone()).await;
     let c = Client::new(&cfg.data_dir, server.addrs.http.port());
     let mut info = HashMap::new();
     for (n, k) in [

@@ -22,7 +22,7 @@ use xmpp_parsers::bind::{BindQuery, BindResponse};
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::{FullJid, Jid};
 use xmpp_parsers::message::Message;
-use xmpp_parsers::presence::Presence;
+use xmpp_parsers::presence::{Presence, Type as PresenceType};
 use xmpp_parsers::roster::{Roster, Subscription};
 use xmpp_parsers::stream_features::StreamFeatures;
 use xmpp_parsers::{ns, starttls};
@@ -310,6 +310,34 @@ impl TestClient {
                 }
             }
         }
+    }
+
+    /// Waits up to `wait` for a subscription request from the bare JID `from` and refuses it
+    /// (`unsubscribed`), as a user's own client may. Other stanzas received meanwhile are kept.
+    pub async fn refuse_subscription(&mut self, from: &str, wait: Duration) -> Result<(), String> {
+        let from = Jid::new(from).map_err(err)?;
+        let asks = |s: &Stanza| {
+            matches!(s, Stanza::Presence(p) if p.type_ == PresenceType::Subscribe
+                && p.from.as_ref().map(Jid::to_bare).as_ref() == Some(&from.to_bare()))
+        };
+        if let Some(pos) = self.pending.iter().position(asks) {
+            self.pending.remove(pos);
+        } else {
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let el = tokio::time::timeout(left, next(&mut self.stream))
+                    .await
+                    .map_err(|_| format!("no subscription request from {from} in time"))??;
+                match el {
+                    XmppStreamElement::Stanza(s) if asks(&s) => break,
+                    XmppStreamElement::Stanza(s) => self.pending.push(s),
+                    _ => {}
+                }
+            }
+        }
+        let refusal = Presence::new(PresenceType::Unsubscribed).with_to(from);
+        self.send(Stanza::Presence(refusal)).await
     }
 
     /// Closes the stream.

@@ -14,13 +14,12 @@
 //! - `mod_privilege: roster: both: privileged` (rule allowing the same ACL) for XEP-0356;
 //! - `mod_register` open to all and `registration_timeout: infinity` for XEP-0077.
 
-use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use super::prosody::{accepts, free_port, make_cert};
-use crate::{AccountsMode, BindingMode, C2sTls, XmppConfig};
+use super::process::{Endpoints, Process};
 
 /// How to run the test server.
 #[derive(Debug, Clone)]
@@ -43,25 +42,23 @@ impl Default for EjabberdOptions {
     }
 }
 
-/// A running ejabberd.
+/// A running ejabberd. Its addresses and secret are its [`Endpoints`] (`ejabberd.domain`, …
+/// through `Deref`).
 pub struct Ejabberd {
-    /// The users' domain.
-    pub domain: String,
-    /// The component JID.
-    pub component: String,
-    /// The component secret.
-    pub secret: String,
-    /// `127.0.0.1:port` of the component port.
-    pub component_addr: SocketAddr,
-    /// `127.0.0.1:port` of the c2s port.
-    pub c2s_addr: SocketAddr,
-    /// The certificate to trust (TLS variant).
-    pub ca_file: Option<PathBuf>,
+    /// Where it listens, the component's name and secret, the certificate to trust.
+    pub endpoints: Endpoints,
     /// Options it was started with.
     pub opts: EjabberdOptions,
     dir: tempfile::TempDir,
     erl_libs: PathBuf,
-    child: Option<Child>,
+    process: Process,
+}
+
+impl Deref for Ejabberd {
+    type Target = Endpoints;
+    fn deref(&self) -> &Endpoints {
+        &self.endpoints
+    }
 }
 
 /// The directory holding `ejabberd-*/ebin` (Debian: `/usr/lib/x86_64-linux-gnu`), or
@@ -116,23 +113,12 @@ impl Ejabberd {
             .prefix("register-ejabberd-")
             .tempdir()
             .expect("tempdir");
-        let domain = "example.test".to_owned();
-        let component = format!("register.{domain}");
-        let secret = format!("secret-{:016x}", rand::random::<u64>());
-        let c2s_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let component_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let ca_file = opts.tls.then(|| make_cert(dir.path(), &domain));
         let mut e = Ejabberd {
-            domain,
-            component,
-            secret,
-            component_addr,
-            c2s_addr,
-            ca_file,
+            endpoints: Endpoints::new(dir.path(), opts.tls),
             opts,
             dir,
             erl_libs,
-            child: None,
+            process: Process::new("ejabberd", Duration::from_secs(10)),
         };
         std::fs::write(e.config_path(), e.config_text()).expect("writing ejabberd config");
         e.spawn();
@@ -197,125 +183,35 @@ impl Ejabberd {
 
     fn spawn(&mut self) {
         let d = self.dir.path();
-        let log = std::fs::File::create(d.join("stdout.log")).expect("log file");
-        let err = log.try_clone().expect("log file");
-        let child = Command::new("erl")
-            .args(["-noinput", "+K", "true", "-mnesia", "dir"])
+        let mut cmd = Command::new("erl");
+        cmd.args(["-noinput", "+K", "true", "-mnesia", "dir"])
             .arg(format!("\"{}\"", d.join("spool").to_string_lossy()))
             .args(["-s", "ejabberd"])
             .env("HOME", d)
             .env("EJABBERD_CONFIG_PATH", self.config_path())
             .env("EJABBERD_LOG_PATH", d.join("ejabberd.log"))
             .env("ERL_LIBS", &self.erl_libs)
-            .current_dir(d)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .spawn()
-            .expect("starting erl (ejabberd)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !(accepts(self.c2s_addr) && accepts(self.component_addr)) {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("ejabberd exited with {status}; log:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ejabberd did not open its ports; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            .current_dir(d);
+        let ports = [self.c2s_addr, self.component_addr];
+        let log = || log_of(d);
+        let log_file = d.join("stdout.log");
+        self.process
+            .spawn(&mut cmd, &log_file, &ports, Duration::from_secs(30), log);
     }
+}
 
-    /// ejabberd's output and log so far (for failing tests).
-    pub fn log(&self) -> String {
-        let d = self.dir.path();
-        ["stdout.log", "ejabberd.log", "error.log"]
-            .iter()
-            .map(|f| std::fs::read_to_string(d.join(f)).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    /// Stops the server (SIGTERM, then SIGKILL after 10 s) and waits for it.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = child.id().to_string();
-            let _ = Command::new("kill").args(["-TERM", &pid]).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(20))
-                    }
-                    _ => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Kills the server at once (SIGKILL), as a crash would.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Stops (gracefully, so Mnesia keeps the data) and starts again with the same config, data
-    /// and ports.
-    pub fn restart(&mut self) {
-        self.stop();
-        self.spawn();
-    }
-
-    /// Whether the server process runs.
-    pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-
-    /// A configuration for this server with the given modes (TLS `Required` with the self-signed
-    /// certificate in the TLS variant, plaintext with PLAIN allowed otherwise).
-    pub fn config(&self, accounts: AccountsMode, binding: BindingMode) -> XmppConfig {
-        XmppConfig {
-            domain: self.domain.clone(),
-            component: self.component.clone(),
-            component_addr: self.component_addr.to_string(),
-            component_secret: self.secret.clone(),
-            c2s_addr: self.c2s_addr.to_string(),
-            c2s_tls: if self.ca_file.is_some() {
-                C2sTls::Required
-            } else {
-                C2sTls::Off
-            },
-            tls_ca_file: self.ca_file.clone(),
-            allow_plain_without_tls: self.ca_file.is_none(),
-            accounts,
-            binding,
-            timeout: Duration::from_secs(5),
-            session_idle: Duration::from_secs(30),
-            keepalive: Duration::from_secs(30),
-            allow_multiple: false,
-            command_sessions: 40,
-        }
-    }
+/// ejabberd's output and logs in `dir` so far.
+fn log_of(dir: &Path) -> String {
+    ["stdout.log", "ejabberd.log", "error.log"]
+        .iter()
+        .map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl Drop for Ejabberd {
     fn drop(&mut self) {
-        self.kill();
+        self.process.kill();
     }
 }
 
@@ -323,37 +219,19 @@ impl super::TestServer for Ejabberd {
     fn name(&self) -> &'static str {
         "ejabberd"
     }
-    fn domain(&self) -> &str {
-        &self.domain
+    fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
     }
-    fn component(&self) -> &str {
-        &self.component
+    fn process(&mut self) -> Option<&mut Process> {
+        Some(&mut self.process)
     }
-    fn secret(&self) -> &str {
-        &self.secret
-    }
-    fn component_addr(&self) -> SocketAddr {
-        self.component_addr
-    }
-    fn c2s_addr(&self) -> SocketAddr {
-        self.c2s_addr
-    }
-    fn ca_file(&self) -> Option<&Path> {
-        self.ca_file.as_deref()
-    }
-    fn config(&self, accounts: AccountsMode, binding: BindingMode) -> XmppConfig {
-        Ejabberd::config(self, accounts, binding)
-    }
-    fn stop(&mut self) {
-        Ejabberd::stop(self)
-    }
+    /// Stops (gracefully, so Mnesia keeps the data) and starts again with the same config, data
+    /// and ports.
     fn restart(&mut self) {
-        Ejabberd::restart(self)
-    }
-    fn is_running(&mut self) -> bool {
-        Ejabberd::is_running(self)
+        self.process.stop();
+        self.spawn();
     }
     fn log(&self) -> String {
-        Ejabberd::log(self)
+        log_of(self.dir.path())
     }
 }

@@ -40,7 +40,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -58,7 +57,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_xmpp::xmlstream::{accept_stream, ReadError, StreamHeader, Timeouts, XmlStream};
 use xmpp_parsers::bind::BindFeature;
 
-use crate::testkit::TestServer;
+use crate::testkit::{Endpoints, Process, TestServer};
 use crate::{AccountsMode, BindingMode, C2sTls, XmppConfig};
 use xmpp_parsers::sasl::{Auth, Challenge, Failure, Response, Success};
 use xmpp_parsers::starttls::StartTls;
@@ -205,8 +204,7 @@ pub struct OpenfireOptions {
 
 /// The scripted Openfire: a component port and a c2s port on loopback, one user store.
 pub struct Openfire {
-    component_addr: SocketAddr,
-    c2s_addr: SocketAddr,
+    endpoints: Endpoints,
     state: Arc<Mutex<OpenfireState>>,
     stop: CancellationToken,
 }
@@ -225,8 +223,14 @@ impl Openfire {
         };
         let (component, c2s) = (bind(), bind());
         let mut of = Openfire {
-            component_addr: component.local_addr().expect("address"),
-            c2s_addr: c2s.local_addr().expect("address"),
+            endpoints: Endpoints {
+                domain: DOMAIN.into(),
+                component: COMPONENT.into(),
+                secret: SECRET.into(),
+                component_addr: component.local_addr().expect("address"),
+                c2s_addr: c2s.local_addr().expect("address"),
+                ca_file: None,
+            },
             state,
             stop: CancellationToken::new(),
         };
@@ -306,41 +310,18 @@ impl TestServer for Openfire {
     fn name(&self) -> &'static str {
         "openfire (scripted)"
     }
-    fn domain(&self) -> &str {
-        DOMAIN
+    fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
     }
-    fn component(&self) -> &str {
-        COMPONENT
-    }
-    fn secret(&self) -> &str {
-        SECRET
-    }
-    fn component_addr(&self) -> SocketAddr {
-        self.component_addr
-    }
-    fn c2s_addr(&self) -> SocketAddr {
-        self.c2s_addr
-    }
-    fn ca_file(&self) -> Option<&Path> {
+    fn process(&mut self) -> Option<&mut Process> {
         None
     }
     fn config(&self, accounts: AccountsMode, binding: BindingMode) -> XmppConfig {
         XmppConfig {
-            domain: DOMAIN.into(),
-            component: COMPONENT.into(),
-            component_addr: self.component_addr.to_string(),
-            component_secret: SECRET.into(),
-            c2s_addr: self.c2s_addr.to_string(),
             c2s_tls: C2sTls::Off,
-            tls_ca_file: None,
             allow_plain_without_tls: false,
-            accounts,
-            binding,
             timeout: Duration::from_secs(5),
-            session_idle: Duration::from_secs(30),
-            keepalive: Duration::from_secs(30),
-            allow_multiple: false,
-            command_sessions: 40,
+            ..self.endpoints.config(accounts, binding)
         }
     }
     fn is_running(&mut self) -> bool {
@@ -361,7 +342,10 @@ impl TestServer for Openfire {
             l.set_nonblocking(true).expect("non-blocking");
             l
         };
-        let (component, c2s) = (bind(self.component_addr), bind(self.c2s_addr));
+        let (component, c2s) = (
+            bind(self.endpoints.component_addr),
+            bind(self.endpoints.c2s_addr),
+        );
         self.listen(component, c2s);
     }
 }

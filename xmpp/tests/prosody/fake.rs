@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_xmpp::xmlstream::{accept_stream, StreamHeader, Timeouts, XmlStream};
 use xmpp::testkit::Prosody;
-use xmpp::{AccountsMode, BindingMode, C2sTls, Xmpp, XmppConfig, XmppError};
+use xmpp::{AccountsMode, BindingMode, Xmpp, XmppConfig, XmppError};
 use xmpp_parsers::component::Handshake;
 use xmpp_parsers::stream_error::{DefinedCondition, StreamError};
 use xmpp_parsers::stream_features::StreamFeatures;
@@ -21,23 +21,8 @@ const NS: &str = "jabber:component:accept";
 type Fake = XmlStream<BufStream<TcpStream>, Element>;
 
 fn cfg(addr: &str, timeout: Duration) -> XmppConfig {
-    XmppConfig {
-        domain: "example.test".into(),
-        component: "register.example.test".into(),
-        component_addr: addr.into(),
-        component_secret: "s".into(),
-        c2s_addr: "127.0.0.1:1".into(),
-        c2s_tls: C2sTls::Off,
-        tls_ca_file: None,
-        allow_plain_without_tls: true,
-        accounts: AccountsMode::Component,
-        binding: BindingMode::C2s,
-        timeout,
-        session_idle: Duration::from_secs(30),
-        keepalive: Duration::from_secs(30),
-        allow_multiple: false,
-        command_sessions: 40,
-    }
+    let names = ("example.test", "register.example.test", "s");
+    crate::common::scripted_peer_config(addr, names, timeout, Duration::from_secs(30))
 }
 
 /// Accepts one component connection and reads its handshake.

@@ -37,14 +37,10 @@ async fn link_comes_back_after_restart() {
     let n1 = node("before");
     e.xmpp.create_account(&n1, "pw-123456").await.unwrap();
     e.server.stop();
-    let mut w = e.xmpp.link_watch();
-    tokio::time::timeout(
-        Duration::from_secs(3),
-        w.wait_for(|s| *s == LinkState::Down),
-    )
-    .await
-    .expect("link goes down when the server stops")
-    .unwrap();
+    assert!(
+        xmpp::testkit::wait_link(e.xmpp.link_watch(), false, Duration::from_secs(3)).await,
+        "link goes down when the server stops"
+    );
     let r = e.xmpp.create_account(&node("during"), "pw-123456").await;
     assert!(matches!(r, Err(XmppError::LinkDown)), "{r:?}");
     e.server.restart();

@@ -4,14 +4,18 @@
 
 mod accounts;
 mod binding;
+#[path = "../common/mod.rs"]
+mod common;
 mod fake;
 mod link;
+
+pub use common::{init_tracing, node, party, wait_up};
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use xmpp::testkit::{Prosody, ProsodyOptions};
-use xmpp::{AccountsMode, BindingMode, LinkState, Party, Xmpp, XmppConfig};
+use xmpp::{AccountsMode, BindingMode, Xmpp, XmppConfig};
 
 /// A started server and a started `Xmpp` with its link up.
 pub struct Env {
@@ -24,19 +28,6 @@ impl Drop for Env {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
-}
-
-pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "xmpp=info".into()))
-        .with_test_writer()
-        .try_init();
-}
-
-pub async fn wait_up(xmpp: &Xmpp, within: Duration) -> bool {
-    let mut w = xmpp.link_watch();
-    let up = tokio::time::timeout(within, w.wait_for(|s| *s == LinkState::Up)).await;
-    matches!(up, Ok(Ok(_)))
 }
 
 pub async fn env(tls: bool, accounts: AccountsMode, binding: BindingMode) -> Env {
@@ -73,18 +64,5 @@ pub async fn env_with(
         server,
         xmpp,
         shutdown,
-    }
-}
-
-pub fn node(prefix: &str) -> String {
-    format!("{prefix}-{:08x}", rand::random::<u32>())
-}
-
-pub fn party(node: &str, password: &str, nickname: &str, group: &str) -> Party {
-    Party {
-        node: node.to_owned(),
-        password: password.to_owned(),
-        nickname: nickname.to_owned(),
-        group: group.to_owned(),
     }
 }

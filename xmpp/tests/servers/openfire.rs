@@ -40,7 +40,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use xmpp::{AccountsMode, BindingMode, C2sTls, LinkState, Xmpp, XmppConfig, XmppError};
+use xmpp::{LinkState, Xmpp, XmppConfig, XmppError};
 
 const COMMANDS: &str = "http://jabber.org/protocol/commands";
 const STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
@@ -49,23 +49,7 @@ const COMPONENT: &str = "register.example.test";
 const SECRET: &str = "openfire-secret";
 
 fn cfg(addr: &str, timeout: Duration, keepalive: Duration) -> XmppConfig {
-    XmppConfig {
-        domain: DOMAIN.into(),
-        component: COMPONENT.into(),
-        component_addr: addr.into(),
-        component_secret: SECRET.into(),
-        c2s_addr: "127.0.0.1:1".into(),
-        c2s_tls: C2sTls::Off,
-        tls_ca_file: None,
-        allow_plain_without_tls: true,
-        accounts: AccountsMode::Component,
-        binding: BindingMode::C2s,
-        timeout,
-        session_idle: Duration::from_secs(30),
-        keepalive,
-        allow_multiple: false,
-        command_sessions: 40,
-    }
+    crate::common::scripted_peer_config(addr, (DOMAIN, COMPONENT, SECRET), timeout, keepalive)
 }
 
 /// The server's language (`JiveGlobals.getLocale()`; a component has no session language).
@@ -770,6 +754,13 @@ fn command(
     }
 }
 
+/// [`start`], then waits (3 s at most) for the link; the guard stops the link when dropped.
+async fn linked(of: &Openfire, timeout: Duration) -> (Xmpp, tokio_util::sync::DropGuard) {
+    let (x, shutdown) = start(of, timeout);
+    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    (x, shutdown.drop_guard())
+}
+
 fn start(of: &Openfire, timeout: Duration) -> (Xmpp, CancellationToken) {
     let shutdown = CancellationToken::new();
     let x = Xmpp::start(
@@ -799,9 +790,7 @@ async fn openfire_header_without_version_is_accepted() {
     let tag = &h[h.find("<stream:stream").unwrap()..];
     assert!(!tag.contains("version="), "{tag}");
     let of = Openfire::start(Setup::default()).await;
-    let (x, shutdown) = start(&of, Duration::from_secs(2));
-    let _stop = shutdown.drop_guard();
-    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    let (x, _stop) = linked(&of, Duration::from_secs(2)).await;
     assert!(
         of.wait_for(Duration::from_secs(3), |s| s.accepted == 1)
             .await
@@ -986,9 +975,7 @@ async fn openfire_read_only_user_store_answers_forbidden() {
         ..Setup::default()
     })
     .await;
-    let (x, shutdown) = start(&of, Duration::from_secs(2));
-    let _stop = shutdown.drop_guard();
-    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    let (x, _stop) = linked(&of, Duration::from_secs(2)).await;
     for node in ["alice", "bob"] {
         let r = x.create_account(node, "pw-123456").await;
         assert!(
@@ -1013,9 +1000,7 @@ async fn openfire_answers_cancel_with_bad_request_and_no_session_stays_open() {
     crate::init_tracing();
     let of = Openfire::start(Setup::default()).await;
     of.with(|s| s.lost_replies = vec!["lost".into()]);
-    let (x, shutdown) = start(&of, Duration::from_millis(300));
-    let _stop = shutdown.drop_guard();
-    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    let (x, _stop) = linked(&of, Duration::from_millis(300)).await;
     assert!(
         of.wait_for(Duration::from_secs(3), |s| s.sessions.is_empty())
             .await
@@ -1073,9 +1058,7 @@ async fn openfire_not_allowed_at_the_101st_session_is_retried() {
         }
         s.release_held_after = Some(3);
     });
-    let (x, shutdown) = start(&of, Duration::from_secs(5));
-    let _stop = shutdown.drop_guard();
-    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    let (x, _stop) = linked(&of, Duration::from_secs(5)).await;
     x.create_account("alice", "pw-123456")
         .await
         .expect("retried past the limit");
@@ -1111,9 +1094,7 @@ async fn openfire_command_limit_is_never_reached_by_150_concurrent_registrations
     let of = Openfire::start(Setup::default()).await;
     let (gate, gate_rx) = watch::channel(false);
     of.with(|s| s.hold_completes = Some(gate_rx));
-    let (x, shutdown) = start(&of, Duration::from_secs(10));
-    let _stop = shutdown.drop_guard();
-    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    let (x, _stop) = linked(&of, Duration::from_secs(10)).await;
     let run = {
         let x = x.clone();
         tokio::spawn(async move { register_all(&x, "burst", 150).await })
@@ -1175,9 +1156,7 @@ async fn openfire_session_left_by_a_lost_link_is_cancelled_after_link_up() {
     crate::init_tracing();
     let of = Openfire::start(Setup::default()).await;
     of.with(|s| s.drop_on_complete = vec!["drop".into()]);
-    let (x, shutdown) = start(&of, Duration::from_secs(2));
-    let _stop = shutdown.drop_guard();
-    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    let (x, _stop) = linked(&of, Duration::from_secs(2)).await;
     let r = x.create_account("drop1", "pw-123456").await;
     assert!(matches!(r, Err(XmppError::LinkDown)), "{r:?}");
     assert_eq!(of.with(|s| s.sessions.len()), 1);
@@ -1260,6 +1239,26 @@ async fn openfire_allow_multiple_lets_two_instances_share_the_name() {
     assert_eq!(b.link_stats(), (1, 0));
 }
 
+/// A scripted peer that drops a link idle for `idle`, and an `Xmpp` sending keepalives every
+/// `keepalive`, its link up.
+async fn idle_peer_linked(
+    idle: Duration,
+    keepalive: Duration,
+) -> (Openfire, Xmpp, tokio_util::sync::DropGuard) {
+    let of = Openfire::start(Setup {
+        idle_drop: Some(idle),
+        ..Setup::default()
+    })
+    .await;
+    let shutdown = CancellationToken::new();
+    let x = Xmpp::start(
+        cfg(&of.addr, Duration::from_secs(2), keepalive),
+        shutdown.clone(),
+    );
+    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    (of, x, shutdown.drop_guard())
+}
+
 /// Openfire marks a component idle after idle/2 without a byte and closes it at the next such
 /// period unless a *stanza* came in between (whitespace restarts the timer, but does not clear
 /// the mark). A keepalive longer than idle/2 but shorter than idle survives only because every
@@ -1268,18 +1267,7 @@ async fn openfire_allow_multiple_lets_two_instances_share_the_name() {
 async fn openfire_idle_close_is_prevented_by_a_keepalive_stanza() {
     crate::init_tracing();
     let idle = Duration::from_millis(400);
-    let of = Openfire::start(Setup {
-        idle_drop: Some(idle),
-        ..Setup::default()
-    })
-    .await;
-    let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    let x = Xmpp::start(
-        cfg(&of.addr, Duration::from_secs(2), Duration::from_millis(300)),
-        shutdown.clone(),
-    );
-    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    let (of, x, _stop) = idle_peer_linked(idle, Duration::from_millis(300)).await;
     // Idle periods come and go: at least three marks, each cleared by a keepalive ping.
     assert!(
         of.wait_for(Duration::from_secs(10), |s| s.idle_marks >= 3)
@@ -1293,18 +1281,7 @@ async fn openfire_idle_close_is_prevented_by_a_keepalive_stanza() {
         .expect("link works after idling");
 
     // Control: with the link silent for longer than idle (keepalive 60 s), the peer closes it.
-    let of = Openfire::start(Setup {
-        idle_drop: Some(idle),
-        ..Setup::default()
-    })
-    .await;
-    let ctl = CancellationToken::new();
-    let _stop_ctl = ctl.clone().drop_guard();
-    let y = Xmpp::start(
-        cfg(&of.addr, Duration::from_secs(2), Duration::from_secs(60)),
-        ctl.clone(),
-    );
-    assert!(crate::wait_up(&y, Duration::from_secs(3)).await);
+    let (of, _y, _stop_ctl) = idle_peer_linked(idle, Duration::from_secs(60)).await;
     assert!(
         of.wait_for(Duration::from_secs(10), |s| s.idle_closes >= 1)
             .await,
@@ -1319,9 +1296,7 @@ async fn openfire_idle_close_is_prevented_by_a_keepalive_stanza() {
 async fn openfire_disco_info_and_version_queries_after_handshake_are_answered() {
     crate::init_tracing();
     let of = Openfire::start(Setup::default()).await;
-    let (x, shutdown) = start(&of, Duration::from_secs(2));
-    let _stop = shutdown.drop_guard();
-    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    let (_x, _stop) = linked(&of, Duration::from_secs(2)).await;
     assert!(
         of.wait_for(Duration::from_secs(5), |s| s.replies.len() >= 2)
             .await,
