@@ -7,24 +7,10 @@ use http_api::{Reply, Request};
 use serde_json::{json, Value};
 
 use crate::app::{App, Call};
-use crate::auth::ratelimit::{Budget, RetryAfter};
+use crate::auth::ratelimit::RetryAfter;
 use crate::cmd;
+use crate::cmd::endpoints::{self, Kind, HTTPS_PATHS};
 use crate::error::ApiError;
-
-/// Endpoints of SPEC §3.
-pub const ROUTES: &[&str] = &[
-    "/verify_code",
-    "/login",
-    "/register",
-    "/cancel",
-    "/get_users",
-    "/set_user_banding",
-    "/set_user_unbanding",
-    "/get_user_banding",
-    "/get_bind_token",
-    "/logout",
-    "/change_password",
-];
 
 /// Name of the captcha cookie and parameter.
 pub const CAPTCHA_COOKIE: &str = "verify_code_id";
@@ -32,23 +18,6 @@ pub const CAPTCHA_COOKIE: &str = "verify_code_id";
 pub struct Api(pub Arc<App>);
 
 impl Api {
-    async fn dispatch(&self, path: &str, call: &Call) -> Result<Value, ApiError> {
-        let app = &*self.0;
-        match path {
-            "/login" => cmd::login::run(app, call).await,
-            "/register" => cmd::register::run(app, call).await,
-            "/cancel" => cmd::cancel::run(app, call).await,
-            "/get_users" => cmd::get_users::run(app, call).await,
-            "/set_user_banding" => cmd::bind::run(app, call).await,
-            "/set_user_unbanding" => cmd::unbind::run(app, call).await,
-            "/get_user_banding" => cmd::get_user_banding::run(app, call).await,
-            "/get_bind_token" => cmd::get_bind_token::run(app, call).await,
-            "/logout" => cmd::logout::run(app, call).await,
-            "/change_password" => cmd::change_password::run(app, call).await,
-            _ => Err(ApiError::Params(format!("no such endpoint {path}"))),
-        }
-    }
-
     fn captcha_reply(&self, c: cmd::verify_code::Challenge) -> Reply {
         let ttl = self.0.cfg.captcha.ttl_secs;
         Reply::Body {
@@ -63,21 +32,6 @@ impl Api {
                 ("X-Verify-Code-Id".into(), c.id),
             ],
         }
-    }
-}
-
-/// The rate-limit budget of `path`: the endpoints that cost CPU or the XMPP server's work (a c2s
-/// bind is two SCRAM logins), or invite guessing (passwords, bind tokens), have the smaller one.
-fn budget(path: &str) -> Budget {
-    match path {
-        "/verify_code"
-        | "/login"
-        | "/register"
-        | "/cancel"
-        | "/change_password"
-        | "/set_user_banding"
-        | "/set_user_unbanding" => Budget::Costly,
-        _ => Budget::Api,
     }
 }
 
@@ -112,34 +66,35 @@ pub fn error_reply(e: &ApiError) -> Value {
 
 impl http_api::Handler for Api {
     fn routes(&self) -> &[&'static str] {
-        ROUTES
+        &HTTPS_PATHS
     }
 
     async fn handle(&self, req: Request) -> Reply {
         let started = Instant::now();
         let app = &self.0;
-        // The transport only routes paths from ROUTES here.
-        let route: &'static str = ROUTES
-            .iter()
-            .find(|r| **r == req.path)
-            .copied()
-            .unwrap_or("unknown");
-        if let Err(RetryAfter(retry)) = app.limiter.allow_network(budget(&req.path), req.client_ip)
-        {
+        // The transport only routes paths from HTTPS_PATHS here.
+        let Some(ep) = endpoints::https_endpoint(&req.path) else {
+            return Reply::Json(app.sign(error_reply(&ApiError::Params(format!(
+                "no such endpoint {}",
+                req.path
+            )))));
+        };
+        let route = ep.metric;
+        if let Err(RetryAfter(retry)) = app.limiter.allow_network(ep.budget, req.client_ip) {
             return refused(app, route, started, &ApiError::RateLimited, retry);
         }
-        if req.path == "/verify_code" {
-            return match cmd::verify_code::run(app).await {
-                Ok(c) => {
-                    app.metrics.request(route, 0, started.elapsed());
-                    self.captcha_reply(c)
-                }
-                Err(e) => {
-                    app.metrics.request(route, e.code(), started.elapsed());
-                    Reply::Json(app.sign(error_reply(&e)))
-                }
-            };
-        }
+        let command = match ep.kind {
+            Kind::Json(command) => command,
+            Kind::Captcha => {
+                let outcome = cmd::verify_code::run(app).await;
+                app.metrics
+                    .request(route, endpoints::code_of(&outcome), started.elapsed());
+                return match outcome {
+                    Ok(c) => self.captcha_reply(c),
+                    Err(e) => Reply::Json(app.sign(error_reply(&e))),
+                };
+            }
+        };
         let captcha_id = req
             .header("x-verify-code-id")
             .or_else(|| req.cookie(CAPTCHA_COOKIE))
@@ -150,16 +105,19 @@ impl http_api::Handler for Api {
             client_ip: req.client_ip,
             via_tcp: false,
         };
-        let reply = match self.dispatch(&req.path, &call).await {
+        let outcome = command(app, &call).await;
+        let reply = match outcome {
             Ok(v) => v,
             Err(e @ ApiError::Busy) => return refused(app, route, started, &e, 1),
             Err(e @ ApiError::RateLimited) => {
                 return refused(app, route, started, &e, app.limiter.retry_after())
             }
-            Err(e) => error_reply(&e),
+            Err(e) => {
+                app.metrics.request(route, e.code(), started.elapsed());
+                return Reply::Json(app.sign(error_reply(&e)));
+            }
         };
-        let code = reply["result"].as_i64().unwrap_or(1);
-        app.metrics.request(route, code, started.elapsed());
+        app.metrics.request(route, 0, started.elapsed());
         Reply::Json(app.sign(reply))
     }
 

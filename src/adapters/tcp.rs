@@ -9,8 +9,31 @@ use tracing::Instrument;
 
 use crate::app::{App, Call};
 use crate::cmd;
+use crate::cmd::endpoints::{self, Endpoint, Kind};
+use crate::error::ApiError;
 
 pub struct LineApi(pub Arc<App>);
+
+/// The reply to a refused TCP request: `{"result": code}`, with `"validate": false` where the
+/// endpoint says so. A storage failure or a bug is logged at error (the backend sees only the
+/// code); a refusal (a bad or expired token, a bad parameter) is routine for a backend and
+/// logged at debug only.
+fn error_reply(ep: &Endpoint, e: &ApiError, peer: SocketAddr) -> Value {
+    let code = e.code();
+    match e {
+        ApiError::Unknown(_) | ApiError::Db(_) => {
+            tracing::error!(%peer, path = ep.path, result = code, error = %e, "TCP request failed")
+        }
+        _ => {
+            tracing::debug!(%peer, path = ep.path, result = code, error = %e, "TCP request refused")
+        }
+    }
+    if ep.refusal_says_invalid {
+        json!({"result": code, "validate": false})
+    } else {
+        json!({"result": code})
+    }
+}
 
 /// A JSON object's members as request parameters: strings as they are, anything else as its
 /// compact JSON text (the same rule as the HTTPS API's JSON bodies).
@@ -49,32 +72,26 @@ impl tcp_api::LineHandler for LineApi {
             %peer,
             path
         );
-        let reply = async {
-            match path {
-                "/verify_access_token" => cmd::verify_token::run(app, &call).await,
-                "/get_users" => cmd::get_users::run(app, &call)
-                    .await
-                    .unwrap_or_else(|e| crate::adapters::http::error_reply(&e)),
-                _ => json!({"result": 2}),
-            }
-        }
-        .instrument(span)
-        .await;
-        let result = reply["result"].as_i64().unwrap_or(1);
-        if matches!(result, 1 | 3) {
-            tracing::error!(%peer, path, result, "TCP request failed (details in the line before)");
-        }
-        let endpoint = match path {
-            "/verify_access_token" => "tcp/verify_access_token",
-            "/get_users" => "tcp/get_users",
-            _ => "tcp/unknown",
+        let Some(ep) = endpoints::tcp_endpoint(path) else {
+            app.metrics.request("tcp/unknown", 2, started.elapsed());
+            return app.sign(json!({"result": 2}));
         };
-        app.metrics.request(endpoint, result, started.elapsed());
+        let Kind::Json(command) = ep.kind else {
+            unreachable!("the endpoint table offers no captcha over TCP")
+        };
+        let outcome = command(app, &call).instrument(span).await;
+        let code = endpoints::code_of(&outcome);
+        app.metrics.request(ep.tcp_metric, code, started.elapsed());
+        let reply = match outcome {
+            Ok(v) => v,
+            Err(e) => error_reply(ep, &e, peer),
+        };
         app.sign(reply)
     }
 
     fn answer_now(&self, path: &str, json: &str, _peer: SocketAddr, out: &mut Vec<u8>) -> bool {
         if path != "/verify_access_token" {
+            // The one endpoint with an in-memory answer (see `cmd::verify_token`).
             return false;
         }
         let started = Instant::now();

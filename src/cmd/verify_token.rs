@@ -11,27 +11,27 @@ use serde_json::{json, Value};
 
 use crate::app::{App, Call};
 use crate::auth::crypto;
+use crate::error::ApiError;
 use crate::store::Account;
 
 /// The longest token looked up; longer ones are invalid without a lookup.
 const MAX_TOKEN: usize = 128;
 
-pub async fn run(app: &App, call: &Call) -> Value {
+/// A valid token's owner, or [`ApiError::AccessToken`] (4) for a missing, over-long, unknown or
+/// expired one; a storage failure is [`ApiError::Db`] (3). The TCP adapter adds
+/// `"validate": false` to a refusal (the endpoint table's `refusal_says_invalid`).
+pub async fn run(app: &App, call: &Call) -> Result<Value, ApiError> {
     let token = call.get("access_token").unwrap_or("");
     if token.is_empty() || token.len() > MAX_TOKEN {
-        return json!({"result": 4, "validate": false});
+        return Err(ApiError::AccessToken);
     }
     match app
         .store
         .token_account(crypto::token_hash(token), app.now())
-        .await
+        .await?
     {
-        Ok(Some((a, expires_at))) => valid(app, &a, expires_at),
-        Ok(None) => json!({"result": 4, "validate": false}),
-        Err(e) => {
-            tracing::error!(error = %e, "token lookup");
-            json!({"result": 3, "validate": false})
-        }
+        Some((a, expires_at)) => Ok(valid(app, &a, expires_at)),
+        None => Err(ApiError::AccessToken),
     }
 }
 
