@@ -141,9 +141,15 @@ impl http_api::Handler for Admin {
             _ => {
                 let (connects, failures) = app.xmpp.link_stats();
                 let up = app.xmpp.link_state() == xmpp::LinkState::Up;
+                let scrape = crate::service::metrics::Scrape {
+                    link_up: up,
+                    link_connects: connects,
+                    link_failures: failures,
+                    hash_queue: app.hasher.queued(),
+                };
                 Reply::Body {
-                    content_type: "text/plain; version=0.0.4".into(),
-                    body: app.metrics.render(up, connects, failures).into(),
+                    content_type: crate::service::metrics::CONTENT_TYPE.into(),
+                    body: app.metrics.render(scrape).into(),
                     headers: vec![],
                 }
             }

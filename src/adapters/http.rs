@@ -39,6 +39,7 @@ impl Api {
 /// `Retry-After` and the signed body `{"result":112}`.
 fn refused(app: &App, route: &'static str, started: Instant, e: &ApiError, retry: u64) -> Reply {
     app.metrics.request(route, e.code(), started.elapsed());
+    app.metrics.refused(route, matches!(e, ApiError::Busy));
     let status = if matches!(e, ApiError::Busy) {
         503
     } else {
@@ -72,6 +73,7 @@ impl http_api::Handler for Api {
     async fn handle(&self, req: Request) -> Reply {
         let started = Instant::now();
         let app = &self.0;
+        let _in_flight = app.metrics.in_flight();
         // The transport only routes paths from HTTPS_PATHS here.
         let Some(ep) = endpoints::https_endpoint(&req.path) else {
             return Reply::Json(app.sign(error_reply(&ApiError::Params(format!(

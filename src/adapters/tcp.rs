@@ -57,6 +57,7 @@ impl tcp_api::LineHandler for LineApi {
     async fn handle(&self, path: &str, body: Value, peer: SocketAddr) -> Value {
         let started = Instant::now();
         let app = &self.0;
+        let _in_flight = app.metrics.in_flight();
         let call = Call {
             params: params_of(&body),
             captcha_id: None,
@@ -102,6 +103,10 @@ impl tcp_api::LineHandler for LineApi {
                 .request("tcp/verify_access_token", 0, started.elapsed());
         }
         answered
+    }
+
+    fn connection(&self, open: bool) {
+        self.0.metrics.tcp_connection(open);
     }
 
     fn malformed(&self) -> Value {

@@ -11,6 +11,7 @@ mod consistency;
 mod documented;
 mod harness;
 mod interop;
+mod metrics;
 mod ops;
 mod postgres;
 mod security;
