@@ -14,6 +14,7 @@ mod interop;
 mod metrics;
 mod ops;
 mod postgres;
+mod refused;
 mod security;
 mod tcp;
 mod tcp_auth;

@@ -1,0 +1,97 @@
+//! Configurations that cannot work are refused by the real binary before anything starts: at
+//! start and in `register check`, exit 7 with one line that names the keys.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Each refused configuration and the keys its line must name.
+const REFUSED: &[(&str, &[&str])] = &[
+    (
+        "[xmpp]\naccounts = \"ibr\"\nc2s_tls = \"off\"\n",
+        &["xmpp.accounts", "xmpp.c2s_tls"],
+    ),
+    (
+        "[http]\nlisten = \"0.0.0.0:8443\"\n[captcha]\nfixed_answer = \"abcde\"\n",
+        &["captcha.fixed_answer", "http.listen"],
+    ),
+    (
+        "[database]\nurl = \"postgres://u@127.0.0.1:5432/r\"\ntoken_cache_entries = 10\n",
+        &["database.token_cache_entries", "database.url"],
+    ),
+    (
+        "[database]\nmax_connections = 4\n",
+        &["database.max_connections", "database.url"],
+    ),
+    (
+        "[http]\ntls = false\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n",
+        &["http.cert_file", "http.tls"],
+    ),
+    (
+        "[tcp]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n",
+        &["tcp.cert_file", "tcp.tls"],
+    ),
+    ("[tcp]\nmax_connections = 0\n", &["tcp.max_connections"]),
+    ("[captcha]\nttl_secs = 0\n", &["captcha.ttl_secs"]),
+    (
+        "[binding]\nmax_devices_per_phone = 0\n",
+        &["binding.max_devices_per_phone"],
+    ),
+    ("[audit]\nretention_days = 0\n", &["audit.retention_days"]),
+];
+
+/// Runs the binary (`args` after `--config`) and returns its status, stderr and time taken.
+fn run(toml: &str, args: &[&str]) -> (Option<i32>, String, Duration, bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("register.toml");
+    std::fs::write(&cfg, format!("data_dir = {data:?}\n{toml}")).unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_register"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded so that a binary that starts anyway fails the test instead of hanging it.
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("the binary is still running with\n{toml}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = started.elapsed();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status.code(), err, took, data.exists())
+}
+
+#[test]
+fn every_configuration_that_cannot_work_exits_7_naming_its_keys() {
+    let mut slowest = Duration::ZERO;
+    for (toml, keys) in REFUSED {
+        for args in [&[][..], &["check"][..]] {
+            let (code, err, took, made_data) = run(toml, args);
+            assert_eq!(code, Some(7), "{args:?} with\n{toml}\n{err}");
+            let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+            assert_eq!(lines.len(), 1, "one line for\n{toml}\n{err}");
+            for k in *keys {
+                assert!(lines[0].contains(k), "{k} not named for\n{toml}\n{err}");
+            }
+            assert!(!made_data, "refused before anything was set up:\n{toml}");
+            slowest = slowest.max(took);
+        }
+    }
+    // Measured, not asserted (speed is measured only by scripts/bench.sh).
+    println!(
+        "{} refused configurations, start and check: slowest exit {} ms",
+        REFUSED.len(),
+        slowest.as_millis()
+    );
+}
