@@ -29,6 +29,8 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     pub limiter: RateLimiter,
     pub metrics: Metrics,
+    /// The audit trail (`service::audit`).
+    pub audit: crate::service::audit::Audit,
 }
 
 /// One request, whatever transport it came by.

@@ -11,6 +11,7 @@ use crate::auth::ratelimit::RetryAfter;
 use crate::cmd;
 use crate::cmd::endpoints::{self, Kind, HTTPS_PATHS};
 use crate::error::ApiError;
+use crate::service::audit;
 
 /// Name of the captcha cookie and parameter.
 pub const CAPTCHA_COOKIE: &str = "verify_code_id";
@@ -108,6 +109,11 @@ impl http_api::Handler for Api {
             via_tcp: false,
         };
         let outcome = command(app, &call).await;
+        if let Some((action, done)) = ep.audit {
+            let code = endpoints::code_of(&outcome);
+            let r = audit::of_request(app, action, &call, code, done);
+            app.audit.record(r).await;
+        }
         let reply = match outcome {
             Ok(v) => v,
             Err(e @ ApiError::Busy) => return refused(app, route, started, &e, 1),

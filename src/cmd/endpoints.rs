@@ -64,6 +64,9 @@ pub struct Endpoint {
     pub kind: Kind,
     /// A refusal carries `"validate": false` beside `result` (`/verify_access_token`).
     pub refusal_says_invalid: bool,
+    /// Its audit record: the action's name and what a success did (`service::audit`); `None`:
+    /// not audited (reads, captchas, token checks).
+    pub audit: Option<(&'static str, &'static str)>,
 }
 
 macro_rules! command {
@@ -81,6 +84,21 @@ const fn https(path: &'static str, budget: Budget, kind: Kind) -> Endpoint {
         transports: Transports::Https,
         kind,
         refusal_says_invalid: false,
+        audit: None,
+    }
+}
+
+/// [`https`], audited as `action`; `done` says what a success did.
+const fn audited(
+    path: &'static str,
+    budget: Budget,
+    kind: Kind,
+    action: &'static str,
+    done: &'static str,
+) -> Endpoint {
+    Endpoint {
+        audit: Some((action, done)),
+        ..https(path, budget, kind)
     }
 }
 
@@ -89,23 +107,67 @@ const fn https(path: &'static str, budget: Budget, kind: Kind) -> Endpoint {
 /// tokens), have the smaller budget.
 pub static ENDPOINTS: &[Endpoint] = &[
     https("/verify_code", Budget::Costly, Kind::Captcha),
-    https("/login", Budget::Costly, command!(login)),
-    https("/register", Budget::Costly, command!(register)),
-    https("/cancel", Budget::Costly, command!(cancel)),
+    audited(
+        "/login",
+        Budget::Costly,
+        command!(login),
+        "login",
+        "token issued",
+    ),
+    audited(
+        "/register",
+        Budget::Costly,
+        command!(register),
+        "register",
+        "account created",
+    ),
+    audited(
+        "/cancel",
+        Budget::Costly,
+        command!(cancel),
+        "cancel",
+        "account deleted, tokens revoked",
+    ),
     Endpoint {
         tcp_metric: "tcp/get_users",
         transports: Transports::Both,
         ..https("/get_users", Budget::Api, command!(get_users))
     },
-    https("/set_user_banding", Budget::Costly, command!(bind)),
-    https("/set_user_unbanding", Budget::Costly, command!(unbind)),
+    audited(
+        "/set_user_banding",
+        Budget::Costly,
+        command!(bind),
+        "bind",
+        "",
+    ),
+    audited(
+        "/set_user_unbanding",
+        Budget::Costly,
+        command!(unbind),
+        "unbind",
+        "",
+    ),
     https("/get_user_banding", Budget::Api, command!(get_user_banding)),
-    https("/get_bind_token", Budget::Api, command!(get_bind_token)),
-    https("/logout", Budget::Api, command!(logout)),
-    https(
+    audited(
+        "/get_bind_token",
+        Budget::Api,
+        command!(get_bind_token),
+        "bind_token.issue",
+        "bind token issued",
+    ),
+    audited(
+        "/logout",
+        Budget::Api,
+        command!(logout),
+        "logout",
+        "token revoked",
+    ),
+    audited(
         "/change_password",
         Budget::Costly,
         command!(change_password),
+        "change_password",
+        "password changed, tokens revoked",
     ),
     Endpoint {
         metric: "",

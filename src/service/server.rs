@@ -17,6 +17,7 @@ use crate::auth::ratelimit::RateLimiter;
 use crate::clock::SystemClock;
 use crate::service::config::{parse_nets, Config};
 use crate::service::secrets::{self, Secrets};
+use crate::store::audit::AuditStore;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
@@ -87,19 +88,28 @@ pub fn xmpp_config(cfg: &Config) -> Result<xmpp::XmppConfig, StartError> {
 /// instances, so without the in-process token cache, which would miss the other instances'
 /// revocations), else SQLite in `data_dir` behind the token cache.
 pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
+    Ok(open_stores(cfg).await?.0)
+}
+
+/// [`open_store`] and the same database's audit trail.
+pub async fn open_stores(
+    cfg: &Config,
+) -> Result<(Arc<dyn Store>, Arc<dyn AuditStore>), StartError> {
     if cfg.database.is_postgres() {
         let s = PgStore::connect(&cfg.database.url, cfg.database.max_connections)
             .await
             .map_err(fail("database"))?;
-        Ok(Arc::new(s))
+        let s = Arc::new(s);
+        Ok((s.clone(), s))
     } else {
         let s = SqliteStore::open(&cfg.data_dir.join("register.db")).map_err(fail("database"))?;
+        let s = Arc::new(s);
         match cfg.database.token_cache_entries {
-            0 => Ok(Arc::new(s)),
-            n => Ok(Arc::new(crate::store::cache::TokenCache::new(
-                Arc::new(s),
-                n,
-            ))),
+            0 => Ok((s.clone(), s)),
+            n => Ok((
+                Arc::new(crate::store::cache::TokenCache::new(s.clone(), n)),
+                s,
+            )),
         }
     }
 }
@@ -110,7 +120,7 @@ pub async fn build_app(cfg: Config, shutdown: CancellationToken) -> Result<Arc<A
     for p in &secrets.generated {
         tracing::warn!(file = %p.display(), "generated a secret (owner-only permissions)");
     }
-    let store = open_store(&cfg).await?;
+    let (store, audit) = open_stores(&cfg).await?;
     let xcfg = xmpp_config(&cfg)?;
     let xmpp = xmpp::Xmpp::start(xcfg, shutdown);
     let clock = Arc::new(SystemClock);
@@ -122,6 +132,7 @@ pub async fn build_app(cfg: Config, shutdown: CancellationToken) -> Result<Arc<A
         secrets,
         clock,
         metrics: Default::default(),
+        audit: crate::service::audit::Audit(audit),
         cfg,
     }))
 }
@@ -341,6 +352,10 @@ async fn reconcile_loop(app: Arc<App>, shutdown: CancellationToken) -> std::io::
             Err(e) => tracing::warn!(error = %e, "reconciler run failed"),
         }
         let _ = app.store.prune(app.now()).await;
+        let kept = app.cfg.audit.retention_days.saturating_mul(86_400) as i64;
+        if let Err(e) = app.audit.0.audit_prune(app.now() - kept).await {
+            tracing::warn!(error = %e, "pruning the audit trail failed");
+        }
         first = false;
         if interval == 0 {
             return Ok(());

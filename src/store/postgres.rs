@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0003_token_order.sql"),
     include_str!("../../migrations/postgres/0004_login_failures.sql"),
     include_str!("../../migrations/postgres/0005_last_login_network.sql"),
+    include_str!("../../migrations/postgres/0007_audit.sql"),
 ];
 
 /// The schema version this binary brings a database to.
@@ -104,7 +105,7 @@ impl PgStore {
         Ok(s)
     }
 
-    async fn conn(&self) -> StoreResult<Object> {
+    pub(super) async fn conn(&self) -> StoreResult<Object> {
         Ok(self.pool.get().await?)
     }
 

@@ -33,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_token_order.sql"),
     include_str!("../../migrations/sqlite/0004_login_failures.sql"),
     include_str!("../../migrations/sqlite/0005_last_login_network.sql"),
+    include_str!("../../migrations/sqlite/0007_audit.sql"),
 ];
 
 const READERS: usize = 4;
@@ -212,7 +213,7 @@ impl SqliteStore {
             .ok_or_else(|| StoreError::Db("the writer thread is gone".into()))
     }
 
-    async fn write<T: Send + 'static>(
+    pub(super) async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
@@ -238,7 +239,7 @@ impl SqliteStore {
             .map_err(|_| StoreError::Db("write failed (panicked)".into()))?
     }
 
-    async fn read<T: Send + 'static>(
+    pub(super) async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {

@@ -3,6 +3,7 @@
 
 mod abuse;
 mod accounts;
+mod audit;
 mod binary;
 mod binary_security;
 mod bind_tokens;
