@@ -9,7 +9,7 @@ use xmpp::testkit::{Prosody, ProsodyOptions};
 use crate::binary::write_config;
 use crate::harness::{signed, Env, Opts};
 
-/// `register --config CFG ARGS…`: exit status and stdout + stderr.
+/// `register --config CFG ARGS…`: exit status and stdout (stderr, the log, goes to the test's).
 fn cli(cfg: &std::path::Path, secret: &str, args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_register"))
         .arg("--config")
@@ -18,11 +18,8 @@ fn cli(cfg: &std::path::Path, secret: &str, args: &[&str]) -> (i32, String) {
         .env("REGISTER_XMPP__COMPONENT_SECRET", secret)
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
     (out.status.code().unwrap_or(-1), text)
 }
 
