@@ -131,8 +131,14 @@ impl http_api::Handler for Admin {
             "/readyz" => {
                 let db = app.store.ping().await.is_ok();
                 let link = app.xmpp.link_state() == xmpp::LinkState::Up;
-                let body = json!({"ready": db && link, "database": db, "xmpp_link": link});
-                if db && link {
+                // A binding mode the server cannot serve (found at link-up): not ready, and why.
+                let binding = app.xmpp.binding_problem();
+                let ready = db && link && app.xmpp.binding_checked() && binding.is_none();
+                let mut body = json!({"ready": ready, "database": db, "xmpp_link": link});
+                if let Some(why) = binding {
+                    body["binding"] = why.into();
+                }
+                if ready {
                     Reply::Json(body)
                 } else {
                     Reply::Status(503, body)

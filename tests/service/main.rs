@@ -15,6 +15,7 @@ mod interop;
 mod metrics;
 mod ops;
 mod postgres;
+mod readiness;
 mod refused;
 mod security;
 mod tcp;
