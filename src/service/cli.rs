@@ -650,7 +650,7 @@ pub async fn audit(cfg: Config, user: Option<String>, since: Option<String>, lim
         Some(Err(e)) => return report(Err(e)),
     };
     let store = match crate::service::server::open_stores(&cfg).await {
-        Ok((_, a)) => a,
+        Ok((_, a, _)) => a,
         Err(e) => return report(Err(e.to_string())),
     };
     let q = crate::store::audit::AuditQuery { user, since, limit };

@@ -15,6 +15,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::store::cache::CacheProbe;
+
 /// The `Content-Type` of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
@@ -39,6 +41,11 @@ struct RequestLabels {
 struct OpLabels {
     op: &'static str,
     ok: bool,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -82,6 +89,11 @@ pub struct Metrics {
     link_failures: Counter,
     /// The last values of the link's counters folded into the registry's counters.
     link_seen: [AtomicU64; 3],
+    token_cache: Option<CacheProbe>,
+    token_cache_entries: Gauge,
+    token_cache_lookups: Family<OutcomeLabel, Counter>,
+    /// The last (hits, misses) folded into `token_cache_lookups`.
+    cache_seen: [AtomicU64; 2],
 }
 
 impl Default for Metrics {
@@ -91,6 +103,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Metrics that also report the token cache behind `probe` (SQLite with a cache).
+    pub fn with_token_cache(probe: Option<CacheProbe>) -> Metrics {
+        Metrics {
+            token_cache: probe,
+            ..Metrics::new()
+        }
+    }
+
     pub fn new() -> Metrics {
         let mut m = Metrics {
             registry: Registry::default(),
@@ -113,6 +133,10 @@ impl Metrics {
             link_reconnects: Counter::default(),
             link_failures: Counter::default(),
             link_seen: Default::default(),
+            token_cache: None,
+            token_cache_entries: Gauge::default(),
+            token_cache_lookups: Family::default(),
+            cache_seen: Default::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -199,6 +223,16 @@ impl Metrics {
             "register_xmpp_link_reconnects",
             "Component link connections made after the first (each follows an outage)",
             m.link_reconnects.clone(),
+        );
+        r.register(
+            "register_token_cache_entries",
+            "Access tokens held by the in-memory token cache (SQLite with a cache)",
+            m.token_cache_entries.clone(),
+        );
+        r.register(
+            "register_token_cache_lookups",
+            "Token lookups by the cache, answered from memory (hit) or sent to the store (miss)",
+            m.token_cache_lookups.clone(),
         );
         r.register(
             "register_xmpp_link_failures",
@@ -289,6 +323,19 @@ impl Metrics {
             let before = self.link_seen[i].fetch_max(now, Ordering::AcqRel);
             if now > before {
                 counter.inc_by(now - before);
+            }
+        }
+        if let Some(c) = &self.token_cache {
+            self.token_cache_entries.set(c.entries() as i64);
+            let (hits, misses) = c.lookups();
+            for (i, (outcome, now)) in [("hit", hits), ("miss", misses)].into_iter().enumerate() {
+                let before = self.cache_seen[i].fetch_max(now, Ordering::AcqRel);
+                let counter = self
+                    .token_cache_lookups
+                    .get_or_create(&OutcomeLabel { outcome });
+                if now > before {
+                    counter.inc_by(now - before);
+                }
             }
         }
         let mut o = String::new();

@@ -84,6 +84,13 @@ pub fn xmpp_config(cfg: &Config) -> Result<xmpp::XmppConfig, StartError> {
     })
 }
 
+/// The store, the audit trail and the token cache's probe ([`open_stores`]).
+pub type Stores = (
+    Arc<dyn Store>,
+    Arc<dyn AuditStore>,
+    Option<crate::store::cache::CacheProbe>,
+);
+
 /// The configured store: PostgreSQL when `database.url` names one (shared by several
 /// instances, so without the in-process token cache, which would miss the other instances'
 /// revocations), else SQLite in `data_dir` behind the token cache.
@@ -91,25 +98,25 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
     Ok(open_stores(cfg).await?.0)
 }
 
-/// [`open_store`] and the same database's audit trail.
-pub async fn open_stores(
-    cfg: &Config,
-) -> Result<(Arc<dyn Store>, Arc<dyn AuditStore>), StartError> {
+/// [`open_store`], the same database's audit trail, and the token cache's probe when there is
+/// a cache.
+pub async fn open_stores(cfg: &Config) -> Result<Stores, StartError> {
     if cfg.database.is_postgres() {
         let s = PgStore::connect(&cfg.database.url, cfg.database.max_connections)
             .await
             .map_err(fail("database"))?;
         let s = Arc::new(s);
-        Ok((s.clone(), s))
+        Ok((s.clone(), s, None))
     } else {
         let s = SqliteStore::open(&cfg.data_dir.join("register.db")).map_err(fail("database"))?;
         let s = Arc::new(s);
         match cfg.database.token_cache_entries {
-            0 => Ok((s.clone(), s)),
-            n => Ok((
-                Arc::new(crate::store::cache::TokenCache::new(s.clone(), n)),
-                s,
-            )),
+            0 => Ok((s.clone(), s, None)),
+            n => {
+                let cache = crate::store::cache::TokenCache::new(s.clone(), n);
+                let probe = cache.probe();
+                Ok((Arc::new(cache), s, Some(probe)))
+            }
         }
     }
 }
@@ -120,7 +127,7 @@ pub async fn build_app(cfg: Config, shutdown: CancellationToken) -> Result<Arc<A
     for p in &secrets.generated {
         tracing::warn!(file = %p.display(), "generated a secret (owner-only permissions)");
     }
-    let (store, audit) = open_stores(&cfg).await?;
+    let (store, audit, cache) = open_stores(&cfg).await?;
     let xcfg = xmpp_config(&cfg)?;
     let xmpp = xmpp::Xmpp::start(xcfg, shutdown);
     let clock = Arc::new(SystemClock);
@@ -131,7 +138,7 @@ pub async fn build_app(cfg: Config, shutdown: CancellationToken) -> Result<Arc<A
         xmpp,
         secrets,
         clock,
-        metrics: Default::default(),
+        metrics: crate::service::metrics::Metrics::with_token_cache(cache),
         audit: crate::service::audit::Audit(audit),
         cfg,
     }))

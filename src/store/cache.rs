@@ -43,6 +43,32 @@ struct Shared {
     maps: RwLock<Maps>,
     /// Bumped by every change to an account: a lookup that raced one does not fill the cache.
     epoch: AtomicU64,
+    /// Token lookups answered from memory, and those that went to the store (for metrics).
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// The cache as the metrics read it: its size and its token lookups.
+#[derive(Clone)]
+pub struct CacheProbe(Arc<Shared>);
+
+impl CacheProbe {
+    /// Tokens held.
+    pub fn entries(&self) -> usize {
+        self.0
+            .maps
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .tokens
+            .len()
+    }
+    /// Token lookups so far: (answered from memory, sent to the store).
+    pub fn lookups(&self) -> (u64, u64) {
+        (
+            self.0.hits.load(Ordering::Relaxed),
+            self.0.misses.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl Shared {
@@ -160,9 +186,16 @@ impl TokenCache {
             shared: Arc::new(Shared {
                 maps: RwLock::new(Maps::default()),
                 epoch: AtomicU64::new(0),
+                hits: AtomicU64::new(0),
+                misses: AtomicU64::new(0),
             }),
             capacity,
         }
+    }
+
+    /// A handle for the metrics.
+    pub fn probe(&self) -> CacheProbe {
+        CacheProbe(self.shared.clone())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Maps> {
@@ -345,9 +378,11 @@ impl Store for TokenCache {
     ) -> StoreResult<Option<(Arc<Account>, i64)>> {
         if let Some(e) = self.read().tokens.get(hash.as_slice()) {
             if e.expires_at > now {
+                self.shared.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(Some((e.account.clone(), e.expires_at)));
             }
         }
+        self.shared.misses.fetch_add(1, Ordering::Relaxed);
         let epoch = self.epoch();
         let found = self.inner.token_account(hash.clone(), now).await?;
         if let (Some((a, exp)), Ok(key)) = (&found, <[u8; 32]>::try_from(hash.as_slice())) {
@@ -378,6 +413,7 @@ impl Store for TokenCache {
     ) -> bool {
         match self.read().tokens.get(hash) {
             Some(e) if e.expires_at > now => {
+                self.shared.hits.fetch_add(1, Ordering::Relaxed);
                 let reply = e
                     .reply
                     .get_or_init(|| make(&e.account, e.expires_at).into_boxed_slice());

@@ -49,6 +49,8 @@ async fn metrics_parse_with_cumulative_histograms_and_every_series() {
     assert_eq!(env.login("met-dev", "wrong-pass", 2).await["result"], 102);
     let tcp = env.server().addrs.tcp;
     assert_eq!(tcp_verify(tcp, &token).await["result"], 0);
+    // Again: from the token cache's memory (SQLite).
+    assert_eq!(tcp_verify(tcp, &token).await["result"], 0);
     assert_eq!(tcp_verify(tcp, "no-such-token").await["result"], 4);
     // One backend connection kept open while scraping.
     let mut held = tokio::io::BufReader::new(tokio::net::TcpStream::connect(tcp).await.unwrap());
@@ -78,8 +80,28 @@ async fn metrics_parse_with_cumulative_histograms_and_every_series() {
     let tcp_ok = [("endpoint", "tcp/verify_access_token"), ("result", "0")];
     assert_eq!(
         check_histogram(&s, "register_request_seconds", &tcp_ok),
-        1.0
+        2.0
     );
+    if !env.server().app.cfg.database.is_postgres() {
+        // The token cache (SQLite only): the second check was a hit, and the token is held.
+        let hits = scalar(
+            &s,
+            "register_token_cache_lookups_total",
+            &[("outcome", "hit")],
+        );
+        assert!(hits >= 1.0, "{text}");
+        assert!(
+            scalar(
+                &s,
+                "register_token_cache_lookups_total",
+                &[("outcome", "miss")]
+            ) >= 1.0
+        );
+        assert!(
+            scalar(&s, "register_token_cache_entries", &[]) >= 1.0,
+            "{text}"
+        );
+    }
     let tcp_bad = [("endpoint", "tcp/verify_access_token"), ("result", "4")];
     assert_eq!(scalar(&s, "register_requests_total", &tcp_bad), 1.0);
     let create = [("op", "create_account"), ("ok", "true")];
