@@ -127,3 +127,54 @@ async fn audit_lists_a_session_in_order_and_holds_no_secret() {
         assert!(!has(secret), "a secret in the database: {secret}");
     }
 }
+
+/// The audit store's contract on PostgreSQL (SQLite's is a unit test in `src/store/audit.rs`):
+/// order of writing, the user filter (actor or a name in the subject, not a prefix), `since`,
+/// and the prune.
+#[tokio::test]
+async fn audit_store_on_postgres_lists_filters_and_prunes() {
+    use register::store::audit::{AuditQuery, AuditRecord, AuditStore};
+    let Some(base) = crate::harness::pg_url("audit_store_on_postgres_lists_filters_and_prunes")
+    else {
+        return;
+    };
+    let db = crate::postgres::TestDb::create(&base).await;
+    let s = register::store::postgres::PgStore::connect(&db.url, 2)
+        .await
+        .unwrap();
+    let rec = |at: i64, actor: &str, action: &str, subject: &str| AuditRecord {
+        at,
+        actor: actor.into(),
+        action: action.into(),
+        subject: subject.into(),
+        network: "::1".into(),
+        result: 0,
+        detail: String::new(),
+    };
+    for r in [
+        rec(10, "ann", "register", ""),
+        rec(20, "bob", "bind", "ann,cid"),
+        rec(30, "admin", "admin.user.delete", "bob"),
+        rec(30, "anna", "login", ""),
+    ] {
+        s.audit_append(r).await.unwrap();
+    }
+    let q = |user: Option<&str>, since| AuditQuery {
+        user: user.map(str::to_owned),
+        since,
+        limit: 100,
+    };
+    let ann: Vec<String> = s
+        .audit_list(q(Some("ann"), 0))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.action)
+        .collect();
+    assert_eq!(ann, ["register", "bind"]);
+    assert_eq!(s.audit_list(q(Some("bob"), 0)).await.unwrap().len(), 2);
+    assert_eq!(s.audit_list(q(None, 20)).await.unwrap().len(), 3);
+    assert_eq!(s.audit_prune(30).await.unwrap(), 2);
+    assert_eq!(s.audit_list(q(None, 0)).await.unwrap()[0].actor, "admin");
+    drop(s);
+}
