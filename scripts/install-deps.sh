@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what register's quick start needs from Debian, when missing: Prosody with its
 # community modules (mod_privilege), openssl for certificates, curl and netcat for the README.
-# With --tests, also what the test suite needs: ejabberd (interop tests).
+# With --tests, also what the test suite needs: ejabberd (interop tests), promtool (alert rules).
 set -euo pipefail
 tests=false
 [ "${1:-}" = "--tests" ] && tests=true
@@ -19,8 +19,17 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# promtool (Debian's `prometheus`) checks dist/prometheus/alerts.yml in CI; without the
+# recommended exporters.
+if $tests && ! command -v promtool >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing prometheus (for promtool)" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 # Debian's packages may start system-wide servers on the standard ports (5222, 5269, 5280),
 # where the quick start's Prosody wants to listen: stop them; ours run with their own configs.
-for svc in prosody ejabberd; do
+for svc in prosody ejabberd prometheus; do
   if command -v service >/dev/null 2>&1; then timeout 20 service "$svc" stop >/dev/null 2>&1 || true; fi
 done

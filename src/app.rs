@@ -37,6 +37,8 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     pub limiter: RateLimiter,
     pub metrics: Arc<Metrics>,
+    /// The audit trail (`service::audit`).
+    pub audit: crate::service::audit::Audit,
 }
 
 /// An account as `/login` and `/get_users` show it.

@@ -33,6 +33,7 @@ fn main() {
             Command::User { action } => cli::user(cfg, action).await,
             Command::Token { action } => cli::token(cfg, action).await,
             Command::Reconcile => cli::reconcile(cfg).await,
+            Command::Audit { user, since, limit } => cli::audit(cfg, user, since, limit).await,
         }
     });
     // Whatever still runs on the blocking pool gets a second; then the log lines still buffered.

@@ -131,8 +131,14 @@ impl http_api::Handler for Admin {
             "/readyz" => {
                 let db = app.store.ping().await.is_ok();
                 let link = app.xmpp.link_state() == xmpp::LinkState::Up;
-                let body = json!({"ready": db && link, "database": db, "xmpp_link": link});
-                if db && link {
+                // A binding mode the server cannot serve (found at link-up): not ready, and why.
+                let binding = app.xmpp.binding_problem();
+                let ready = db && link && app.xmpp.binding_checked() && binding.is_none();
+                let mut body = json!({"ready": ready, "database": db, "xmpp_link": link});
+                if let Some(why) = binding {
+                    body["binding"] = why.into();
+                }
+                if ready {
                     Reply::Json(body)
                 } else {
                     Reply::Status(503, body)
@@ -141,9 +147,15 @@ impl http_api::Handler for Admin {
             _ => {
                 let (connects, failures) = app.xmpp.link_stats();
                 let up = app.xmpp.link_state() == xmpp::LinkState::Up;
+                let scrape = crate::service::metrics::Scrape {
+                    link_up: up,
+                    link_connects: connects,
+                    link_failures: failures,
+                    hash_queue: app.hasher.queued(),
+                };
                 Reply::Body {
-                    content_type: "text/plain; version=0.0.4".into(),
-                    body: app.metrics.render(up, connects, failures).into(),
+                    content_type: crate::service::metrics::CONTENT_TYPE.into(),
+                    body: app.metrics.render(scrape).into(),
                     headers: vec![],
                 }
             }

@@ -7,25 +7,11 @@ use http_api::{Reply, Request};
 use serde_json::{json, Value};
 
 use crate::app::{App, Call, Route};
-use crate::auth::ratelimit::{Budget, RetryAfter};
+use crate::auth::ratelimit::RetryAfter;
 use crate::cmd;
+use crate::cmd::endpoints::{self, Kind, HTTPS_PATHS};
 use crate::error::ApiError;
-
-/// Endpoints of SPEC §3.
-pub const ROUTES: &[&str] = &[
-    "/verify_code",
-    "/login",
-    "/register",
-    "/cancel",
-    "/get_users",
-    "/set_user_banding",
-    "/set_user_unbanding",
-    "/get_user_banding",
-    "/get_bind_token",
-    "/logout",
-    "/change_password",
-    "/renew_jid_pwd",
-];
+use crate::service::audit;
 
 /// Name of the captcha cookie and parameter.
 pub const CAPTCHA_COOKIE: &str = "verify_code_id";
@@ -33,24 +19,6 @@ pub const CAPTCHA_COOKIE: &str = "verify_code_id";
 pub struct Api(pub Arc<App>);
 
 impl Api {
-    async fn dispatch(&self, path: &str, call: &Call) -> Result<cmd::reply::Reply, ApiError> {
-        let app = &*self.0;
-        match path {
-            "/login" => cmd::login::run(app, call).await,
-            "/register" => cmd::register::run(app, call).await,
-            "/cancel" => cmd::cancel::run(app, call).await,
-            "/get_users" => cmd::get_users::run(app, call).await,
-            "/set_user_banding" => cmd::bind::run(app, call).await,
-            "/set_user_unbanding" => cmd::unbind::run(app, call).await,
-            "/get_user_banding" => cmd::get_user_banding::run(app, call).await,
-            "/get_bind_token" => cmd::get_bind_token::run(app, call).await,
-            "/logout" => cmd::logout::run(app, call).await,
-            "/change_password" => cmd::change_password::run(app, call).await,
-            "/renew_jid_pwd" => cmd::renew_jid_pwd::run(app, call).await,
-            _ => Err(ApiError::Params(format!("no such endpoint {path}"))),
-        }
-    }
-
     fn captcha_reply(&self, c: cmd::verify_code::Challenge) -> Reply {
         let ttl = self.0.cfg.captcha.ttl_secs;
         Reply::Body {
@@ -68,22 +36,6 @@ impl Api {
     }
 }
 
-/// The rate-limit budget of `path`: the endpoints that cost CPU or the XMPP server's work (a c2s
-/// bind is two SCRAM logins), or invite guessing (passwords, bind tokens), have the smaller one.
-fn budget(path: &str) -> Budget {
-    match path {
-        "/verify_code"
-        | "/login"
-        | "/register"
-        | "/cancel"
-        | "/change_password"
-        | "/renew_jid_pwd"
-        | "/set_user_banding"
-        | "/set_user_unbanding" => Budget::Costly,
-        _ => Budget::Api,
-    }
-}
-
 /// A request refused for load: 429 (a rate limit) or 503 (the hashing queue is full), with
 /// `Retry-After` and the signed body `{"result":112}`.
 fn refused(
@@ -95,6 +47,7 @@ fn refused(
     params: &[(String, String)],
 ) -> Reply {
     app.metrics.request(route, e.code(), started.elapsed());
+    app.metrics.refused(route, matches!(e, ApiError::Busy));
     let status = if matches!(e, ApiError::Busy) {
         503
     } else {
@@ -126,41 +79,37 @@ pub fn error_reply(e: &ApiError) -> Value {
 
 impl http_api::Handler for Api {
     fn routes(&self) -> &[&'static str] {
-        ROUTES
+        &HTTPS_PATHS
     }
 
     async fn handle(&self, req: Request) -> Reply {
         let started = Instant::now();
         let app = &self.0;
-        // The transport only routes paths from ROUTES here.
-        let route: &'static str = ROUTES
-            .iter()
-            .find(|r| **r == req.path)
-            .copied()
-            .unwrap_or("unknown");
-        if let Err(RetryAfter(retry)) = app.limiter.allow_network(budget(&req.path), req.client_ip)
-        {
-            return refused(
-                app,
-                route,
-                started,
-                &ApiError::RateLimited,
-                retry,
-                &req.params,
-            );
+        let _in_flight = app.metrics.in_flight();
+        // The transport only routes paths from HTTPS_PATHS here.
+        let Some(ep) = endpoints::https_endpoint(&req.path) else {
+            return Reply::Json(app.sign(error_reply(&ApiError::Params(format!(
+                "no such endpoint {}",
+                req.path
+            )))));
+        };
+        let route = ep.metric;
+        if let Err(RetryAfter(retry)) = app.limiter.allow_network(ep.budget, req.client_ip) {
+            let e = ApiError::RateLimited;
+            return refused(app, route, started, &e, retry, &req.params);
         }
-        if req.path == "/verify_code" {
-            return match cmd::verify_code::run(app).await {
-                Ok(c) => {
-                    app.metrics.request(route, 0, started.elapsed());
-                    self.captcha_reply(c)
-                }
-                Err(e) => {
-                    app.metrics.request(route, e.code(), started.elapsed());
-                    Reply::Json(app.sign(error_reply(&e)))
-                }
-            };
-        }
+        let command = match ep.kind {
+            Kind::Json(command) => command,
+            Kind::Captcha => {
+                let outcome = cmd::verify_code::run(app).await;
+                app.metrics
+                    .request(route, endpoints::code_of(&outcome), started.elapsed());
+                return match outcome {
+                    Ok(c) => self.captcha_reply(c),
+                    Err(e) => Reply::Json(app.sign(error_reply(&e))),
+                };
+            }
+        };
         let captcha_id = req
             .header("x-verify-code-id")
             .or_else(|| req.cookie(CAPTCHA_COOKIE))
@@ -178,7 +127,12 @@ impl http_api::Handler for Api {
                 path: req.path,
             },
         };
-        let outcome = self.dispatch(&call.route.path, &call).await;
+        let outcome = command(app, &call).await;
+        if let Some((action, done)) = ep.audit {
+            let code = endpoints::reply_code(&outcome);
+            let r = audit::of_request(app, action, &call, code, done);
+            app.audit.record(r).await;
+        }
         match &outcome {
             Err(e @ ApiError::Busy) => return refused(app, route, started, e, 1, &call.params),
             Err(e @ ApiError::RateLimited) => {

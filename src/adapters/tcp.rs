@@ -11,6 +11,7 @@ use tracing::Instrument;
 use crate::app::{App, Call};
 use crate::auth::crypto;
 use crate::cmd;
+use crate::cmd::endpoints::{self, Kind};
 use crate::store::cache::DigestHash;
 use crate::store::Account;
 
@@ -126,6 +127,7 @@ impl tcp_api::LineHandler for LineApi {
     async fn handle(&self, path: &str, body: Value, peer: SocketAddr) -> Value {
         let started = Instant::now();
         let app = &self.0;
+        let _in_flight = app.metrics.in_flight();
         let call = Call {
             params: params_of(&body),
             captcha_id: None,
@@ -145,27 +147,22 @@ impl tcp_api::LineHandler for LineApi {
             %peer,
             path
         );
-        let outcome = async {
-            match path {
-                "/verify_access_token" => Ok(cmd::verify_token::run(app, &call).await),
-                "/get_users" => cmd::get_users::run(app, &call).await,
-                _ => Err(crate::error::ApiError::Params(format!(
-                    "no such path {path}"
-                ))),
-            }
-        }
-        .instrument(span)
-        .await;
+        let Some(ep) = endpoints::tcp_endpoint(path) else {
+            app.metrics.request("tcp/unknown", 2, started.elapsed());
+            return app.sign(json!({"result": 2}));
+        };
+        let Kind::Json(command) = ep.kind else {
+            // The table offers no captcha over TCP.
+            app.metrics.request("tcp/unknown", 2, started.elapsed());
+            return app.sign(json!({"result": 2}));
+        };
+        let outcome = command(app, &call).instrument(span).await;
         let (result, reply) = cmd::reply::render(outcome);
         if matches!(result, 1 | 3) {
             tracing::error!(%peer, path, result, "TCP request failed (details in the line before)");
         }
-        let endpoint = match path {
-            "/verify_access_token" => "tcp/verify_access_token",
-            "/get_users" => "tcp/get_users",
-            _ => "tcp/unknown",
-        };
-        app.metrics.request(endpoint, result, started.elapsed());
+        app.metrics
+            .request(ep.tcp_metric, result, started.elapsed());
         app.sign(crate::adapters::http::with_nonce(reply, &call.params))
     }
 
@@ -181,6 +178,10 @@ impl tcp_api::LineHandler for LineApi {
                 .request("tcp/verify_access_token", 0, started.elapsed());
         }
         answered
+    }
+
+    fn connection(&self, open: bool) {
+        self.0.metrics.tcp_connection(open);
     }
 
     fn malformed(&self) -> Value {

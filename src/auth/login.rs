@@ -76,6 +76,8 @@ pub async fn verify_password(
     );
     if !claimed? {
         app.metrics.login_failed(true);
+        let r = crate::service::audit::of_request(app, "lockout", call, 102, "");
+        app.audit.record(r).await;
         return Err(ApiError::UserOrPassword);
     }
     let good = good? && Password::parse(&password).is_ok();

@@ -10,6 +10,7 @@
 pub mod bind;
 pub mod cancel;
 pub mod change_password;
+pub mod endpoints;
 pub mod get_bind_token;
 pub mod get_user_banding;
 pub mod get_users;

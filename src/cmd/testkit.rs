@@ -65,6 +65,7 @@ impl Kit {
             store: stores.store,
             nonces: stores.nonces,
             jid_pwds: stores.jid_pwds,
+            audit: crate::service::audit::Audit(stores.audit),
             xmpp: Arc::new(Metered::new(xmpp.clone(), metrics.clone())),
             secrets: Secrets {
                 sign_key: b"kit-sign-key".to_vec(),

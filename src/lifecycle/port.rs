@@ -38,6 +38,14 @@ pub trait XmppPort: Send + Sync + 'static {
     fn link_stats(&self) -> (u64, u64);
     /// Why the link last went down or failed to come up.
     fn last_link_error(&self) -> Option<String>;
+    /// Why the configured binding mode cannot work on this server (found at link-up), if so.
+    fn binding_problem(&self) -> Option<String> {
+        None
+    }
+    /// Whether the link-up check of the binding mode has decided.
+    fn binding_checked(&self) -> bool {
+        true
+    }
     /// Resolves once the link and every session are closed after shutdown.
     async fn stopped(&self);
     /// `register check`: the link is up and a probe account can be made and deleted.
@@ -77,6 +85,12 @@ impl XmppPort for xmpp::Xmpp {
     }
     fn last_link_error(&self) -> Option<String> {
         xmpp::Xmpp::last_link_error(self)
+    }
+    fn binding_problem(&self) -> Option<String> {
+        xmpp::Xmpp::binding_problem(self)
+    }
+    fn binding_checked(&self) -> bool {
+        xmpp::Xmpp::binding_checked(self)
     }
     async fn stopped(&self) {
         xmpp::Xmpp::stopped(self).await
@@ -150,6 +164,12 @@ impl XmppPort for Metered {
     fn last_link_error(&self) -> Option<String> {
         self.inner.last_link_error()
     }
+    fn binding_problem(&self) -> Option<String> {
+        self.inner.binding_problem()
+    }
+    fn binding_checked(&self) -> bool {
+        self.inner.binding_checked()
+    }
     async fn stopped(&self) {
         self.inner.stopped().await
     }
@@ -218,7 +238,12 @@ mod tests {
             .unwrap();
         assert_eq!(fake.password_of("a1").as_deref(), Some("pw-a1-new"));
         port.delete_account("a1", "").await.unwrap();
-        let m = metrics.render(true, 1, 0);
+        let m = metrics.render(crate::service::metrics::Scrape {
+            link_up: true,
+            link_connects: 1,
+            link_failures: 0,
+            hash_queue: 0,
+        });
         for needle in [
             "op=\"create_account\",ok=\"true\"} 1",
             "op=\"create_account\",ok=\"false\"} 1",

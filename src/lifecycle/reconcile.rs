@@ -287,7 +287,12 @@ mod tests {
         let now = k.app.now();
         k.app.store.begin_cancel(a.id, now).await.unwrap();
         reconcile(&k).await;
-        let m = k.app.metrics.render(true, 1, 0);
+        let m = k.app.metrics.render(crate::service::metrics::Scrape {
+            link_up: true,
+            link_connects: 1,
+            link_failures: 0,
+            hash_queue: 0,
+        });
         for needle in [
             "register_xmpp_operations_total{op=\"create_account\",ok=\"true\"} 1",
             "register_xmpp_operations_total{op=\"delete_account\",ok=\"true\"} 1",

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::service::audit;
 use crate::service::config::Config;
 
 #[derive(Debug, Parser)]
@@ -45,6 +46,18 @@ pub enum Command {
     },
     /// Finish or undo every interrupted operation now, and print what was fixed.
     Reconcile,
+    /// Print the audit trail, oldest first: time, actor, action, subject, network, result, detail.
+    Audit {
+        /// Only events by this user or naming them.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only events since then: Unix seconds, or an age such as 30m, 24h, 7d.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many events.
+        #[arg(long, default_value_t = 10_000)]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -345,6 +358,14 @@ async fn delete(app: &App, name: &str) -> Result<(), String> {
 /// Deletes an account as /cancel does; used by `register user delete` and by the running
 /// instance's `/admin/user/delete`.
 pub(crate) async fn delete_account(app: &App, name: &str) -> Result<(), String> {
+    let r = delete_account_now(app, name).await;
+    let detail = r.clone().err().unwrap_or_default();
+    let rec = audit::of_admin(app, "admin.user.delete", name, r.is_err() as i64, detail);
+    app.audit.record(rec).await;
+    r
+}
+
+async fn delete_account_now(app: &App, name: &str) -> Result<(), String> {
     let a = app
         .store
         .account_by_name(name)
@@ -466,6 +487,17 @@ async fn revoke(app: &App, name: &str) -> Result<(), String> {
 /// Revokes every token of `name`: used by `register token revoke` and by the running instance's
 /// `/admin/token/revoke` (whose token cache then forgets them at once).
 pub(crate) async fn revoke_tokens(app: &App, name: &str) -> Result<u64, String> {
+    let r = revoke_tokens_now(app, name).await;
+    let detail = match &r {
+        Ok(n) => format!("{n} tokens revoked"),
+        Err(e) => e.clone(),
+    };
+    let rec = audit::of_admin(app, "admin.token.revoke", name, r.is_err() as i64, detail);
+    app.audit.record(rec).await;
+    r
+}
+
+async fn revoke_tokens_now(app: &App, name: &str) -> Result<u64, String> {
     let a = app
         .store
         .account_by_name(name)
@@ -505,6 +537,14 @@ pub(crate) async fn reconcile_now(
     app: &App,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> (String, i32) {
+    let (report, code) = reconcile_now_inner(app, progress).await;
+    let detail = report.lines().next().unwrap_or("").to_owned();
+    let rec = audit::of_admin(app, "admin.reconcile", "", code as i64, detail);
+    app.audit.record(rec).await;
+    (report, code)
+}
+
+async fn reconcile_now_inner(app: &App, progress: &mut (dyn FnMut(&str) + Send)) -> (String, i32) {
     use std::fmt::Write;
     if app.xmpp.link_state() != xmpp::LinkState::Up {
         progress(&format!(
@@ -611,5 +651,102 @@ mod tests {
         }
         let d = diagnose_link(&x, "i/o: Connection refused (os error 111)");
         assert!(d.contains("nothing answers"), "{d}");
+    }
+}
+
+/// `register audit`: the audit trail from the database, oldest first, one event a line.
+pub async fn audit(cfg: Config, user: Option<String>, since: Option<String>, limit: u32) -> i32 {
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    let since = match since.as_deref().map(|s| parse_since(s, now)) {
+        None => 0,
+        Some(Ok(t)) => t,
+        Some(Err(e)) => return report(Err(e)),
+    };
+    let store = match crate::service::server::open_stores(&cfg).await {
+        Ok(crate::service::server::Stores { audit, .. }) => audit,
+        Err(e) => return report(Err(e.to_string())),
+    };
+    let q = crate::store::audit::AuditQuery { user, since, limit };
+    let records = match store.audit_list(q).await {
+        Ok(r) => r,
+        Err(e) => return report(Err(e.to_string())),
+    };
+    println!(
+        "{:<20} {:<16} {:<18} {:<16} {:<16} {:>6}  detail",
+        "time (UTC)", "actor", "action", "subject", "network", "result"
+    );
+    // An empty column prints as `-`, so that every line splits into the same columns.
+    let col = |s: &str| {
+        if s.is_empty() {
+            "-".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    for r in records {
+        println!(
+            "{:<20} {:<16} {:<18} {:<16} {:<16} {:>6}  {}",
+            utc(r.at),
+            col(&r.actor),
+            r.action,
+            col(&r.subject),
+            col(&r.network),
+            r.result,
+            r.detail
+        );
+    }
+    0
+}
+
+/// `--since`: Unix seconds, or an age (`90s`, `30m`, `24h`, `7d`) before `now`.
+fn parse_since(s: &str, now: i64) -> Result<i64, String> {
+    let bad = || format!("--since {s:?}: give Unix seconds or an age such as 30m, 24h, 7d");
+    if let Ok(t) = s.parse::<i64>() {
+        return Ok(t);
+    }
+    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    Ok(now - n.saturating_mul(secs))
+}
+
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian calendar).
+fn utc(t: i64) -> String {
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date, counting in 400-year eras from 0000-03-01.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod audit_cli_tests {
+    #[test]
+    fn times_and_ages() {
+        assert_eq!(super::utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::utc(1_764_640_800), "2025-12-02T02:00:00Z");
+        assert_eq!(super::parse_since("7d", 1_000_000), Ok(1_000_000 - 604_800));
+        assert_eq!(super::parse_since("30m", 10_000), Ok(8_200));
+        assert_eq!(super::parse_since("12345", 0), Ok(12_345));
+        assert!(super::parse_since("soon", 0).is_err());
     }
 }

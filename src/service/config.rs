@@ -25,6 +25,21 @@ pub struct Config {
     pub reconcile: ReconcileSection,
     pub database: DatabaseSection,
     pub binding: BindingSection,
+    pub audit: AuditSection,
+}
+
+/// The audit trail (`register audit`; docs/OPERATIONS.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSection {
+    /// Days an audit record is kept; older ones go with the periodic prune.
+    pub retention_days: u64,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection { retention_days: 90 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -225,6 +240,7 @@ impl Default for Config {
             reconcile: ReconcileSection::default(),
             database: DatabaseSection::default(),
             binding: BindingSection::default(),
+            audit: AuditSection::default(),
         }
     }
 }
@@ -516,6 +532,75 @@ impl Config {
         if self.http.cert_file.is_empty() != self.http.key_file.is_empty() {
             return bad("http.cert_file and http.key_file go together".into());
         }
+        self.refuse_what_cannot_work().map_err(ConfigError::Invalid)
+    }
+
+    /// Combinations that pass every single-key check but cannot work, or would silently not do
+    /// what they say: one line naming the keys and the fix (exit 7 at start and in
+    /// `register check`).
+    fn refuse_what_cannot_work(&self) -> Result<(), String> {
+        let d = Config::default();
+        let refuse = |keys: &str, fix: &str| Err(format!("{keys}: {fix}"));
+        if self.database.is_postgres()
+            && self.database.token_cache_entries != d.database.token_cache_entries
+        {
+            return refuse(
+                "database.token_cache_entries with database.url = postgres://…",
+                "the token cache is SQLite only (instances sharing PostgreSQL would miss each \
+                 other's revocations); remove database.token_cache_entries",
+            );
+        }
+        if !self.database.is_postgres()
+            && self.database.max_connections != d.database.max_connections
+        {
+            return refuse(
+                "database.max_connections without database.url",
+                "it sizes the PostgreSQL pool and SQLite has none; remove it, or set \
+                 database.url = \"postgres://…\"",
+            );
+        }
+        if !self.http.tls && !self.http.cert_file.is_empty() {
+            return refuse(
+                "http.cert_file with http.tls = false",
+                "the certificate would never be served; set http.tls = true, or remove \
+                 http.cert_file and http.key_file (TLS ends at a proxy)",
+            );
+        }
+        if !self.tcp.tls && !self.tcp.cert_file.is_empty() {
+            return refuse(
+                "tcp.cert_file with tcp.tls = false",
+                "the certificate would never be served; set tcp.tls = true, or remove \
+                 tcp.cert_file and tcp.key_file",
+            );
+        }
+        if self.http.max_connections == 0
+            || self.tcp.max_connections == 0
+            || self.http.max_body_bytes == 0
+        {
+            return refuse(
+                "http.max_connections, tcp.max_connections, http.max_body_bytes",
+                "0 refuses every connection or request; set a positive number",
+            );
+        }
+        if self.captcha.ttl_secs == 0 {
+            return refuse(
+                "captcha.ttl_secs = 0",
+                "every captcha would expire as it is issued, so no phone could register; set \
+                 seconds (default 300)",
+            );
+        }
+        if self.binding.max_phones_per_device == 0 || self.binding.max_devices_per_phone == 0 {
+            return refuse(
+                "binding.max_phones_per_device, binding.max_devices_per_phone",
+                "0 refuses every bind; set a positive number",
+            );
+        }
+        if self.audit.retention_days == 0 {
+            return refuse(
+                "audit.retention_days = 0",
+                "every audit record would be pruned as it is written; set days (default 90)",
+            );
+        }
         Ok(())
     }
 }
@@ -686,6 +771,47 @@ mod tests {
         .unwrap();
         assert!(c.database.is_postgres());
         assert!(!Config::default().database.is_postgres());
+    }
+
+    #[test]
+    fn refuses_combinations_that_cannot_work() {
+        for (toml, key) in [
+            (
+                "[database]\nurl = \"postgres://u@h:5432/r\"\ntoken_cache_entries = 1\n",
+                "database.token_cache_entries",
+            ),
+            (
+                "[database]\nmax_connections = 4\n",
+                "database.max_connections",
+            ),
+            (
+                "[http]\ntls = false\ncert_file = \"c\"\nkey_file = \"k\"\n",
+                "http.cert_file",
+            ),
+            (
+                "[tcp]\ncert_file = \"c\"\nkey_file = \"k\"\n",
+                "tcp.cert_file",
+            ),
+            ("[http]\nmax_body_bytes = 0\n", "http.max_body_bytes"),
+            ("[captcha]\nttl_secs = 0\n", "captcha.ttl_secs"),
+            (
+                "[binding]\nmax_phones_per_device = 0\n",
+                "binding.max_phones_per_device",
+            ),
+            ("[audit]\nretention_days = 0\n", "audit.retention_days"),
+        ] {
+            let e = load(toml, &[], &[]).unwrap_err().to_string();
+            assert!(e.contains(key) && !e.contains('\n'), "{toml}: {e}");
+        }
+        // The same keys where they work.
+        for toml in [
+            "[database]\nurl = \"postgres://u@h:5432/r\"\nmax_connections = 4\n",
+            "[database]\ntoken_cache_entries = 0\n",
+            "[tcp]\ntls = true\ncert_file = \"c\"\nkey_file = \"k\"\n",
+            "[audit]\nretention_days = 7\n",
+        ] {
+            assert!(load(toml, &[], &[]).is_ok(), "{toml}");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::lifecycle::port::Metered;
 use crate::service::config::{parse_nets, Config};
 use crate::service::metrics::Metrics;
 use crate::service::secrets::{self, Secrets};
+use crate::store::audit::AuditStore;
 use crate::store::jid_pwd::JidPwdStore;
 use crate::store::nonces::NonceStore;
 use crate::store::postgres::PgStore;
@@ -97,39 +98,52 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
 /// The stores of one database: the [`Store`] (behind the token cache unless
 /// `database.token_cache_entries` is 0), the nonces of version 2 signatures and the pending XMPP
 /// passwords of `/renew_jid_pwd`. The cache needs no word from the last two: a committed
-/// `jid_pwd` is an account change the database's own feed reports (`store::changes`).
+/// `jid_pwd` is an account change the database's own feed reports (`store::changes`). Also the
+/// audit trail, and the token cache's probe (for its metrics) when there is a cache.
 pub struct Stores {
     pub store: Arc<dyn Store>,
     pub nonces: Arc<dyn NonceStore>,
     pub jid_pwds: Arc<dyn JidPwdStore>,
+    pub audit: Arc<dyn AuditStore>,
+    pub cache: Option<crate::store::cache::CacheProbe>,
 }
 
 /// [`open_store`], with the other stores of the same database.
 pub async fn open_stores(cfg: &Config) -> Result<Stores, StartError> {
-    let (s, nonces, jid_pwds): (Arc<dyn Store>, Arc<dyn NonceStore>, Arc<dyn JidPwdStore>) =
-        if cfg.database.is_postgres() {
-            // Named after the component, so that an operator tells the instances apart in
-            // pg_stat_activity.
-            let name = format!("register {}", cfg.xmpp.component);
-            let s = PgStore::connect_as(&cfg.database.url, cfg.database.max_connections, &name)
-                .await
-                .map_err(fail("database"))?;
-            let s = Arc::new(s);
-            (s.clone(), s.clone(), s)
-        } else {
-            let s =
-                SqliteStore::open(&cfg.data_dir.join("register.db")).map_err(fail("database"))?;
-            let s = Arc::new(s);
-            (s.clone(), s.clone(), s)
-        };
-    let store: Arc<dyn Store> = match cfg.database.token_cache_entries {
-        0 => s,
-        n => Arc::new(crate::store::cache::TokenCache::new(s, n)),
+    #[allow(clippy::type_complexity)]
+    let (s, nonces, jid_pwds, audit): (
+        Arc<dyn Store>,
+        Arc<dyn NonceStore>,
+        Arc<dyn JidPwdStore>,
+        Arc<dyn AuditStore>,
+    ) = if cfg.database.is_postgres() {
+        // Named after the component, so that an operator tells the instances apart in
+        // pg_stat_activity.
+        let name = format!("register {}", cfg.xmpp.component);
+        let s = PgStore::connect_as(&cfg.database.url, cfg.database.max_connections, &name)
+            .await
+            .map_err(fail("database"))?;
+        let s = Arc::new(s);
+        (s.clone(), s.clone(), s.clone(), s)
+    } else {
+        let s = SqliteStore::open(&cfg.data_dir.join("register.db")).map_err(fail("database"))?;
+        let s = Arc::new(s);
+        (s.clone(), s.clone(), s.clone(), s)
+    };
+    let (store, cache): (Arc<dyn Store>, _) = match cfg.database.token_cache_entries {
+        0 => (s, None),
+        n => {
+            let cache = crate::store::cache::TokenCache::new(s, n);
+            let probe = cache.probe();
+            (Arc::new(cache), Some(probe))
+        }
     };
     Ok(Stores {
         store,
         nonces,
         jid_pwds,
+        audit,
+        cache,
     })
 }
 
@@ -143,9 +157,11 @@ pub async fn build_app(cfg: Config, shutdown: CancellationToken) -> Result<Arc<A
         store,
         nonces,
         jid_pwds,
+        audit,
+        cache,
     } = open_stores(&cfg).await?;
     let xcfg = xmpp_config(&cfg)?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::with_token_cache(cache));
     let xmpp = Arc::new(Metered::new(
         Arc::new(xmpp::Xmpp::start(xcfg, shutdown)),
         metrics.clone(),
@@ -161,6 +177,7 @@ pub async fn build_app(cfg: Config, shutdown: CancellationToken) -> Result<Arc<A
         secrets,
         clock,
         metrics,
+        audit: crate::service::audit::Audit(audit),
         cfg,
     }))
 }
@@ -386,6 +403,10 @@ async fn reconcile_loop(app: Arc<App>, shutdown: CancellationToken) -> std::io::
             Err(e) => tracing::warn!(error = %e, "reconciler run failed"),
         }
         let _ = app.store.prune(app.now()).await;
+        let kept = app.cfg.audit.retention_days.saturating_mul(86_400) as i64;
+        if let Err(e) = app.audit.0.audit_prune(app.now() - kept).await {
+            tracing::warn!(error = %e, "pruning the audit trail failed");
+        }
         first = false;
         if interval == 0 {
             return Ok(());

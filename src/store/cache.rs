@@ -53,6 +53,32 @@ struct Shared {
     maps: RwLock<Maps>,
     /// Bumped by every change to an account: a lookup that raced one does not fill the cache.
     epoch: AtomicU64,
+    /// Token lookups answered from memory, and those that went to the store (for metrics).
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// The cache as the metrics read it: its size and its token lookups.
+#[derive(Clone)]
+pub struct CacheProbe(Arc<Shared>);
+
+impl CacheProbe {
+    /// Tokens held.
+    pub fn entries(&self) -> usize {
+        self.0
+            .maps
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .tokens
+            .len()
+    }
+    /// Token lookups so far: (answered from memory, sent to the store).
+    pub fn lookups(&self) -> (u64, u64) {
+        (
+            self.0.hits.load(Ordering::Relaxed),
+            self.0.misses.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl Shared {
@@ -184,6 +210,8 @@ impl TokenCache {
         let shared = Arc::new(Shared {
             maps: RwLock::new(Maps::default()),
             epoch: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         });
         let feed = inner.change_feed();
         let subscriber = Arc::downgrade(&shared);
@@ -198,6 +226,11 @@ impl TokenCache {
             shared,
             capacity,
         }
+    }
+
+    /// A handle for the metrics.
+    pub fn probe(&self) -> CacheProbe {
+        CacheProbe(self.shared.clone())
     }
 
     /// Whether memory may answer: every change is being reported.
@@ -275,6 +308,7 @@ impl Lookups for TokenCache {
                 return Ok(Some(hit));
             }
         }
+        self.shared.misses.fetch_add(1, Ordering::Relaxed);
         let epoch = self.epoch();
         let found = self.inner.token_account(hash.clone(), now).await?;
         if let (Some((a, exp)), Ok(key)) = (&found, <[u8; 32]>::try_from(hash.as_slice())) {
@@ -321,7 +355,10 @@ impl Lookups for TokenCache {
             return None;
         }
         match self.read().tokens.get(hash) {
-            Some(e) if e.expires_at > now => Some((e.account.clone(), e.expires_at)),
+            Some(e) if e.expires_at > now => {
+                self.shared.hits.fetch_add(1, Ordering::Relaxed);
+                Some((e.account.clone(), e.expires_at))
+            }
             _ => None,
         }
     }

@@ -5,6 +5,7 @@
 //! `binding`/`unbinding` pairs): they are written before the first remote step and cleared after
 //! the last, and the reconciler finishes whatever a crash left behind.
 
+pub mod audit;
 pub mod cache;
 pub mod changes;
 #[cfg(test)]

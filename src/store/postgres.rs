@@ -45,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0004_login_failures.sql"),
     include_str!("../../migrations/postgres/0005_last_login_network.sql"),
     include_str!("../../migrations/postgres/0006_sign_nonces.sql"),
+    include_str!("../../migrations/postgres/0007_audit.sql"),
     include_str!("../../migrations/postgres/0008_account_changes.sql"),
 ];
 

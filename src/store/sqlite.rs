@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_login_failures.sql"),
     include_str!("../../migrations/sqlite/0005_last_login_network.sql"),
     include_str!("../../migrations/sqlite/0006_sign_nonces.sql"),
+    include_str!("../../migrations/sqlite/0007_audit.sql"),
 ];
 
 const READERS: usize = 4;
@@ -328,7 +329,7 @@ impl SqliteStore {
             .map_err(|_| StoreError::Db("write failed (panicked)".into()))?
     }
 
-    async fn read<T: Send + 'static>(
+    pub(super) async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {

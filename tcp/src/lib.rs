@@ -84,6 +84,12 @@ pub trait LineHandler: Send + Sync + 'static {
         false
     }
 
+    /// A connection was admitted (`open`) or has ended (`!open`); for a gauge of open
+    /// connections. Default: nothing.
+    fn connection(&self, open: bool) {
+        let _ = open;
+    }
+
     /// Reply for a malformed line (bad JSON, no path, not an object, not UTF-8, too long); the
     /// service signs it. Default: `{"result":2}`.
     fn malformed(&self) -> Value {

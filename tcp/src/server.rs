@@ -56,6 +56,8 @@ pub async fn serve<H: LineHandler>(
             debug!(%peer, "connection limit reached; closing");
             continue;
         };
+        // Held with the permit: tells the handler when the connection ends, however it ends.
+        let permit = (permit, Open::new(handler.clone()));
         let _ = stream.set_nodelay(true);
         let span = tracing::debug_span!("tcp_conn", %peer);
         let (cfg, handler) = (cfg.clone(), handler.clone());
@@ -106,4 +108,20 @@ pub async fn serve<H: LineHandler>(
     }
     info!(%local, "TCP listener stopped");
     Ok(())
+}
+
+/// Calls [`LineHandler::connection`] with `true` when made and `false` when dropped.
+struct Open<H: LineHandler>(Arc<H>);
+
+impl<H: LineHandler> Open<H> {
+    fn new(h: Arc<H>) -> Self {
+        h.connection(true);
+        Open(h)
+    }
+}
+
+impl<H: LineHandler> Drop for Open<H> {
+    fn drop(&mut self) {
+        self.0.connection(false);
+    }
 }

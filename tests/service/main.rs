@@ -3,6 +3,7 @@
 
 mod abuse;
 mod accounts;
+mod audit;
 mod binary;
 mod binary_security;
 mod bind_tokens;
@@ -12,8 +13,11 @@ mod documented;
 mod guessing;
 mod harness;
 mod interop;
+mod metrics;
 mod ops;
 mod postgres;
+mod readiness;
+mod refused;
 mod renew_jid_pwd;
 mod scale_out;
 mod security;

@@ -214,6 +214,23 @@ impl Xmpp {
         self.inner.link.stats()
     }
 
+    /// Why the configured binding mode cannot work against this server, as decided at the last
+    /// link-up (privileged binding without the roster permission `both`, or with roster writes
+    /// known broken); `None` when nothing is known against it, or in c2s mode.
+    pub fn binding_problem(&self) -> Option<String> {
+        match self.inner.link.roster_writes_now() {
+            crate::quirks::PrivilegedRoster::Broken(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// Whether the link-up check of the binding mode has decided (always in c2s mode; in
+    /// privileged mode, a moment after each link-up).
+    pub fn binding_checked(&self) -> bool {
+        self.inner.cfg.binding != BindingMode::Privileged
+            || self.inner.link.roster_writes_now() != crate::quirks::PrivilegedRoster::Unknown
+    }
+
     /// Why the link last went down or failed to come up (e.g. `handshake refused:
     /// not-authorized …`), if it ever did.
     pub fn last_link_error(&self) -> Option<String> {

@@ -176,6 +176,11 @@ impl Link {
         }
     }
 
+    /// The verdict of the last link-up's roster-write check, without waiting.
+    pub(crate) fn roster_writes_now(&self) -> PrivilegedRoster {
+        self.roster_writes.borrow().clone()
+    }
+
     /// Run after each link-up in privileged mode: reads the granted privileges and, where
     /// [`quirks::needs_roster_set_probe`] says so, probes a roster write (see `quirks`). A broken
     /// server is logged here, once per link-up, as an error naming the fix.
@@ -191,8 +196,19 @@ impl Link {
                     }
                 }
             }
-            // v2, or no grant at all (reported by the permission check with its own message).
-            _ => PrivilegedRoster::Usable,
+            Some(p) if p.perms.get("roster").map(String::as_str) == Some("both") => {
+                PrivilegedRoster::Usable
+            }
+            // No roster grant (or not `both`): no bind or unbind can work.
+            granted => PrivilegedRoster::Broken(format!(
+                "the server granted the component no XEP-0356 roster permission 'both' (granted: \
+                 {}); grant it (Prosody: mod_privilege's `privileged_entities`, ejabberd: \
+                 mod_privilege `roster: both`) or set xmpp.binding = \"c2s\"",
+                granted
+                    .as_ref()
+                    .and_then(|p| p.perms.get("roster").cloned())
+                    .unwrap_or_else(|| "none".into())
+            )),
         };
         if let PrivilegedRoster::Broken(why) = &verdict {
             tracing::error!(

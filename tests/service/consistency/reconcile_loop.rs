@@ -240,7 +240,7 @@ async fn loop_repairs_old_records_leaves_young_ones_and_prunes() {
     let repaired = server
         .app
         .metrics
-        .render(true, 0, 0)
+        .render(Default::default())
         .lines()
         .find_map(|l| l.strip_prefix("register_reconciler_repairs_total "))
         .map(|n| n.trim().parse::<u64>().unwrap());

@@ -1,0 +1,93 @@
+//! Configurations that cannot work are refused by the real binary before anything starts: at
+//! start and in `register check`, exit 7 with one line that names the keys.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One test per refused configuration: the TOML and the keys its line must name.
+macro_rules! refused {
+    ($($name:ident: $toml:expr => [$($key:expr),+];)+) => {
+        $(
+            #[test]
+            fn $name() {
+                exits_7_naming($toml, &[$($key),+]);
+            }
+        )+
+    };
+}
+
+refused! {
+    ibr_without_tls: "[xmpp]\naccounts = \"ibr\"\nc2s_tls = \"off\"\n"
+        => ["xmpp.accounts", "xmpp.c2s_tls"];
+    fixed_captcha_answer_off_loopback:
+        "[http]\nlisten = \"0.0.0.0:8443\"\n[captcha]\nfixed_answer = \"abcde\"\n"
+        => ["captcha.fixed_answer", "http.listen"];
+    token_cache_on_postgres:
+        "[database]\nurl = \"postgres://u@127.0.0.1:5432/r\"\ntoken_cache_entries = 10\n"
+        => ["database.token_cache_entries", "database.url"];
+    pool_size_on_sqlite: "[database]\nmax_connections = 4\n"
+        => ["database.max_connections", "database.url"];
+    https_certificate_with_tls_off:
+        "[http]\ntls = false\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n"
+        => ["http.cert_file", "http.tls"];
+    tcp_certificate_with_tls_off: "[tcp]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n"
+        => ["tcp.cert_file", "tcp.tls"];
+    no_tcp_connections: "[tcp]\nmax_connections = 0\n" => ["tcp.max_connections"];
+    captchas_that_expire_at_once: "[captcha]\nttl_secs = 0\n" => ["captcha.ttl_secs"];
+    no_bind_allowed: "[binding]\nmax_devices_per_phone = 0\n"
+        => ["binding.max_devices_per_phone"];
+    audit_kept_no_day: "[audit]\nretention_days = 0\n" => ["audit.retention_days"];
+}
+
+/// Runs the binary (`args` after `--config`) and returns its status, stderr and time taken.
+fn run(toml: &str, args: &[&str]) -> (Option<i32>, String, Duration, bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("register.toml");
+    std::fs::write(&cfg, format!("data_dir = {data:?}\n{toml}")).unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_register"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded so that a binary that starts anyway fails the test instead of hanging it.
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("the binary is still running with\n{toml}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = started.elapsed();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status.code(), err, took, data.exists())
+}
+
+/// At start and in `register check`: exit 7, one line naming every key, nothing set up. The
+/// time to exit is printed, not asserted (speed is measured only by scripts/bench.sh).
+fn exits_7_naming(toml: &str, keys: &[&str]) {
+    for args in [&[][..], &["check"][..]] {
+        let (code, err, took, made_data) = run(toml, args);
+        assert_eq!(code, Some(7), "{args:?} with\n{toml}\n{err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line for\n{toml}\n{err}");
+        for k in keys {
+            assert!(lines[0].contains(k), "{k} not named for\n{toml}\n{err}");
+        }
+        assert!(!made_data, "refused before anything was set up:\n{toml}");
+        println!(
+            "{args:?}: exit 7 after {} ms: {}",
+            took.as_millis(),
+            lines[0]
+        );
+    }
+}
