@@ -290,13 +290,17 @@ async fn list(app: &App) -> Result<(), String> {
     }
 }
 
-async fn show(app: &App, name: &str) -> Result<(), String> {
-    let a = app
-        .store
+/// The account called `name`, or the operator's error text.
+async fn named(app: &App, name: &str) -> Result<crate::store::Account, String> {
+    app.store
         .account_by_name(name)
         .await
         .map_err(|e| e.to_string())?
-        .ok_or("no such user")?;
+        .ok_or_else(|| "no such user".to_owned())
+}
+
+async fn show(app: &App, name: &str) -> Result<(), String> {
+    let a = named(app, name).await?;
     let bindings = app
         .store
         .bindings_of(a.id)
@@ -345,12 +349,7 @@ async fn delete(app: &App, name: &str) -> Result<(), String> {
 /// Deletes an account as /cancel does; used by `register user delete` and by the running
 /// instance's `/admin/user/delete`.
 pub(crate) async fn delete_account(app: &App, name: &str) -> Result<(), String> {
-    let a = app
-        .store
-        .account_by_name(name)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("no such user")?;
+    let a = named(app, name).await?;
     crate::lifecycle::account::delete(app, &a)
         .await
         .map_err(|e| format!("{e} (left for the reconciler)"))?;
@@ -466,12 +465,7 @@ async fn revoke(app: &App, name: &str) -> Result<(), String> {
 /// Revokes every token of `name`: used by `register token revoke` and by the running instance's
 /// `/admin/token/revoke` (whose token cache then forgets them at once).
 pub(crate) async fn revoke_tokens(app: &App, name: &str) -> Result<u64, String> {
-    let a = app
-        .store
-        .account_by_name(name)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("no such user")?;
+    let a = named(app, name).await?;
     app.store
         .revoke_tokens(a.id)
         .await
