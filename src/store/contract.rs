@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use super::cache::TokenCache;
 use super::postgres::PgStore;
 use super::sqlite::SqliteStore;
+use super::test_db::TestDb;
 use super::*;
 use crate::types::AccountType;
 
@@ -20,58 +21,22 @@ fn strict() -> bool {
         || std::env::var("REGISTER_TEST_BACKEND").as_deref() == Ok("postgres")
 }
 
-/// A database of its own on the test server, dropped by [`PgDb::drop_db`].
-pub(crate) struct PgDb {
-    base: String,
-    name: String,
-    pub(crate) url: String,
-}
-
-async fn admin(url: &str) -> tokio_postgres::Client {
-    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connecting to REGISTER_TEST_PG_URL");
-    tokio::spawn(conn);
-    c
-}
-
-impl PgDb {
-    /// A new database on `REGISTER_TEST_PG_URL`; `None` (with a line saying so) when it is not
-    /// set and the run may skip.
-    pub(crate) async fn create(test: &str) -> Option<PgDb> {
-        let Some(base) = std::env::var("REGISTER_TEST_PG_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-        else {
-            assert!(
-                !strict(),
-                "{test}: REGISTER_TEST_PG_URL is not set, and this run may not skip (CI or \
-                 REGISTER_TEST_BACKEND=postgres); start one with scripts/pg-test.sh"
-            );
-            eprintln!("{test}: skipped (REGISTER_TEST_PG_URL is not set; see scripts/pg-test.sh)");
-            return None;
-        };
-        let name = format!("register_unit_{:016x}", rand::random::<u64>());
-        admin(&base)
-            .await
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("CREATE DATABASE");
-        let (prefix, _) = base.rsplit_once('/').expect("a URL with a database name");
-        Some(PgDb {
-            url: format!("{prefix}/{name}"),
-            base,
-            name,
-        })
-    }
-
-    pub(crate) async fn drop_db(self) {
-        admin(&self.base)
-            .await
-            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
-            .await
-            .expect("DROP DATABASE");
-    }
+/// A database of its own on `REGISTER_TEST_PG_URL`; `None` (with a line saying so) when it is
+/// not set and the run may skip.
+async fn pg_db(test: &str) -> Option<TestDb> {
+    let Some(base) = std::env::var("REGISTER_TEST_PG_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        assert!(
+            !strict(),
+            "{test}: REGISTER_TEST_PG_URL is not set, and this run may not skip (CI or \
+             REGISTER_TEST_BACKEND=postgres); start one with scripts/pg-test.sh"
+        );
+        eprintln!("{test}: skipped (REGISTER_TEST_PG_URL is not set; see scripts/pg-test.sh)");
+        return None;
+    };
+    Some(TestDb::create(&base).await)
 }
 
 /// Every part of the contract, on `s`.
@@ -114,7 +79,7 @@ async fn the_cache_on_sqlite_keeps_the_contract() {
 
 #[tokio::test]
 async fn postgresql_keeps_the_contract() {
-    let Some(db) = PgDb::create("postgresql_keeps_the_contract").await else {
+    let Some(db) = pg_db("postgresql_keeps_the_contract").await else {
         return;
     };
     let pg = PgStore::connect(&db.url, 4).await.unwrap();
@@ -130,7 +95,7 @@ async fn postgresql_keeps_the_contract() {
 
 #[tokio::test]
 async fn the_cache_on_postgresql_keeps_the_contract() {
-    let Some(db) = PgDb::create("the_cache_on_postgresql_keeps_the_contract").await else {
+    let Some(db) = pg_db("the_cache_on_postgresql_keeps_the_contract").await else {
         return;
     };
     let pg = PgStore::connect(&db.url, 4).await.unwrap();

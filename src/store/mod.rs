@@ -12,6 +12,8 @@ mod contract;
 pub mod delegate;
 pub mod postgres;
 pub mod sqlite;
+#[doc(hidden)]
+pub mod test_db;
 
 pub use changes::{Change, ChangeFeed};
 

@@ -24,45 +24,7 @@ use crate::harness::{
 /// The same `jid_pwd` key on every instance: one instance must read what another sealed.
 const ENC_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
-/// A database of its own on the test server, dropped by [`TestDb::drop_db`].
-pub(crate) struct TestDb {
-    base: String,
-    name: String,
-    pub(crate) url: String,
-}
-
-pub(crate) async fn admin_client(url: &str) -> tokio_postgres::Client {
-    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connecting to REGISTER_TEST_PG_URL");
-    tokio::spawn(conn);
-    c
-}
-
-impl TestDb {
-    pub(crate) async fn create(base: &str) -> TestDb {
-        let name = format!("register_test_{:016x}", rand::random::<u64>());
-        admin_client(base)
-            .await
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("CREATE DATABASE");
-        let (prefix, _) = base.rsplit_once('/').expect("a URL with a database name");
-        TestDb {
-            base: base.to_owned(),
-            url: format!("{prefix}/{name}"),
-            name,
-        }
-    }
-
-    pub(crate) async fn drop_db(self) {
-        admin_client(&self.base)
-            .await
-            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
-            .await
-            .expect("DROP DATABASE");
-    }
-}
+pub(crate) use register::store::test_db::{admin_client, TestDb};
 
 // ---------------------------------------------------------------------------------------------
 // The store on its own: its contract (the same sequence on SQLite, the cache and PostgreSQL) is
