@@ -331,7 +331,7 @@ impl Lookups for TokenCache {
 mod tests {
     use super::*;
     use crate::store::sqlite::SqliteStore;
-    use crate::types::AccountType;
+    use crate::store::test_db::phone_account;
 
     /// A cache of `capacity` entries in front of a fresh SQLite store (keep the directory).
     fn cache(capacity: usize) -> (tempfile::TempDir, TokenCache) {
@@ -342,15 +342,7 @@ mod tests {
 
     /// A phone account `name` (JID node `n-{name}`), as registration first writes it.
     fn phone(name: &str) -> NewAccount {
-        NewAccount {
-            user_name: name.into(),
-            kind: AccountType::Phone,
-            device_type: None,
-            des: String::new(),
-            password_hash: "h".into(),
-            jid_node: format!("n-{name}"),
-            jid_pwd: vec![1],
-        }
+        phone_account(name, &format!("n-{name}"))
     }
 
     /// An active phone account `name`: its id.

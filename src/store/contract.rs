@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use super::cache::TokenCache;
 use super::postgres::PgStore;
 use super::sqlite::SqliteStore;
-use super::test_db::TestDb;
+use super::test_db::{phone_account, TestDb};
 use super::*;
 use crate::types::AccountType;
 
@@ -120,7 +120,7 @@ async fn changes_are_reported(s: &dyn Store) {
         v
     };
     let id = s
-        .insert_pending_account(new_account("feed", "feed-node"), 10)
+        .insert_pending_account(phone_account("feed", "feed-node"), 10)
         .await
         .unwrap();
     s.set_account_state(id, AccountState::Active, 11)
@@ -159,7 +159,7 @@ async fn changes_are_reported(s: &dyn Store) {
     assert_eq!(s.revoke_tokens(id).await.unwrap(), 1);
     assert_eq!(take(), vec![id], "an operator's revoke");
     let other = s
-        .insert_pending_account(new_account("feed-peer", "feed-peer-node"), 13)
+        .insert_pending_account(phone_account("feed-peer", "feed-peer-node"), 13)
         .await
         .unwrap();
     s.set_account_state(other, AccountState::Active, 13)
@@ -184,36 +184,24 @@ async fn changes_are_reported(s: &dyn Store) {
     assert!(take().contains(&id), "a deletion");
 }
 
-fn new_account(name: &str, node: &str) -> NewAccount {
-    NewAccount {
-        user_name: name.into(),
-        kind: AccountType::Phone,
-        device_type: None,
-        des: String::new(),
-        password_hash: "h".into(),
-        jid_node: node.into(),
-        jid_pwd: vec![1, 2, 3],
-    }
-}
-
 /// Accounts, tokens, pairs and captchas, the sequence every store must pass.
 async fn accounts_tokens_bindings_captchas(s: &dyn Store) {
     let a = s
-        .insert_pending_account(new_account("alice", "n1"), 10)
+        .insert_pending_account(phone_account("alice", "n1"), 10)
         .await
         .unwrap();
     assert!(matches!(
-        s.insert_pending_account(new_account("alice", "n2"), 10)
+        s.insert_pending_account(phone_account("alice", "n2"), 10)
             .await,
         Err(StoreError::Exists)
     ));
     assert!(matches!(
-        s.insert_pending_account(new_account("alice2", "n1"), 10)
+        s.insert_pending_account(phone_account("alice2", "n1"), 10)
             .await,
         Err(StoreError::Exists)
     ));
     let b = s
-        .insert_pending_account(new_account("bob", "n2"), 10)
+        .insert_pending_account(phone_account("bob", "n2"), 10)
         .await
         .unwrap();
     s.set_account_state(a, AccountState::Active, 11)
@@ -393,11 +381,11 @@ async fn accounts_tokens_bindings_captchas(s: &dyn Store) {
 /// `sqlite.rs`'s `compare_and_set_transitions`, on any store.
 async fn compare_and_set_transitions(s: &dyn Store) {
     let a = s
-        .insert_pending_account(new_account("a", "m1"), 10)
+        .insert_pending_account(phone_account("a", "m1"), 10)
         .await
         .unwrap();
     let b = s
-        .insert_pending_account(new_account("b", "m2"), 10)
+        .insert_pending_account(phone_account("b", "m2"), 10)
         .await
         .unwrap();
     assert!(matches!(

@@ -1,6 +1,23 @@
-//! Test support, not used by the service: a throwaway PostgreSQL database on the test server
-//! (`REGISTER_TEST_PG_URL`; `scripts/pg-test.sh start DIR` prints one), for the store contract
-//! beside the store and for tests/service. Each gets a random name, so tests run in parallel.
+//! Test support, not used by the service, for the store tests beside the store and for
+//! tests/service: a throwaway PostgreSQL database on the test server (`REGISTER_TEST_PG_URL`;
+//! `scripts/pg-test.sh start DIR` prints one; each gets a random name, so tests run in parallel),
+//! and a phone account record to insert.
+
+use super::NewAccount;
+use crate::types::AccountType;
+
+/// A phone account `name` with JID node `node`, as registration first writes it.
+pub fn phone_account(name: &str, node: &str) -> NewAccount {
+    NewAccount {
+        user_name: name.into(),
+        kind: AccountType::Phone,
+        device_type: None,
+        des: String::new(),
+        password_hash: "h".into(),
+        jid_node: node.into(),
+        jid_pwd: vec![1, 2, 3],
+    }
+}
 
 /// A database of its own on the test server, dropped by [`TestDb::drop_db`].
 pub struct TestDb {

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use register::service::server::Server;
 use register::store::postgres::{PgStore, SCHEMA_VERSION};
 use register::store::*;
-use register::types::AccountType;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -24,23 +23,12 @@ use crate::harness::{
 /// The same `jid_pwd` key on every instance: one instance must read what another sealed.
 const ENC_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
+use register::store::test_db::phone_account;
 pub(crate) use register::store::test_db::{admin_client, TestDb};
 
 // ---------------------------------------------------------------------------------------------
 // The store on its own: its contract (the same sequence on SQLite, the cache and PostgreSQL) is
 // tested beside it, in src/store/contract.rs; what needs several stores at once is here.
-
-fn new_account(name: &str, node: &str) -> NewAccount {
-    NewAccount {
-        user_name: name.into(),
-        kind: AccountType::Phone,
-        device_type: None,
-        des: String::new(),
-        password_hash: "h".into(),
-        jid_node: node.into(),
-        jid_pwd: vec![1, 2, 3],
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_migrations_races_and_the_lease() {
@@ -62,7 +50,10 @@ async fn concurrent_migrations_races_and_the_lease() {
     // Racing claims through different stores (connections): exactly one wins each race.
     for round in 0..5 {
         let id = stores[0]
-            .insert_pending_account(new_account(&format!("r{round}"), &format!("rn{round}")), 10)
+            .insert_pending_account(
+                phone_account(&format!("r{round}"), &format!("rn{round}")),
+                10,
+            )
             .await
             .unwrap();
         let wins = futures::future::join_all(stores.iter().enumerate().map(|(i, s)| {
@@ -91,7 +82,7 @@ async fn concurrent_migrations_races_and_the_lease() {
         assert_eq!(taken, 1, "round {round}: a captcha is taken once");
         let names = futures::future::join_all(stores.iter().enumerate().map(|(i, s)| {
             s.insert_pending_account(
-                new_account(&format!("same{round}"), &format!("sn{round}-{i}")),
+                phone_account(&format!("same{round}"), &format!("sn{round}-{i}")),
                 10,
             )
         }))
