@@ -330,6 +330,7 @@ impl Lookups for TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::contract::LENIENT;
     use crate::store::sqlite::SqliteStore;
     use crate::store::test_db::phone_account;
 
@@ -439,13 +440,8 @@ mod tests {
             "only active ones"
         );
         // Logins change only what the cache does not keep (the counters, the hash).
-        let policy = LockPolicy {
-            per_network: 5,
-            per_account: 50,
-            lock_secs: 60,
-        };
         assert!(c
-            .claim_login_attempt(a, "192.0.2.1".into(), 2, policy)
+            .claim_login_attempt(a, "192.0.2.1".into(), 2, LENIENT)
             .await
             .unwrap());
         assert!(cached("a"), "a failed login leaves the cache alone");

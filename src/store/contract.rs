@@ -39,6 +39,22 @@ async fn pg_db(test: &str) -> Option<TestDb> {
     Some(TestDb::create(&base).await)
 }
 
+/// A lock-out policy no test here reaches: for the calls that need one.
+pub(super) const LENIENT: LockPolicy = LockPolicy {
+    per_network: 5,
+    per_account: 50,
+    lock_secs: 60,
+};
+
+/// A PostgreSQL store on a database of its own, its change feed live; `None` when the run may
+/// skip (see [`pg_db`]).
+async fn pg_store(test: &str) -> Option<(TestDb, PgStore)> {
+    let db = pg_db(test).await?;
+    let pg = PgStore::connect(&db.url, 4).await.unwrap();
+    live(&pg).await;
+    Some((db, pg))
+}
+
 /// Every part of the contract, on `s`.
 async fn contract(s: &dyn Store, reports_changes: bool) {
     accounts_tokens_bindings_captchas(s).await;
@@ -79,11 +95,9 @@ async fn the_cache_on_sqlite_keeps_the_contract() {
 
 #[tokio::test]
 async fn postgresql_keeps_the_contract() {
-    let Some(db) = pg_db("postgresql_keeps_the_contract").await else {
+    let Some((db, pg)) = pg_store("postgresql_keeps_the_contract").await else {
         return;
     };
-    let pg = PgStore::connect(&db.url, 4).await.unwrap();
-    live(&pg).await;
     contract(&pg, true).await;
     assert_eq!(
         pg.schema_version().await.unwrap(),
@@ -95,11 +109,9 @@ async fn postgresql_keeps_the_contract() {
 
 #[tokio::test]
 async fn the_cache_on_postgresql_keeps_the_contract() {
-    let Some(db) = pg_db("the_cache_on_postgresql_keeps_the_contract").await else {
+    let Some((db, pg)) = pg_store("the_cache_on_postgresql_keeps_the_contract").await else {
         return;
     };
-    let pg = PgStore::connect(&db.url, 4).await.unwrap();
-    live(&pg).await;
     contract(&TokenCache::new(Arc::new(pg), 100), true).await;
     db.drop_db().await;
 }
@@ -130,11 +142,7 @@ async fn changes_are_reported(s: &dyn Store) {
     for t in 1..=4u8 {
         s.insert_token(vec![t; 32], id, 1000, 11).await.unwrap();
     }
-    let policy = LockPolicy {
-        per_network: 5,
-        per_account: 50,
-        lock_secs: 60,
-    };
+    let policy = LENIENT;
     assert!(s
         .claim_login_attempt(id, "192.0.2.1".into(), 12, policy)
         .await
