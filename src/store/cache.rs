@@ -355,12 +355,19 @@ mod tests {
         id
     }
 
-    #[tokio::test]
-    async fn hits_expire_and_revocation_is_immediate() {
-        let (_dir, c) = cache(10);
+    /// A cache with an active account "a" whose token `[7; 32]` (expiring at 100) was looked up
+    /// once at 10, so that it is in memory: the cache and the account id.
+    async fn token_answered_from_memory() -> (tempfile::TempDir, TokenCache, i64) {
+        let (dir, c) = cache(10);
         let id = active(&c, "a").await;
         c.insert_token(vec![7; 32], id, 100, 1).await.unwrap();
         assert!(c.token_account(vec![7; 32], 10).await.unwrap().is_some());
+        (dir, c, id)
+    }
+
+    #[tokio::test]
+    async fn hits_expire_and_revocation_is_immediate() {
+        let (_dir, c, id) = token_answered_from_memory().await;
         assert_eq!(c.shared.maps.read().unwrap().tokens.len(), 1, "cached");
         assert!(
             c.token_account(vec![7; 32], 100).await.unwrap().is_none(),
@@ -482,10 +489,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_change_whose_caller_gives_up_still_drops_the_account() {
-        let (_dir, c) = cache(10);
-        let id = active(&c, "a").await;
-        c.insert_token(vec![7; 32], id, 100, 1).await.unwrap();
-        assert!(c.token_account(vec![7; 32], 10).await.unwrap().is_some());
+        let (_dir, c, id) = token_answered_from_memory().await;
         // The caller stops waiting at once (a client that hung up): the cancel still happens, and
         // the token is no longer answered from memory.
         use futures::FutureExt;
