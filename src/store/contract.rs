@@ -55,6 +55,20 @@ async fn pg_store(test: &str) -> Option<(TestDb, PgStore)> {
     Some((db, pg))
 }
 
+/// A phone account `name` (JID node `{name}-node`) inserted at `at` and made active at
+/// `active_at`: its id.
+async fn active_phone(s: &dyn Store, name: &str, at: i64, active_at: i64) -> i64 {
+    let node = format!("{name}-node");
+    let id = s
+        .insert_pending_account(phone_account(name, &node), at)
+        .await
+        .unwrap();
+    s.set_account_state(id, AccountState::Active, active_at)
+        .await
+        .unwrap();
+    id
+}
+
 /// Every part of the contract, on `s`.
 async fn contract(s: &dyn Store, reports_changes: bool) {
     accounts_tokens_bindings_captchas(s).await;
@@ -131,13 +145,7 @@ async fn changes_are_reported(s: &dyn Store) {
         v.sort_unstable();
         v
     };
-    let id = s
-        .insert_pending_account(phone_account("feed", "feed-node"), 10)
-        .await
-        .unwrap();
-    s.set_account_state(id, AccountState::Active, 11)
-        .await
-        .unwrap();
+    let id = active_phone(s, "feed", 10, 11).await;
     assert_eq!(take(), vec![id], "a state change");
     for t in 1..=4u8 {
         s.insert_token(vec![t; 32], id, 1000, 11).await.unwrap();
@@ -166,13 +174,7 @@ async fn changes_are_reported(s: &dyn Store) {
     s.insert_token(vec![5; 32], id, 1000, 13).await.unwrap();
     assert_eq!(s.revoke_tokens(id).await.unwrap(), 1);
     assert_eq!(take(), vec![id], "an operator's revoke");
-    let other = s
-        .insert_pending_account(phone_account("feed-peer", "feed-peer-node"), 13)
-        .await
-        .unwrap();
-    s.set_account_state(other, AccountState::Active, 13)
-        .await
-        .unwrap();
+    let other = active_phone(s, "feed-peer", 13, 13).await;
     take();
     let (a, b) = (id.min(other), id.max(other));
     s.insert_binding(a, b, BindingState::Binding, 13)
