@@ -104,24 +104,14 @@ impl http_api::Handler for Admin {
                 Reply::Json(json!({"report": report, "code": code, "progress": progress}))
             }
             "/admin/user/delete" => {
-                let name = req
-                    .params
-                    .iter()
-                    .find(|(k, _)| k == "name")
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default();
+                let name = req.param("name").unwrap_or_default().to_owned();
                 match crate::service::cli::delete_account(app, &name).await {
                     Ok(()) => Reply::Json(json!({"deleted": name})),
                     Err(e) => Reply::Json(json!({"error": e})),
                 }
             }
             "/admin/token/revoke" => {
-                let name = req
-                    .params
-                    .iter()
-                    .find(|(k, _)| k == "name")
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default();
+                let name = req.param("name").unwrap_or_default().to_owned();
                 match crate::service::cli::revoke_tokens(app, &name).await {
                     Ok(n) => Reply::Json(json!({"revoked": n})),
                     Err(e) => Reply::Json(json!({"error": e})),

@@ -27,19 +27,25 @@ pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::run;
-    use crate::cmd::testkit::{code, Kit, PASSWORD};
+    use crate::cmd::testkit::{code, credentials, Kit, PASSWORD};
     use crate::lifecycle::fake_port::{Fault, Op};
-    use crate::store::AccountState;
+    use crate::store::{Account, AccountState};
     use crate::types::AccountType;
 
     const LAMP: &[(&str, &str)] = &[("user_name", "lamp"), ("password", PASSWORD), ("type", "2")];
 
-    #[tokio::test]
-    async fn a_cancel_unbinds_deletes_the_jid_and_the_account() {
-        let k = Kit::new().await;
+    /// A device "lamp" bound to a phone "phone": the lamp, its token, the phone.
+    async fn bound_lamp(k: &Kit) -> (Account, String, Account) {
         let (lamp, token) = k.account("lamp", AccountType::Device).await;
         let (phone, _) = k.account("phone", AccountType::Phone).await;
         k.bind(&lamp, &phone).await;
+        (lamp, token, phone)
+    }
+
+    #[tokio::test]
+    async fn a_cancel_unbinds_deletes_the_jid_and_the_account() {
+        let k = Kit::new().await;
+        let (lamp, token, phone) = bound_lamp(&k).await;
         assert_eq!(code(&run(&k.app, &k.signed(LAMP)).await), 0);
         assert!(k.named("lamp").await.is_none());
         assert!(!k.xmpp.has_account(&lamp.jid_node));
@@ -58,17 +64,9 @@ mod tests {
         k.account("phone", AccountType::Phone).await;
         assert_eq!(code(&run(&k.app, &k.signed(&LAMP[..2])).await), 2);
         assert_eq!(code(&run(&k.app, &k.call(LAMP)).await), 6);
-        let wrong = [
-            ("user_name", "lamp"),
-            ("password", "wrong-1"),
-            ("type", "2"),
-        ];
+        let wrong = credentials("lamp", "wrong-1", "2");
         assert_eq!(code(&run(&k.app, &k.signed(&wrong)).await), 102);
-        let phone = [
-            ("user_name", "phone"),
-            ("password", PASSWORD),
-            ("type", "1"),
-        ];
+        let phone = credentials("phone", PASSWORD, "1");
         assert_eq!(code(&run(&k.app, &k.call(&phone)).await), 5);
         assert_eq!(code(&run(&k.app, &k.human(&phone).await).await), 0);
         assert!(k.named("lamp").await.is_some());
@@ -77,9 +75,7 @@ mod tests {
     #[tokio::test]
     async fn a_cancel_the_server_cannot_finish_is_left_deleting() {
         let k = Kit::new().await;
-        let (lamp, _) = k.account("lamp", AccountType::Device).await;
-        let (phone, _) = k.account("phone", AccountType::Phone).await;
-        k.bind(&lamp, &phone).await;
+        bound_lamp(&k).await;
         k.xmpp.fail_once(Op::Unbind, Fault::Timeout);
         assert_eq!(code(&run(&k.app, &k.signed(LAMP)).await), 9);
         assert_eq!(k.named("lamp").await.unwrap().state, AccountState::Deleting);

@@ -41,11 +41,11 @@ pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::run;
-    use crate::cmd::testkit::{code, Kit, PASSWORD};
+    use crate::cmd::testkit::{code, credentials, Kit, PASSWORD};
     use crate::types::AccountType;
 
-    fn device(password: &str) -> Vec<(&str, &str)> {
-        vec![("user_name", "lamp"), ("password", password), ("type", "2")]
+    fn device(password: &str) -> [(&str, &str); 3] {
+        credentials("lamp", password, "2")
     }
 
     #[tokio::test]
@@ -73,11 +73,7 @@ mod tests {
         let k = Kit::new().await;
         k.account("phone", AccountType::Phone).await;
         k.account("lamp", AccountType::Device).await;
-        let p = [
-            ("user_name", "phone"),
-            ("password", PASSWORD),
-            ("type", "1"),
-        ];
+        let p = credentials("phone", PASSWORD, "1");
         assert_eq!(code(&run(&k.app, &k.signed(&p)).await), 5);
         assert_eq!(code(&run(&k.app, &k.human(&p).await).await), 6);
         assert_eq!(code(&run(&k.app, &k.human_signed(&p).await).await), 0);
@@ -89,13 +85,9 @@ mod tests {
     async fn unknown_names_wrong_types_and_wrong_passwords_answer_102() {
         let k = Kit::new().await;
         k.account("lamp", AccountType::Device).await;
-        let unknown = [
-            ("user_name", "nobody"),
-            ("password", PASSWORD),
-            ("type", "2"),
-        ];
+        let unknown = credentials("nobody", PASSWORD, "2");
         assert_eq!(code(&run(&k.app, &k.signed(&unknown)).await), 102);
-        let typ = [("user_name", "lamp"), ("password", PASSWORD), ("type", "3")];
+        let typ = credentials("lamp", PASSWORD, "3");
         assert_eq!(code(&run(&k.app, &k.human_signed(&typ).await).await), 102);
         assert_eq!(code(&run(&k.app, &k.signed(&device("wrong-1"))).await), 102);
         assert_eq!(k.app.metrics.login_failures(), (3, 0));

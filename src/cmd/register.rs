@@ -131,13 +131,12 @@ mod tests {
     #[tokio::test]
     async fn a_refused_jid_leaves_nothing() {
         let k = Kit::new().await;
-        k.xmpp.fail_once(Op::Create, Fault::Refused);
-        assert_eq!(register_device(&k).await, 101);
-        assert!(k.named("lamp-1").await.is_none());
         // "Already exists" on the server is a refusal too.
-        k.xmpp.fail_once(Op::Create, Fault::Exists);
-        assert_eq!(register_device(&k).await, 101);
-        assert!(k.named("lamp-1").await.is_none());
+        for fault in [Fault::Refused, Fault::Exists] {
+            k.xmpp.fail_once(Op::Create, fault);
+            assert_eq!(register_device(&k).await, 101);
+            assert!(k.named("lamp-1").await.is_none());
+        }
         assert_eq!(register_device(&k).await, 0);
     }
 

@@ -230,6 +230,12 @@ impl Kit {
     }
 }
 
+/// The login parameters of `name`: its password and its account type code ("1" a phone, "2" a
+/// device, …).
+pub fn credentials<'a>(name: &'a str, password: &'a str, kind: &'a str) -> [(&'a str, &'a str); 3] {
+    [("user_name", name), ("password", password), ("type", kind)]
+}
+
 /// The `result` code of a command's outcome.
 pub fn code(r: &Result<Reply, ApiError>) -> i64 {
     match r {

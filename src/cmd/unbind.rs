@@ -67,23 +67,22 @@ mod tests {
         code(&run(&k.app, &k.signed(&params)).await)
     }
 
+    /// [`unbind_as_d`] of the names in `list` (a JSON array).
+    async fn unbind_names(k: &Kit, td: &str, list: &str) -> i64 {
+        unbind_as_d(k, td, &[("user_name_ls", list)]).await
+    }
+
     #[tokio::test]
     async fn unbinding_clears_both_rosters_and_the_row() {
         let k = Kit::new().await;
         let ((p, _), (d, td)) = k.bound_pair().await;
-        assert_eq!(
-            unbind_as_d(&k, &td, &[("user_name_ls", r#"["p"]"#)]).await,
-            0
-        );
+        assert_eq!(unbind_names(&k, &td, r#"["p"]"#).await, 0);
         assert!(!k.xmpp.is_bound(&p.jid_node, &d.jid_node));
         assert!(pair::row(&k.app, PairKey::of(p.id, d.id))
             .await
             .unwrap()
             .is_none());
-        assert_eq!(
-            unbind_as_d(&k, &td, &[("user_name_ls", r#"["p"]"#)]).await,
-            110
-        );
+        assert_eq!(unbind_names(&k, &td, r#"["p"]"#).await, 110);
     }
 
     #[tokio::test]
@@ -91,14 +90,9 @@ mod tests {
         let k = Kit::new().await;
         let (_, (_, td)) = k.bound_pair().await;
         k.account("p2", AccountType::Phone).await;
-        assert_eq!(
-            unbind_as_d(&k, &td, &[("user_name_ls", r#"["p2"]"#)]).await,
-            110
-        );
-        assert_eq!(
-            unbind_as_d(&k, &td, &[("user_name_ls", r#"["zz"]"#)]).await,
-            110
-        );
+        for names in [r#"["p2"]"#, r#"["zz"]"#] {
+            assert_eq!(unbind_names(&k, &td, names).await, 110);
+        }
         assert_eq!(unbind_as_d(&k, &td, &[("all", "maybe")]).await, 2);
         assert_eq!(unbind_as_d(&k, &td, &[]).await, 2);
         assert_eq!(unbind_as_d(&k, "nope", &[("all", "1")]).await, 4);
@@ -107,10 +101,7 @@ mod tests {
         // The seed's 104 for an unknown name when bind tokens are off.
         let k = Kit::with(|c| c.binding.consent = "none".into()).await;
         let (_, (_, td)) = k.bound_pair().await;
-        assert_eq!(
-            unbind_as_d(&k, &td, &[("user_name_ls", r#"["zz"]"#)]).await,
-            104
-        );
+        assert_eq!(unbind_names(&k, &td, r#"["zz"]"#).await, 104);
     }
 
     #[tokio::test]

@@ -34,7 +34,13 @@ pub async fn run(app: &App) -> Result<Challenge, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::run;
+    use crate::app::Call;
     use crate::cmd::testkit::Kit;
+
+    /// The code `check_captcha` refuses `c` with.
+    async fn refusal(k: &Kit, c: &Call) -> i64 {
+        k.app.check_captcha(c).await.unwrap_err().code()
+    }
 
     #[tokio::test]
     async fn a_challenge_is_answered_once_within_its_ttl() {
@@ -48,27 +54,13 @@ mod tests {
         };
         k.clock.advance(k.app.cfg.captcha.ttl_secs as i64 - 1);
         assert!(k.app.check_captcha(&answer(&ch.id)).await.is_ok());
-        assert_eq!(
-            k.app
-                .check_captcha(&answer(&ch.id))
-                .await
-                .unwrap_err()
-                .code(),
-            5
-        );
+        assert_eq!(refusal(&k, &answer(&ch.id)).await, 5);
         let late = run(&k.app).await.unwrap();
         k.clock.advance(k.app.cfg.captcha.ttl_secs as i64);
-        assert_eq!(
-            k.app
-                .check_captcha(&answer(&late.id))
-                .await
-                .unwrap_err()
-                .code(),
-            5
-        );
+        assert_eq!(refusal(&k, &answer(&late.id)).await, 5);
         let wrong = run(&k.app).await.unwrap();
         let mut c = k.call(&[("verify_code", "zzzzz")]);
         c.captcha_id = Some(wrong.id);
-        assert_eq!(k.app.check_captcha(&c).await.unwrap_err().code(), 5);
+        assert_eq!(refusal(&k, &c).await, 5);
     }
 }

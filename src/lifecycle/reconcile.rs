@@ -214,6 +214,13 @@ mod tests {
         run(&k.app, k.app.now() + 1, &mut |_, _| {}).await.unwrap()
     }
 
+    /// A device "a" whose cancel stopped after its first step (the record says `deleting`).
+    async fn interrupted_cancel(k: &Kit) {
+        let (a, _) = k.account("a", AccountType::Device).await;
+        let now = k.app.now();
+        k.app.store.begin_cancel(a.id, now).await.unwrap();
+    }
+
     #[tokio::test]
     async fn interrupted_registrations_and_cancels_are_finished() {
         let k = Kit::new().await;
@@ -243,9 +250,7 @@ mod tests {
     #[tokio::test]
     async fn with_the_link_down_account_records_are_left_for_the_next_run() {
         let k = Kit::new().await;
-        let (a, _) = k.account("a", AccountType::Device).await;
-        let now = k.app.now();
-        k.app.store.begin_cancel(a.id, now).await.unwrap();
+        interrupted_cancel(&k).await;
         k.xmpp.set_link(LinkState::Down);
         let rep = reconcile(&k).await;
         assert_eq!((rep.found, rep.failed), (1, 1));
@@ -283,9 +288,7 @@ mod tests {
     #[tokio::test]
     async fn the_reconcilers_xmpp_steps_are_counted_like_the_requests() {
         let k = Kit::new().await;
-        let (a, _) = k.account("a", AccountType::Device).await;
-        let now = k.app.now();
-        k.app.store.begin_cancel(a.id, now).await.unwrap();
+        interrupted_cancel(&k).await;
         reconcile(&k).await;
         let m = k.app.metrics.render(crate::service::metrics::Scrape {
             link_up: true,

@@ -303,13 +303,17 @@ async fn list(app: &App) -> Result<(), String> {
     }
 }
 
-async fn show(app: &App, name: &str) -> Result<(), String> {
-    let a = app
-        .store
+/// The account called `name`, or the operator's error text.
+async fn named(app: &App, name: &str) -> Result<crate::store::Account, String> {
+    app.store
         .account_by_name(name)
         .await
         .map_err(|e| e.to_string())?
-        .ok_or("no such user")?;
+        .ok_or_else(|| "no such user".to_owned())
+}
+
+async fn show(app: &App, name: &str) -> Result<(), String> {
+    let a = named(app, name).await?;
     let bindings = app
         .store
         .bindings_of(a.id)
@@ -366,12 +370,7 @@ pub(crate) async fn delete_account(app: &App, name: &str) -> Result<(), String> 
 }
 
 async fn delete_account_now(app: &App, name: &str) -> Result<(), String> {
-    let a = app
-        .store
-        .account_by_name(name)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("no such user")?;
+    let a = named(app, name).await?;
     crate::lifecycle::account::delete(app, &a)
         .await
         .map_err(|e| format!("{e} (left for the reconciler)"))?;
@@ -498,12 +497,7 @@ pub(crate) async fn revoke_tokens(app: &App, name: &str) -> Result<u64, String> 
 }
 
 async fn revoke_tokens_now(app: &App, name: &str) -> Result<u64, String> {
-    let a = app
-        .store
-        .account_by_name(name)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("no such user")?;
+    let a = named(app, name).await?;
     app.store
         .revoke_tokens(a.id)
         .await

@@ -676,6 +676,17 @@ fn read_secret_files(root: &mut toml::Table) -> Result<(), ConfigError> {
 }
 
 #[cfg(test)]
+impl Config {
+    /// The defaults with `data_dir` set to `dir` (a test's temporary directory).
+    pub(crate) fn in_dir(dir: &Path) -> Config {
+        Config {
+            data_dir: dir.to_owned(),
+            ..Config::default()
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -186,10 +186,7 @@ mod tests {
     #[test]
     fn configured_secrets_win() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config {
-            data_dir: dir.path().to_owned(),
-            ..Config::default()
-        };
+        let mut cfg = Config::in_dir(dir.path());
         cfg.security.sign_key = "sk".into();
         cfg.security.app_keys = vec!["a1".into()];
         cfg.security.encryption_key = "11".repeat(32);

@@ -463,10 +463,7 @@ mod tests {
     #[test]
     fn a_missing_or_short_backend_secret_stops_the_start() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config {
-            data_dir: dir.path().to_owned(),
-            ..Config::default()
-        };
+        let mut cfg = Config::in_dir(dir.path());
         assert!(
             tcp_config(&cfg).unwrap().auth_token.is_none(),
             "off by default"

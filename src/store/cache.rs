@@ -367,8 +367,9 @@ impl Lookups for TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::contract::LENIENT;
     use crate::store::sqlite::SqliteStore;
-    use crate::types::AccountType;
+    use crate::store::test_db::phone_account;
 
     /// A cache of `capacity` entries in front of a fresh SQLite store (keep the directory).
     fn cache(capacity: usize) -> (tempfile::TempDir, TokenCache) {
@@ -379,15 +380,7 @@ mod tests {
 
     /// A phone account `name` (JID node `n-{name}`), as registration first writes it.
     fn phone(name: &str) -> NewAccount {
-        NewAccount {
-            user_name: name.into(),
-            kind: AccountType::Phone,
-            device_type: None,
-            des: String::new(),
-            password_hash: "h".into(),
-            jid_node: format!("n-{name}"),
-            jid_pwd: vec![1],
-        }
+        phone_account(name, &format!("n-{name}"))
     }
 
     /// An active phone account `name`: its id.
@@ -399,12 +392,19 @@ mod tests {
         id
     }
 
-    #[tokio::test]
-    async fn hits_expire_and_revocation_is_immediate() {
-        let (_dir, c) = cache(10);
+    /// A cache with an active account "a" whose token `[7; 32]` (expiring at 100) was looked up
+    /// once at 10, so that it is in memory: the cache and the account id.
+    async fn token_answered_from_memory() -> (tempfile::TempDir, TokenCache, i64) {
+        let (dir, c) = cache(10);
         let id = active(&c, "a").await;
         c.insert_token(vec![7; 32], id, 100, 1).await.unwrap();
         assert!(c.token_account(vec![7; 32], 10).await.unwrap().is_some());
+        (dir, c, id)
+    }
+
+    #[tokio::test]
+    async fn hits_expire_and_revocation_is_immediate() {
+        let (_dir, c, id) = token_answered_from_memory().await;
         assert_eq!(c.shared.maps.read().unwrap().tokens.len(), 1, "cached");
         assert!(
             c.token_account(vec![7; 32], 100).await.unwrap().is_none(),
@@ -484,13 +484,8 @@ mod tests {
             "only active ones"
         );
         // Logins change only what the cache does not keep (the counters, the hash).
-        let policy = LockPolicy {
-            per_network: 5,
-            per_account: 50,
-            lock_secs: 60,
-        };
         assert!(c
-            .claim_login_attempt(a, "192.0.2.1".into(), 2, policy)
+            .claim_login_attempt(a, "192.0.2.1".into(), 2, LENIENT)
             .await
             .unwrap());
         assert!(cached("a"), "a failed login leaves the cache alone");
@@ -531,10 +526,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_change_whose_caller_gives_up_still_drops_the_account() {
-        let (_dir, c) = cache(10);
-        let id = active(&c, "a").await;
-        c.insert_token(vec![7; 32], id, 100, 1).await.unwrap();
-        assert!(c.token_account(vec![7; 32], 10).await.unwrap().is_some());
+        let (_dir, c, id) = token_answered_from_memory().await;
         // The caller stops waiting at once (a client that hung up): the cancel still happens, and
         // the token is no longer answered from memory.
         use futures::FutureExt;

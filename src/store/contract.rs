@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use super::cache::TokenCache;
 use super::postgres::PgStore;
 use super::sqlite::SqliteStore;
+use super::test_db::{phone_account, TestDb};
 use super::*;
 use crate::types::AccountType;
 
@@ -20,58 +21,52 @@ fn strict() -> bool {
         || std::env::var("REGISTER_TEST_BACKEND").as_deref() == Ok("postgres")
 }
 
-/// A database of its own on the test server, dropped by [`PgDb::drop_db`].
-pub(crate) struct PgDb {
-    base: String,
-    name: String,
-    pub(crate) url: String,
+/// A database of its own on `REGISTER_TEST_PG_URL`; `None` (with a line saying so) when it is
+/// not set and the run may skip.
+async fn pg_db(test: &str) -> Option<TestDb> {
+    let Some(base) = std::env::var("REGISTER_TEST_PG_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        assert!(
+            !strict(),
+            "{test}: REGISTER_TEST_PG_URL is not set, and this run may not skip (CI or \
+             REGISTER_TEST_BACKEND=postgres); start one with scripts/pg-test.sh"
+        );
+        eprintln!("{test}: skipped (REGISTER_TEST_PG_URL is not set; see scripts/pg-test.sh)");
+        return None;
+    };
+    Some(TestDb::create(&base).await)
 }
 
-async fn admin(url: &str) -> tokio_postgres::Client {
-    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+/// A lock-out policy no test here reaches: for the calls that need one.
+pub(super) const LENIENT: LockPolicy = LockPolicy {
+    per_network: 5,
+    per_account: 50,
+    lock_secs: 60,
+};
+
+/// A PostgreSQL store on a database of its own, its change feed live; `None` when the run may
+/// skip (see [`pg_db`]).
+async fn pg_store(test: &str) -> Option<(TestDb, PgStore)> {
+    let db = pg_db(test).await?;
+    let pg = PgStore::connect(&db.url, 4).await.unwrap();
+    live(&pg).await;
+    Some((db, pg))
+}
+
+/// A phone account `name` (JID node `{name}-node`) inserted at `at` and made active at
+/// `active_at`: its id.
+async fn active_phone(s: &dyn Store, name: &str, at: i64, active_at: i64) -> i64 {
+    let node = format!("{name}-node");
+    let id = s
+        .insert_pending_account(phone_account(name, &node), at)
         .await
-        .expect("connecting to REGISTER_TEST_PG_URL");
-    tokio::spawn(conn);
-    c
-}
-
-impl PgDb {
-    /// A new database on `REGISTER_TEST_PG_URL`; `None` (with a line saying so) when it is not
-    /// set and the run may skip.
-    pub(crate) async fn create(test: &str) -> Option<PgDb> {
-        let Some(base) = std::env::var("REGISTER_TEST_PG_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-        else {
-            assert!(
-                !strict(),
-                "{test}: REGISTER_TEST_PG_URL is not set, and this run may not skip (CI or \
-                 REGISTER_TEST_BACKEND=postgres); start one with scripts/pg-test.sh"
-            );
-            eprintln!("{test}: skipped (REGISTER_TEST_PG_URL is not set; see scripts/pg-test.sh)");
-            return None;
-        };
-        let name = format!("register_unit_{:016x}", rand::random::<u64>());
-        admin(&base)
-            .await
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("CREATE DATABASE");
-        let (prefix, _) = base.rsplit_once('/').expect("a URL with a database name");
-        Some(PgDb {
-            url: format!("{prefix}/{name}"),
-            base,
-            name,
-        })
-    }
-
-    pub(crate) async fn drop_db(self) {
-        admin(&self.base)
-            .await
-            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
-            .await
-            .expect("DROP DATABASE");
-    }
+        .unwrap();
+    s.set_account_state(id, AccountState::Active, active_at)
+        .await
+        .unwrap();
+    id
 }
 
 /// Every part of the contract, on `s`.
@@ -114,11 +109,9 @@ async fn the_cache_on_sqlite_keeps_the_contract() {
 
 #[tokio::test]
 async fn postgresql_keeps_the_contract() {
-    let Some(db) = PgDb::create("postgresql_keeps_the_contract").await else {
+    let Some((db, pg)) = pg_store("postgresql_keeps_the_contract").await else {
         return;
     };
-    let pg = PgStore::connect(&db.url, 4).await.unwrap();
-    live(&pg).await;
     contract(&pg, true).await;
     assert_eq!(
         pg.schema_version().await.unwrap(),
@@ -130,11 +123,9 @@ async fn postgresql_keeps_the_contract() {
 
 #[tokio::test]
 async fn the_cache_on_postgresql_keeps_the_contract() {
-    let Some(db) = PgDb::create("the_cache_on_postgresql_keeps_the_contract").await else {
+    let Some((db, pg)) = pg_store("the_cache_on_postgresql_keeps_the_contract").await else {
         return;
     };
-    let pg = PgStore::connect(&db.url, 4).await.unwrap();
-    live(&pg).await;
     contract(&TokenCache::new(Arc::new(pg), 100), true).await;
     db.drop_db().await;
 }
@@ -154,22 +145,12 @@ async fn changes_are_reported(s: &dyn Store) {
         v.sort_unstable();
         v
     };
-    let id = s
-        .insert_pending_account(new_account("feed", "feed-node"), 10)
-        .await
-        .unwrap();
-    s.set_account_state(id, AccountState::Active, 11)
-        .await
-        .unwrap();
+    let id = active_phone(s, "feed", 10, 11).await;
     assert_eq!(take(), vec![id], "a state change");
     for t in 1..=4u8 {
         s.insert_token(vec![t; 32], id, 1000, 11).await.unwrap();
     }
-    let policy = LockPolicy {
-        per_network: 5,
-        per_account: 50,
-        lock_secs: 60,
-    };
+    let policy = LENIENT;
     assert!(s
         .claim_login_attempt(id, "192.0.2.1".into(), 12, policy)
         .await
@@ -193,13 +174,7 @@ async fn changes_are_reported(s: &dyn Store) {
     s.insert_token(vec![5; 32], id, 1000, 13).await.unwrap();
     assert_eq!(s.revoke_tokens(id).await.unwrap(), 1);
     assert_eq!(take(), vec![id], "an operator's revoke");
-    let other = s
-        .insert_pending_account(new_account("feed-peer", "feed-peer-node"), 13)
-        .await
-        .unwrap();
-    s.set_account_state(other, AccountState::Active, 13)
-        .await
-        .unwrap();
+    let other = active_phone(s, "feed-peer", 13, 13).await;
     take();
     let (a, b) = (id.min(other), id.max(other));
     s.insert_binding(a, b, BindingState::Binding, 13)
@@ -219,36 +194,24 @@ async fn changes_are_reported(s: &dyn Store) {
     assert!(take().contains(&id), "a deletion");
 }
 
-fn new_account(name: &str, node: &str) -> NewAccount {
-    NewAccount {
-        user_name: name.into(),
-        kind: AccountType::Phone,
-        device_type: None,
-        des: String::new(),
-        password_hash: "h".into(),
-        jid_node: node.into(),
-        jid_pwd: vec![1, 2, 3],
-    }
-}
-
 /// Accounts, tokens, pairs and captchas, the sequence every store must pass.
 async fn accounts_tokens_bindings_captchas(s: &dyn Store) {
     let a = s
-        .insert_pending_account(new_account("alice", "n1"), 10)
+        .insert_pending_account(phone_account("alice", "n1"), 10)
         .await
         .unwrap();
     assert!(matches!(
-        s.insert_pending_account(new_account("alice", "n2"), 10)
+        s.insert_pending_account(phone_account("alice", "n2"), 10)
             .await,
         Err(StoreError::Exists)
     ));
     assert!(matches!(
-        s.insert_pending_account(new_account("alice2", "n1"), 10)
+        s.insert_pending_account(phone_account("alice2", "n1"), 10)
             .await,
         Err(StoreError::Exists)
     ));
     let b = s
-        .insert_pending_account(new_account("bob", "n2"), 10)
+        .insert_pending_account(phone_account("bob", "n2"), 10)
         .await
         .unwrap();
     s.set_account_state(a, AccountState::Active, 11)
@@ -428,11 +391,11 @@ async fn accounts_tokens_bindings_captchas(s: &dyn Store) {
 /// `sqlite.rs`'s `compare_and_set_transitions`, on any store.
 async fn compare_and_set_transitions(s: &dyn Store) {
     let a = s
-        .insert_pending_account(new_account("a", "m1"), 10)
+        .insert_pending_account(phone_account("a", "m1"), 10)
         .await
         .unwrap();
     let b = s
-        .insert_pending_account(new_account("b", "m2"), 10)
+        .insert_pending_account(phone_account("b", "m2"), 10)
         .await
         .unwrap();
     assert!(matches!(

@@ -15,6 +15,8 @@ pub mod jid_pwd;
 pub mod nonces;
 pub mod postgres;
 pub mod sqlite;
+#[doc(hidden)]
+pub mod test_db;
 
 pub use changes::{Change, ChangeFeed};
 

@@ -388,17 +388,36 @@ impl PgStore {
     }
 
     async fn accounts_where(&self, column: &str, values: &[String]) -> StoreResult<Vec<Account>> {
+        let sql = format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE {column} = ANY($1)");
+        self.rows(&sql, &[&values], account).await
+    }
+
+    /// Run one query and map each row it returns.
+    async fn rows<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        map: fn(&Row) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
         let c = self.conn().await?;
-        let st = c
-            .prepare_cached(&format!(
-                "SELECT {ACCOUNT_COLS} FROM accounts WHERE {column} = ANY($1)"
-            ))
-            .await?;
-        c.query(&st, &[&values])
+        let st = c.prepare_cached(sql).await?;
+        c.query(&st, params).await?.iter().map(map).collect()
+    }
+
+    /// Run one query and map the row it returns, if any.
+    async fn row<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        map: fn(&Row) -> StoreResult<T>,
+    ) -> StoreResult<Option<T>> {
+        let c = self.conn().await?;
+        let st = c.prepare_cached(sql).await?;
+        c.query_opt(&st, params)
             .await?
-            .iter()
-            .map(account)
-            .collect()
+            .as_ref()
+            .map(map)
+            .transpose()
     }
 
     /// Run one statement and return the number of rows it changed.
@@ -550,33 +569,16 @@ impl AccountStore for PgStore {
             .pop())
     }
     async fn account_by_id(&self, id: i64) -> StoreResult<Option<Account>> {
-        let c = self.conn().await?;
-        let st = c
-            .prepare_cached(&format!(
-                "SELECT {ACCOUNT_COLS} FROM accounts WHERE id = $1"
-            ))
-            .await?;
-        c.query_opt(&st, &[&id])
-            .await?
-            .as_ref()
-            .map(account)
-            .transpose()
+        let sql = format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = $1");
+        self.row(&sql, &[&id], account).await
     }
     async fn accounts_by_nodes(&self, nodes: &[String]) -> StoreResult<Vec<Account>> {
         self.accounts_where("jid_node", nodes).await
     }
     async fn list_accounts(&self, after_id: i64, limit: u32) -> StoreResult<Vec<Account>> {
-        let c = self.conn().await?;
-        let st = c
-            .prepare_cached(&format!(
-                "SELECT {ACCOUNT_COLS} FROM accounts WHERE id > $1 ORDER BY id LIMIT $2"
-            ))
-            .await?;
-        c.query(&st, &[&after_id, &(limit as i64)])
-            .await?
-            .iter()
-            .map(account)
-            .collect()
+        let sql = format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id > $1 ORDER BY id LIMIT $2");
+        self.rows(&sql, &[&after_id, &(limit as i64)], account)
+            .await
     }
     async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<bool> {
         let mut c = self.conn().await?;
@@ -754,14 +756,13 @@ impl TokenStore for PgStore {
 #[async_trait::async_trait]
 impl Lookups for PgStore {
     async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>> {
-        let c = self.conn().await?;
-        let st = c
-            .prepare_cached(
-                "SELECT a, b, state, updated_at FROM bindings WHERE a = $1 \
-                 UNION ALL SELECT a, b, state, updated_at FROM bindings WHERE b = $1",
-            )
-            .await?;
-        c.query(&st, &[&id]).await?.iter().map(binding).collect()
+        self.rows(
+            "SELECT a, b, state, updated_at FROM bindings WHERE a = $1 \
+             UNION ALL SELECT a, b, state, updated_at FROM bindings WHERE b = $1",
+            &[&id],
+            binding,
+        )
+        .await
     }
     async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Arc<Account>>> {
         let found = self.accounts_where("user_name", names).await?;
@@ -870,15 +871,12 @@ impl PairStore for PgStore {
         Ok(n == 1)
     }
     async fn binding(&self, a: i64, b: i64) -> StoreResult<Option<Binding>> {
-        let c = self.conn().await?;
-        let st = c
-            .prepare_cached("SELECT a, b, state, updated_at FROM bindings WHERE a = $1 AND b = $2")
-            .await?;
-        c.query_opt(&st, &[&a, &b])
-            .await?
-            .as_ref()
-            .map(binding)
-            .transpose()
+        self.row(
+            "SELECT a, b, state, updated_at FROM bindings WHERE a = $1 AND b = $2",
+            &[&a, &b],
+            binding,
+        )
+        .await
     }
     async fn insert_binding_capped(
         &self,
@@ -961,32 +959,22 @@ impl BindTokenStore for PgStore {
         Ok(())
     }
     async fn bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>> {
-        let c = self.conn().await?;
-        let st = c
-            .prepare_cached(
-                "SELECT issuer, device, expires_at FROM bind_tokens \
-                 WHERE hash = $1 AND expires_at > $2",
-            )
-            .await?;
-        c.query_opt(&st, &[&hash, &now])
-            .await?
-            .as_ref()
-            .map(bind_token)
-            .transpose()
+        self.row(
+            "SELECT issuer, device, expires_at FROM bind_tokens \
+             WHERE hash = $1 AND expires_at > $2",
+            &[&hash, &now],
+            bind_token,
+        )
+        .await
     }
     async fn take_bind_token(&self, hash: Vec<u8>, now: i64) -> StoreResult<Option<BindToken>> {
-        let c = self.conn().await?;
-        let st = c
-            .prepare_cached(
-                "DELETE FROM bind_tokens WHERE hash = $1 AND expires_at > $2 \
-                 RETURNING issuer, device, expires_at",
-            )
-            .await?;
-        c.query_opt(&st, &[&hash, &now])
-            .await?
-            .as_ref()
-            .map(bind_token)
-            .transpose()
+        self.row(
+            "DELETE FROM bind_tokens WHERE hash = $1 AND expires_at > $2 \
+             RETURNING issuer, device, expires_at",
+            &[&hash, &now],
+            bind_token,
+        )
+        .await
     }
     async fn bind_failures(&self, account: i64, since: i64) -> StoreResult<u32> {
         let c = self.conn().await?;

@@ -315,6 +315,16 @@ impl SqliteStore {
             .map_err(|_| StoreError::Db("write failed (panicked)".into()))?
     }
 
+    /// Runs one statement on the writer thread; returns the number of rows it changed.
+    async fn exec(
+        &self,
+        sql: &'static str,
+        params: impl rusqlite::Params + Send + 'static,
+    ) -> StoreResult<usize> {
+        self.write(move |c| Ok(c.prepare_cached(sql)?.execute(params)?))
+            .await
+    }
+
     /// [`write`](Self::write) for synchronous callers (tests).
     #[cfg(test)]
     fn write_blocking<T: Send + 'static>(
@@ -497,12 +507,12 @@ impl AccountStore for SqliteStore {
         .await
     }
     async fn set_account_state(&self, id: i64, state: AccountState, now: i64) -> StoreResult<()> {
-        self.write(move |c| {
-            c.prepare_cached("UPDATE accounts SET state = ?2, updated_at = ?3 WHERE id = ?1")?
-                .execute(params![id, state.as_str(), now])?;
-            Ok(())
-        })
-        .await
+        self.exec(
+            "UPDATE accounts SET state = ?2, updated_at = ?3 WHERE id = ?1",
+            (id, state.as_str(), now),
+        )
+        .await?;
+        Ok(())
     }
     async fn transition_account(
         &self,
@@ -511,23 +521,18 @@ impl AccountStore for SqliteStore {
         to: AccountState,
         now: i64,
     ) -> StoreResult<bool> {
-        self.write(move |c| {
-            let n = c
-                .prepare_cached(
-                    "UPDATE accounts SET state = ?3, updated_at = ?4 WHERE id = ?1 AND state = ?2",
-                )?
-                .execute(params![id, from.as_str(), to.as_str(), now])?;
-            Ok(n == 1)
-        })
-        .await
+        Ok(self
+            .exec(
+                "UPDATE accounts SET state = ?3, updated_at = ?4 WHERE id = ?1 AND state = ?2",
+                (id, from.as_str(), to.as_str(), now),
+            )
+            .await?
+            == 1)
     }
     async fn delete_account(&self, id: i64) -> StoreResult<()> {
-        self.write(move |c| {
-            c.prepare_cached("DELETE FROM accounts WHERE id = ?1")?
-                .execute([id])?;
-            Ok(())
-        })
-        .await
+        self.exec("DELETE FROM accounts WHERE id = ?1", [id])
+            .await?;
+        Ok(())
     }
     async fn account_by_name(&self, name: &str) -> StoreResult<Option<Account>> {
         let name = name.to_owned();
@@ -673,35 +678,28 @@ impl LoginStore for SqliteStore {
 #[async_trait::async_trait]
 impl TokenStore for SqliteStore {
     async fn revoke_token(&self, id: i64, hash: Vec<u8>) -> StoreResult<bool> {
-        self.write(move |c| {
-            let n = c
-                .prepare_cached("DELETE FROM tokens WHERE account_id = ?1 AND hash = ?2")?
-                .execute(params![id, hash])?;
-            Ok(n == 1)
-        })
-        .await
+        Ok(self
+            .exec(
+                "DELETE FROM tokens WHERE account_id = ?1 AND hash = ?2",
+                (id, hash),
+            )
+            .await?
+            == 1)
     }
     async fn revoke_tokens(&self, id: i64) -> StoreResult<u64> {
-        self.write(move |c| {
-            let n = c
-                .prepare_cached("DELETE FROM tokens WHERE account_id = ?1")?
-                .execute([id])?;
-            Ok(n as u64)
-        })
-        .await
+        Ok(self
+            .exec("DELETE FROM tokens WHERE account_id = ?1", [id])
+            .await? as u64)
     }
     async fn trim_tokens(&self, id: i64, newest: Vec<u8>, keep: u32) -> StoreResult<u64> {
-        self.write(move |c| {
-            let n = c
-                .prepare_cached(
-                    "DELETE FROM tokens WHERE account_id = ?1 AND hash <> ?2 AND hash NOT IN \
+        Ok(self
+            .exec(
+                "DELETE FROM tokens WHERE account_id = ?1 AND hash <> ?2 AND hash NOT IN \
                      (SELECT hash FROM tokens WHERE account_id = ?1 AND hash <> ?2 \
                       ORDER BY seq DESC LIMIT ?3)",
-                )?
-                .execute(params![id, newest, keep.saturating_sub(1)])?;
-            Ok(n as u64)
-        })
-        .await
+                (id, newest, keep.saturating_sub(1)),
+            )
+            .await? as u64)
     }
     async fn insert_token(
         &self,
@@ -710,15 +708,13 @@ impl TokenStore for SqliteStore {
         expires_at: i64,
         now: i64,
     ) -> StoreResult<()> {
-        self.write(move |c| {
-            c.prepare_cached(
-                "INSERT INTO tokens (hash, account_id, expires_at, created_at, seq) VALUES (?1, ?2, ?3, ?4, \
-                 (SELECT coalesce(max(seq), 0) + 1 FROM tokens WHERE account_id = ?2))",
-            )?
-                .execute(params![hash, account_id, expires_at, now])?;
-            Ok(())
-        })
-        .await
+        self.exec(
+            "INSERT INTO tokens (hash, account_id, expires_at, created_at, seq) VALUES (?1, ?2, ?3, ?4, \
+             (SELECT coalesce(max(seq), 0) + 1 FROM tokens WHERE account_id = ?2))",
+            (hash, account_id, expires_at, now),
+        )
+        .await?;
+        Ok(())
     }
 }
 
@@ -797,22 +793,17 @@ impl PairStore for SqliteStore {
         state: BindingState,
         now: i64,
     ) -> StoreResult<()> {
-        self.write(move |c| {
-            c.prepare_cached(
-                "UPDATE bindings SET state = ?3, updated_at = ?4 WHERE a = ?1 AND b = ?2",
-            )?
-            .execute(params![a, b, state.as_str(), now])?;
-            Ok(())
-        })
-        .await
+        self.exec(
+            "UPDATE bindings SET state = ?3, updated_at = ?4 WHERE a = ?1 AND b = ?2",
+            (a, b, state.as_str(), now),
+        )
+        .await?;
+        Ok(())
     }
     async fn delete_binding(&self, a: i64, b: i64) -> StoreResult<()> {
-        self.write(move |c| {
-            c.prepare_cached("DELETE FROM bindings WHERE a = ?1 AND b = ?2")?
-                .execute([a, b])?;
-            Ok(())
-        })
-        .await
+        self.exec("DELETE FROM bindings WHERE a = ?1 AND b = ?2", [a, b])
+            .await?;
+        Ok(())
     }
     async fn transition_binding(
         &self,
@@ -822,25 +813,23 @@ impl PairStore for SqliteStore {
         to: BindingState,
         now: i64,
     ) -> StoreResult<bool> {
-        self.write(move |c| {
-            let n = c
-                .prepare_cached(
-                    "UPDATE bindings SET state = ?4, updated_at = ?5 \
+        Ok(self
+            .exec(
+                "UPDATE bindings SET state = ?4, updated_at = ?5 \
                      WHERE a = ?1 AND b = ?2 AND state = ?3",
-                )?
-                .execute(params![a, b, from.as_str(), to.as_str(), now])?;
-            Ok(n == 1)
-        })
-        .await
+                (a, b, from.as_str(), to.as_str(), now),
+            )
+            .await?
+            == 1)
     }
     async fn delete_binding_in(&self, a: i64, b: i64, state: BindingState) -> StoreResult<bool> {
-        self.write(move |c| {
-            let n = c
-                .prepare_cached("DELETE FROM bindings WHERE a = ?1 AND b = ?2 AND state = ?3")?
-                .execute(params![a, b, state.as_str()])?;
-            Ok(n == 1)
-        })
-        .await
+        Ok(self
+            .exec(
+                "DELETE FROM bindings WHERE a = ?1 AND b = ?2 AND state = ?3",
+                (a, b, state.as_str()),
+            )
+            .await?
+            == 1)
     }
     async fn binding(&self, a: i64, b: i64) -> StoreResult<Option<Binding>> {
         self.read(move |c| {
@@ -970,36 +959,33 @@ impl BindTokenStore for SqliteStore {
         .await
     }
     async fn void_bind_tokens(&self, account: i64) -> StoreResult<u64> {
-        self.write(move |c| {
-            let n = c
-                .prepare_cached("DELETE FROM bind_tokens WHERE issuer = ?1 OR device = ?1")?
-                .execute([account])?;
-            Ok(n as u64)
-        })
-        .await
+        Ok(self
+            .exec(
+                "DELETE FROM bind_tokens WHERE issuer = ?1 OR device = ?1",
+                [account],
+            )
+            .await? as u64)
     }
     async fn forget_bind_failure(&self, account: i64, at: i64) -> StoreResult<()> {
-        self.write(move |c| {
-            c.prepare_cached(
-                "DELETE FROM bind_failures WHERE rowid IN \
+        self.exec(
+            "DELETE FROM bind_failures WHERE rowid IN \
                  (SELECT rowid FROM bind_failures WHERE account_id = ?1 AND at = ?2 LIMIT 1)",
-            )?
-            .execute(params![account, at])?;
-            Ok(())
-        })
-        .await
+            (account, at),
+        )
+        .await?;
+        Ok(())
     }
 }
 
 #[async_trait::async_trait]
 impl CaptchaStore for SqliteStore {
     async fn insert_captcha(&self, id: String, answer: String, expires_at: i64) -> StoreResult<()> {
-        self.write(move |c| {
-            c.prepare_cached("INSERT INTO captchas (id, answer, expires_at) VALUES (?1, ?2, ?3)")?
-                .execute(params![id, answer, expires_at])?;
-            Ok(())
-        })
-        .await
+        self.exec(
+            "INSERT INTO captchas (id, answer, expires_at) VALUES (?1, ?2, ?3)",
+            (id, answer, expires_at),
+        )
+        .await?;
+        Ok(())
     }
     async fn take_captcha(&self, id: String) -> StoreResult<Option<(String, i64)>> {
         self.write(move |c| {

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use register::service::server::Server;
 use register::store::postgres::{PgStore, SCHEMA_VERSION};
 use register::store::*;
-use register::types::AccountType;
 use serde_json::{json, Value};
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
@@ -20,61 +19,12 @@ use crate::harness::{config_for, pg_url, post_form, signed, Opts, ProsodyExt, CA
 /// The same `jid_pwd` key on every instance: one instance must read what another sealed.
 const ENC_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
-/// A database of its own on the test server, dropped by [`TestDb::drop_db`].
-pub(crate) struct TestDb {
-    base: String,
-    name: String,
-    pub(crate) url: String,
-}
-
-pub(crate) async fn admin_client(url: &str) -> tokio_postgres::Client {
-    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connecting to REGISTER_TEST_PG_URL");
-    tokio::spawn(conn);
-    c
-}
-
-impl TestDb {
-    pub(crate) async fn create(base: &str) -> TestDb {
-        let name = format!("register_test_{:016x}", rand::random::<u64>());
-        admin_client(base)
-            .await
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("CREATE DATABASE");
-        let (prefix, _) = base.rsplit_once('/').expect("a URL with a database name");
-        TestDb {
-            base: base.to_owned(),
-            url: format!("{prefix}/{name}"),
-            name,
-        }
-    }
-
-    pub(crate) async fn drop_db(self) {
-        admin_client(&self.base)
-            .await
-            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
-            .await
-            .expect("DROP DATABASE");
-    }
-}
+use register::store::test_db::phone_account;
+pub(crate) use register::store::test_db::{admin_client, TestDb};
 
 // ---------------------------------------------------------------------------------------------
 // The store on its own: its contract (the same sequence on SQLite, the cache and PostgreSQL) is
 // tested beside it, in src/store/contract.rs; what needs several stores at once is here.
-
-fn new_account(name: &str, node: &str) -> NewAccount {
-    NewAccount {
-        user_name: name.into(),
-        kind: AccountType::Phone,
-        device_type: None,
-        des: String::new(),
-        password_hash: "h".into(),
-        jid_node: node.into(),
-        jid_pwd: vec![1, 2, 3],
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_migrations_races_and_the_lease() {
@@ -96,7 +46,10 @@ async fn concurrent_migrations_races_and_the_lease() {
     // Racing claims through different stores (connections): exactly one wins each race.
     for round in 0..5 {
         let id = stores[0]
-            .insert_pending_account(new_account(&format!("r{round}"), &format!("rn{round}")), 10)
+            .insert_pending_account(
+                phone_account(&format!("r{round}"), &format!("rn{round}")),
+                10,
+            )
             .await
             .unwrap();
         let wins = futures::future::join_all(stores.iter().enumerate().map(|(i, s)| {
@@ -125,7 +78,7 @@ async fn concurrent_migrations_races_and_the_lease() {
         assert_eq!(taken, 1, "round {round}: a captcha is taken once");
         let names = futures::future::join_all(stores.iter().enumerate().map(|(i, s)| {
             s.insert_pending_account(
-                new_account(&format!("same{round}"), &format!("sn{round}-{i}")),
+                phone_account(&format!("same{round}"), &format!("sn{round}-{i}")),
                 10,
             )
         }))
