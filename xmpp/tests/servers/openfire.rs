@@ -40,6 +40,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use xmpp::testkit::form_field as field;
 use xmpp::{LinkState, Xmpp, XmppConfig, XmppError};
 
 const COMMANDS: &str = "http://jabber.org/protocol/commands";
@@ -524,14 +525,6 @@ fn iq_error(id: &str, child: &str, kind: &str, condition: &str) -> String {
 
 fn result(id: &str, command: &str) -> String {
     format!("<iq type=\"result\" id=\"{id}\" from=\"{DOMAIN}\" to=\"{COMPONENT}\">{command}</iq>")
-}
-
-fn field(cmd: &Element, var: &str) -> Option<String> {
-    let x = cmd.get_child("x", "jabber:x:data")?;
-    let f = x
-        .children()
-        .find(|f| f.name() == "field" && f.attr("var") == Some(var))?;
-    f.children().find(|v| v.name() == "value").map(|v| v.text())
 }
 
 /// A copy of the request's `<command/>` for an error reply (Openfire copies the child element).
@@ -1085,20 +1078,37 @@ async fn register_all(x: &Xmpp, prefix: &str, n: usize) {
     }
 }
 
+/// A burst of 150 registrations at once from a linked client (`command_sessions` from `sessions`,
+/// or the default), while the peer holds every completion until the returned gate is opened.
+async fn held_burst(
+    sessions: Option<usize>,
+) -> (
+    Openfire,
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+    tokio_util::sync::DropGuard,
+) {
+    crate::init_tracing();
+    let of = Openfire::start(Setup::default()).await;
+    let (gate, gate_rx) = watch::channel(false);
+    of.with(|s| s.hold_completes = Some(gate_rx));
+    let mut c = cfg(&of.addr, Duration::from_secs(10), Duration::from_secs(30));
+    if let Some(n) = sessions {
+        c.command_sessions = n;
+    }
+    let shutdown = CancellationToken::new();
+    let x = Xmpp::start(c, shutdown.clone());
+    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    let run = tokio::spawn(async move { register_all(&x, "burst", 150).await });
+    (of, gate, run, shutdown.drop_guard())
+}
+
 /// 150 registrations at once against Openfire's 100-session limit: the queue keeps at most
 /// `command_sessions` (40) open, so the limit is never hit, all succeed, none stays open. The
 /// peer holds every completion until 40 sessions are open, so the cap is what is measured.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openfire_command_limit_is_never_reached_by_150_concurrent_registrations() {
-    crate::init_tracing();
-    let of = Openfire::start(Setup::default()).await;
-    let (gate, gate_rx) = watch::channel(false);
-    of.with(|s| s.hold_completes = Some(gate_rx));
-    let (x, _stop) = linked(&of, Duration::from_secs(10)).await;
-    let run = {
-        let x = x.clone();
-        tokio::spawn(async move { register_all(&x, "burst", 150).await })
-    };
+    let (of, gate, run, _stop) = held_burst(None).await;
     assert!(
         of.wait_for(Duration::from_secs(10), |s| s.sessions.len() == 40)
             .await,
@@ -1120,20 +1130,7 @@ async fn openfire_command_limit_is_never_reached_by_150_concurrent_registrations
 /// the retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openfire_limit_reached_without_the_queue_is_retried() {
-    crate::init_tracing();
-    let of = Openfire::start(Setup::default()).await;
-    let (gate, gate_rx) = watch::channel(false);
-    of.with(|s| s.hold_completes = Some(gate_rx));
-    let mut c = cfg(&of.addr, Duration::from_secs(10), Duration::from_secs(30));
-    c.command_sessions = 150;
-    let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    let x = Xmpp::start(c, shutdown.clone());
-    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
-    let run = {
-        let x = x.clone();
-        tokio::spawn(async move { register_all(&x, "burst", 150).await })
-    };
+    let (of, gate, run, _stop) = held_burst(Some(150)).await;
     assert!(
         of.wait_for(Duration::from_secs(10), |s| s.refused_for_limit >= 1)
             .await,
