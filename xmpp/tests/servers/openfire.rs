@@ -842,6 +842,18 @@ async fn openfire_refuses_at_the_header_without_id_or_stream_error() {
     }
 }
 
+/// The `xmpp` crate's log from info up, captured for this thread until the guard is dropped.
+fn capture_log() -> (Captured, tracing::subscriber::DefaultGuard) {
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("xmpp=info")
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .finish();
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
 /// Log lines written while a test runs on the current thread.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -860,14 +872,7 @@ impl std::io::Write for Captured {
 /// once for the outage (and once more when the link comes up), not once per attempt.
 #[tokio::test(flavor = "current_thread")]
 async fn openfire_header_refusal_is_logged_once_per_outage() {
-    let captured = Captured::default();
-    let sink = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("xmpp=info")
-        .with_ansi(false)
-        .with_writer(move || sink.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture_log();
     let of = Openfire::start(Setup::default()).await;
     of.with(|s| s.occupied = true);
     let (x, shutdown) = start(&of, Duration::from_secs(2));
@@ -955,14 +960,7 @@ async fn openfire_notes_in_english_german_and_french_are_judged_by_structure() {
 /// logged as an error naming the setting, once.
 #[tokio::test(flavor = "current_thread")]
 async fn openfire_read_only_user_store_answers_forbidden() {
-    let captured = Captured::default();
-    let sink = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("xmpp=info")
-        .with_ansi(false)
-        .with_writer(move || sink.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture_log();
     let of = Openfire::start(Setup {
         read_only: true,
         ..Setup::default()
