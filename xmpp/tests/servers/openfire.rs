@@ -218,6 +218,14 @@ struct State {
     drop_on_complete: Vec<String>,
 }
 
+impl State {
+    /// Each command request's action and the outcome it was answered with, in order.
+    fn outcomes(&self) -> Vec<(&str, &str)> {
+        let pairs = self.actions.iter();
+        pairs.map(|a| (a.0.as_str(), a.2.as_str())).collect()
+    }
+}
+
 /// Records when the last inbound byte came (whitespace included), like Netty's IdleStateHandler,
 /// which sits before the XML decoder in Openfire's pipeline.
 struct Watched {
@@ -1354,13 +1362,8 @@ async fn openfire_read_only_user_store_is_found_by_a_probe_that_creates_nothing(
     );
     of.with(|s| {
         assert!(s.users.is_empty() && s.sessions.is_empty());
-        let outcomes: Vec<_> = s
-            .actions
-            .iter()
-            .map(|a| (a.0.as_str(), a.2.as_str()))
-            .collect();
         assert_eq!(
-            outcomes,
+            s.outcomes(),
             [("execute", "forbidden"), ("execute", "forbidden")]
         );
     });
@@ -1386,13 +1389,8 @@ async fn openfire_writable_user_store_probe_cancels_its_session() {
     );
     of.with(|s| {
         assert!(s.users.is_empty());
-        let outcomes: Vec<_> = s
-            .actions
-            .iter()
-            .map(|a| (a.0.as_str(), a.2.as_str()))
-            .collect();
         assert_eq!(
-            outcomes,
+            s.outcomes(),
             [("execute", "executing"), ("cancel", "bad-request")]
         );
     });
