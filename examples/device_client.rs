@@ -35,7 +35,6 @@
 //! The HTTPS client, `param_sign`, the replies' `sign` check and the result codes' meanings are
 //! shared with `phone_client` in `examples/common/mod.rs`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -52,18 +51,9 @@ struct Args {
     /// The device's user_name (e.g. its serial number)
     #[arg(env = "DEVICE_USER")]
     name: String,
-    /// Base URL of the HTTPS API
-    #[arg(long, env = "REGISTER_URL", default_value = "https://127.0.0.1:8443")]
-    url: String,
-    /// App key for param_sign (default: data/app_key)
-    #[arg(long, env = "REGISTER_APP_KEY", hide_env_values = true)]
-    app_key: Option<String>,
-    /// PEM certificate to trust (default: data/cert.pem when it exists)
-    #[arg(long, env = "REGISTER_CA_CERT")]
-    ca_cert: Option<PathBuf>,
-    /// Accept any server certificate (testing only)
-    #[arg(long, env = "REGISTER_INSECURE")]
-    insecure: bool,
+    /// Where the API is and how to reach it
+    #[command(flatten)]
+    server: common::Server,
     /// The device's password
     #[arg(long, env = "DEVICE_PASSWORD", default_value = "secret123")]
     password: String,
@@ -77,22 +67,11 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run(Args::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("device_client: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit("device_client", run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let api = Api::new(
-        &args.url,
-        args.ca_cert.clone(),
-        args.insecure,
-        args.app_key.clone(),
-    )?;
+    let api = args.server.api()?;
     let name = args.name.as_str();
     let password = args.password.as_str();
 

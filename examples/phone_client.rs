@@ -42,7 +42,6 @@
 //! shared with `device_client` in `examples/common/mod.rs`; the captcha step is this file's.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -59,18 +58,9 @@ struct Args {
     /// user_name of an existing device to bind to this phone
     #[arg(env = "PHONE_DEVICE")]
     device: String,
-    /// Base URL of the HTTPS API
-    #[arg(long, env = "REGISTER_URL", default_value = "https://127.0.0.1:8443")]
-    url: String,
-    /// App key for param_sign (default: data/app_key)
-    #[arg(long, env = "REGISTER_APP_KEY", hide_env_values = true)]
-    app_key: Option<String>,
-    /// PEM certificate to trust (default: data/cert.pem when it exists)
-    #[arg(long, env = "REGISTER_CA_CERT")]
-    ca_cert: Option<PathBuf>,
-    /// Accept any server certificate (testing only)
-    #[arg(long, env = "REGISTER_INSECURE")]
-    insecure: bool,
+    /// Where the API is and how to reach it
+    #[command(flatten)]
+    server: common::Server,
     /// The phone's user_name (default: 139 and 8 random digits)
     #[arg(long, env = "PHONE_USER")]
     user: Option<String>,
@@ -84,23 +74,11 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("phone_client: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit("phone_client", run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let api = Api::new(
-        &args.url,
-        args.ca_cert.clone(),
-        args.insecure,
-        args.app_key.clone(),
-    )?;
+    let api = args.server.api()?;
     let user = args
         .user
         .clone()

@@ -19,19 +19,6 @@ pub type MakeReq = Rc<dyn Fn(usize) -> (String, Option<String>, Vec<(String, Str
 /// Whether a reply counts as a success.
 pub type Check = Rc<dyn Fn(&HttpReply) -> bool>;
 
-/// `conns` kept-alive HTTPS connections for `secs`, one request in flight on each.
-pub async fn load(
-    addr: SocketAddr,
-    tls: Arc<rustls::ClientConfig>,
-    conns: usize,
-    secs: f64,
-    make: MakeReq,
-    check: Check,
-) -> Stats {
-    let s = load_samples(addr, tls, conns, secs, make, check).await;
-    Stats::from(s.lat, s.errors, s.elapsed)
-}
-
 /// What a load measured, before it is summed up: loads can be added together.
 #[derive(Default)]
 pub struct Samples {
@@ -54,7 +41,8 @@ impl Samples {
     }
 }
 
-/// [`load`], unsummed.
+/// `conns` kept-alive HTTPS connections for `secs`, one request in flight on each; what they
+/// measured, unsummed ([`Samples::stats`] sums it up).
 pub async fn load_samples(
     addr: SocketAddr,
     tls: Arc<rustls::ClientConfig>,
@@ -153,13 +141,10 @@ pub fn serve_constant(args: &[String]) {
     });
     let cert = std::fs::read(cert).expect("cert");
     let key = std::fs::read(key).expect("key");
-    let body: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(body).expect("body")).expect("JSON body");
+    let body = crate::util::json_file(body);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async move {
-        let l = tokio::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>().expect("port")))
-            .await
-            .expect("bind");
+        let l = crate::util::bind_local(port).await;
         let cfg = HttpConfig {
             tls: Some(http_api::tls_config_from_pem(&cert, &key).expect("tls")),
             max_connections: 4096,

@@ -624,7 +624,7 @@ fn bench_captcha(o: &Opts, work: &Path, rows: &mut Vec<Row>) {
     let png: https::Check =
         Rc::new(|r| r.status == 200 && r.body.starts_with(b"\x89PNG") && r.captcha_id.is_some());
     let rt = util::client_rt();
-    rt.block_on(https::load(
+    rt.block_on(https::load_samples(
         svc.http,
         tls.clone(),
         8,
@@ -632,7 +632,9 @@ fn bench_captcha(o: &Opts, work: &Path, rows: &mut Vec<Row>) {
         make.clone(),
         png.clone(),
     ));
-    let http = rt.block_on(https::load(svc.http, tls, 8, o.secs, make, png));
+    let http = rt
+        .block_on(https::load_samples(svc.http, tls, 8, o.secs, make, png))
+        .stats();
     eprintln!("  /verify_code over HTTPS (8 connections): {}", http.line());
     rows.push(row(
         &format!("5. captcha::generate, {cores} threads"),
@@ -762,7 +764,7 @@ fn bench_isolation(o: &Opts, dir: &Path, tokens: Arc<Vec<String>>, rows: &mut Ve
                 ("/login".into(), Some(body), vec![])
             });
             let refused: https::Check = Rc::new(|r| r.status == 200 && result_of(&r.body) == 102);
-            rt.block_on(https::load(
+            rt.block_on(https::load_samples(
                 http,
                 tls,
                 flood_conns,
@@ -770,6 +772,7 @@ fn bench_isolation(o: &Opts, dir: &Path, tokens: Arc<Vec<String>>, rows: &mut Ve
                 make,
                 refused,
             ))
+            .stats()
         });
         std::thread::sleep(Duration::from_secs(1));
         during.add(rt.block_on(tcp::paced_probe_samples(

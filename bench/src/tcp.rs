@@ -324,13 +324,10 @@ pub fn serve_constant_tcp(args: &[String]) {
         eprintln!("usage: register-bench serve-constant-tcp PORT BODY_FILE");
         std::process::exit(2);
     };
-    let body: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(body).expect("body")).expect("JSON body");
+    let body = crate::util::json_file(body);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async move {
-        let l = tokio::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>().expect("port")))
-            .await
-            .expect("bind");
+        let l = crate::util::bind_local(port).await;
         let cfg = tcp_api::TcpConfig {
             max_connections: 20_000,
             ..tcp_api::TcpConfig::default()

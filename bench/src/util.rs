@@ -86,6 +86,18 @@ impl Stats {
     }
 }
 
+/// The JSON in the file at `path` (a constant server's reply body).
+pub fn json_file(path: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("body")).expect("JSON body")
+}
+
+/// A listener on 127.0.0.1:`port` (a decimal port number).
+pub async fn bind_local(port: &str) -> tokio::net::TcpListener {
+    let port = port.parse::<u16>().expect("port");
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", port)).await;
+    l.expect("bind")
+}
+
 /// A duration as milliseconds with 3 decimals.
 pub fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)

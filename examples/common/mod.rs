@@ -1,7 +1,8 @@
-//! What `device_client` and `phone_client` share: the HTTPS client ([`Api`]: trusted
-//! certificate, app key, the server's signing key to check replies with), `param_sign`, the
-//! replies' `sign` check, and the result codes' meanings. Included by each of them with
-//! `#[path = "common/mod.rs"] mod common;` (Cargo builds no example from this subdirectory).
+//! What `device_client` and `phone_client` share: their server options ([`Server`]) and exit
+//! status, the HTTPS client ([`Api`]: trusted certificate, app key, the server's signing key to
+//! check replies with), `param_sign`, the replies' `sign` check, and the result codes' meanings.
+//! Included by each of them with `#[path = "common/mod.rs"] mod common;` (Cargo builds no
+//! example from this subdirectory).
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -9,6 +10,46 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
+
+/// The options both clients take to reach the API (flattened into each one's `Args`).
+#[derive(clap::Args)]
+pub struct Server {
+    /// Base URL of the HTTPS API
+    #[arg(long, env = "REGISTER_URL", default_value = "https://127.0.0.1:8443")]
+    pub url: String,
+    /// App key for param_sign (default: data/app_key)
+    #[arg(long, env = "REGISTER_APP_KEY", hide_env_values = true)]
+    pub app_key: Option<String>,
+    /// PEM certificate to trust (default: data/cert.pem when it exists)
+    #[arg(long, env = "REGISTER_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Accept any server certificate (testing only)
+    #[arg(long, env = "REGISTER_INSECURE")]
+    pub insecure: bool,
+}
+
+impl Server {
+    /// The [`Api`] these options describe.
+    pub fn api(&self) -> Result<Api, String> {
+        Api::new(
+            &self.url,
+            self.ca_cert.clone(),
+            self.insecure,
+            self.app_key.clone(),
+        )
+    }
+}
+
+/// The process's exit status for `run`'s outcome; a failure is printed as `client: error`.
+pub fn exit(client: &str, outcome: Result<(), String>) -> std::process::ExitCode {
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{client}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
 
 /// The HTTPS API: a client that trusts the given certificate, the app key, and optionally the
 /// server's signing key to check replies with.

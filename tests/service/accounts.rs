@@ -159,15 +159,7 @@ async fn captcha_rules() {
         .danger_accept_invalid_certs(true)
         .build()
         .unwrap();
-    let v: Value = fresh
-        .post(format!("{}/register", env.base))
-        .form(&reg(CAPTCHA))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = crate::harness::post_unchecked(&fresh, &env.base, "/register", &reg(CAPTCHA)).await;
     assert_eq!(v["result"], 5);
     // Wrong answer spends the challenge: the right answer afterwards fails too.
     env.captcha().await;
@@ -185,26 +177,10 @@ async fn captcha_rules() {
         ("verify_code", CAPTCHA),
     ];
     p.push(("verify_code_id", &id));
-    let v: Value = fresh
-        .post(format!("{}/register", env.base))
-        .form(&p)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = crate::harness::post_unchecked(&fresh, &env.base, "/register", &p).await;
     assert_eq!(v["result"], 0);
     // Reused id.
-    let v: Value = fresh
-        .post(format!("{}/register", env.base))
-        .form(&p)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = crate::harness::post_unchecked(&fresh, &env.base, "/register", &p).await;
     assert_eq!(v["result"], 5);
     // Missing captcha.
     assert_eq!(

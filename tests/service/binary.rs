@@ -192,15 +192,8 @@ async fn binary_reads_every_secret_from_files_and_logs_json_without_secrets() {
     let post = |path: &'static str, params: Vec<(String, String)>| {
         let http = &http;
         async move {
-            let v: Value = http
-                .post(format!("https://localhost:{hp}{path}"))
-                .form(&params)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let base = format!("https://localhost:{hp}");
+            let v = crate::harness::post_unchecked(http, &base, path, &params).await;
             assert_signed_with(&v, sign_key.as_bytes());
             v
         }

@@ -350,11 +350,7 @@ async fn pairing_needs_the_device_in_hand_c2s() {
 
 #[tokio::test]
 async fn pairing_needs_the_device_in_hand_privileged() {
-    pairing(Opts {
-        privileged: true,
-        ..Opts::default()
-    })
-    .await;
+    pairing(Opts::PRIVILEGED).await;
 }
 
 /// A token past its TTL (1 second here) gives 111 and binds nothing.
@@ -436,11 +432,7 @@ async fn caps_hold_c2s() {
 
 #[tokio::test]
 async fn caps_hold_privileged() {
-    caps(Opts {
-        privileged: true,
-        ..Opts::default()
-    })
-    .await;
+    caps(Opts::PRIVILEGED).await;
 }
 
 /// `binding.consent = "none"`: the seed's open bind by name, for old clients (the caps still hold,

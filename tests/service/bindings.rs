@@ -179,29 +179,17 @@ async fn bind_c2s_plaintext() {
 
 #[tokio::test]
 async fn bind_c2s_tls() {
-    bind_scenario(Opts {
-        tls: true,
-        ..Opts::default()
-    })
-    .await;
+    bind_scenario(Opts::TLS).await;
 }
 
 #[tokio::test]
 async fn bind_privileged() {
-    bind_scenario(Opts {
-        privileged: true,
-        ..Opts::default()
-    })
-    .await;
+    bind_scenario(Opts::PRIVILEGED).await;
 }
 
 #[tokio::test]
 async fn accounts_by_ibr() {
-    let env = Env::start(Opts {
-        ibr: true,
-        ..Opts::default()
-    })
-    .await;
+    let env = Env::start(Opts::IBR).await;
     let (_, jid, pwd) = env.account("ibr-user", 1).await;
     assert!(env.prosody.can_login(&jid, &pwd).await);
     env.captcha().await;

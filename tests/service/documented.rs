@@ -221,14 +221,8 @@ async fn partial_bind_names_failed_ls_binds_the_rest_and_answers_105_106() {
         "the first failure's code and the failed names: {v}"
     );
     // The other pair is bound on both rosters and in the database.
-    assert_eq!(
-        item(&env, &jid_p, &pwd_p, &jid_ok).await.map(|i| i.0),
-        Some("both".into())
-    );
-    assert_eq!(
-        item(&env, &jid_ok, &pwd_ok, &jid_p).await.map(|i| i.0),
-        Some("both".into())
-    );
+    assert_both(&env, (&jid_p, &pwd_p), &jid_ok).await;
+    assert_both(&env, (&jid_ok, &pwd_ok), &jid_p).await;
     let store = &env.server().app.store;
     let id = |n: &'static str| {
         let store = store.clone();
@@ -315,10 +309,7 @@ async fn pair_already_mutual_through_the_users_own_clients_is_recorded_bound() {
             .map(|b| b.state),
         Some(register::store::BindingState::Bound)
     );
-    assert_eq!(
-        item(&env, &jid_p, &pwd_p, &jid_d).await.map(|i| i.0),
-        Some("both".into())
-    );
+    assert_both(&env, (&jid_p, &pwd_p), &jid_d).await;
     assert_eq!(bind(&env, &tok, "am-p", r#"["am-d"]"#).await["result"], 109);
 }
 
@@ -614,16 +605,10 @@ async fn a_subscription_refused_by_the_users_own_client_answers_108() {
 async fn xmpp_certificate_from_an_untrusted_ca_is_refused() {
     // Prosody's certificate is signed by the testkit's CA, which the service is not given: the
     // system roots do not know it, so no c2s session is made (107) and nothing is bound.
-    let env = Env::start_tuned(
-        Opts {
-            tls: true,
-            ..Opts::default()
-        },
-        |c| {
-            open_bind(c);
-            c.xmpp.tls_ca_file = String::new();
-        },
-    )
+    let env = Env::start_tuned(Opts::TLS, |c| {
+        open_bind(c);
+        c.xmpp.tls_ca_file = String::new();
+    })
     .await;
     let (tok, jid_p, pwd_p) = env.account("ca-p", 1).await;
     let (_, jid_d, _) = env.account("ca-d", 2).await;
@@ -642,10 +627,7 @@ async fn c2s_tls_optional_binds_over_tls_when_offered() {
         ..Default::default()
     });
     let data = tempfile::tempdir().unwrap();
-    let o = Opts {
-        tls: true,
-        ..Opts::default()
-    };
+    let o = Opts::TLS;
     let mut cfg = test_config(&prosody, data.path().join("data"), o).await;
     open_bind(&mut cfg);
     cfg.xmpp.c2s_tls = "optional".into();
@@ -668,12 +650,14 @@ async fn c2s_tls_optional_binds_over_tls_when_offered() {
             "a c2s session as {jid} was not encrypted: {sessions:?}"
         );
     }
+    assert_both(&env, (&jid_p, &pwd_p), &jid_d).await;
+    assert_both(&env, (&jid_d, &pwd_d), &jid_p).await;
+}
+
+/// Asserts that `peer` is on the roster of `user` (JID and password) with a `both` subscription.
+async fn assert_both(env: &Env, user: (&str, &str), peer: &str) {
     assert_eq!(
-        item(&env, &jid_p, &pwd_p, &jid_d).await.map(|i| i.0),
-        Some("both".into())
-    );
-    assert_eq!(
-        item(&env, &jid_d, &pwd_d, &jid_p).await.map(|i| i.0),
+        item(env, user.0, user.1, peer).await.map(|i| i.0),
         Some("both".into())
     );
 }

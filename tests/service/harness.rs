@@ -37,6 +37,27 @@ pub struct Opts {
     pub ibr: bool,
 }
 
+impl Opts {
+    /// A test Prosody that requires TLS on c2s.
+    pub const TLS: Opts = Opts {
+        tls: true,
+        privileged: false,
+        ibr: false,
+    };
+    /// Binding by the component's privileges (`xmpp.binding = "privileged"`).
+    pub const PRIVILEGED: Opts = Opts {
+        tls: false,
+        privileged: true,
+        ibr: false,
+    };
+    /// Accounts by in-band registration (`xmpp.accounts = "ibr"`).
+    pub const IBR: Opts = Opts {
+        tls: false,
+        privileged: false,
+        ibr: true,
+    };
+}
+
 /// The service's configuration for a test server (Prosody here, ejabberd in `interop`).
 pub fn config_for(s: &dyn xmpp::testkit::TestServer, data_dir: PathBuf, o: Opts) -> Config {
     let mut c = Config {
@@ -198,7 +219,7 @@ impl Env {
     }
 
     /// GET with a query string.
-    pub async fn get(&self, path: &str, params: &[(&str, &str)]) -> Value {
+    pub async fn get<P: serde::Serialize + ?Sized>(&self, path: &str, params: &P) -> Value {
         let r = self
             .http
             .get(format!("{}{path}", self.base))
@@ -434,6 +455,17 @@ pub async fn post_form<P: serde::Serialize + ?Sized>(
         .await
         .unwrap();
     signed_reply(r, path).await
+}
+
+/// POST a form to `base` + `path` and return the JSON body, with no check of status or `sign`.
+pub async fn post_unchecked<P: serde::Serialize + ?Sized>(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    params: &P,
+) -> Value {
+    let r = http.post(format!("{base}{path}")).form(params).send();
+    r.await.unwrap().json().await.unwrap()
 }
 
 /// A reply to `path` that must be a 200 with a signed JSON body.

@@ -162,14 +162,7 @@ async fn ejabberd_register_bind_cancel_c2s() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ejabberd_privileged_binding_is_refused_cleanly() {
     let ej = Ejabberd::start(EjabberdOptions::default());
-    let svc = Svc::start(
-        &ej,
-        Opts {
-            privileged: true,
-            ..Opts::default()
-        },
-    )
-    .await;
+    let svc = Svc::start(&ej, Opts::PRIVILEGED).await;
     let (tok_p, jid_p, pwd_p) = svc.account("phone-pr", 1).await;
     let (_, jid_d, _) = svc.account("dev-pr", 2).await;
     let started = std::time::Instant::now();

@@ -80,11 +80,7 @@ async fn after_renew_jid_pwd_the_old_password_fails_an_independent_login_by_xep_
 /// Ibr mode: XEP-0077 password change as the user over c2s (what Openfire needs).
 #[tokio::test]
 async fn after_renew_jid_pwd_the_old_password_fails_an_independent_login_by_xep_0077() {
-    renews_and_the_old_password_stops_working(Opts {
-        ibr: true,
-        ..Opts::default()
-    })
-    .await;
+    renews_and_the_old_password_stops_working(Opts::IBR).await;
 }
 
 /// The two places a crash can interrupt a renewal, made by doing the renewal's first steps by

@@ -209,6 +209,7 @@ pub(crate) async fn change_user_password(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use minidom::Element;
 
     #[test]
     fn change_password_form_and_outcomes() {

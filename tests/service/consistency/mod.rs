@@ -43,6 +43,36 @@ use crate::harness::{assert_signed, signed, ProsodyExt, CAPTCHA};
 
 const PASSWORD: &str = "password1";
 
+/// A service on a fresh Prosody that binds by name (the open bind of old clients; bind tokens:
+/// bind_tokens.rs), what it was started with, and a client of its HTTPS API.
+struct OpenBind {
+    prosody: Prosody,
+    /// The data directory's parent: the test's own files.
+    dir: tempfile::TempDir,
+    cfg: Config,
+    server: register::service::server::Server,
+    client: Client,
+}
+
+/// Starts an [`OpenBind`] service, its test configuration first changed by `tune`.
+async fn open_bind_service(tune: impl FnOnce(&mut Config)) -> OpenBind {
+    let prosody = Prosody::start(xmpp::testkit::ProsodyOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let opts = crate::harness::Opts::default();
+    let mut cfg = crate::harness::test_config(&prosody, dir.path().join("data"), opts).await;
+    cfg.binding.consent = "none".into();
+    tune(&mut cfg);
+    let server = crate::harness::start_service(cfg.clone()).await;
+    let client = Client::new(&cfg.data_dir, server.addrs.http.port());
+    OpenBind {
+        prosody,
+        dir,
+        cfg,
+        server,
+        client,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // A client of the service (in-process or the binary) that many tasks can share: no cookie store,
 // the captcha id travels as `verify_code_id`.

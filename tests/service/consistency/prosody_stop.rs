@@ -3,21 +3,17 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use xmpp::testkit::{Prosody, ProsodyOptions};
-
-use super::{check_consistent, join, wait_link, Client, Stream};
-use crate::harness::{test_config, Opts};
+use super::{check_consistent, join, open_bind_service, wait_link, OpenBind, Stream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prosody_stopped_mid_stream() {
-    let mut prosody = Prosody::start(ProsodyOptions::default());
-    let data = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(&prosody, data.path().join("data"), Opts::default()).await;
-    // These tests bind by name: the open bind of old clients (bind tokens: bind_tokens.rs).
-    cfg.binding.consent = "none".into();
-    cfg.xmpp.timeout_ms = 3000;
-    let server = crate::harness::start_service(cfg).await;
-    let client = Client::new(&server.app.cfg.data_dir, server.addrs.http.port());
+    let OpenBind {
+        mut prosody,
+        dir: _dir,
+        server,
+        client,
+        ..
+    } = open_bind_service(|c| c.xmpp.timeout_ms = 3000).await;
     let stream = Stream::new(client.clone());
     let started = Instant::now();
     // Eight pairs a worker: at a second per refused request the stream outlasts a slow restart

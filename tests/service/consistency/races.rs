@@ -6,23 +6,21 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use xmpp::testkit::{Prosody, ProsodyOptions};
-
-use super::{check_consistent, join, Client, Stream};
-use crate::harness::{test_config, Opts, ProsodyExt};
+use super::{check_consistent, join, open_bind_service, OpenBind, Stream};
+use crate::harness::ProsodyExt;
 
 // ---------------------------------------------------------------------------------------------
 // One name registered twice at once, one pair bound (and unbound) twice at once.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_same_name_and_same_pair() {
-    let prosody = Prosody::start(ProsodyOptions::default());
-    let data = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(&prosody, data.path().join("data"), Opts::default()).await;
-    // These tests bind by name: the open bind of old clients (bind tokens: bind_tokens.rs).
-    cfg.binding.consent = "none".into();
-    let server = crate::harness::start_service(cfg).await;
-    let c = Client::new(&server.app.cfg.data_dir, server.addrs.http.port());
+    let OpenBind {
+        prosody,
+        dir: _dir,
+        server,
+        client: c,
+        ..
+    } = open_bind_service(|_| {}).await;
     let rounds = 4;
     let mut tally: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
     for i in 0..rounds {
@@ -131,13 +129,13 @@ async fn concurrent_same_name_and_same_pair() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconciler_racing_live_requests() {
-    let prosody = Prosody::start(ProsodyOptions::default());
-    let data = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(&prosody, data.path().join("data"), Opts::default()).await;
-    // These tests bind by name: the open bind of old clients (bind tokens: bind_tokens.rs).
-    cfg.binding.consent = "none".into();
-    let server = crate::harness::start_service(cfg).await;
-    let client = Client::new(&server.app.cfg.data_dir, server.addrs.http.port());
+    let OpenBind {
+        prosody,
+        dir: _dir,
+        server,
+        client,
+        ..
+    } = open_bind_service(|_| {}).await;
     let stream = Stream::new(client.clone());
     let tasks = stream.spawn("rr", 4, 3);
     let app = server.app.clone();

@@ -3,20 +3,19 @@
 use std::collections::HashMap;
 
 use register::store::{AccountState, BindingState};
-use xmpp::testkit::{Prosody, ProsodyOptions};
 
-use super::{free_port, write_toml, Client};
-use crate::harness::{test_config, Opts, ProsodyExt};
+use super::{free_port, open_bind_service, write_toml, OpenBind};
+use crate::harness::ProsodyExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_command_repairs_crash_leftovers() {
-    let prosody = Prosody::start(ProsodyOptions::default());
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(&prosody, dir.path().join("data"), Opts::default()).await;
-    // These tests bind by name: the open bind of old clients (bind tokens: bind_tokens.rs).
-    cfg.binding.consent = "none".into();
-    let server = crate::harness::start_service(cfg.clone()).await;
-    let c = Client::new(&cfg.data_dir, server.addrs.http.port());
+    let OpenBind {
+        prosody,
+        dir,
+        cfg,
+        server,
+        client: c,
+    } = open_bind_service(|_| {}).await;
     let mut info = HashMap::new();
     for (n, k) in [
         ("cl-a", 1),

@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 
 use register::store::{AccountState, BindingState, NewAccount};
 use register::types::AccountType;
-use xmpp::testkit::{Prosody, ProsodyOptions};
 
-use super::Client;
-use crate::harness::{direct_store, stored_captcha, test_config, Opts, ProsodyExt};
+use super::{open_bind_service, OpenBind};
+use crate::harness::{direct_store, stored_captcha, ProsodyExt};
 
 /// How old a "killed request's" record is made: far beyond the grace.
 const OLD: i64 = 7200;
@@ -43,16 +42,18 @@ fn sub(roster: Vec<xmpp::RosterEntry>, peer: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loop_repairs_old_records_leaves_young_ones_and_prunes() {
-    let prosody = Prosody::start(ProsodyOptions::default());
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(&prosody, dir.path().join("data"), Opts::default()).await;
-    // This test binds by name: the open bind of old clients (bind tokens: bind_tokens.rs).
-    cfg.binding.consent = "none".into();
-    cfg.reconcile.interval_secs = 1;
-    // Records written "now" stay younger than the grace for the whole test.
-    cfg.reconcile.grace_secs = 600;
-    let server = crate::harness::start_service(cfg.clone()).await;
-    let c = Client::new(&cfg.data_dir, server.addrs.http.port());
+    let OpenBind {
+        prosody,
+        dir: _dir,
+        cfg,
+        server,
+        client: c,
+    } = open_bind_service(|cfg| {
+        cfg.reconcile.interval_secs = 1;
+        // Records written "now" stay younger than the grace for the whole test.
+        cfg.reconcile.grace_secs = 600;
+    })
+    .await;
     let mut info = HashMap::new();
     for (n, k) in [
         ("rl-a", 1),

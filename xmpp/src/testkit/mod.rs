@@ -19,7 +19,7 @@ mod prosody;
 
 pub use client::TestClient;
 pub use ejabberd::{Ejabberd, EjabberdOptions};
-pub use openfire::{Openfire, OpenfireOptions, OpenfireState};
+pub use openfire::{form_field, Openfire, OpenfireOptions, OpenfireState};
 pub use process::{stop_child, wait_link, Endpoints, Process};
 pub use prosody::{Prosody, ProsodyOptions};
 

@@ -472,7 +472,8 @@ fn component_reply(
     b.build()
 }
 
-fn field(cmd: &Element, var: &str) -> Option<String> {
+/// The first value of the data-form field `var` in a request's `<command/>` (XEP-0004).
+pub fn form_field(cmd: &Element, var: &str) -> Option<String> {
     let x = cmd.get_child("x", "jabber:x:data")?;
     let f = x
         .children()
@@ -505,29 +506,22 @@ fn component_stanza(state: &Mutex<OpenfireState>, el: Element) -> Option<Element
     };
     let node = cmd.attr("node").unwrap_or("").to_owned();
     let action = cmd.attr("action").unwrap_or("execute").to_owned();
-    let copy = Some(cmd.clone());
     let log = |st: &mut OpenfireState, outcome: &str| {
         st.commands.push((action.clone(), outcome.to_owned()))
+    };
+    // An error reply that carries the command back, logged under its condition.
+    let refuse = |st: &mut OpenfireState, kind: &str, condition: &str| {
+        log(st, condition);
+        let copy = Some(cmd.clone());
+        Some(component_reply(&id, "error", copy, Some((kind, condition))))
     };
     let known = node.ends_with("#add-user") || node.ends_with("#delete-user");
     let Some(sid) = cmd.attr("sessionid").map(str::to_owned) else {
         if !known {
-            log(&mut st, "item-not-found");
-            return Some(component_reply(
-                &id,
-                "error",
-                copy,
-                Some(("cancel", "item-not-found")),
-            ));
+            return refuse(&mut st, "cancel", "item-not-found");
         }
         if st.read_only {
-            log(&mut st, "forbidden");
-            return Some(component_reply(
-                &id,
-                "error",
-                copy,
-                Some(("auth", "forbidden")),
-            ));
+            return refuse(&mut st, "auth", "forbidden");
         }
         let sid = format!("{:015x}", rand::random::<u64>() >> 4);
         st.commands_open.insert(sid.clone(), node.clone());
@@ -560,29 +554,15 @@ fn component_stanza(state: &Mutex<OpenfireState>, el: Element) -> Option<Element
         .expect("a well-formed form");
         return Some(component_reply(&id, "result", Some(command), None));
     };
-    if st.commands_open.remove(&sid).is_none() {
-        log(&mut st, "bad-request");
-        return Some(component_reply(
-            &id,
-            "error",
-            copy,
-            Some(("modify", "bad-request")),
-        ));
-    }
-    if action == "cancel" {
-        // The session is removed, then the action is checked against the offered ones.
-        log(&mut st, "bad-request");
-        return Some(component_reply(
-            &id,
-            "error",
-            copy,
-            Some(("modify", "bad-request")),
-        ));
+    // The session is removed, then the action is checked against the offered ones: a cancel is
+    // refused like an unknown session.
+    if st.commands_open.remove(&sid).is_none() || action == "cancel" {
+        return refuse(&mut st, "modify", "bad-request");
     }
     let (note_kind, text) = if node.ends_with("#add-user") {
-        let jid = field(cmd, "accountjid").unwrap_or_default();
+        let jid = form_field(cmd, "accountjid").unwrap_or_default();
         let user = jid.split('@').next().unwrap_or("").to_owned();
-        let password = field(cmd, "password").unwrap_or_default();
+        let password = form_field(cmd, "password").unwrap_or_default();
         match st.users.entry(user) {
             std::collections::hash_map::Entry::Occupied(_) => {
                 ("error", "User already exists.".to_owned())
@@ -593,7 +573,7 @@ fn component_stanza(state: &Mutex<OpenfireState>, el: Element) -> Option<Element
             }
         }
     } else {
-        let jid = field(cmd, "accountjids").unwrap_or_default();
+        let jid = form_field(cmd, "accountjids").unwrap_or_default();
         let user = jid.split('@').next().unwrap_or("").to_owned();
         if st.users.remove(&user).is_some() {
             st.rosters.remove(&jid);

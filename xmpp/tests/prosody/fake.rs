@@ -25,6 +25,17 @@ fn cfg(addr: &str, timeout: Duration) -> XmppConfig {
     crate::common::scripted_peer_config(addr, names, timeout, Duration::from_secs(30))
 }
 
+/// A client started against a fake peer's listener (not yet accepted), with `timeout` for its
+/// requests; it stops when the token is cancelled.
+async fn started_on_fake(timeout: Duration) -> (TcpListener, Xmpp, CancellationToken) {
+    crate::init_tracing();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let shutdown = CancellationToken::new();
+    let x = Xmpp::start(cfg(&addr, timeout), shutdown.clone());
+    (listener, x, shutdown)
+}
+
 /// Accepts one component connection and reads its handshake.
 async fn accept(listener: &TcpListener) -> Fake {
     let (tcp, _) = listener.accept().await.unwrap();
@@ -54,11 +65,7 @@ fn hex_sha1(s: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_conflict_is_told_apart() {
-    crate::init_tracing();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let shutdown = CancellationToken::new();
-    let x = Xmpp::start(cfg(&addr, Duration::from_secs(2)), shutdown.clone());
+    let (listener, x, shutdown) = started_on_fake(Duration::from_secs(2)).await;
     let mut s = accept(&listener).await;
     s.send(&StreamError::new(
         DefinedCondition::Conflict,
@@ -83,11 +90,7 @@ async fn handshake_conflict_is_told_apart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unanswered_command_times_out_and_is_cancelled() {
-    crate::init_tracing();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let shutdown = CancellationToken::new();
-    let x = Xmpp::start(cfg(&addr, Duration::from_millis(500)), shutdown.clone());
+    let (listener, x, shutdown) = started_on_fake(Duration::from_millis(500)).await;
     let seen = Arc::new(Mutex::new(Vec::<Element>::new()));
     let seen2 = seen.clone();
     tokio::spawn(async move {
@@ -292,11 +295,7 @@ async fn plain_is_refused_without_tls_unless_allowed() {
 /// guessed the id) is not taken for the reply: the request gets the server's own answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_from_another_jid_is_not_taken_for_the_servers() {
-    crate::init_tracing();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let shutdown = CancellationToken::new();
-    let x = Xmpp::start(cfg(&addr, Duration::from_secs(2)), shutdown.clone());
+    let (listener, x, shutdown) = started_on_fake(Duration::from_secs(2)).await;
     tokio::spawn(async move {
         let mut s = accept(&listener).await;
         s.send(&Handshake::new()).await.unwrap();

@@ -40,6 +40,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use xmpp::testkit::form_field as field;
 use xmpp::{LinkState, Xmpp, XmppConfig, XmppError};
 
 const COMMANDS: &str = "http://jabber.org/protocol/commands";
@@ -215,6 +216,14 @@ struct State {
     lost_replies: Vec<String>,
     /// Node prefixes whose `complete` closes the connection before answering.
     drop_on_complete: Vec<String>,
+}
+
+impl State {
+    /// Each command request's action and the outcome it was answered with, in order.
+    fn outcomes(&self) -> Vec<(&str, &str)> {
+        let pairs = self.actions.iter();
+        pairs.map(|a| (a.0.as_str(), a.2.as_str())).collect()
+    }
 }
 
 /// Records when the last inbound byte came (whitespace included), like Netty's IdleStateHandler,
@@ -524,14 +533,6 @@ fn iq_error(id: &str, child: &str, kind: &str, condition: &str) -> String {
 
 fn result(id: &str, command: &str) -> String {
     format!("<iq type=\"result\" id=\"{id}\" from=\"{DOMAIN}\" to=\"{COMPONENT}\">{command}</iq>")
-}
-
-fn field(cmd: &Element, var: &str) -> Option<String> {
-    let x = cmd.get_child("x", "jabber:x:data")?;
-    let f = x
-        .children()
-        .find(|f| f.name() == "field" && f.attr("var") == Some(var))?;
-    f.children().find(|v| v.name() == "value").map(|v| v.text())
 }
 
 /// A copy of the request's `<command/>` for an error reply (Openfire copies the child element).
@@ -849,6 +850,18 @@ async fn openfire_refuses_at_the_header_without_id_or_stream_error() {
     }
 }
 
+/// The `xmpp` crate's log from info up, captured for this thread until the guard is dropped.
+fn capture_log() -> (Captured, tracing::subscriber::DefaultGuard) {
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("xmpp=info")
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .finish();
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
 /// Log lines written while a test runs on the current thread.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -867,14 +880,7 @@ impl std::io::Write for Captured {
 /// once for the outage (and once more when the link comes up), not once per attempt.
 #[tokio::test(flavor = "current_thread")]
 async fn openfire_header_refusal_is_logged_once_per_outage() {
-    let captured = Captured::default();
-    let sink = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("xmpp=info")
-        .with_ansi(false)
-        .with_writer(move || sink.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture_log();
     let of = Openfire::start(Setup::default()).await;
     of.with(|s| s.occupied = true);
     let (x, shutdown) = start(&of, Duration::from_secs(2));
@@ -962,14 +968,7 @@ async fn openfire_notes_in_english_german_and_french_are_judged_by_structure() {
 /// logged as an error naming the setting, once.
 #[tokio::test(flavor = "current_thread")]
 async fn openfire_read_only_user_store_answers_forbidden() {
-    let captured = Captured::default();
-    let sink = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("xmpp=info")
-        .with_ansi(false)
-        .with_writer(move || sink.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture_log();
     let of = Openfire::start(Setup {
         read_only: true,
         ..Setup::default()
@@ -1085,20 +1084,37 @@ async fn register_all(x: &Xmpp, prefix: &str, n: usize) {
     }
 }
 
+/// A burst of 150 registrations at once from a linked client (`command_sessions` from `sessions`,
+/// or the default), while the peer holds every completion until the returned gate is opened.
+async fn held_burst(
+    sessions: Option<usize>,
+) -> (
+    Openfire,
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+    tokio_util::sync::DropGuard,
+) {
+    crate::init_tracing();
+    let of = Openfire::start(Setup::default()).await;
+    let (gate, gate_rx) = watch::channel(false);
+    of.with(|s| s.hold_completes = Some(gate_rx));
+    let mut c = cfg(&of.addr, Duration::from_secs(10), Duration::from_secs(30));
+    if let Some(n) = sessions {
+        c.command_sessions = n;
+    }
+    let shutdown = CancellationToken::new();
+    let x = Xmpp::start(c, shutdown.clone());
+    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
+    let run = tokio::spawn(async move { register_all(&x, "burst", 150).await });
+    (of, gate, run, shutdown.drop_guard())
+}
+
 /// 150 registrations at once against Openfire's 100-session limit: the queue keeps at most
 /// `command_sessions` (40) open, so the limit is never hit, all succeed, none stays open. The
 /// peer holds every completion until 40 sessions are open, so the cap is what is measured.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openfire_command_limit_is_never_reached_by_150_concurrent_registrations() {
-    crate::init_tracing();
-    let of = Openfire::start(Setup::default()).await;
-    let (gate, gate_rx) = watch::channel(false);
-    of.with(|s| s.hold_completes = Some(gate_rx));
-    let (x, _stop) = linked(&of, Duration::from_secs(10)).await;
-    let run = {
-        let x = x.clone();
-        tokio::spawn(async move { register_all(&x, "burst", 150).await })
-    };
+    let (of, gate, run, _stop) = held_burst(None).await;
     assert!(
         of.wait_for(Duration::from_secs(10), |s| s.sessions.len() == 40)
             .await,
@@ -1120,20 +1136,7 @@ async fn openfire_command_limit_is_never_reached_by_150_concurrent_registrations
 /// the retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openfire_limit_reached_without_the_queue_is_retried() {
-    crate::init_tracing();
-    let of = Openfire::start(Setup::default()).await;
-    let (gate, gate_rx) = watch::channel(false);
-    of.with(|s| s.hold_completes = Some(gate_rx));
-    let mut c = cfg(&of.addr, Duration::from_secs(10), Duration::from_secs(30));
-    c.command_sessions = 150;
-    let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    let x = Xmpp::start(c, shutdown.clone());
-    assert!(crate::wait_up(&x, Duration::from_secs(3)).await);
-    let run = {
-        let x = x.clone();
-        tokio::spawn(async move { register_all(&x, "burst", 150).await })
-    };
+    let (of, gate, run, _stop) = held_burst(Some(150)).await;
     assert!(
         of.wait_for(Duration::from_secs(10), |s| s.refused_for_limit >= 1)
             .await,
@@ -1359,13 +1362,8 @@ async fn openfire_read_only_user_store_is_found_by_a_probe_that_creates_nothing(
     );
     of.with(|s| {
         assert!(s.users.is_empty() && s.sessions.is_empty());
-        let outcomes: Vec<_> = s
-            .actions
-            .iter()
-            .map(|a| (a.0.as_str(), a.2.as_str()))
-            .collect();
         assert_eq!(
-            outcomes,
+            s.outcomes(),
             [("execute", "forbidden"), ("execute", "forbidden")]
         );
     });
@@ -1391,13 +1389,8 @@ async fn openfire_writable_user_store_probe_cancels_its_session() {
     );
     of.with(|s| {
         assert!(s.users.is_empty());
-        let outcomes: Vec<_> = s
-            .actions
-            .iter()
-            .map(|a| (a.0.as_str(), a.2.as_str()))
-            .collect();
         assert_eq!(
-            outcomes,
+            s.outcomes(),
             [("execute", "executing"), ("cancel", "bad-request")]
         );
     });

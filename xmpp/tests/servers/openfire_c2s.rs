@@ -31,6 +31,17 @@ fn users(c2s: &Openfire, nodes: &[&str]) -> Vec<Party> {
         .collect()
 }
 
+/// A scripted Openfire with the users `nodes`, alice and bob (among them) in the shared group
+/// "Staff", and a client started against it.
+fn with_staff(nodes: &[&str]) -> (Openfire, Vec<Party>, Xmpp, tokio_util::sync::DropGuard) {
+    crate::init_tracing();
+    let c2s = Openfire::start(OpenfireOptions::default());
+    let p = users(&c2s, nodes);
+    c2s.add_shared_group("Staff", &["alice", "bob"]);
+    let (x, stop) = start(&c2s);
+    (c2s, p, x, stop)
+}
+
 /// Openfire offers PLAIN, DIGEST-MD5, CRAM-MD5 and SCRAM-SHA-1 (no SCRAM-SHA-256) and STARTTLS
 /// as optional: a login with TLS off picks SCRAM-SHA-1, never PLAIN without TLS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,11 +61,7 @@ async fn openfire_default_sasl_mechanisms_log_in_with_scram_sha_1() {
 /// name: a bind of such a pair is reported as already bound, and nothing is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openfire_shared_group_contacts_answer_a_bind_as_already_bound() {
-    crate::init_tracing();
-    let c2s = Openfire::start(OpenfireOptions::default());
-    let p = users(&c2s, &["alice", "bob"]);
-    c2s.add_shared_group("Staff", &["alice", "bob"]);
-    let (x, _stop) = start(&c2s);
+    let (c2s, p, x, _stop) = with_staff(&["alice", "bob"]);
     let roster = x.roster(&p[0]).await.expect("roster");
     assert_eq!(roster.len(), 1, "{roster:?}");
     assert_eq!(roster[0].jid, "bob@example.test");
@@ -70,11 +77,7 @@ async fn openfire_shared_group_contacts_answer_a_bind_as_already_bound() {
 /// the service counts as done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openfire_shared_group_item_removal_is_not_acceptable_and_unbind_does_not_loop() {
-    crate::init_tracing();
-    let c2s = Openfire::start(OpenfireOptions::default());
-    let p = users(&c2s, &["alice", "bob"]);
-    c2s.add_shared_group("Staff", &["alice", "bob"]);
-    let (x, _stop) = start(&c2s);
+    let (c2s, p, x, _stop) = with_staff(&["alice", "bob"]);
     let r = x.unbind(&p[0], &p[1]).await;
     assert!(matches!(r, Err(XmppError::NotBound)), "{r:?}");
     c2s.with(|s| {
@@ -108,11 +111,7 @@ async fn openfire_shared_group_item_removal_is_not_acceptable_and_unbind_does_no
 /// group was created) is refused removal on both sides, which unbind reports as not bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openfire_personal_items_are_bound_and_removed_next_to_a_shared_group() {
-    crate::init_tracing();
-    let c2s = Openfire::start(OpenfireOptions::default());
-    let p = users(&c2s, &["alice", "bob", "carol", "dave"]);
-    c2s.add_shared_group("Staff", &["alice", "bob"]);
-    let (x, _stop) = start(&c2s);
+    let (c2s, p, x, _stop) = with_staff(&["alice", "bob", "carol", "dave"]);
     x.bind(&p[2], &p[3]).await.expect("bind carol and dave");
     let roster = x.roster(&p[2]).await.expect("roster");
     assert_eq!(roster.len(), 1, "{roster:?}");
