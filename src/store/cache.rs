@@ -51,6 +51,10 @@ pub struct TokenCache {
 
 struct Shared {
     maps: RwLock<Maps>,
+    /// The pair rows of an account (`bindings_of`), forgotten with it: a pair row's change is
+    /// a change of both its accounts. A lock of its own, so that filling it (each caller's first
+    /// `/get_users`) does not hold up token checks.
+    pairs: RwLock<HashMap<i64, Arc<[Binding]>>>,
     /// Bumped by every change to an account: a lookup that raced one does not fill the cache.
     epoch: AtomicU64,
     /// Token lookups answered from memory, and those that went to the store (for metrics).
@@ -85,10 +89,17 @@ impl Shared {
     /// Called on every event of the feed.
     fn on(&self, change: Change) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
+        let mut p = self.pairs.write().unwrap_or_else(|e| e.into_inner());
         let mut m = self.maps.write().unwrap_or_else(|e| e.into_inner());
         match change {
-            Change::Account(id) => m.forget(id),
-            Change::Reset => m.clear(),
+            Change::Account(id) => {
+                p.remove(&id);
+                m.forget(id);
+            }
+            Change::Reset => {
+                p.clear();
+                m.clear();
+            }
             // While the feed is down nothing is answered from memory (see `TokenCache::live`);
             // what is cached stays, as the catch-up read on reconnection forgets what changed.
             Change::Live(_) => {}
@@ -104,9 +115,6 @@ struct Maps {
     /// What is cached for an account id, to forget it without a scan; its account is the one
     /// its tokens and its name entry share.
     ids: HashMap<i64, Cached>,
-    /// The pair rows of an account (`bindings_of`), forgotten with it: a pair row's change is
-    /// a change of both its accounts.
-    pairs: HashMap<i64, Arc<[Binding]>>,
 }
 
 struct Cached {
@@ -117,7 +125,6 @@ struct Cached {
 
 impl Maps {
     fn forget(&mut self, id: i64) {
-        self.pairs.remove(&id);
         if let Some(c) = self.ids.remove(&id) {
             for t in &c.tokens {
                 self.tokens.remove(t);
@@ -209,6 +216,7 @@ impl TokenCache {
     pub fn new(inner: Arc<dyn Store>, capacity: usize) -> TokenCache {
         let shared = Arc::new(Shared {
             maps: RwLock::new(Maps::default()),
+            pairs: RwLock::new(HashMap::new()),
             epoch: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -334,18 +342,22 @@ impl Lookups for TokenCache {
     }
 
     async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>> {
+        let pairs = || self.shared.pairs.read().unwrap_or_else(|e| e.into_inner());
         if self.live() {
-            if let Some(p) = self.read().pairs.get(&id) {
+            if let Some(p) = pairs().get(&id) {
                 return Ok(p.to_vec());
             }
         }
         let epoch = self.epoch();
         let found = self.inner.bindings_of(id).await?;
-        if let Some(mut m) = self.fill(epoch) {
-            if m.pairs.len() >= self.capacity {
-                m.pairs.clear();
+        let mut p = self.shared.pairs.write().unwrap_or_else(|e| e.into_inner());
+        // As `fill`: nothing changed since `epoch` was read (a change bumps the epoch under this
+        // lock, so it cannot slip between the check and the insert).
+        if self.epoch() == epoch && self.live() {
+            if p.len() >= self.capacity {
+                p.clear();
             }
-            m.pairs.insert(id, found.clone().into());
+            p.insert(id, found.clone().into());
         }
         Ok(found)
     }
