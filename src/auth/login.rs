@@ -20,7 +20,7 @@ use crate::types::{AccountType, Password, UserName};
 /// network out of the account, so a stranger's guesses do not lock the owner out) and for the
 /// account as a whole (`security.lockout_account_threshold` locks every other network out: the
 /// last line against guesses spread over many networks). The attempt is counted in the store
-/// before its verdict is used ([`Store::claim_login_attempt`](crate::store::Store::claim_login_attempt)),
+/// before its verdict is used ([`LoginStore::claim_login_attempt`](crate::store::LoginStore::claim_login_attempt)),
 /// so of a concurrent burst at most `security.lockout_threshold` requests have their password
 /// looked at. A password of the wrong length is a wrong password like any other: it counts.
 pub async fn authenticate(
