@@ -52,6 +52,47 @@ async fn addresses_rotated_within_one_ipv6_prefix_are_limited_as_one_client() {
     assert_eq!(from("2001:db8:7:8::1").await.unwrap().status(), 200);
 }
 
+/// Every costly endpoint of the table (`cmd/endpoints.rs`) is limited per client network: past
+/// `rate_per_minute`, `/login`, `/register`, `/cancel` and the others answer 429 with 112 before
+/// their command runs. Each endpoint is tried from its own client (a trusted proxy names it), so
+/// each starts with a full budget.
+#[tokio::test]
+async fn login_register_cancel_and_every_costly_endpoint_are_rate_limited() {
+    let env = Env::start_tuned(Opts::default(), |c| {
+        c.security.rate_per_minute = 2;
+        c.http.trusted_proxies = vec!["127.0.0.1".into()];
+    })
+    .await;
+    // Within the budget each command runs and refuses the bare request: 2 (parameters) where the
+    // password is checked first, 4 (no access token) where the token is.
+    let costly = [
+        ("/login", 2),
+        ("/register", 2),
+        ("/cancel", 2),
+        ("/change_password", 2),
+        ("/renew_jid_pwd", 4),
+        ("/set_user_banding", 4),
+        ("/set_user_unbanding", 4),
+    ];
+    for (i, (path, code)) in costly.iter().enumerate() {
+        let client = format!("198.51.100.{}", i + 1);
+        let send = || {
+            env.http
+                .post(format!("{}{path}", env.base))
+                .header("x-forwarded-for", &client)
+                .form(&[("user_name", "nobody")])
+                .send()
+        };
+        for _ in 0..2 {
+            let r = send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path} within the budget");
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["result"], *code, "{path} within the budget");
+        }
+        assert_refused(send().await.unwrap(), 429).await;
+    }
+}
+
 #[tokio::test]
 async fn one_accounts_token_is_limited_per_account_but_not_over_tcp() {
     let env = Env::start_tuned(Opts::default(), |c| {
