@@ -119,7 +119,8 @@ impl App {
         let window = self.cfg.security.timestamp_window_secs as i64;
         let in_window = |ts: &str| -> Result<i64, ApiError> {
             let ts: i64 = ts.parse().map_err(|_| ApiError::Sign)?;
-            if (self.now() - ts).abs() > window {
+            // checked_sub: a timestamp near i64::MIN must not wrap into the window.
+            if self.now().checked_sub(ts).is_none_or(|d| d.abs() > window) {
                 return Err(ApiError::Sign);
             }
             Ok(ts)

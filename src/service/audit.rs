@@ -46,18 +46,26 @@ pub fn network(app: &App, ip: IpAddr) -> String {
     app.limiter.network(ip).to_string()
 }
 
-/// The user names in a `user_name_ls` parameter (a JSON array or a comma list), comma-separated;
-/// anything else in it is dropped.
+/// The most names a record keeps from a request's `user_name_ls` (a bind or unbind names at most
+/// `binding` caps of peers; a longer list is a client's, not an event's).
+const MAX_SUBJECT_NAMES: usize = 16;
+
+/// The user names in a `user_name_ls` parameter (a JSON array or a comma list), comma-separated,
+/// at most [`MAX_SUBJECT_NAMES`] (then `…`); anything else in it is dropped.
 pub fn names_of(list: &str) -> String {
     let names: Vec<String> = match serde_json::from_str::<Vec<String>>(list) {
         Ok(v) => v,
         Err(_) => list.split(',').map(|s| s.trim().to_owned()).collect(),
     };
-    names
+    let mut kept: Vec<String> = names
         .into_iter()
         .filter(|n| crate::types::UserName::parse(n).is_ok())
-        .collect::<Vec<_>>()
-        .join(",")
+        .take(MAX_SUBJECT_NAMES + 1)
+        .collect();
+    if kept.len() > MAX_SUBJECT_NAMES {
+        kept[MAX_SUBJECT_NAMES] = "…".into();
+    }
+    kept.join(",")
 }
 
 /// The record of a request answered through the endpoint table; `done` says what a success did.
@@ -79,7 +87,11 @@ pub fn of_request(app: &App, action: &str, call: &Call, result: i64, done: &str)
         at: app.now(),
         actor,
         action: action.to_owned(),
-        subject: call.get("user_name_ls").map(names_of).unwrap_or_default(),
+        // Only the pair endpoints name peers; elsewhere the parameter is not the event's.
+        subject: match action {
+            "bind" | "unbind" => call.get("user_name_ls").map(names_of).unwrap_or_default(),
+            _ => String::new(),
+        },
         network: network(app, call.client_ip),
         result,
         detail,
@@ -112,5 +124,9 @@ mod tests {
         assert_eq!(super::names_of(r#"["ann","bob"]"#), "ann,bob");
         assert_eq!(super::names_of("ann, bob"), "ann,bob");
         assert_eq!(super::names_of(r#"["ann", "a b c \n"]"#), "ann");
+        let many = vec!["n"; 10_000].join(",");
+        let kept = super::names_of(&many);
+        assert_eq!(kept.split(',').count(), super::MAX_SUBJECT_NAMES + 1);
+        assert!(kept.ends_with(",…"));
     }
 }

@@ -541,13 +541,17 @@ impl Config {
     fn refuse_what_cannot_work(&self) -> Result<(), String> {
         let d = Config::default();
         let refuse = |keys: &str, fix: &str| Err(format!("{keys}: {fix}"));
-        if self.database.is_postgres()
-            && self.database.token_cache_entries != d.database.token_cache_entries
+        if self
+            .http
+            .trusted_proxies
+            .iter()
+            .any(|n| n.parse::<ipnet::IpNet>().is_ok_and(|n| n.prefix_len() == 0))
         {
             return refuse(
-                "database.token_cache_entries with database.url = postgres://…",
-                "the token cache is SQLite only (instances sharing PostgreSQL would miss each \
-                 other's revocations); remove database.token_cache_entries",
+                "http.trusted_proxies",
+                "a /0 entry believes X-Forwarded-For from every address, so any client could \
+                 choose the network its rate limits and lock-outs count against; list the \
+                 proxies' own addresses",
             );
         }
         if !self.database.is_postgres()
@@ -788,8 +792,8 @@ mod tests {
     fn refuses_combinations_that_cannot_work() {
         for (toml, key) in [
             (
-                "[database]\nurl = \"postgres://u@h:5432/r\"\ntoken_cache_entries = 1\n",
-                "database.token_cache_entries",
+                "[http]\ntrusted_proxies = [\"10.0.0.1\", \"::/0\"]\n",
+                "http.trusted_proxies",
             ),
             (
                 "[database]\nmax_connections = 4\n",
@@ -818,6 +822,8 @@ mod tests {
         for toml in [
             "[database]\nurl = \"postgres://u@h:5432/r\"\nmax_connections = 4\n",
             "[database]\ntoken_cache_entries = 0\n",
+            "[database]\nurl = \"postgres://u@h:5432/r\"\ntoken_cache_entries = 0\n",
+            "[http]\ntrusted_proxies = [\"10.0.0.0/8\"]\n",
             "[tcp]\ntls = true\ncert_file = \"c\"\nkey_file = \"k\"\n",
             "[audit]\nretention_days = 7\n",
         ] {

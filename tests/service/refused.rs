@@ -22,9 +22,8 @@ refused! {
     fixed_captcha_answer_off_loopback:
         "[http]\nlisten = \"0.0.0.0:8443\"\n[captcha]\nfixed_answer = \"abcde\"\n"
         => ["captcha.fixed_answer", "http.listen"];
-    token_cache_on_postgres:
-        "[database]\nurl = \"postgres://u@127.0.0.1:5432/r\"\ntoken_cache_entries = 10\n"
-        => ["database.token_cache_entries", "database.url"];
+    every_address_as_a_trusted_proxy: "[http]\ntrusted_proxies = [\"0.0.0.0/0\"]\n"
+        => ["http.trusted_proxies"];
     pool_size_on_sqlite: "[database]\nmax_connections = 4\n"
         => ["database.max_connections", "database.url"];
     https_certificate_with_tls_off:
