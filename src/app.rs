@@ -144,7 +144,10 @@ impl App {
                 // Spent only once the signature holds: nobody else can fill the table.
                 if !self
                     .nonces
-                    .spend_nonce(nonce.to_owned(), ts + window, self.now())
+                    // Kept a window longer than the timestamp is accepted: an instance whose
+                    // clock runs ahead (PostgreSQL, several instances) prunes it only after every
+                    // instance within a window of skew has stopped accepting it.
+                    .spend_nonce(nonce.to_owned(), ts + 2 * window, self.now())
                     .await?
                 {
                     tracing::info!(nonce, "param_sign: nonce seen before (a replay)");

@@ -501,6 +501,13 @@ impl Config {
                     .into(),
             );
         }
+        if !(1..=3600).contains(&self.security.timestamp_window_secs) {
+            return bad(
+                "security.timestamp_window_secs must lie in 1..=3600 (a signed request stays \
+                 valid, and its nonce remembered, that long)"
+                    .into(),
+            );
+        }
         if self.xmpp.timeout_ms == 0 || self.security.token_ttl_secs == 0 {
             return bad("xmpp.timeout_ms and security.token_ttl_secs must be positive".into());
         }
