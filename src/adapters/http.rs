@@ -55,26 +55,9 @@ fn refused(
     };
     Reply::Refused {
         status,
-        body: app.sign(with_nonce(json!({"result": e.code()}), params)),
+        body: app.sign(cmd::reply::with_nonce(json!({"result": e.code()}), params)),
         retry_after: retry,
     }
-}
-
-/// A reply to a request that carried a well-formed `nonce` carries it back, inside what `sign`
-/// covers (version 2 signatures): a captured reply cannot stand for another request.
-pub fn with_nonce(mut reply: Value, params: &[(String, String)]) -> Value {
-    let nonce = params
-        .iter()
-        .find(|(k, v)| k == "nonce" && crate::auth::crypto::valid_nonce(v));
-    if let (Some((_, n)), Value::Object(m)) = (nonce, &mut reply) {
-        m.insert("nonce".into(), Value::String(n.clone()));
-    }
-    reply
-}
-
-/// The reply body of an error, logged when it is a bug or a storage failure.
-pub fn error_reply(e: &ApiError) -> Value {
-    cmd::reply::error_json(e)
 }
 
 impl http_api::Handler for Api {
@@ -88,7 +71,7 @@ impl http_api::Handler for Api {
         let _in_flight = app.metrics.in_flight();
         // The transport only routes paths from HTTPS_PATHS here.
         let Some(ep) = endpoints::https_endpoint(&req.path) else {
-            return Reply::Json(app.sign(error_reply(&ApiError::Params(format!(
+            return Reply::Json(app.sign(cmd::reply::error_json(&ApiError::Params(format!(
                 "no such endpoint {}",
                 req.path
             )))));
@@ -106,7 +89,7 @@ impl http_api::Handler for Api {
                     .request(route, endpoints::code_of(&outcome), started.elapsed());
                 return match outcome {
                     Ok(c) => self.captcha_reply(c),
-                    Err(e) => Reply::Json(app.sign(error_reply(&e))),
+                    Err(e) => Reply::Json(app.sign(cmd::reply::error_json(&e))),
                 };
             }
         };
@@ -143,7 +126,7 @@ impl http_api::Handler for Api {
         }
         let (code, reply) = cmd::reply::render(outcome);
         app.metrics.request(route, code, started.elapsed());
-        Reply::Json(app.sign(with_nonce(reply, &call.params)))
+        Reply::Json(app.sign(cmd::reply::with_nonce(reply, &call.params)))
     }
 
     fn error_body(&self, status: u16) -> Value {

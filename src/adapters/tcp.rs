@@ -163,7 +163,7 @@ impl tcp_api::LineHandler for LineApi {
         }
         app.metrics
             .request(ep.tcp_metric, result, started.elapsed());
-        app.sign(crate::adapters::http::with_nonce(reply, &call.params))
+        app.sign(cmd::reply::with_nonce(reply, &call.params))
     }
 
     fn answer_now(&self, path: &str, json: &str, _peer: SocketAddr, out: &mut Vec<u8>) -> bool {

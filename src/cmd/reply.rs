@@ -115,6 +115,18 @@ pub fn error_json(e: &ApiError) -> Value {
     serde_json::json!({"result": e.code()})
 }
 
+/// A reply to a request that carried a well-formed `nonce` carries it back, inside what `sign`
+/// covers (version 2 signatures): a captured reply cannot stand for another request.
+pub fn with_nonce(mut reply: Value, params: &[(String, String)]) -> Value {
+    let nonce = params
+        .iter()
+        .find(|(k, v)| k == "nonce" && crate::auth::crypto::valid_nonce(v));
+    if let (Some((_, n)), Value::Object(m)) = (nonce, &mut reply) {
+        m.insert("nonce".into(), Value::String(n.clone()));
+    }
+    reply
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Serialize;

@@ -67,7 +67,7 @@ impl JidPwdStore for SqliteStore {
     }
 
     async fn pending_jid_pwds(&self, before: i64) -> StoreResult<Vec<(i64, Vec<u8>)>> {
-        self.write(move |c| {
+        self.read(move |c| {
             let mut st = c.prepare_cached(
                 "SELECT id, jid_pwd_pending FROM accounts \
                  WHERE jid_pwd_pending IS NOT NULL AND state = 'active' AND updated_at < ?1",
