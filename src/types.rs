@@ -14,6 +14,13 @@ impl UserName {
     /// `Cam-1` and `cam-1` stay two names.
     pub fn parse(s: &str) -> Result<UserName, ApiError> {
         use precis_core::profile::Profile;
+        // Printable ASCII without the space is what the profile keeps as it is (no width
+        // mapping, already NFC, all of it IdentifierClass, no right-to-left character), so the
+        // common case skips the Unicode tables; `ascii_names_are_what_the_profile_makes_them`
+        // checks the shortcut against the profile.
+        if (1..=64).contains(&s.len()) && s.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            return Ok(UserName(s.to_owned()));
+        }
         let n = s.chars().count();
         if n == 0 || n > 64 {
             return Err(ApiError::Params("user_name must be 1-64 characters".into()));
@@ -151,6 +158,19 @@ pub fn user_name_list(raw: &str, max: usize) -> Result<Vec<UserName>, ApiError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ascii_names_are_what_the_profile_makes_them() {
+        use precis_core::profile::Profile;
+        let profile = precis_profiles::UsernameCasePreserved::new();
+        let mut names: Vec<String> = (0x21u8..=0x7e).map(|b| (b as char).to_string()).collect();
+        names.push((0x21u8..=0x7e).map(char::from).collect::<String>()[..64].to_owned());
+        names.extend(["13800138000", "Cam-1", "a.b_c@d", "~!x"].map(str::to_owned));
+        for n in names {
+            let by_profile = profile.enforce(n.as_str()).unwrap();
+            assert_eq!(UserName::parse(&n).unwrap().as_str(), by_profile, "{n:?}");
+        }
+    }
 
     #[test]
     fn user_names() {

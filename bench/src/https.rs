@@ -51,6 +51,20 @@ pub async fn load_samples(
     make: MakeReq,
     check: Check,
 ) -> Samples {
+    load_limited(addr, tls, conns, secs, MAX_REQUESTS, make, check).await
+}
+
+/// [`load_samples`] that stops after request `limit` (requests are numbered from 1, so
+/// `make(1..=limit)` are sent once each unless `secs` runs out first).
+pub async fn load_limited(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    conns: usize,
+    secs: f64,
+    limit: usize,
+    make: MakeReq,
+    check: Check,
+) -> Samples {
     let local = tokio::task::LocalSet::new();
     let counter = Rc::new(RefCell::new(0usize));
     let mut clients = Vec::new();
@@ -77,7 +91,7 @@ pub async fn load_samples(
                     *n += 1;
                     *n
                 };
-                if i > MAX_REQUESTS {
+                if i > limit {
                     break;
                 }
                 let (pq, body, headers) = make(i);

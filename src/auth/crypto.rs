@@ -24,39 +24,46 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Serialize a JSON value compactly with object keys sorted at every level.
 pub fn canonical_json(v: &Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
     write_canonical(v, &mut out);
-    out
+    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
-fn write_canonical(v: &Value, out: &mut String) {
+/// Writes straight into `out`, names and scalars escaped by serde_json itself: a reply is
+/// canonicalised on every request, so nothing is built on the way.
+fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.iter().enumerate() {
+            let mut members: Vec<(&String, &Value)> = m.iter().collect();
+            members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (k, x)) in members.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String((*k).clone()).to_string());
-                out.push(':');
-                write_canonical(&m[*k], out);
+                json_into(out, k);
+                out.push(b':');
+                write_canonical(x, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(a) => {
-            out.push('[');
+            out.push(b'[');
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_canonical(x, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        other => out.push_str(&other.to_string()),
+        other => json_into(out, other),
     }
+}
+
+/// `x` as compact JSON, appended to `out`.
+fn json_into<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, x: &T) {
+    serde_json::to_writer(out, x).expect("writing JSON to a Vec cannot fail");
 }
 
 fn hmac_hex(key: &[u8], data: &[u8]) -> String {
@@ -70,9 +77,9 @@ pub fn sign_reply(key: &[u8], mut reply: Value) -> Value {
     if let Value::Object(m) = &mut reply {
         m.remove("sign");
         // Canonicalize in place: the reply is on every request's path, so no copy of it is made.
-        let mut text = String::with_capacity(256);
+        let mut text = Vec::with_capacity(256);
         write_canonical(&reply, &mut text);
-        let s = hmac_hex(key, text.as_bytes());
+        let s = hmac_hex(key, &text);
         if let Value::Object(m) = &mut reply {
             m.insert("sign".into(), Value::String(s));
         }
