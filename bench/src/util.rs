@@ -73,6 +73,25 @@ impl Stats {
         }
     }
 
+    /// Rounds of one load taken as one: counts and errors summed, the rate over their summed
+    /// time, and each latency figure the worst round's (the rounds' samples are not kept).
+    pub fn merge(rounds: &[Stats]) -> Stats {
+        let count: usize = rounds.iter().map(|r| r.count).sum();
+        let secs: f64 = rounds
+            .iter()
+            .map(|r| r.count as f64 / r.rate.max(1e-9))
+            .sum();
+        let worst = |f: fn(&Stats) -> Duration| rounds.iter().map(f).max().unwrap_or_default();
+        Stats {
+            count,
+            errors: rounds.iter().map(|r| r.errors).sum(),
+            rate: count as f64 / secs.max(1e-9),
+            p50: worst(|r| r.p50),
+            p99: worst(|r| r.p99),
+            max: worst(|r| r.max),
+        }
+    }
+
     pub fn line(&self) -> String {
         format!(
             "{:.0}/s p50 {} p99 {} max {} (n={} errors={})",
