@@ -13,10 +13,9 @@
 //! - Access tokens are stored as SHA-256 hashes; `jid_pwd` is sealed with ChaCha20-Poly1305,
 //!   the JID node as associated data so a ciphertext cannot be moved to another row.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
+use ring::aead::{self, NONCE_LEN};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -207,40 +206,46 @@ pub fn new_token() -> String {
 
 /// Seal `jid_pwd` for storage: nonce ‖ ciphertext, bound to the JID node.
 pub fn seal(key: &[u8; 32], node: &str, plain: &str) -> Vec<u8> {
-    let cipher = ChaCha20Poly1305::new(key.into());
-    let mut nonce = [0u8; 12];
+    let mut nonce = [0u8; NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
-    let ct = cipher
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: plain.as_bytes(),
-                aad: node.as_bytes(),
-            },
+    let mut out = Vec::with_capacity(NONCE_LEN + plain.len() + aead::CHACHA20_POLY1305.tag_len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(plain.as_bytes());
+    let mut body = out.split_off(NONCE_LEN);
+    aead_key(key)
+        .seal_in_place_append_tag(
+            aead::Nonce::assume_unique_for_key(nonce),
+            aead::Aad::from(node.as_bytes()),
+            &mut body,
         )
-        .expect("encryption of a short text cannot fail");
-    let mut out = nonce.to_vec();
-    out.extend_from_slice(&ct);
+        .expect("sealing a short text cannot fail");
+    out.extend_from_slice(&body);
     out
 }
 
 /// Open a sealed `jid_pwd`; `None` if the key is wrong or the data was tampered with.
 pub fn open(key: &[u8; 32], node: &str, sealed: &[u8]) -> Option<String> {
-    if sealed.len() < 12 {
+    if sealed.len() < NONCE_LEN {
         return None;
     }
-    let cipher = ChaCha20Poly1305::new(key.into());
-    let (nonce, ct) = sealed.split_at(12);
-    let pt = cipher
-        .decrypt(
-            Nonce::from_slice(nonce),
-            Payload {
-                msg: ct,
-                aad: node.as_bytes(),
-            },
-        )
+    let (nonce, ct) = sealed.split_at(NONCE_LEN);
+    let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let mut buf = ct.to_vec();
+    let plain = aead_key(key)
+        .open_in_place(nonce, aead::Aad::from(node.as_bytes()), &mut buf)
         .ok()?;
-    String::from_utf8(pt).ok()
+    let n = plain.len();
+    buf.truncate(n);
+    String::from_utf8(buf).ok()
+}
+
+/// The `jid_pwd` sealing key: ChaCha20-Poly1305 (RFC 8439) from `ring`, whose assembly handles
+/// the short texts sealed here several times faster than a portable implementation (`/get_users`
+/// opens the caller's `jid_pwd` on every request).
+fn aead_key(key: &[u8; 32]) -> aead::LessSafeKey {
+    aead::LessSafeKey::new(
+        aead::UnboundKey::new(&aead::CHACHA20_POLY1305, key).expect("a 32-byte key"),
+    )
 }
 
 #[cfg(test)]
@@ -377,6 +382,28 @@ mod tests {
         assert_eq!(open(&k, "n2", &s), None);
         assert_eq!(open(&[8u8; 32], "n1", &s), None);
         assert!(!s.windows(2).any(|w| w == b"pw"));
+        // Truncated, or its tag or nonce changed: refused.
+        assert_eq!(open(&k, "n1", &s[..11]), None);
+        assert_eq!(open(&k, "n1", &s[..s.len() - 1]), None);
+        for i in [0, 12, s.len() - 1] {
+            let mut t = s.clone();
+            t[i] ^= 1;
+            assert_eq!(open(&k, "n1", &t), None, "byte {i} flipped");
+        }
+    }
+
+    /// Sealed by the `chacha20poly1305` crate this project used before `ring` (nonce, then the
+    /// ciphertext and its tag): what is already in a database still opens.
+    #[test]
+    fn a_jid_pwd_sealed_before_the_switch_to_ring_still_opens() {
+        let sealed = hex::decode(
+            "640136103f1e8690fa8e0107c6e8b5b9a17874c046853738736947a1858b47deab44bb074c75165ce8",
+        )
+        .unwrap();
+        assert_eq!(
+            open(&[7u8; 32], "node1", &sealed).as_deref(),
+            Some("pässwörd-42")
+        );
     }
 
     #[test]
