@@ -578,17 +578,18 @@ pub fn assert_signed(v: &Value) {
 
 /// [`assert_signed`] with another signing key.
 pub fn assert_signed_with(v: &Value, key: &[u8]) {
-    use hmac::Mac;
     let mut m = v.as_object().expect("reply is an object").clone();
     let sign = m.remove("sign").expect("reply has sign");
-    let text = serde_json::to_string(&Value::Object(m)).unwrap();
+    assert_eq!(sign, json!(reply_sign(&m, key)), "sign of {m:?}");
+}
+
+/// The `sign` of a reply's other members under `key`, computed as a client would.
+pub fn reply_sign(members: &serde_json::Map<String, Value>, key: &[u8]) -> String {
+    use hmac::Mac;
+    let text = serde_json::to_string(&Value::Object(members.clone())).unwrap();
     let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key).unwrap();
     mac.update(text.as_bytes());
-    assert_eq!(
-        sign,
-        json!(hex::encode(mac.finalize().into_bytes())),
-        "sign of {text}"
-    );
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// [`tcp_verify`] with the reply's `sign` checked against the test key.
@@ -601,12 +602,16 @@ pub async fn tcp_verify_signed(addr: std::net::SocketAddr, token: &str) -> Value
 /// One `/verify_access_token` over a new TCP connection to `addr`: the reply, its `sign` not yet
 /// checked (the caller knows the key).
 pub async fn tcp_verify(addr: std::net::SocketAddr, token: &str) -> Value {
+    let body = json!({ "access_token": token });
+    tcp_line(addr, "/verify_access_token", body).await
+}
+
+/// One request line `path body` over a new TCP connection to `addr`: the reply, its `sign` not
+/// yet checked.
+pub async fn tcp_line(addr: std::net::SocketAddr, path: &str, body: Value) -> Value {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let mut c = tokio::io::BufReader::new(tokio::net::TcpStream::connect(addr).await.unwrap());
-    let line = format!(
-        "/verify_access_token {}\n",
-        json!({ "access_token": token })
-    );
+    let line = format!("{path} {body}\n");
     c.get_mut().write_all(line.as_bytes()).await.unwrap();
     let mut reply = String::new();
     c.read_line(&mut reply).await.unwrap();
