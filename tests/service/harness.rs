@@ -124,6 +124,55 @@ pub fn trusting(data_dir: &std::path::Path) -> reqwest::ClientBuilder {
     reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
 }
 
+/// [`crate::binary::write_config`] with the TOML sections `extra` appended (sections it does not
+/// write itself: `[security]`, `[database]` on SQLite, …).
+pub async fn binary_config(
+    server: &dyn xmpp::testkit::TestServer,
+    dir: &std::path::Path,
+    extra: &str,
+) -> (std::path::PathBuf, Config) {
+    let (cfg, c) = crate::binary::write_config(server, dir, Opts::default()).await;
+    let toml = std::fs::read_to_string(&cfg).unwrap() + extra;
+    std::fs::write(&cfg, toml).unwrap();
+    (cfg, c)
+}
+
+/// The `register` binary started with the configuration file `cfg` (the component secret from
+/// the environment, as an operator passes it; standard error into `log`), once its admin
+/// listener at `admin` answers `/readyz` with 200 (at most 30 s, else the test fails).
+pub async fn ready_binary(
+    cfg: &std::path::Path,
+    secret: &str,
+    admin: std::net::SocketAddr,
+    log: &std::path::Path,
+) -> tokio::process::Child {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_register"))
+        .arg("--config")
+        .arg(cfg)
+        .env("REGISTER_XMPP__COMPONENT_SECRET", secret)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let ready = async {
+        let url = format!("http://{admin}/readyz");
+        while !reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(30), ready)
+        .await
+        .is_err()
+    {
+        panic!(
+            "not ready in 30 s:\n{}",
+            std::fs::read_to_string(log).unwrap()
+        );
+    }
+    child
+}
+
 /// Sends SIGTERM to the binary `child` and checks it exits with 0 within 15 s (the graceful stop).
 pub async fn sigterm_exits_0(child: &mut tokio::process::Child) {
     let pid = child.id().expect("the binary runs").to_string();

@@ -196,15 +196,10 @@ async fn a_v1_signature_is_refused_unless_the_operator_accepts_it() {
 /// `security.accept_v1_signatures = true` is warned about at every start of the binary.
 #[tokio::test]
 async fn accepting_v1_signatures_is_warned_about_at_every_start() {
-    use std::time::Duration;
-    use xmpp::testkit::{Prosody, ProsodyOptions};
-
-    let prosody = Prosody::start(ProsodyOptions::default());
+    let prosody = xmpp::testkit::Prosody::start(Default::default());
     let dir = tempfile::tempdir().unwrap();
-    let (cfg, c) = crate::binary::write_config(&prosody, dir.path(), Opts::default()).await;
-    let mut toml = std::fs::read_to_string(&cfg).unwrap();
-    toml.push_str("[security]\naccept_v1_signatures = true\n");
-    std::fs::write(&cfg, toml).unwrap();
+    let extra = "[security]\naccept_v1_signatures = true\n";
+    let (cfg, c) = crate::harness::binary_config(&prosody, dir.path(), extra).await;
     let warnings = |log: &str| {
         log.lines()
             .filter(|l| l.contains("WARN") && l.contains("accept_v1_signatures = true"))
@@ -212,35 +207,9 @@ async fn accepting_v1_signatures_is_warned_about_at_every_start() {
     };
     for start in 1..=2 {
         let log = dir.path().join(format!("register-{start}.log"));
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_register"))
-            .arg("--config")
-            .arg(&cfg)
-            .env("REGISTER_XMPP__COMPONENT_SECRET", &c.xmpp.component_secret)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let ready = format!("http://{}/readyz", c.admin.listen);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !reqwest::get(&ready).await.is_ok_and(|r| r.status() == 200) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the binary became ready"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let pid = child.id().unwrap();
-        std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .unwrap();
-        let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-            .await
-            .expect("the binary stops on SIGTERM")
-            .unwrap();
-        assert_eq!(status.code(), Some(0));
+        let secret = &c.xmpp.component_secret;
+        let mut child = crate::harness::ready_binary(&cfg, secret, c.admin.listen, &log).await;
+        crate::harness::sigterm_exits_0(&mut child).await;
         let text = std::fs::read_to_string(&log).unwrap();
         assert_eq!(warnings(&text), 1, "start {start}:\n{text}");
     }
