@@ -38,12 +38,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use serde_json::{json, Value};
+use serde_json::json;
 
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{code, failure, now, Api};
+use common::{code, failure};
 
 #[derive(Parser)]
 #[command(about = "A device's session with register: signed register, login, get_users")]
@@ -57,17 +57,16 @@ struct Args {
     /// The device's password
     #[arg(long, env = "DEVICE_PASSWORD", default_value = "secret123")]
     password: String,
-    /// The device_type recorded at registration
-    #[arg(long, env = "DEVICE_TYPE", default_value = "camera")]
-    device_type: String,
     /// A phone's bind token to redeem (else the device issues one for a phone)
     #[arg(long, env = "DEVICE_REDEEM")]
     redeem: Option<String>,
+    /// The device_type recorded at registration
+    #[arg(long, env = "DEVICE_TYPE", default_value = "camera")]
+    device_type: String,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    common::exit("device_client", run(Args::parse()).await)
+fn main() -> ExitCode {
+    common::main("device_client", run)
 }
 
 async fn run(args: Args) -> Result<(), String> {
@@ -76,9 +75,8 @@ async fn run(args: Args) -> Result<(), String> {
     let password = args.password.as_str();
 
     // 1. Register: type 2 with a device_type; signed instead of a captcha.
-    let reply = api
-        .signed(
-            "/register",
+    if api
+        .register(
             &[
                 ("user_name", name),
                 ("password", password),
@@ -86,28 +84,19 @@ async fn run(args: Args) -> Result<(), String> {
                 ("device_type", &args.device_type),
                 ("des", "device_client example"),
             ],
+            true,
         )
-        .await?;
-    match code(&reply) {
-        0 => eprintln!("registered device {name}"),
-        103 => eprintln!("device {name} exists already; logging in"),
-        c => return Err(failure("register", c)),
+        .await?
+    {
+        eprintln!("registered device {name}");
+    } else {
+        eprintln!("device {name} exists already; logging in");
     }
 
     // 2. Log in (signed): user_info with the JID and its password, and an access token.
-    let reply = api
-        .signed(
-            "/login",
-            &[("user_name", name), ("password", password), ("type", "2")],
-        )
+    let (token, reply) = api
+        .login(&[("user_name", name), ("password", password), ("type", "2")])
         .await?;
-    if code(&reply) != 0 {
-        return Err(failure("login", code(&reply)));
-    }
-    let token = reply["access_token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
     let info = &reply["user_info"];
     let jid = info["jid"].as_str().unwrap_or_default();
     eprintln!("logged in as {jid}; connect to the XMPP server with it and user_info.jid_pwd");
@@ -115,14 +104,12 @@ async fn run(args: Args) -> Result<(), String> {
     // 3. A token request: a device's token is only accepted on signed requests.
     let names = json!([name]).to_string();
     let reply = api
-        .signed(
+        .ok(
             "/get_users",
             &[("access_token", &token), ("user_name_ls", &names)],
+            true,
         )
         .await?;
-    if code(&reply) != 0 {
-        return Err(failure("get_users", code(&reply)));
-    }
     let me = &reply["user_info_ls"][0];
     if me["jid"].as_str() != Some(jid) {
         return Err(format!("get_users: unexpected reply {reply}"));
@@ -136,13 +123,14 @@ async fn run(args: Args) -> Result<(), String> {
     match &args.redeem {
         Some(bind_token) => {
             let reply = api
-                .signed(
+                .call(
                     "/set_user_banding",
                     &[
                         ("access_token", &token),
                         ("user_name", name),
                         ("bind_token", bind_token),
                     ],
+                    true,
                 )
                 .await?;
             match code(&reply) {
@@ -153,18 +141,16 @@ async fn run(args: Args) -> Result<(), String> {
         }
         None => {
             let reply = api
-                .signed(
+                .ok(
                     "/get_bind_token",
                     &[
                         ("access_token", &token),
                         ("user_name", name),
                         ("format", "digits"),
                     ],
+                    true,
                 )
                 .await?;
-            if code(&reply) != 0 {
-                return Err(failure("get_bind_token", code(&reply)));
-            }
             let bind_token = reply["bind_token"].as_str().unwrap_or_default();
             eprintln!(
                 "bind token {bind_token} (show it on the screen; valid until {}): \
@@ -175,14 +161,4 @@ async fn run(args: Args) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-impl Api {
-    /// POST `params` plus `timestamp` and `param_sign` as a form; return the reply object.
-    async fn signed(&self, path: &str, params: &[(&str, &str)]) -> Result<Value, String> {
-        let timestamp = now().to_string();
-        let mut form: Vec<(&str, &str)> = params.to_vec();
-        form.push(("timestamp", &timestamp));
-        self.call(path, &form, true).await
-    }
 }

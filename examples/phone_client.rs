@@ -72,24 +72,22 @@ struct Args {
     bind_token: Option<String>,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    common::exit("phone_client", run(Args::parse()).await)
+fn main() -> ExitCode {
+    common::main("phone_client", run)
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let api = args.server.api()?;
     let user = args
         .user
         .clone()
         .unwrap_or_else(|| format!("139{:08}", rand::random::<u32>() % 100_000_000));
     let password = args.password.as_str();
+    let api = args.server.api()?;
 
     // 1. Register the phone: a captcha, then /register with type 1.
     let (captcha_id, answer) = api.captcha().await?;
-    let reply = api
-        .call(
-            "/register",
+    if api
+        .register(
             &[
                 ("user_name", &user),
                 ("password", password),
@@ -100,36 +98,25 @@ async fn run(args: Args) -> Result<(), String> {
             ],
             false,
         )
-        .await?;
-    match code(&reply) {
-        0 => eprintln!("registered phone {user}"),
-        103 => eprintln!("phone {user} exists already; logging in"),
-        c => return Err(failure("register", c)),
+        .await?
+    {
+        eprintln!("registered phone {user}");
+    } else {
+        eprintln!("phone {user} exists already; logging in");
     }
 
     // 2. Log in: a fresh captcha (each answers one check) and a signed request.
     let (captcha_id, answer) = api.captcha().await?;
-    let reply = api
-        .call(
-            "/login",
-            &[
-                ("user_name", &user),
-                ("password", password),
-                ("type", "1"),
-                ("verify_code", &answer),
-                ("verify_code_id", &captcha_id),
-                ("timestamp", &now().to_string()),
-            ],
-            true,
-        )
+    let (token, reply) = api
+        .login(&[
+            ("user_name", &user),
+            ("password", password),
+            ("type", "1"),
+            ("verify_code", &answer),
+            ("verify_code_id", &captcha_id),
+            ("timestamp", &now().to_string()),
+        ])
         .await?;
-    if code(&reply) != 0 {
-        return Err(failure("login", code(&reply)));
-    }
-    let token = reply["access_token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
     let info = &reply["user_info"];
     eprintln!(
         "logged in; the phone's XMPP account is {} (password in user_info.jid_pwd), token valid until {}",
@@ -138,6 +125,12 @@ async fn run(args: Args) -> Result<(), String> {
     println!("user_name={user}");
     println!("jid={}", info["jid"].as_str().unwrap_or_default());
     println!("access_token={token}");
+    // The phone's own token requests: its token and its name.
+    let own = [
+        ("access_token", token.as_str()),
+        ("user_name", user.as_str()),
+    ];
+    let mine = |path: &'static str| api.ok(path, &own, false);
 
     // 3. Pair with the device: redeem the token it shows, or issue one for it to redeem.
     match &args.bind_token {
@@ -172,16 +165,7 @@ async fn run(args: Args) -> Result<(), String> {
             }
         }
         None => {
-            let reply = api
-                .call(
-                    "/get_bind_token",
-                    &[("access_token", &token), ("user_name", &user)],
-                    false,
-                )
-                .await?;
-            if code(&reply) != 0 {
-                return Err(failure("get_bind_token", code(&reply)));
-            }
+            let reply = mine("/get_bind_token").await?;
             let bind_token = reply["bind_token"].as_str().unwrap_or_default();
             eprintln!(
                 "bind token issued (show it to {} as a QR code; valid until {}): \
@@ -193,16 +177,7 @@ async fn run(args: Args) -> Result<(), String> {
     }
 
     // 4. The phone's roster as the XMPP server holds it.
-    let reply = api
-        .call(
-            "/get_user_banding",
-            &[("access_token", &token), ("user_name", &user)],
-            false,
-        )
-        .await?;
-    if code(&reply) != 0 {
-        return Err(failure("get_user_banding", code(&reply)));
-    }
+    let reply = mine("/get_user_banding").await?;
     let items = reply["roster_item"].as_array().cloned().unwrap_or_default();
     eprintln!("{user}'s contacts: {}", items.len());
     for item in &items {
@@ -229,11 +204,7 @@ impl Api {
             .await
             .map_err(|e| format!("verify_code: {e}"))?;
         let status = r.status();
-        let id = r
-            .headers()
-            .get("x-verify-code-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let id = common::header(&r, "x-verify-code-id");
         let png = r.bytes().await.map_err(|e| format!("verify_code: {e}"))?;
         let Some(id) = id.filter(|_| status.is_success()) else {
             return Err(format!(

@@ -79,6 +79,7 @@ class Checker:
         enc = lambda s: urllib.parse.quote(s, safe="-._~")
         pairs = sorted(f"{enc(k)}={enc(v)}" for k, v in params.items() if k != "param_sign")
         base = "\n".join(["register-sign-v2", method, path, "&".join(pairs)])
+        self.last_base = base
         return hmac.new(self.app_key, base.encode(), hashlib.sha256).hexdigest()
 
     def check_sign(self, body, what):
@@ -116,8 +117,20 @@ class Checker:
             method = "post"
         what = f"{how.upper()} {path} {sorted(params)}"
         body = self.check_reply(r, path, method, what, expect, status)
-        if nonce is not None and body.get("nonce") != nonce:
-            raise AssertionError(f"{what}: the reply does not carry the request's nonce: {body}")
+        if nonce is not None:
+            # A reply to a request whose signature held names it (nonce and the SHA-256 of its
+            # base string, inside sign); a success always does, a refusal made before the
+            # signature was checked does not, and no reply may name another request.
+            digest = hashlib.sha256(self.last_base.encode()).hexdigest()
+            named = ("nonce" in body, "request_sha256" in body)
+            if body.get("result") == 0 and named != (True, True):
+                raise AssertionError(f"{what}: the reply does not name the request: {body}")
+            if named[0] and body["nonce"] != nonce or named[1] and body["request_sha256"] != digest:
+                raise AssertionError(f"{what}: the reply names another request: {body}")
+            if named[0] != named[1]:
+                raise AssertionError(f"{what}: nonce without request_sha256 or the reverse: {body}")
+        elif "nonce" in body or "request_sha256" in body:
+            raise AssertionError(f"{what}: a reply to an unsigned request names a request: {body}")
         return body
 
     def check_reply(self, r, path, method, what, expect, status):

@@ -69,6 +69,17 @@ pub struct Call {
     pub via_tcp: bool,
     /// The method and path, which a version 2 `param_sign` covers.
     pub route: Route,
+    /// Set by [`App::check_param_sign`] once a version 2 signature held and its nonce was spent:
+    /// only then does the reply name the request (`cmd::reply::with_nonce`).
+    pub signed: std::sync::OnceLock<SignedRequest>,
+}
+
+/// A request whose version 2 signature was verified and whose nonce was spent.
+#[derive(Debug, Clone)]
+pub struct SignedRequest {
+    pub nonce: String,
+    /// [`crypto::request_digest`] of the request's base string.
+    pub request_sha256: String,
 }
 
 /// How a request came: the method (`GET`, `POST`; `TCP` for the TCP API) and the path.
@@ -132,15 +143,15 @@ impl App {
                     .get("nonce")
                     .filter(|n| crypto::valid_nonce(n))
                     .ok_or(ApiError::Sign)?;
-                if !crypto::verify_param_sign_v2(
+                let Some(request_sha256) = crypto::verified_v2_request(
                     &self.secrets.app_keys,
                     call.route.method,
                     &call.route.path,
                     &call.params,
                     sent,
-                ) {
+                ) else {
                     return Err(ApiError::Sign);
-                }
+                };
                 // Spent only once the signature holds: nobody else can fill the table.
                 if !self
                     .nonces
@@ -153,6 +164,11 @@ impl App {
                     tracing::info!(nonce, "param_sign: nonce seen before (a replay)");
                     return Err(ApiError::Sign);
                 }
+                // The reply names this request: its nonce, now spent, and its base string.
+                let _ = call.signed.set(SignedRequest {
+                    nonce: nonce.to_owned(),
+                    request_sha256,
+                });
                 Ok(())
             }
             Some(_) => Err(ApiError::Sign),

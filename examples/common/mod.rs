@@ -1,15 +1,15 @@
 //! What `device_client` and `phone_client` share: their server options ([`Server`]) and exit
 //! status, the HTTPS client ([`Api`]: trusted certificate, app key, the server's signing key to
-//! check replies with), `param_sign`, the replies' `sign` check, and the result codes' meanings.
+//! check replies with), `param_sign` and the replies' `sign` check (with the server's own
+//! `register::auth::crypto`), and the result codes' meanings.
 //! Included by each of them with `#[path = "common/mod.rs"] mod common;` (Cargo builds no
 //! example from this subdirectory).
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hmac::{Hmac, Mac};
+use register::auth::crypto;
 use serde_json::Value;
-use sha2::Sha256;
 
 /// The options both clients take to reach the API (flattened into each one's `Args`).
 #[derive(clap::Args)]
@@ -40,8 +40,17 @@ impl Server {
     }
 }
 
-/// The process's exit status for `run`'s outcome; a failure is printed as `client: error`.
-pub fn exit(client: &str, outcome: Result<(), String>) -> std::process::ExitCode {
+/// An example's `main`: parses its arguments, runs `run` with them on a Tokio runtime, and exits
+/// with the outcome; a failure is printed as `client: error`.
+pub fn main<A, F>(client: &str, run: fn(A) -> F) -> std::process::ExitCode
+where
+    A: clap::Parser,
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    let args = A::parse();
+    let outcome = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("runtime: {e}"))
+        .and_then(|rt| rt.block_on(run(args)));
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -50,6 +59,9 @@ pub fn exit(client: &str, outcome: Result<(), String>) -> std::process::ExitCode
         }
     }
 }
+
+/// A request's parameters, as `(name, value)` in the order sent.
+pub type Params<'a> = &'a [(&'a str, &'a str)];
 
 /// The HTTPS API: a client that trusts the given certificate, the app key, and optionally the
 /// server's signing key to check replies with.
@@ -101,28 +113,26 @@ impl Api {
     /// POST `params` as a form (signed with `param_sign` when `sign`), return the reply object.
     /// The transport errors (4xx/5xx) come back as JSON too; they are returned as errors here,
     /// as is a reply whose `sign` does not verify (when `REGISTER_SIGN_KEY` is set).
-    pub async fn call(
-        &self,
-        path: &str,
-        params: &[(&str, &str)],
-        sign: bool,
-    ) -> Result<Value, String> {
+    pub async fn call(&self, path: &str, params: Params<'_>, sign: bool) -> Result<Value, String> {
         let mut form: Vec<(String, String)> = params
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let mut nonce = None;
+        // What the reply must name when the request is signed: its nonce and the SHA-256 of the
+        // base string the signature covers.
+        let mut names = None;
         if sign {
             // Version 2: sign_v, a timestamp and a fresh nonce, all covered with the method and path.
-            let n = hex::encode(rand::random::<[u8; 16]>());
+            let n = crypto::new_nonce();
             let mut extra = vec![("sign_v", "2".to_owned()), ("nonce", n.clone())];
             if !form.iter().any(|(k, _)| k == "timestamp") {
                 extra.push(("timestamp", now().to_string()));
             }
             form.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
-            let s = param_sign(&self.app_key, "POST", path, &form);
+            let base = crypto::param_sign_v2_base("POST", path, &form);
+            let s = crypto::param_sign_v2(self.app_key.as_bytes(), "POST", path, &form);
             form.push(("param_sign".into(), s));
-            nonce = Some(n);
+            names = Some((n, crypto::request_digest(&base)));
         }
         let r = self
             .http
@@ -132,12 +142,7 @@ impl Api {
             .await
             .map_err(|e| format!("{path}: {e}"))?;
         let status = r.status();
-        let request_id = r
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_owned();
+        let request_id = header(&r, "x-request-id").unwrap_or_else(|| "-".into());
         let reply: Value = r
             .json()
             .await
@@ -151,74 +156,65 @@ impl Api {
             if !reply_sign_ok(key, &reply) {
                 return Err(format!("{path}: the reply's sign does not verify: {reply}"));
             }
-            // The signed reply names the request's nonce: it answers this request, no other.
-            if nonce.is_some() && reply["nonce"].as_str() != nonce.as_deref() {
-                return Err(format!("{path}: the reply is for another request: {reply}"));
+            // A signed request's reply names it (its nonce and the hash of its base string,
+            // inside sign): it answers this request, no other. A refusal made before the
+            // signature was checked names none, and is only ever an error.
+            if let Some((nonce, digest)) = &names {
+                let named = reply["nonce"].as_str() == Some(nonce.as_str())
+                    && reply["request_sha256"].as_str() == Some(digest.as_str());
+                if !named && (code(&reply) == 0 || reply.get("nonce").is_some()) {
+                    return Err(format!("{path}: the reply is for another request: {reply}"));
+                }
             }
         }
         Ok(reply)
     }
+
+    /// [`call`](Self::call) whose reply must be a success: any other result code is returned as
+    /// the step's [`failure`] (the step named by the path).
+    pub async fn ok(&self, path: &str, params: Params<'_>, sign: bool) -> Result<Value, String> {
+        let reply = self.call(path, params, sign).await?;
+        match code(&reply) {
+            0 => Ok(reply),
+            c => Err(failure(path.trim_start_matches('/'), c)),
+        }
+    }
 }
 
-/// `param_sign`, version 2 (docs/API.md "Signatures"): HMAC-SHA256 with the app key over
-/// `register-sign-v2`, the method, the path and the sorted `name=value` pairs (each name and
-/// value percent-encoded, RFC 3986 unreserved characters kept) joined with `&`, the four parts
-/// joined with newlines; lowercase hex.
-fn param_sign(app_key: &str, method: &str, path: &str, params: &[(String, String)]) -> String {
-    fn pct(s: &str) -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
+impl Api {
+    /// `/register`: true when the account was made, false when the name was taken already (a
+    /// second run logs in instead); any other result is the step's [`failure`].
+    pub async fn register(&self, params: Params<'_>, sign: bool) -> Result<bool, String> {
+        let reply = self.call("/register", params, sign).await?;
+        match code(&reply) {
+            0 => Ok(true),
+            103 => Ok(false),
+            c => Err(failure("register", c)),
+        }
     }
-    let mut pairs: Vec<String> = params
-        .iter()
-        .filter(|(k, _)| k != "param_sign")
-        .map(|(k, v)| format!("{}={}", pct(k), pct(v)))
-        .collect();
-    pairs.sort();
-    let base = format!("register-sign-v2\n{method}\n{path}\n{}", pairs.join("&"));
-    hmac_hex(app_key, &base)
+
+    /// A signed `/login` that must succeed: the access token, and the whole reply.
+    pub async fn login(&self, params: Params<'_>) -> Result<(String, Value), String> {
+        let reply = self.ok("/login", params, true).await?;
+        let token = reply["access_token"].as_str().unwrap_or_default();
+        Ok((token.to_owned(), reply))
+    }
+}
+
+/// A response header's value as text.
+pub fn header(r: &reqwest::Response, name: &str) -> Option<String> {
+    let v = r.headers().get(name)?;
+    v.to_str().ok().map(str::to_owned)
 }
 
 /// Whether a reply's `sign` is HMAC-SHA256 (server signing key) of the rest of the reply as
-/// compact JSON with keys sorted at every level.
+/// compact JSON with keys sorted at every level (docs/API.md "Signatures"; computed here with the
+/// server's own functions, which `crypto::tests` hold to the documented test vectors).
 fn reply_sign_ok(sign_key: &str, reply: &Value) -> bool {
-    let mut rest = reply.clone();
-    let Some(sent) = rest.as_object_mut().and_then(|m| m.remove("sign")) else {
+    let Some(sent) = reply.get("sign") else {
         return false;
     };
-    sent.as_str() == Some(hmac_hex(sign_key, &canonical(&rest)).as_str())
-}
-
-fn canonical(v: &Value) -> String {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            let members: Vec<String> = keys
-                .iter()
-                .map(|k| format!("{}:{}", Value::String((*k).clone()), canonical(&m[*k])))
-                .collect();
-            format!("{{{}}}", members.join(","))
-        }
-        Value::Array(a) => format!(
-            "[{}]",
-            a.iter().map(canonical).collect::<Vec<_>>().join(",")
-        ),
-        other => other.to_string(),
-    }
-}
-
-fn hmac_hex(key: &str, data: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("any key length");
-    mac.update(data.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    crypto::sign_reply(sign_key.as_bytes(), reply.clone()).get("sign") == Some(sent)
 }
 
 /// A reply's `result` code (1 when there is none).

@@ -44,7 +44,7 @@ fn refused(
     started: Instant,
     e: &ApiError,
     retry: u64,
-    params: &[(String, String)],
+    call: Option<&Call>,
 ) -> Reply {
     app.metrics.request(route, e.code(), started.elapsed());
     app.metrics.refused(route, matches!(e, ApiError::Busy));
@@ -55,7 +55,10 @@ fn refused(
     };
     Reply::Refused {
         status,
-        body: app.sign(cmd::reply::with_nonce(json!({"result": e.code()}), params)),
+        body: app.sign(match call {
+            Some(call) => cmd::reply::with_nonce(json!({"result": e.code()}), call),
+            None => json!({"result": e.code()}),
+        }),
         retry_after: retry,
     }
 }
@@ -79,7 +82,7 @@ impl http_api::Handler for Api {
         let route = ep.metric;
         if let Err(RetryAfter(retry)) = app.limiter.allow_network(ep.budget, req.client_ip) {
             let e = ApiError::RateLimited;
-            return refused(app, route, started, &e, retry, &req.params);
+            return refused(app, route, started, &e, retry, None);
         }
         let command = match ep.kind {
             Kind::Json(command) => command,
@@ -109,6 +112,7 @@ impl http_api::Handler for Api {
                 },
                 path: req.path,
             },
+            signed: Default::default(),
         };
         let outcome = command(app, &call).await;
         if let Some((action, done)) = ep.audit {
@@ -117,16 +121,16 @@ impl http_api::Handler for Api {
             app.audit.record(r).await;
         }
         match &outcome {
-            Err(e @ ApiError::Busy) => return refused(app, route, started, e, 1, &call.params),
+            Err(e @ ApiError::Busy) => return refused(app, route, started, e, 1, Some(&call)),
             Err(e @ ApiError::RateLimited) => {
                 let retry = app.limiter.retry_after();
-                return refused(app, route, started, e, retry, &call.params);
+                return refused(app, route, started, e, retry, Some(&call));
             }
             _ => {}
         }
         let (code, reply) = cmd::reply::render(outcome);
         app.metrics.request(route, code, started.elapsed());
-        Reply::Json(app.sign(cmd::reply::with_nonce(reply, &call.params)))
+        Reply::Json(app.sign(cmd::reply::with_nonce(reply, &call)))
     }
 
     fn error_body(&self, status: u16) -> Value {

@@ -137,6 +137,7 @@ impl tcp_api::LineHandler for LineApi {
                 method: "TCP",
                 path: path.to_owned(),
             },
+            signed: Default::default(),
         };
         // At debug level every line about this request carries its id. Not at info: a span per
         // request costs more than the token check itself (BENCHMARKS.md); lines this path logs at
@@ -163,7 +164,7 @@ impl tcp_api::LineHandler for LineApi {
         }
         app.metrics
             .request(ep.tcp_metric, result, started.elapsed());
-        app.sign(cmd::reply::with_nonce(reply, &call.params))
+        app.sign(cmd::reply::with_nonce(reply, &call))
     }
 
     fn answer_now(&self, path: &str, json: &str, _peer: SocketAddr, out: &mut Vec<u8>) -> bool {

@@ -162,15 +162,23 @@ pub fn param_sign_v2(key: &[u8], method: &str, path: &str, params: &[(String, St
     hmac_hex(key, param_sign_v2_base(method, path, params).as_bytes())
 }
 
-/// Whether `sent` is a valid version 2 `param_sign` under any of `keys`, in constant time.
-pub fn verify_param_sign_v2(
+/// Whether `sent` is a valid version 2 `param_sign` under any of `keys`, in constant time: if so,
+/// the [`request_digest`] of the base string it covered, which the reply names the request by.
+pub fn verified_v2_request(
     keys: &[Vec<u8>],
     method: &str,
     path: &str,
     params: &[(String, String)],
     sent: &str,
-) -> bool {
-    verify_base(keys, &param_sign_v2_base(method, path, params), sent)
+) -> Option<String> {
+    let base = param_sign_v2_base(method, path, params);
+    verify_base(keys, &base, sent).then(|| request_digest(&base))
+}
+
+/// `request_sha256` of a reply: the lowercase hex SHA-256 of the version 2 base string of the
+/// request it answers (docs/API.md "Signatures"), so that a reply names exactly one request.
+pub fn request_digest(base: &str) -> String {
+    hex::encode(Sha256::digest(base.as_bytes()))
 }
 
 /// A nonce as version 2 accepts it: 16 to 64 characters from `A-Z a-z 0-9 - _`.
@@ -253,10 +261,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Owned parameters, as the transports hand them over.
     fn p(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
+        v.iter().map(|&(k, v)| (k.into(), v.into())).collect()
     }
 
     /// The vectors published in docs/API.md (section "Signatures").
@@ -307,13 +314,6 @@ mod tests {
             param_sign_v2(b"app-key-1", "post", "/login", &params),
             V2_VECTOR
         );
-        assert!(verify_param_sign_v2(
-            &[b"app-key-1".to_vec()],
-            "POST",
-            "/login",
-            &params,
-            V2_VECTOR
-        ));
         // Another path, another method: another signature.
         assert_ne!(
             param_sign_v2(b"app-key-1", "POST", "/cancel", &params),
@@ -323,14 +323,28 @@ mod tests {
             param_sign_v2(b"app-key-1", "GET", "/login", &params),
             V2_VECTOR
         );
+        // The reply names the request: its nonce and the SHA-256 of its base string.
+        let digest = verified_v2_request(
+            &[b"app-key-1".to_vec()],
+            "POST",
+            "/login",
+            &params,
+            V2_VECTOR,
+        );
+        assert_eq!(digest.as_deref(), Some(V2_REQUEST_SHA256));
         let reply = sign_reply(
             b"server-sign-key",
-            json!({"result": 0, "nonce": "0123456789abcdef0123456789abcdef"}),
+            json!({"result": 0, "nonce": "0123456789abcdef0123456789abcdef",
+                   "request_sha256": V2_REQUEST_SHA256}),
         );
         assert_eq!(reply["sign"], V2_REPLY_VECTOR);
+        // Another request with the same nonce (another path) has another digest.
+        let other = param_sign_v2_base("POST", "/cancel", &params);
+        assert_ne!(request_digest(&other), V2_REQUEST_SHA256);
         let doc = include_str!("../../docs/API.md");
         assert!(doc.contains(&format!("base:       {V2_BASE}")), "{V2_BASE}");
         assert!(doc.contains(&format!("param_sign: {V2_VECTOR}")));
+        assert!(doc.contains(&format!("request_sha256: {V2_REQUEST_SHA256}")));
         assert!(doc.contains(&format!("sign:      {V2_REPLY_VECTOR}")));
     }
 
@@ -339,8 +353,10 @@ mod tests {
         "register-sign-v2\\nPOST\\n/login\\nnonce=0123456789abcdef0123456789abcdef\
         &password=p%26ss%3Dw%C3%B6rd%201&sign_v=2&timestamp=1700000000&type=2&user_name=dev-001";
     const V2_VECTOR: &str = "585b3651f2e3093a0c9a12d71d5eed2c29c692d0ff5c9294586d7b48ca18c9c2";
+    const V2_REQUEST_SHA256: &str =
+        "5f49e1d951b43ba1e55805c480537cb5ce35fbdfba1f80c7b21b1be829e41bd0";
     const V2_REPLY_VECTOR: &str =
-        "00fdd2c131c03835dd6d81c1faa70b0fac913101c0e8e106aa6254e2f956ab81";
+        "88ec177188471f1aa5a222a19abd3b603bc3af66274716816d32baf7bb4faae7";
 
     #[test]
     fn v2_encoding_is_unambiguous() {

@@ -115,14 +115,17 @@ pub fn error_json(e: &ApiError) -> Value {
     serde_json::json!({"result": e.code()})
 }
 
-/// A reply to a request that carried a well-formed `nonce` carries it back, inside what `sign`
-/// covers (version 2 signatures): a captured reply cannot stand for another request.
-pub fn with_nonce(mut reply: Value, params: &[(String, String)]) -> Value {
-    let nonce = params
-        .iter()
-        .find(|(k, v)| k == "nonce" && crate::auth::crypto::valid_nonce(v));
-    if let (Some((_, n)), Value::Object(m)) = (nonce, &mut reply) {
-        m.insert("nonce".into(), Value::String(n.clone()));
+/// A reply to a request whose version 2 signature held and whose nonce it spent names that
+/// request, inside what `sign` covers: `nonce`, and `request_sha256` (the SHA-256 of the
+/// request's base string). A nonce that was not verified (an unsigned, badly signed or replayed
+/// request) is never echoed, so nobody can obtain a signed reply for a nonce of their choosing.
+pub fn with_nonce(mut reply: Value, call: &crate::app::Call) -> Value {
+    if let (Some(req), Value::Object(m)) = (call.signed.get(), &mut reply) {
+        m.insert("nonce".into(), Value::String(req.nonce.clone()));
+        m.insert(
+            "request_sha256".into(),
+            Value::String(req.request_sha256.clone()),
+        );
     }
     reply
 }

@@ -96,6 +96,7 @@ impl Kit {
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             via_tcp: false,
             route: Default::default(),
+            signed: Default::default(),
         }
     }
 

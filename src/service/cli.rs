@@ -442,7 +442,8 @@ fn dechunk(mut rest: &str) -> Option<String> {
 
 /// `register token revoke NAME`: every token of the account is revoked. A running instance (the
 /// admin hand-off) does it itself, so its token cache forgets them at once; with none answering,
-/// they are deleted from the database here.
+/// they are deleted from the database here, and a running instance that the hand-off did not
+/// reach notices that write (see [`revoke`]).
 pub async fn token(cfg: Config, action: TokenAction) -> i32 {
     // A running instance revokes them itself, so its token cache forgets them at once.
     let TokenAction::Revoke { name } = &action;
@@ -471,15 +472,20 @@ pub async fn token(cfg: Config, action: TokenAction) -> i32 {
     report(r)
 }
 
+/// The revocation written here, when no running instance took the hand-off. A running instance
+/// on the same SQLite file notices another process's commit within
+/// [`EXTERNAL_WRITES_CHECK`](crate::store::sqlite::EXTERNAL_WRITES_CHECK) and its caches start
+/// over (PostgreSQL instances hear of it through the change feed), so the command waits three of
+/// those before it says "revoked": by then no instance answers these tokens from memory.
 async fn revoke(app: &App, name: &str) -> Result<(), String> {
     let n = revoke_tokens(app, name).await?;
-    println!("revoked {n} tokens of {name}");
-    if !app.cfg.database.is_postgres() && app.cfg.database.token_cache_entries > 0 {
-        eprintln!(
-            "note: no running service answered: one started later reads the database, but a \
-             service that was running and unreachable may still answer these tokens from memory"
-        );
+    if !app.cfg.database.is_postgres() {
+        tokio::time::sleep(crate::store::sqlite::EXTERNAL_WRITES_CHECK * 3).await;
     }
+    println!(
+        "revoked {n} tokens of {name} (in the database: no running instance took the hand-off; \
+         a running one stopped accepting them from memory before this line)"
+    );
     Ok(())
 }
 

@@ -53,6 +53,9 @@ pub struct HttpSection {
     pub max_connections: usize,
     pub header_timeout_ms: u64,
     pub trusted_proxies: Vec<String>,
+    /// Plain HTTP (`tls = false`) on a non-loopback `listen` with no `trusted_proxies`: refused
+    /// unless this is set (tokens and passwords would cross the network in the clear).
+    pub allow_plaintext: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -245,6 +248,13 @@ impl Default for Config {
     }
 }
 
+impl HttpSection {
+    /// Plain HTTP reachable from other hosts, with no TLS-terminating proxy named in front.
+    pub fn plaintext_on_the_network(&self) -> bool {
+        !self.tls && !self.listen.ip().is_loopback() && self.trusted_proxies.is_empty()
+    }
+}
+
 impl Default for HttpSection {
     fn default() -> Self {
         HttpSection {
@@ -256,6 +266,7 @@ impl Default for HttpSection {
             max_connections: 4096,
             header_timeout_ms: 10_000,
             trusted_proxies: Vec::new(),
+            allow_plaintext: false,
         }
     }
 }
@@ -570,6 +581,15 @@ impl Config {
                  database.url = \"postgres://…\"",
             );
         }
+        if self.http.plaintext_on_the_network() && !self.http.allow_plaintext {
+            return refuse(
+                "http.tls = false on a non-loopback http.listen without http.trusted_proxies",
+                "access tokens and passwords would cross the network in the clear; set \
+                 http.tls = true, or put a TLS-terminating proxy in front and list its address \
+                 in http.trusted_proxies, or set http.allow_plaintext = true if the network \
+                 itself is protected",
+            );
+        }
         if !self.http.tls && !self.http.cert_file.is_empty() {
             return refuse(
                 "http.cert_file with http.tls = false",
@@ -746,6 +766,30 @@ mod tests {
         .unwrap();
         assert_eq!(c.xmpp.component_secret, "s3cret");
         assert_eq!(c.security.app_keys, vec!["k1", "k2"]);
+    }
+
+    #[test]
+    fn plain_http_off_loopback_needs_a_proxy_or_the_opt_in() {
+        let plain = "[http]\nlisten = \"0.0.0.0:8443\"\ntls = false\n";
+        let e = load(plain, &[], &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("http.allow_plaintext") && e.contains("http.trusted_proxies"),
+            "{e}"
+        );
+        for extra in [
+            "trusted_proxies = [\"10.0.0.1\"]\n",
+            "allow_plaintext = true\n",
+        ] {
+            let c = load(&format!("{plain}{extra}"), &[], &[]).unwrap();
+            assert_eq!(
+                c.http.plaintext_on_the_network(),
+                extra.starts_with("allow")
+            );
+        }
+        for listen in ["127.0.0.1:8443", "[::1]:8443"] {
+            let loopback = format!("[http]\nlisten = \"{listen}\"\ntls = false\n");
+            assert!(load(&loopback, &[], &[]).is_ok(), "{listen}");
+        }
     }
 
     #[test]

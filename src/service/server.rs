@@ -213,6 +213,13 @@ impl Server {
                  token (old clients only; see SECURITY.md)"
             );
         }
+        if cfg.http.plaintext_on_the_network() {
+            tracing::warn!(
+                listen = %cfg.http.listen,
+                "http.allow_plaintext = true: the HTTP API is plain HTTP on the network, access \
+                 tokens and passwords cross it in the clear (see docs/CONFIG.md)"
+            );
+        }
         if cfg.security.accept_v1_signatures {
             tracing::warn!(
                 "security.accept_v1_signatures = true: version 1 param_sign (no method, path or \

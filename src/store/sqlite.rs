@@ -164,14 +164,67 @@ fn run_alone(c: &mut Connection, job: WriteJob, feed: &ChangeFeed) {
     }
 }
 
-/// The writer thread: one write alone in autocommit mode, several in one transaction.
+/// How often the writer asks whether another process committed to the database (the admin CLI
+/// writing directly when no instance took its hand-off, an operator's `sqlite3`): at most this
+/// long after such a commit, every cache in front of this store has forgotten everything.
+pub const EXTERNAL_WRITES_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Writes by other processes, seen through the writer's connection: its `PRAGMA data_version`
+/// moves with every commit by another connection and never with its own, and this process
+/// writes only through it, so a move is always someone else's write.
+struct ExternalWrites {
+    seen: Option<i64>,
+    checked: std::time::Instant,
+}
+
+impl ExternalWrites {
+    fn new(c: &Connection) -> ExternalWrites {
+        ExternalWrites {
+            seen: data_version(c),
+            checked: std::time::Instant::now(),
+        }
+    }
+
+    /// When a check is due: a commit by another process since the last one resets the feed
+    /// (the changes are not known one by one). A failed check resets it too.
+    fn check(&mut self, c: &Connection, feed: &ChangeFeed) {
+        if self.checked.elapsed() < EXTERNAL_WRITES_CHECK {
+            return;
+        }
+        let now = data_version(c);
+        if now.is_none() || now != self.seen {
+            tracing::debug!("another process wrote to the database: caches start over");
+            feed.reset();
+        }
+        self.seen = now;
+        self.checked = std::time::Instant::now();
+    }
+}
+
+fn data_version(c: &Connection) -> Option<i64> {
+    c.query_row("PRAGMA data_version", [], |r| r.get(0)).ok()
+}
+
+/// The writer thread: one write alone in autocommit mode, several in one transaction; between
+/// writes, and at least every [`EXTERNAL_WRITES_CHECK`] while idle, the check for writes by
+/// other processes.
 fn writer_loop(
     mut c: Connection,
     jobs: mpsc::Receiver<WriteJob>,
     rounds: Arc<AtomicUsize>,
     feed: Arc<ChangeFeed>,
 ) {
-    while let Ok(first) = jobs.recv() {
+    let mut external = ExternalWrites::new(&c);
+    loop {
+        let first = match jobs.recv_timeout(EXTERNAL_WRITES_CHECK) {
+            Ok(job) => Some(job),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        external.check(&c, &feed);
+        let Some(first) = first else {
+            continue;
+        };
         rounds.fetch_add(1, Ordering::Relaxed);
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -1026,6 +1079,45 @@ impl ReconcileStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A commit by another connection (another process: the CLI writing directly) makes the
+    /// writer reset the feed, so every cache forgets what it held; the store's own commits,
+    /// reported one by one, do not.
+    #[tokio::test]
+    async fn another_process_s_write_resets_the_feed_and_its_own_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let s = SqliteStore::open(&path).unwrap();
+        let resets = Arc::new(AtomicUsize::new(0));
+        let counted = resets.clone();
+        s.change_feed().subscribe(move |c| {
+            if c == Change::Reset {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let own = |id: &str| s.insert_captcha(id.into(), "a".into(), i64::MAX);
+        own("own-1").await.unwrap();
+        // Two checks' time: the writer has looked at least once (idle, it looks every interval).
+        tokio::time::sleep(EXTERNAL_WRITES_CHECK * 3).await;
+        own("own-2").await.unwrap();
+        assert_eq!(resets.load(Ordering::SeqCst), 0, "its own writes");
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute(
+                "INSERT INTO captchas (id, answer, expires_at) VALUES ('cli', 'a', 1)",
+                [],
+            )
+            .unwrap();
+        // Bounded so that a writer that never notices fails the test instead of hanging it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while resets.load(Ordering::SeqCst) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the write was noticed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
 
     // The store's behaviour (accounts, tokens, pairs, captchas, compare-and-set) is tested once
     // for both backends by tests/service/postgres.rs::store_matches_sqlite, which always runs the

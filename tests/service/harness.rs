@@ -124,6 +124,55 @@ pub fn trusting(data_dir: &std::path::Path) -> reqwest::ClientBuilder {
     reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
 }
 
+/// [`crate::binary::write_config`] with the TOML sections `extra` appended (sections it does not
+/// write itself: `[security]`, `[database]` on SQLite, …).
+pub async fn binary_config(
+    server: &dyn xmpp::testkit::TestServer,
+    dir: &std::path::Path,
+    extra: &str,
+) -> (std::path::PathBuf, Config) {
+    let (cfg, c) = crate::binary::write_config(server, dir, Opts::default()).await;
+    let toml = std::fs::read_to_string(&cfg).unwrap() + extra;
+    std::fs::write(&cfg, toml).unwrap();
+    (cfg, c)
+}
+
+/// The `register` binary started with the configuration file `cfg` (the component secret from
+/// the environment, as an operator passes it; standard error into `log`), once its admin
+/// listener at `admin` answers `/readyz` with 200 (at most 30 s, else the test fails).
+pub async fn ready_binary(
+    cfg: &std::path::Path,
+    secret: &str,
+    admin: std::net::SocketAddr,
+    log: &std::path::Path,
+) -> tokio::process::Child {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_register"))
+        .arg("--config")
+        .arg(cfg)
+        .env("REGISTER_XMPP__COMPONENT_SECRET", secret)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let ready = async {
+        let url = format!("http://{admin}/readyz");
+        while !reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(30), ready)
+        .await
+        .is_err()
+    {
+        panic!(
+            "not ready in 30 s:\n{}",
+            std::fs::read_to_string(log).unwrap()
+        );
+    }
+    child
+}
+
 /// Sends SIGTERM to the binary `child` and checks it exits with 0 within 15 s (the graceful stop).
 pub async fn sigterm_exits_0(child: &mut tokio::process::Child) {
     let pid = child.id().expect("the binary runs").to_string();
@@ -578,17 +627,18 @@ pub fn assert_signed(v: &Value) {
 
 /// [`assert_signed`] with another signing key.
 pub fn assert_signed_with(v: &Value, key: &[u8]) {
-    use hmac::Mac;
     let mut m = v.as_object().expect("reply is an object").clone();
     let sign = m.remove("sign").expect("reply has sign");
-    let text = serde_json::to_string(&Value::Object(m)).unwrap();
+    assert_eq!(sign, json!(reply_sign(&m, key)), "sign of {m:?}");
+}
+
+/// The `sign` of a reply's other members under `key`, computed as a client would.
+pub fn reply_sign(members: &serde_json::Map<String, Value>, key: &[u8]) -> String {
+    use hmac::Mac;
+    let text = serde_json::to_string(&Value::Object(members.clone())).unwrap();
     let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key).unwrap();
     mac.update(text.as_bytes());
-    assert_eq!(
-        sign,
-        json!(hex::encode(mac.finalize().into_bytes())),
-        "sign of {text}"
-    );
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// [`tcp_verify`] with the reply's `sign` checked against the test key.
@@ -601,12 +651,16 @@ pub async fn tcp_verify_signed(addr: std::net::SocketAddr, token: &str) -> Value
 /// One `/verify_access_token` over a new TCP connection to `addr`: the reply, its `sign` not yet
 /// checked (the caller knows the key).
 pub async fn tcp_verify(addr: std::net::SocketAddr, token: &str) -> Value {
+    let body = json!({ "access_token": token });
+    tcp_line(addr, "/verify_access_token", body).await
+}
+
+/// One request line `path body` over a new TCP connection to `addr`: the reply, its `sign` not
+/// yet checked.
+pub async fn tcp_line(addr: std::net::SocketAddr, path: &str, body: Value) -> Value {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let mut c = tokio::io::BufReader::new(tokio::net::TcpStream::connect(addr).await.unwrap());
-    let line = format!(
-        "/verify_access_token {}\n",
-        json!({ "access_token": token })
-    );
+    let line = format!("{path} {body}\n");
     c.get_mut().write_all(line.as_bytes()).await.unwrap();
     let mut reply = String::new();
     c.read_line(&mut reply).await.unwrap();

@@ -19,6 +19,7 @@ mod postgres;
 mod readiness;
 mod refused;
 mod renew_jid_pwd;
+mod revoke_handoff;
 mod scale_out;
 mod security;
 mod signatures;

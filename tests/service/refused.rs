@@ -36,6 +36,50 @@ refused! {
     no_bind_allowed: "[binding]\nmax_devices_per_phone = 0\n"
         => ["binding.max_devices_per_phone"];
     audit_kept_no_day: "[audit]\nretention_days = 0\n" => ["audit.retention_days"];
+    plain_http_on_the_network_without_a_proxy:
+        "[http]\nlisten = \"0.0.0.0:8443\"\ntls = false\n"
+        => ["http.tls", "http.listen", "http.trusted_proxies", "http.allow_plaintext"];
+}
+
+/// Plain HTTP still starts where nothing crosses the network in the clear unasked: on a
+/// loopback listener, behind a TLS-terminating proxy named in `http.trusted_proxies`, and with
+/// the explicit `http.allow_plaintext = true`, which is warned about at start. Each serves plain
+/// HTTP (a captcha) and stops on SIGTERM.
+#[tokio::test]
+async fn plain_http_starts_on_loopback_behind_a_proxy_or_when_allowed_with_a_warning() {
+    use xmpp::testkit::{Prosody, ProsodyOptions};
+
+    let prosody = Prosody::start(ProsodyOptions::default());
+    let cases = [
+        ("127.0.0.1", "", false),
+        ("0.0.0.0", "trusted_proxies = [\"127.0.0.1\"]\n", false),
+        ("0.0.0.0", "allow_plaintext = true\n", true),
+    ];
+    for (host, extra, warned) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let o = crate::harness::Opts::default();
+        let (cfg, c) = crate::binary::write_config(&prosody, dir.path(), o).await;
+        let port = c.http.listen.port();
+        let toml = std::fs::read_to_string(&cfg).unwrap().replace(
+            &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+            &format!("[http]\nlisten = \"{host}:{port}\"\ntls = false\n{extra}"),
+        );
+        assert!(toml.contains("tls = false"), "{toml}");
+        std::fs::write(&cfg, toml).unwrap();
+        let log = dir.path().join("register.log");
+        let secret = &c.xmpp.component_secret;
+        let mut child = crate::harness::ready_binary(&cfg, secret, c.admin.listen, &log).await;
+        let url = format!("http://127.0.0.1:{port}/verify_code");
+        let r = reqwest::get(&url).await.unwrap();
+        assert_eq!(r.status(), 200, "{host} {extra}");
+        crate::harness::sigterm_exits_0(&mut child).await;
+        let text = std::fs::read_to_string(&log).unwrap();
+        let warnings = text
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("http.allow_plaintext = true"))
+            .count();
+        assert_eq!(warnings, usize::from(warned), "{host} {extra}:\n{text}");
+    }
 }
 
 /// Runs the binary (`args` after `--config`) and returns its status, stderr and time taken.

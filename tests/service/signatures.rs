@@ -1,7 +1,13 @@
 //! Issue 18, point 4, as the attacks on `param_sign` against the real service: a captured signed
 //! request sent again, moved to another endpoint or method, and an old app's version 1 signature.
 
-use crate::harness::{post_form, signed, signed_as, signed_v1, Env, Opts, APP_KEY};
+use register::auth::crypto;
+use serde_json::{json, Value};
+use sha2::Digest;
+
+use crate::harness::{
+    post_form, reply_sign, signed, signed_as, signed_v1, Env, Opts, APP_KEY, SIGN_KEY,
+};
 
 const PW: &str = "password1";
 
@@ -25,7 +31,8 @@ async fn a_replayed_v2_signature_is_refused_and_each_reply_names_its_request() {
     // The same request again, well within the timestamp window: the nonce is spent.
     let again = post_form(&env.http, &env.base, "/login", &captured).await;
     assert_eq!(again["result"], 6, "{again}");
-    assert_eq!(again["nonce"], nonce_of(&captured).as_str());
+    // The replay did not spend the nonce (its first request did): its refusal does not name it.
+    assert!(again.get("nonce").is_none(), "{again}");
     // A captured reply cannot stand for another request: a new request's reply names its own
     // nonce, so the old one fails the client's check.
     let fresh = signed("/login", &login_params("replay-cam"));
@@ -60,6 +67,74 @@ async fn a_replayed_v2_signature_is_refused_and_each_reply_names_its_request() {
         let v = post_form(&env.http, &env.base, "/login", &p).await;
         assert_eq!(v["result"], 6, "without {missing}: {v}");
     }
+}
+
+/// Whether `reply` carries neither `nonce` nor `request_sha256`.
+fn names_no_request(reply: &Value) -> bool {
+    reply.get("nonce").is_none() && reply.get("request_sha256").is_none()
+}
+
+/// The SHA-256 of a base string, lowercase hex, computed here as a client would.
+fn sha256_hex(base: &str) -> String {
+    hex::encode(sha2::Sha256::digest(base.as_bytes()))
+}
+
+/// A nonce is sent back only when `check_param_sign` verified and spent it: an unsigned or badly
+/// signed request carrying one (refused or served) gets a reply without it, so nobody obtains a
+/// server-signed reply for a nonce of their choosing. A signed request's reply names it by its
+/// nonce and by `request_sha256`, the SHA-256 of its base string, both covered by `sign`: the
+/// reply verifies for that request and for no other (another path with the same nonce).
+#[tokio::test]
+async fn only_a_verified_nonce_is_echoed_and_the_reply_names_exactly_its_request() {
+    let env = Env::start(Opts::default()).await;
+    let (token, _, _) = env.account("echo-cam", 2).await;
+    let nonce = crypto::new_nonce();
+    let now = env.server().app.now().to_string();
+    // Unsigned: a device's /login needs param_sign. Refused, and the chosen nonce is not signed.
+    let mut unsigned = login_params("echo-cam");
+    unsigned.extend([("sign_v", "2"), ("timestamp", &now), ("nonce", &nonce)]);
+    let v = post_form(&env.http, &env.base, "/login", &unsigned).await;
+    assert_eq!(v["result"], 6, "{v}");
+    assert!(names_no_request(&v), "unsigned: {v}");
+    // Signed with a key the service does not hold.
+    let bad = signed_as("POST", "/login", &unsigned, b"not-an-app-key");
+    let v = post_form(&env.http, &env.base, "/login", &bad).await;
+    assert_eq!(v["result"], 6, "{v}");
+    assert!(names_no_request(&v), "badly signed: {v}");
+    // Served without a signature (a backend's token check over TCP): no nonce either.
+    let v = crate::harness::tcp_line(
+        env.server().addrs.tcp,
+        "/verify_access_token",
+        json!({"access_token": token, "nonce": nonce}),
+    )
+    .await;
+    crate::harness::assert_signed(&v);
+    assert_eq!(v["result"], 0, "{v}");
+    assert!(names_no_request(&v), "unsigned over TCP: {v}");
+
+    // Signed, with the very nonce the refusals above carried (they did not spend it).
+    let good = signed("/login", &unsigned);
+    let v = post_form(&env.http, &env.base, "/login", &good).await;
+    assert_eq!(v["result"], 0, "{v}");
+    assert_eq!(v["nonce"], nonce.as_str());
+    let base = crypto::param_sign_v2_base("POST", "/login", &good);
+    assert_eq!(v["request_sha256"], sha256_hex(&base).as_str(), "{v}");
+    let mut members = v.as_object().unwrap().clone();
+    let sign = members.remove("sign").unwrap();
+    assert_eq!(
+        sign,
+        reply_sign(&members, SIGN_KEY.as_bytes()).as_str(),
+        "{v}"
+    );
+    // The same nonce and parameters for another path: another base, which this sign does not
+    // cover, so the reply cannot stand for that request.
+    let other = crypto::param_sign_v2_base("POST", "/cancel", &good);
+    members.insert("request_sha256".into(), sha256_hex(&other).into());
+    assert_ne!(
+        sign,
+        reply_sign(&members, SIGN_KEY.as_bytes()).as_str(),
+        "names one request only"
+    );
 }
 
 #[tokio::test]
@@ -121,15 +196,10 @@ async fn a_v1_signature_is_refused_unless_the_operator_accepts_it() {
 /// `security.accept_v1_signatures = true` is warned about at every start of the binary.
 #[tokio::test]
 async fn accepting_v1_signatures_is_warned_about_at_every_start() {
-    use std::time::Duration;
-    use xmpp::testkit::{Prosody, ProsodyOptions};
-
-    let prosody = Prosody::start(ProsodyOptions::default());
+    let prosody = xmpp::testkit::Prosody::start(Default::default());
     let dir = tempfile::tempdir().unwrap();
-    let (cfg, c) = crate::binary::write_config(&prosody, dir.path(), Opts::default()).await;
-    let mut toml = std::fs::read_to_string(&cfg).unwrap();
-    toml.push_str("[security]\naccept_v1_signatures = true\n");
-    std::fs::write(&cfg, toml).unwrap();
+    let extra = "[security]\naccept_v1_signatures = true\n";
+    let (cfg, c) = crate::harness::binary_config(&prosody, dir.path(), extra).await;
     let warnings = |log: &str| {
         log.lines()
             .filter(|l| l.contains("WARN") && l.contains("accept_v1_signatures = true"))
@@ -137,35 +207,9 @@ async fn accepting_v1_signatures_is_warned_about_at_every_start() {
     };
     for start in 1..=2 {
         let log = dir.path().join(format!("register-{start}.log"));
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_register"))
-            .arg("--config")
-            .arg(&cfg)
-            .env("REGISTER_XMPP__COMPONENT_SECRET", &c.xmpp.component_secret)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let ready = format!("http://{}/readyz", c.admin.listen);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !reqwest::get(&ready).await.is_ok_and(|r| r.status() == 200) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the binary became ready"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let pid = child.id().unwrap();
-        std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .unwrap();
-        let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-            .await
-            .expect("the binary stops on SIGTERM")
-            .unwrap();
-        assert_eq!(status.code(), Some(0));
+        let secret = &c.xmpp.component_secret;
+        let mut child = crate::harness::ready_binary(&cfg, secret, c.admin.listen, &log).await;
+        crate::harness::sigterm_exits_0(&mut child).await;
         let text = std::fs::read_to_string(&log).unwrap();
         assert_eq!(warnings(&text), 1, "start {start}:\n{text}");
     }
