@@ -236,6 +236,13 @@ pub fn credentials<'a>(name: &'a str, password: &'a str, kind: &'a str) -> [(&'a
     [("user_name", name), ("password", password), ("type", kind)]
 }
 
+/// Asserts that `text` contains every one of `needles`.
+pub fn assert_contains_all(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+}
+
 /// The `result` code of a command's outcome.
 pub fn code(r: &Result<Reply, ApiError>) -> i64 {
     match r {
