@@ -37,6 +37,7 @@ use deadpool_postgres::{
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+use super::rows::{account, bind_token, binding, Columns, ACCOUNT_COLS};
 use super::*;
 
 /// Numbered schema steps; index `i` upgrades version `i` to `i + 1`.
@@ -444,49 +445,35 @@ async fn all<T>(
     c.query(&st, params).await?.iter().map(map).collect()
 }
 
-const ACCOUNT_COLS: &str =
-    "id, user_name, type, device_type, des, password_hash, jid_node, jid_pwd, \
-     state, failed_logins, locked_until, created_at, updated_at";
-
-fn account(r: &Row) -> StoreResult<Account> {
-    let bad = |what: &str| StoreError::Db(format!("bad {what} in the database"));
-    let kind: i32 = r.try_get(2)?;
-    let state: String = r.try_get(8)?;
-    let failed: i32 = r.try_get(9)?;
-    Ok(Account {
-        id: r.try_get(0)?,
-        user_name: r.try_get(1)?,
-        kind: AccountType::from_code(kind as i64).ok_or_else(|| bad("account type"))?,
-        device_type: r.try_get(3)?,
-        des: r.try_get(4)?,
-        password_hash: r.try_get(5)?,
-        jid_node: r.try_get(6)?,
-        jid_pwd: r.try_get(7)?,
-        state: AccountState::parse(&state).ok_or_else(|| bad("account state"))?,
-        failed_logins: failed.max(0) as u32,
-        locked_until: r.try_get(10)?,
-        created_at: r.try_get(11)?,
-        updated_at: r.try_get(12)?,
-    })
-}
-
-fn bind_token(r: &Row) -> StoreResult<BindToken> {
-    Ok(BindToken {
-        issuer: r.try_get(0)?,
-        device: r.try_get(1)?,
-        expires_at: r.try_get(2)?,
-    })
-}
-
-fn binding(r: &Row) -> StoreResult<Binding> {
-    let s: String = r.try_get(2)?;
-    Ok(Binding {
-        a: r.try_get(0)?,
-        b: r.try_get(1)?,
-        state: BindingState::parse(&s)
-            .ok_or_else(|| StoreError::Db("bad binding state in the database".into()))?,
-        updated_at: r.try_get(3)?,
-    })
+/// PostgreSQL's column types, as the shared row mappings read them.
+impl Columns for Row {
+    type Error = StoreError;
+    fn int(&self, i: usize) -> StoreResult<i64> {
+        Ok(self.try_get(i)?)
+    }
+    fn opt_int(&self, i: usize) -> StoreResult<Option<i64>> {
+        Ok(self.try_get(i)?)
+    }
+    /// `INT`.
+    fn code(&self, i: usize) -> StoreResult<i64> {
+        Ok(i64::from(self.try_get::<_, i32>(i)?))
+    }
+    /// `INT`.
+    fn count(&self, i: usize) -> StoreResult<u32> {
+        Ok(self.try_get::<_, i32>(i)?.max(0) as u32)
+    }
+    fn text(&self, i: usize) -> StoreResult<String> {
+        Ok(self.try_get(i)?)
+    }
+    fn opt_text(&self, i: usize) -> StoreResult<Option<String>> {
+        Ok(self.try_get(i)?)
+    }
+    fn blob(&self, i: usize) -> StoreResult<Vec<u8>> {
+        Ok(self.try_get(i)?)
+    }
+    fn bad(&self, _: usize, what: &str) -> StoreError {
+        StoreError::Db(format!("bad {what} in the database"))
+    }
 }
 
 #[async_trait::async_trait]

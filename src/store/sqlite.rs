@@ -24,6 +24,7 @@ use std::thread::JoinHandle;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use super::rows::{self, Columns, ACCOUNT_COLS};
 use super::*;
 
 /// Numbered schema steps; index `i` upgrades `user_version` `i` to `i + 1`.
@@ -388,59 +389,45 @@ fn migrate(c: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
-const ACCOUNT_COLS: &str =
-    "id, user_name, type, device_type, des, password_hash, jid_node, jid_pwd, \
-     state, failed_logins, locked_until, created_at, updated_at";
+/// SQLite's column types, as the shared row mappings read them.
+impl Columns for Row<'_> {
+    type Error = rusqlite::Error;
+    fn int(&self, i: usize) -> rusqlite::Result<i64> {
+        self.get(i)
+    }
+    fn opt_int(&self, i: usize) -> rusqlite::Result<Option<i64>> {
+        self.get(i)
+    }
+    fn code(&self, i: usize) -> rusqlite::Result<i64> {
+        self.get(i)
+    }
+    fn count(&self, i: usize) -> rusqlite::Result<u32> {
+        self.get(i)
+    }
+    fn text(&self, i: usize) -> rusqlite::Result<String> {
+        self.get(i)
+    }
+    fn opt_text(&self, i: usize) -> rusqlite::Result<Option<String>> {
+        self.get(i)
+    }
+    fn blob(&self, i: usize) -> rusqlite::Result<Vec<u8>> {
+        self.get(i)
+    }
+    fn bad(&self, i: usize, what: &str) -> rusqlite::Error {
+        let what = what.to_owned().into();
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, what)
+    }
+}
 
+// The shared row mappings, for a row of any statement (as `query_row` and `query_map` want).
 fn account(r: &Row) -> rusqlite::Result<Account> {
-    let kind: i64 = r.get(2)?;
-    let state: String = r.get(8)?;
-    let bad = |what: &str| {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Text,
-            what.to_owned().into(),
-        )
-    };
-    Ok(Account {
-        id: r.get(0)?,
-        user_name: r.get(1)?,
-        kind: AccountType::from_code(kind).ok_or_else(|| bad("account type"))?,
-        device_type: r.get(3)?,
-        des: r.get(4)?,
-        password_hash: r.get(5)?,
-        jid_node: r.get(6)?,
-        jid_pwd: r.get(7)?,
-        state: AccountState::parse(&state).ok_or_else(|| bad("account state"))?,
-        failed_logins: r.get(9)?,
-        locked_until: r.get(10)?,
-        created_at: r.get(11)?,
-        updated_at: r.get(12)?,
-    })
+    rows::account(r)
 }
-
 fn binding(r: &Row) -> rusqlite::Result<Binding> {
-    let s: String = r.get(2)?;
-    Ok(Binding {
-        a: r.get(0)?,
-        b: r.get(1)?,
-        state: BindingState::parse(&s).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                2,
-                rusqlite::types::Type::Text,
-                "binding state".into(),
-            )
-        })?,
-        updated_at: r.get(3)?,
-    })
+    rows::binding(r)
 }
-
 fn bind_token(r: &Row) -> rusqlite::Result<BindToken> {
-    Ok(BindToken {
-        issuer: r.get(0)?,
-        device: r.get(1)?,
-        expires_at: r.get(2)?,
-    })
+    rows::bind_token(r)
 }
 
 fn accounts_where(c: &Connection, column: &str, values: &[String]) -> StoreResult<Vec<Account>> {
