@@ -316,6 +316,21 @@ impl SqliteStore {
             .map_err(|_| StoreError::Db("write failed (panicked)".into()))?
     }
 
+    /// [`write`](Self::write) inside a savepoint, not a transaction, so that it may run inside a
+    /// group (see the module docs): what `f` did is kept when it returns `Ok`, undone otherwise.
+    async fn write_atomic<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Savepoint) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.write(move |c| {
+            let sp = c.savepoint()?;
+            let done = f(&sp)?;
+            sp.commit()?;
+            Ok(done)
+        })
+        .await
+    }
+
     /// Runs one statement on the writer thread; returns the number of rows it changed.
     async fn exec(
         &self,
@@ -552,24 +567,19 @@ impl AccountStore for SqliteStore {
         .await
     }
     async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<bool> {
-        self.write(move |c| {
-            // A savepoint, not a transaction: this may run inside a group (see the module docs).
-            let sp = c.savepoint()?;
+        self.write_atomic(move |sp| {
             let n = sp.execute(
                 "UPDATE accounts SET state = 'deleting', updated_at = ?2 \
                  WHERE id = ?1 AND state <> 'deleting'",
                 params![id, now],
             )?;
             sp.execute("DELETE FROM tokens WHERE account_id = ?1", [id])?;
-            sp.commit()?;
             Ok(n == 1)
         })
         .await
     }
     async fn set_password(&self, id: i64, password_hash: String, now: i64) -> StoreResult<bool> {
-        self.write(move |c| {
-            // A savepoint, not a transaction: this may run inside a group (see the module docs).
-            let sp = c.savepoint()?;
+        self.write_atomic(move |sp| {
             let n = sp.execute(
                 "UPDATE accounts SET password_hash = ?2, updated_at = ?3 \
                  WHERE id = ?1 AND state = 'active'",
@@ -578,7 +588,6 @@ impl AccountStore for SqliteStore {
             if n == 1 {
                 sp.execute("DELETE FROM tokens WHERE account_id = ?1", [id])?;
             }
-            sp.commit()?;
             Ok(n == 1)
         })
         .await
@@ -594,9 +603,7 @@ impl LoginStore for SqliteStore {
         now: i64,
         p: LockPolicy,
     ) -> StoreResult<bool> {
-        self.write(move |c| {
-            // A savepoint, not a transaction: this may run inside a group (see the module docs).
-            let sp = c.savepoint()?;
+        self.write_atomic(move |sp| {
             let locked = sp
                 .query_row(
                     "SELECT (a.locked_until > ?3 AND a.last_login_network <> ?2) OR coalesce(\
@@ -629,7 +636,6 @@ impl LoginStore for SqliteStore {
                  updated_at = ?5",
             )?
             .execute(params![id, network, p.per_network, until, now])?;
-            sp.commit()?;
             Ok(true)
         })
         .await
@@ -646,8 +652,7 @@ impl LoginStore for SqliteStore {
         .await
     }
     async fn reset_login_failures(&self, id: i64, network: String) -> StoreResult<()> {
-        self.write(move |c| {
-            let sp = c.savepoint()?;
+        self.write_atomic(move |sp| {
             sp.prepare_cached("DELETE FROM login_failures WHERE account_id = ?1 AND network = ?2")?
                 .execute(params![id, network])?;
             sp.prepare_cached(
@@ -655,7 +660,6 @@ impl LoginStore for SqliteStore {
                  failed_logins = max(failed_logins - 1, 0) WHERE id = ?1",
             )?
             .execute(params![id, network])?;
-            sp.commit()?;
             Ok(())
         })
         .await
@@ -835,9 +839,8 @@ impl PairStore for SqliteStore {
         now: i64,
         caps: PairCaps,
     ) -> StoreResult<bool> {
-        // Atomic by the single writer; a savepoint so that it may run inside a group.
-        self.write(move |c| {
-            let sp = c.savepoint()?;
+        // Atomic by the single writer.
+        self.write_atomic(move |sp| {
             let active: i64 = sp
                 .prepare_cached(
                     "SELECT count(*) FROM accounts WHERE id IN (?1, ?2) AND state = 'active'",
@@ -863,7 +866,6 @@ impl PairStore for SqliteStore {
                 "INSERT INTO bindings (a, b, state, updated_at) VALUES (?1, ?2, 'binding', ?3)",
             )?
             .execute(params![a, b, now])?;
-            sp.commit()?;
             Ok(true)
         })
         .await
@@ -881,9 +883,7 @@ impl BindTokenStore for SqliteStore {
         now: i64,
         keep: u32,
     ) -> StoreResult<()> {
-        self.write(move |c| {
-            // A savepoint, not a transaction: this may run inside a group (see the module docs).
-            let sp = c.savepoint()?;
+        self.write_atomic(move |sp| {
             sp.prepare_cached(
                 "INSERT INTO bind_tokens (hash, issuer, device, expires_at, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -894,7 +894,6 @@ impl BindTokenStore for SqliteStore {
                  (SELECT id FROM bind_tokens WHERE issuer = ?1 ORDER BY id DESC LIMIT ?2)",
             )?
             .execute(params![issuer, keep])?;
-            sp.commit()?;
             Ok(())
         })
         .await
@@ -931,8 +930,7 @@ impl BindTokenStore for SqliteStore {
         .await
     }
     async fn record_bind_failure(&self, account: i64, now: i64, since: i64) -> StoreResult<u32> {
-        self.write(move |c| {
-            let sp = c.savepoint()?;
+        self.write_atomic(move |sp| {
             sp.prepare_cached("DELETE FROM bind_failures WHERE account_id = ?1 AND at < ?2")?
                 .execute(params![account, since])?;
             sp.prepare_cached("INSERT INTO bind_failures (account_id, at) VALUES (?1, ?2)")?
@@ -940,7 +938,6 @@ impl BindTokenStore for SqliteStore {
             let n: u32 = sp
                 .prepare_cached("SELECT count(*) FROM bind_failures WHERE account_id = ?1")?
                 .query_row([account], |r| r.get(0))?;
-            sp.commit()?;
             Ok(n)
         })
         .await
