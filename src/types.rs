@@ -21,10 +21,7 @@ impl UserName {
         if (1..=64).contains(&s.len()) && s.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
             return Ok(UserName(s.to_owned()));
         }
-        let n = s.chars().count();
-        if n == 0 || n > 64 {
-            return Err(ApiError::Params("user_name must be 1-64 characters".into()));
-        }
+        check_length("user_name", s, 1, 64)?;
         let enforced = precis_profiles::UsernameCasePreserved::new()
             .enforce(s)
             .map_err(|e| {
@@ -32,9 +29,7 @@ impl UserName {
                     "user_name is not a valid user name (RFC 8265 UsernameCasePreserved): {e}"
                 ))
             })?;
-        if enforced.chars().count() > 64 {
-            return Err(ApiError::Params("user_name must be 1-64 characters".into()));
-        }
+        check_length("user_name", &enforced, 1, 64)?;
         Ok(UserName(enforced.into_owned()))
     }
     pub fn as_str(&self) -> &str {
@@ -53,10 +48,7 @@ pub struct Password(String);
 
 impl Password {
     pub fn parse(s: &str) -> Result<Password, ApiError> {
-        let n = s.chars().count();
-        if !(6..=128).contains(&n) {
-            return Err(ApiError::Params("password must be 6-128 characters".into()));
-        }
+        check_length("password", s, 6, 128)?;
         Ok(Password(s.to_owned()))
     }
     pub fn as_str(&self) -> &str {
@@ -120,14 +112,19 @@ impl AccountType {
     }
 }
 
+/// Refuses `s` (the parameter `name`) unless it has `min..=max` characters.
+fn check_length(name: &str, s: &str, min: usize, max: usize) -> Result<(), ApiError> {
+    if (min..=max).contains(&s.chars().count()) {
+        return Ok(());
+    }
+    Err(ApiError::Params(format!(
+        "{name} must be {min}-{max} characters"
+    )))
+}
+
 /// Parse an optional free-text field with a maximum length in characters.
 pub fn bounded_text(name: &str, s: &str, min: usize, max: usize) -> Result<String, ApiError> {
-    let n = s.chars().count();
-    if n < min || n > max {
-        return Err(ApiError::Params(format!(
-            "{name} must be {min}-{max} characters"
-        )));
-    }
+    check_length(name, s, min, max)?;
     if s.chars().any(|c| c.is_control()) {
         return Err(ApiError::Params(format!(
             "{name} may not contain control characters"

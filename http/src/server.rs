@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, Instrument};
 
 use crate::dispatch::{self, Shared};
 use crate::{Handler, HttpConfig};
@@ -52,20 +52,7 @@ pub async fn serve<H: Handler>(
     let tracker = TaskTracker::new();
     info!(%local, tls = cfg.tls.is_some(), "HTTP listener serving");
 
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(error = %e, "accept failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                    }
-                }
-            },
-        };
+    while let Some((stream, peer)) = listen::accept(&listener, &shutdown).await {
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             debug!(%peer, "connection limit reached; closing");
             drop(stream);
@@ -84,16 +71,8 @@ pub async fn serve<H: Handler>(
     }
 
     drop(listener);
-    tracker.close();
     info!(%local, open = tracker.len(), "HTTP listener draining");
-    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
-        warn!(
-            open = tracker.len(),
-            "drain deadline passed; dropping remaining connections"
-        );
-        conns.force.cancel();
-        tracker.wait().await;
-    }
+    listen::drain(&tracker, drain, &conns.force).await;
     info!(%local, "HTTP listener stopped");
     Ok(())
 }

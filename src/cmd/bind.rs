@@ -220,15 +220,12 @@ mod tests {
 
     /// `/set_user_banding` by `d` (a device holding `td`) with these extra parameters.
     async fn bind_as_d(k: &Kit, td: &str, extra: &[(&str, &str)]) -> Result<Reply, ApiError> {
-        let mut p = vec![("access_token", td), ("user_name", "d")];
-        p.extend_from_slice(extra);
-        run(&k.app, &k.signed(&p)).await
+        run(&k.app, &k.signed_as(td, "d", extra)).await
     }
 
     #[tokio::test]
     async fn a_bind_token_binds_its_issuer_and_the_redeemer() {
-        let k = Kit::new().await;
-        let ((p, tp), (d, td)) = k.phone_and_device().await;
+        let (k, (p, tp), (d, td)) = Kit::with_phone_and_device().await;
         let t = k.bind_token("p", &tp, "").await;
         assert_eq!(code(&bind_as_d(&k, &td, &[("bind_token", &t)]).await), 0);
         assert!(k.xmpp.is_bound(&p.jid_node, &d.jid_node));
@@ -244,18 +241,13 @@ mod tests {
 
     #[tokio::test]
     async fn tokens_are_checked_before_anything_changes() {
-        let k = Kit::new().await;
-        let ((_, tp), (_, td)) = k.phone_and_device().await;
+        let (k, (_, tp), (_, td)) = Kit::with_phone_and_device().await;
         let t = k.bind_token("p", &tp, "digits").await;
         assert_eq!(code(&bind_as_d(&k, &td, &[("bind_token", &t)]).await), 2);
         let other = [("bind_token", t.as_str()), ("user_name_ls", r#"["d2"]"#)];
         assert_eq!(code(&bind_as_d(&k, &td, &other).await), 111);
         assert_eq!(code(&bind_as_d(&k, "nope", &[("bind_token", &t)]).await), 4);
-        let c = k.signed(&[
-            ("access_token", &tp),
-            ("user_name", "d"),
-            ("bind_token", &t),
-        ]);
+        let c = k.signed_as(&tp, "d", &[("bind_token", &t)]);
         assert_eq!(code(&run(&k.app, &c).await), 100, "another user's token");
         assert_eq!(k.xmpp.calls(Op::Bind), 0);
     }
@@ -318,11 +310,7 @@ mod tests {
         let k = Kit::with(|c| c.binding.consent = "none".into()).await;
         let ((p, _), (d, td)) = k.phone_and_device().await;
         k.xmpp.fail_once(Op::Bind, Fault::Hang);
-        let call = k.signed(&[
-            ("access_token", &td),
-            ("user_name", "d"),
-            ("user_name_ls", r#"["p"]"#),
-        ]);
+        let call = k.signed_as(&td, "d", &[("user_name_ls", r#"["p"]"#)]);
         let claim = async {
             k.xmpp.hung(1).await;
             let key = PairKey::of(p.id, d.id);
@@ -339,8 +327,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_bind_token_lives_its_ttl_and_no_longer() {
-        let k = Kit::new().await;
-        let ((_, tp), (dev, _)) = k.phone_and_device().await;
+        let (k, (_, tp), (dev, _)) = Kit::with_phone_and_device().await;
         for format in ["", "digits"] {
             let t = k.bind_token("p", &tp, format).await;
             k.clock.advance(599);
@@ -359,8 +346,7 @@ mod tests {
 
     #[tokio::test]
     async fn issuing_more_voids_the_oldest_and_a_token_is_taken_once() {
-        let k = Kit::new().await;
-        let ((_, tp), (dev, _)) = k.phone_and_device().await;
+        let (k, (_, tp), (dev, _)) = Kit::with_phone_and_device().await;
         let mut tokens = Vec::new();
         for _ in 0..4 {
             tokens.push(k.bind_token("p", &tp, "").await);
@@ -390,8 +376,7 @@ mod tests {
 
     #[tokio::test]
     async fn failed_redemptions_are_limited_per_account() {
-        let k = Kit::new().await;
-        let ((_, tp), (_, td)) = k.phone_and_device().await;
+        let (k, (_, tp), (_, td)) = Kit::with_phone_and_device().await;
         let good = k.bind_token("p", &tp, "digits").await;
         let redeem = |t: String| {
             let k = &k;

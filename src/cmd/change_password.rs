@@ -53,8 +53,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_password_revokes_every_token() {
-        let k = Kit::new().await;
-        let (a, token) = k.account("lamp", AccountType::Device).await;
+        let (k, a, token) = Kit::with_account("lamp", AccountType::Device).await;
         let other = k.token(a.id).await;
         assert_eq!(
             code(&run(&k.app, &k.signed(&params(&token, PASSWORD))).await),
@@ -75,8 +74,7 @@ mod tests {
 
     #[tokio::test]
     async fn tokens_parameters_and_proofs_are_checked() {
-        let k = Kit::new().await;
-        let (_, token) = k.account("lamp", AccountType::Device).await;
+        let (k, _, token) = Kit::with_account("lamp", AccountType::Device).await;
         let (_, other) = k.account("phone", AccountType::Phone).await;
         let mut short = params(&token, PASSWORD);
         short[3].1 = "short";
@@ -102,8 +100,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_wrong_old_password_counts_toward_the_lock_out() {
-        let k = Kit::new().await;
-        let (_, token) = k.account("lamp", AccountType::Device).await;
+        let (k, _, token) = Kit::with_account("lamp", AccountType::Device).await;
         for _ in 0..k.app.cfg.security.lockout_threshold {
             assert_eq!(
                 code(&run(&k.app, &k.signed(&params(&token, "wrong-1"))).await),

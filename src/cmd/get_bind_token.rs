@@ -99,8 +99,7 @@ mod tests {
 
     #[tokio::test]
     async fn both_forms_are_issued_with_their_expiry() {
-        let k = Kit::new().await;
-        let (_, tp) = k.account("p", AccountType::Phone).await;
+        let (k, _, tp) = Kit::with_account("p", AccountType::Phone).await;
         for (format, len) in [("", 24), ("token", 24), ("digits", 8)] {
             let c = k.call(&[
                 ("access_token", &tp),
@@ -124,8 +123,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_a_phone_bound_to_a_device_may_share_it() {
-        let k = Kit::new().await;
-        let ((p, tp), (d, td)) = k.phone_and_device().await;
+        let (k, (p, tp), (d, td)) = Kit::with_phone_and_device().await;
         k.account("d2", AccountType::Device).await;
         let share = |device: &'static str| {
             k.call(&[

@@ -67,8 +67,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_roster_names_our_accounts() {
-        let k = Kit::new().await;
-        let ((_, tp), (d, _)) = k.bound_pair().await;
+        let (k, (_, tp), (d, _)) = Kit::with_bound_pair().await;
         let c = k.call(&[("access_token", &tp), ("user_name", "p")]);
         let v = run(&k.app, &c).await.unwrap().into_json();
         assert_eq!(v["result"], 0);
@@ -83,8 +82,7 @@ mod tests {
 
     #[tokio::test]
     async fn server_failures_and_other_users_get_their_codes() {
-        let k = Kit::new().await;
-        let (_, tp) = k.account("p", AccountType::Phone).await;
+        let (k, _, tp) = Kit::with_account("p", AccountType::Phone).await;
         let c = k.call(&[("access_token", &tp), ("user_name", "p")]);
         assert_eq!(code(&run(&k.app, &c).await), 0);
         k.xmpp.fail_once(Op::Roster, Fault::Timeout);

@@ -66,8 +66,7 @@ mod tests {
 
     #[tokio::test]
     async fn over_https_a_caller_sees_itself_and_its_peers_only() {
-        let k = Kit::new().await;
-        let ((p, tp), (d, _)) = k.phone_and_device().await;
+        let (k, (p, tp), (d, _)) = Kit::with_phone_and_device().await;
         k.account("stranger", AccountType::Device).await;
         k.bind(&p, &d).await;
         let list = r#"["stranger","d","p","nobody"]"#;
@@ -86,8 +85,7 @@ mod tests {
 
     #[tokio::test]
     async fn over_tcp_any_name_is_looked_up_without_jid_pwd() {
-        let k = Kit::new().await;
-        let (_, tp) = k.account("p", AccountType::Phone).await;
+        let (k, _, tp) = Kit::with_account("p", AccountType::Phone).await;
         k.account("stranger", AccountType::Device).await;
         let mut c = k.call(&[
             ("access_token", &tp),
@@ -117,8 +115,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_list_and_the_token_are_checked() {
-        let k = Kit::new().await;
-        let (_, tp) = k.account("p", AccountType::Phone).await;
+        let (k, _, tp) = Kit::with_account("p", AccountType::Phone).await;
         assert_eq!(
             code(&run(&k.app, &k.call(&[("access_token", &tp)])).await),
             2

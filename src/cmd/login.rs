@@ -50,8 +50,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_device_logs_in_and_gets_a_token_that_expires() {
-        let k = Kit::new().await;
-        let (a, _) = k.account("lamp", AccountType::Device).await;
+        let (k, a, _) = Kit::with_account("lamp", AccountType::Device).await;
         let v = run(&k.app, &k.signed(&device(PASSWORD)))
             .await
             .unwrap()

@@ -27,8 +27,7 @@ mod tests {
 
     #[tokio::test]
     async fn logout_revokes_only_the_token_used() {
-        let k = Kit::new().await;
-        let (a, token) = k.account("lamp", AccountType::Device).await;
+        let (k, a, token) = Kit::with_account("lamp", AccountType::Device).await;
         let kept = k.token(a.id).await;
         let p = [("access_token", token.as_str()), ("user_name", "lamp")];
         assert_eq!(code(&run(&k.app, &k.signed(&p)).await), 0);
@@ -39,8 +38,7 @@ mod tests {
 
     #[tokio::test]
     async fn logout_checks_the_token_its_owner_and_the_signature() {
-        let k = Kit::new().await;
-        let (_, token) = k.account("lamp", AccountType::Device).await;
+        let (k, _, token) = Kit::with_account("lamp", AccountType::Device).await;
         k.account("phone", AccountType::Phone).await;
         assert_eq!(
             code(&run(&k.app, &k.signed(&[("access_token", &token)])).await),

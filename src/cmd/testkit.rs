@@ -85,6 +85,27 @@ impl Kit {
         }
     }
 
+    /// A kit with one account, as [`account`](Self::account) makes it, and its token.
+    pub async fn with_account(name: &str, kind: AccountType) -> (Kit, Account, String) {
+        let k = Kit::new().await;
+        let (a, token) = k.account(name, kind).await;
+        (k, a, token)
+    }
+
+    /// A kit with [`phone_and_device`](Self::phone_and_device).
+    pub async fn with_phone_and_device() -> (Kit, (Account, String), (Account, String)) {
+        let k = Kit::new().await;
+        let (p, d) = k.phone_and_device().await;
+        (k, p, d)
+    }
+
+    /// A kit with a [`bound_pair`](Self::bound_pair).
+    pub async fn with_bound_pair() -> (Kit, (Account, String), (Account, String)) {
+        let k = Kit::new().await;
+        let (p, d) = k.bound_pair().await;
+        (k, p, d)
+    }
+
     /// A call with these parameters, unsigned, from 127.0.0.1 over HTTPS.
     pub fn call(&self, params: &[(&str, &str)]) -> Call {
         Call {
@@ -105,6 +126,13 @@ impl Kit {
         let mut c = self.call(params);
         self.sign(&mut c);
         c
+    }
+
+    /// A call by the account `name` holding `token`, signed, with `extra` parameters after those.
+    pub fn signed_as(&self, token: &str, name: &str, extra: &[(&str, &str)]) -> Call {
+        let mut p = vec![("access_token", token), ("user_name", name)];
+        p.extend_from_slice(extra);
+        self.signed(&p)
     }
 
     /// A call carrying the answer of a fresh captcha, as a phone sends it.
@@ -235,6 +263,13 @@ impl Kit {
 /// device, …).
 pub fn credentials<'a>(name: &'a str, password: &'a str, kind: &'a str) -> [(&'a str, &'a str); 3] {
     [("user_name", name), ("password", password), ("type", kind)]
+}
+
+/// Asserts that `text` contains every one of `needles`.
+pub fn assert_contains_all(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
 }
 
 /// The `result` code of a command's outcome.

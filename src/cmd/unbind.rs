@@ -62,9 +62,7 @@ mod tests {
     use crate::types::AccountType;
 
     async fn unbind_as_d(k: &Kit, td: &str, extra: &[(&str, &str)]) -> i64 {
-        let mut params = vec![("access_token", td), ("user_name", "d")];
-        params.extend_from_slice(extra);
-        code(&run(&k.app, &k.signed(&params)).await)
+        code(&run(&k.app, &k.signed_as(td, "d", extra)).await)
     }
 
     /// [`unbind_as_d`] of the names in `list` (a JSON array).
@@ -74,8 +72,7 @@ mod tests {
 
     #[tokio::test]
     async fn unbinding_clears_both_rosters_and_the_row() {
-        let k = Kit::new().await;
-        let ((p, _), (d, td)) = k.bound_pair().await;
+        let (k, (p, _), (d, td)) = Kit::with_bound_pair().await;
         assert_eq!(unbind_names(&k, &td, r#"["p"]"#).await, 0);
         assert!(!k.xmpp.is_bound(&p.jid_node, &d.jid_node));
         assert!(pair::row(&k.app, PairKey::of(p.id, d.id))
@@ -106,8 +103,7 @@ mod tests {
 
     #[tokio::test]
     async fn all_unbinds_every_pair_and_voids_bind_tokens() {
-        let k = Kit::new().await;
-        let ((p, _), (d, td)) = k.bound_pair().await;
+        let (k, (p, _), (d, td)) = Kit::with_bound_pair().await;
         let (p2, _) = k.account("p2", AccountType::Phone).await;
         k.bind(&d, &p2).await;
         let t = k.bind_token("d", &td, "").await;
@@ -121,14 +117,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_unbind_the_server_did_not_finish_stays_for_the_reconciler() {
-        let k = Kit::new().await;
-        let ((p, _), (d, td)) = k.bound_pair().await;
+        let (k, (p, _), (d, td)) = Kit::with_bound_pair().await;
         k.xmpp.fail_once(Op::Unbind, Fault::Timeout);
-        let c = k.signed(&[
-            ("access_token", &td),
-            ("user_name", "d"),
-            ("user_name_ls", r#"["p"]"#),
-        ]);
+        let c = k.signed_as(&td, "d", &[("user_name_ls", r#"["p"]"#)]);
         let v = run(&k.app, &c).await.unwrap().into_json();
         assert_eq!(v, json!({"result": 9, "failed_ls": ["p"]}));
         let row = pair::row(&k.app, PairKey::of(p.id, d.id))

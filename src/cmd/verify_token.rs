@@ -115,8 +115,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_valid_token_names_its_owner_until_it_expires() {
-        let k = Kit::new().await;
-        let (d, td) = k.account("d", AccountType::Device).await;
+        let (k, d, td) = Kit::with_account("d", AccountType::Device).await;
         let mut c = k.call(&[("access_token", &td)]);
         c.via_tcp = true;
         let v = run(&k.app, &c).await.into_json();

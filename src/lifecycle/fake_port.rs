@@ -189,6 +189,21 @@ impl FakeXmpp {
         }
     }
 
+    /// [`enter`](Self::enter) `op` as both sides of a pair, each logged in: the state, locked,
+    /// and the pair's key.
+    async fn enter_pair(
+        &self,
+        op: Op,
+        a: &Party,
+        b: &Party,
+    ) -> Result<(std::sync::MutexGuard<'_, State>, (String, String)), XmppError> {
+        self.enter(op).await?;
+        let s = self.lock();
+        FakeXmpp::login(&s, a)?;
+        FakeXmpp::login(&s, b)?;
+        Ok((s, key(&a.node, &b.node)))
+    }
+
     /// A login as `p` (c2s): the account must exist with this password.
     fn login(s: &State, p: &Party) -> Result<(), XmppError> {
         match s.accounts.get(&p.node) {
@@ -273,11 +288,7 @@ impl XmppPort for FakeXmpp {
     }
 
     async fn bind(&self, a: &Party, b: &Party) -> Result<(), XmppError> {
-        self.enter(Op::Bind).await?;
-        let mut s = self.lock();
-        FakeXmpp::login(&s, a)?;
-        FakeXmpp::login(&s, b)?;
-        let k = key(&a.node, &b.node);
+        let (mut s, k) = self.enter_pair(Op::Bind, a, b).await?;
         if s.pairs.contains_key(&k) {
             return Err(XmppError::AlreadyBound);
         }
@@ -286,11 +297,8 @@ impl XmppPort for FakeXmpp {
     }
 
     async fn unbind(&self, a: &Party, b: &Party) -> Result<(), XmppError> {
-        self.enter(Op::Unbind).await?;
-        let mut s = self.lock();
-        FakeXmpp::login(&s, a)?;
-        FakeXmpp::login(&s, b)?;
-        match s.pairs.remove(&key(&a.node, &b.node)) {
+        let (mut s, k) = self.enter_pair(Op::Unbind, a, b).await?;
+        match s.pairs.remove(&k) {
             Some(_) => Ok(()),
             None => Err(XmppError::NotBound),
         }

@@ -244,13 +244,14 @@ mod tests {
             link_failures: 0,
             hash_queue: 0,
         });
-        for needle in [
-            "op=\"create_account\",ok=\"true\"} 1",
-            "op=\"create_account\",ok=\"false\"} 1",
-            "op=\"set_password\",ok=\"true\"} 1",
-            "op=\"delete_account\",ok=\"true\"} 1",
-        ] {
-            assert!(m.contains(needle), "missing {needle} in\n{m}");
-        }
+        crate::cmd::testkit::assert_contains_all(
+            &m,
+            &[
+                "op=\"create_account\",ok=\"true\"} 1",
+                "op=\"create_account\",ok=\"false\"} 1",
+                "op=\"set_password\",ok=\"true\"} 1",
+                "op=\"delete_account\",ok=\"true\"} 1",
+            ],
+        );
     }
 }

@@ -641,14 +641,15 @@ mod tests {
             &x,
             "refused at the stream header (header without an id, then closed without a stream error)",
         );
-        for setting in [
-            "already connected",
-            "xmpp.allow_multiple",
-            "xmpp.component.permission",
-            "xmpp.component.defaultSecret",
-        ] {
-            assert!(d.contains(setting), "{setting}: {d}");
-        }
+        crate::cmd::testkit::assert_contains_all(
+            &d,
+            &[
+                "already connected",
+                "xmpp.allow_multiple",
+                "xmpp.component.permission",
+                "xmpp.component.defaultSecret",
+            ],
+        );
         let d = diagnose_link(&x, "i/o: Connection refused (os error 111)");
         assert!(d.contains("nothing answers"), "{d}");
     }

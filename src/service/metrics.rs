@@ -55,6 +55,17 @@ struct EndpointLabel {
 
 type Hist<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// Counts one event labelled `l` in `count` and its latency in `seconds`.
+fn timed<L: Clone + std::hash::Hash + Eq>(
+    count: &Family<L, Counter>,
+    seconds: &Hist<L>,
+    l: &L,
+    elapsed: Duration,
+) {
+    count.get_or_create(l).inc();
+    seconds.get_or_create(l).observe(elapsed.as_secs_f64());
+}
+
 /// Values read at scrape time from the parts that own them.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Scrape {
@@ -246,19 +257,13 @@ impl Metrics {
     /// counting allocates nothing after a series' first use.
     pub fn request(&self, endpoint: &'static str, result: i64, elapsed: Duration) {
         let l = RequestLabels { endpoint, result };
-        self.requests.get_or_create(&l).inc();
-        self.request_seconds
-            .get_or_create(&l)
-            .observe(elapsed.as_secs_f64());
+        timed(&self.requests, &self.request_seconds, &l, elapsed);
     }
 
     /// Count an operation on the XMPP server and its latency.
     pub fn xmpp_op(&self, op: &'static str, elapsed: Duration, ok: bool) {
         let l = OpLabels { op, ok };
-        self.xmpp_ops.get_or_create(&l).inc();
-        self.xmpp_op_seconds
-            .get_or_create(&l)
-            .observe(elapsed.as_secs_f64());
+        timed(&self.xmpp_ops, &self.xmpp_op_seconds, &l, elapsed);
     }
 
     /// A request refused with 429 (`busy == false`) or 503 (the hashing queue is full).

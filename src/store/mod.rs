@@ -14,6 +14,7 @@ pub mod delegate;
 pub mod jid_pwd;
 pub mod nonces;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 #[doc(hidden)]
 pub mod test_db;

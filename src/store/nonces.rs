@@ -3,7 +3,7 @@
 //! left the window; a second request with it is refused (6). In the database, so that every
 //! instance sharing a PostgreSQL database refuses a nonce another instance has seen.
 
-use super::postgres::PgStore;
+use super::postgres::{self, PgStore};
 use super::sqlite::SqliteStore;
 use super::StoreResult;
 
@@ -36,17 +36,11 @@ impl NonceStore for SqliteStore {
 impl NonceStore for PgStore {
     async fn spend_nonce(&self, nonce: String, expires_at: i64, now: i64) -> StoreResult<bool> {
         let c = self.conn().await?;
-        let prune = c
-            .prepare_cached("DELETE FROM sign_nonces WHERE expires_at < $1")
-            .await?;
-        c.execute(&prune, &[&now]).await?;
+        let prune = "DELETE FROM sign_nonces WHERE expires_at < $1";
+        postgres::run(&c, prune, &[&now]).await?;
         // Of two instances inserting one nonce at once, the unique index lets one row in.
-        let insert = c
-            .prepare_cached(
-                "INSERT INTO sign_nonces (nonce, expires_at) VALUES ($1, $2) \
-                 ON CONFLICT (nonce) DO NOTHING",
-            )
-            .await?;
-        Ok(c.execute(&insert, &[&nonce, &expires_at]).await? == 1)
+        let insert = "INSERT INTO sign_nonces (nonce, expires_at) VALUES ($1, $2) \
+                      ON CONFLICT (nonce) DO NOTHING";
+        Ok(postgres::run(&c, insert, &[&nonce, &expires_at]).await? == 1)
     }
 }

@@ -31,10 +31,13 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
+};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+use super::rows::{account, bind_token, binding, Columns, ACCOUNT_COLS};
 use super::*;
 
 /// Numbered schema steps; index `i` upgrades version `i` to `i + 1`.
@@ -327,7 +330,7 @@ impl PgStore {
 
     /// [`exec`](Self::exec) for a statement that may change an account or its tokens: when it
     /// changed rows, the change log is read before returning ([`sync_changes`](Self::sync_changes)).
-    async fn exec_changing(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+    async fn exec_changing(&self, sql: &str, params: Params<'_>) -> StoreResult<u64> {
         let n = self.exec(sql, params).await?;
         if n > 0 {
             self.sync_changes().await;
@@ -393,23 +396,16 @@ impl PgStore {
     }
 
     /// Run one query and map each row it returns.
-    async fn rows<T>(
-        &self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-        map: fn(&Row) -> StoreResult<T>,
-    ) -> StoreResult<Vec<T>> {
-        let c = self.conn().await?;
-        let st = c.prepare_cached(sql).await?;
-        c.query(&st, params).await?.iter().map(map).collect()
+    async fn rows<T>(&self, sql: &str, params: Params<'_>, map: RowMap<T>) -> StoreResult<Vec<T>> {
+        all(&self.conn().await?, sql, params, map).await
     }
 
     /// Run one query and map the row it returns, if any.
     async fn row<T>(
         &self,
         sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-        map: fn(&Row) -> StoreResult<T>,
+        params: Params<'_>,
+        map: RowMap<T>,
     ) -> StoreResult<Option<T>> {
         let c = self.conn().await?;
         let st = c.prepare_cached(sql).await?;
@@ -421,56 +417,63 @@ impl PgStore {
     }
 
     /// Run one statement and return the number of rows it changed.
-    async fn exec(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
-        let c = self.conn().await?;
-        let st = c.prepare_cached(sql).await?;
-        Ok(c.execute(&st, params).await?)
+    async fn exec(&self, sql: &str, params: Params<'_>) -> StoreResult<u64> {
+        run(&self.conn().await?, sql, params).await
     }
 }
 
-const ACCOUNT_COLS: &str =
-    "id, user_name, type, device_type, des, password_hash, jid_node, jid_pwd, \
-     state, failed_logins, locked_until, created_at, updated_at";
+/// A statement's parameters.
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+/// Reads one row.
+type RowMap<T> = fn(&Row) -> StoreResult<T>;
 
-fn account(r: &Row) -> StoreResult<Account> {
-    let bad = |what: &str| StoreError::Db(format!("bad {what} in the database"));
-    let kind: i32 = r.try_get(2)?;
-    let state: String = r.try_get(8)?;
-    let failed: i32 = r.try_get(9)?;
-    Ok(Account {
-        id: r.try_get(0)?,
-        user_name: r.try_get(1)?,
-        kind: AccountType::from_code(kind as i64).ok_or_else(|| bad("account type"))?,
-        device_type: r.try_get(3)?,
-        des: r.try_get(4)?,
-        password_hash: r.try_get(5)?,
-        jid_node: r.try_get(6)?,
-        jid_pwd: r.try_get(7)?,
-        state: AccountState::parse(&state).ok_or_else(|| bad("account state"))?,
-        failed_logins: failed.max(0) as u32,
-        locked_until: r.try_get(10)?,
-        created_at: r.try_get(11)?,
-        updated_at: r.try_get(12)?,
-    })
+/// Runs one statement, prepared once per connection, on `c` (a connection or a transaction);
+/// returns the number of rows it changed.
+pub(super) async fn run(c: &impl GenericClient, sql: &str, params: Params<'_>) -> StoreResult<u64> {
+    let st = c.prepare_cached(sql).await?;
+    Ok(c.execute(&st, params).await?)
 }
 
-fn bind_token(r: &Row) -> StoreResult<BindToken> {
-    Ok(BindToken {
-        issuer: r.try_get(0)?,
-        device: r.try_get(1)?,
-        expires_at: r.try_get(2)?,
-    })
+/// Runs one query, prepared once per connection, on `c` and maps each row it returns.
+async fn all<T>(
+    c: &impl GenericClient,
+    sql: &str,
+    params: Params<'_>,
+    map: RowMap<T>,
+) -> StoreResult<Vec<T>> {
+    let st = c.prepare_cached(sql).await?;
+    c.query(&st, params).await?.iter().map(map).collect()
 }
 
-fn binding(r: &Row) -> StoreResult<Binding> {
-    let s: String = r.try_get(2)?;
-    Ok(Binding {
-        a: r.try_get(0)?,
-        b: r.try_get(1)?,
-        state: BindingState::parse(&s)
-            .ok_or_else(|| StoreError::Db("bad binding state in the database".into()))?,
-        updated_at: r.try_get(3)?,
-    })
+/// PostgreSQL's column types, as the shared row mappings read them.
+impl Columns for Row {
+    type Error = StoreError;
+    fn int(&self, i: usize) -> StoreResult<i64> {
+        Ok(self.try_get(i)?)
+    }
+    fn opt_int(&self, i: usize) -> StoreResult<Option<i64>> {
+        Ok(self.try_get(i)?)
+    }
+    /// `INT`.
+    fn code(&self, i: usize) -> StoreResult<i64> {
+        Ok(i64::from(self.try_get::<_, i32>(i)?))
+    }
+    /// `INT`.
+    fn count(&self, i: usize) -> StoreResult<u32> {
+        Ok(self.try_get::<_, i32>(i)?.max(0) as u32)
+    }
+    fn text(&self, i: usize) -> StoreResult<String> {
+        Ok(self.try_get(i)?)
+    }
+    fn opt_text(&self, i: usize) -> StoreResult<Option<String>> {
+        Ok(self.try_get(i)?)
+    }
+    fn blob(&self, i: usize) -> StoreResult<Vec<u8>> {
+        Ok(self.try_get(i)?)
+    }
+    fn bad(&self, _: usize, what: &str) -> StoreError {
+        StoreError::Db(format!("bad {what} in the database"))
+    }
 }
 
 #[async_trait::async_trait]
@@ -484,17 +487,14 @@ impl Maintenance for PgStore {
         Ok(())
     }
     async fn prune(&self, now: i64) -> StoreResult<()> {
-        self.exec("DELETE FROM captchas WHERE expires_at <= $1", &[&now])
-            .await?;
-        self.exec("DELETE FROM tokens WHERE expires_at <= $1", &[&now])
-            .await?;
-        self.exec(
+        for sql in [
+            "DELETE FROM captchas WHERE expires_at <= $1",
+            "DELETE FROM tokens WHERE expires_at <= $1",
             "DELETE FROM login_failures WHERE updated_at <= $1::BIGINT - 86400 AND locked_until <= $1",
-            &[&now],
-        )
-        .await?;
-        self.exec("DELETE FROM bind_tokens WHERE expires_at <= $1", &[&now])
-            .await?;
+            "DELETE FROM bind_tokens WHERE expires_at <= $1",
+        ] {
+            self.exec(sql, &[&now]).await?;
+        }
         // The change log by the database's clock, as its rows are stamped.
         self.exec(
             "DELETE FROM account_changes WHERE at < extract(epoch FROM now())::BIGINT - $1",
@@ -583,17 +583,14 @@ impl AccountStore for PgStore {
     async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<bool> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
-        let up = tx
-            .prepare_cached(
-                "UPDATE accounts SET state = 'deleting', updated_at = $2 \
-                 WHERE id = $1 AND state <> 'deleting'",
-            )
-            .await?;
-        let n = tx.execute(&up, &[&id, &now]).await?;
-        let del = tx
-            .prepare_cached("DELETE FROM tokens WHERE account_id = $1")
-            .await?;
-        tx.execute(&del, &[&id]).await?;
+        let n = run(
+            &tx,
+            "UPDATE accounts SET state = 'deleting', updated_at = $2 \
+             WHERE id = $1 AND state <> 'deleting'",
+            &[&id, &now],
+        )
+        .await?;
+        run(&tx, "DELETE FROM tokens WHERE account_id = $1", &[&id]).await?;
         tx.commit().await?;
         self.sync_changes().await;
         Ok(n == 1)
@@ -601,18 +598,15 @@ impl AccountStore for PgStore {
     async fn set_password(&self, id: i64, password_hash: String, now: i64) -> StoreResult<bool> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
-        let up = tx
-            .prepare_cached(
-                "UPDATE accounts SET password_hash = $2, updated_at = $3 \
-                 WHERE id = $1 AND state = 'active'",
-            )
-            .await?;
-        let n = tx.execute(&up, &[&id, &password_hash, &now]).await?;
+        let n = run(
+            &tx,
+            "UPDATE accounts SET password_hash = $2, updated_at = $3 \
+             WHERE id = $1 AND state = 'active'",
+            &[&id, &password_hash, &now],
+        )
+        .await?;
         if n == 1 {
-            let del = tx
-                .prepare_cached("DELETE FROM tokens WHERE account_id = $1")
-                .await?;
-            tx.execute(&del, &[&id]).await?;
+            run(&tx, "DELETE FROM tokens WHERE account_id = $1", &[&id]).await?;
         }
         tx.commit().await?;
         self.sync_changes().await;
@@ -680,18 +674,13 @@ impl LoginStore for PgStore {
         Ok(true)
     }
     async fn locked_networks(&self, id: i64, now: i64) -> StoreResult<Vec<(String, i64)>> {
-        let c = self.conn().await?;
-        let st = c
-            .prepare_cached(
-                "SELECT network, locked_until FROM login_failures \
-                 WHERE account_id = $1 AND locked_until > $2 ORDER BY network",
-            )
-            .await?;
-        Ok(c.query(&st, &[&id, &now])
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect())
+        self.rows(
+            "SELECT network, locked_until FROM login_failures \
+             WHERE account_id = $1 AND locked_until > $2 ORDER BY network",
+            &[&id, &now],
+            |r| Ok((r.try_get(0)?, r.try_get(1)?)),
+        )
+        .await
     }
     async fn reset_login_failures(&self, id: i64, network: String) -> StoreResult<()> {
         let mut c = self.conn().await?;
@@ -815,12 +804,12 @@ impl PairStore for PgStore {
             // (With a == b the count is 1 as well: `Changed`, as in SQLite's single statement.)
             return Err(StoreError::Changed);
         }
-        let ins = tx
-            .prepare_cached(
-                "INSERT INTO bindings (a, b, state, updated_at) VALUES ($1, $2, $3, $4)",
-            )
-            .await?;
-        tx.execute(&ins, &[&a, &b, &state.as_str(), &now]).await?;
+        run(
+            &tx,
+            "INSERT INTO bindings (a, b, state, updated_at) VALUES ($1, $2, $3, $4)",
+            &[&a, &b, &state.as_str(), &now],
+        )
+        .await?;
         tx.commit().await?;
         self.sync_changes().await;
         Ok(())
@@ -910,12 +899,12 @@ impl PairStore for PgStore {
         if device >= caps.max_phones as i64 || phone >= caps.max_devices as i64 {
             return Ok(false);
         }
-        let ins = tx
-            .prepare_cached(
-                "INSERT INTO bindings (a, b, state, updated_at) VALUES ($1, $2, 'binding', $3)",
-            )
-            .await?;
-        tx.execute(&ins, &[&a, &b, &now]).await?;
+        run(
+            &tx,
+            "INSERT INTO bindings (a, b, state, updated_at) VALUES ($1, $2, 'binding', $3)",
+            &[&a, &b, &now],
+        )
+        .await?;
         tx.commit().await?;
         self.sync_changes().await;
         Ok(true)
@@ -936,25 +925,22 @@ impl BindTokenStore for PgStore {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         // The issuer's row locked: two tokens issued at once by one account void in turn.
-        let lock = tx
-            .prepare_cached("SELECT id FROM accounts WHERE id = $1 FOR UPDATE")
-            .await?;
-        tx.query(&lock, &[&issuer]).await?;
-        let ins = tx
-            .prepare_cached(
-                "INSERT INTO bind_tokens (hash, issuer, device, expires_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .await?;
-        tx.execute(&ins, &[&hash, &issuer, &device, &expires_at, &now])
-            .await?;
-        let void = tx
-            .prepare_cached(
-                "DELETE FROM bind_tokens WHERE issuer = $1 AND id NOT IN \
-                 (SELECT id FROM bind_tokens WHERE issuer = $1 ORDER BY id DESC LIMIT $2)",
-            )
-            .await?;
-        tx.execute(&void, &[&issuer, &(keep as i64)]).await?;
+        let lock = "SELECT id FROM accounts WHERE id = $1 FOR UPDATE";
+        run(&tx, lock, &[&issuer]).await?;
+        run(
+            &tx,
+            "INSERT INTO bind_tokens (hash, issuer, device, expires_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+            &[&hash, &issuer, &device, &expires_at, &now],
+        )
+        .await?;
+        run(
+            &tx,
+            "DELETE FROM bind_tokens WHERE issuer = $1 AND id NOT IN \
+             (SELECT id FROM bind_tokens WHERE issuer = $1 ORDER BY id DESC LIMIT $2)",
+            &[&issuer, &(keep as i64)],
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -987,14 +973,10 @@ impl BindTokenStore for PgStore {
     async fn record_bind_failure(&self, account: i64, now: i64, since: i64) -> StoreResult<u32> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
-        let del = tx
-            .prepare_cached("DELETE FROM bind_failures WHERE account_id = $1 AND at < $2")
-            .await?;
-        tx.execute(&del, &[&account, &since]).await?;
-        let ins = tx
-            .prepare_cached("INSERT INTO bind_failures (account_id, at) VALUES ($1, $2)")
-            .await?;
-        tx.execute(&ins, &[&account, &now]).await?;
+        let forget = "DELETE FROM bind_failures WHERE account_id = $1 AND at < $2";
+        run(&tx, forget, &[&account, &since]).await?;
+        let record = "INSERT INTO bind_failures (account_id, at) VALUES ($1, $2)";
+        run(&tx, record, &[&account, &now]).await?;
         let count = tx
             .prepare_cached("SELECT count(*) FROM bind_failures WHERE account_id = $1")
             .await?;
@@ -1031,14 +1013,12 @@ impl CaptchaStore for PgStore {
         Ok(())
     }
     async fn take_captcha(&self, id: String) -> StoreResult<Option<(String, i64)>> {
-        let c = self.conn().await?;
-        let st = c
-            .prepare_cached("DELETE FROM captchas WHERE id = $1 RETURNING answer, expires_at")
-            .await?;
-        match c.query_opt(&st, &[&id]).await? {
-            Some(r) => Ok(Some((r.try_get(0)?, r.try_get(1)?))),
-            None => Ok(None),
-        }
+        self.row(
+            "DELETE FROM captchas WHERE id = $1 RETURNING answer, expires_at",
+            &[&id],
+            |r| Ok((r.try_get(0)?, r.try_get(1)?)),
+        )
+        .await
     }
 }
 
@@ -1046,30 +1026,14 @@ impl CaptchaStore for PgStore {
 impl ReconcileStore for PgStore {
     async fn unfinished(&self, before: i64) -> StoreResult<(Vec<Account>, Vec<Binding>)> {
         let c = self.conn().await?;
-        let st = c
-            .prepare_cached(&format!(
-                "SELECT {ACCOUNT_COLS} FROM accounts \
-                 WHERE state <> 'active' AND updated_at < $1 ORDER BY id"
-            ))
-            .await?;
-        let accounts = c
-            .query(&st, &[&before])
-            .await?
-            .iter()
-            .map(account)
-            .collect::<StoreResult<Vec<_>>>()?;
-        let st = c
-            .prepare_cached(
-                "SELECT a, b, state, updated_at FROM bindings \
-                 WHERE state <> 'bound' AND updated_at < $1",
-            )
-            .await?;
-        let bindings = c
-            .query(&st, &[&before])
-            .await?
-            .iter()
-            .map(binding)
-            .collect::<StoreResult<Vec<_>>>()?;
+        let accounts = format!(
+            "SELECT {ACCOUNT_COLS} FROM accounts \
+             WHERE state <> 'active' AND updated_at < $1 ORDER BY id"
+        );
+        let accounts = all(&c, &accounts, &[&before], account).await?;
+        let bindings = "SELECT a, b, state, updated_at FROM bindings \
+                        WHERE state <> 'bound' AND updated_at < $1";
+        let bindings = all(&c, bindings, &[&before], binding).await?;
         Ok((accounts, bindings))
     }
     async fn try_lock_reconciler(&self) -> StoreResult<bool> {

@@ -24,6 +24,7 @@ use std::thread::JoinHandle;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use super::rows::{self, Columns, ACCOUNT_COLS};
 use super::*;
 
 /// Numbered schema steps; index `i` upgrades `user_version` `i` to `i + 1`.
@@ -368,6 +369,21 @@ impl SqliteStore {
             .map_err(|_| StoreError::Db("write failed (panicked)".into()))?
     }
 
+    /// [`write`](Self::write) inside a savepoint, not a transaction, so that it may run inside a
+    /// group (see the module docs): what `f` did is kept when it returns `Ok`, undone otherwise.
+    async fn write_atomic<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Savepoint) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.write(move |c| {
+            let sp = c.savepoint()?;
+            let done = f(&sp)?;
+            sp.commit()?;
+            Ok(done)
+        })
+        .await
+    }
+
     /// Runs one statement on the writer thread; returns the number of rows it changed.
     async fn exec(
         &self,
@@ -441,59 +457,45 @@ fn migrate(c: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
-const ACCOUNT_COLS: &str =
-    "id, user_name, type, device_type, des, password_hash, jid_node, jid_pwd, \
-     state, failed_logins, locked_until, created_at, updated_at";
+/// SQLite's column types, as the shared row mappings read them.
+impl Columns for Row<'_> {
+    type Error = rusqlite::Error;
+    fn int(&self, i: usize) -> rusqlite::Result<i64> {
+        self.get(i)
+    }
+    fn opt_int(&self, i: usize) -> rusqlite::Result<Option<i64>> {
+        self.get(i)
+    }
+    fn code(&self, i: usize) -> rusqlite::Result<i64> {
+        self.get(i)
+    }
+    fn count(&self, i: usize) -> rusqlite::Result<u32> {
+        self.get(i)
+    }
+    fn text(&self, i: usize) -> rusqlite::Result<String> {
+        self.get(i)
+    }
+    fn opt_text(&self, i: usize) -> rusqlite::Result<Option<String>> {
+        self.get(i)
+    }
+    fn blob(&self, i: usize) -> rusqlite::Result<Vec<u8>> {
+        self.get(i)
+    }
+    fn bad(&self, i: usize, what: &str) -> rusqlite::Error {
+        let what = what.to_owned().into();
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, what)
+    }
+}
 
+// The shared row mappings, for a row of any statement (as `query_row` and `query_map` want).
 fn account(r: &Row) -> rusqlite::Result<Account> {
-    let kind: i64 = r.get(2)?;
-    let state: String = r.get(8)?;
-    let bad = |what: &str| {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Text,
-            what.to_owned().into(),
-        )
-    };
-    Ok(Account {
-        id: r.get(0)?,
-        user_name: r.get(1)?,
-        kind: AccountType::from_code(kind).ok_or_else(|| bad("account type"))?,
-        device_type: r.get(3)?,
-        des: r.get(4)?,
-        password_hash: r.get(5)?,
-        jid_node: r.get(6)?,
-        jid_pwd: r.get(7)?,
-        state: AccountState::parse(&state).ok_or_else(|| bad("account state"))?,
-        failed_logins: r.get(9)?,
-        locked_until: r.get(10)?,
-        created_at: r.get(11)?,
-        updated_at: r.get(12)?,
-    })
+    rows::account(r)
 }
-
 fn binding(r: &Row) -> rusqlite::Result<Binding> {
-    let s: String = r.get(2)?;
-    Ok(Binding {
-        a: r.get(0)?,
-        b: r.get(1)?,
-        state: BindingState::parse(&s).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                2,
-                rusqlite::types::Type::Text,
-                "binding state".into(),
-            )
-        })?,
-        updated_at: r.get(3)?,
-    })
+    rows::binding(r)
 }
-
 fn bind_token(r: &Row) -> rusqlite::Result<BindToken> {
-    Ok(BindToken {
-        issuer: r.get(0)?,
-        device: r.get(1)?,
-        expires_at: r.get(2)?,
-    })
+    rows::bind_token(r)
 }
 
 fn accounts_where(c: &Connection, column: &str, values: &[String]) -> StoreResult<Vec<Account>> {
@@ -618,24 +620,19 @@ impl AccountStore for SqliteStore {
         .await
     }
     async fn begin_cancel(&self, id: i64, now: i64) -> StoreResult<bool> {
-        self.write(move |c| {
-            // A savepoint, not a transaction: this may run inside a group (see the module docs).
-            let sp = c.savepoint()?;
+        self.write_atomic(move |sp| {
             let n = sp.execute(
                 "UPDATE accounts SET state = 'deleting', updated_at = ?2 \
                  WHERE id = ?1 AND state <> 'deleting'",
                 params![id, now],
             )?;
             sp.execute("DELETE FROM tokens WHERE account_id = ?1", [id])?;
-            sp.commit()?;
             Ok(n == 1)
         })
         .await
     }
     async fn set_password(&self, id: i64, password_hash: String, now: i64) -> StoreResult<bool> {
-        self.write(move |c| {
-            // A savepoint, not a transaction: this may run inside a group (see the module docs).
-            let sp = c.savepoint()?;
+        self.write_atomic(move |sp| {
             let n = sp.execute(
                 "UPDATE accounts SET password_hash = ?2, updated_at = ?3 \
                  WHERE id = ?1 AND state = 'active'",
@@ -644,7 +641,6 @@ impl AccountStore for SqliteStore {
             if n == 1 {
                 sp.execute("DELETE FROM tokens WHERE account_id = ?1", [id])?;
             }
-            sp.commit()?;
             Ok(n == 1)
         })
         .await
@@ -660,9 +656,7 @@ impl LoginStore for SqliteStore {
         now: i64,
         p: LockPolicy,
     ) -> StoreResult<bool> {
-        self.write(move |c| {
-            // A savepoint, not a transaction: this may run inside a group (see the module docs).
-            let sp = c.savepoint()?;
+        self.write_atomic(move |sp| {
             let locked = sp
                 .query_row(
                     "SELECT (a.locked_until > ?3 AND a.last_login_network <> ?2) OR coalesce(\
@@ -695,7 +689,6 @@ impl LoginStore for SqliteStore {
                  updated_at = ?5",
             )?
             .execute(params![id, network, p.per_network, until, now])?;
-            sp.commit()?;
             Ok(true)
         })
         .await
@@ -712,8 +705,7 @@ impl LoginStore for SqliteStore {
         .await
     }
     async fn reset_login_failures(&self, id: i64, network: String) -> StoreResult<()> {
-        self.write(move |c| {
-            let sp = c.savepoint()?;
+        self.write_atomic(move |sp| {
             sp.prepare_cached("DELETE FROM login_failures WHERE account_id = ?1 AND network = ?2")?
                 .execute(params![id, network])?;
             sp.prepare_cached(
@@ -721,7 +713,6 @@ impl LoginStore for SqliteStore {
                  failed_logins = max(failed_logins - 1, 0) WHERE id = ?1",
             )?
             .execute(params![id, network])?;
-            sp.commit()?;
             Ok(())
         })
         .await
@@ -901,9 +892,8 @@ impl PairStore for SqliteStore {
         now: i64,
         caps: PairCaps,
     ) -> StoreResult<bool> {
-        // Atomic by the single writer; a savepoint so that it may run inside a group.
-        self.write(move |c| {
-            let sp = c.savepoint()?;
+        // Atomic by the single writer.
+        self.write_atomic(move |sp| {
             let active: i64 = sp
                 .prepare_cached(
                     "SELECT count(*) FROM accounts WHERE id IN (?1, ?2) AND state = 'active'",
@@ -929,7 +919,6 @@ impl PairStore for SqliteStore {
                 "INSERT INTO bindings (a, b, state, updated_at) VALUES (?1, ?2, 'binding', ?3)",
             )?
             .execute(params![a, b, now])?;
-            sp.commit()?;
             Ok(true)
         })
         .await
@@ -947,9 +936,7 @@ impl BindTokenStore for SqliteStore {
         now: i64,
         keep: u32,
     ) -> StoreResult<()> {
-        self.write(move |c| {
-            // A savepoint, not a transaction: this may run inside a group (see the module docs).
-            let sp = c.savepoint()?;
+        self.write_atomic(move |sp| {
             sp.prepare_cached(
                 "INSERT INTO bind_tokens (hash, issuer, device, expires_at, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -960,7 +947,6 @@ impl BindTokenStore for SqliteStore {
                  (SELECT id FROM bind_tokens WHERE issuer = ?1 ORDER BY id DESC LIMIT ?2)",
             )?
             .execute(params![issuer, keep])?;
-            sp.commit()?;
             Ok(())
         })
         .await
@@ -997,8 +983,7 @@ impl BindTokenStore for SqliteStore {
         .await
     }
     async fn record_bind_failure(&self, account: i64, now: i64, since: i64) -> StoreResult<u32> {
-        self.write(move |c| {
-            let sp = c.savepoint()?;
+        self.write_atomic(move |sp| {
             sp.prepare_cached("DELETE FROM bind_failures WHERE account_id = ?1 AND at < ?2")?
                 .execute(params![account, since])?;
             sp.prepare_cached("INSERT INTO bind_failures (account_id, at) VALUES (?1, ?2)")?
@@ -1006,7 +991,6 @@ impl BindTokenStore for SqliteStore {
             let n: u32 = sp
                 .prepare_cached("SELECT count(*) FROM bind_failures WHERE account_id = ?1")?
                 .query_row([account], |r| r.get(0))?;
-            sp.commit()?;
             Ok(n)
         })
         .await

@@ -6,13 +6,12 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, Instrument};
 
 use crate::{conn, LineHandler, TcpConfig};
 
@@ -34,20 +33,7 @@ pub async fn serve<H: LineHandler>(
     let force = CancellationToken::new();
     info!(%local, "TCP listener serving");
 
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(error = %e, "accept failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                    }
-                }
-            },
-        };
+    while let Some((stream, peer)) = listen::accept(&listener, &shutdown).await {
         if !cfg.allows(peer.ip()) {
             debug!(%peer, "peer not in the allow-list; closing");
             continue;
@@ -93,19 +79,8 @@ pub async fn serve<H: LineHandler>(
     }
 
     drop(listener);
-    tracker.close();
     info!(%local, open = tracker.len(), "TCP listener draining");
-    if tokio::time::timeout(cfg.drain, tracker.wait())
-        .await
-        .is_err()
-    {
-        warn!(
-            open = tracker.len(),
-            "drain deadline passed; dropping remaining connections"
-        );
-        force.cancel();
-        tracker.wait().await;
-    }
+    listen::drain(&tracker, cfg.drain, &force).await;
     info!(%local, "TCP listener stopped");
     Ok(())
 }

@@ -39,13 +39,7 @@ pub(crate) fn change_password_outcome(reply: &CommandReply, _jid: &str) -> Resul
             return Err(XmppError::Refused(text.clone()));
         }
     }
-    if reply.status != "completed" {
-        return Err(XmppError::Protocol(format!(
-            "change-user-password ended in status '{}'",
-            reply.status
-        )));
-    }
-    Ok(())
+    reply.completed("change-user-password")
 }
 
 /// The first step, retried while the server answers `not-allowed` (Openfire: this requester

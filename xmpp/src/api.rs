@@ -280,9 +280,7 @@ impl Xmpp {
             AccountsMode::Component => {
                 adhoc::add_user(&self.inner.link, jid.as_str(), password).await
             }
-            AccountsMode::Ibr => {
-                ibr::register(&self.inner.cfg, self.inner.pool.tls()?, node, password).await
-            }
+            AccountsMode::Ibr => ibr::register(&self.inner.pool, node, password).await,
         }
     }
 
@@ -295,7 +293,7 @@ impl Xmpp {
             AccountsMode::Component => adhoc::delete_user(&self.inner.link, jid.as_str()).await,
             AccountsMode::Ibr => {
                 validate_password(password)?;
-                ibr::remove(&self.inner.cfg, self.inner.pool.tls()?, node, password).await
+                ibr::remove(&self.inner.pool, node, password).await
             }
         }
     }
@@ -327,7 +325,7 @@ impl Xmpp {
             Some(r) => r,
             None => {
                 validate_password(old)?;
-                ibr::change_password(&self.inner.cfg, self.inner.pool.tls()?, node, old, new).await
+                ibr::change_password(&self.inner.pool, node, old, new).await
             }
         };
         // Pooled sessions logged in with the old password are not reused.

@@ -38,38 +38,37 @@ pub(crate) fn command(
     b.build()
 }
 
+/// A submitted form of the admin commands (XEP-0133) with these fields.
+fn submitted(fields: Vec<Field>) -> DataForm {
+    DataForm::new(DataFormType::Submit, NS_ADMIN, fields)
+}
+
+/// The fields naming an account and its (new) password: `add-user` and `change-user-password`
+/// begin with them.
+fn account_and_password(jid: &str, password: &str) -> Vec<Field> {
+    vec![
+        Field::new("accountjid", FieldType::JidSingle).with_value(jid),
+        Field::new("password", FieldType::TextPrivate).with_value(password),
+    ]
+}
+
 /// The submitted form of `add-user`.
 pub(crate) fn add_user_form(jid: &str, password: &str) -> DataForm {
-    DataForm::new(
-        DataFormType::Submit,
-        NS_ADMIN,
-        vec![
-            Field::new("accountjid", FieldType::JidSingle).with_value(jid),
-            Field::new("password", FieldType::TextPrivate).with_value(password),
-            Field::new("password-verify", FieldType::TextPrivate).with_value(password),
-        ],
-    )
+    let mut fields = account_and_password(jid, password);
+    fields.push(Field::new("password-verify", FieldType::TextPrivate).with_value(password));
+    submitted(fields)
 }
 
 /// The submitted form of `delete-user`.
 pub(crate) fn delete_user_form(jid: &str) -> DataForm {
-    DataForm::new(
-        DataFormType::Submit,
-        NS_ADMIN,
-        vec![Field::new("accountjids", FieldType::JidMulti).with_value(jid)],
-    )
+    submitted(vec![
+        Field::new("accountjids", FieldType::JidMulti).with_value(jid)
+    ])
 }
 
 /// The submitted form of `change-user-password`.
 pub(crate) fn change_password_form(jid: &str, password: &str) -> DataForm {
-    DataForm::new(
-        DataFormType::Submit,
-        NS_ADMIN,
-        vec![
-            Field::new("accountjid", FieldType::JidSingle).with_value(jid),
-            Field::new("password", FieldType::TextPrivate).with_value(password),
-        ],
-    )
+    submitted(account_and_password(jid, password))
 }
 
 /// What a command reply says.
@@ -80,6 +79,19 @@ pub(crate) struct CommandReply {
     /// `(type, text)` of each `<note/>`; type defaults to `info`.
     pub notes: Vec<(String, String)>,
     pub has_form: bool,
+}
+
+impl CommandReply {
+    /// Ok when the command `what` ended `completed`; any other status is a protocol error.
+    pub(crate) fn completed(&self, what: &str) -> Result<(), XmppError> {
+        if self.status == "completed" {
+            return Ok(());
+        }
+        Err(XmppError::Protocol(format!(
+            "{what} ended in status '{}'",
+            self.status
+        )))
+    }
 }
 
 pub(crate) fn parse_command(payload: Option<&Element>) -> Result<CommandReply, XmppError> {

@@ -3,42 +3,23 @@
 //! allow in-band registration. A password is never sent on a stream without TLS unless
 //! `allow_plain_without_tls` says so (the same rule as SASL PLAIN).
 
-use std::sync::Arc;
-
-use rustls::ClientConfig;
 use xmpp_parsers::ibr::{LegacyQuery, RemoveQuery};
-use xmpp_parsers::iq::Iq;
+use xmpp_parsers::iq::{Iq, IqSetPayload};
 use xmpp_parsers::stanza_error::DefinedCondition;
 
 use crate::c2s::Session;
+use crate::pool::Pool;
 use crate::stanza::{error_text, iq_error};
-use crate::{XmppConfig, XmppError};
+use crate::XmppError;
 
 /// Registers `node` with `password`; [`XmppError::Conflict`] when the name is taken.
-pub(crate) async fn register(
-    cfg: &XmppConfig,
-    tls: Option<Arc<ClientConfig>>,
-    node: &str,
-    password: &str,
-) -> Result<(), XmppError> {
-    let mut s = Session::open(cfg, tls).await?;
-    if !s.is_tls() && !cfg.allow_plain_without_tls {
-        s.close().await;
-        return Err(XmppError::SessionFailed(
-            "refusing in-band registration without TLS (allow_plain_without_tls is off)".into(),
-        ));
-    }
+pub(crate) async fn register(c2s: &Pool, node: &str, password: &str) -> Result<(), XmppError> {
+    let s = c2s.open().await?;
+    let s = require_tls(s, c2s, "in-band registration").await?;
     if !s.offers_registration() {
         tracing::debug!("server does not advertise in-band registration; trying anyway");
     }
-    let query = LegacyQuery {
-        username: Some(node.to_owned()),
-        password: Some(password.to_owned()),
-        ..LegacyQuery::default()
-    };
-    let reply = s.iq(Iq::from_set("", query)).await;
-    s.close().await;
-    match reply? {
+    match set_once(s, credentials(node, password)).await? {
         Iq::Error { error, .. } => Err(match error.defined_condition {
             DefinedCondition::Conflict => XmppError::Conflict,
             _ => XmppError::Refused(error_text(&error)),
@@ -50,43 +31,53 @@ pub(crate) async fn register(
 /// Logs in as `node` with `old` and changes its password to `new` (XEP-0077 §3.3). Refuses to
 /// send the new password on a stream without TLS unless `allow_plain_without_tls` says so.
 pub(crate) async fn change_password(
-    cfg: &XmppConfig,
-    tls: Option<Arc<ClientConfig>>,
+    c2s: &Pool,
     node: &str,
     old: &str,
     new: &str,
 ) -> Result<(), XmppError> {
-    let mut s = Session::login(cfg, tls, node, old).await?;
-    if !s.is_tls() && !cfg.allow_plain_without_tls {
-        s.close().await;
-        return Err(XmppError::SessionFailed(
-            "refusing a password change without TLS (allow_plain_without_tls is off)".into(),
-        ));
-    }
-    let query = LegacyQuery {
-        username: Some(node.to_owned()),
-        password: Some(new.to_owned()),
-        ..LegacyQuery::default()
-    };
-    let reply = s.iq(Iq::from_set("", query)).await;
-    s.close().await;
-    match reply? {
-        Iq::Error { error, .. } => Err(iq_error(&error)),
-        _ => Ok(()),
-    }
+    let s = c2s.login(node, old).await?;
+    let s = require_tls(s, c2s, "a password change").await?;
+    accepted(set_once(s, credentials(node, new)).await?)
 }
 
 /// Logs in as `node` and removes the account.
-pub(crate) async fn remove(
-    cfg: &XmppConfig,
-    tls: Option<Arc<ClientConfig>>,
-    node: &str,
-    password: &str,
-) -> Result<(), XmppError> {
-    let mut s = Session::login(cfg, tls, node, password).await?;
-    let reply = s.iq(Iq::from_set("", RemoveQuery { remove: true })).await;
+pub(crate) async fn remove(c2s: &Pool, node: &str, password: &str) -> Result<(), XmppError> {
+    let s = c2s.login(node, password).await?;
+    accepted(set_once(s, RemoveQuery { remove: true }).await?)
+}
+
+/// `s` back when a password may go over it: it has TLS, or `allow_plain_without_tls` is on.
+/// Otherwise the session is closed and `what` refused.
+async fn require_tls(s: Session, c2s: &Pool, what: &str) -> Result<Session, XmppError> {
+    if s.is_tls() || c2s.allows_plain() {
+        return Ok(s);
+    }
     s.close().await;
-    match reply? {
+    Err(XmppError::SessionFailed(format!(
+        "refusing {what} without TLS (allow_plain_without_tls is off)"
+    )))
+}
+
+/// The XEP-0077 query carrying `node` and its (new) password.
+fn credentials(node: &str, password: &str) -> LegacyQuery {
+    LegacyQuery {
+        username: Some(node.to_owned()),
+        password: Some(password.to_owned()),
+        ..LegacyQuery::default()
+    }
+}
+
+/// Sends one IQ set with `payload` on `s`, closes the session, and returns the answer.
+async fn set_once(mut s: Session, payload: impl IqSetPayload) -> Result<Iq, XmppError> {
+    let reply = s.iq(Iq::from_set("", payload)).await;
+    s.close().await;
+    reply
+}
+
+/// Ok for a result, the server's refusal for an error.
+fn accepted(reply: Iq) -> Result<(), XmppError> {
+    match reply {
         Iq::Error { error, .. } => Err(iq_error(&error)),
         _ => Ok(()),
     }

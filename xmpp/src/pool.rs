@@ -57,6 +57,21 @@ impl Pool {
         Ok(slot.clone())
     }
 
+    /// A new session, not logged in and not pooled (in-band registration).
+    pub(crate) async fn open(&self) -> Result<Session, XmppError> {
+        Session::open(&self.cfg, self.tls()?).await
+    }
+
+    /// A new session logged in as `node`, not taken from the pool.
+    pub(crate) async fn login(&self, node: &str, password: &str) -> Result<Session, XmppError> {
+        Session::login(&self.cfg, self.tls()?, node, password).await
+    }
+
+    /// Whether a password may go over a stream without TLS (`allow_plain_without_tls`).
+    pub(crate) fn allows_plain(&self) -> bool {
+        self.cfg.allow_plain_without_tls
+    }
+
     /// A logged-in session for `node`: an idle one if its password matches, else a new login.
     pub(crate) async fn checkout(&self, node: &str, password: &str) -> Result<Lease, XmppError> {
         let reused = {
@@ -76,7 +91,7 @@ impl Pool {
                 reused: true,
             });
         }
-        let session = Session::login(&self.cfg, self.tls()?, node, password).await?;
+        let session = self.login(node, password).await?;
         Ok(Lease {
             session,
             node: node.to_owned(),
@@ -88,7 +103,7 @@ impl Pool {
     /// Replaces a lease's (dead) session by a new login.
     pub(crate) async fn fresh(&self, lease: Lease) -> Result<Lease, XmppError> {
         tokio::spawn(lease.session.close());
-        let session = Session::login(&self.cfg, self.tls()?, &lease.node, &lease.password).await?;
+        let session = self.login(&lease.node, &lease.password).await?;
         Ok(Lease {
             session,
             node: lease.node,

@@ -93,13 +93,7 @@ pub(crate) fn add_user_outcome(reply: &CommandReply, _jid: &str) -> Result<(), X
         }
         return Err(XmppError::Conflict);
     }
-    if reply.status != "completed" {
-        return Err(XmppError::Protocol(format!(
-            "add-user ended in status '{}'",
-            reply.status
-        )));
-    }
-    Ok(())
+    reply.completed("add-user")
 }
 
 /// The outcome of a completed `delete-user` of `jid`, by structure first:
@@ -130,13 +124,7 @@ pub(crate) fn delete_user_outcome(reply: &CommandReply, jid: &str) -> Result<(),
             return Err(XmppError::NotFound);
         }
     }
-    if reply.status != "completed" {
-        return Err(XmppError::Protocol(format!(
-            "delete-user ended in status '{}'",
-            reply.status
-        )));
-    }
-    Ok(())
+    reply.completed("delete-user")
 }
 
 /// `not-allowed` answering a command's first step, still there when the retries ran out.

@@ -126,6 +126,22 @@ mod tests {
         Jid::new("register.example.test").unwrap()
     }
 
+    /// Requests the component gets: service discovery, a ping, and a roster set (not ours).
+    const DISCO_INFO: &str = "<iq xmlns='jabber:client' type='get' id='d1' from='example.test'>\
+         <query xmlns='http://jabber.org/protocol/disco#info'/></iq>";
+    const PING: &str = "<iq xmlns='jabber:client' type='get' id='p1' from='u@example.test/r'>\
+         <ping xmlns='urn:xmpp:ping'/></iq>";
+    const ROSTER_SET: &str = "<iq xmlns='jabber:client' type='set' id='s1' from='u@example.test'>\
+         <query xmlns='jabber:iq:roster'/></iq>";
+
+    /// The component's answer to the request `xml`, checked to be of type `kind`.
+    fn answer(xml: &str, kind: &str) -> Element {
+        let iq = Iq::try_from(xml.parse::<Element>().unwrap()).unwrap();
+        let reply = answer_request(iq, &me());
+        assert_eq!(reply.attr("type"), Some(kind), "{reply:?}");
+        reply
+    }
+
     #[test]
     fn handshake_digest_is_hex_sha1_of_id_and_secret() {
         let hs = Handshake::from_stream_id_and_password("3BF96D32".into(), "s3cr3t");
@@ -137,12 +153,7 @@ mod tests {
 
     #[test]
     fn disco_info_and_ping_answered() {
-        let q: Element = "<iq xmlns='jabber:client' type='get' id='d1' from='example.test'>\
-             <query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
-            .parse()
-            .unwrap();
-        let reply = answer_request(Iq::try_from(q).unwrap(), &me());
-        assert_eq!(reply.attr("type"), Some("result"));
+        let reply = answer(DISCO_INFO, "result");
         assert_eq!(reply.attr("to"), Some("example.test"));
         let query = reply.get_child("query", ns::DISCO_INFO).unwrap();
         let identity = query.get_child("identity", ns::DISCO_INFO).unwrap();
@@ -152,23 +163,13 @@ mod tests {
             2
         );
 
-        let p: Element = "<iq xmlns='jabber:client' type='get' id='p1' from='u@example.test/r'>\
-             <ping xmlns='urn:xmpp:ping'/></iq>"
-            .parse()
-            .unwrap();
-        let reply = answer_request(Iq::try_from(p).unwrap(), &me());
-        assert_eq!(reply.attr("type"), Some("result"));
+        let reply = answer(PING, "result");
         assert_eq!(reply.attr("id"), Some("p1"));
     }
 
     #[test]
     fn other_requests_get_service_unavailable() {
-        let s: Element = "<iq xmlns='jabber:client' type='set' id='s1' from='u@example.test'>\
-             <query xmlns='jabber:iq:roster'/></iq>"
-            .parse()
-            .unwrap();
-        let reply = answer_request(Iq::try_from(s).unwrap(), &me());
-        assert_eq!(reply.attr("type"), Some("error"));
+        let reply = answer(ROSTER_SET, "error");
         let err = reply.get_child("error", ns::JABBER_CLIENT).unwrap();
         assert!(err.has_child("service-unavailable", ns::XMPP_STANZAS));
     }
