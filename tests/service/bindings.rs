@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::harness::roster_item as roster_sub;
-use crate::harness::{Env, Opts, ProsodyExt, CAPTCHA};
+use crate::harness::{variants, Env, Opts, ProsodyExt, CAPTCHA};
 
 async fn bind_scenario(o: Opts) {
     let env = Env::start(o).await;
@@ -172,19 +172,10 @@ async fn bind_scenario(o: Opts) {
     let _ = CAPTCHA;
 }
 
-#[tokio::test]
-async fn bind_c2s_plaintext() {
-    bind_scenario(Opts::default()).await;
-}
-
-#[tokio::test]
-async fn bind_c2s_tls() {
-    bind_scenario(Opts::TLS).await;
-}
-
-#[tokio::test]
-async fn bind_privileged() {
-    bind_scenario(Opts::PRIVILEGED).await;
+variants! {
+    bind_c2s_plaintext => bind_scenario(Opts::default());
+    bind_c2s_tls => bind_scenario(Opts::TLS);
+    bind_privileged => bind_scenario(Opts::PRIVILEGED);
 }
 
 #[tokio::test]

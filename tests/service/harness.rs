@@ -612,3 +612,18 @@ pub async fn tcp_verify(addr: std::net::SocketAddr, token: &str) -> Value {
     c.read_line(&mut reply).await.unwrap();
     serde_json::from_str(&reply).unwrap()
 }
+
+/// Tests of one shape: each `name => scenario(values);` entry is a test that runs the scenario
+/// with its values (the modes a scenario must hold in, written as a table).
+macro_rules! variants {
+    ($($(#[$attr:meta])* $name:ident => $run:expr;)+) => {
+        $(
+            $(#[$attr])*
+            #[tokio::test]
+            async fn $name() {
+                $run.await;
+            }
+        )+
+    };
+}
+pub(crate) use variants;
