@@ -18,7 +18,8 @@ use xmpp::testkit::{Prosody, ProsodyOptions, TestClient};
 
 use crate::harness::roster_item as item;
 use crate::harness::{
-    assert_signed, issued_answer, signed, test_config, Env, Opts, ProsodyExt, CAPTCHA,
+    assert_signed, bound_item, issued_answer, items_both_ways, signed, test_config, Env, Opts,
+    ProsodyExt, CAPTCHA,
 };
 
 const PW: &str = "password1";
@@ -112,12 +113,11 @@ async fn wechat_account_registers_logs_in_and_binds_a_device_in_group_wechat() {
     let v = bind(&env, &tok_w, "wx-openid-1", r#"["wx-cam"]"#).await;
     assert_eq!(v["result"], 0, "{v}");
     assert_eq!(
-        item(&env, &jid_w, &pwd_w, &jid_d).await,
-        Some(("both".into(), "wx-cam".into(), vec!["Device".into()]))
-    );
-    assert_eq!(
-        item(&env, &jid_d, &pwd_d, &jid_w).await,
-        Some(("both".into(), "wx-openid-1".into(), vec!["Wechat".into()]))
+        items_both_ways(&env.prosody, (&jid_w, &pwd_w), (&jid_d, &pwd_d)).await,
+        [
+            bound_item("wx-cam", "Device"),
+            bound_item("wx-openid-1", "Wechat")
+        ]
     );
     let v = env
         .post(
