@@ -1,8 +1,6 @@
 //! Bind, unbind and get_user_banding over HTTPS, checked on both rosters independently (the bind
 //! tokens themselves, and the attacks they stop, are in `bind_tokens.rs`).
 
-use serde_json::Value;
-
 use crate::harness::roster_item as roster_sub;
 use crate::harness::{bound_item, items_both_ways, variants, Env, Opts, ProsodyExt, CAPTCHA};
 
@@ -76,12 +74,14 @@ async fn bind_scenario(o: Opts) {
     assert_eq!(v["result"], 109, "{v}");
 
     // get_user_banding: the roster as the server holds it, with our names.
-    let v = env
-        .post(
-            "/get_user_banding",
-            &[("access_token", &tok_p), ("user_name", "phone-a")],
-        )
-        .await;
+    let banding = |tok: &String| {
+        let (env, tok) = (&env, tok.clone());
+        async move {
+            let p = [("access_token", tok.as_str()), ("user_name", "phone-a")];
+            env.post("/get_user_banding", &p).await
+        }
+    };
+    let v = banding(&tok_p).await;
     assert_eq!(v["result"], 0, "{v}");
     let items = v["roster_item"].as_array().unwrap();
     assert_eq!(items.len(), 1);
@@ -91,12 +91,7 @@ async fn bind_scenario(o: Opts) {
     assert_eq!(items[0]["groups"], serde_json::json!(["Device"]));
     assert_eq!(items[0]["user_name"], "dev-a");
     assert_eq!(items[0]["type"], 2);
-    let v = env
-        .post(
-            "/get_user_banding",
-            &[("access_token", &tok_p2), ("user_name", "phone-a")],
-        )
-        .await;
+    let v = banding(&tok_p2).await;
     assert_eq!(v["result"], 100);
 
     // Unbind: both rosters empty, second unbind → 110.
@@ -134,12 +129,7 @@ async fn bind_scenario(o: Opts) {
         roster_sub(&env, &jid_p, &pwd_p, &jid_d).await.is_none(),
         "cancel removed the binding from the peer"
     );
-    let v: Value = env
-        .post(
-            "/get_user_banding",
-            &[("access_token", &tok_p), ("user_name", "phone-a")],
-        )
-        .await;
+    let v = banding(&tok_p).await;
     assert_eq!(v["roster_item"], serde_json::json!([]));
     let _ = CAPTCHA;
 }

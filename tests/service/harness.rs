@@ -634,6 +634,24 @@ impl Env {
         self.post(path, &pairs(&p)).await
     }
 
+    /// A POST of `params` to `path` with a version 2 `param_sign` added, as a future that owns what
+    /// it needs (to run many at once) and gives the raw response.
+    pub fn signed_request(
+        &self,
+        path: &str,
+        params: &[(&str, &str)],
+    ) -> impl std::future::Future<Output = reqwest::Response> + 'static {
+        let form = signed(path, params);
+        let req = self.http.post(format!("{}{path}", self.base)).form(&form);
+        async move { req.send().await.unwrap() }
+    }
+
+    /// The text of the admin port's `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let url = format!("http://{}/metrics", self.server().addrs.admin);
+        reqwest::get(url).await.unwrap().text().await.unwrap()
+    }
+
     /// The access token of one more login of an existing account (a second session).
     pub async fn second_token(&self, name: &str, password: &str, kind: u8) -> String {
         let v = self.login(name, password, kind).await;
@@ -745,4 +763,28 @@ pub async fn stored_bytes(cfg: &Config, table: Option<&str>) -> (Vec<u8>, usize)
         }
     }
     (text.into_bytes(), tables.len())
+}
+
+/// Waits (30 s at most) until the `register` binary `child` answers 200 on its admin port's
+/// `/readyz` at `admin`; panics, with `log()`, when it exits first or the time runs out.
+pub async fn wait_binary_ready(
+    child: &mut tokio::process::Child,
+    admin: &str,
+    log: impl Fn() -> String,
+) {
+    let url = format!("http://{admin}/readyz");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(&url).await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("binary exited with {status}:\n{}", log());
+        }
+        let waited = std::time::Instant::now() < deadline;
+        assert!(waited, "binary not ready:\n{}", log());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -99,12 +99,7 @@ async fn metrics_count_what_happened() {
     let env = Env::start(Opts::default()).await;
     env.account("m-dev", 2).await;
     assert_eq!(env.login("m-dev", "wrong-pass", 2).await["result"], 102);
-    let m = reqwest::get(format!("http://{}/metrics", env.server().addrs.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = env.metrics_text().await;
     for needle in [
         "register_requests_total{endpoint=\"/register\",result=\"0\"} 1",
         "register_requests_total{endpoint=\"/login\",result=\"102\"} 1",

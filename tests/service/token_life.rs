@@ -142,10 +142,7 @@ async fn a_changed_password_revokes_every_token_and_the_old_password() {
 
 #[tokio::test]
 async fn guessing_the_old_password_with_a_stolen_token_meets_the_login_lock() {
-    let env = Env::start_tuned(Opts::default(), |c| {
-        c.security.lockout_threshold = 3;
-    })
-    .await;
+    let env = Env::start_tuned(Opts::default(), |c| c.security.lockout_threshold = 3).await;
     let (stolen, _, _) = env.account("pw-cam", 2).await;
     for i in 0..3 {
         let guess = format!("guess-{i}");
