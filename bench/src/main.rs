@@ -360,20 +360,26 @@ fn bench_tcp(o: &Opts, svc: &Service, tokens: Arc<Vec<String>>, rows: &mut Vec<R
                 "  redis GET, our load generator, pipelined 16: {}",
                 ours_rp.line()
             );
-            rows.push(row(
-                "(1. same, both driven by our load generator)",
-                format!("{:.0}/s", plain.rate),
-                format!("redis GET {}", fmt_rate(&ours_r)),
-                Some(plain.rate / ours_r.rate),
-                "—",
-            ));
-            rows.push(row(
-                "(1. same, pipelined 16, our load generator)",
-                format!("{:.0}/s", piped.rate),
-                format!("redis GET {}", fmt_rate(&ours_rp)),
-                Some(piped.rate / ours_rp.rate),
-                "—",
-            ));
+            for (name, ours, redis) in [
+                (
+                    "(1. same, both driven by our load generator)",
+                    &plain,
+                    &ours_r,
+                ),
+                (
+                    "(1. same, pipelined 16, our load generator)",
+                    &piped,
+                    &ours_rp,
+                ),
+            ] {
+                rows.push(row(
+                    name,
+                    format!("{:.0}/s", ours.rate),
+                    format!("redis GET {}", fmt_rate(redis)),
+                    Some(ours.rate / redis.rate),
+                    "—",
+                ));
+            }
             (rp, rpp)
         }
         None => {
@@ -833,20 +839,18 @@ fn bench_xmpp(o: &Opts, work: &Path, rows: &mut Vec<Row>) {
         Some(r.register.per_sec() / smaller.max(1e-9)),
         ">= 0.9",
     ));
-    rows.push(row(
-        "4. bind end to end, c2s",
-        format!("{:.1}/s", r.bind_c2s.per_sec()),
-        format!("raw Xmpp::bind {:.1}/s", r.raw_bind_c2s.per_sec()),
-        Some(r.bind_c2s.per_sec() / r.raw_bind_c2s.per_sec().max(1e-9)),
-        ">= 0.8",
-    ));
-    rows.push(row(
-        "4. bind end to end, privileged",
-        format!("{:.1}/s", r.bind_priv.per_sec()),
-        format!("raw Xmpp::bind {:.1}/s", r.raw_bind_priv.per_sec()),
-        Some(r.bind_priv.per_sec() / r.raw_bind_priv.per_sec().max(1e-9)),
-        ">= 0.8",
-    ));
+    for (mode, ours, raw) in [
+        ("c2s", &r.bind_c2s, &r.raw_bind_c2s),
+        ("privileged", &r.bind_priv, &r.raw_bind_priv),
+    ] {
+        rows.push(row(
+            &format!("4. bind end to end, {mode}"),
+            format!("{:.1}/s", ours.per_sec()),
+            format!("raw Xmpp::bind {:.1}/s", raw.per_sec()),
+            Some(ours.per_sec() / raw.per_sec().max(1e-9)),
+            ">= 0.8",
+        ));
+    }
     rows.push(row(
         "(login, phones, captcha + param_sign)",
         format!("{:.1}/s", r.login.per_sec()),

@@ -36,13 +36,11 @@ pub async fn verify_load(
         let tokens = tokens.clone();
         let budget = budget.clone();
         tasks.push(local.spawn_local(async move {
+            let Some(mut conn) = connect(addr, 64 * 1024).await else {
+                return (Vec::new(), 1);
+            };
             let mut lat: Vec<u64> = Vec::new();
             let mut errors = 0usize;
-            let Ok(s) = TcpStream::connect(addr).await else {
-                return (lat, 1);
-            };
-            s.set_nodelay(true).ok();
-            let mut conn = BufReader::with_capacity(64 * 1024, s);
             let mut line = String::new();
             let mut batch = String::new();
             while Instant::now() < deadline && budget.get() >= depth {
@@ -88,6 +86,13 @@ pub async fn verify_load(
     }
     let (lat, errors) = crate::util::join_loads(&local, tasks).await;
     Stats::from(lat, errors, start.elapsed())
+}
+
+/// A load generator's connection: Nagle off, replies read through a `capacity`-byte buffer.
+async fn connect(addr: SocketAddr, capacity: usize) -> Option<BufReader<TcpStream>> {
+    let s = TcpStream::connect(addr).await.ok()?;
+    s.set_nodelay(true).ok();
+    Some(BufReader::with_capacity(capacity, s))
 }
 
 /// Checks every token once and returns how many were valid: the warm-up before a measurement.
@@ -179,13 +184,10 @@ pub async fn paced_probe_samples(
     for i in 0..conns {
         let tokens = tokens.clone();
         tasks.push(local.spawn_local(async move {
-            let mut lat: Vec<u64> = Vec::new();
-            let mut errors = 0usize;
-            let Ok(s) = TcpStream::connect(addr).await else {
-                return (lat, 1);
+            let Some(mut conn) = connect(addr, 8 * 1024).await else {
+                return (Vec::new(), 1);
             };
-            s.set_nodelay(true).ok();
-            let mut conn = BufReader::new(s);
+            let (mut lat, mut errors) = (Vec::<u64>::new(), 0usize);
             let mut line = String::new();
             // Spread the connections over the period.
             tokio::time::sleep(every.mul_f64(i as f64 / conns as f64)).await;

@@ -155,26 +155,20 @@ pub fn client_rt() -> tokio::runtime::Runtime {
 
 /// VmRSS of a process in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        })
-        .unwrap_or(0)
+    proc_number(&format!("/proc/{pid}/status"), "VmRSS:", 1).unwrap_or(0)
 }
 
 /// The soft limit on open files of this process.
 pub fn nofile_limit() -> u64 {
-    std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Max open files"))
-                .and_then(|l| l.split_whitespace().nth(3).and_then(|n| n.parse().ok()))
-        })
-        .unwrap_or(1024)
+    proc_number("/proc/self/limits", "Max open files", 3).unwrap_or(1024)
+}
+
+/// The `nth` word, as a number, of the first line of the /proc file `path` that starts with
+/// `label`.
+fn proc_number(path: &str, label: &str, nth: usize) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with(label))?;
+    line.split_whitespace().nth(nth)?.parse().ok()
 }
 
 /// Where the XMPP side of a started service points.

@@ -95,25 +95,12 @@ async fn login_register_cancel_and_every_costly_endpoint_are_rate_limited() {
 
 #[tokio::test]
 async fn one_accounts_token_is_limited_per_account_but_not_over_tcp() {
-    let env = Env::start_tuned(Opts::default(), |c| {
-        c.security.account_rate_per_minute = 3;
-    })
-    .await;
+    let env = Env::start_tuned(Opts::default(), |c| c.security.account_rate_per_minute = 3).await;
     let (token, _, _) = env.account("busy-cam", 2).await;
     let (other, _, _) = env.account("calm-cam", 2).await;
     let list = |token: &str, name: &str| {
-        let p = signed(
-            "/get_user_banding",
-            &[("access_token", token), ("user_name", name)],
-        );
-        let (http, base) = (env.http.clone(), env.base.clone());
-        async move {
-            http.post(format!("{base}/get_user_banding"))
-                .form(&p)
-                .send()
-                .await
-                .unwrap()
-        }
+        let p = [("access_token", token), ("user_name", name)];
+        env.signed_request("/get_user_banding", &p)
     };
     for _ in 0..3 {
         let v: Value = list(&token, "busy-cam").await.json().await.unwrap();
@@ -139,22 +126,13 @@ async fn a_login_flood_past_the_hashing_queue_is_refused_with_503() {
     .await;
     let (token, _, _) = env.account("flooded", 2).await;
     let logins = (0..40).map(|i| {
-        let p = signed(
-            "/login",
-            &[
-                ("user_name", "flooded"),
-                ("password", &format!("guess-{i}")),
-                ("type", "2"),
-            ],
-        );
-        let (http, base) = (env.http.clone(), env.base.clone());
-        async move {
-            http.post(format!("{base}/login"))
-                .form(&p)
-                .send()
-                .await
-                .unwrap()
-        }
+        let guess = format!("guess-{i}");
+        let p = [
+            ("user_name", "flooded"),
+            ("password", &guess),
+            ("type", "2"),
+        ];
+        env.signed_request("/login", &p)
     });
     let mut busy = 0;
     let mut wrong = 0;

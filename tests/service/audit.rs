@@ -2,49 +2,16 @@
 //! audit --user NAME` (the real binary) lists the events in order, and the database holds no
 //! secret of the session.
 
-use std::process::Command;
-
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
 use crate::binary::write_config;
-use crate::harness::{signed, Env, Opts};
+use crate::harness::{run_cli, signed, stored_bytes, Env, Opts};
 
 /// `register --config CFG ARGS…`: exit status and stdout (stderr, the log, goes to the test's).
 fn cli(cfg: &std::path::Path, secret: &str, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_register"))
-        .arg("--config")
-        .arg(cfg)
-        .args(args)
-        .env("REGISTER_XMPP__COMPONENT_SECRET", secret)
-        .output()
-        .unwrap();
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    (out.status.code().unwrap_or(-1), text)
-}
-
-/// The database as bytes: the SQLite files, or the audit rows as PostgreSQL prints them.
-async fn database_bytes(cfg: &register::service::config::Config) -> Vec<u8> {
-    if cfg.database.is_postgres() {
-        let (c, conn) = tokio_postgres::connect(&cfg.database.url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let mut text = String::new();
-        for row in c.query("SELECT a::text FROM audit a", &[]).await.unwrap() {
-            text += &row.get::<_, String>(0);
-            text.push('\n');
-        }
-        text.into_bytes()
-    } else {
-        let mut bytes = Vec::new();
-        for f in ["register.db", "register.db-wal"] {
-            if let Ok(b) = std::fs::read(cfg.data_dir.join(f)) {
-                bytes.extend(b);
-            }
-        }
-        bytes
-    }
+    let (code, out, log) = run_cli(cfg, secret, args, &[]);
+    eprint!("{log}");
+    (code, out)
 }
 
 // Multi-threaded: the service runs in this process and answers the CLI's admin request while the
@@ -116,7 +83,7 @@ async fn audit_lists_a_session_in_order_and_holds_no_secret() {
         "{recent}"
     );
 
-    let bytes = database_bytes(&c).await;
+    let (bytes, _) = stored_bytes(&c, Some("audit")).await;
     let has = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
     assert!(has("admin.user.delete"), "the scan sees the audit records");
     for secret in [

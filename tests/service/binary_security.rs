@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
 use crate::binary::write_config;
-use crate::harness::{assert_signed_with, issued_answer, tcp_verify, Opts};
+use crate::harness::{assert_signed_with, issued_answer, tcp_verify, wait_binary_ready, Opts};
 
 /// Where the binary keeps its rows, read independently of the service's code.
 struct Db {
@@ -88,6 +88,15 @@ struct Binary {
 impl Binary {
     /// Write the configuration (the test's `extra` TOML sections appended; on PostgreSQL with a
     /// database of its own) and start the binary.
+    /// A fresh Prosody and data folder, and the binary started on them (`extra` appended to its
+    /// config); the Prosody and the folder live as long as the test holds them.
+    async fn fresh(extra: &str) -> (Prosody, tempfile::TempDir, Binary, Db) {
+        let prosody = Prosody::start(ProsodyOptions::default());
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, db) = Binary::first(&prosody, dir.path(), extra).await;
+        (prosody, dir, bin, db)
+    }
+
     async fn first(prosody: &Prosody, dir: &std::path::Path, extra: &str) -> (Binary, Db) {
         let (cfg, c) = write_config(prosody, dir, Opts::default()).await;
         let mut toml = std::fs::read_to_string(&cfg).unwrap();
@@ -104,7 +113,7 @@ impl Binary {
         tcp: std::net::SocketAddr,
         admin: std::net::SocketAddr,
     ) -> Binary {
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_register"))
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_register"))
             .arg("--config")
             .arg(&cfg)
             .env("REGISTER_XMPP__COMPONENT_SECRET", &secret)
@@ -113,17 +122,8 @@ impl Binary {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let ready = format!("http://{admin}/readyz");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = reqwest::get(&ready).await {
-                if r.status() == 200 {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "the binary became ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        // Its output goes nowhere: nothing to show when it fails.
+        wait_binary_ready(&mut child, &admin.to_string(), String::new).await;
         let text: toml::Value = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
         let data = std::path::PathBuf::from(text["data_dir"].as_str().unwrap());
         let http_port = text["http"]["listen"]
@@ -256,9 +256,7 @@ const LOCK: &str = "[security]\nlockout_threshold = 3\nlockout_secs = 4\n";
 
 #[tokio::test]
 async fn binary_locks_a_device_right_after_registering_and_the_lock_expires() {
-    let prosody = Prosody::start(ProsodyOptions::default());
-    let dir = tempfile::tempdir().unwrap();
-    let (bin, db) = Binary::first(&prosody, dir.path(), LOCK).await;
+    let (_prosody, _dir, bin, db) = Binary::fresh(LOCK).await;
     let reg = bin
         .post(
             "/register",
@@ -329,14 +327,8 @@ async fn binary_locks_a_device_right_after_registering_and_the_lock_expires() {
 
 #[tokio::test]
 async fn binary_locks_a_phone_after_a_successful_login_and_the_lock_survives_a_restart() {
-    let prosody = Prosody::start(ProsodyOptions::default());
-    let dir = tempfile::tempdir().unwrap();
-    let (bin, db) = Binary::first(
-        &prosody,
-        dir.path(),
-        "[security]\nlockout_threshold = 3\nlockout_secs = 600\n",
-    )
-    .await;
+    let (_prosody, _dir, bin, db) =
+        Binary::fresh("[security]\nlockout_threshold = 3\nlockout_secs = 600\n").await;
     let phone = "13800138000";
     let reg = bin
         .human(
@@ -386,9 +378,7 @@ async fn binary_locks_a_phone_after_a_successful_login_and_the_lock_survives_a_r
 
 #[tokio::test]
 async fn binary_captcha_must_match_is_single_use_and_expires() {
-    let prosody = Prosody::start(ProsodyOptions::default());
-    let dir = tempfile::tempdir().unwrap();
-    let (bin, db) = Binary::first(&prosody, dir.path(), "[captcha]\nttl_secs = 1\n").await;
+    let (_prosody, _dir, bin, db) = Binary::fresh("[captcha]\nttl_secs = 1\n").await;
     let reg = |id: String, answer: String| {
         let bin = &bin;
         async move {
@@ -454,9 +444,7 @@ async fn binary_captcha_must_match_is_single_use_and_expires() {
 
 #[tokio::test]
 async fn binary_refuses_a_token_revoked_by_cancel_over_https_and_tcp() {
-    let prosody = Prosody::start(ProsodyOptions::default());
-    let dir = tempfile::tempdir().unwrap();
-    let (bin, _db) = Binary::first(&prosody, dir.path(), "").await;
+    let (_prosody, _dir, bin, _db) = Binary::fresh("").await;
     let creds = [
         ("user_name", "cam-002"),
         ("password", "secret123"),

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::harness::{assert_signed, signed, Env, Opts, ProsodyExt};
+use crate::harness::{assert_signed, signed, variants, Env, Opts, ProsodyExt};
 
 /// An account of the test: its type, access token, JID and JID password.
 #[derive(Clone)]
@@ -343,14 +343,9 @@ async fn pairing(o: Opts) {
     );
 }
 
-#[tokio::test]
-async fn pairing_needs_the_device_in_hand_c2s() {
-    pairing(Opts::default()).await;
-}
-
-#[tokio::test]
-async fn pairing_needs_the_device_in_hand_privileged() {
-    pairing(Opts::PRIVILEGED).await;
+variants! {
+    pairing_needs_the_device_in_hand_c2s => pairing(Opts::default());
+    pairing_needs_the_device_in_hand_privileged => pairing(Opts::PRIVILEGED);
 }
 
 /// A token past its TTL (1 second here) gives 111 and binds nothing.
@@ -425,14 +420,9 @@ async fn caps(o: Opts) {
     t.assert_bound("cap-p2", "cap-d3").await;
 }
 
-#[tokio::test]
-async fn caps_hold_c2s() {
-    caps(Opts::default()).await;
-}
-
-#[tokio::test]
-async fn caps_hold_privileged() {
-    caps(Opts::PRIVILEGED).await;
+variants! {
+    caps_hold_c2s => caps(Opts::default());
+    caps_hold_privileged => caps(Opts::PRIVILEGED);
 }
 
 /// `binding.consent = "none"`: the seed's open bind by name, for old clients (the caps still hold,

@@ -1,10 +1,11 @@
 //! Bind, unbind and get_user_banding over HTTPS, checked on both rosters independently (the bind
 //! tokens themselves, and the attacks they stop, are in `bind_tokens.rs`).
 
-use serde_json::Value;
-
 use crate::harness::roster_item as roster_sub;
-use crate::harness::{Env, Opts, ProsodyExt, CAPTCHA};
+use crate::harness::{bound_item, items_both_ways, variants, Env, Opts, ProsodyExt, CAPTCHA};
+
+/// The peers list naming the device of the scenario.
+const DEV_A: &str = r#"["dev-a"]"#;
 
 async fn bind_scenario(o: Opts) {
     let env = Env::start(o).await;
@@ -16,12 +17,8 @@ async fn bind_scenario(o: Opts) {
     let dev_token = || {
         let (env, tok) = (&env, tok_d.clone());
         async move {
-            let p = crate::harness::signed(
-                "/get_bind_token",
-                &[("access_token", &tok), ("user_name", "dev-a")],
-            );
-            let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-            let v = env.post("/get_bind_token", &p).await;
+            let p = [("access_token", tok.as_str()), ("user_name", "dev-a")];
+            let v = env.post_signed("/get_bind_token", &p).await;
             assert_eq!(v["result"], 0, "{v}");
             v["bind_token"].as_str().unwrap().to_owned()
         }
@@ -62,42 +59,29 @@ async fn bind_scenario(o: Opts) {
     // Nothing changed on the server.
     assert!(roster_sub(&env, &jid_p, &pwd_p, &jid_d).await.is_none());
 
-    let v = bind_with(
-        tok_p.clone(),
-        "phone-a",
-        r#"["dev-a"]"#,
-        Some(dev_token().await),
-    )
-    .await;
+    let v = bind_with(tok_p.clone(), "phone-a", DEV_A, Some(dev_token().await)).await;
     assert_eq!(v["result"], 0, "{v}");
     // Both rosters say both, with the peer's user_name and a group naming its type.
     assert_eq!(
-        roster_sub(&env, &jid_p, &pwd_p, &jid_d).await,
-        Some(("both".into(), "dev-a".into(), vec!["Device".into()]))
-    );
-    assert_eq!(
-        roster_sub(&env, &jid_d, &pwd_d, &jid_p).await,
-        Some(("both".into(), "phone-a".into(), vec!["Phone".into()]))
+        items_both_ways(&env.prosody, (&jid_p, &pwd_p), (&jid_d, &pwd_d)).await,
+        [
+            bound_item("dev-a", "Device"),
+            bound_item("phone-a", "Phone")
+        ]
     );
     // Already bound.
-    assert_eq!(
-        bind_with(
-            tok_p.clone(),
-            "phone-a",
-            r#"["dev-a"]"#,
-            Some(dev_token().await)
-        )
-        .await["result"],
-        109
-    );
+    let v = bind_with(tok_p.clone(), "phone-a", DEV_A, Some(dev_token().await)).await;
+    assert_eq!(v["result"], 109, "{v}");
 
     // get_user_banding: the roster as the server holds it, with our names.
-    let v = env
-        .post(
-            "/get_user_banding",
-            &[("access_token", &tok_p), ("user_name", "phone-a")],
-        )
-        .await;
+    let banding = |tok: &String| {
+        let (env, tok) = (&env, tok.clone());
+        async move {
+            let p = [("access_token", tok.as_str()), ("user_name", "phone-a")];
+            env.post("/get_user_banding", &p).await
+        }
+    };
+    let v = banding(&tok_p).await;
     assert_eq!(v["result"], 0, "{v}");
     let items = v["roster_item"].as_array().unwrap();
     assert_eq!(items.len(), 1);
@@ -107,12 +91,7 @@ async fn bind_scenario(o: Opts) {
     assert_eq!(items[0]["groups"], serde_json::json!(["Device"]));
     assert_eq!(items[0]["user_name"], "dev-a");
     assert_eq!(items[0]["type"], 2);
-    let v = env
-        .post(
-            "/get_user_banding",
-            &[("access_token", &tok_p2), ("user_name", "phone-a")],
-        )
-        .await;
+    let v = banding(&tok_p2).await;
     assert_eq!(v["result"], 100);
 
     // Unbind: both rosters empty, second unbind → 110.
@@ -138,53 +117,27 @@ async fn bind_scenario(o: Opts) {
     assert_eq!(unbind(r#"["ghost"]"#).await["result"], 110);
 
     // Bind again, then cancel the device: the phone's roster loses it.
-    assert_eq!(
-        bind_with(
-            tok_p.clone(),
-            "phone-a",
-            r#"["dev-a"]"#,
-            Some(dev_token().await)
-        )
-        .await["result"],
-        0
-    );
-    let p = crate::harness::signed(
-        "/cancel",
-        &[
-            ("user_name", "dev-a"),
-            ("password", "password1"),
-            ("type", "2"),
-        ],
-    );
-    let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    assert_eq!(env.post("/cancel", &p).await["result"], 0);
+    let v = bind_with(tok_p.clone(), "phone-a", DEV_A, Some(dev_token().await)).await;
+    assert_eq!(v["result"], 0, "{v}");
+    let cancel = [
+        ("user_name", "dev-a"),
+        ("password", "password1"),
+        ("type", "2"),
+    ];
+    assert_eq!(env.post_signed("/cancel", &cancel).await["result"], 0);
     assert!(
         roster_sub(&env, &jid_p, &pwd_p, &jid_d).await.is_none(),
         "cancel removed the binding from the peer"
     );
-    let v: Value = env
-        .post(
-            "/get_user_banding",
-            &[("access_token", &tok_p), ("user_name", "phone-a")],
-        )
-        .await;
+    let v = banding(&tok_p).await;
     assert_eq!(v["roster_item"], serde_json::json!([]));
     let _ = CAPTCHA;
 }
 
-#[tokio::test]
-async fn bind_c2s_plaintext() {
-    bind_scenario(Opts::default()).await;
-}
-
-#[tokio::test]
-async fn bind_c2s_tls() {
-    bind_scenario(Opts::TLS).await;
-}
-
-#[tokio::test]
-async fn bind_privileged() {
-    bind_scenario(Opts::PRIVILEGED).await;
+variants! {
+    bind_c2s_plaintext => bind_scenario(Opts::default());
+    bind_c2s_tls => bind_scenario(Opts::TLS);
+    bind_privileged => bind_scenario(Opts::PRIVILEGED);
 }
 
 #[tokio::test]

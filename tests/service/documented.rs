@@ -16,12 +16,22 @@ use register::service::server::Server;
 use serde_json::{json, Value};
 use xmpp::testkit::{Prosody, ProsodyOptions, TestClient};
 
+use register::store::BindingState;
+
 use crate::harness::roster_item as item;
 use crate::harness::{
-    assert_signed, issued_answer, signed, test_config, Env, Opts, ProsodyExt, CAPTCHA,
+    assert_signed, bound_item, issued_answer, items_both_ways, signed, test_config, Env, Opts,
+    ProsodyExt, CAPTCHA,
 };
 
 const PW: &str = "password1";
+
+/// The stored state of the pair of accounts `a` and `b` (ids); `None`: no row.
+async fn pair_state(env: &Env, a: i64, b: i64) -> Option<BindingState> {
+    let store = &env.server().app.store;
+    let row = store.binding(a.min(b), a.max(b)).await.unwrap();
+    row.map(|r| r.state)
+}
 
 fn pairs(p: &[(String, String)]) -> Vec<(&str, &str)> {
     p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
@@ -112,12 +122,11 @@ async fn wechat_account_registers_logs_in_and_binds_a_device_in_group_wechat() {
     let v = bind(&env, &tok_w, "wx-openid-1", r#"["wx-cam"]"#).await;
     assert_eq!(v["result"], 0, "{v}");
     assert_eq!(
-        item(&env, &jid_w, &pwd_w, &jid_d).await,
-        Some(("both".into(), "wx-cam".into(), vec!["Device".into()]))
-    );
-    assert_eq!(
-        item(&env, &jid_d, &pwd_d, &jid_w).await,
-        Some(("both".into(), "wx-openid-1".into(), vec!["Wechat".into()]))
+        items_both_ways(&env.prosody, (&jid_w, &pwd_w), (&jid_d, &pwd_d)).await,
+        [
+            bound_item("wx-cam", "Device"),
+            bound_item("wx-openid-1", "Wechat")
+        ]
     );
     let v = env
         .post(
@@ -229,19 +238,8 @@ async fn partial_bind_names_failed_ls_binds_the_rest_and_answers_105_106() {
         async move { store.account_by_name(n).await.unwrap().unwrap().id }
     };
     let (p, ok, nojid) = (id("pb-p").await, id("pb-ok").await, id("pb-nojid").await);
-    assert_eq!(
-        store
-            .binding(p.min(ok), p.max(ok))
-            .await
-            .unwrap()
-            .map(|b| b.state),
-        Some(register::store::BindingState::Bound)
-    );
-    assert!(store
-        .binding(p.min(nojid), p.max(nojid))
-        .await
-        .unwrap()
-        .is_none());
+    assert_eq!(pair_state(&env, p, ok).await, Some(BindingState::Bound));
+    assert_eq!(pair_state(&env, p, nojid).await, None);
 }
 
 #[tokio::test]
@@ -301,14 +299,7 @@ async fn pair_already_mutual_through_the_users_own_clients_is_recorded_bound() {
     let store = &env.server().app.store;
     let p = store.account_by_name("am-p").await.unwrap().unwrap().id;
     let d = store.account_by_name("am-d").await.unwrap().unwrap().id;
-    assert_eq!(
-        store
-            .binding(p.min(d), p.max(d))
-            .await
-            .unwrap()
-            .map(|b| b.state),
-        Some(register::store::BindingState::Bound)
-    );
+    assert_eq!(pair_state(&env, p, d).await, Some(BindingState::Bound));
     assert_both(&env, (&jid_p, &pwd_p), &jid_d).await;
     assert_eq!(bind(&env, &tok, "am-p", r#"["am-d"]"#).await["result"], 109);
 }

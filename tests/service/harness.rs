@@ -546,13 +546,7 @@ impl ProsodyExt for Prosody {
     }
 
     async fn roster(&self, jid: &str, password: &str) -> Vec<xmpp::RosterEntry> {
-        let node = jid.split('@').next().unwrap();
-        let mut c = TestClient::login(self, node, password)
-            .await
-            .expect("independent login");
-        let r = c.roster().await.expect("roster");
-        c.close().await;
-        r
+        roster_on(self, jid, password).await
     }
 }
 
@@ -563,12 +557,7 @@ pub async fn roster_item(
     pwd: &str,
     peer: &str,
 ) -> Option<(String, String, Vec<String>)> {
-    env.prosody
-        .roster(jid, pwd)
-        .await
-        .into_iter()
-        .find(|e| e.jid == peer)
-        .map(|e| (e.subscription, e.nickname, e.groups))
+    roster_item_on(&env.prosody, jid, pwd, peer).await
 }
 
 /// Parameters with a version 2 `param_sign` added for `POST path` (as a device or the login page
@@ -665,4 +654,191 @@ pub async fn tcp_line(addr: std::net::SocketAddr, path: &str, body: Value) -> Va
     let mut reply = String::new();
     c.read_line(&mut reply).await.unwrap();
     serde_json::from_str(&reply).unwrap()
+}
+
+/// Tests of one shape: each `name => scenario(values);` entry is a test that runs the scenario
+/// with its values (the modes a scenario must hold in, written as a table).
+macro_rules! variants {
+    ($($(#[$attr:meta])* $name:ident => $run:expr;)+) => {
+        $(
+            $(#[$attr])*
+            #[tokio::test]
+            async fn $name() {
+                $run.await;
+            }
+        )+
+    };
+}
+pub(crate) use variants;
+
+// Steps several service tests share, each written once (issue 15, point 6).
+
+/// Borrowed pairs of owned parameters (what [`signed`] returns), as [`Env::post`] takes them.
+pub fn pairs(params: &[(String, String)]) -> Vec<(&str, &str)> {
+    params
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect()
+}
+
+impl Env {
+    /// POST `params` with a version 2 `param_sign` added (as a device sends them); the JSON reply.
+    pub async fn post_signed(&self, path: &str, params: &[(&str, &str)]) -> Value {
+        let p = signed(path, params);
+        self.post(path, &pairs(&p)).await
+    }
+
+    /// A POST of `params` to `path` with a version 2 `param_sign` added, as a future that owns what
+    /// it needs (to run many at once) and gives the raw response.
+    pub fn signed_request(
+        &self,
+        path: &str,
+        params: &[(&str, &str)],
+    ) -> impl std::future::Future<Output = reqwest::Response> + 'static {
+        let form = signed(path, params);
+        let req = self.http.post(format!("{}{path}", self.base)).form(&form);
+        async move { req.send().await.unwrap() }
+    }
+
+    /// The text of the admin port's `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let url = format!("http://{}/metrics", self.server().addrs.admin);
+        reqwest::get(url).await.unwrap().text().await.unwrap()
+    }
+
+    /// The access token of one more login of an existing account (a second session).
+    pub async fn second_token(&self, name: &str, password: &str, kind: u8) -> String {
+        let v = self.login(name, password, kind).await;
+        v["access_token"].as_str().unwrap().to_owned()
+    }
+}
+
+/// A roster item as `(subscription, nickname, groups)`.
+pub type RosterItem = (String, String, Vec<String>);
+
+/// `jid`'s roster on `server`, read by an independent c2s login.
+pub async fn roster_on(
+    server: &dyn xmpp::testkit::TestServer,
+    jid: &str,
+    password: &str,
+) -> Vec<xmpp::RosterEntry> {
+    let node = jid.split('@').next().unwrap();
+    let mut c = TestClient::login(server, node, password)
+        .await
+        .expect("independent login");
+    let r = c.roster().await.expect("roster");
+    c.close().await;
+    r
+}
+
+/// `peer`'s item on `jid`'s roster on `server`, read by an independent login.
+pub async fn roster_item_on(
+    server: &dyn xmpp::testkit::TestServer,
+    jid: &str,
+    pwd: &str,
+    peer: &str,
+) -> Option<RosterItem> {
+    let roster = roster_on(server, jid, pwd).await;
+    let item = roster.into_iter().find(|e| e.jid == peer)?;
+    Some((item.subscription, item.nickname, item.groups))
+}
+
+/// Each side's item for the other on `server`: `a`'s for `b`, then `b`'s for `a` (each side a
+/// `(jid, jid_pwd)`).
+pub async fn items_both_ways(
+    server: &dyn xmpp::testkit::TestServer,
+    a: (&str, &str),
+    b: (&str, &str),
+) -> [Option<RosterItem>; 2] {
+    [
+        roster_item_on(server, a.0, a.1, b.0).await,
+        roster_item_on(server, b.0, b.1, a.0).await,
+    ]
+}
+
+/// The item of a bound peer: subscription `both`, the peer's user_name, the group of its type.
+pub fn bound_item(user_name: &str, group: &str) -> Option<RosterItem> {
+    Some(("both".into(), user_name.into(), vec![group.into()]))
+}
+
+/// `register --config CFG ARGS…` (the real binary) with the component secret and `envs` in its
+/// environment: its exit status, stdout and stderr.
+pub fn run_cli(
+    cfg: &std::path::Path,
+    secret: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_register"))
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .env("REGISTER_XMPP__COMPONENT_SECRET", secret)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let code = out.status.code().unwrap_or(-1);
+    (code, text(&out.stdout), text(&out.stderr))
+}
+
+/// What the service stored, as bytes to scan for secrets, and how many tables were read: the
+/// SQLite files (WAL included; no table count), or on PostgreSQL every row of `table` (all tables
+/// of the schema when `None`) as PostgreSQL prints it (bytea as hex).
+pub async fn stored_bytes(cfg: &Config, table: Option<&str>) -> (Vec<u8>, usize) {
+    if !cfg.database.is_postgres() {
+        let mut bytes = Vec::new();
+        for f in ["register.db", "register.db-wal"] {
+            if let Ok(b) = std::fs::read(cfg.data_dir.join(f)) {
+                bytes.extend(b);
+            }
+        }
+        return (bytes, 0);
+    }
+    let (c, conn) = tokio_postgres::connect(&cfg.database.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let tables: Vec<String> = match table {
+        Some(t) => vec![t.to_owned()],
+        None => {
+            let sql = "SELECT table_name::text FROM information_schema.tables \
+                       WHERE table_schema = 'public'";
+            let rows = c.query(sql, &[]).await.unwrap();
+            rows.iter().map(|r| r.get(0)).collect()
+        }
+    };
+    let mut text = String::new();
+    for name in &tables {
+        let sql = format!("SELECT t::text FROM {name} t");
+        for row in c.query(&sql, &[]).await.unwrap() {
+            text += &row.get::<_, String>(0);
+            text.push('\n');
+        }
+    }
+    (text.into_bytes(), tables.len())
+}
+
+/// Waits (30 s at most) until the `register` binary `child` answers 200 on its admin port's
+/// `/readyz` at `admin`; panics, with `log()`, when it exits first or the time runs out.
+pub async fn wait_binary_ready(
+    child: &mut tokio::process::Child,
+    admin: &str,
+    log: impl Fn() -> String,
+) {
+    let url = format!("http://{admin}/readyz");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(&url).await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("binary exited with {status}:\n{}", log());
+        }
+        let waited = std::time::Instant::now() < deadline;
+        assert!(waited, "binary not ready:\n{}", log());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -7,7 +7,9 @@ use register::service::server::Server;
 use serde_json::Value;
 use xmpp::testkit::{Ejabberd, EjabberdOptions, TestClient, TestServer};
 
-use crate::harness::{signed, start_https, test_config, Opts, CAPTCHA};
+use crate::harness::{
+    bound_item, items_both_ways, roster_item_on, signed, start_https, test_config, Opts, CAPTCHA,
+};
 
 struct Svc {
     server: Server,
@@ -95,25 +97,6 @@ impl Svc {
     }
 }
 
-/// `jid`'s roster entry for `peer` as `(subscription, nickname, groups)`, read by an independent
-/// login.
-async fn roster_sub(
-    s: &dyn TestServer,
-    jid: &str,
-    pwd: &str,
-    peer: &str,
-) -> Option<(String, String, Vec<String>)> {
-    let node = jid.split('@').next().unwrap();
-    let mut c = TestClient::login(s, node, pwd)
-        .await
-        .expect("independent login");
-    let r = c.roster().await.expect("roster");
-    c.close().await;
-    r.into_iter()
-        .find(|e| e.jid == peer)
-        .map(|e| (e.subscription, e.nickname, e.groups))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ejabberd_register_bind_cancel_c2s() {
     let ej = Ejabberd::start(EjabberdOptions::default());
@@ -124,12 +107,11 @@ async fn ejabberd_register_bind_cancel_c2s() {
     let v = svc.bind(&tok_p, "phone-ej", r#"["dev-ej"]"#).await;
     assert_eq!(v["result"], 0, "{v}");
     assert_eq!(
-        roster_sub(&ej, &jid_p, &pwd_p, &jid_d).await,
-        Some(("both".into(), "dev-ej".into(), vec!["Device".into()]))
-    );
-    assert_eq!(
-        roster_sub(&ej, &jid_d, &pwd_d, &jid_p).await,
-        Some(("both".into(), "phone-ej".into(), vec!["Phone".into()]))
+        items_both_ways(&ej, (&jid_p, &pwd_p), (&jid_d, &pwd_d)).await,
+        [
+            bound_item("dev-ej", "Device"),
+            bound_item("phone-ej", "Phone")
+        ]
     );
     assert_eq!(
         svc.bind(&tok_p, "phone-ej", r#"["dev-ej"]"#).await["result"],
@@ -148,7 +130,7 @@ async fn ejabberd_register_bind_cancel_c2s() {
         .await;
     assert_eq!(v["result"], 0, "{v}");
     assert!(
-        roster_sub(&ej, &jid_p, &pwd_p, &jid_d).await.is_none(),
+        roster_item_on(&ej, &jid_p, &pwd_p, &jid_d).await.is_none(),
         "cancel removed the binding from the peer"
     );
     let node = jid_d.split('@').next().unwrap();
@@ -175,7 +157,7 @@ async fn ejabberd_privileged_binding_is_refused_cleanly() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
     // Nothing half-bound.
-    assert!(roster_sub(&ej, &jid_p, &pwd_p, &jid_d).await.is_none());
+    assert!(roster_item_on(&ej, &jid_p, &pwd_p, &jid_d).await.is_none());
     let why = svc.server.app.xmpp.probe().await;
     assert!(
         matches!(&why, Err(xmpp::XmppError::Unsupported(m)) if m.contains("c2s")),

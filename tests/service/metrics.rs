@@ -61,12 +61,7 @@ async fn metrics_parse_with_cumulative_histograms_and_every_series() {
     let mut line = String::new();
     held.read_line(&mut line).await.unwrap();
 
-    let text = reqwest::get(format!("http://{}/metrics", env.server().addrs.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = env.metrics_text().await;
     let s = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
 
     let reg = [("endpoint", "/register"), ("result", "0")];

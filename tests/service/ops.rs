@@ -1,27 +1,13 @@
 //! Operations: the admin CLI against a real Prosody, metrics content, and graceful shutdown.
 
-use std::process::Command;
-
 use crate::binary::write_config;
-use crate::harness::{Env, Opts};
+use crate::harness::{run_cli, Env, Opts};
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
 /// Run `register --config CFG ARGS…` with the component secret in the environment.
 fn cli(cfg: &std::path::Path, secret: &str, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_register"))
-        .arg("--config")
-        .arg(cfg)
-        .args(args)
-        .env("REGISTER_XMPP__COMPONENT_SECRET", secret)
-        .env("REGISTER_XMPP__TIMEOUT_MS", "3000")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    let (code, out, log) = run_cli(cfg, secret, args, &[("REGISTER_XMPP__TIMEOUT_MS", "3000")]);
+    (code, out + &log)
 }
 
 // Multi-threaded: the service runs in this process and must answer the CLI's admin requests
@@ -113,12 +99,7 @@ async fn metrics_count_what_happened() {
     let env = Env::start(Opts::default()).await;
     env.account("m-dev", 2).await;
     assert_eq!(env.login("m-dev", "wrong-pass", 2).await["result"], 102);
-    let m = reqwest::get(format!("http://{}/metrics", env.server().addrs.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = env.metrics_text().await;
     for needle in [
         "register_requests_total{endpoint=\"/register\",result=\"0\"} 1",
         "register_requests_total{endpoint=\"/login\",result=\"102\"} 1",

@@ -221,9 +221,11 @@ impl Node {
     }
 }
 
-/// One Prosody (with a second component name, since Prosody takes one connection per component)
-/// and two service instances on the database `db`.
-async fn two_nodes(db: &TestDb) -> (Prosody, Node, Node) {
+/// A fresh database for `test` (`None`: the test is skipped, see [`pg_url`]), one Prosody (with a
+/// second component name, since Prosody takes one connection per component) and two service
+/// instances on that database.
+async fn two_nodes(test: &str) -> Option<(TestDb, Prosody, Node, Node)> {
+    let db = TestDb::create(&pg_url(test)?).await;
     let prosody = Prosody::start(ProsodyOptions {
         extra_components: vec!["register2.example.test".into()],
         ..Default::default()
@@ -231,16 +233,14 @@ async fn two_nodes(db: &TestDb) -> (Prosody, Node, Node) {
     let comp_a = prosody.component.clone();
     let a = Node::start(&prosody, &comp_a, &db.url).await;
     let b = Node::start(&prosody, "register2.example.test", &db.url).await;
-    (prosody, a, b)
+    Some((db, prosody, a, b))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_one_database() {
-    let Some(base) = pg_url("two_instances_share_one_database") else {
+    let Some((db, prosody, a, b)) = two_nodes("two_instances_share_one_database").await else {
         return;
     };
-    let db = TestDb::create(&base).await;
-    let (prosody, a, b) = two_nodes(&db).await;
 
     // A captcha issued by one is answered at the other, once.
     let id = a.captcha().await;
@@ -331,11 +331,10 @@ async fn two_instances_share_one_database() {
 /// verdicts in all, and the lock set through one instance holds at the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_set_through_one_instance_holds_at_the_other() {
-    let Some(base) = pg_url("a_lock_set_through_one_instance_holds_at_the_other") else {
+    let test = "a_lock_set_through_one_instance_holds_at_the_other";
+    let Some((db, _prosody, a, b)) = two_nodes(test).await else {
         return;
     };
-    let db = TestDb::create(&base).await;
-    let (_prosody, a, b) = two_nodes(&db).await;
     assert_eq!(a.register_device("cam-lock").await, 0);
     let guess = |n: &Node, i: usize| {
         let p = signed(

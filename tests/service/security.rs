@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{Env, Opts};
+use crate::harness::{stored_bytes, Env, Opts};
 
 #[tokio::test]
 async fn password_guessing_hits_the_lock_and_the_lock_expires() {
@@ -98,45 +98,12 @@ async fn database_holds_no_secret_in_the_clear() {
     let env = Env::start(Opts::default()).await;
     let (token, _, jid_pwd) = env.account("leaky", 2).await;
     let cfg = &env.server().app.cfg;
-    let bytes = if cfg.database.is_postgres() {
-        // Every row of every table, as PostgreSQL prints it (bytea as hex).
-        let (c, conn) = tokio_postgres::connect(&cfg.database.url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let mut text = String::new();
-        let tables = c
-            .query(
-                "SELECT table_name::text FROM information_schema.tables \
-                 WHERE table_schema = 'public'",
-                &[],
-            )
-            .await
-            .unwrap();
-        assert!(tables.len() >= 4, "the scan sees the tables");
-        for t in tables {
-            let name: String = t.get(0);
-            for row in c
-                .query(&format!("SELECT t::text FROM {name} t"), &[])
-                .await
-                .unwrap()
-            {
-                text += &row.get::<_, String>(0);
-                text.push('\n');
-            }
-        }
-        text.into_bytes()
+    let (bytes, tables) = stored_bytes(cfg, None).await;
+    if cfg.database.is_postgres() {
+        assert!(tables >= 4, "the scan sees the tables");
     } else {
-        // The SQLite files, WAL included.
-        let mut bytes = Vec::new();
-        for f in ["register.db", "register.db-wal"] {
-            if let Ok(b) = std::fs::read(cfg.data_dir.join(f)) {
-                bytes.extend(b);
-            }
-        }
         assert!(bytes.len() > 4096);
-        bytes
-    };
+    }
     let has = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
     assert!(has("leaky"), "the scan does see plain columns");
     assert!(!has("password1"), "login password in the clear");

@@ -117,16 +117,12 @@ async fn verify_tokens_and_get_users() {
         2
     );
     // A token revoked by /cancel fails at once.
-    let p = crate::harness::signed(
-        "/cancel",
-        &[
-            ("user_name", "tcp-dev"),
-            ("password", "password1"),
-            ("type", "2"),
-        ],
-    );
-    let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    assert_eq!(env.post("/cancel", &p).await["result"], 0);
+    let cancel = [
+        ("user_name", "tcp-dev"),
+        ("password", "password1"),
+        ("type", "2"),
+    ];
+    assert_eq!(env.post_signed("/cancel", &cancel).await["result"], 0);
     let v = ask(
         &mut c,
         &format!("/verify_access_token {}", json!({"access_token": token})),

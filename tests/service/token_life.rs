@@ -2,7 +2,7 @@
 //! that leaked keeps working after its owner logged out or changed the password; a stolen token
 //! used to guess the password through `/change_password`; a leaked token the operator revokes.
 
-use crate::harness::{assert_signed, signed, Env, Opts, CAPTCHA};
+use crate::harness::{assert_signed, pairs, signed, Env, Opts, CAPTCHA};
 
 /// `/verify_access_token` over a new TCP connection: the backend's view of the token.
 async fn tcp_valid(env: &Env, token: &str) -> bool {
@@ -25,8 +25,7 @@ async fn https_valid(env: &Env, name: &str, token: &str, device: bool) -> bool {
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
     };
-    let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    let v = env.post("/get_user_banding", &p).await;
+    let v = env.post("/get_user_banding", &pairs(&p)).await;
     match v["result"].as_i64() {
         Some(0) => true,
         Some(4) => false,
@@ -58,8 +57,7 @@ async fn change_password(
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
     };
-    let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    env.post("/change_password", &p).await["result"]
+    env.post("/change_password", &pairs(&p)).await["result"]
         .as_i64()
         .unwrap()
 }
@@ -68,10 +66,7 @@ async fn change_password(
 async fn a_logged_out_token_is_refused_over_https_and_tcp_even_once_cached() {
     let env = Env::start(Opts::default()).await;
     let (token, _, _) = env.account("out-cam", 2).await;
-    let other = env.login("out-cam", "password1", 2).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let other = env.second_token("out-cam", "password1", 2).await;
     // The backend checked it twice: the second answer came from the token cache's memory.
     assert!(tcp_valid(&env, &token).await);
     assert!(tcp_valid(&env, &token).await);
@@ -88,15 +83,14 @@ async fn a_logged_out_token_is_refused_over_https_and_tcp_even_once_cached() {
         "/logout",
         &[("user_name", "out-cam"), ("access_token", &token)],
     );
-    let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    assert_eq!(env.post("/logout", &p).await["result"], 0);
+    assert_eq!(env.post("/logout", &pairs(&p)).await["result"], 0);
     assert!(
         !tcp_valid(&env, &token).await,
         "TCP still accepts a logged-out token"
     );
     assert!(!https_valid(&env, "out-cam", &token, true).await);
     // Logging out again with it is refused like any dead token.
-    assert_eq!(env.post("/logout", &p).await["result"], 4);
+    assert_eq!(env.post("/logout", &pairs(&p)).await["result"], 4);
     // Only the token used was revoked: the other session of the account lives on.
     assert!(tcp_valid(&env, &other).await);
     assert!(https_valid(&env, "out-cam", &other, true).await);
@@ -106,10 +100,7 @@ async fn a_logged_out_token_is_refused_over_https_and_tcp_even_once_cached() {
 async fn a_changed_password_revokes_every_token_and_the_old_password() {
     let env = Env::start(Opts::default()).await;
     let (token, _, _) = env.account("pw-phone", 1).await;
-    let other = env.login("pw-phone", "password1", 1).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let other = env.second_token("pw-phone", "password1", 1).await;
     for t in [&token, &other] {
         assert!(tcp_valid(&env, t).await);
         assert!(tcp_valid(&env, t).await, "cached");
@@ -151,10 +142,7 @@ async fn a_changed_password_revokes_every_token_and_the_old_password() {
 
 #[tokio::test]
 async fn guessing_the_old_password_with_a_stolen_token_meets_the_login_lock() {
-    let env = Env::start_tuned(Opts::default(), |c| {
-        c.security.lockout_threshold = 3;
-    })
-    .await;
+    let env = Env::start_tuned(Opts::default(), |c| c.security.lockout_threshold = 3).await;
     let (stolen, _, _) = env.account("pw-cam", 2).await;
     for i in 0..3 {
         let guess = format!("guess-{i}");
@@ -196,10 +184,7 @@ async fn the_operator_revokes_a_leaked_token_from_the_command_line() {
     // whose cache forgets the tokens at once.
     let env = Env::start(Opts::default()).await;
     let (leaked, _, _) = env.account("leak-cam", 2).await;
-    let second = env.login("leak-cam", "password1", 2).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let second = env.second_token("leak-cam", "password1", 2).await;
     let (kept, _, _) = env.account("keep-cam", 2).await;
     // Checked twice: the second answer comes from memory.
     for t in [&leaked, &second, &leaked, &second] {

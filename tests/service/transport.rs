@@ -10,25 +10,16 @@ async fn transport_errors_and_admin() {
     let r = crate::harness::fetch(&env.http, &env.base, "/nope").await;
     assert_eq!(r.status(), 404);
     assert_signed(&r.json::<Value>().await.unwrap());
-    let r = env
-        .http
-        .put(format!("{}/login", env.base))
-        .send()
-        .await
-        .unwrap();
+    let login = format!("{}/login", env.base);
+    let r = env.http.put(&login).send().await.unwrap();
     assert_eq!(r.status(), 405);
-    let r = env
-        .http
-        .post(format!("{}/login", env.base))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(vec![b'a'; 200_000])
-        .send()
-        .await
-        .unwrap();
+    let form = "application/x-www-form-urlencoded";
+    let big = env.http.post(&login).header("content-type", form);
+    let r = big.body(vec![b'a'; 200_000]).send().await.unwrap();
     assert_eq!(r.status(), 413);
     let r = env
         .http
-        .get(format!("{}/login", env.base))
+        .get(&login)
         .query(&[
             ("user_name", "someone"),
             ("password", "password1"),
@@ -47,12 +38,7 @@ async fn transport_errors_and_admin() {
     assert_eq!(r.status(), 200);
     let r = reqwest::get(format!("{admin}/readyz")).await.unwrap();
     assert_eq!(r.status(), 200);
-    let m = reqwest::get(format!("{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = env.metrics_text().await;
     assert!(m.contains("register_xmpp_link_up 1"), "{m}");
     assert!(
         m.contains("register_requests_total{endpoint=\"/login\",result=\"6\"} 1"),

@@ -113,6 +113,13 @@ impl Drop for Server {
     }
 }
 
+/// The default config, changed by `f` (one test's limits).
+pub fn config(f: impl FnOnce(&mut HttpConfig)) -> HttpConfig {
+    let mut cfg = HttpConfig::default();
+    f(&mut cfg);
+    cfg
+}
+
 pub async fn start(cfg: HttpConfig) -> Server {
     start_with_drain(cfg, Duration::from_secs(5)).await
 }

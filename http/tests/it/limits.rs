@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{body, client, header, raw, read_to_close, start, status};
+use crate::common::{body, client, config, header, raw, read_to_close, start, status};
 
 fn small() -> HttpConfig {
     HttpConfig {
@@ -17,41 +17,42 @@ fn small() -> HttpConfig {
     }
 }
 
+/// Sends `request` on its own connection, checks that it is refused with `code` and the handler's
+/// error body, and returns the whole reply.
+async fn refused(addr: std::net::SocketAddr, request: &[u8], code: u16) -> String {
+    let resp = raw(addr, request).await;
+    assert_eq!(status(&resp), code, "{resp}");
+    assert_eq!(body(&resp), json!({"result": 2, "status": code}));
+    resp
+}
+
 #[tokio::test]
 async fn declared_huge_body_is_413_before_reading_it() {
     let srv = start(small()).await;
-    let resp = raw(
+    let resp = refused(
         srv.addr,
         b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n{",
+        413,
     )
     .await;
-    assert_eq!(status(&resp), 413, "{resp}");
-    assert_eq!(body(&resp), json!({"result": 2, "status": 413}));
     assert_eq!(header(&resp, "connection"), Some("close"));
 }
 
 #[tokio::test]
 async fn body_over_the_limit_is_413_through_reqwest() {
     let srv = start(small()).await;
-    let resp = client()
-        .post(srv.url("/echo"))
-        .form(&[("a", "x".repeat(2000))])
-        .send()
-        .await
-        .unwrap();
+    let post = |len: usize| {
+        let form = [("a", "x".repeat(len))];
+        client().post(srv.url("/echo")).form(&form).send()
+    };
+    let resp = post(2000).await.unwrap();
     assert_eq!(resp.status(), 413);
     assert_eq!(
         resp.json::<serde_json::Value>().await.unwrap()["status"],
         413
     );
     // Exactly at the limit is fine.
-    let resp = client()
-        .post(srv.url("/echo"))
-        .form(&[("a", "x".repeat(1022))])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(post(1022).await.unwrap().status(), 200);
 }
 
 #[tokio::test]
@@ -107,23 +108,18 @@ async fn a_body_shorter_than_declared_times_out_with_408() {
     })
     .await;
     let started = Instant::now();
-    let resp = raw(
+    refused(
         srv.addr,
         b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{}",
+        408,
     )
     .await;
-    assert_eq!(status(&resp), 408, "{resp}");
-    assert_eq!(body(&resp), json!({"result": 2, "status": 408}));
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test]
 async fn headers_over_the_limit_are_431() {
-    let srv = start(HttpConfig {
-        max_header_bytes: 4096,
-        ..HttpConfig::default()
-    })
-    .await;
+    let srv = start(config(|cfg| cfg.max_header_bytes = 4096)).await;
     let req = format!(
         "GET /echo HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
         "b".repeat(5000)
@@ -140,10 +136,9 @@ async fn headers_over_the_limit_are_431() {
 
 #[tokio::test]
 async fn a_slow_header_client_is_cut() {
-    let srv = start(HttpConfig {
-        header_read_timeout: Duration::from_millis(800),
-        ..HttpConfig::default()
-    })
+    let srv = start(config(|cfg| {
+        cfg.header_read_timeout = Duration::from_millis(800)
+    }))
     .await;
     // Timed from before the connection exists, so the server's timer cannot have started
     // earlier: the cut comes no sooner than the timeout.
@@ -176,10 +171,9 @@ async fn a_slow_header_client_is_cut() {
 
 #[tokio::test]
 async fn an_idle_kept_alive_connection_is_closed() {
-    let srv = start(HttpConfig {
-        keepalive_idle: Duration::from_millis(600),
-        ..HttpConfig::default()
-    })
+    let srv = start(config(|cfg| {
+        cfg.keepalive_idle = Duration::from_millis(600)
+    }))
     .await;
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
     // Timed from before the request: the idle time starts after its reply.
@@ -195,12 +189,11 @@ async fn an_idle_kept_alive_connection_is_closed() {
 
 #[tokio::test]
 async fn connections_are_bounded() {
-    let srv = start(HttpConfig {
-        max_connections: 2,
-        header_read_timeout: Duration::from_secs(60),
-        keepalive_idle: Duration::from_secs(60),
-        ..HttpConfig::default()
-    })
+    let srv = start(config(|cfg| {
+        cfg.max_connections = 2;
+        cfg.header_read_timeout = Duration::from_secs(60);
+        cfg.keepalive_idle = Duration::from_secs(60);
+    }))
     .await;
     let a = TcpStream::connect(srv.addr).await.unwrap();
     let b = TcpStream::connect(srv.addr).await.unwrap();

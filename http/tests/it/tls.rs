@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_api::{tls_config_from_pem, HttpConfig};
+use http_api::tls_config_from_pem;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{raw, start, Server};
+use crate::common::{config, raw, start, Server};
 
 struct Cert {
     pem: String,
@@ -21,11 +21,10 @@ async fn tls_server() -> (Server, Cert) {
         ck.key_pair.serialize_pem().as_bytes(),
     )
     .unwrap();
-    let srv = start(HttpConfig {
-        tls: Some(tls),
-        header_read_timeout: Duration::from_secs(2),
-        ..HttpConfig::default()
-    })
+    let srv = start(config(|cfg| {
+        cfg.tls = Some(tls);
+        cfg.header_read_timeout = Duration::from_secs(2);
+    }))
     .await;
     let cert = Cert {
         pem: ck.cert.pem(),
@@ -34,20 +33,42 @@ async fn tls_server() -> (Server, Cert) {
     (srv, cert)
 }
 
-fn https_client(srv: &Server, cert: &Cert) -> reqwest::Client {
-    reqwest::Client::builder()
+/// A GET of `path` over HTTPS, from a client trusting `cert`.
+async fn https_get(srv: &Server, cert: &Cert, path: &str) -> reqwest::Response {
+    let client = reqwest::Client::builder()
         .no_proxy()
         .add_root_certificate(reqwest::Certificate::from_pem(cert.pem.as_bytes()).unwrap())
         .resolve("localhost", srv.addr)
         .build()
+        .unwrap();
+    let url = format!("https://localhost:{}{path}", srv.addr.port());
+    client.get(url).send().await.unwrap()
+}
+
+/// A TLS connection to `srv` from a client trusting `cert` and offering `versions`.
+async fn tls_connect(
+    srv: &Server,
+    cert: &Cert,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
         .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(srv.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    connector.connect(name, tcp).await.unwrap()
 }
 
 #[tokio::test]
 async fn https_works_with_a_self_signed_certificate() {
     let (srv, cert) = tls_server().await;
-    let url = format!("https://localhost:{}/echo?a=1", srv.addr.port());
-    let resp = https_client(&srv, &cert).get(url).send().await.unwrap();
+    let resp = https_get(&srv, &cert, "/echo?a=1").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         resp.headers()["strict-transport-security"],
@@ -60,19 +81,7 @@ async fn https_works_with_a_self_signed_certificate() {
 #[tokio::test]
 async fn tls12_only_client_works() {
     let (srv, cert) = tls_server().await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.der.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS12])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(srv.addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let mut tls = tls_connect(&srv, &cert, &[&rustls::version::TLS12]).await;
     assert_eq!(
         tls.get_ref().1.protocol_version(),
         Some(rustls::ProtocolVersion::TLSv1_2)
@@ -113,9 +122,7 @@ async fn tls11_is_refused_with_an_alert() {
         "expected an alert or a close, got {bytes:?}"
     );
     // Still serving.
-    let url = format!("https://localhost:{}/echo", srv.addr.port());
-    let resp = https_client(&srv, &cert).get(url).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(https_get(&srv, &cert, "/echo").await.status(), 200);
 }
 
 #[tokio::test]
@@ -127,9 +134,7 @@ async fn plain_http_to_the_tls_port_is_closed() {
     )
     .await;
     assert!(!resp.contains("HTTP/1.1"), "{resp}");
-    let url = format!("https://localhost:{}/echo", srv.addr.port());
-    let resp = https_client(&srv, &cert).get(url).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(https_get(&srv, &cert, "/echo").await.status(), 200);
 }
 
 #[tokio::test]
@@ -153,20 +158,9 @@ async fn a_stalled_handshake_is_cut() {
 #[tokio::test]
 async fn early_413_reaches_a_client_that_sends_everything_first() {
     let (srv, cert) = tls_server().await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.der.clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
     let body = vec![b'a'; 200_000];
     for _ in 0..10 {
-        let tcp = TcpStream::connect(srv.addr).await.unwrap();
-        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let mut s = connector.connect(name, tcp).await.unwrap();
+        let mut s = tls_connect(&srv, &cert, rustls::DEFAULT_VERSIONS).await;
         let head = format!(
             "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
             body.len()

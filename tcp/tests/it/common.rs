@@ -161,6 +161,20 @@ impl Drop for Server {
     }
 }
 
+/// The default config, changed by `f` (one test's limits).
+pub fn config(f: impl FnOnce(&mut TcpConfig)) -> TcpConfig {
+    let mut cfg = TcpConfig::default();
+    f(&mut cfg);
+    cfg
+}
+
+/// A server started with `cfg`, and one client connected to it.
+pub async fn start_connected(cfg: TcpConfig) -> (Server, Client) {
+    let srv = start(cfg).await;
+    let c = Client::connect(srv.addr).await;
+    (srv, c)
+}
+
 pub async fn start(cfg: TcpConfig) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -5,12 +5,11 @@ use std::time::Duration;
 use serde_json::json;
 use tcp_api::TcpConfig;
 
-use crate::common::{malformed, start, Client};
+use crate::common::{config, malformed, start_connected};
 
 #[tokio::test]
 async fn requests_with_lf_crlf_and_path_only() {
-    let srv = start(TcpConfig::default()).await;
-    let mut c = Client::connect(srv.addr).await;
+    let (_srv, mut c) = start_connected(TcpConfig::default()).await;
     c.send(b"/echo {\"access_token\":\"t\"}\n/echo {\"a\":1}\r\n/echo\n")
         .await;
     assert_eq!(
@@ -23,8 +22,7 @@ async fn requests_with_lf_crlf_and_path_only() {
 
 #[tokio::test]
 async fn unknown_paths_go_to_the_handler() {
-    let srv = start(TcpConfig::default()).await;
-    let mut c = Client::connect(srv.addr).await;
+    let (_srv, mut c) = start_connected(TcpConfig::default()).await;
     c.send(b"/no_such_thing {}\n").await;
     assert_eq!(
         c.reply().await,
@@ -34,8 +32,7 @@ async fn unknown_paths_go_to_the_handler() {
 
 #[tokio::test]
 async fn malformed_lines_are_answered_and_the_connection_goes_on() {
-    let srv = start(TcpConfig::default()).await;
-    let mut c = Client::connect(srv.addr).await;
+    let (_srv, mut c) = start_connected(TcpConfig::default()).await;
     let cases: [&[u8]; 7] = [
         b"/echo {\"a\":\n",                   // bad JSON
         b"/echo [1,2]\n",                     // not an object
@@ -55,8 +52,7 @@ async fn malformed_lines_are_answered_and_the_connection_goes_on() {
 
 #[tokio::test]
 async fn empty_lines_are_ignored() {
-    let srv = start(TcpConfig::default()).await;
-    let mut c = Client::connect(srv.addr).await;
+    let (_srv, mut c) = start_connected(TcpConfig::default()).await;
     c.send(b"\n\r\n   \n/echo {\"n\":1}\n\n").await;
     assert_eq!(c.reply().await, json!({"result": 0, "body": {"n": 1}}));
     // No reply for the blank lines: the next reply is the next request's.
@@ -66,8 +62,7 @@ async fn empty_lines_are_ignored() {
 
 #[tokio::test]
 async fn a_line_split_across_one_byte_writes() {
-    let srv = start(TcpConfig::default()).await;
-    let mut c = Client::connect(srv.addr).await;
+    let (_srv, mut c) = start_connected(TcpConfig::default()).await;
     c.wr.as_ref().set_nodelay(true).unwrap();
     for b in b"/echo {\"split\":\"one byte at a time\"}\r\n" {
         c.send(&[*b]).await;
@@ -81,12 +76,7 @@ async fn a_line_split_across_one_byte_writes() {
 
 #[tokio::test]
 async fn an_over_long_line_is_answered_once_then_closed() {
-    let srv = start(TcpConfig {
-        max_line: 1024,
-        ..TcpConfig::default()
-    })
-    .await;
-    let mut c = Client::connect(srv.addr).await;
+    let (_srv, mut c) = start_connected(config(|cfg| cfg.max_line = 1024)).await;
     let mut input = b"/echo {\"first\":true}\n".to_vec();
     input.extend(format!("/echo {{\"a\":\"{}\"}}\n", "x".repeat(2000)).as_bytes());
     input.extend(b"/echo {\"after\":true}\n");
@@ -101,12 +91,7 @@ async fn an_over_long_line_is_answered_once_then_closed() {
 
 #[tokio::test]
 async fn an_endless_line_without_newline_is_cut() {
-    let srv = start(TcpConfig {
-        max_line: 4096,
-        ..TcpConfig::default()
-    })
-    .await;
-    let mut c = Client::connect(srv.addr).await;
+    let (_srv, mut c) = start_connected(config(|cfg| cfg.max_line = 4096)).await;
     // Keep writing; the server answers and closes after 4 KiB, so later writes may fail.
     for _ in 0..64 {
         if c.wr.try_write(&[b'a'; 1024]).is_err() {
@@ -119,8 +104,7 @@ async fn an_endless_line_without_newline_is_cut() {
 
 #[tokio::test]
 async fn a_panicking_handler_is_answered_with_result_1() {
-    let srv = start(TcpConfig::default()).await;
-    let mut c = Client::connect(srv.addr).await;
+    let (_srv, mut c) = start_connected(TcpConfig::default()).await;
     c.send(b"/panic {}\n/echo {}\n").await;
     assert_eq!(c.reply().await, json!({"result": 1}));
     assert_eq!(c.reply().await, json!({"result": 0, "body": {}}));

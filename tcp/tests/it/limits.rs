@@ -6,29 +6,23 @@ use serde_json::json;
 use tcp_api::TcpConfig;
 use tokio::io::AsyncReadExt;
 
-use crate::common::{start, Client};
+use crate::common::{config, start, start_connected, Client};
 
 #[tokio::test]
 async fn a_peer_outside_the_allow_list_is_closed_at_once() {
     // The idle timeout is far beyond the wait, so a close within it is the allow-list's.
-    let srv = start(TcpConfig {
-        allow: vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
-        idle_timeout: Duration::from_secs(3600),
-        ..TcpConfig::default()
-    })
+    let (_srv, mut c) = start_connected(config(|cfg| {
+        cfg.allow = vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        cfg.idle_timeout = Duration::from_secs(3600);
+    }))
     .await;
-    let mut c = Client::connect(srv.addr).await;
     let _ = c.wr.try_write(b"/echo {}\n");
     assert!(c.closed_within(Duration::from_secs(30)).await);
 }
 
 #[tokio::test]
 async fn connections_are_bounded() {
-    let srv = start(TcpConfig {
-        max_connections: 2,
-        ..TcpConfig::default()
-    })
-    .await;
+    let srv = start(config(|cfg| cfg.max_connections = 2)).await;
     let mut a = Client::connect(srv.addr).await;
     let mut b = Client::connect(srv.addr).await;
     a.send(b"/echo {}\n").await;
@@ -57,12 +51,7 @@ async fn an_idle_connection_is_closed() {
     // idle timeout open for 2.4 s; silence then closes it no sooner than 1.5 s after the last
     // request was sent (the server's timer restarts only after it answered that request).
     let idle = Duration::from_millis(1500);
-    let srv = start(TcpConfig {
-        idle_timeout: idle,
-        ..TcpConfig::default()
-    })
-    .await;
-    let mut c = Client::connect(srv.addr).await;
+    let (_srv, mut c) = start_connected(config(|cfg| cfg.idle_timeout = idle)).await;
     let mut last_sent = Instant::now();
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -77,11 +66,7 @@ async fn an_idle_connection_is_closed() {
 
 #[tokio::test]
 async fn a_client_that_never_reads_does_not_block_others_and_is_dropped() {
-    let srv = start(TcpConfig {
-        write_timeout: Duration::from_millis(500),
-        ..TcpConfig::default()
-    })
-    .await;
+    let srv = start(config(|cfg| cfg.write_timeout = Duration::from_millis(500))).await;
     let mut hog = Client::connect(srv.addr).await;
     // ~32 MiB of replies, never read: the socket buffers fill and the server's write stalls.
     let writer = {
@@ -116,8 +101,7 @@ async fn a_client_that_never_reads_does_not_block_others_and_is_dropped() {
 
 #[tokio::test]
 async fn shutdown_sends_in_flight_replies_then_closes() {
-    let mut srv = start(TcpConfig::default()).await;
-    let mut c = Client::connect(srv.addr).await;
+    let (mut srv, mut c) = start_connected(TcpConfig::default()).await;
     let mut idle = Client::connect(srv.addr).await;
     idle.send(b"/echo {}\n").await;
     idle.reply().await;
@@ -132,12 +116,8 @@ async fn shutdown_sends_in_flight_replies_then_closes() {
 
 #[tokio::test]
 async fn the_drain_deadline_drops_slow_requests() {
-    let mut srv = start(TcpConfig {
-        drain: Duration::from_millis(300),
-        ..TcpConfig::default()
-    })
-    .await;
-    let mut c = Client::connect(srv.addr).await;
+    let (mut srv, mut c) =
+        start_connected(config(|cfg| cfg.drain = Duration::from_millis(300))).await;
     c.send(b"/sleep {\"ms\":10000,\"i\":1}\n").await;
     srv.running.reach(1).await;
     let started = Instant::now();

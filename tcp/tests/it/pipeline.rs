@@ -5,12 +5,11 @@ use tcp_api::TcpConfig;
 
 use std::sync::atomic::Ordering;
 
-use crate::common::{start, Client, NOW_ANSWERED};
+use crate::common::{config, start, start_connected, Client, NOW_ANSWERED};
 
 #[tokio::test]
 async fn a_hundred_pipelined_requests_are_answered_in_order() {
-    let srv = start(TcpConfig::default()).await;
-    let mut c = Client::connect(srv.addr).await;
+    let (_srv, mut c) = start_connected(TcpConfig::default()).await;
     let mut input = String::new();
     for i in 0..100 {
         // Later requests often finish first; replies must still come in order.
@@ -25,8 +24,7 @@ async fn a_hundred_pipelined_requests_are_answered_in_order() {
 
 #[tokio::test]
 async fn answers_given_at_once_keep_their_place_in_the_order() {
-    let srv = start(TcpConfig::default()).await;
-    let mut c = Client::connect(srv.addr).await;
+    let (_srv, mut c) = start_connected(TcpConfig::default()).await;
     // Immediate answers before, between and after requests that wait, and a malformed one.
     let mut input = String::new();
     for i in 0..40 {
@@ -61,29 +59,26 @@ async fn answers_given_at_once_keep_their_place_in_the_order() {
 #[tokio::test]
 async fn pipelined_requests_run_concurrently() {
     // Each `/meet` waits until ten run at once: one at a time, none would ever answer 0.
-    let srv = start(TcpConfig::default()).await;
-    let mut c = Client::connect(srv.addr).await;
-    c.send("/meet {\"n\":10}\n".repeat(10).as_bytes()).await;
-    for _ in 0..10 {
-        assert_eq!(c.reply().await, json!({"result": 0}));
-    }
-    assert_eq!(srv.running.peak(), 10);
+    assert_eq!(meet(TcpConfig::default(), 10, 10).await, 10);
 }
 
 #[tokio::test]
 async fn in_flight_requests_are_bounded_by_max_pipeline() {
-    let srv = start(TcpConfig {
-        max_pipeline: 2,
-        ..TcpConfig::default()
-    })
-    .await;
-    let mut c = Client::connect(srv.addr).await;
-    c.send("/meet {\"n\":2}\n".repeat(6).as_bytes()).await;
-    for _ in 0..6 {
+    let peak = meet(config(|cfg| cfg.max_pipeline = 2), 2, 6).await;
+    // Two at a time met each other, never a third.
+    assert_eq!(peak, 2);
+}
+
+/// Pipelines `count` requests `/meet {"n": n}` on one connection to a server started with `cfg`,
+/// checks that each met `n - 1` others, and returns the most that ran at once.
+async fn meet(cfg: TcpConfig, n: usize, count: usize) -> usize {
+    let (srv, mut c) = start_connected(cfg).await;
+    c.send(format!("/meet {{\"n\":{n}}}\n").repeat(count).as_bytes())
+        .await;
+    for _ in 0..count {
         assert_eq!(c.reply().await, json!({"result": 0}));
     }
-    // Two at a time met each other, never a third.
-    assert_eq!(srv.running.peak(), 2);
+    srv.running.peak()
 }
 
 #[tokio::test]

@@ -164,6 +164,22 @@ impl Client {
         self.post("/login", &signed("/login", &p)).await
     }
 
+    /// Registers and logs in each `(name, kind)`; name → (access token, jid, jid_pwd).
+    async fn accounts<'a>(
+        &self,
+        list: &[(&'a str, u8)],
+    ) -> HashMap<&'a str, (String, String, String)> {
+        let mut info = HashMap::new();
+        for &(n, k) in list {
+            assert_eq!(self.register(n, k).await, Ok(0), "{n}");
+            let v = self.login(n, k).await.unwrap();
+            let s = |f: &str| v["user_info"][f].as_str().unwrap().to_owned();
+            let token = v["access_token"].as_str().unwrap().to_owned();
+            info.insert(n, (token, s("jid"), s("jid_pwd")));
+        }
+        info
+    }
+
     /// Bind or unbind (`path`) `me` with `peer`; a device signs its request.
     async fn pair(
         &self,
@@ -224,6 +240,33 @@ struct Results {
     no_reply_samples: Vec<String>,
     /// Requests sent (all kinds, retries included).
     sent: u64,
+}
+
+/// Each side's subscription to the other on `prosody`: `a`'s to `b`, then `b`'s to `a` (each side
+/// a `(jid, jid_pwd)`).
+async fn subs_both_ways(
+    prosody: &Prosody,
+    a: (&str, &str),
+    b: (&str, &str),
+) -> [Option<String>; 2] {
+    let items = crate::harness::items_both_ways(prosody, a, b).await;
+    items.map(|item| item.map(|(subscription, _, _)| subscription))
+}
+
+/// Sorted replies of two requests sent at once (which of them won does not matter).
+fn sorted(x: Result<i64, String>, y: Result<i64, String>) -> Vec<i64> {
+    let mut r = vec![x.unwrap(), y.unwrap()];
+    r.sort();
+    r
+}
+
+impl Results {
+    /// How many registrations and how many binds were acknowledged (answered 0).
+    fn acked(&self) -> (usize, usize) {
+        let zero = |r: &&Option<i64>| **r == Some(0);
+        let regs = self.registered.values().filter(zero).count();
+        (regs, self.bound.values().filter(zero).count())
+    }
 }
 
 #[derive(Clone)]
@@ -529,14 +572,7 @@ async fn check_consistent(
         let (Some((pj, pp)), Some((dj, dp))) = (creds.get(name), creds.get(&dev)) else {
             continue;
         };
-        let sub = |roster: Vec<xmpp::RosterEntry>, peer: &str| {
-            roster
-                .into_iter()
-                .find(|e| e.jid == peer)
-                .map(|e| e.subscription)
-        };
-        let on_p = sub(prosody.roster(pj, pp).await, dj);
-        let on_d = sub(prosody.roster(dj, dp).await, pj);
+        let [on_p, on_d] = subs_both_ways(prosody, (pj, pp), (dj, dp)).await;
         let pa = store.account_by_name(name).await.unwrap().unwrap();
         let da = store.account_by_name(&dev).await.unwrap().unwrap();
         let row = store

@@ -53,8 +53,7 @@ async fn prosody_stopped_mid_stream() {
 
     let res = std::mem::take(&mut *stream.results.lock().unwrap());
     let found = check_consistent(&prosody, server.app.store.as_ref(), &client, &res).await;
-    let regs_acked = res.registered.values().filter(|r| **r == Some(0)).count();
-    let binds_acked = res.bound.values().filter(|r| **r == Some(0)).count();
+    let (regs_acked, binds_acked) = res.acked();
     println!(
         "prosody_stopped_mid_stream: {} requests; {} names registered + {} pairs bound; acknowledged {} + {}; \
          registrations acked: {} before the stop ({caught} at the stop), {} while down, {} after; \

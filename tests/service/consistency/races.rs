@@ -6,8 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{check_consistent, join, open_bind_service, OpenBind, Stream};
-use crate::harness::ProsodyExt;
+use super::{check_consistent, join, open_bind_service, sorted, subs_both_ways, OpenBind, Stream};
 
 // ---------------------------------------------------------------------------------------------
 // One name registered twice at once, one pair bound (and unbound) twice at once.
@@ -68,8 +67,7 @@ async fn concurrent_same_name_and_same_pair() {
                 c.pair("/set_user_banding", td, &d, true, &p)
             )
         };
-        let mut r = vec![x.unwrap(), y.unwrap()];
-        r.sort();
+        let r = sorted(x, y);
         assert_eq!(r, vec![0, 109], "bind {p}-{d}");
         tally.entry("bind").or_default().extend(&r);
         let (jp, pp) = (
@@ -80,31 +78,20 @@ async fn concurrent_same_name_and_same_pair() {
             ld["user_info"]["jid"].as_str().unwrap(),
             ld["user_info"]["jid_pwd"].as_str().unwrap(),
         );
-        let sub = |r: Vec<xmpp::RosterEntry>, peer: &str| {
-            r.into_iter()
-                .find(|e| e.jid == peer)
-                .map(|e| e.subscription)
-        };
-        assert_eq!(
-            sub(prosody.roster(jp, pp).await, jd).as_deref(),
-            Some("both")
-        );
-        assert_eq!(
-            sub(prosody.roster(jd, pd).await, jp).as_deref(),
-            Some("both")
-        );
+        let both = Some("both".to_owned());
+        let subs = subs_both_ways(&prosody, (jp, pp), (jd, pd)).await;
+        assert_eq!(subs, [both.clone(), both]);
 
         // Unbound twice at once: one 0, one 110, neither roster keeps the other.
         let (x, y) = tokio::join!(
             c.pair("/set_user_unbanding", tp, &p, false, &d),
             c.pair("/set_user_unbanding", td, &d, true, &p)
         );
-        let mut r = vec![x.unwrap(), y.unwrap()];
-        r.sort();
+        let r = sorted(x, y);
         assert_eq!(r, vec![0, 110], "unbind {p}-{d}");
         tally.entry("unbind").or_default().extend(&r);
-        assert_eq!(sub(prosody.roster(jp, pp).await, jd), None);
-        assert_eq!(sub(prosody.roster(jd, pd).await, jp), None);
+        let subs = subs_both_ways(&prosody, (jp, pp), (jd, pd)).await;
+        assert_eq!(subs, [None, None]);
     }
     let (a, b) = server.app.store.unfinished(i64::MAX).await.unwrap();
     assert!(a.is_empty() && b.is_empty());
@@ -173,8 +160,7 @@ async fn reconciler_racing_live_requests() {
     assert_eq!(last.failed, 0, "{last:?}");
     let res = std::mem::take(&mut *stream.results.lock().unwrap());
     let found = check_consistent(&prosody, server.app.store.as_ref(), &client, &res).await;
-    let regs_acked = res.registered.values().filter(|r| **r == Some(0)).count();
-    let binds_acked = res.bound.values().filter(|r| **r == Some(0)).count();
+    let (regs_acked, binds_acked) = res.acked();
     println!(
         "reconciler_racing_live_requests: {} requests; acknowledged {} registrations + {} binds; \
          refused {:?}; {runs} reconciler runs alongside: {total:?}; last run {last:?}",

@@ -1,7 +1,5 @@
 //! `register reconcile` on what a crash leaves: each kind of record, one orphan JID.
 
-use std::collections::HashMap;
-
 use register::store::{AccountState, BindingState};
 
 use super::{free_port, open_bind_service, write_toml, OpenBind};
@@ -16,26 +14,14 @@ async fn reconcile_command_repairs_crash_leftovers() {
         server,
         client: c,
     } = open_bind_service(|_| {}).await;
-    let mut info = HashMap::new();
-    for (n, k) in [
+    let names = [
         ("cl-a", 1),
         ("cl-b", 2),
         ("cl-c", 2),
         ("cl-d", 2),
         ("cl-e", 1),
-    ] {
-        assert_eq!(c.register(n, k).await, Ok(0), "{n}");
-        let v = c.login(n, k).await.unwrap();
-        let s = |f: &str| v["user_info"][f].as_str().unwrap().to_owned();
-        info.insert(
-            n,
-            (
-                v["access_token"].as_str().unwrap().to_owned(),
-                s("jid"),
-                s("jid_pwd"),
-            ),
-        );
-    }
+    ];
+    let info = c.accounts(&names).await;
     for peer in ["cl-b", "cl-c"] {
         let r = c
             .pair("/set_user_banding", &info["cl-a"].0, "cl-a", false, peer)

@@ -5,13 +5,12 @@
 //! to their request (whose own compare-and-set step then still wins), and every run prunes
 //! expired captchas and tokens.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use register::store::{AccountState, BindingState, NewAccount};
 use register::types::AccountType;
 
-use super::{open_bind_service, OpenBind};
+use super::{open_bind_service, subs_both_ways, OpenBind};
 use crate::harness::{direct_store, stored_captcha, ProsodyExt};
 
 /// How old a "killed request's" record is made: far beyond the grace.
@@ -33,13 +32,6 @@ where
     }
 }
 
-fn sub(roster: Vec<xmpp::RosterEntry>, peer: &str) -> Option<String> {
-    roster
-        .into_iter()
-        .find(|e| e.jid == peer)
-        .map(|e| e.subscription)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loop_repairs_old_records_leaves_young_ones_and_prunes() {
     let OpenBind {
@@ -54,20 +46,15 @@ async fn loop_repairs_old_records_leaves_young_ones_and_prunes() {
         cfg.reconcile.grace_secs = 600;
     })
     .await;
-    let mut info = HashMap::new();
-    for (n, k) in [
+    let names = [
         ("rl-a", 1),
         ("rl-b", 2),
         ("rl-c", 2),
         ("rl-d", 2),
         ("rl-e", 1),
         ("rl-y", 2),
-    ] {
-        assert_eq!(c.register(n, k).await, Ok(0), "{n}");
-        let v = c.login(n, k).await.unwrap();
-        let s = |f: &str| v["user_info"][f].as_str().unwrap().to_owned();
-        info.insert(n, (s("jid"), s("jid_pwd")));
-    }
+    ];
+    let info = c.accounts(&names).await;
     let tok_a = c.login("rl-a", 1).await.unwrap()["access_token"]
         .as_str()
         .unwrap()
@@ -214,26 +201,21 @@ async fn loop_repairs_old_records_leaves_young_ones_and_prunes() {
     for n in ["rl-d", "rl-e", "rl-ghost"] {
         assert!(db.account_by_name(n).await.unwrap().is_none(), "{n}");
     }
-    let (ja, pa) = &info["rl-a"];
-    let (jb, pb) = &info["rl-b"];
-    let (jc, pc) = &info["rl-c"];
-    assert_eq!(sub(prosody.roster(ja, pa).await, jb), None);
-    assert_eq!(sub(prosody.roster(jb, pb).await, ja), None);
-    assert_eq!(
-        sub(prosody.roster(ja, pa).await, jc).as_deref(),
-        Some("both")
-    );
-    assert_eq!(
-        sub(prosody.roster(jc, pc).await, ja).as_deref(),
-        Some("both")
-    );
+    let (_, ja, pa) = &info["rl-a"];
+    let (_, jb, pb) = &info["rl-b"];
+    let (_, jc, pc) = &info["rl-c"];
+    let ab = subs_both_ways(&prosody, (ja, pa), (jb, pb)).await;
+    assert_eq!(ab, [None, None]);
+    let both = Some("both".to_owned());
+    let ac = subs_both_ways(&prosody, (ja, pa), (jc, pc)).await;
+    assert_eq!(ac, [both.clone(), both]);
     assert_eq!(
         db.binding(ac0, ac1).await.unwrap().map(|b| b.state),
         Some(BindingState::Bound)
     );
     assert!(db.binding(ab0, ab1).await.unwrap().is_none());
     for n in ["rl-a", "rl-b", "rl-c", "rl-y"] {
-        let (j, p) = &info[n];
+        let (_, j, p) = &info[n];
         assert!(prosody.can_login(j, p).await, "{n}");
     }
     let (x, p) = db.unfinished(i64::MAX).await.unwrap();

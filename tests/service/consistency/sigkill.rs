@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use xmpp::testkit::{Prosody, ProsodyOptions};
 
 use super::{check_consistent, free_port, join, verify_token, write_toml, Client, Stream};
-use crate::harness::{test_config, Opts};
+use crate::harness::{test_config, wait_binary_ready, Opts};
 
 /// Text without terminal colour sequences (the binary's log).
 fn strip_ansi(s: &str) -> String {
@@ -56,24 +56,9 @@ impl Binary {
     }
 
     async fn wait_ready(&mut self, admin: u16) {
-        let url = format!("http://127.0.0.1:{admin}/readyz");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = reqwest::get(&url).await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("binary exited with {status}:\n{}", self.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "binary not ready:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let log = self.log.clone();
+        let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+        wait_binary_ready(&mut self.child, &format!("127.0.0.1:{admin}"), log_text).await;
     }
 
     async fn kill9(&mut self) {
@@ -146,8 +131,7 @@ async fn binary_killed_mid_stream() {
     let found = check_consistent(&prosody, store.as_ref(), &client, &res).await;
     let log = strip_ansi(&bin.log_text());
     let repaired_lines: Vec<&str> = log.lines().filter(|l| l.contains("reconciled")).collect();
-    let regs_acked = res.registered.values().filter(|r| **r == Some(0)).count();
-    let binds_acked = res.bound.values().filter(|r| **r == Some(0)).count();
+    let (regs_acked, binds_acked) = res.acked();
     println!(
         "binary_killed_mid_stream: {} requests; {} names registered + {} pairs bound; acknowledged \
          {} + {} and {} logins; refused {:?}, no reply {}",

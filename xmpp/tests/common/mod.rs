@@ -61,3 +61,20 @@ pub fn scripted_peer_config(
         command_sessions: 40,
     }
 }
+
+/// Tests of one shape: each `name => scenario(values);` entry is a test (on a two-thread runtime)
+/// that runs the scenario with its values.
+#[allow(unused_macros)]
+macro_rules! variants {
+    ($($(#[$attr:meta])* $name:ident => $run:expr;)+) => {
+        $(
+            $(#[$attr])*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $run.await;
+            }
+        )+
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use variants;

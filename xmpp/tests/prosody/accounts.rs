@@ -3,6 +3,7 @@
 use xmpp::testkit::TestClient;
 use xmpp::{AccountsMode, BindingMode, XmppError};
 
+use crate::common::variants;
 use crate::{env, node};
 
 async fn create_delete_cycle(tls: bool, mode: AccountsMode) {
@@ -44,24 +45,11 @@ async fn create_delete_cycle(tls: bool, mode: AccountsMode) {
     assert!(!e.server.account_on_disk(&n));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn component_accounts_plaintext() {
-    create_delete_cycle(false, AccountsMode::Component).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn component_accounts_tls() {
-    create_delete_cycle(true, AccountsMode::Component).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ibr_accounts_plaintext() {
-    create_delete_cycle(false, AccountsMode::Ibr).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ibr_accounts_tls() {
-    create_delete_cycle(true, AccountsMode::Ibr).await;
+variants! {
+    component_accounts_plaintext => create_delete_cycle(false, AccountsMode::Component);
+    component_accounts_tls => create_delete_cycle(true, AccountsMode::Component);
+    ibr_accounts_plaintext => create_delete_cycle(false, AccountsMode::Ibr);
+    ibr_accounts_tls => create_delete_cycle(true, AccountsMode::Ibr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@ use std::time::Duration;
 use xmpp::testkit::TestClient;
 use xmpp::{AccountsMode, BindingMode, RosterEntry, XmppError};
 
+use crate::common::variants;
 use crate::{env, node, party};
 
 fn entry<'a>(roster: &'a [RosterEntry], jid: &str) -> &'a RosterEntry {
@@ -92,19 +93,10 @@ async fn bind_cycle(tls: bool, mode: BindingMode) {
     cb.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn c2s_binding_plaintext() {
-    bind_cycle(false, BindingMode::C2s).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn c2s_binding_tls() {
-    bind_cycle(true, BindingMode::C2s).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn privileged_binding() {
-    bind_cycle(false, BindingMode::Privileged).await;
+variants! {
+    c2s_binding_plaintext => bind_cycle(false, BindingMode::C2s);
+    c2s_binding_tls => bind_cycle(true, BindingMode::C2s);
+    privileged_binding => bind_cycle(false, BindingMode::Privileged);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -316,27 +316,14 @@ async fn a_reply_from_another_jid_is_not_taken_for_the_servers() {
             // at the first step, success at the second), then the server's refusal.
             let cmd = el.get_child("command", "http://jabber.org/protocol/commands");
             let forged = if cmd.and_then(|c| c.attr("action")) == Some("execute") {
-                Element::builder("command", "http://jabber.org/protocol/commands")
-                    .attr("status".try_into().unwrap(), "executing")
-                    .attr("sessionid".try_into().unwrap(), "sess-1")
-                    .append(
-                        Element::builder("x", "jabber:x:data")
-                            .attr("type".try_into().unwrap(), "form")
-                            .build(),
-                    )
-                    .build()
+                "<command xmlns='http://jabber.org/protocol/commands' status='executing' \
+                 sessionid='sess-1'><x xmlns='jabber:x:data' type='form'/></command>"
             } else {
-                Element::builder("command", "http://jabber.org/protocol/commands")
-                    .attr("status".try_into().unwrap(), "completed")
-                    .attr("sessionid".try_into().unwrap(), "sess-1")
-                    .append(
-                        Element::builder("note", "http://jabber.org/protocol/commands")
-                            .attr("type".try_into().unwrap(), "info")
-                            .append("Operation finished successfully.")
-                            .build(),
-                    )
-                    .build()
+                "<command xmlns='http://jabber.org/protocol/commands' status='completed' \
+                 sessionid='sess-1'><note type='info'>Operation finished successfully.</note>\
+                 </command>"
             };
+            let forged: Element = forged.parse().unwrap();
             s.send(&reply("mallory@example.test/x", "result", forged))
                 .await
                 .unwrap();

@@ -75,28 +75,16 @@ async fn garbage_from_users_does_not_kill_the_link() {
     e.xmpp.create_account(&n, "pw-123456").await.unwrap();
     let mut c = TestClient::login(&e.server, &n, "pw-123456").await.unwrap();
     let to = e.server.component.clone();
-    let bogus = Element::builder("message", "jabber:client")
-        .attr("to".try_into().unwrap(), to.as_str())
-        .attr("type".try_into().unwrap(), "bogus")
-        .append(
-            Element::builder("body", "jabber:client")
-                .append("x")
-                .build(),
-        )
-        .build();
-    let prio = Element::builder("presence", "jabber:client")
-        .attr("to".try_into().unwrap(), to.as_str())
-        .append(
-            Element::builder("priority", "jabber:client")
-                .append("abc")
-                .build(),
-        )
-        .build();
-    let iq = Element::builder("iq", "jabber:client")
-        .attr("to".try_into().unwrap(), to.as_str())
-        .attr("type".try_into().unwrap(), "get")
-        .attr("id".try_into().unwrap(), "g1")
-        .build();
+    let stanza = |xml: String| xml.parse::<Element>().unwrap();
+    let bogus = stanza(format!(
+        "<message xmlns='jabber:client' to='{to}' type='bogus'><body>x</body></message>"
+    ));
+    let prio = stanza(format!(
+        "<presence xmlns='jabber:client' to='{to}'><priority>abc</priority></presence>"
+    ));
+    let iq = stanza(format!(
+        "<iq xmlns='jabber:client' to='{to}' type='get' id='g1'/>"
+    ));
     for el in [&bogus, &prio, &iq, &bogus] {
         c.send_element(el).await.unwrap();
     }
