@@ -51,6 +51,9 @@ pub enum ApiError {
     Busy,
     #[error("bind token unknown, expired, used, voided or not for this pair")]
     BindToken,
+    /// Another `/renew_jid_pwd` of the account is under way: try again a little later.
+    #[error("a renewal of this account's XMPP password is in progress")]
+    InProgress,
 }
 
 impl ApiError {
@@ -78,6 +81,7 @@ impl ApiError {
             ApiError::AlreadyInRoster => 109,
             ApiError::NotInRoster => 110,
             ApiError::BindToken => 111,
+            ApiError::InProgress => 112,
         }
     }
 

@@ -19,6 +19,7 @@ use crate::app::App;
 use crate::auth::crypto;
 use crate::error::ApiError;
 use crate::lifecycle::pair;
+use crate::store::jid_pwd::Begun;
 use crate::store::{Account, AccountState, NewAccount, StoreError};
 use crate::types::UserName;
 
@@ -208,45 +209,114 @@ pub async fn delete_jid(app: &App, node: &str, jid_pwd: &str) -> Result<bool, Xm
     }
 }
 
+/// How long a renewal holds its account, in seconds: while a pending password is younger than
+/// this, another renewal of the account is refused as busy (112) and the reconciler leaves it
+/// alone. Longer than a renewal's XMPP steps can take (change-user-password and
+/// end-user-session, two round trips each, every one bounded by `xmpp.timeout_ms`), so that
+/// the claim does not lapse while its holder is still talking to the server.
+pub fn renewal_lease_secs(app: &App) -> i64 {
+    (4 * app.cfg.xmpp.timeout_ms).div_ceil(1000) as i64 + 1
+}
+
 /// A new XMPP password for active account `me`: stored as pending first, set on the server,
 /// then made its `jid_pwd`; the password that is now the account's. An interrupted renewal's
-/// pending password is taken up instead of a fresh one, so that the service always knows every
-/// password the server may hold.
+/// pending password is taken up instead of a fresh one once its claim has lapsed, so that the
+/// service always knows every password the server may hold; while another renewal of the
+/// account holds its claim, [`ApiError::InProgress`].
 pub async fn renew_jid_pwd(app: &App, me: &Account) -> Result<String, ApiError> {
     let fresh = crypto::seal(
         &app.secrets.encryption_key,
         &me.jid_node,
         &new_jid_password(),
     );
-    // Stored before the server hears of it; an interrupted renewal's password is taken up.
-    let pending = app
+    let now = app.now();
+    match app
         .jid_pwds
-        .begin_jid_pwd(me.id, fresh, app.now())
+        .begin_jid_pwd(me.id, Some(fresh), now, now - renewal_lease_secs(app))
         .await?
+    {
+        Begun::Pending(pending) => finish_renewal(app, me, pending).await,
+        Begun::Busy => Err(ApiError::InProgress),
         // Cancelled meanwhile.
-        .ok_or(ApiError::AccessToken)?;
-    finish_renewal(app, me, pending).await
+        Begun::Nothing => Err(ApiError::AccessToken),
+    }
 }
 
-/// Set the pending password `pending` (sealed) of `me` on the server and commit it; the
-/// password. Run by [`renew_jid_pwd`] and, for renewals a crash or an error interrupted, by the
-/// reconciler. Setting a password the account already has succeeds, so this may run again.
+/// Set the pending password `pending` (sealed) of `me`, claimed by the caller, on the server,
+/// commit it and end the account's XMPP sessions; the password the account now has. Run by
+/// [`renew_jid_pwd`] and, for renewals a crash or an error interrupted, by the reconciler.
+/// Setting a password the account already has succeeds, so this may run again.
+///
+/// A commit that finds another pending password, or none, lost a race: the claim lapsed while
+/// the server was slow, another renewal took the same password up and committed it, and a
+/// later one may have set a newer password that this call's late change has just overwritten
+/// on the server. So the row is read again and its password set once more ([`settle`]).
 pub async fn finish_renewal(app: &App, me: &Account, pending: Vec<u8>) -> Result<String, ApiError> {
     let key = &app.secrets.encryption_key;
     let current = crypto::open(key, &me.jid_node, &me.jid_pwd).ok_or(ApiError::NoJid)?;
     let new = crypto::open(key, &me.jid_node, &pending).ok_or(ApiError::NoJid)?;
-    let changed = match app.xmpp.set_password(&me.jid_node, &current, &new).await {
-        // Over c2s the old password no longer logs in when an interrupted renewal had already
-        // changed it: log in with the pending one, which the server then has.
-        Err(XmppError::AuthFailed) => app.xmpp.set_password(&me.jid_node, &new, &new).await,
+    set_on_server(app, &me.jid_node, &current, &new).await?;
+    let now_has = if app
+        .jid_pwds
+        .commit_jid_pwd(me.id, pending, app.now())
+        .await?
+    {
+        new
+    } else {
+        tracing::warn!(user = %me.user_name, "renewal overtaken by another; setting the stored password again");
+        settle(app, me, &new).await?
+    };
+    end_sessions(app, me).await;
+    Ok(now_has)
+}
+
+/// Set `new` on the server for `node`. Over c2s the user logs in with `current`; when that no
+/// longer works (an interrupted or concurrent renewal changed it already) with `new`, which the
+/// server then has.
+async fn set_on_server(app: &App, node: &str, current: &str, new: &str) -> Result<(), ApiError> {
+    let changed = match app.xmpp.set_password(node, current, new).await {
+        Err(XmppError::AuthFailed) => app.xmpp.set_password(node, new, new).await,
         other => other,
     };
-    changed.map_err(ApiError::from_roster)?;
-    // False when a concurrent renewal (or the reconciler) committed the same password first.
-    app.jid_pwds
-        .commit_jid_pwd(me.id, pending, app.now())
-        .await?;
-    Ok(new)
+    changed.map_err(ApiError::from_roster)
+}
+
+/// After a lost commit: the row's password (its pending one, or its `jid_pwd` made pending
+/// again) set on the server once more and committed, until a commit holds; `known` is the
+/// password the server has after this call's own late change. The password the account now
+/// has. A failure leaves the pending password for the reconciler.
+async fn settle(app: &App, me: &Account, known: &str) -> Result<String, ApiError> {
+    let key = &app.secrets.encryption_key;
+    let mut known = known.to_owned();
+    for _ in 0..3 {
+        let sealed = app
+            .jid_pwds
+            .rearm_jid_pwd(me.id, app.now())
+            .await?
+            .ok_or(ApiError::AccessToken)?;
+        let want = crypto::open(key, &me.jid_node, &sealed).ok_or(ApiError::NoJid)?;
+        set_on_server(app, &me.jid_node, &known, &want).await?;
+        if app
+            .jid_pwds
+            .commit_jid_pwd(me.id, sealed, app.now())
+            .await?
+        {
+            return Ok(want);
+        }
+        known = want;
+    }
+    // Renewals keep overtaking this one: the last of them settles the row.
+    Err(ApiError::InProgress)
+}
+
+/// End every XMPP session of the account, so that one opened with the old password (a device
+/// whose password leaked) does not outlive it. The password has changed already: a failure (a
+/// server that refuses the command, `ibr` mode) is logged and counted
+/// (`register_xmpp_operations_total{op="end_sessions",ok="false"}`), never the renewal's.
+async fn end_sessions(app: &App, me: &Account) {
+    if let Err(e) = app.xmpp.end_sessions(&me.jid_node).await {
+        tracing::warn!(user = %me.user_name, error = %e, "could not end the XMPP sessions of the old password");
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub enum Op {
     Create,
     Delete,
     SetPassword,
+    EndSessions,
     Bind,
     Unbind,
     Roster,
@@ -284,6 +285,18 @@ impl XmppPort for FakeXmpp {
                 *pw = new.to_owned();
                 Ok(())
             }
+        }
+    }
+
+    /// As Prosody and ejabberd: the account must exist; in `ibr` mode there is no such command.
+    async fn end_sessions(&self, node: &str) -> Result<(), XmppError> {
+        self.enter(Op::EndSessions).await?;
+        if self.mode == AccountsMode::Ibr {
+            return Err(XmppError::Unsupported("ibr mode".into()));
+        }
+        match self.lock().accounts.contains_key(node) {
+            true => Ok(()),
+            false => Err(XmppError::NotFound),
         }
     }
 

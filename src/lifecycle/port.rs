@@ -58,6 +58,10 @@ pub trait XmppPort: Send + Sync + 'static {
     async fn delete_account(&self, node: &str, password: &str) -> Result<(), XmppError>;
     /// Give the account a new password; [`XmppError::NotFound`] when it does not exist.
     async fn set_password(&self, node: &str, old: &str, new: &str) -> Result<(), XmppError>;
+    /// End every session of the account (XEP-0133 end-user-session through the component), so
+    /// that nothing stays logged in with a password it no longer has. [`XmppError::Unsupported`]
+    /// in `ibr` mode; a server that refuses the command answers an error too.
+    async fn end_sessions(&self, node: &str) -> Result<(), XmppError>;
     /// Make `a` and `b` mutual contacts; [`XmppError::AlreadyBound`] when they are.
     async fn bind(&self, a: &Party, b: &Party) -> Result<(), XmppError>;
     /// Remove each from the other's roster; [`XmppError::NotBound`] when neither has the other.
@@ -108,6 +112,9 @@ impl XmppPort for xmpp::Xmpp {
     /// user's own XEP-0077 change over c2s, logged in with `old`.
     async fn set_password(&self, node: &str, old: &str, new: &str) -> Result<(), XmppError> {
         xmpp::Xmpp::change_password(self, node, old, new).await
+    }
+    async fn end_sessions(&self, node: &str) -> Result<(), XmppError> {
+        xmpp::Xmpp::end_sessions(self, node).await
     }
     async fn bind(&self, a: &Party, b: &Party) -> Result<(), XmppError> {
         xmpp::Xmpp::bind(self, a, b).await
@@ -188,6 +195,10 @@ impl XmppPort for Metered {
         self.timed("set_password", self.inner.set_password(node, old, new))
             .await
     }
+    async fn end_sessions(&self, node: &str) -> Result<(), XmppError> {
+        self.timed("end_sessions", self.inner.end_sessions(node))
+            .await
+    }
     async fn bind(&self, a: &Party, b: &Party) -> Result<(), XmppError> {
         self.timed("bind", self.inner.bind(a, b)).await
     }
@@ -237,6 +248,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(fake.password_of("a1").as_deref(), Some("pw-a1-new"));
+        port.end_sessions("a1").await.unwrap();
         port.delete_account("a1", "").await.unwrap();
         let m = metrics.render(crate::service::metrics::Scrape {
             link_up: true,
@@ -250,6 +262,7 @@ mod tests {
                 "op=\"create_account\",ok=\"true\"} 1",
                 "op=\"create_account\",ok=\"false\"} 1",
                 "op=\"set_password\",ok=\"true\"} 1",
+                "op=\"end_sessions\",ok=\"true\"} 1",
                 "op=\"delete_account\",ok=\"true\"} 1",
             ],
         );

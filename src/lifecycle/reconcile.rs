@@ -6,7 +6,7 @@
 //! | account `deleting` | a cancel was accepted | finish it (`account::finish_delete`) |
 //! | pair `binding` | a bind was interrupted; the client never got 0 | claim it (`binding` → `unbinding`), unbind both sides, delete the row |
 //! | pair `unbinding` | an unbind was interrupted | unbind both sides, delete the row |
-//! | account `active` with a pending `jid_pwd` | a `/renew_jid_pwd` was interrupted; the server may have either password | set the pending one on the server, make it the `jid_pwd` |
+//! | account `active` with a pending `jid_pwd` | a `/renew_jid_pwd` was interrupted; the server may have either password | once its claim has lapsed (`account::renewal_lease_secs`, even at start: it may be another instance's request in flight), claim it, read the pending one again, set it on the server, make it the `jid_pwd` |
 //!
 //! Only one instance at a time reconciles: [`run_exclusive`] takes the store's reconciler lease
 //! (an advisory lock on PostgreSQL, always granted on SQLite) and skips the run when another
@@ -24,6 +24,7 @@
 use crate::app::App;
 use crate::error::ApiError;
 use crate::lifecycle::{account, pair};
+use crate::store::jid_pwd::Begun;
 use crate::store::{AccountState, Binding, BindingState};
 
 /// What one run did.
@@ -139,17 +140,28 @@ pub async fn run(
     }
     let renewals = app.jid_pwds.pending_jid_pwds(before).await?;
     rep.found += renewals.len() as u64;
-    for (id, pending) in renewals {
+    for (id, _) in renewals {
         let what = format!("account {id} (renewing its XMPP password)");
         let r = async {
             account::link_up(app)?;
-            match app.store.account_by_id(id).await? {
-                Some(a) if a.state == AccountState::Active => {
+            let Some(a) = app.store.account_by_id(id).await? else {
+                return Ok(Outcome::Skipped);
+            };
+            // Claimed, and the pending password read again, right before it is set: a request
+            // that took it up or committed it meanwhile, or still holds it, wins.
+            let now = app.now();
+            let stale_before = before.min(now - account::renewal_lease_secs(app));
+            match app
+                .jid_pwds
+                .begin_jid_pwd(id, None, now, stale_before)
+                .await?
+            {
+                Begun::Pending(pending) => {
                     account::finish_renewal(app, &a, pending).await?;
                     rep.renewals_finished += 1;
                     Ok(Outcome::Repaired("XMPP password renewal finished".into()))
                 }
-                _ => Ok(Outcome::Skipped),
+                Begun::Busy | Begun::Nothing => Ok(Outcome::Skipped),
             }
         }
         .await;
@@ -311,15 +323,25 @@ mod tests {
         let new = "renewed-password-000001";
         let sealed = crate::auth::crypto::seal(&k.app.secrets.encryption_key, &a.jid_node, new);
         // A renewal that stored its password and died before the server heard of it.
+        let now = k.app.now();
         k.app
             .jid_pwds
-            .begin_jid_pwd(a.id, sealed, k.app.now())
+            .begin_jid_pwd(a.id, Some(sealed), now, now)
             .await
             .unwrap();
-        k.clock.advance(1);
+        // A young one is left alone (it may be a request in flight, of another instance too).
+        let r = reconcile(&k).await;
+        assert_eq!((r.found, r.skipped), (1, 1), "{r:?}");
+        assert_eq!(k.xmpp.calls(Op::SetPassword), 0);
+        k.clock
+            .advance(crate::lifecycle::account::renewal_lease_secs(&k.app) + 1);
         k.xmpp.fail_once(Op::SetPassword, Fault::Timeout);
         let r = reconcile(&k).await;
         assert_eq!((r.found, r.failed, r.renewals_finished), (1, 1, 0), "{r:?}");
+        // The failed attempt claimed it again: the change it sent may still land.
+        assert_eq!(reconcile(&k).await.skipped, 1);
+        k.clock
+            .advance(crate::lifecycle::account::renewal_lease_secs(&k.app) + 1);
         let r = reconcile(&k).await;
         assert_eq!(
             (r.found, r.repaired, r.renewals_finished),

@@ -23,7 +23,7 @@ fn strict() -> bool {
 
 /// A database of its own on `REGISTER_TEST_PG_URL`; `None` (with a line saying so) when it is
 /// not set and the run may skip.
-async fn pg_db(test: &str) -> Option<TestDb> {
+pub(super) async fn pg_db(test: &str) -> Option<TestDb> {
     let Some(base) = std::env::var("REGISTER_TEST_PG_URL")
         .ok()
         .filter(|u| !u.is_empty())
@@ -57,7 +57,7 @@ async fn pg_store(test: &str) -> Option<(TestDb, PgStore)> {
 
 /// A phone account `name` (JID node `{name}-node`) inserted at `at` and made active at
 /// `active_at`: its id.
-async fn active_phone(s: &dyn Store, name: &str, at: i64, active_at: i64) -> i64 {
+pub(super) async fn active_phone(s: &dyn Store, name: &str, at: i64, active_at: i64) -> i64 {
     let node = format!("{name}-node");
     let id = s
         .insert_pending_account(phone_account(name, &node), at)

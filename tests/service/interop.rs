@@ -201,3 +201,25 @@ async fn ejabberd_renew_jid_pwd_retires_the_old_password() {
         drop(svc.server);
     }
 }
+
+/// `/renew_jid_pwd` on ejabberd (component mode): a session opened with the old `jid_pwd` is
+/// ended (XEP-0133 end-user-session, which ejabberd admits from the component; unlike Prosody,
+/// ejabberd 23.01 does not end sessions itself when a password changes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ejabberd_renew_jid_pwd_ends_the_old_sessions() {
+    let ej = Ejabberd::start(EjabberdOptions::default());
+    let svc = Svc::start(&ej, Opts::default()).await;
+    let (tok, jid, old) = svc.account("kick-ej", 2).await;
+    let mut leaked = TestClient::login(&ej, jid.split('@').next().unwrap(), &old)
+        .await
+        .expect("a session with the old password");
+    let renewal = [("user_name", "kick-ej"), ("access_token", tok.as_str())];
+    let v = svc.post_signed("/renew_jid_pwd", &renewal).await;
+    assert_eq!(v["result"], 0, "{v}");
+    let how = leaked.ended_by_server().await;
+    assert!(
+        how.is_ok(),
+        "the old password's session survived on ejabberd: {how:?}"
+    );
+    drop(svc.server);
+}

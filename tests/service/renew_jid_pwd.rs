@@ -5,6 +5,7 @@
 //! the next call, and the account never has a password the service does not know.
 
 use register::auth::crypto;
+use register::store::jid_pwd::Begun;
 use serde_json::Value;
 
 use crate::harness::{signed, Env, Opts, ProsodyExt};
@@ -83,6 +84,73 @@ async fn after_renew_jid_pwd_the_old_password_fails_an_independent_login_by_xep_
     renews_and_the_old_password_stops_working(Opts::IBR).await;
 }
 
+/// Concurrent renewals of one account (the interleaving an attacker-minded review found: two
+/// renewals sharing a pending password, one's slow change landing after a newer one's): each
+/// answers 0 or 112 (another under way), and afterwards the password `/login` hands out logs in
+/// to Prosody, checked independently, while every other password handed out does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_renewals_end_with_the_password_login_hands_out_logging_in() {
+    const AT_ONCE: usize = 8;
+    let env = Env::start(Opts::default()).await;
+    let (token, jid, old) = env.account("renew-race", 1).await;
+    let mut handed_out = vec![old];
+    for round in 0..3 {
+        let answers = futures::future::join_all(
+            (0..AT_ONCE).map(|_| renew(&env, "renew-race", &token, false)),
+        )
+        .await;
+        let mut won = 0;
+        for v in &answers {
+            match v["result"].as_i64() {
+                Some(0) => {
+                    won += 1;
+                    handed_out.push(v["jid_pwd"].as_str().unwrap().to_owned());
+                }
+                Some(112) => assert!(v.get("jid_pwd").is_none(), "{v}"),
+                _ => panic!("round {round}: {v}"),
+            }
+        }
+        assert!(
+            won >= 1,
+            "round {round}: none of {AT_ONCE} renewed: {answers:?}"
+        );
+        let l = env.login("renew-race", "password1", 1).await;
+        let now = l["user_info"]["jid_pwd"].as_str().unwrap().to_owned();
+        assert_eq!(handed_out.last(), Some(&now), "round {round}");
+        assert!(
+            env.prosody.can_login(&jid, &now).await,
+            "round {round}: the jid_pwd /login hands out is refused by Prosody"
+        );
+        for earlier in handed_out.iter().filter(|p| **p != now) {
+            assert!(
+                !env.prosody.can_login(&jid, earlier).await,
+                "round {round}: an earlier jid_pwd still logs in"
+            );
+        }
+        eprintln!("round {round}: {won} of {AT_ONCE} concurrent renewals answered 0, the rest 112");
+    }
+}
+
+/// A session opened with the old password (an independent c2s client, as a device whose
+/// password leaked) is ended by the renewal, and the service counts the end-user-session it ran.
+#[tokio::test]
+async fn a_session_opened_with_the_old_password_is_ended_by_the_renewal() {
+    let env = Env::start(Opts::default()).await;
+    let (token, jid, old) = env.account("renew-kick", 2).await;
+    let node = jid.split('@').next().unwrap();
+    let mut leaked = xmpp::testkit::TestClient::login(&env.prosody, node, &old)
+        .await
+        .expect("a session with the old password");
+    let v = renew(&env, "renew-kick", &token, true).await;
+    assert_eq!(v["result"], 0, "{v}");
+    let how = leaked.ended_by_server().await;
+    assert!(how.is_ok(), "the old password's session survived: {how:?}");
+    assert!(!env.prosody.can_login(&jid, &old).await);
+    let m = env.server().app.metrics.render(Default::default());
+    let ran = "register_xmpp_operations_total{op=\"end_sessions\",ok=\"true\"} 1";
+    assert!(m.contains(ran), "missing {ran} in\n{m}");
+}
+
 /// The two places a crash can interrupt a renewal, made by doing the renewal's first steps by
 /// hand: the pending password stored only, and stored and set on the server. Either way the next
 /// call returns that same password, which then logs in, and the old one does not.
@@ -101,12 +169,14 @@ async fn an_interrupted_renewal_is_finished_by_the_next_call() {
             let acc = app.store.account_by_name(name).await.unwrap().unwrap();
             let pending = "pendingpassword0123456789";
             let sealed = crypto::seal(&app.secrets.encryption_key, node, pending);
+            // Claimed an hour ago: the claim has lapsed, as after a crash.
+            let then = app.now() - 3600;
             let stored = app
                 .jid_pwds
-                .begin_jid_pwd(acc.id, sealed.clone(), app.now())
+                .begin_jid_pwd(acc.id, Some(sealed.clone()), then, then)
                 .await
                 .unwrap();
-            assert_eq!(stored, Some(sealed));
+            assert_eq!(stored, Begun::Pending(sealed));
             if server_changed {
                 app.xmpp.set_password(node, &old, pending).await.unwrap();
             }
@@ -142,6 +212,14 @@ async fn renewals_cut_by_sigkill_are_finished_after_the_restart() {
     let prosody = Prosody::start(ProsodyOptions::default());
     let dir = tempfile::tempdir().unwrap();
     let (cfg, c) = crate::binary::write_config(&prosody, dir.path(), Opts::default()).await;
+    // A short XMPP timeout, so that the claims of the renewals the kill cut lapse soon (the
+    // lease is four timeouts and a second: 9 s here).
+    let toml = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        toml.replacen("[xmpp]\n", "[xmpp]\ntimeout_ms = 2000\n", 1),
+    )
+    .unwrap();
     let log = dir.path().join("register.log");
     let start = || {
         let out = std::fs::OpenOptions::new()
@@ -283,13 +361,20 @@ async fn renewals_cut_by_sigkill_are_finished_after_the_restart() {
     };
     let mut child = start();
     ready().await;
+    let mut busy = 0;
     for (name, token, jid, _) in &accounts {
-        let v = call(
-            "/renew_jid_pwd",
-            s(&[("user_name", name), ("access_token", token)]),
-        )
-        .await
-        .unwrap();
+        let p = s(&[("user_name", name), ("access_token", token)]);
+        // A renewal the kill cut holds its account until its claim lapses: 112 until then.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let v = loop {
+            let v = call("/renew_jid_pwd", p.clone()).await.unwrap();
+            if v["result"] != 112 || Instant::now() > deadline {
+                break v;
+            }
+            busy += 1;
+            // Twice a second: well within the per-network rate limit.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
         assert_eq!(v["result"], 0, "{name} after the restart: {v}");
         let now = v["jid_pwd"].as_str().unwrap();
         assert!(prosody.can_login(jid, now).await, "{name}: the new one");
@@ -303,7 +388,8 @@ async fn renewals_cut_by_sigkill_are_finished_after_the_restart() {
     }
     eprintln!(
         "renewals_cut_by_sigkill_are_finished_after_the_restart: {} renewals answered before the \
-         kill, {cut:?} of {ACCOUNTS} accounts left with a pending password",
+         kill, {cut:?} of {ACCOUNTS} accounts left with a pending password, {busy} answers 112 \
+         after the restart",
         done.load(Ordering::SeqCst)
     );
     child.start_kill().unwrap();

@@ -1,4 +1,4 @@
-//! XEP-0133 `add-user` / `delete-user` through the component, as XEP-0050 two-step commands.
+//! XEP-0133 `add-user` / `delete-user` / `change-user-password` / `end-user-session` through the component, as XEP-0050 two-step commands.
 //!
 //! Step one executes the command and gets a `sessionid` and a form; step two submits the filled
 //! `jabber:x:data` form with that `sessionid`. The outcome can be an IQ error (ejabberd, Openfire:
@@ -19,8 +19,9 @@ use xmpp_parsers::jid::Jid;
 use xmpp_parsers::stanza_error::DefinedCondition;
 
 use crate::command::{
-    add_user_form, change_password_form, command, command_iq, delete_user_form, parse_command,
-    server_jid, CommandReply, ADD_USER, CHANGE_USER_PASSWORD, DELETE_USER,
+    add_user_form, change_password_form, command, command_iq, delete_user_form, end_sessions_form,
+    parse_command, server_jid, CommandReply, ADD_USER, CHANGE_USER_PASSWORD, DELETE_USER,
+    END_USER_SESSION,
 };
 use crate::component::Link;
 use crate::quirks::{add_user_outcome, command_error, delete_user_outcome, session_limit_error};
@@ -40,6 +41,18 @@ pub(crate) fn change_password_outcome(reply: &CommandReply, _jid: &str) -> Resul
         }
     }
     reply.completed("change-user-password")
+}
+
+/// The outcome of a completed `end-user-session`: an `error` note is a refusal, and so is a note
+/// saying the account "could not be disconnected" (Prosody's text for a JID it does not serve);
+/// ejabberd completes without a note. A user with no session open is success everywhere.
+pub(crate) fn end_sessions_outcome(reply: &CommandReply, _jid: &str) -> Result<(), XmppError> {
+    for (kind, text) in &reply.notes {
+        if kind == "error" || text.to_lowercase().contains("could not") {
+            return Err(XmppError::Refused(text.clone()));
+        }
+    }
+    reply.completed("end-user-session")
 }
 
 /// The first step, retried while the server answers `not-allowed` (Openfire: this requester
@@ -200,6 +213,18 @@ pub(crate) async fn change_user_password(
     .await
 }
 
+/// XEP-0133 end-user-session of `jid` (a bare JID: every session of the account).
+pub(crate) async fn end_user_session(link: &Link, jid: &str) -> Result<(), XmppError> {
+    run(
+        link,
+        END_USER_SESSION,
+        jid,
+        end_sessions_form(jid),
+        end_sessions_outcome,
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +247,31 @@ mod tests {
         assert!(matches!(
             change_password_outcome(&missing, "a@b"),
             Err(XmppError::NotFound)
+        ));
+    }
+
+    #[test]
+    fn end_sessions_form_and_outcomes() {
+        let form = end_sessions_form("a@b");
+        let vars: Vec<_> = form.fields.iter().map(|f| f.var.clone().unwrap()).collect();
+        assert_eq!(vars, ["FORM_TYPE", "accountjids", "accountjid"]);
+        assert!(form.fields[1..].iter().all(|f| f.values == ["a@b"]));
+        let ejabberd = reply(
+            "<command xmlns='http://jabber.org/protocol/commands' status='completed' node='x'/>",
+        );
+        assert!(end_sessions_outcome(&ejabberd, "a@b").is_ok());
+        let prosody = reply(
+            "<command xmlns='http://jabber.org/protocol/commands' status='completed' node='x'>\
+             <note type='info'>The following accounts were successfully disconnected:\na@b\n</note></command>",
+        );
+        assert!(end_sessions_outcome(&prosody, "a@b").is_ok());
+        let failed = reply(
+            "<command xmlns='http://jabber.org/protocol/commands' status='completed' node='x'>\
+             <note type='info'>The following accounts could not be disconnected:\na@b</note></command>",
+        );
+        assert!(matches!(
+            end_sessions_outcome(&failed, "a@b"),
+            Err(XmppError::Refused(_))
         ));
     }
 

@@ -333,6 +333,23 @@ impl Xmpp {
         result
     }
 
+    /// Ends every session of `node@domain` (XEP-0133 end-user-session through the component):
+    /// what was logged in with an old password goes. Ibr mode has no admin command the service
+    /// may run, so it answers [`XmppError::Unsupported`] without asking the server.
+    pub async fn end_sessions(&self, node: &str) -> Result<(), XmppError> {
+        let jid = self.bare(node)?;
+        // The service's own pooled sessions of the account are among those ended.
+        self.inner.pool.forget(node);
+        match self.inner.cfg.accounts {
+            AccountsMode::Component => {
+                adhoc::end_user_session(&self.inner.link, jid.as_str()).await
+            }
+            AccountsMode::Ibr => Err(XmppError::Unsupported(
+                "ibr mode: no XEP-0133 end-user-session without the component".into(),
+            )),
+        }
+    }
+
     async fn lease_pair(&self, a: &Party, b: &Party) -> Result<(Lease, Lease), XmppError> {
         let la = self.inner.pool.checkout(&a.node, &a.password).await?;
         match self.inner.pool.checkout(&b.node, &b.password).await {

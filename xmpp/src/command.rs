@@ -18,6 +18,7 @@ pub(crate) const ADD_USER: &str = "http://jabber.org/protocol/admin#add-user";
 pub(crate) const DELETE_USER: &str = "http://jabber.org/protocol/admin#delete-user";
 pub(crate) const CHANGE_USER_PASSWORD: &str =
     "http://jabber.org/protocol/admin#change-user-password";
+pub(crate) const END_USER_SESSION: &str = "http://jabber.org/protocol/admin#end-user-session";
 
 /// A `<command/>` element: `action` is `execute`, `complete` or `cancel`.
 pub(crate) fn command(
@@ -69,6 +70,15 @@ pub(crate) fn delete_user_form(jid: &str) -> DataForm {
 /// The submitted form of `change-user-password`.
 pub(crate) fn change_password_form(jid: &str, password: &str) -> DataForm {
     submitted(account_and_password(jid, password))
+}
+
+/// The submitted form of `end-user-session`. XEP-0133 names the field `accountjids`
+/// (jid-multi: Prosody, Openfire); ejabberd's form asks for `accountjid` (jid-single). Each server
+/// reads the field its own form offered and ignores the other, so both are sent.
+pub(crate) fn end_sessions_form(jid: &str) -> DataForm {
+    let multi = Field::new("accountjids", FieldType::JidMulti).with_value(jid);
+    let single = Field::new("accountjid", FieldType::JidSingle).with_value(jid);
+    DataForm::new(DataFormType::Submit, NS_ADMIN, vec![multi, single])
 }
 
 /// What a command reply says.

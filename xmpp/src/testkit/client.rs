@@ -340,6 +340,25 @@ impl TestClient {
         self.send(Stanza::Presence(refusal)).await
     }
 
+    /// Waits (a few seconds at most) for the server to end this session, as an administrator's
+    /// end-user-session does; `Ok` with how it ended (a stream error or the stream closed), `Err`
+    /// when the session is still open. Stanzas received meanwhile are kept.
+    pub async fn ended_by_server(&mut self) -> Result<String, String> {
+        loop {
+            match next(&mut self.stream).await {
+                Ok(XmppStreamElement::StreamError(e)) => {
+                    return Ok(format!("stream error: {}", e.0))
+                }
+                Ok(XmppStreamElement::Stanza(s)) => self.pending.push(s),
+                Ok(_) => {}
+                Err(e) if e == "timed out" => {
+                    return Err(format!("{} is still open", self.jid));
+                }
+                Err(e) => return Ok(e),
+            }
+        }
+    }
+
     /// Closes the stream.
     pub async fn close(mut self) {
         let _ = tokio::time::timeout(Duration::from_millis(300), self.stream.shutdown()).await;

@@ -200,6 +200,7 @@ async fn scenario(kind: Server, accounts: AccountsMode, binding: BindingMode, tl
         .await
         .expect("change password again");
     a.password = "pw-renewed-a".into();
+    end_sessions(&x, &*server, &na, &a.password, accounts).await;
 
     bind_unbind(&x, &*server, &a, &b, unsupported).await;
     if unsupported {
@@ -239,6 +240,32 @@ async fn scenario(kind: Server, accounts: AccountsMode, binding: BindingMode, tl
         }
         AccountsMode::Ibr => {
             assert!(matches!(again, Err(XmppError::AuthFailed)), "{again:?}")
+        }
+    }
+}
+
+/// XEP-0133 end-user-session through the component ends a session open with the account's
+/// password (observed by the session itself); ibr mode has no such command and says so.
+async fn end_sessions(
+    x: &Xmpp,
+    server: &dyn TestServer,
+    node: &str,
+    password: &str,
+    accounts: AccountsMode,
+) {
+    let mut open = TestClient::login(server, node, password)
+        .await
+        .expect("a session to end");
+    match accounts {
+        AccountsMode::Component => {
+            x.end_sessions(node).await.expect("end-user-session");
+            let how = open.ended_by_server().await;
+            assert!(how.is_ok(), "{}: {how:?}", server.name());
+        }
+        AccountsMode::Ibr => {
+            let r = x.end_sessions(node).await;
+            assert!(matches!(r, Err(XmppError::Unsupported(_))), "{r:?}");
+            open.close().await;
         }
     }
 }
