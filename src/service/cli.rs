@@ -475,13 +475,12 @@ pub async fn token(cfg: Config, action: TokenAction) -> i32 {
 /// The revocation written here, when no running instance took the hand-off. A running instance
 /// on the same SQLite file notices another process's commit within
 /// [`EXTERNAL_WRITES_CHECK`](crate::store::sqlite::EXTERNAL_WRITES_CHECK) and its caches start
-/// over (PostgreSQL instances hear of it through the change feed), so the command waits three of
-/// those before it says "revoked": by then no instance answers these tokens from memory.
+/// over (PostgreSQL instances hear of it through the change feed within a second), so the command
+/// waits three of those before it says "revoked": by then no instance answers these tokens from
+/// memory, on either database.
 async fn revoke(app: &App, name: &str) -> Result<(), String> {
     let n = revoke_tokens(app, name).await?;
-    if !app.cfg.database.is_postgres() {
-        tokio::time::sleep(crate::store::sqlite::EXTERNAL_WRITES_CHECK * 3).await;
-    }
+    tokio::time::sleep(crate::store::sqlite::EXTERNAL_WRITES_CHECK * 3).await;
     println!(
         "revoked {n} tokens of {name} (in the database: no running instance took the hand-off; \
          a running one stopped accepting them from memory before this line)"
