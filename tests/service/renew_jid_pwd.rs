@@ -99,24 +99,28 @@ async fn concurrent_renewals_end_with_the_password_login_hands_out_logging_in() 
             (0..AT_ONCE).map(|_| renew(&env, "renew-race", &token, false)),
         )
         .await;
-        let mut won = 0;
+        // Usually one renewal wins and the others are busy; a renewal that starts after the
+        // winner finished is a new one and wins too, so a round may hand out more than one.
+        let mut this_round = Vec::new();
         for v in &answers {
             match v["result"].as_i64() {
-                Some(0) => {
-                    won += 1;
-                    handed_out.push(v["jid_pwd"].as_str().unwrap().to_owned());
-                }
+                Some(0) => this_round.push(v["jid_pwd"].as_str().unwrap().to_owned()),
                 Some(112) => assert!(v.get("jid_pwd").is_none(), "{v}"),
                 _ => panic!("round {round}: {v}"),
             }
         }
+        let won = this_round.len();
         assert!(
             won >= 1,
             "round {round}: none of {AT_ONCE} renewed: {answers:?}"
         );
         let l = env.login("renew-race", "password1", 1).await;
         let now = l["user_info"]["jid_pwd"].as_str().unwrap().to_owned();
-        assert_eq!(handed_out.last(), Some(&now), "round {round}");
+        assert!(
+            this_round.contains(&now),
+            "round {round}: /login hands out {now}, not one this round renewed to"
+        );
+        handed_out.extend(this_round);
         assert!(
             env.prosody.can_login(&jid, &now).await,
             "round {round}: the jid_pwd /login hands out is refused by Prosody"
