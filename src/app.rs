@@ -41,19 +41,19 @@ pub struct App {
     pub audit: crate::service::audit::Audit,
 }
 
-/// An account as `/login` and `/get_users` show it.
+/// An account as `/login` and `/get_users` show it, borrowed from the account.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct UserInfo {
-    pub user_name: String,
-    pub des: String,
-    pub jid: String,
+pub struct UserInfo<'a> {
+    pub user_name: &'a str,
+    pub des: &'a str,
+    pub jid: &'a str,
     #[serde(rename = "type")]
     pub kind: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub device_type: Option<String>,
+    pub device_type: Option<&'a str>,
     /// Only to the account itself.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub jid_pwd: Option<String>,
+    pub jid_pwd: Option<&'a str>,
 }
 
 /// One request, whatever transport it came by.
@@ -113,7 +113,7 @@ impl App {
 
     /// Sign a reply object.
     pub fn sign(&self, reply: Value) -> Value {
-        crypto::sign_reply(&self.secrets.sign_key, reply)
+        self.secrets.sign_key.sign(reply)
     }
 
     /// Verify `param_sign`: required when `required`, checked whenever sent. Version 2
@@ -277,7 +277,24 @@ impl App {
 
     /// The account's `jid_pwd`, decrypted.
     pub fn jid_pwd(&self, a: &Account) -> Result<String, ApiError> {
-        crypto::open(&self.secrets.encryption_key, &a.jid_node, &a.jid_pwd).ok_or(ApiError::NoJid)
+        self.opened_jid_pwd(a).map(str::to_owned)
+    }
+
+    /// The account's `jid_pwd`, decrypted once per copy of the account (see [`Memo`]).
+    ///
+    /// [`Memo`]: crate::store::Memo
+    fn opened_jid_pwd<'a>(&self, a: &'a Account) -> Result<&'a str, ApiError> {
+        if let Some(p) = a.memo.jid_pwd.get() {
+            return Ok(p);
+        }
+        let opened = crypto::open(&self.secrets.encryption_key, &a.jid_node, &a.jid_pwd)
+            .ok_or(ApiError::NoJid)?;
+        Ok(a.memo.jid_pwd.get_or_init(|| opened))
+    }
+
+    /// The account's full JID, worked out once per copy of the account.
+    pub fn jid<'a>(&self, a: &'a Account) -> &'a str {
+        a.memo.jid.get_or_init(|| self.xmpp.jid_of(&a.jid_node))
     }
 
     /// The account as one side of a binding.
@@ -291,14 +308,18 @@ impl App {
     }
 
     /// `user_info` of an account; `jid_pwd` only when `own`.
-    pub fn user_info(&self, a: &Account, own: bool) -> Result<UserInfo, ApiError> {
+    pub fn user_info<'a>(&self, a: &'a Account, own: bool) -> Result<UserInfo<'a>, ApiError> {
         Ok(UserInfo {
-            user_name: a.user_name.clone(),
-            des: a.des.clone(),
-            jid: self.xmpp.jid_of(&a.jid_node),
+            user_name: &a.user_name,
+            des: &a.des,
+            jid: self.jid(a),
             kind: a.kind.code(),
-            device_type: a.device_type.clone(),
-            jid_pwd: if own { Some(self.jid_pwd(a)?) } else { None },
+            device_type: a.device_type.as_deref(),
+            jid_pwd: if own {
+                Some(self.opened_jid_pwd(a)?)
+            } else {
+                None
+            },
         })
     }
 }

@@ -33,18 +33,14 @@ pub fn canonical_json(v: &Value) -> String {
 fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(m) => {
-            let mut members: Vec<(&String, &Value)> = m.iter().collect();
-            members.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (i, (k, x)) in members.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                json_into(out, k);
-                out.push(b':');
-                write_canonical(x, out);
+            // serde_json's own map keeps its keys sorted: only a map that does not is sorted here.
+            if m.keys().zip(m.keys().skip(1)).all(|(a, b)| a <= b) {
+                write_members(m.iter(), out);
+            } else {
+                let mut members: Vec<(&String, &Value)> = m.iter().collect();
+                members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                write_members(members.into_iter(), out);
             }
-            out.push(b'}');
         }
         Value::Array(a) => {
             out.push(b'[');
@@ -60,6 +56,20 @@ fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     }
 }
 
+/// An object of these members, in this order.
+fn write_members<'a>(members: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut Vec<u8>) {
+    out.push(b'{');
+    for (i, (k, x)) in members.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_into(out, k);
+        out.push(b':');
+        write_canonical(x, out);
+    }
+    out.push(b'}');
+}
+
 /// `x` as compact JSON, appended to `out`.
 fn json_into<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, x: &T) {
     serde_json::to_writer(out, x).expect("writing JSON to a Vec cannot fail");
@@ -72,18 +82,42 @@ fn hmac_hex(key: &[u8], data: &[u8]) -> String {
 }
 
 /// Add `sign` to a reply object (replacing any), keyed with the server's signing key.
-pub fn sign_reply(key: &[u8], mut reply: Value) -> Value {
-    if let Value::Object(m) = &mut reply {
-        m.remove("sign");
-        // Canonicalize in place: the reply is on every request's path, so no copy of it is made.
-        let mut text = Vec::with_capacity(256);
-        write_canonical(&reply, &mut text);
-        let s = hmac_hex(key, &text);
-        if let Value::Object(m) = &mut reply {
-            m.insert("sign".into(), Value::String(s));
-        }
+pub fn sign_reply(key: &[u8], reply: Value) -> Value {
+    ReplyKey::new(key).sign(reply)
+}
+
+/// The server's signing key, made ready once: HMAC's keyed state is cloned for each reply
+/// instead of being derived from the key again.
+#[derive(Clone)]
+pub struct ReplyKey(HmacSha256);
+
+impl ReplyKey {
+    pub fn new(key: &[u8]) -> ReplyKey {
+        ReplyKey(<HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length"))
     }
-    reply
+
+    /// [`sign_reply`] with this key.
+    pub fn sign(&self, mut reply: Value) -> Value {
+        if let Value::Object(m) = &mut reply {
+            m.remove("sign");
+            // Canonicalize in place: the reply is on every request's path, so no copy is made.
+            let mut text = Vec::with_capacity(256);
+            write_canonical(&reply, &mut text);
+            let mut mac = self.0.clone();
+            mac.update(&text);
+            let s = hex::encode(mac.finalize().into_bytes());
+            if let Value::Object(m) = &mut reply {
+                m.insert("sign".into(), Value::String(s));
+            }
+        }
+        reply
+    }
+}
+
+impl std::fmt::Debug for ReplyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplyKey(…)")
+    }
 }
 
 /// The string that `param_sign` covers.

@@ -11,47 +11,53 @@ use super::reply::Reply;
 use crate::app::{App, Call};
 use crate::error::ApiError;
 use crate::lifecycle::pair;
-use crate::store::AccountState;
+use crate::store::{Account, AccountState};
 use crate::types::user_name_list;
 
 /// Most names one request may ask for.
 pub const MAX_NAMES: usize = 100;
 
 #[derive(Serialize)]
-struct Users {
-    user_info_ls: Vec<crate::app::UserInfo>,
+struct Users<'a> {
+    user_info_ls: Vec<crate::app::UserInfo<'a>>,
 }
 
 pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
     let (me, _) = app.token_owner(call).await?;
     let names = user_name_list(call.required("user_name_ls")?, MAX_NAMES)?;
-    let wanted: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     // The caller's own account came with its token: only the other names are looked up.
-    let others: Vec<String> = wanted
+    let others: Vec<String> = names
         .iter()
-        .filter(|n| **n != me.user_name)
-        .cloned()
+        .filter(|n| n.as_str() != me.user_name)
+        .map(|n| n.to_string())
         .collect();
-    let mut found = if others.is_empty() {
+    // Over HTTPS only the caller and its peers are shown, so the caller's pairs come first (from
+    // the cached account, see `Memo`): a caller bound to nobody has nobody else to look up, and
+    // its reply takes the same time whether the other names exist or not.
+    let peers = if !call.via_tcp && !others.is_empty() {
+        Some(pair::bound_ids(app, &me).await?)
+    } else {
+        None
+    };
+    let found = if others.is_empty() || peers.is_some_and(<[i64]>::is_empty) {
         Vec::new()
     } else {
         app.store.accounts_by_names(&others).await?
     };
-    if others.len() < wanted.len() {
-        found.push(me.clone());
-    }
-    // The pair rows are read whenever another name was asked for, found or not: the time taken
-    // does not tell a stranger's account from a missing one either.
-    if !call.via_tcp && !others.is_empty() {
-        let mine = pair::bound_ids(app, &me).await?;
-        found.retain(|a| a.id == me.id || mine.contains(&a.id));
-    }
-    let mut out = Vec::with_capacity(found.len());
-    for name in &wanted {
-        if let Some(a) = found
-            .iter()
-            .find(|a| &a.user_name == name && a.state == AccountState::Active)
-        {
+    let shown = |a: &Account| {
+        a.state == AccountState::Active && peers.is_none_or(|p| a.id == me.id || p.contains(&a.id))
+    };
+    let mut out = Vec::with_capacity(names.len());
+    for name in &names {
+        let account = if name.as_str() == me.user_name {
+            Some(&*me)
+        } else {
+            found
+                .iter()
+                .map(|a| &**a)
+                .find(|a| a.user_name == name.as_str())
+        };
+        if let Some(a) = account.filter(|a| shown(a)) {
             out.push(app.user_info(a, a.id == me.id && !call.via_tcp)?);
         }
     }
@@ -81,6 +87,37 @@ mod tests {
         assert!(infos[0].get("jid_pwd").is_none());
         assert_eq!(infos[1]["jid_pwd"], k.app.jid_pwd(&p).unwrap());
         assert_eq!(infos[0]["jid"], format!("{}@kit.test", d.jid_node));
+    }
+
+    #[tokio::test]
+    async fn the_callers_pairs_are_remembered_until_a_pair_changes() {
+        let (k, (p, tp), (d, _)) = Kit::with_phone_and_device().await;
+        let c = k.call(&[("access_token", &tp), ("user_name_ls", r#"["d","p"]"#)]);
+        let shown = || async {
+            let v = run(&k.app, &c).await.unwrap().into_json();
+            v["user_info_ls"].as_array().unwrap().len()
+        };
+        // The copy of the caller's account that the token cache hands out.
+        let remembered = || async {
+            let hash = crate::auth::crypto::token_hash(&tp);
+            let found = k.app.store.token_account(hash, k.app.now()).await;
+            let (me, _) = found.unwrap().unwrap();
+            me.memo.bound.get().map(|ids| ids.to_vec())
+        };
+        assert_eq!(shown().await, 1, "not bound yet");
+        eprintln!("A {:?}", remembered().await);
+        assert_eq!(shown().await, 1, "not bound yet");
+        eprintln!("B {:?}", remembered().await);
+        assert_eq!(shown().await, 1, "not bound yet");
+        assert_eq!(remembered().await, Some(vec![]));
+        k.bind(&p, &d).await;
+        assert_eq!(remembered().await, None, "forgotten with the pair's change");
+        assert_eq!(shown().await, 2);
+        assert_eq!(remembered().await, Some(vec![d.id]));
+        crate::lifecycle::pair::unbind(&k.app, &p, &d)
+            .await
+            .unwrap();
+        assert_eq!(shown().await, 1, "the unbind is seen at once");
     }
 
     #[tokio::test]

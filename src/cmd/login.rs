@@ -13,8 +13,8 @@ use crate::auth::{crypto, login};
 use crate::error::ApiError;
 
 #[derive(Serialize)]
-struct LoggedIn {
-    user_info: UserInfo,
+struct LoggedIn<'a> {
+    user_info: UserInfo<'a>,
     access_token: String,
     expires_at: i64,
 }

@@ -68,7 +68,7 @@ impl Kit {
             audit: crate::service::audit::Audit(stores.audit),
             xmpp: Arc::new(Metered::new(xmpp.clone(), metrics.clone())),
             secrets: Secrets {
-                sign_key: b"kit-sign-key".to_vec(),
+                sign_key: crypto::ReplyKey::new(b"kit-sign-key"),
                 app_keys: vec![APP_KEY.to_vec()],
                 encryption_key: [7; 32],
                 generated: vec![],

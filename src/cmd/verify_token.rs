@@ -25,7 +25,7 @@ struct Validity<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     user_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    jid: Option<String>,
+    jid: Option<&'a str>,
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     kind: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -68,7 +68,7 @@ fn valid(app: &App, a: &Account, expires_at: i64) -> Reply {
     Reply::ok(Validity {
         validate: true,
         user_name: Some(&a.user_name),
-        jid: Some(app.xmpp.jid_of(&a.jid_node)),
+        jid: Some(app.jid(a)),
         kind: Some(a.kind.code()),
         expires_at: Some(expires_at),
     })

@@ -277,16 +277,21 @@ pub async fn bound_peers(app: &App, me: &Account) -> Result<Vec<Arc<Account>>, A
     Ok(out)
 }
 
-/// The ids of the accounts bound to `me` (state `bound`).
-pub async fn bound_ids(app: &App, me: &Account) -> Result<Vec<i64>, ApiError> {
-    Ok(app
+/// The ids of the accounts bound to `me` (state `bound`), read once per copy of `me` (see
+/// [`Memo`](crate::store::Memo)).
+pub async fn bound_ids<'a>(app: &App, me: &'a Account) -> Result<&'a [i64], ApiError> {
+    if let Some(ids) = me.memo.bound.get() {
+        return Ok(ids);
+    }
+    let ids = app
         .store
         .bindings_of(me.id)
         .await?
         .iter()
         .filter(|b| b.state == BindingState::Bound)
         .map(|b| PairKey::of_row(b).other(me.id))
-        .collect())
+        .collect();
+    Ok(me.memo.bound.get_or_init(|| ids))
 }
 
 /// The active accounts named in `user_name_ls` (104 for the first missing; 2 for the caller).

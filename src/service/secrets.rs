@@ -18,7 +18,8 @@ use crate::service::config::Config;
 
 /// The secrets in force, whatever their source.
 pub struct Secrets {
-    pub sign_key: Vec<u8>,
+    /// The key of the replies' `sign`.
+    pub sign_key: crate::auth::crypto::ReplyKey,
     pub app_keys: Vec<Vec<u8>>,
     pub encryption_key: [u8; 32],
     /// Files that this start generated (reported once, without their content).
@@ -37,11 +38,11 @@ impl Secrets {
         std::fs::create_dir_all(&cfg.data_dir)?;
         restrict_dir(&cfg.data_dir)?;
         let mut generated = Vec::new();
-        let sign_key = if cfg.security.sign_key.is_empty() {
+        let sign_key = crate::auth::crypto::ReplyKey::new(&if cfg.security.sign_key.is_empty() {
             file_or_generate(&cfg.data_dir.join("sign_key"), &mut generated)?.into_bytes()
         } else {
             cfg.security.sign_key.clone().into_bytes()
-        };
+        });
         let app_keys = if cfg.security.app_keys.is_empty() {
             vec![file_or_generate(&cfg.data_dir.join("app_key"), &mut generated)?.into_bytes()]
         } else {
@@ -170,7 +171,8 @@ mod tests {
         assert_eq!(a.generated.len(), 3);
         let b = Secrets::load_or_generate(&cfg).unwrap();
         assert!(b.generated.is_empty());
-        assert_eq!(a.sign_key, b.sign_key);
+        let reply = || serde_json::json!({"result": 0});
+        assert_eq!(a.sign_key.sign(reply()), b.sign_key.sign(reply()));
         assert_eq!(a.encryption_key, b.encryption_key);
         #[cfg(unix)]
         {
@@ -192,7 +194,9 @@ mod tests {
         cfg.security.encryption_key = "11".repeat(32);
         let s = Secrets::load_or_generate(&cfg).unwrap();
         assert!(s.generated.is_empty());
-        assert_eq!(s.sign_key, b"sk");
+        let reply = || serde_json::json!({"result": 0});
+        let by_sk = crate::auth::crypto::sign_reply(b"sk", reply());
+        assert_eq!(s.sign_key.sign(reply()), by_sk);
         assert_eq!(s.encryption_key, [0x11; 32]);
     }
 }

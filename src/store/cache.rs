@@ -1,12 +1,13 @@
 //! An in-memory cache of live access tokens and active accounts in front of any [`Store`].
 //!
 //! Token checks are the hot path of every IM backend (`/verify_access_token`) and of every
-//! token-based HTTPS call; `/get_users` then looks accounts up by name and reads the caller's pairs
-//! (`bindings_of`). A hit answers from memory
+//! token-based HTTPS call; `/get_users` then looks accounts up by name. A hit answers from memory
 //! without touching the database. Expiry is checked on every hit. Unknown tokens and names are not
-//! cached (a flood of random ones costs database reads, not memory); the pairs of an account are
-//! cached only for accounts that asked with a valid token. Each of the three maps holds at most
-//! `database.token_cache_entries` entries.
+//! cached (a flood of random ones costs database reads, not memory). Each of the two maps holds at
+//! most `database.token_cache_entries` entries.
+//!
+//! The caller's pairs, which `/get_users` reads too, are kept in the cached account itself
+//! ([`Memo`]), so that the request that found the account by its token needs no other lookup.
 //!
 //! **What it decorates.** Only the reads it answers, [`Lookups`]; every other store trait,
 //! writes included, is forwarded untouched by [`Delegate`]. It learns of changes from the store's
@@ -17,8 +18,8 @@
 //! waiting; on PostgreSQL the same holds for this instance, and other instances hear of it within
 //! a second (`LISTEN`/`NOTIFY`, with a catch-up read by sequence number after a lost connection).
 //!
-//! **The one rule.** On every change the account's entries (its tokens and its name) are
-//! forgotten and an epoch is bumped, so a lookup that raced the change does not fill the cache
+//! **The one rule.** On every change the account's entries (its tokens and its name, and so its
+//! shared copy with what that copy remembers) are forgotten and an epoch is bumped, so a lookup that raced the change does not fill the cache
 //! with what it read before. While the feed is not live (PostgreSQL's listener reconnecting) the
 //! cache answers nothing from memory and fills nothing: every lookup goes to the database.
 //!
@@ -51,10 +52,6 @@ pub struct TokenCache {
 
 struct Shared {
     maps: RwLock<Maps>,
-    /// The pair rows of an account (`bindings_of`), forgotten with it: a pair row's change is
-    /// a change of both its accounts. A lock of its own, so that filling it (each caller's first
-    /// `/get_users`) does not hold up token checks.
-    pairs: RwLock<HashMap<i64, Arc<[Binding]>>>,
     /// Bumped by every change to an account: a lookup that raced one does not fill the cache.
     epoch: AtomicU64,
     /// Token lookups answered from memory, and those that went to the store (for metrics).
@@ -89,17 +86,12 @@ impl Shared {
     /// Called on every event of the feed.
     fn on(&self, change: Change) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        let mut p = self.pairs.write().unwrap_or_else(|e| e.into_inner());
         let mut m = self.maps.write().unwrap_or_else(|e| e.into_inner());
         match change {
-            Change::Account(id) => {
-                p.remove(&id);
-                m.forget(id);
-            }
-            Change::Reset => {
-                p.clear();
-                m.clear();
-            }
+            // A pair row's change is a change of both its accounts: the copy that remembers the
+            // pairs is forgotten with the account.
+            Change::Account(id) => m.forget(id),
+            Change::Reset => m.clear(),
             // While the feed is down nothing is answered from memory (see `TokenCache::live`);
             // what is cached stays, as the catch-up read on reconnection forgets what changed.
             Change::Live(_) => {}
@@ -216,7 +208,6 @@ impl TokenCache {
     pub fn new(inner: Arc<dyn Store>, capacity: usize) -> TokenCache {
         let shared = Arc::new(Shared {
             maps: RwLock::new(Maps::default()),
-            pairs: RwLock::new(HashMap::new()),
             epoch: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -290,16 +281,18 @@ impl Lookups for TokenCache {
             return Ok(found);
         }
         let epoch = self.epoch();
-        let more = self.inner.accounts_by_names(&missing).await?;
+        let mut more = self.inner.accounts_by_names(&missing).await?;
         if let Some(mut m) = self.fill(epoch) {
-            for a in more.iter().filter(|a| a.state == AccountState::Active) {
+            for a in more.iter_mut().filter(|a| a.state == AccountState::Active) {
                 if m.names.len() >= self.capacity {
                     m.clear_names();
                 }
                 let cached = m.shared(a);
                 cached.named = true;
                 let account = cached.account.clone();
-                m.names.insert(a.user_name.clone(), account);
+                m.names.insert(a.user_name.clone(), account.clone());
+                // The caller gets the copy that is kept, so that what it works out is remembered.
+                *a = account;
             }
         }
         found.extend(more);
@@ -318,8 +311,8 @@ impl Lookups for TokenCache {
         }
         self.shared.misses.fetch_add(1, Ordering::Relaxed);
         let epoch = self.epoch();
-        let found = self.inner.token_account(hash.clone(), now).await?;
-        if let (Some((a, exp)), Ok(key)) = (&found, <[u8; 32]>::try_from(hash.as_slice())) {
+        let mut found = self.inner.token_account(hash.clone(), now).await?;
+        if let (Some((a, exp)), Ok(key)) = (&mut found, <[u8; 32]>::try_from(hash.as_slice())) {
             if let Some(mut m) = self.fill(epoch) {
                 if m.tokens.len() >= self.capacity {
                     m.drop_expired(now);
@@ -336,28 +329,9 @@ impl Lookups for TokenCache {
                 if m.tokens.insert(key, entry).is_none() {
                     m.shared(a).tokens.push(key);
                 }
+                // The caller gets the copy that is kept, so that what it works out is remembered.
+                *a = m.shared(a).account.clone();
             }
-        }
-        Ok(found)
-    }
-
-    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>> {
-        let pairs = || self.shared.pairs.read().unwrap_or_else(|e| e.into_inner());
-        if self.live() {
-            if let Some(p) = pairs().get(&id) {
-                return Ok(p.to_vec());
-            }
-        }
-        let epoch = self.epoch();
-        let found = self.inner.bindings_of(id).await?;
-        let mut p = self.shared.pairs.write().unwrap_or_else(|e| e.into_inner());
-        // As `fill`: nothing changed since `epoch` was read (a change bumps the epoch under this
-        // lock, so it cannot slip between the check and the insert).
-        if self.epoch() == epoch && self.live() {
-            if p.len() >= self.capacity {
-                p.clear();
-            }
-            p.insert(id, found.clone().into());
         }
         Ok(found)
     }

@@ -69,6 +69,7 @@ forward! {
         async fn insert_token(hash: Vec<u8>, account_id: i64, expires_at: i64, now: i64) -> StoreResult<()>;
     }
     PairStore {
+        async fn bindings_of(id: i64) -> StoreResult<Vec<Binding>>;
         async fn insert_binding(a: i64, b: i64, state: BindingState, now: i64) -> StoreResult<()>;
         async fn insert_binding_capped(a: i64, b: i64, now: i64, caps: PairCaps) -> StoreResult<bool>;
         async fn set_binding_state(a: i64, b: i64, state: BindingState, now: i64) -> StoreResult<()>;

@@ -94,6 +94,42 @@ pub struct Account {
     pub locked_until: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// What the service works out from this copy of the row; never stored.
+    pub memo: Memo,
+}
+
+/// What the service works out from an account row on its hot paths, worked out at most once per
+/// copy of the row: the opened `jid_pwd`, the JID, the ids of the accounts bound to it.
+///
+/// A copy read from the database starts empty, and so does a clone. The token cache shares one
+/// copy of an account among its entries (the account's tokens and its name) and forgets that copy
+/// on any change to the account or to one of its pair rows (see [`cache`]); so what a copy
+/// remembers is as fresh as the copy itself, and a request that raced a change sees the account
+/// and its pairs as they were before it, as it would without the memo.
+#[derive(Default)]
+pub struct Memo {
+    pub jid_pwd: std::sync::OnceLock<String>,
+    pub jid: std::sync::OnceLock<String>,
+    /// The ids of the accounts bound to this one (pair rows in state `bound`).
+    pub bound: std::sync::OnceLock<Box<[i64]>>,
+}
+
+impl Clone for Memo {
+    /// Empty: a copy works everything out again (a clone is made to be changed).
+    fn clone(&self) -> Memo {
+        Memo::default()
+    }
+}
+
+impl std::fmt::Debug for Memo {
+    /// Never the opened `jid_pwd`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memo")
+            .field("jid_pwd", &self.jid_pwd.get().map(|_| "(opened)"))
+            .field("jid", &self.jid.get())
+            .field("bound", &self.bound.get())
+            .finish()
+    }
 }
 
 /// What `insert_pending_account` needs.
@@ -311,8 +347,6 @@ pub trait Lookups: Send + Sync + 'static {
     /// their `failed_logins` and `locked_until` zero (the token cache keeps none of them): a caller
     /// that needs them (login) uses `account_by_name`.
     async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Arc<Account>>>;
-    /// The pair rows of account `id`, in any state (`/get_users` reads them on every call).
-    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>>;
     /// [`token_account`](Self::token_account) from memory only: `Some` when this store holds
     /// the token `hash` in memory, live at `now`, and may answer from memory; never waits on the
     /// database. `None` means "ask `token_account`". Default: `None`.
@@ -325,6 +359,8 @@ pub trait Lookups: Send + Sync + 'static {
 /// Bound pairs.
 #[async_trait::async_trait]
 pub trait PairStore: Send + Sync + 'static {
+    /// The pair rows of account `id`, in any state.
+    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>>;
     /// Insert a pair row (ordered by the caller so that `a < b`); `Exists` when the pair has one,
     /// `Changed` when either account is not `active` at that moment (checked in the same
     /// statement, so a cancel that has begun never gains a new pair).

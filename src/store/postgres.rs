@@ -744,15 +744,6 @@ impl TokenStore for PgStore {
 
 #[async_trait::async_trait]
 impl Lookups for PgStore {
-    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>> {
-        self.rows(
-            "SELECT a, b, state, updated_at FROM bindings WHERE a = $1 \
-             UNION ALL SELECT a, b, state, updated_at FROM bindings WHERE b = $1",
-            &[&id],
-            binding,
-        )
-        .await
-    }
     async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Arc<Account>>> {
         let found = self.accounts_where("user_name", names).await?;
         Ok(found.into_iter().map(Arc::new).collect())
@@ -783,6 +774,15 @@ impl Lookups for PgStore {
 
 #[async_trait::async_trait]
 impl PairStore for PgStore {
+    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>> {
+        self.rows(
+            "SELECT a, b, state, updated_at FROM bindings WHERE a = $1 \
+             UNION ALL SELECT a, b, state, updated_at FROM bindings WHERE b = $1",
+            &[&id],
+            binding,
+        )
+        .await
+    }
     async fn insert_binding(
         &self,
         a: i64,

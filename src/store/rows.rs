@@ -3,7 +3,7 @@
 //! [`Columns`] (SQLite's `INTEGER` is PostgreSQL's `BIGINT` or `INT`), and keeps its own SQL and
 //! its own error type.
 
-use super::{Account, AccountState, BindToken, Binding, BindingState};
+use super::{Account, AccountState, BindToken, Binding, BindingState, Memo};
 use crate::types::AccountType;
 
 /// The columns [`account`] reads, in its order.
@@ -44,6 +44,7 @@ pub(super) fn account<R: Columns>(r: &R) -> Result<Account, R::Error> {
         locked_until: r.int(10)?,
         created_at: r.int(11)?,
         updated_at: r.int(12)?,
+        memo: Memo::default(),
     })
 }
 

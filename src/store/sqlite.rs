@@ -764,17 +764,6 @@ impl TokenStore for SqliteStore {
 
 #[async_trait::async_trait]
 impl Lookups for SqliteStore {
-    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>> {
-        self.read(move |c| {
-            let mut s = c.prepare_cached(
-                "SELECT a, b, state, updated_at FROM bindings WHERE a = ?1 \
-                 UNION ALL SELECT a, b, state, updated_at FROM bindings WHERE b = ?1",
-            )?;
-            let rows = s.query_map([id], binding)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-    }
     async fn accounts_by_names(&self, names: &[String]) -> StoreResult<Vec<Arc<Account>>> {
         let names = names.to_vec();
         let found = self
@@ -808,6 +797,17 @@ impl Lookups for SqliteStore {
 
 #[async_trait::async_trait]
 impl PairStore for SqliteStore {
+    async fn bindings_of(&self, id: i64) -> StoreResult<Vec<Binding>> {
+        self.read(move |c| {
+            let mut s = c.prepare_cached(
+                "SELECT a, b, state, updated_at FROM bindings WHERE a = ?1 \
+                 UNION ALL SELECT a, b, state, updated_at FROM bindings WHERE b = ?1",
+            )?;
+            let rows = s.query_map([id], binding)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
     async fn insert_binding(
         &self,
         a: i64,
