@@ -4,6 +4,8 @@
 //! exactly as an unknown one, so a stranger's account cannot be told from a missing one. The TCP
 //! API (IM backends admitted by `tcp.allow`) looks up any name, and never returns `jid_pwd`.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use super::reply::Reply;
@@ -12,7 +14,7 @@ use crate::app::{App, Call};
 use crate::error::ApiError;
 use crate::lifecycle::pair;
 use crate::store::{Account, AccountState};
-use crate::types::user_name_list;
+use crate::types::{user_name_list, UserName};
 
 /// Most names one request may ask for.
 pub const MAX_NAMES: usize = 100;
@@ -26,23 +28,28 @@ pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
     let (me, _) = app.token_owner(call).await?;
     let names = user_name_list(call.required("user_name_ls")?, MAX_NAMES)?;
     // The caller's own account came with its token: only the other names are looked up.
-    let others: Vec<String> = names
-        .iter()
-        .filter(|n| n.as_str() != me.user_name)
-        .map(|n| n.to_string())
-        .collect();
+    let asks_others = names.iter().any(|n| n.as_str() != me.user_name);
     // Over HTTPS only the caller and its peers are shown, so the caller's pairs come first (from
     // the cached account, see `Memo`): a caller bound to nobody has nobody else to look up, and
-    // its reply takes the same time whether the other names exist or not.
-    let peers = if !call.via_tcp && !others.is_empty() {
+    // a caller whose peers are remembered looks nobody up. Either way the reply takes the same
+    // time whether the other names exist or not.
+    let peers = if !call.via_tcp && asks_others {
         Some(pair::bound_ids(app, &me).await?)
     } else {
         None
     };
-    let found = if others.is_empty() || peers.is_some_and(<[i64]>::is_empty) {
-        Vec::new()
-    } else {
-        app.store.accounts_by_names(&others).await?
+    let found: Arc<[Arc<Account>]> = match peers {
+        _ if !asks_others => Arc::new([]),
+        Some([]) => Arc::new([]),
+        Some(ids) => match me.memo.kept_peers() {
+            Some(remembered) => remembered,
+            None => {
+                let found = look_up_others(app, &names, &me).await?;
+                remember_peers(&me, ids, &found);
+                found.into()
+            }
+        },
+        None => look_up_others(app, &names, &me).await?.into(),
     };
     let shown = |a: &Account| {
         a.state == AccountState::Active && peers.is_none_or(|p| a.id == me.id || p.contains(&a.id))
@@ -64,8 +71,41 @@ pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
     Ok(Reply::ok(Users { user_info_ls: out }))
 }
 
+/// The accounts named in `names` but for the caller's own.
+async fn look_up_others(
+    app: &App,
+    names: &[UserName],
+    me: &Account,
+) -> Result<Vec<Arc<Account>>, ApiError> {
+    let others: Vec<String> = names
+        .iter()
+        .filter(|n| n.as_str() != me.user_name)
+        .map(|n| n.to_string())
+        .collect();
+    Ok(app.store.accounts_by_names(&others).await?)
+}
+
+/// When `found` holds a kept, active copy of every peer in `ids`, `me` remembers them, so that
+/// its next `/get_users` looks nobody up (until one of them changes).
+fn remember_peers(me: &Account, ids: &[i64], found: &[Arc<Account>]) {
+    let peers: Option<Vec<Arc<Account>>> = ids
+        .iter()
+        .map(|id| {
+            found
+                .iter()
+                .find(|a| a.id == *id && a.state == AccountState::Active && a.memo.kept())
+                .cloned()
+        })
+        .collect();
+    if let (Some(peers), true) = (peers, me.memo.kept()) {
+        me.memo.remember_peers(peers.into());
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::run;
     use crate::cmd::testkit::{code, Kit};
     use crate::types::AccountType;
@@ -118,6 +158,48 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(shown().await, 1, "the unbind is seen at once");
+    }
+
+    #[tokio::test]
+    async fn the_callers_peers_are_remembered_while_each_is_unchanged() {
+        let (k, (p, tp), (d, _)) = Kit::with_phone_and_device().await;
+        k.bind(&p, &d).await;
+        let c = k.call(&[("access_token", &tp), ("user_name_ls", r#"["d","p"]"#)]);
+        let shown = || async {
+            let v = run(&k.app, &c).await.unwrap().into_json();
+            let infos = v["user_info_ls"].as_array().unwrap().clone();
+            infos
+                .iter()
+                .map(|i| i["user_name"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        let holder = |token: String| {
+            let app = &k.app;
+            async move {
+                let hash = crate::auth::crypto::token_hash(&token);
+                let found = app.store.token_account(hash, app.now()).await;
+                found.unwrap().unwrap().0
+            }
+        };
+        assert_eq!(shown().await, ["d", "p"], "looked up, then remembered");
+        let me = holder(tp.clone()).await;
+        let first = me.memo.kept_peers().expect("remembered");
+        assert_eq!(first.iter().map(|a| a.id).collect::<Vec<_>>(), [d.id]);
+        assert!(first[0].memo.kept());
+        assert_eq!(shown().await, ["d", "p"], "from memory");
+
+        // A change to the peer alone (its tokens revoked) leaves the caller's copy as it was,
+        // but the remembered peer is no longer kept: it is looked up again.
+        k.app.store.revoke_tokens(d.id).await.unwrap();
+        assert!(!first[0].memo.kept(), "forgotten by the cache");
+        assert!(me.memo.kept_peers().is_none());
+        assert_eq!(shown().await, ["d", "p"]);
+        let again = me.memo.kept_peers().expect("remembered again");
+        assert!(!Arc::ptr_eq(&first[0], &again[0]), "a fresh copy");
+
+        // A peer whose cancel has begun is not shown, though its pair is still there.
+        assert!(k.app.store.begin_cancel(d.id, k.app.now()).await.unwrap());
+        assert_eq!(shown().await, ["p"]);
     }
 
     #[tokio::test]

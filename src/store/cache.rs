@@ -118,6 +118,7 @@ struct Cached {
 impl Maps {
     fn forget(&mut self, id: i64) {
         if let Some(c) = self.ids.remove(&id) {
+            c.account.memo.set_kept(false);
             for t in &c.tokens {
                 self.tokens.remove(t);
             }
@@ -132,20 +133,38 @@ impl Maps {
     /// only login needs them, and it reads the store (`account_by_name`). So a login, failed or
     /// not, changes nothing cached; any other change to the account forgets it.
     fn shared(&mut self, a: &Account) -> &mut Cached {
-        self.ids.entry(a.id).or_insert_with(|| Cached {
-            account: Arc::new(Account {
+        self.ids.entry(a.id).or_insert_with(|| {
+            let account = Arc::new(Account {
                 password_hash: String::new(),
                 failed_logins: 0,
                 locked_until: 0,
                 ..a.clone()
-            }),
-            tokens: Vec::new(),
-            named: false,
+            });
+            account.memo.set_kept(true);
+            Cached {
+                account,
+                tokens: Vec::new(),
+                named: false,
+            }
         })
     }
 
     fn clear(&mut self) {
+        for c in self.ids.values() {
+            c.account.memo.set_kept(false);
+        }
         *self = Maps::default();
+    }
+
+    /// Keeps the ids entries for which `keep` holds; the others' copies are no longer kept.
+    fn retain_ids(&mut self, keep: impl Fn(&Cached) -> bool) {
+        self.ids.retain(|_, c| {
+            let kept = keep(c);
+            if !kept {
+                c.account.memo.set_kept(false);
+            }
+            kept
+        });
     }
 
     /// Drops the tokens expired at `now` (a full map first tries this before starting over).
@@ -155,7 +174,7 @@ impl Maps {
         for c in self.ids.values_mut() {
             c.tokens.retain(|t| tokens.contains_key(t));
         }
-        self.ids.retain(|_, c| !c.tokens.is_empty() || c.named);
+        self.retain_ids(|c| !c.tokens.is_empty() || c.named);
     }
 
     /// Empties the name map only (it is full): the tokens stay.
@@ -164,7 +183,7 @@ impl Maps {
         for c in self.ids.values_mut() {
             c.named = false;
         }
-        self.ids.retain(|_, c| !c.tokens.is_empty());
+        self.retain_ids(|c| !c.tokens.is_empty());
     }
 }
 
@@ -538,14 +557,46 @@ mod tests {
                 c.token_account(vec![7; 32], 10).await.unwrap().unwrap();
             }
         }
-        c.accounts_by_names(&["a".into(), "b".into()])
+        let ab = c
+            .accounts_by_names(&["a".into(), "b".into()])
             .await
             .unwrap();
+        assert!(
+            ab.iter().all(|x| x.memo.kept()),
+            "the copies handed out are the kept ones"
+        );
         c.accounts_by_names(&["c".into()]).await.unwrap();
         let m = c.shared.maps.read().unwrap();
         assert_eq!(m.names.len(), 1, "the name map started over");
         assert!(m.names.contains_key("c"));
         assert_eq!(m.tokens.len(), 1, "the token stayed");
         assert_eq!(m.ids.len(), 2, "index: a (its token) and c (its name)");
+        let kept: Vec<bool> = ab.iter().map(|x| x.memo.kept()).collect();
+        assert_eq!(
+            kept,
+            [true, false],
+            "a is still held (its token), b no longer"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_copy_is_kept_until_the_cache_lets_it_go() {
+        let (_dir, c, id) = token_answered_from_memory().await;
+        let (a, _) = c.token_account(vec![7; 32], 10).await.unwrap().unwrap();
+        assert!(a.memo.kept());
+        let uncached = c.inner.account_by_id(id).await.unwrap().unwrap();
+        assert!(
+            !uncached.memo.kept(),
+            "a copy read from the store is nobody's"
+        );
+        c.revoke_tokens(id).await.unwrap();
+        assert!(!a.memo.kept(), "forgotten with the change");
+        let (b, _) = {
+            c.insert_token(vec![8; 32], id, 100, 11).await.unwrap();
+            c.token_account(vec![8; 32], 12).await.unwrap().unwrap()
+        };
+        assert!(b.memo.kept() && !Arc::ptr_eq(&a, &b), "a new copy");
+        c.shared.on(Change::Reset);
+        assert!(!b.memo.kept(), "a reset lets every copy go");
     }
 }

@@ -99,19 +99,51 @@ pub struct Account {
 }
 
 /// What the service works out from an account row on its hot paths, worked out at most once per
-/// copy of the row: the opened `jid_pwd`, the JID, the ids of the accounts bound to it.
+/// copy of the row: the opened `jid_pwd`, the JID, the ids of the accounts bound to it, and the
+/// copies of those accounts.
 ///
 /// A copy read from the database starts empty, and so does a clone. The token cache shares one
-/// copy of an account among its entries (the account's tokens and its name) and forgets that copy
-/// on any change to the account or to one of its pair rows (see [`cache`]); so what a copy
-/// remembers is as fresh as the copy itself, and a request that raced a change sees the account
-/// and its pairs as they were before it, as it would without the memo.
+/// copy of an account among its entries (the account's tokens and its name), marks it
+/// [kept](Memo::kept) while it holds it, and forgets it on any change to the account or to one of
+/// its pair rows (see [`cache`]); so what a copy remembers is as fresh as the copy itself, and a
+/// request that raced a change sees the account and its pairs as they were before it, as it would
+/// without the memo. The copies of the peers are used only while each of them is still kept.
 #[derive(Default)]
 pub struct Memo {
     pub jid_pwd: std::sync::OnceLock<String>,
     pub jid: std::sync::OnceLock<String>,
     /// The ids of the accounts bound to this one (pair rows in state `bound`).
     pub bound: std::sync::OnceLock<Box<[i64]>>,
+    /// The cache's copies of the accounts in `bound`, replaced when one of them is forgotten.
+    pub peers: std::sync::Mutex<Option<Arc<[Arc<Account>]>>>,
+    kept: std::sync::atomic::AtomicBool,
+}
+
+impl Memo {
+    /// Whether the token cache holds this copy: no change to the account has been heard of since
+    /// the copy was read.
+    pub fn kept(&self) -> bool {
+        self.kept.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn set_kept(&self, kept: bool) {
+        self.kept.store(kept, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The remembered copies of the peers, if every one of them is still kept.
+    pub fn kept_peers(&self) -> Option<Arc<[Arc<Account>]>> {
+        let peers = self
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        peers.iter().all(|p| p.memo.kept()).then_some(peers)
+    }
+
+    /// Remember `peers` (kept copies of every account in `bound`).
+    pub fn remember_peers(&self, peers: Arc<[Arc<Account>]>) {
+        *self.peers.lock().unwrap_or_else(|e| e.into_inner()) = Some(peers);
+    }
 }
 
 impl Clone for Memo {
@@ -128,7 +160,8 @@ impl std::fmt::Debug for Memo {
             .field("jid_pwd", &self.jid_pwd.get().map(|_| "(opened)"))
             .field("jid", &self.jid.get())
             .field("bound", &self.bound.get())
-            .finish()
+            .field("kept", &self.kept())
+            .finish_non_exhaustive()
     }
 }
 
