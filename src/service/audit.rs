@@ -106,8 +106,20 @@ pub fn of_admin(
     result: i64,
     detail: String,
 ) -> AuditRecord {
+    of_admin_at(app.now(), action, subject, result, detail)
+}
+
+/// [`of_admin`] at `at`, for an admin command that runs without an [`App`] (one that needs only
+/// the database, so that it never opens a component link).
+pub fn of_admin_at(
+    at: i64,
+    action: &str,
+    subject: &str,
+    result: i64,
+    detail: String,
+) -> AuditRecord {
     AuditRecord {
-        at: app.now(),
+        at,
         actor: "admin".into(),
         action: action.to_owned(),
         subject: subject.to_owned(),

@@ -96,6 +96,47 @@ pub fn init_logging(cfg: &Config) -> crate::service::logwriter::Guard<std::io::S
     guard
 }
 
+/// What the admin commands that never talk to the XMPP server need (`user list`, `user show`,
+/// `token revoke` without the hand-off): the stores, opened as the service opens them, and the
+/// audit trail. No secrets are loaded and no component link is started, so such a command never
+/// takes the service's component name — refused with `conflict` while the instance holds it, or
+/// held by the command for a moment where the server admits several connections under one name
+/// (Openfire's allow_multiple) or while the instance restarts.
+struct Db {
+    cfg: Config,
+    store: Arc<dyn crate::store::Store>,
+    audit: audit::Audit,
+}
+
+impl Db {
+    async fn open(cfg: Config) -> Result<Db, String> {
+        if !cfg.database.is_postgres() && !cfg.data_dir.is_dir() {
+            return Err(format!(
+                "database: data_dir {} does not exist (has the service run with this \
+                 configuration?)",
+                cfg.data_dir.display()
+            ));
+        }
+        let stores = crate::service::server::open_stores(&cfg)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Db {
+            cfg,
+            store: stores.store,
+            audit: audit::Audit(stores.audit),
+        })
+    }
+
+    fn now(&self) -> i64 {
+        crate::clock::Clock::now(&crate::clock::SystemClock)
+    }
+
+    /// The bare JID of a node, as the XMPP port names it: `node@xmpp.domain`.
+    fn jid_of(&self, node: &str) -> String {
+        format!("{node}@{}", self.cfg.xmpp.domain)
+    }
+}
+
 /// Start the app for an admin command and wait (up to the XMPP timeout) for the link.
 async fn admin_app(cfg: Config) -> Result<(Arc<App>, CancellationToken), String> {
     let shutdown = CancellationToken::new();
@@ -246,24 +287,26 @@ pub async fn user(cfg: Config, action: UserAction) -> i32 {
             };
         }
     }
-    let needs_xmpp = matches!(action, UserAction::Delete { .. });
-    let (app, shutdown) = if needs_xmpp {
-        match admin_app(cfg).await {
-            Ok(x) => x,
-            Err(e) => return report(Err(e)),
-        }
-    } else {
-        let s = CancellationToken::new();
-        match crate::service::server::build_app(cfg, s.clone()).await {
-            Ok(a) => (a, s),
-            Err(e) => return report(Err(e.to_string())),
+    // Only a delete needs the XMPP server (the account's JID goes too); a listing reads the
+    // database alone.
+    let name = match action {
+        UserAction::Delete { name } => name,
+        UserAction::List | UserAction::Show { .. } => {
+            let db = match Db::open(cfg).await {
+                Ok(db) => db,
+                Err(e) => return report(Err(e)),
+            };
+            return report(match action {
+                UserAction::Show { name } => show(&db, &name).await,
+                _ => list(&db).await,
+            });
         }
     };
-    let r = match action {
-        UserAction::List => list(&app).await,
-        UserAction::Show { name } => show(&app, &name).await,
-        UserAction::Delete { name } => delete(&app, &name).await,
+    let (app, shutdown) = match admin_app(cfg).await {
+        Ok(x) => x,
+        Err(e) => return report(Err(e)),
     };
+    let r = delete(&app, &name).await;
     shutdown.cancel();
     report(r)
 }
@@ -278,11 +321,11 @@ fn report(r: Result<(), String>) -> i32 {
     }
 }
 
-async fn list(app: &App) -> Result<(), String> {
+async fn list(db: &Db) -> Result<(), String> {
     let mut after = 0;
     println!("{:<24} {:<6} {:<9} jid", "user_name", "type", "state");
     loop {
-        let page = app
+        let page = db
             .store
             .list_accounts(after, 500)
             .await
@@ -297,24 +340,27 @@ async fn list(app: &App) -> Result<(), String> {
                 a.user_name,
                 a.kind.code(),
                 a.state.as_str(),
-                app.xmpp.jid_of(&a.jid_node)
+                db.jid_of(&a.jid_node)
             );
         }
     }
 }
 
 /// The account called `name`, or the operator's error text.
-async fn named(app: &App, name: &str) -> Result<crate::store::Account, String> {
-    app.store
+async fn named(
+    store: &dyn crate::store::Store,
+    name: &str,
+) -> Result<crate::store::Account, String> {
+    store
         .account_by_name(name)
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| "no such user".to_owned())
 }
 
-async fn show(app: &App, name: &str) -> Result<(), String> {
-    let a = named(app, name).await?;
-    let bindings = app
+async fn show(db: &Db, name: &str) -> Result<(), String> {
+    let a = named(&*db.store, name).await?;
+    let bindings = db
         .store
         .bindings_of(a.id)
         .await
@@ -325,16 +371,17 @@ async fn show(app: &App, name: &str) -> Result<(), String> {
         println!("device_type: {d}");
     }
     println!("des:         {}", a.des);
-    println!("jid:         {}", app.xmpp.jid_of(&a.jid_node));
+    println!("jid:         {}", db.jid_of(&a.jid_node));
     println!("state:       {}", a.state.as_str());
-    let networks = app
+    let now = db.now();
+    let networks = db
         .store
-        .locked_networks(a.id, app.now())
+        .locked_networks(a.id, now)
         .await
         .map_err(|e| e.to_string())?;
     println!(
         "locked:      {}",
-        if a.locked_until > app.now() {
+        if a.locked_until > now {
             format!(
                 "yes, from every network but its last login's, until {}",
                 a.locked_until
@@ -370,7 +417,7 @@ pub(crate) async fn delete_account(app: &App, name: &str) -> Result<(), String> 
 }
 
 async fn delete_account_now(app: &App, name: &str) -> Result<(), String> {
-    let a = named(app, name).await?;
+    let a = named(&*app.store, name).await?;
     crate::lifecycle::account::delete(app, &a)
         .await
         .map_err(|e| format!("{e} (left for the reconciler)"))?;
@@ -460,15 +507,14 @@ pub async fn token(cfg: Config, action: TokenAction) -> i32 {
             Some(e) => report(Err(e.to_owned())),
         };
     }
-    let s = CancellationToken::new();
-    let app = match crate::service::server::build_app(cfg, s.clone()).await {
-        Ok(a) => a,
-        Err(e) => return report(Err(e.to_string())),
+    // Without the hand-off: the database alone (and its change feed), never a component link.
+    let db = match Db::open(cfg).await {
+        Ok(db) => db,
+        Err(e) => return report(Err(e)),
     };
     let r = match action {
-        TokenAction::Revoke { name } => revoke(&app, &name).await,
+        TokenAction::Revoke { name } => revoke(&db, &name).await,
     };
-    s.cancel();
     report(r)
 }
 
@@ -478,8 +524,8 @@ pub async fn token(cfg: Config, action: TokenAction) -> i32 {
 /// over (PostgreSQL instances hear of it through the change feed within a second), so the command
 /// waits three of those before it says "revoked": by then no instance answers these tokens from
 /// memory, on either database.
-async fn revoke(app: &App, name: &str) -> Result<(), String> {
-    let n = revoke_tokens(app, name).await?;
+async fn revoke(db: &Db, name: &str) -> Result<(), String> {
+    let n = revoke_tokens_in(&*db.store, &db.audit, db.now(), name).await?;
     tokio::time::sleep(crate::store::sqlite::EXTERNAL_WRITES_CHECK * 3).await;
     println!(
         "revoked {n} tokens of {name} (in the database: no running instance took the hand-off; \
@@ -491,22 +537,29 @@ async fn revoke(app: &App, name: &str) -> Result<(), String> {
 /// Revokes every token of `name`: used by `register token revoke` and by the running instance's
 /// `/admin/token/revoke` (whose token cache then forgets them at once).
 pub(crate) async fn revoke_tokens(app: &App, name: &str) -> Result<u64, String> {
-    let r = revoke_tokens_now(app, name).await;
+    revoke_tokens_in(&*app.store, &app.audit, app.now(), name).await
+}
+
+/// [`revoke_tokens`] on a store and audit trail: recorded at `now`.
+async fn revoke_tokens_in(
+    store: &dyn crate::store::Store,
+    trail: &audit::Audit,
+    now: i64,
+    name: &str,
+) -> Result<u64, String> {
+    let r = revoke_tokens_now(store, name).await;
     let detail = match &r {
         Ok(n) => format!("{n} tokens revoked"),
         Err(e) => e.clone(),
     };
-    let rec = audit::of_admin(app, "admin.token.revoke", name, r.is_err() as i64, detail);
-    app.audit.record(rec).await;
+    let rec = audit::of_admin_at(now, "admin.token.revoke", name, r.is_err() as i64, detail);
+    trail.record(rec).await;
     r
 }
 
-async fn revoke_tokens_now(app: &App, name: &str) -> Result<u64, String> {
-    let a = named(app, name).await?;
-    app.store
-        .revoke_tokens(a.id)
-        .await
-        .map_err(|e| e.to_string())
+async fn revoke_tokens_now(store: &dyn crate::store::Store, name: &str) -> Result<u64, String> {
+    let a = named(store, name).await?;
+    store.revoke_tokens(a.id).await.map_err(|e| e.to_string())
 }
 
 /// `register reconcile`: progress on stderr (one line per record, with what happened to it), what

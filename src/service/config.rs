@@ -73,6 +73,9 @@ pub struct TcpSection {
     /// Certificate and key of the TCP listener; empty: the HTTPS ones.
     pub cert_file: String,
     pub key_file: String,
+    /// Plaintext (`tls = false`) on a non-loopback `listen`: refused unless this is set (access
+    /// tokens and user data would cross the network in the clear).
+    pub allow_plaintext: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -271,6 +274,14 @@ impl Default for HttpSection {
     }
 }
 
+impl TcpSection {
+    /// The TCP API in plaintext, reachable from other hosts (`tcp.allow` limits who may connect,
+    /// not who may read the traffic).
+    pub fn plaintext_on_the_network(&self) -> bool {
+        !self.tls && !self.listen.ip().is_loopback()
+    }
+}
+
 impl Default for TcpSection {
     fn default() -> Self {
         TcpSection {
@@ -283,6 +294,7 @@ impl Default for TcpSection {
             tls: false,
             cert_file: String::new(),
             key_file: String::new(),
+            allow_plaintext: false,
         }
     }
 }
@@ -590,6 +602,14 @@ impl Config {
                  itself is protected",
             );
         }
+        if self.tcp.plaintext_on_the_network() && !self.tcp.allow_plaintext {
+            return refuse(
+                "tcp.tls = false on a non-loopback tcp.listen",
+                "access tokens and user data would cross the network in the clear (tcp.allow \
+                 limits who connects, not who reads); set tcp.tls = true, or set \
+                 tcp.allow_plaintext = true if the network itself is protected",
+            );
+        }
         if !self.http.tls && !self.http.cert_file.is_empty() {
             return refuse(
                 "http.cert_file with http.tls = false",
@@ -790,6 +810,41 @@ mod tests {
             let loopback = format!("[http]\nlisten = \"{listen}\"\ntls = false\n");
             assert!(load(&loopback, &[], &[]).is_ok(), "{listen}");
         }
+    }
+
+    #[test]
+    fn plain_tcp_off_loopback_needs_tls_or_the_opt_in() {
+        for listen in ["0.0.0.0:8444", "[::]:8444", "10.1.2.3:8444"] {
+            let plain = format!("[tcp]\nlisten = \"{listen}\"\n");
+            let e = load(&plain, &[], &[]).unwrap_err().to_string();
+            assert!(
+                e.contains("tcp.tls")
+                    && e.contains("tcp.listen")
+                    && e.contains("tcp.allow_plaintext"),
+                "{listen}: {e}"
+            );
+            // Still refused when tcp.allow keeps everyone else out: it does not encrypt.
+            let allow = format!("{plain}allow = [\"10.0.0.0/8\"]\n");
+            assert!(load(&allow, &[], &[]).is_err(), "{listen}");
+            let c = load(&format!("{plain}allow_plaintext = true\n"), &[], &[]).unwrap();
+            assert!(c.tcp.plaintext_on_the_network() && c.tcp.allow_plaintext);
+            let c = load(&format!("{plain}tls = true\n"), &[], &[]).unwrap();
+            assert!(!c.tcp.plaintext_on_the_network(), "{listen}");
+        }
+        for listen in ["127.0.0.1:8444", "[::1]:8444"] {
+            let loopback = format!("[tcp]\nlisten = \"{listen}\"\n");
+            let c = load(&loopback, &[], &[]).unwrap();
+            assert!(!c.tcp.plaintext_on_the_network(), "{listen}");
+        }
+        // Also when the listener comes from the environment or --set.
+        let e = load("", &[("REGISTER_TCP__LISTEN", "0.0.0.0:8444")], &[]);
+        assert!(e.is_err());
+        let ok = load(
+            "",
+            &[],
+            &["tcp.listen=0.0.0.0:8444", "tcp.allow_plaintext=true"],
+        );
+        assert!(ok.is_ok(), "{:?}", ok.err());
     }
 
     #[test]

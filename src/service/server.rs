@@ -220,6 +220,13 @@ impl Server {
                  tokens and passwords cross it in the clear (see docs/CONFIG.md)"
             );
         }
+        if cfg.tcp.plaintext_on_the_network() {
+            tracing::warn!(
+                listen = %cfg.tcp.listen,
+                "tcp.allow_plaintext = true: the TCP API is plaintext on the network, access \
+                 tokens and user data cross it in the clear (see docs/CONFIG.md)"
+            );
+        }
         if cfg.security.accept_v1_signatures {
             tracing::warn!(
                 "security.accept_v1_signatures = true: version 1 param_sign (no method, path or \

@@ -254,3 +254,25 @@ async fn admin_cli_on_scripted_openfire_while_the_service_runs() {
     assert!(of.with(|s| s.refused_at_header) >= 1);
     server.stop().await.unwrap();
 }
+
+/// The commands that need only the database set nothing up: on SQLite with a `data_dir` that does
+/// not exist, `user list`, `user show` and `token revoke` exit 1 naming it, and neither the
+/// directory nor a secret is created (they used to build the whole service, secrets included).
+#[test]
+fn database_only_commands_on_a_missing_data_dir_set_nothing_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("register.toml");
+    std::fs::write(&cfg, format!("data_dir = {data:?}\n")).unwrap();
+    for args in [
+        &["user", "list"][..],
+        &["user", "show", "nobody"],
+        &["token", "revoke", "nobody"],
+    ] {
+        let (code, out, err) = run_cli(&cfg, "a-component-secret", args, &[]);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        let named = err.contains("does not exist") && err.contains(&data.display().to_string());
+        assert!(named, "{args:?}: {err}");
+        assert!(!data.exists(), "{args:?} created {}", data.display());
+    }
+}

@@ -39,6 +39,11 @@ refused! {
     plain_http_on_the_network_without_a_proxy:
         "[http]\nlisten = \"0.0.0.0:8443\"\ntls = false\n"
         => ["http.tls", "http.listen", "http.trusted_proxies", "http.allow_plaintext"];
+    plain_tcp_on_the_network: "[tcp]\nlisten = \"0.0.0.0:8444\"\n"
+        => ["tcp.tls", "tcp.listen", "tcp.allow_plaintext"];
+    plain_tcp_on_the_network_even_behind_an_allow_list:
+        "[tcp]\nlisten = \"[::]:8444\"\ntls = false\nallow = [\"10.0.0.0/8\"]\n"
+        => ["tcp.tls", "tcp.listen", "tcp.allow_plaintext"];
 }
 
 /// Plain HTTP still starts where nothing crosses the network in the clear unasked: on a
@@ -77,6 +82,49 @@ async fn plain_http_starts_on_loopback_behind_a_proxy_or_when_allowed_with_a_war
         let warnings = text
             .lines()
             .filter(|l| l.contains("WARN") && l.contains("http.allow_plaintext = true"))
+            .count();
+        assert_eq!(warnings, usize::from(warned), "{host} {extra}:\n{text}");
+    }
+}
+
+/// The TCP API still starts where no token crosses the network in the clear unasked: plaintext
+/// on a loopback listener, TLS on every address, and plaintext on every address with the
+/// explicit `tcp.allow_plaintext = true`, which is warned about at start. Each becomes ready (its
+/// plaintext listeners answer a token check) and stops on SIGTERM.
+#[tokio::test]
+async fn plain_tcp_starts_on_loopback_with_tls_or_when_allowed_with_a_warning() {
+    use xmpp::testkit::{Prosody, ProsodyOptions};
+
+    let prosody = Prosody::start(ProsodyOptions::default());
+    let cases = [
+        ("127.0.0.1", "", false),
+        ("0.0.0.0", "tls = true\n", false),
+        ("0.0.0.0", "allow_plaintext = true\n", true),
+    ];
+    for (host, extra, warned) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let o = crate::harness::Opts::default();
+        let (cfg, c) = crate::binary::write_config(&prosody, dir.path(), o).await;
+        let port = c.tcp.listen.port();
+        let toml = std::fs::read_to_string(&cfg).unwrap().replace(
+            &format!("[tcp]\nlisten = \"127.0.0.1:{port}\"\n"),
+            &format!("[tcp]\nlisten = \"{host}:{port}\"\n{extra}"),
+        );
+        assert!(toml.contains(&format!("{host}:{port}")), "{toml}");
+        std::fs::write(&cfg, toml).unwrap();
+        let log = dir.path().join("register.log");
+        let secret = &c.xmpp.component_secret;
+        let mut child = crate::harness::ready_binary(&cfg, secret, c.admin.listen, &log).await;
+        if !extra.starts_with("tls") {
+            let addr = format!("127.0.0.1:{port}").parse().unwrap();
+            let v = crate::harness::tcp_verify(addr, "not-a-token").await;
+            assert_eq!(v["result"], 4, "{host} {extra}: {v}");
+        }
+        crate::harness::sigterm_exits_0(&mut child).await;
+        let text = std::fs::read_to_string(&log).unwrap();
+        let warnings = text
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("tcp.allow_plaintext = true"))
             .count();
         assert_eq!(warnings, usize::from(warned), "{host} {extra}:\n{text}");
     }
