@@ -6,9 +6,6 @@ use register::service::cli::{self, Cli, Command};
 use register::service::config::Config;
 use register::service::server::{signal, Server};
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const START_ERROR: i32 = 7;
 
 fn main() {

@@ -63,9 +63,6 @@ fn row(name: &str, ours: String, reference: String, ratio: Option<f64>, target: 
     }
 }
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("serve-constant") {
