@@ -1,6 +1,6 @@
 //! A device's session with register's HTTPS API: signed requests, no captcha.
 //! register (type 2) → login → get_users (its own user_info) → print the JID → pair: issue a bind
-//! token for a phone to redeem (the code it would show on its screen), or with `--redeem TOKEN`
+//! token for a phone to redeem (the code it would show on its screen), or with `--redeem=TOKEN`
 //! redeem a phone's bind token (the QR code it would have scanned).
 //!
 //! A device has no one to read a captcha, so every request it makes carries `param_sign`

@@ -6,7 +6,8 @@
 //! - the device shows a bind token (its screen): pass it with `--bind-token`, and the phone
 //!   redeems it;
 //! - or, without `--bind-token`, the phone issues a bind token (`bind_token=…` on standard output,
-//!   a QR code in a real app) for the device to redeem (`device_client --redeem TOKEN`).
+//!   a QR code in a real app) for the device to redeem (`device_client --redeem=TOKEN`, with `=`:
+//!   a bind token may begin with `-`).
 //!
 //! ```sh
 //! # 1. the quick start, with every captcha answered "abcde" (loopback only, for scripted tries):
@@ -169,7 +170,7 @@ async fn run(args: Args) -> Result<(), String> {
             let bind_token = reply["bind_token"].as_str().unwrap_or_default();
             eprintln!(
                 "bind token issued (show it to {} as a QR code; valid until {}): \
-                 device_client --redeem {bind_token} {}",
+                 device_client --redeem={bind_token} {}",
                 args.device, reply["expires_at"], args.device
             );
             println!("bind_token={bind_token}");

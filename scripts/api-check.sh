@@ -362,11 +362,11 @@ phone_shows_token() { # the other direction: the phone issues, a second device r
     --ca-cert "$data/cert.pem" --user "$phone" "$device-b" | tee "$tmp/phone3.out"
   bt=$(sed -n 's/^bind_token=//p' "$tmp/phone3.out")
   [ ${#bt} -eq 24 ] || { echo "no bind_token line from the phone"; return 1; }
-  "$bin/examples/device_client" "${common[@]}" --ca-cert "$data/cert.pem" --redeem "$bt" "$device-b" |
+  "$bin/examples/device_client" "${common[@]}" --ca-cert "$data/cert.pem" --redeem="$bt" "$device-b" |
     tee "$tmp/device3.out"
   grep -q '^paired=1$' "$tmp/device3.out" || { echo "the device did not pair"; return 1; }
   # A used token does not pair twice.
-  if "$bin/examples/device_client" "${common[@]}" --ca-cert "$data/cert.pem" --redeem "$bt" \
+  if "$bin/examples/device_client" "${common[@]}" --ca-cert "$data/cert.pem" --redeem="$bt" \
     "$device-b" >"$tmp/device4.out" 2>&1; then
     echo "a used bind token paired again"; return 1
   fi
