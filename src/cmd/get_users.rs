@@ -31,8 +31,10 @@ pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
     let asks_others = names.iter().any(|n| n.as_str() != me.user_name);
     // Over HTTPS only the caller and its peers are shown, so the caller's pairs come first (from
     // the cached account, see `Memo`): a caller bound to nobody has nobody else to look up, and
-    // a caller whose peers are remembered looks nobody up. Either way the reply takes the same
-    // time whether the other names exist or not.
+    // a caller whose peers are remembered looks nobody up, so for them the reply takes the same
+    // time whether the other names exist or not. Until its peers are remembered (a request that
+    // named them all, each cached), the names are looked up, and an unknown one costs a database
+    // read that a cached one does not.
     let peers = if !call.via_tcp && asks_others {
         Some(pair::bound_ids(app, &me).await?)
     } else {
@@ -97,7 +99,7 @@ fn remember_peers(me: &Account, ids: &[i64], found: &[Arc<Account>]) {
                 .cloned()
         })
         .collect();
-    if let (Some(peers), true) = (peers, me.memo.kept()) {
+    if let Some(peers) = peers {
         me.memo.remember_peers(peers.into());
     }
 }
@@ -200,6 +202,42 @@ mod tests {
         // A peer whose cancel has begun is not shown, though its pair is still there.
         assert!(k.app.store.begin_cancel(d.id, k.app.now()).await.unwrap());
         assert_eq!(shown().await, ["p"]);
+    }
+
+    #[tokio::test]
+    async fn a_phone_and_its_device_that_remember_each_other_are_freed_once_let_go() {
+        let (k, (p, tp), (d, td)) = Kit::with_phone_and_device().await;
+        k.bind(&p, &d).await;
+        let phone_asks = k.call(&[("access_token", &tp), ("user_name_ls", r#"["d"]"#)]);
+        let device_asks = k.signed(&[("access_token", &td), ("user_name_ls", r#"["p"]"#)]);
+        for c in [&phone_asks, &device_asks] {
+            let v = run(&k.app, c).await.unwrap().into_json();
+            assert_eq!(v["user_info_ls"].as_array().unwrap().len(), 1);
+        }
+        let holder = |token: &str| {
+            let hash = crate::auth::crypto::token_hash(token);
+            let app = &k.app;
+            async move {
+                app.store
+                    .token_account(hash, app.now())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .0
+            }
+        };
+        let (phone, device) = (holder(&tp).await, holder(&td).await);
+        assert!(Arc::ptr_eq(&phone.memo.kept_peers().unwrap()[0], &device));
+        assert!(Arc::ptr_eq(&device.memo.kept_peers().unwrap()[0], &phone));
+        let (phone_copy, device_copy) = (Arc::downgrade(&phone), Arc::downgrade(&device));
+        drop((phone, device));
+        k.app.store.revoke_tokens(p.id).await.unwrap();
+        k.app.store.revoke_tokens(d.id).await.unwrap();
+        assert!(phone_copy.upgrade().is_none(), "the phone's copy is freed");
+        assert!(
+            device_copy.upgrade().is_none(),
+            "the device's copy is freed"
+        );
     }
 
     #[tokio::test]

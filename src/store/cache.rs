@@ -19,8 +19,8 @@
 //! a second (`LISTEN`/`NOTIFY`, with a catch-up read by sequence number after a lost connection).
 //!
 //! **The one rule.** On every change the account's entries (its tokens and its name, and so its
-//! shared copy with what that copy remembers) are forgotten and an epoch is bumped, so a lookup that raced the change does not fill the cache
-//! with what it read before. While the feed is not live (PostgreSQL's listener reconnecting) the
+//! shared copy with what that copy remembers) are forgotten and an epoch is bumped, so a lookup
+//! that raced the change does not fill the cache with what it read before. While the feed is not live (PostgreSQL's listener reconnecting) the
 //! cache answers nothing from memory and fills nothing: every lookup goes to the database.
 //!
 //! A cached account is what the store holds but for what only login reads and the cache does not
@@ -118,7 +118,7 @@ struct Cached {
 impl Maps {
     fn forget(&mut self, id: i64) {
         if let Some(c) = self.ids.remove(&id) {
-            c.account.memo.set_kept(false);
+            c.account.memo.let_go();
             for t in &c.tokens {
                 self.tokens.remove(t);
             }
@@ -140,7 +140,7 @@ impl Maps {
                 locked_until: 0,
                 ..a.clone()
             });
-            account.memo.set_kept(true);
+            account.memo.keep();
             Cached {
                 account,
                 tokens: Vec::new(),
@@ -151,7 +151,7 @@ impl Maps {
 
     fn clear(&mut self) {
         for c in self.ids.values() {
-            c.account.memo.set_kept(false);
+            c.account.memo.let_go();
         }
         *self = Maps::default();
     }
@@ -161,7 +161,7 @@ impl Maps {
         self.ids.retain(|_, c| {
             let kept = keep(c);
             if !kept {
-                c.account.memo.set_kept(false);
+                c.account.memo.let_go();
             }
             kept
         });

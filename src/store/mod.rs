@@ -115,7 +115,7 @@ pub struct Memo {
     /// The ids of the accounts bound to this one (pair rows in state `bound`).
     pub bound: std::sync::OnceLock<Box<[i64]>>,
     /// The cache's copies of the accounts in `bound`, replaced when one of them is forgotten.
-    pub peers: std::sync::Mutex<Option<Arc<[Arc<Account>]>>>,
+    peers: std::sync::Mutex<Option<Arc<[Arc<Account>]>>>,
     kept: std::sync::atomic::AtomicBool,
 }
 
@@ -126,23 +126,37 @@ impl Memo {
         self.kept.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    pub(crate) fn set_kept(&self, kept: bool) {
-        self.kept.store(kept, std::sync::atomic::Ordering::Release);
+    /// The token cache holds this copy from now on.
+    pub(crate) fn keep(&self) {
+        self.kept.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The token cache no longer holds this copy: it is no longer kept, and lets its peers go,
+    /// so that two copies that remember each other (a phone and its device) do not keep each
+    /// other alive once the cache let them go.
+    pub(crate) fn let_go(&self) {
+        let mut peers = self.peers();
+        self.kept.store(false, std::sync::atomic::Ordering::Release);
+        peers.take();
+    }
+
+    fn peers(&self) -> std::sync::MutexGuard<'_, Option<Arc<[Arc<Account>]>>> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The remembered copies of the peers, if every one of them is still kept.
     pub fn kept_peers(&self) -> Option<Arc<[Arc<Account>]>> {
-        let peers = self
-            .peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()?;
+        let peers = self.peers().clone()?;
         peers.iter().all(|p| p.memo.kept()).then_some(peers)
     }
 
-    /// Remember `peers` (kept copies of every account in `bound`).
+    /// Remember `peers` (kept copies of every account in `bound`), if this copy is still kept
+    /// (checked under the lock that [`let_go`](Self::let_go) takes them under).
     pub fn remember_peers(&self, peers: Arc<[Arc<Account>]>) {
-        *self.peers.lock().unwrap_or_else(|e| e.into_inner()) = Some(peers);
+        let mut remembered = self.peers();
+        if self.kept() {
+            *remembered = Some(peers);
+        }
     }
 }
 
