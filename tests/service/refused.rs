@@ -4,6 +4,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use xmpp::testkit::{Prosody, ProsodyOptions};
+
 /// One test per refused configuration: the TOML and the keys its line must name.
 macro_rules! refused {
     ($($name:ident: $toml:expr => [$($key:expr),+];)+) => {
@@ -52,8 +54,6 @@ refused! {
 /// HTTP (a captcha) and stops on SIGTERM.
 #[tokio::test]
 async fn plain_http_starts_on_loopback_behind_a_proxy_or_when_allowed_with_a_warning() {
-    use xmpp::testkit::{Prosody, ProsodyOptions};
-
     let prosody = Prosody::start(ProsodyOptions::default());
     let cases = [
         ("127.0.0.1", "", false),
@@ -61,28 +61,14 @@ async fn plain_http_starts_on_loopback_behind_a_proxy_or_when_allowed_with_a_war
         ("0.0.0.0", "allow_plaintext = true\n", true),
     ];
     for (host, extra, warned) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let o = crate::harness::Opts::default();
-        let (cfg, c) = crate::binary::write_config(&prosody, dir.path(), o).await;
-        let port = c.http.listen.port();
-        let toml = std::fs::read_to_string(&cfg).unwrap().replace(
-            &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
-            &format!("[http]\nlisten = \"{host}:{port}\"\ntls = false\n{extra}"),
-        );
-        assert!(toml.contains("tls = false"), "{toml}");
-        std::fs::write(&cfg, toml).unwrap();
-        let log = dir.path().join("register.log");
-        let secret = &c.xmpp.component_secret;
-        let mut child = crate::harness::ready_binary(&cfg, secret, c.admin.listen, &log).await;
-        let url = format!("http://127.0.0.1:{port}/verify_code");
+        let extra = format!("tls = false\n{extra}");
+        let mut b = Listening::start(&prosody, "http", host, &extra).await;
+        let url = format!("http://127.0.0.1:{}/verify_code", b.port);
         let r = reqwest::get(&url).await.unwrap();
         assert_eq!(r.status(), 200, "{host} {extra}");
-        crate::harness::sigterm_exits_0(&mut child).await;
-        let text = std::fs::read_to_string(&log).unwrap();
-        let warnings = text
-            .lines()
-            .filter(|l| l.contains("WARN") && l.contains("http.allow_plaintext = true"))
-            .count();
+        let (warnings, text) = b
+            .stop_and_count_warnings("http.allow_plaintext = true")
+            .await;
         assert_eq!(warnings, usize::from(warned), "{host} {extra}:\n{text}");
     }
 }
@@ -93,8 +79,6 @@ async fn plain_http_starts_on_loopback_behind_a_proxy_or_when_allowed_with_a_war
 /// plaintext listeners answer a token check) and stops on SIGTERM.
 #[tokio::test]
 async fn plain_tcp_starts_on_loopback_with_tls_or_when_allowed_with_a_warning() {
-    use xmpp::testkit::{Prosody, ProsodyOptions};
-
     let prosody = Prosody::start(ProsodyOptions::default());
     let cases = [
         ("127.0.0.1", "", false),
@@ -102,31 +86,65 @@ async fn plain_tcp_starts_on_loopback_with_tls_or_when_allowed_with_a_warning() 
         ("0.0.0.0", "allow_plaintext = true\n", true),
     ];
     for (host, extra, warned) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let o = crate::harness::Opts::default();
-        let (cfg, c) = crate::binary::write_config(&prosody, dir.path(), o).await;
-        let port = c.tcp.listen.port();
-        let toml = std::fs::read_to_string(&cfg).unwrap().replace(
-            &format!("[tcp]\nlisten = \"127.0.0.1:{port}\"\n"),
-            &format!("[tcp]\nlisten = \"{host}:{port}\"\n{extra}"),
-        );
-        assert!(toml.contains(&format!("{host}:{port}")), "{toml}");
-        std::fs::write(&cfg, toml).unwrap();
-        let log = dir.path().join("register.log");
-        let secret = &c.xmpp.component_secret;
-        let mut child = crate::harness::ready_binary(&cfg, secret, c.admin.listen, &log).await;
+        let mut b = Listening::start(&prosody, "tcp", host, extra).await;
         if !extra.starts_with("tls") {
-            let addr = format!("127.0.0.1:{port}").parse().unwrap();
+            let addr = format!("127.0.0.1:{}", b.port).parse().unwrap();
             let v = crate::harness::tcp_verify(addr, "not-a-token").await;
             assert_eq!(v["result"], 4, "{host} {extra}: {v}");
         }
-        crate::harness::sigterm_exits_0(&mut child).await;
-        let text = std::fs::read_to_string(&log).unwrap();
+        let (warnings, text) = b
+            .stop_and_count_warnings("tcp.allow_plaintext = true")
+            .await;
+        assert_eq!(warnings, usize::from(warned), "{host} {extra}:\n{text}");
+    }
+}
+
+/// The binary, ready, with its `[section]` listener (`http` or `tcp`) moved to `host` and the
+/// lines `extra` added to that section.
+struct Listening {
+    child: tokio::process::Child,
+    /// The listener's port (reachable on 127.0.0.1 whatever `host` was).
+    port: u16,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Listening {
+    async fn start(prosody: &Prosody, section: &str, host: &str, extra: &str) -> Listening {
+        let dir = tempfile::tempdir().unwrap();
+        let o = crate::harness::Opts::default();
+        let (cfg, c) = crate::binary::write_config(prosody, dir.path(), o).await;
+        let port = match section {
+            "http" => c.http.listen.port(),
+            _ => c.tcp.listen.port(),
+        };
+        let moved = format!("[{section}]\nlisten = \"{host}:{port}\"\n{extra}");
+        let toml = std::fs::read_to_string(&cfg).unwrap().replace(
+            &format!("[{section}]\nlisten = \"127.0.0.1:{port}\"\n"),
+            &moved,
+        );
+        assert!(toml.contains(&moved), "{toml}");
+        std::fs::write(&cfg, toml).unwrap();
+        let log = dir.path().join("register.log");
+        let secret = &c.xmpp.component_secret;
+        let child = crate::harness::ready_binary(&cfg, secret, c.admin.listen, &log).await;
+        Listening {
+            child,
+            port,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Stops it with SIGTERM (exit 0): the warnings its log holds that name `key`, and the log.
+    async fn stop_and_count_warnings(&mut self, key: &str) -> (usize, String) {
+        crate::harness::sigterm_exits_0(&mut self.child).await;
+        let text = std::fs::read_to_string(&self.log).unwrap();
         let warnings = text
             .lines()
-            .filter(|l| l.contains("WARN") && l.contains("tcp.allow_plaintext = true"))
+            .filter(|l| l.contains("WARN") && l.contains(key))
             .count();
-        assert_eq!(warnings, usize::from(warned), "{host} {extra}:\n{text}");
+        (warnings, text)
     }
 }
 
