@@ -259,6 +259,7 @@ fn encode<H>(shared: &Shared<H>, answer: Answer, request_id: &str) -> Response<F
     let json = HeaderValue::from_static("application/json");
     let (status, content_type, body, extra) = match answer.reply {
         Reply::Json(v) => (StatusCode::OK, json, json_bytes(&v), Vec::new()),
+        Reply::JsonText(body) => (StatusCode::OK, json, body, Vec::new()),
         Reply::Status(code, v) => (status_of(code), json, json_bytes(&v), Vec::new()),
         Reply::Refused {
             status,

@@ -110,6 +110,9 @@ fn find<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 pub enum Reply {
     /// 200 `application/json` with this body (already signed by the service).
     Json(serde_json::Value),
+    /// 200 `application/json` with this body as it is: JSON the handler wrote itself (a reply
+    /// signed and serialized in one go, without building a `serde_json::Value`).
+    JsonText(bytes::Bytes),
     /// Any status with a JSON body (404/405/413/429/503 etc.). An invalid status becomes 500.
     Status(u16, serde_json::Value),
     /// A request refused for load (429 for a rate limit, 503 for a full queue) with a JSON body and

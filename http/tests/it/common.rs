@@ -13,7 +13,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Echoes the parsed request; `/slow?ms=N` sleeps first; `/panic` panics; `/png` returns bytes.
+/// Echoes the parsed request; `/slow?ms=N` sleeps first; `/panic` panics; `/png` returns bytes;
+/// `/text` returns JSON text written by the handler ([`TEXT`]).
 /// `/slow` requests are counted while they sleep ([`Server::slow_running`]), so a test waits for
 /// one to be in flight instead of sleeping.
 pub struct Echo(Arc<Slow>);
@@ -27,7 +28,7 @@ pub struct Slow {
 
 impl Handler for Echo {
     fn routes(&self) -> &[&'static str] {
-        &["/echo", "/slow", "/panic", "/png"]
+        &["/echo", "/slow", "/panic", "/png", "/text"]
     }
 
     async fn handle(&self, req: Request) -> Reply {
@@ -41,6 +42,7 @@ impl Handler for Echo {
                 Reply::Json(json!({"result": 0, "slept": ms}))
             }
             "/panic" => panic!("test handler panics on purpose"),
+            "/text" => Reply::JsonText(bytes::Bytes::from_static(TEXT)),
             "/png" => Reply::Body {
                 content_type: "image/png".into(),
                 body: bytes::Bytes::from_static(b"\x89PNG"),
@@ -66,6 +68,9 @@ impl Handler for Echo {
         json!({"result": 2, "status": status})
     }
 }
+
+/// The body `/text` answers, byte for byte (keys out of order, spaces kept).
+pub const TEXT: &[u8] = br#"{"z": 1,"a":"\u00e9"}"#;
 
 /// A running server; shut down when dropped.
 pub struct Server {

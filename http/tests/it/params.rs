@@ -3,7 +3,7 @@
 use http_api::HttpConfig;
 use serde_json::{json, Value};
 
-use crate::common::{body, client, config, header, raw, start, status};
+use crate::common::{body, client, config, header, raw, start, status, TEXT};
 
 async fn echo(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
@@ -168,6 +168,19 @@ async fn body_replies_keep_their_own_headers() {
     assert_eq!(h["cache-control"], "max-age=5");
     assert_eq!(h["x-verify-code-id"], "abc");
     assert_eq!(&resp.bytes().await.unwrap()[..], b"\x89PNG");
+}
+
+/// A reply the handler wrote itself is sent byte for byte, as JSON, with the usual headers.
+#[tokio::test]
+async fn json_text_replies_are_sent_as_written() {
+    let srv = start(HttpConfig::default()).await;
+    let resp = client().get(srv.url("/text")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers().clone();
+    assert_eq!(h["content-type"], "application/json");
+    assert_eq!(h["cache-control"], "no-store");
+    assert!(h.get("x-request-id").is_some());
+    assert_eq!(&resp.bytes().await.unwrap()[..], TEXT);
 }
 
 #[tokio::test]
