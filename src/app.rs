@@ -42,18 +42,21 @@ pub struct App {
 }
 
 /// An account as `/login` and `/get_users` show it, borrowed from the account.
+///
+/// The fields are declared in the order of their JSON names, so that serde_json writes it in the
+/// canonical form a signature covers (`cmd::reply::Reply::ok_with`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct UserInfo<'a> {
-    pub user_name: &'a str,
     pub des: &'a str,
-    pub jid: &'a str,
-    #[serde(rename = "type")]
-    pub kind: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device_type: Option<&'a str>,
+    pub jid: &'a str,
     /// Only to the account itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jid_pwd: Option<&'a str>,
+    #[serde(rename = "type")]
+    pub kind: i64,
+    pub user_name: &'a str,
 }
 
 /// One request, whatever transport it came by.
@@ -307,19 +310,84 @@ impl App {
         })
     }
 
+    /// [`App::user_info`] as canonical JSON text, appended to `out`: written once per copy of
+    /// the account (see `Memo::info`), `jid_pwd` put in its place when `own`.
+    pub fn write_user_info(
+        &self,
+        a: &Account,
+        own: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ApiError> {
+        let jid_pwd = if own {
+            Some(self.opened_jid_pwd(a)?)
+        } else {
+            None
+        };
+        let (text, at) = match a.memo.info.get() {
+            Some(info) => info,
+            None => {
+                let text = crypto::canonical_text(&self.user_info(a, false)?);
+                // The members are in name order (see `UserInfo`): `jid_pwd` goes right before
+                // `type`, the first `,"type":` of the text (a `"` inside a string is escaped,
+                // so no string holds that sequence).
+                let at = text.find(r#","type":"#).expect("user_info has a type");
+                a.memo.info.get_or_init(|| (text.into(), at))
+            }
+        };
+        let (text, at) = (text.as_bytes(), *at);
+        let Some(jid_pwd) = jid_pwd else {
+            out.extend_from_slice(text);
+            return Ok(());
+        };
+        out.extend_from_slice(&text[..at]);
+        out.extend_from_slice(br#","jid_pwd":"#);
+        if jid_pwd.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            // What the service makes (`crypto::new_token`, hex): a JSON string as it is.
+            out.push(b'"');
+            out.extend_from_slice(jid_pwd.as_bytes());
+            out.push(b'"');
+        } else {
+            serde_json::to_writer(&mut *out, jid_pwd).expect("writing to a Vec");
+        }
+        out.extend_from_slice(&text[at..]);
+        Ok(())
+    }
+
     /// `user_info` of an account; `jid_pwd` only when `own`.
     pub fn user_info<'a>(&self, a: &'a Account, own: bool) -> Result<UserInfo<'a>, ApiError> {
         Ok(UserInfo {
-            user_name: &a.user_name,
             des: &a.des,
-            jid: self.jid(a),
-            kind: a.kind.code(),
             device_type: a.device_type.as_deref(),
+            jid: self.jid(a),
             jid_pwd: if own {
                 Some(self.opened_jid_pwd(a)?)
             } else {
                 None
             },
+            kind: a.kind.code(),
+            user_name: &a.user_name,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UserInfo;
+
+    /// serde_json writes a `UserInfo` in the canonical form (names sorted), every field shown.
+    #[test]
+    fn a_user_info_is_written_in_the_canonical_form() {
+        let info = UserInfo {
+            des: "d\u{e9}\"",
+            device_type: Some("cam"),
+            jid: "n@x",
+            jid_pwd: Some("p"),
+            kind: 2,
+            user_name: "u",
+        };
+        let text = serde_json::to_string(&info).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(text, crate::auth::crypto::canonical_json(&v));
+        assert_eq!(v.as_object().unwrap().len(), 6);
     }
 }

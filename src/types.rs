@@ -13,17 +13,23 @@ impl UserName {
     /// bidi controls (U+202E) and zero-width characters are refused. Case is preserved, as before:
     /// `Cam-1` and `cam-1` stay two names.
     pub fn parse(s: &str) -> Result<UserName, ApiError> {
+        UserName::parse_cow(std::borrow::Cow::Borrowed(s))
+    }
+
+    /// [`UserName::parse`] of a name that may be owned already: kept as it is when the profile
+    /// keeps it, without a copy.
+    fn parse_cow(s: std::borrow::Cow<'_, str>) -> Result<UserName, ApiError> {
         use precis_core::profile::Profile;
         // Printable ASCII without the space is what the profile keeps as it is (no width
         // mapping, already NFC, all of it IdentifierClass, no right-to-left character), so the
         // common case skips the Unicode tables; `ascii_names_are_what_the_profile_makes_them`
         // checks the shortcut against the profile.
         if (1..=64).contains(&s.len()) && s.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-            return Ok(UserName(s.to_owned()));
+            return Ok(UserName(s.into_owned()));
         }
-        check_length("user_name", s, 1, 64)?;
+        check_length("user_name", &s, 1, 64)?;
         let enforced = precis_profiles::UsernameCasePreserved::new()
-            .enforce(s)
+            .enforce(&*s)
             .map_err(|e| {
                 ApiError::Params(format!(
                     "user_name is not a valid user name (RFC 8265 UsernameCasePreserved): {e}"
@@ -143,8 +149,8 @@ pub fn user_name_list(raw: &str, max: usize) -> Result<Vec<UserName>, ApiError> 
         )));
     }
     let mut out: Vec<UserName> = Vec::with_capacity(v.len());
-    for s in &v {
-        let n = UserName::parse(s)?;
+    for s in v {
+        let n = UserName::parse_cow(s.into())?;
         if !out.contains(&n) {
             out.push(n);
         }

@@ -128,9 +128,9 @@ impl http_api::Handler for Api {
             }
             _ => {}
         }
-        let (code, reply) = cmd::reply::render(outcome);
+        let (code, body) = cmd::reply::signed_body(&app.secrets.sign_key, outcome, &call);
         app.metrics.request(route, code, started.elapsed());
-        Reply::Json(app.sign(cmd::reply::with_nonce(reply, &call)))
+        Reply::JsonText(body.into())
     }
 
     fn error_body(&self, status: u16) -> Value {

@@ -136,6 +136,89 @@ impl ReplyKey {
     }
 }
 
+/// The name a signature goes under.
+const SIGN: &str = "sign";
+/// The signature's member up to its value's digits.
+const SIGNED: &[u8] = br#""sign":""#;
+
+impl ReplyKey {
+    /// The signed reply as bytes, from its members: each a name and its value's canonical JSON
+    /// text, sorted by name, names unique. The bytes are those of [`ReplyKey::sign`]'s value as
+    /// serde_json writes it (`sign` in its sorted place), made without building that value: the
+    /// canonical text is written once, signed, and copied around `sign`. A member named `sign`
+    /// is left out, as `sign` replaces one.
+    pub fn sign_members(&self, members: &[(&str, &str)]) -> Vec<u8> {
+        let mut text = Vec::with_capacity(
+            2 + members
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + 4)
+                .sum::<usize>(),
+        );
+        // Where `sign` goes: before the first member named after it, else before the `}`.
+        let mut at = None;
+        text.push(b'{');
+        let mut first = true;
+        for &(name, value) in members.iter().filter(|(n, _)| *n != SIGN) {
+            debug_assert!(is_canonical(value), "{name}: {value} is not canonical");
+            if !first {
+                text.push(b',');
+            }
+            first = false;
+            if at.is_none() && name > SIGN {
+                at = Some(text.len());
+            }
+            json_into(&mut text, name);
+            text.push(b':');
+            text.extend_from_slice(value.as_bytes());
+        }
+        text.push(b'}');
+        let mut mac = self.0.clone();
+        mac.update(&text);
+        let mut signature = [0u8; SIGNED.len() + 64 + 1];
+        signature[..SIGNED.len()].copy_from_slice(SIGNED);
+        hex::encode_to_slice(
+            mac.finalize().into_bytes(),
+            &mut signature[SIGNED.len()..][..64],
+        )
+        .expect("64 digits for 32 bytes");
+        signature[SIGNED.len() + 64] = b'"';
+        let mut body = Vec::with_capacity(text.len() + signature.len() + 1);
+        match at {
+            Some(at) => {
+                body.extend_from_slice(&text[..at]);
+                body.extend_from_slice(&signature);
+                body.push(b',');
+                body.extend_from_slice(&text[at..]);
+            }
+            None => {
+                let end = text.len() - 1;
+                body.extend_from_slice(&text[..end]);
+                if !first {
+                    body.push(b',');
+                }
+                body.extend_from_slice(&signature);
+                body.push(b'}');
+            }
+        }
+        body
+    }
+}
+
+/// Whether `text` is JSON in the canonical form (a check for debug builds).
+pub fn is_canonical(text: &str) -> bool {
+    serde_json::from_str::<Value>(text).is_ok_and(|v| canonical_json(&v) == text)
+}
+
+/// `x`'s canonical JSON text, written by serde_json as it is: for a value whose maps are
+/// sorted and whose structs declare their fields in name order (checked in debug builds).
+pub fn canonical_text<T: serde::Serialize + ?Sized>(x: &T) -> String {
+    let mut out = Vec::with_capacity(128);
+    json_into(&mut out, x);
+    let text = String::from_utf8(out).expect("serde_json writes UTF-8");
+    debug_assert!(is_canonical(&text), "not canonical: {text}");
+    text
+}
+
 impl std::fmt::Debug for ReplyKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ReplyKey(…)")
@@ -339,6 +422,40 @@ mod tests {
             String::from_utf8(walked).unwrap(),
             r#"{"a":null,"m":{"x":"","y":true},"z":[1,{"a":-2.5,"b":"é\"\n"}]}"#
         );
+    }
+
+    /// `sign_members` writes the bytes of the signed value, `sign` in its sorted place, whether
+    /// it falls first, between members or last, and replaces a member named `sign`.
+    #[test]
+    fn signing_members_gives_the_bytes_of_the_signed_value() {
+        let key = ReplyKey::new(b"server-sign-key");
+        let cases = [
+            json!({}),
+            json!({"result": 0}),
+            json!({"a": 1, "result": 0}),
+            json!({"result": 0, "user_info_ls": [{"des": "\u{e9}\"", "type": 1}]}),
+            json!({"nonce": "n", "request_sha256": "ab", "result": 112, "z": {"b": null, "a": []}}),
+            json!({"result": 0, "sign": "forged", "t": "x"}),
+            json!({"sign": "forged"}),
+        ];
+        for v in cases {
+            let Value::Object(m) = &v else { unreachable!() };
+            let texts: Vec<(String, String)> = m
+                .iter()
+                .map(|(n, x)| (n.clone(), canonical_json(x)))
+                .collect();
+            let members: Vec<(&str, &str)> = texts
+                .iter()
+                .map(|(n, x)| (n.as_str(), x.as_str()))
+                .collect();
+            let bytes = key.sign_members(&members);
+            let by_value = serde_json::to_vec(&key.sign(v.clone())).unwrap();
+            assert_eq!(
+                String::from_utf8(bytes).unwrap(),
+                String::from_utf8(by_value).unwrap(),
+                "{v}"
+            );
+        }
     }
 
     #[test]

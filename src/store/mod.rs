@@ -112,6 +112,9 @@ pub struct Account {
 pub struct Memo {
     pub jid_pwd: std::sync::OnceLock<String>,
     pub jid: std::sync::OnceLock<String>,
+    /// The account's `user_info` without `jid_pwd` (as others see it), as canonical JSON text,
+    /// and where in it `jid_pwd` goes for the account itself.
+    pub info: std::sync::OnceLock<(Box<str>, usize)>,
     /// The ids of the accounts bound to this one (pair rows in state `bound`).
     pub bound: std::sync::OnceLock<Box<[i64]>>,
     /// The cache's copies of the accounts in `bound`, replaced when one of them is forgotten.
