@@ -124,8 +124,9 @@ pub async fn load_limited(
     }
 }
 
-/// The reference handler: one route, one constant JSON body.
-struct Constant(serde_json::Value);
+/// The reference handler: one route, one constant JSON body, sent as it is (the stack's cheapest
+/// reply, as the service answers with bytes it wrote and signed itself).
+struct Constant(bytes::Bytes);
 
 impl Handler for Constant {
     fn routes(&self) -> &[&'static str] {
@@ -133,7 +134,7 @@ impl Handler for Constant {
     }
 
     async fn handle(&self, _req: Request) -> Reply {
-        Reply::Json(self.0.clone())
+        Reply::JsonText(self.0.clone())
     }
 }
 
@@ -155,7 +156,7 @@ pub fn serve_constant(args: &[String]) {
     });
     let cert = std::fs::read(cert).expect("cert");
     let key = std::fs::read(key).expect("key");
-    let body = crate::util::json_file(body);
+    let body = bytes::Bytes::from(std::fs::read(body).expect("body file"));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async move {
         let l = crate::util::bind_local(port).await;

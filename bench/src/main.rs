@@ -529,16 +529,26 @@ fn bench_https(o: &Opts, svc: &Service, seeded: &[util::Seeded], work: &Path, ro
     const ROUNDS: usize = 3;
     let mut ours = https::Samples::default();
     let (mut with_log, mut bare) = (https::Samples::default(), https::Samples::default());
+    // The CPU time each server used in its rounds: what a request costs it, whatever share of
+    // the machine the load generator left it (the throughputs move with that share).
+    let (mut ours_cpu, mut log_cpu) = (0u64, 0u64);
+    let timed = |to: std::net::SocketAddr, pid: u32, secs: f64, cpu: &mut u64| {
+        let before = util::cpu_ticks(pid);
+        let s = load(to, secs);
+        *cpu += util::cpu_ticks(pid).saturating_sub(before);
+        s
+    };
     for _ in 0..ROUNDS {
         let secs = o.secs / ROUNDS as f64;
-        ours.add(load(svc.http, secs));
+        ours.add(timed(svc.http, svc.pid(), secs, &mut ours_cpu));
         if let Some(a) = ref_log {
-            with_log.add(load(a, secs));
+            with_log.add(timed(a, child_log.id(), secs, &mut log_cpu));
         }
         if let Some(a) = ref_bare {
             bare.add(load(a, secs));
         }
     }
+    let (ours_n, log_n) = (ours.lat.len(), with_log.lat.len());
     let ours = ours.stats();
     eprintln!(
         "  ours ({ROUNDS} rounds): {} ({} byte replies)",
@@ -569,6 +579,22 @@ fn bench_https(o: &Opts, svc: &Service, seeded: &[util::Seeded], work: &Path, ro
             fmt_rate(&ours),
             format!("constant reply {}", fmt_rate(r)),
             Some(ours.rate / r.rate),
+            "—",
+        ));
+    }
+    // CPU per request, in clock ticks per 1,000 requests: the reference's over ours is how much
+    // of a request's cost is the stack's, the throughput ratio without the generator's share.
+    let per_k = |ticks: u64, n: usize| 1000.0 * ticks as f64 / n.max(1) as f64;
+    if ref_log.is_some() && ours_cpu > 0 && log_cpu > 0 {
+        let (o_k, r_k) = (per_k(ours_cpu, ours_n), per_k(log_cpu, log_n));
+        eprintln!(
+            "  CPU per 1,000 requests (clock ticks): ours {o_k:.1} ({ours_cpu} ticks), reference with logging {r_k:.1} ({log_cpu} ticks)"
+        );
+        rows.push(row(
+            &format!("(2. server CPU per request, reference over ours, {conns} conns)"),
+            format!("{o_k:.1} ticks per 1,000"),
+            format!("constant reply, the service's logging, {r_k:.1} ticks per 1,000"),
+            Some(r_k / o_k),
             "—",
         ));
     }

@@ -158,6 +158,22 @@ pub fn rss_kib(pid: u32) -> u64 {
     proc_number(&format!("/proc/{pid}/status"), "VmRSS:", 1).unwrap_or(0)
 }
 
+/// The CPU time a process has used so far (all its threads, user and system), in clock ticks
+/// (`utime` + `stime` of `/proc/PID/stat`); 0 when it cannot be read.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // After the command name, which may hold spaces, in parentheses: field 3 is the state,
+    // fields 14 and 15 are utime and stime.
+    let Some((_, rest)) = text.rsplit_once(')') else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    field(14).unwrap_or(0) + field(15).unwrap_or(0)
+}
+
 /// The soft limit on open files of this process.
 pub fn nofile_limit() -> u64 {
     proc_number("/proc/self/limits", "Max open files", 3).unwrap_or(1024)
