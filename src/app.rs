@@ -44,7 +44,7 @@ pub struct App {
 /// An account as `/login` and `/get_users` show it, borrowed from the account.
 ///
 /// The fields are declared in the order of their JSON names, so that serde_json writes it in the
-/// canonical form a signature covers (`cmd::reply::Reply::ok_with`).
+/// canonical form a signature covers, as it is (`App::write_user_info`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct UserInfo<'a> {
     pub des: &'a str,

@@ -113,6 +113,11 @@ pub fn sign_reply(key: &[u8], reply: Value) -> Value {
 #[derive(Clone)]
 pub struct ReplyKey(HmacSha256);
 
+/// The name a signature goes under.
+const SIGN: &str = "sign";
+/// The signature's member up to its value's digits.
+const SIGNED: &[u8] = br#""sign":""#;
+
 impl ReplyKey {
     pub fn new(key: &[u8]) -> ReplyKey {
         ReplyKey(<HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length"))
@@ -134,14 +139,7 @@ impl ReplyKey {
         }
         reply
     }
-}
 
-/// The name a signature goes under.
-const SIGN: &str = "sign";
-/// The signature's member up to its value's digits.
-const SIGNED: &[u8] = br#""sign":""#;
-
-impl ReplyKey {
     /// The signed reply as bytes, from its members: each a name and its value's canonical JSON
     /// text, sorted by name, names unique. The bytes are those of [`ReplyKey::sign`]'s value as
     /// serde_json writes it (`sign` in its sorted place), made without building that value: the
