@@ -105,6 +105,15 @@ fn answer_from_memory(app: &App, replies: &Replies, json: &str, out: &mut Vec<u8
     true
 }
 
+/// Keeps the reply bytes of a valid token the store now holds in memory (see [`Replies`]).
+fn keep_reply(app: &App, replies: &Replies, token: &str) {
+    let digest = crypto::token_digest(token);
+    if let Some((account, expires_at)) = app.store.token_in_memory(&digest, app.now()) {
+        let make = || cmd::verify_token::valid_reply_bytes(app, &account, expires_at);
+        replies.answer(&digest, &account, expires_at, make, &mut Vec::new());
+    }
+}
+
 /// A JSON object's members as request parameters: strings as they are, anything else as its
 /// compact JSON text (the same rule as the HTTPS API's JSON bodies).
 pub fn params_of(body: &Value) -> Vec<(String, String)> {
@@ -159,6 +168,13 @@ impl tcp_api::LineHandler for LineApi {
         };
         let outcome = command(app, &call).instrument(span).await;
         let (result, reply) = cmd::reply::render(outcome);
+        if path == "/verify_access_token" && result == 0 {
+            // The token's first check (or its first since a change) loaded it into memory: its
+            // reply's bytes are kept now, so that its next check is answered from them at once.
+            if let Some(token) = call.get("access_token") {
+                keep_reply(app, &self.1, token);
+            }
+        }
         if matches!(result, 1 | 3) {
             tracing::error!(%peer, path, result, "TCP request failed (details in the line before)");
         }
@@ -198,5 +214,48 @@ impl tcp_api::LineHandler for LineApi {
 
     fn auth_accepted(&self) -> Value {
         self.0.sign(json!({"result": 0}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+    use tcp_api::LineHandler;
+
+    use super::LineApi;
+    use crate::auth::crypto;
+    use crate::cmd::testkit::Kit;
+    use crate::types::AccountType;
+
+    /// A token's first check, answered by the command, keeps its reply's bytes: its second check
+    /// is answered from memory with the same signed reply, without making them again.
+    #[tokio::test]
+    async fn a_tokens_first_check_keeps_its_reply_for_the_next() {
+        let (k, _, token) = Kit::with_account("cam", AccountType::Device).await;
+        let api = LineApi::new(Arc::new(k.app));
+        let peer = "127.0.0.1:9".parse().unwrap();
+        let digest = crypto::token_digest(&token);
+        let kept = |api: &LineApi| api.1.map.read().unwrap().contains_key(&digest);
+        let plain = json!({"access_token": token}).to_string();
+        let first = api
+            .handle("/verify_access_token", json!({"access_token": token}), peer)
+            .await;
+        assert_eq!(first["validate"], true);
+        assert!(kept(&api), "kept on the first check");
+        let mut out = Vec::new();
+        assert!(api.answer_now("/verify_access_token", &plain, peer, &mut out));
+        assert_eq!(out, serde_json::to_vec(&first).unwrap());
+        // An invalid token keeps nothing.
+        let bad = api
+            .handle(
+                "/verify_access_token",
+                json!({"access_token": "nope"}),
+                peer,
+            )
+            .await;
+        assert_eq!(bad["validate"], false);
+        assert_eq!(api.1.map.read().unwrap().len(), 1);
     }
 }
