@@ -251,10 +251,16 @@ impl Default for Config {
     }
 }
 
+/// Whether `ip` is this host only: a loopback address, also written as an IPv4-mapped IPv6
+/// address (`::ffff:127.0.0.1`, which `Ipv6Addr::is_loopback` does not count).
+pub fn is_loopback(ip: std::net::IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
 impl HttpSection {
     /// Plain HTTP reachable from other hosts, with no TLS-terminating proxy named in front.
     pub fn plaintext_on_the_network(&self) -> bool {
-        !self.tls && !self.listen.ip().is_loopback() && self.trusted_proxies.is_empty()
+        !self.tls && !is_loopback(self.listen.ip()) && self.trusted_proxies.is_empty()
     }
 }
 
@@ -278,7 +284,7 @@ impl TcpSection {
     /// The TCP API in plaintext, reachable from other hosts (`tcp.allow` limits who may connect,
     /// not who may read the traffic).
     pub fn plaintext_on_the_network(&self) -> bool {
-        !self.tls && !self.listen.ip().is_loopback()
+        !self.tls && !is_loopback(self.listen.ip())
     }
 }
 
@@ -464,7 +470,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if !self.captcha.fixed_answer.is_empty()
-            && (!self.http.listen.ip().is_loopback()
+            && (!is_loopback(self.http.listen.ip())
                 || !self.http.tls
                 || !self.http.trusted_proxies.is_empty())
         {
@@ -806,7 +812,7 @@ mod tests {
                 extra.starts_with("allow")
             );
         }
-        for listen in ["127.0.0.1:8443", "[::1]:8443"] {
+        for listen in ["127.0.0.1:8443", "[::1]:8443", "[::ffff:127.0.0.1]:8443"] {
             let loopback = format!("[http]\nlisten = \"{listen}\"\ntls = false\n");
             assert!(load(&loopback, &[], &[]).is_ok(), "{listen}");
         }
@@ -831,7 +837,7 @@ mod tests {
             let c = load(&format!("{plain}tls = true\n"), &[], &[]).unwrap();
             assert!(!c.tcp.plaintext_on_the_network(), "{listen}");
         }
-        for listen in ["127.0.0.1:8444", "[::1]:8444"] {
+        for listen in ["127.0.0.1:8444", "[::1]:8444", "[::ffff:127.0.0.1]:8444"] {
             let loopback = format!("[tcp]\nlisten = \"{listen}\"\n");
             let c = load(&loopback, &[], &[]).unwrap();
             assert!(!c.tcp.plaintext_on_the_network(), "{listen}");

@@ -16,6 +16,7 @@ use crate::auth::passwords::Hasher;
 use crate::auth::ratelimit::RateLimiter;
 use crate::clock::SystemClock;
 use crate::lifecycle::port::Metered;
+use crate::service::config::is_loopback;
 use crate::service::config::{parse_nets, Config};
 use crate::service::metrics::Metrics;
 use crate::service::secrets::{self, Secrets};
@@ -360,10 +361,8 @@ fn tcp_config(cfg: &Config) -> Result<tcp_api::TcpConfig, StartError> {
 /// Whether an allow-list entry stays on this host.
 fn is_loopback_net(n: &str) -> bool {
     match n.parse::<ipnet::IpNet>() {
-        Ok(net) => net.network().is_loopback() && net.broadcast().is_loopback(),
-        Err(_) => n
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
+        Ok(net) => is_loopback(net.network()) && is_loopback(net.broadcast()),
+        Err(_) => n.parse::<std::net::IpAddr>().is_ok_and(is_loopback),
     }
 }
 
@@ -460,7 +459,14 @@ mod tests {
 
     #[test]
     fn only_loopback_entries_stay_on_this_host() {
-        for yes in ["127.0.0.0/8", "127.0.0.1", "::1/128", "::1"] {
+        for yes in [
+            "127.0.0.0/8",
+            "127.0.0.1",
+            "::1/128",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::ffff:127.0.0.0/104",
+        ] {
             assert!(is_loopback_net(yes), "{yes}");
         }
         for no in [
@@ -469,6 +475,8 @@ mod tests {
             "126.0.0.0/7",
             "::/0",
             "192.168.1.5",
+            "::ffff:0:0/96",
+            "::ffff:10.0.0.1",
         ] {
             assert!(!is_loopback_net(no), "{no}");
         }
