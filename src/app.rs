@@ -342,7 +342,8 @@ impl App {
         out.extend_from_slice(&text[..at]);
         out.extend_from_slice(br#","jid_pwd":"#);
         if jid_pwd.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            // What the service makes (`crypto::new_token`, hex): a JSON string as it is.
+            // What the service makes (`account::new_jid_password`: lowercase letters and digits)
+            // is a JSON string as it is.
             out.push(b'"');
             out.extend_from_slice(jid_pwd.as_bytes());
             out.push(b'"');

@@ -137,7 +137,7 @@ mod tests {
         let (k, (mut p, _), _) = Kit::with_phone_and_device().await;
         p.des = r#"x,"type":1,\"#.into();
         p.device_type = Some("cam\u{e9}".into());
-        // The service's own `jid_pwd` (hex), and one an operator set that needs escaping.
+        // The service's own `jid_pwd` (letters and digits), and one an operator set that needs escaping.
         let mut odd = p.clone();
         let key = &k.app.secrets.encryption_key;
         odd.jid_pwd = crate::auth::crypto::seal(key, &odd.jid_node, "p\"w\\é");
