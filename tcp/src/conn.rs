@@ -8,7 +8,10 @@
 //! e.g. a token check from memory) is answered straight into the output buffer, without a future
 //! or a parsed JSON value; everything else is queued. Replies that are ready together are written
 //! in one batch under `write_timeout`; while writing, nothing is read, which is the backpressure
-//! on a client that sends faster than it reads. The in-flight queue and the output buffer are
+//! on a client that sends faster than it reads. Shutdown and the end of the drain are waited for
+//! without being polled at each turn (see [`Stop`]), and a batch the socket takes at once is
+//! written without arming the write timer: a token check from memory takes no lock shared with
+//! other connections. The in-flight queue and the output buffer are
 //! dropped whenever nothing is in flight, so an idle connection holds no allocation besides the
 //! task itself.
 
@@ -17,7 +20,7 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures::stream::FuturesOrdered;
+use futures::stream::{FuturesOrdered, FuturesUnordered};
 use futures::{FutureExt, StreamExt};
 use serde_json::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -188,6 +191,12 @@ async fn serve<H: LineHandler, R: Source, W: AsyncWrite + Unpin + Send>(
             return;
         }
     }
+    // Polled only when one of them has woken the task (a `FuturesUnordered` polls only the
+    // futures that woke it): polling a `CancellationToken` takes two locks that every connection
+    // of the listener shares, and a busy connection's loop turns once per request.
+    let mut stops = FuturesUnordered::new();
+    stops.push(stop_on(shutdown, Stop::Shutdown));
+    stops.push(stop_on(force, Stop::Force));
     let mut pending = None;
     // Replies ready to write, in request order; all of them come before any still pending.
     let mut out: Vec<u8> = Vec::new();
@@ -236,9 +245,11 @@ async fn serve<H: LineHandler, R: Source, W: AsyncWrite + Unpin + Send>(
 
         tokio::select! {
             biased;
-            _ = force.cancelled() => return,
+            Some(stop) = stops.next() => match stop {
+                Stop::Force => return,
+                Stop::Shutdown => closing = true,
+            },
             Some(reply) = next_reply(&mut pending), if in_flight > 0 => encode_into(&reply, &mut out),
-            _ = shutdown.cancelled(), if !closing => closing = true,
             got = rd.fill(&mut lines), if reading => {
                 match got {
                     Ok(0) => closing = true,
@@ -250,6 +261,20 @@ async fn serve<H: LineHandler, R: Source, W: AsyncWrite + Unpin + Send>(
             _ = &mut idle, if in_flight == 0 => return debug!("idle timeout"),
         }
     }
+}
+
+/// Why a connection stops: the listener's shutdown (stop reading, send the replies in flight, close)
+/// or the end of the drain (close now).
+#[derive(Clone, Copy)]
+enum Stop {
+    Shutdown,
+    Force,
+}
+
+/// `why`, once `token` is cancelled.
+async fn stop_on(token: CancellationToken, why: Stop) -> Stop {
+    token.cancelled().await;
+    why
 }
 
 /// What [`take_line`] did with the next received line.
@@ -424,10 +449,28 @@ async fn write<W: AsyncWrite + Unpin>(
     bytes: &[u8],
     timeout: std::time::Duration,
 ) -> Result<(), &'static str> {
-    // The flush matters for TLS, whose records may wait in rustls while the socket is full; on a
-    // plain socket it returns at once.
+    // What the socket takes at once is written without a timer: arming one reads the clock and
+    // touches the runtime's shared handle, for a write that almost always completes at once.
+    let mut done = 0;
+    while done < bytes.len() {
+        match wr.write(&bytes[done..]).now_or_never() {
+            Some(Ok(0)) | Some(Err(_)) => return Err("write failed"),
+            Some(Ok(n)) => done += n,
+            None => break,
+        }
+    }
+    if done == bytes.len() {
+        match wr.flush().now_or_never() {
+            Some(Ok(())) => return Ok(()),
+            Some(Err(_)) => return Err("write failed"),
+            None => {}
+        }
+    }
+    // The rest waits for the client, within `timeout`. The flush matters for TLS, whose records
+    // may wait in rustls while the socket is full; on a plain socket it returns at once.
+    let rest = &bytes[done..];
     let all = async {
-        wr.write_all(bytes).await?;
+        wr.write_all(rest).await?;
         wr.flush().await
     };
     match tokio::time::timeout(timeout, all).await {
