@@ -1,8 +1,7 @@
 //! The TCP JSON line API for IM backends: `/verify_access_token` and `/get_users`.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Value};
@@ -12,106 +11,51 @@ use crate::app::{App, Call};
 use crate::auth::crypto;
 use crate::cmd;
 use crate::cmd::endpoints::{self, Kind};
-use crate::store::cache::DigestHash;
+use crate::service::metrics::RequestMetric;
 use crate::store::Account;
 
-pub struct LineApi(pub Arc<App>, Replies);
+pub struct LineApi(pub Arc<App>, Hot);
 
 impl LineApi {
     pub fn new(app: Arc<App>) -> LineApi {
-        let capacity = app.cfg.database.token_cache_entries;
-        LineApi(app, Replies::new(capacity))
+        let hot = Hot {
+            checked: app.metrics.request_metric("tcp/verify_access_token", 0),
+        };
+        LineApi(app, hot)
     }
 }
 
-/// The signed `/verify_access_token` replies of the tokens the store answers from memory, as
-/// bytes: a repeated token check then costs two lookups and a copy, without building, signing or
-/// serializing a reply.
-///
-/// A reply is used only while the store's memory still holds its token with the very account
-/// (the same `Arc`) and expiry it was made from: any change to the account or its tokens makes
-/// the store forget them (see `store::cache`), so a revoked or changed token's reply is never
-/// sent again; a stale one is simply replaced or dropped when the map starts over.
-pub struct Replies {
-    map: RwLock<HashMap<[u8; 32], Reply, DigestHash>>,
-    /// Most replies kept (`database.token_cache_entries`); past this the map starts over.
-    capacity: usize,
-}
-
-struct Reply {
-    account: Arc<Account>,
-    expires_at: i64,
-    bytes: Box<[u8]>,
-}
-
-impl Replies {
-    fn new(capacity: usize) -> Replies {
-        Replies {
-            map: RwLock::new(HashMap::default()),
-            capacity,
-        }
-    }
-
-    /// Appends to `out` the reply for token `digest`, held by the store's memory for `account`
-    /// until `expires_at`: the one kept when it was made from them, else `make`'s, then kept.
-    fn answer(
-        &self,
-        digest: &[u8; 32],
-        account: &Arc<Account>,
-        expires_at: i64,
-        make: impl FnOnce() -> Vec<u8>,
-        out: &mut Vec<u8>,
-    ) {
-        if let Some(r) = self
-            .map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(digest)
-        {
-            if Arc::ptr_eq(&r.account, account) && r.expires_at == expires_at {
-                out.extend_from_slice(&r.bytes);
-                return;
-            }
-        }
-        let bytes = make().into_boxed_slice();
-        out.extend_from_slice(&bytes);
-        let mut m = self.map.write().unwrap_or_else(|e| e.into_inner());
-        if m.len() >= self.capacity {
-            m.clear();
-        }
-        m.insert(
-            *digest,
-            Reply {
-                account: account.clone(),
-                expires_at,
-                bytes,
-            },
-        );
-    }
+/// What the hot path (a token check from memory) uses at every request, looked up once.
+pub struct Hot {
+    /// The metrics of a valid token check, without the per-request label lookups.
+    checked: RequestMetric,
 }
 
 /// The TCP hot path: answers a plain `/verify_access_token` for a token the store holds in
-/// memory (see [`Replies`]); false, `out` untouched, for anything else.
-fn answer_from_memory(app: &App, replies: &Replies, json: &str, out: &mut Vec<u8>) -> bool {
+/// memory, with the signed reply's bytes kept with the token (made at its first check, see
+/// [`keep_reply`]): one lookup and a copy, without building, signing or serializing a reply.
+/// The bytes go with the token: any change to its account or its tokens makes the store forget
+/// both (see `store::cache`), so a revoked or changed token's reply is never sent again.
+/// False, `out` untouched, for anything else.
+fn answer_from_memory(app: &App, json: &str, out: &mut Vec<u8>) -> bool {
     let Some(token) = cmd::verify_token::plain_request_token(json) else {
         return false;
     };
     let digest = crypto::token_digest(&token);
-    let Some((account, expires_at)) = app.store.token_in_memory(&digest, app.now()) else {
-        return false;
-    };
-    let make = || cmd::verify_token::valid_reply_bytes(app, &account, expires_at);
-    replies.answer(&digest, &account, expires_at, make, out);
-    true
+    let mut make =
+        |a: &Account, expires_at| cmd::verify_token::valid_reply_bytes(app, a, expires_at);
+    app.store
+        .token_bytes_in_memory(&digest, app.now(), &mut make, out)
 }
 
-/// Keeps the reply bytes of a valid token the store now holds in memory (see [`Replies`]).
-fn keep_reply(app: &App, replies: &Replies, token: &str) {
+/// Makes the reply bytes of a valid token the store now holds in memory, so that its next check
+/// is answered from them.
+fn keep_reply(app: &App, token: &str) {
     let digest = crypto::token_digest(token);
-    if let Some((account, expires_at)) = app.store.token_in_memory(&digest, app.now()) {
-        let make = || cmd::verify_token::valid_reply_bytes(app, &account, expires_at);
-        replies.answer(&digest, &account, expires_at, make, &mut Vec::new());
-    }
+    let mut make =
+        |a: &Account, expires_at| cmd::verify_token::valid_reply_bytes(app, a, expires_at);
+    app.store
+        .token_bytes_in_memory(&digest, app.now(), &mut make, &mut Vec::new());
 }
 
 /// A JSON object's members as request parameters: strings as they are, anything else as its
@@ -172,7 +116,7 @@ impl tcp_api::LineHandler for LineApi {
             // The token's first check (or its first since a change) loaded it into memory: its
             // reply's bytes are kept now, so that its next check is answered from them at once.
             if let Some(token) = call.get("access_token") {
-                keep_reply(app, &self.1, token);
+                keep_reply(app, token);
             }
         }
         if matches!(result, 1 | 3) {
@@ -188,11 +132,9 @@ impl tcp_api::LineHandler for LineApi {
             return false;
         }
         let started = Instant::now();
-        let answered = answer_from_memory(&self.0, &self.1, json, out);
+        let answered = answer_from_memory(&self.0, json, out);
         if answered {
-            self.0
-                .metrics
-                .request("tcp/verify_access_token", 0, started.elapsed());
+            self.1.checked.record(started.elapsed());
         }
         answered
     }
@@ -237,17 +179,27 @@ mod tests {
         let api = LineApi::new(Arc::new(k.app));
         let peer = "127.0.0.1:9".parse().unwrap();
         let digest = crypto::token_digest(&token);
-        let kept = |api: &LineApi| api.1.map.read().unwrap().contains_key(&digest);
+        // Kept: the store hands out bytes for the token without making them.
+        let kept = |api: &LineApi| {
+            let app = &api.0;
+            let mut out = Vec::new();
+            let mut made_again = |_: &crate::store::Account, _| panic!("made again");
+            app.store
+                .token_bytes_in_memory(&digest, app.now(), &mut made_again, &mut out)
+                .then_some(out)
+        };
         let plain = json!({"access_token": token}).to_string();
+        assert!(kept(&api).is_none(), "nothing kept before the first check");
         let first = api
             .handle("/verify_access_token", json!({"access_token": token}), peer)
             .await;
         assert_eq!(first["validate"], true);
-        assert!(kept(&api), "kept on the first check");
+        let signed = serde_json::to_vec(&first).unwrap();
+        assert_eq!(kept(&api), Some(signed.clone()), "kept on the first check");
         let mut out = Vec::new();
         assert!(api.answer_now("/verify_access_token", &plain, peer, &mut out));
-        assert_eq!(out, serde_json::to_vec(&first).unwrap());
-        // An invalid token keeps nothing.
+        assert_eq!(out, signed);
+        // An invalid token keeps nothing, and is not answered from memory.
         let bad = api
             .handle(
                 "/verify_access_token",
@@ -256,6 +208,7 @@ mod tests {
             )
             .await;
         assert_eq!(bad["validate"], false);
-        assert_eq!(api.1.map.read().unwrap().len(), 1);
+        let nope = json!({"access_token": "nope"}).to_string();
+        assert!(!api.answer_now("/verify_access_token", &nope, peer, &mut Vec::new()));
     }
 }

@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::store::delegate::Delegate;
+use crate::store::striped::Striped;
 use crate::store::*;
 
 /// [`Store`] decorator caching `token_account` and `accounts_by_names`.
@@ -54,8 +55,9 @@ struct Shared {
     maps: RwLock<Maps>,
     /// Bumped by every change to an account: a lookup that raced one does not fill the cache.
     epoch: AtomicU64,
-    /// Token lookups answered from memory, and those that went to the store (for metrics).
-    hits: AtomicU64,
+    /// Token lookups answered from memory (counted by each thread apart: every token check adds
+    /// one), and those that went to the store (for metrics).
+    hits: Striped,
     misses: AtomicU64,
 }
 
@@ -75,10 +77,7 @@ impl CacheProbe {
     }
     /// Token lookups so far: (answered from memory, sent to the store).
     pub fn lookups(&self) -> (u64, u64) {
-        (
-            self.0.hits.load(Ordering::Relaxed),
-            self.0.misses.load(Ordering::Relaxed),
-        )
+        (self.0.hits.get(), self.0.misses.load(Ordering::Relaxed))
     }
 }
 
@@ -187,10 +186,12 @@ impl Maps {
     }
 }
 
-/// A live token: its expiry and its account (without the password hash, shared).
+/// A live token: its expiry and its account (without the password hash, shared), and the bytes
+/// made from them once ([`Lookups::token_bytes_in_memory`]), forgotten with the entry.
 struct Entry {
     expires_at: i64,
     account: Arc<Account>,
+    kept: std::sync::OnceLock<Box<[u8]>>,
 }
 
 /// The token map's hasher. Its keys are SHA-256 digests of tokens, already uniform, so folding
@@ -228,7 +229,7 @@ impl TokenCache {
         let shared = Arc::new(Shared {
             maps: RwLock::new(Maps::default()),
             epoch: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
+            hits: Striped::default(),
             misses: AtomicU64::new(0),
         });
         let feed = inner.change_feed();
@@ -344,6 +345,7 @@ impl Lookups for TokenCache {
                 let entry = Entry {
                     expires_at: *exp,
                     account,
+                    kept: Default::default(),
                 };
                 if m.tokens.insert(key, entry).is_none() {
                     m.shared(a).tokens.push(key);
@@ -361,10 +363,35 @@ impl Lookups for TokenCache {
         }
         match self.read().tokens.get(hash) {
             Some(e) if e.expires_at > now => {
-                self.shared.hits.fetch_add(1, Ordering::Relaxed);
+                self.shared.hits.add(1);
                 Some((e.account.clone(), e.expires_at))
             }
             _ => None,
+        }
+    }
+
+    fn token_bytes_in_memory(
+        &self,
+        hash: &[u8; 32],
+        now: i64,
+        make: &mut dyn FnMut(&Account, i64) -> Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        if !self.live() {
+            return false;
+        }
+        // Made under the read lock, once per entry: a change waits for it, and then forgets
+        // the entry and its bytes together.
+        match self.read().tokens.get(hash) {
+            Some(e) if e.expires_at > now => {
+                self.shared.hits.add(1);
+                let kept = e
+                    .kept
+                    .get_or_init(|| make(&e.account, e.expires_at).into_boxed_slice());
+                out.extend_from_slice(kept);
+                true
+            }
+            _ => false,
         }
     }
 }
@@ -437,6 +464,39 @@ mod tests {
             c.shared.maps.read().unwrap().tokens.is_empty(),
             "unknown tokens are not cached"
         );
+    }
+
+    /// The bytes kept with a token are made once, handed out while the token is live, and
+    /// forgotten with it: after a change to its account they are made again from the new state.
+    #[tokio::test]
+    async fn bytes_kept_with_a_token_are_made_once_and_go_with_it() {
+        let (_dir, c, id) = token_answered_from_memory().await;
+        let made = std::cell::Cell::new(0);
+        let ask = |now: i64| {
+            let mut out = b"<".to_vec();
+            let mut make = |a: &Account, exp: i64| {
+                made.set(made.get() + 1);
+                format!("{}:{exp}", a.id).into_bytes()
+            };
+            c.token_bytes_in_memory(&[7; 32], now, &mut make, &mut out)
+                .then_some(String::from_utf8(out).unwrap())
+        };
+        assert_eq!(ask(10), Some(format!("<{id}:100")));
+        assert_eq!(ask(11), Some(format!("<{id}:100")));
+        assert_eq!(made.get(), 1, "made once");
+        assert_eq!(ask(100), None, "expired");
+        let mut unknown = |_: &Account, _: i64| -> Vec<u8> { panic!("unknown token") };
+        assert!(!c.token_bytes_in_memory(&[8; 32], 10, &mut unknown, &mut Vec::new()));
+        // Any change to the account (here a write of its state) forgets its entries.
+        c.set_account_state(id, AccountState::Active, 12)
+            .await
+            .unwrap();
+        assert_eq!(ask(12), None, "forgotten with the change");
+        assert!(c.token_account(vec![7; 32], 13).await.unwrap().is_some());
+        assert_eq!(ask(13), Some(format!("<{id}:100")));
+        assert_eq!(made.get(), 2, "made again after the change");
+        assert!(c.begin_cancel(id, 14).await.unwrap());
+        assert_eq!(ask(15), None, "revoked with its entry");
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ pub mod nonces;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+pub mod striped;
 #[doc(hidden)]
 pub mod test_db;
 
@@ -403,6 +404,24 @@ pub trait Lookups: Send + Sync + 'static {
     fn token_in_memory(&self, hash: &[u8; 32], now: i64) -> Option<(Arc<Account>, i64)> {
         let _ = (hash, now);
         None
+    }
+
+    /// Appends to `out` the bytes kept in memory with the token `hash` (held in memory, live at
+    /// `now`, as for [`token_in_memory`](Self::token_in_memory)), made by `make` from its account
+    /// and expiry the first time they are asked for, and returns `true`; `false`, with `out`
+    /// untouched, when the token is not answered from memory. What is kept goes with the token:
+    /// whatever makes the store forget the token (a change to its account or its tokens, its
+    /// expiry) forgets the bytes too. One lookup, for the TCP API's token checks (their signed
+    /// replies). Default: `false`.
+    fn token_bytes_in_memory(
+        &self,
+        hash: &[u8; 32],
+        now: i64,
+        make: &mut dyn FnMut(&Account, i64) -> Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let _ = (hash, now, make, out);
+        false
     }
 }
 
