@@ -265,23 +265,24 @@ fn bench_tcp(o: &Opts, svc: &Service, tokens: Arc<Vec<String>>, rows: &mut Vec<R
         1.0,
         false,
     ));
-    let plain = rt.block_on(tcp::verify_load(
-        svc.tcp,
-        tokens.clone(),
-        o.conns,
-        1,
-        o.secs,
-        false,
-    ));
+    // Each load with the CPU time its server used meanwhile (`Cpu`): what a request costs the
+    // server, whatever share of the two cores the load generator left it.
+    let load = |addr: std::net::SocketAddr, pid: u32, depth: usize, resp: bool| {
+        let before = util::cpu_ticks(pid);
+        let s = rt.block_on(tcp::verify_load(
+            addr,
+            tokens.clone(),
+            o.conns,
+            depth,
+            o.secs,
+            resp,
+        ));
+        let ticks = util::cpu_ticks(pid).saturating_sub(before);
+        (s, ticks)
+    };
+    let (plain, plain_cpu) = load(svc.tcp, svc.pid(), 1, false);
     eprintln!("  ours, one in flight per connection: {}", plain.line());
-    let piped = rt.block_on(tcp::verify_load(
-        svc.tcp,
-        tokens.clone(),
-        o.conns,
-        16,
-        o.secs,
-        false,
-    ));
+    let (piped, piped_cpu) = load(svc.tcp, svc.pid(), 16, false);
     eprintln!("  ours, pipelined 16 per connection: {}", piped.line());
     // The transport's own ceiling: tcp_api answering one of our replies as a constant.
     let body = rt.block_on(tcp::one_reply(svc.tcp, &tokens[0]));
@@ -299,22 +300,13 @@ fn bench_tcp(o: &Opts, svc: &Service, tokens: Arc<Vec<String>>, rows: &mut Vec<R
         .expect("reference server");
     let addr = ([127, 0, 0, 1], port).into();
     let (cp, cpp) = if util::wait_accepting(addr, Duration::from_secs(10)) {
-        let cp = rt.block_on(tcp::verify_load(
-            addr,
-            tokens.clone(),
-            o.conns,
-            1,
-            o.secs,
-            false,
-        ));
-        let cpp = rt.block_on(tcp::verify_load(
-            addr,
-            tokens.clone(),
-            o.conns,
-            16,
-            o.secs,
-            false,
-        ));
+        let (cp, cp_cpu) = load(addr, child.id(), 1, false);
+        let (cpp, cpp_cpu) = load(addr, child.id(), 16, false);
+        eprintln!(
+            "  tcp_api constant reply, CPU per 1,000 requests (clock ticks): {:.2}, pipelined 16 {:.2}",
+            1000.0 * cp_cpu as f64 / cp.count.max(1) as f64,
+            1000.0 * cpp_cpu as f64 / cpp.count.max(1) as f64
+        );
         eprintln!("  tcp_api constant reply: {}", cp.line());
         eprintln!("  tcp_api constant reply, pipelined 16: {}", cpp.line());
         (Some(cp), Some(cpp))
@@ -339,27 +331,33 @@ fn bench_tcp(o: &Opts, svc: &Service, tokens: Arc<Vec<String>>, rows: &mut Vec<R
             ]);
             // The same redis driven by our load generator (whose own cost is in every figure).
             let raddr = ([127, 0, 0, 1], redis.port).into();
-            let ours_r = rt.block_on(tcp::verify_load(
-                raddr,
-                tokens.clone(),
-                o.conns,
-                1,
-                o.secs,
-                true,
-            ));
-            let ours_rp = rt.block_on(tcp::verify_load(
-                raddr,
-                tokens.clone(),
-                o.conns,
-                16,
-                o.secs,
-                true,
-            ));
+            let (ours_r, r_cpu) = load(raddr, redis.pid(), 1, true);
+            let (ours_rp, rp_cpu) = load(raddr, redis.pid(), 16, true);
             eprintln!("  redis GET, our load generator: {}", ours_r.line());
             eprintln!(
                 "  redis GET, our load generator, pipelined 16: {}",
                 ours_rp.line()
             );
+            // CPU per request, in clock ticks per 1,000 requests: Redis's over ours is how much of
+            // Redis's cost per request ours is, i.e. the throughput ratio on a machine where
+            // the server has a core to itself.
+            let per_k = |ticks: u64, s: &Stats| 1000.0 * ticks as f64 / s.count.max(1) as f64;
+            for (what, ours, ours_cpu, redis, redis_cpu) in [
+                ("", &plain, plain_cpu, &ours_r, r_cpu),
+                (", pipelined 16", &piped, piped_cpu, &ours_rp, rp_cpu),
+            ] {
+                let (o_k, r_k) = (per_k(ours_cpu, ours), per_k(redis_cpu, redis));
+                eprintln!(
+                    "  CPU per 1,000 requests{what} (clock ticks): ours {o_k:.2} ({ours_cpu} ticks), redis {r_k:.2} ({redis_cpu} ticks)"
+                );
+                rows.push(row(
+                    &format!("(1. server CPU per request{what}, Redis over ours)"),
+                    format!("{o_k:.2} ticks per 1,000"),
+                    format!("redis GET, our load generator, {r_k:.2} ticks per 1,000"),
+                    (o_k > 0.0).then(|| r_k / o_k),
+                    "—",
+                ));
+            }
             for (name, ours, redis) in [
                 (
                     "(1. same, both driven by our load generator)",

@@ -229,6 +229,10 @@ pub struct Redis {
 }
 
 impl Redis {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn start() -> Option<Redis> {
         let port = free_port();
         let child = Command::new("redis-server")
