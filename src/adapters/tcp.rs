@@ -32,16 +32,21 @@ pub struct Hot {
 }
 
 /// The TCP hot path: answers a plain `/verify_access_token` for a token the store holds in
-/// memory, with the signed reply's bytes kept with the token (made at its first check, see
-/// [`keep_reply`]): one lookup and a copy, without building, signing or serializing a reply.
-/// The bytes go with the token: any change to its account or its tokens makes the store forget
-/// both (see `store::cache`), so a revoked or changed token's reply is never sent again.
-/// False, `out` untouched, for anything else.
+/// memory (see [`reply_from_memory`]); false, `out` untouched, for anything else.
 fn answer_from_memory(app: &App, json: &str, out: &mut Vec<u8>) -> bool {
-    let Some(token) = cmd::verify_token::plain_request_token(json) else {
-        return false;
-    };
-    let digest = crypto::token_digest(&token);
+    match cmd::verify_token::plain_request_token(json) {
+        Some(token) => reply_from_memory(app, &token, out),
+        None => false,
+    }
+}
+
+/// Appends the signed reply to a check of `token` held in memory, from the bytes kept with the
+/// token (made at its first check, see [`keep_reply`]): one lookup and a copy, without building,
+/// signing or serializing a reply. The bytes go with the token: any change to its account or its
+/// tokens makes the store forget both (see `store::cache`), so a revoked or changed token's reply
+/// is never sent again. False, `out` untouched, when the token is not in memory.
+fn reply_from_memory(app: &App, token: &str, out: &mut Vec<u8>) -> bool {
+    let digest = crypto::token_digest(token);
     let mut make =
         |a: &Account, expires_at| cmd::verify_token::valid_reply_bytes(app, a, expires_at);
     app.store
@@ -51,11 +56,7 @@ fn answer_from_memory(app: &App, json: &str, out: &mut Vec<u8>) -> bool {
 /// Makes the reply bytes of a valid token the store now holds in memory, so that its next check
 /// is answered from them.
 fn keep_reply(app: &App, token: &str) {
-    let digest = crypto::token_digest(token);
-    let mut make =
-        |a: &Account, expires_at| cmd::verify_token::valid_reply_bytes(app, a, expires_at);
-    app.store
-        .token_bytes_in_memory(&digest, app.now(), &mut make, &mut Vec::new());
+    reply_from_memory(app, token, &mut Vec::new());
 }
 
 /// A JSON object's members as request parameters: strings as they are, anything else as its
