@@ -10,8 +10,8 @@
 //! in one batch under `write_timeout`; while writing, nothing is read, which is the backpressure
 //! on a client that sends faster than it reads. Shutdown and the end of the drain are waited for
 //! without being polled at each turn (see [`Stop`]), and a batch the socket takes at once is
-//! written without arming the write timer: a token check from memory takes no lock shared with
-//! other connections. The in-flight queue and the output buffer are
+//! written without arming the write timer: per request, the connection itself takes no lock it
+//! shares with other connections. The in-flight queue and the output buffer are
 //! dropped whenever nothing is in flight, so an idle connection holds no allocation besides the
 //! task itself.
 
