@@ -257,6 +257,26 @@ impl TokenCache {
         self.feed.is_live()
     }
 
+    /// `f` of the entry of token `hash`, under the read lock, when it is answered from memory
+    /// (the feed is live, the token cached and live at `now`); counted as a hit.
+    fn with_live_entry<R>(
+        &self,
+        hash: &[u8; 32],
+        now: i64,
+        f: impl FnOnce(&Entry) -> R,
+    ) -> Option<R> {
+        if !self.live() {
+            return None;
+        }
+        match self.read().tokens.get(hash) {
+            Some(e) if e.expires_at > now => {
+                self.shared.hits.add(1);
+                Some(f(e))
+            }
+            _ => None,
+        }
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Maps> {
         self.shared.maps.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -358,16 +378,7 @@ impl Lookups for TokenCache {
     }
 
     fn token_in_memory(&self, hash: &[u8; 32], now: i64) -> Option<(Arc<Account>, i64)> {
-        if !self.live() {
-            return None;
-        }
-        match self.read().tokens.get(hash) {
-            Some(e) if e.expires_at > now => {
-                self.shared.hits.add(1);
-                Some((e.account.clone(), e.expires_at))
-            }
-            _ => None,
-        }
+        self.with_live_entry(hash, now, |e| (e.account.clone(), e.expires_at))
     }
 
     fn token_bytes_in_memory(
@@ -377,22 +388,15 @@ impl Lookups for TokenCache {
         make: &mut dyn FnMut(&Account, i64) -> Vec<u8>,
         out: &mut Vec<u8>,
     ) -> bool {
-        if !self.live() {
-            return false;
-        }
         // Made under the read lock, once per entry: a change waits for it, and then forgets
         // the entry and its bytes together.
-        match self.read().tokens.get(hash) {
-            Some(e) if e.expires_at > now => {
-                self.shared.hits.add(1);
-                let kept = e
-                    .kept
-                    .get_or_init(|| make(&e.account, e.expires_at).into_boxed_slice());
-                out.extend_from_slice(kept);
-                true
-            }
-            _ => false,
-        }
+        self.with_live_entry(hash, now, |e| {
+            let kept = e
+                .kept
+                .get_or_init(|| make(&e.account, e.expires_at).into_boxed_slice());
+            out.extend_from_slice(kept);
+        })
+        .is_some()
     }
 }
 
