@@ -76,6 +76,9 @@ pub struct TcpSection {
     /// Plaintext (`tls = false`) on a non-loopback `listen`: refused unless this is set (access
     /// tokens and user data would cross the network in the clear).
     pub allow_plaintext: bool,
+    /// Threads of the TCP listener's own (default 1; 0: connections are tasks of the service's
+    /// runtime, as everything else). See docs/SCALING.md, "Worker threads".
+    pub threads: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -301,6 +304,7 @@ impl Default for TcpSection {
             cert_file: String::new(),
             key_file: String::new(),
             allow_plaintext: false,
+            threads: 1,
         }
     }
 }
@@ -544,6 +548,9 @@ impl Config {
             if n.parse::<ipnet::IpNet>().is_err() && n.parse::<std::net::IpAddr>().is_err() {
                 return bad(format!("{n:?} is not a network (e.g. 10.0.0.0/8)"));
             }
+        }
+        if self.tcp.threads > 1024 {
+            return bad("tcp.threads must be at most 1024".into());
         }
         if self.tcp.cert_file.is_empty() != self.tcp.key_file.is_empty() {
             return bad("tcp.cert_file and tcp.key_file go together".into());
@@ -889,6 +896,11 @@ mod tests {
         .is_ok());
         assert!(load("[security]\nlockout_account_threshold = 4\n", &[], &[]).is_err());
         assert!(load("[tcp]\nallow = [\"nonsense\"]\n", &[], &[]).is_err());
+        assert!(load("[tcp]\nthreads = 1025\n", &[], &[]).is_err());
+        for ok in ["0", "1", "16"] {
+            let c = load(&format!("[tcp]\nthreads = {ok}\n"), &[], &[]).unwrap();
+            assert_eq!(c.tcp.threads.to_string(), ok);
+        }
         assert!(load("[database]\nurl = \"mysql://x\"\n", &[], &[]).is_err());
         let c = load(
             "[database]\nurl = \"postgres://u@127.0.0.1:5432/r\"\n",

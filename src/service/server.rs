@@ -354,6 +354,7 @@ fn tcp_config(cfg: &Config) -> Result<tcp_api::TcpConfig, StartError> {
         max_line: t.max_line_bytes,
         auth_token,
         tls,
+        threads: t.threads,
         ..tcp_api::TcpConfig::default()
     })
 }

@@ -34,6 +34,12 @@ pub struct TcpConfig {
     /// TLS on the listener (default none): every connection starts with a TLS handshake, which
     /// must end within [`idle_timeout`](Self::idle_timeout).
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// Threads of the listener's own (default 0: none). With 0, connections are tasks of the
+    /// runtime that calls [`serve`](crate::serve). With N, each of N threads runs a
+    /// single-threaded runtime, and each admitted connection is served, for its whole life, by
+    /// the thread with the fewest connections; requests the handler answers from memory are
+    /// answered there, and [`handle`](crate::LineHandler::handle) runs on the calling runtime.
+    pub threads: usize,
 }
 
 impl Default for TcpConfig {
@@ -51,6 +57,7 @@ impl Default for TcpConfig {
             drain: Duration::from_secs(5),
             auth_token: None,
             tls: None,
+            threads: 0,
         }
     }
 }

@@ -42,12 +42,14 @@
 //! waits for shutdown (about 0.4 KiB), and the kernel's socket buffers.
 //!
 //! Module map: [`config`] (limits), `frame` (line splitting and parsing, pure), `conn` (one
-//! connection), `server` (accept loop, allow-list, connection limit, drain).
+//! connection), `server` (accept loop, allow-list, connection limit, drain), `lanes` (the
+//! listener's own threads, [`TcpConfig::threads`]).
 
 pub mod config;
 
 mod conn;
 mod frame;
+mod lanes;
 mod server;
 
 pub use config::TcpConfig;

@@ -1,18 +1,21 @@
 //! The listener: accept loop, allow-list, connection limit, and the drain on shutdown.
 //!
 //! A refused peer (outside the allow-list, or over the connection limit) is closed right after
-//! `accept` without a byte read or written. On shutdown the listener is dropped, connections finish
+//! `accept` without a byte read or written. With [`TcpConfig::threads`], admitted connections are
+//! served on the listener's own threads (see `lanes`). On shutdown the listener is dropped, connections finish
 //! their in-flight requests, and any still open after [`TcpConfig::drain`] are dropped.
 
 use std::io;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, Instrument};
 
+use crate::lanes::{Homed, Lanes};
 use crate::{conn, LineHandler, TcpConfig};
 
 /// Serves `handler` on `listener` until `shutdown` is cancelled, then waits for open connections
@@ -24,6 +27,25 @@ pub async fn serve<H: LineHandler>(
     handler: Arc<H>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
+    if cfg.threads == 0 {
+        return accept(listener, cfg, handler, shutdown, None).await;
+    }
+    let lanes = Lanes::start(cfg.threads, "tcp-api")?;
+    let homed = Arc::new(Homed {
+        inner: handler,
+        home: Handle::current(),
+    });
+    accept(listener, cfg, homed, shutdown, Some(&lanes)).await
+}
+
+/// The accept loop of [`serve`]: connections run on the caller's runtime, or on `lanes`.
+async fn accept<H: LineHandler>(
+    listener: TcpListener,
+    cfg: TcpConfig,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+    lanes: Option<&Lanes>,
+) -> io::Result<()> {
     let local = listener.local_addr()?;
     let cfg = Arc::new(cfg);
     let limit = Arc::new(Semaphore::new(
@@ -31,7 +53,7 @@ pub async fn serve<H: LineHandler>(
     ));
     let tracker = TaskTracker::new();
     let force = CancellationToken::new();
-    info!(%local, "TCP listener serving");
+    info!(%local, threads = cfg.threads, "TCP listener serving");
 
     while let Some((stream, peer)) = listen::accept(&listener, &shutdown).await {
         if !cfg.allows(peer.ip()) {
@@ -48,20 +70,14 @@ pub async fn serve<H: LineHandler>(
         let span = tracing::debug_span!("tcp_conn", %peer);
         let (cfg, handler) = (cfg.clone(), handler.clone());
         let (shutdown, force) = (shutdown.clone(), force.clone());
-        match cfg.tls.clone() {
-            None => tracker.spawn(
-                async move {
-                    conn::run(stream, peer, cfg, handler, shutdown, force).await;
-                    drop(permit);
-                }
-                .instrument(span),
-            ),
-            Some(tls) => tracker.spawn(
-                async move {
+        let connection = move |stream: TcpStream| async move {
+            match cfg.tls.clone() {
+                None => conn::run(stream, peer, cfg, handler, shutdown, force).await,
+                Some(tls) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
                     let handshake = tokio::time::timeout(cfg.idle_timeout, acceptor.accept(stream));
                     let done = tokio::select! {
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => return drop(permit),
                         done = handshake => done,
                     };
                     match done {
@@ -71,11 +87,34 @@ pub async fn serve<H: LineHandler>(
                         Ok(Err(e)) => debug!(error = %e, "TLS handshake failed; closing"),
                         Err(_) => debug!("TLS handshake timed out; closing"),
                     }
-                    drop(permit);
                 }
-                .instrument(span),
-            ),
+            }
+            drop(permit);
         };
+        let Some(lanes) = lanes else {
+            tracker.spawn(connection(stream).instrument(span));
+            continue;
+        };
+        // The socket leaves this runtime's reactor and joins the lane's.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(%peer, error = %e, "handing the connection to a lane failed; closing");
+                continue;
+            }
+        };
+        let (lane, seat) = lanes.pick();
+        tracker.spawn_on(
+            async move {
+                let _seat = seat;
+                match TcpStream::from_std(stream) {
+                    Ok(stream) => connection(stream).await,
+                    Err(e) => debug!(error = %e, "taking the connection on a lane failed; closing"),
+                }
+            }
+            .instrument(span),
+            lane,
+        );
     }
 
     drop(listener);

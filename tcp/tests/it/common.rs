@@ -14,7 +14,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// `/echo` echoes; `/sleep {"ms","i"}` sleeps then answers `i`; `/big {"kib"}` pads its reply;
-/// `/panic` panics; `/now {"i"}` is answered at once; `/meet {"n"}` waits (5 s at most) until `n`
+/// `/panic` panics; `/now {"i"}` is answered at once; `/thread` and `/thread_now` name the thread that
+/// answered (only `/thread_now` is answered at once, when the connection offers it); `/meet {"n"}` waits (5 s at most) until `n`
 /// requests run at once; any other path is answered as unknown. [`Running`] counts the requests
 /// in the handler, so a test waits for a request to be in flight instead of sleeping.
 pub struct Test(Arc<Running>);
@@ -100,6 +101,9 @@ impl Test {
                 json!({"result": if met { 0 } else { 1 }})
             }
             "/panic" => panic!("test handler panics on purpose"),
+            "/thread" | "/thread_now" => {
+                json!({"result": 0, "thread": thread_name(), "task": thread_task()})
+            }
             "/now" => json!({"result": 0, "now": body["i"]}),
             other => json!({"result": 2, "unknown": other}),
         }
@@ -115,6 +119,11 @@ impl LineHandler for Test {
     /// `/now {"i"}` is answered at once when the connection offers it (counted in
     /// [`NOW_ANSWERED`]), else by `handle`, with the same reply.
     fn answer_now(&self, path: &str, json: &str, _peer: SocketAddr, out: &mut Vec<u8>) -> bool {
+        if path == "/thread_now" {
+            let reply = json!({"result": 0, "thread": thread_name(), "task": thread_task()});
+            out.extend_from_slice(reply.to_string().as_bytes());
+            return true;
+        }
         if path != "/now" {
             return false;
         }
@@ -175,7 +184,16 @@ pub async fn start_connected(cfg: TcpConfig) -> (Server, Client) {
     (srv, c)
 }
 
-pub async fn start(cfg: TcpConfig) -> Server {
+/// Starts a server. `TCP_API_TEST_THREADS=N` in the environment serves every test's
+/// connections on N threads of the listener's own (`TcpConfig::threads`), so that CI runs the
+/// whole suite both ways.
+pub async fn start(mut cfg: TcpConfig) -> Server {
+    if let Some(n) = std::env::var("TCP_API_TEST_THREADS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        cfg.threads = n;
+    }
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
@@ -241,6 +259,18 @@ impl Client {
             Ok(Ok(0)) | Ok(Err(_))
         )
     }
+}
+
+/// The current thread's name (`""` when it has none).
+pub fn thread_name() -> String {
+    std::thread::current().name().unwrap_or("").to_owned()
+}
+
+/// The current thread's entry in `/proc`, like `/proc/1234/task/1240`.
+pub fn thread_task() -> String {
+    std::fs::read_link("/proc/thread-self")
+        .map(|p| format!("/proc/{}", p.display()))
+        .unwrap_or_default()
 }
 
 pub fn malformed() -> Value {

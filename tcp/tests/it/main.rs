@@ -3,5 +3,6 @@
 
 mod common;
 mod framing;
+mod lanes;
 mod limits;
 mod pipeline;
