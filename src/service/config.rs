@@ -77,7 +77,7 @@ pub struct TcpSection {
     /// tokens and user data would cross the network in the clear).
     pub allow_plaintext: bool,
     /// Threads of the TCP listener's own (default 1; 0: connections are tasks of the service's
-    /// runtime, as everything else). See docs/SCALING.md, "Worker threads".
+    /// runtime, as everything else). See docs/SCALING.md, "TCP threads".
     pub threads: usize,
 }
 

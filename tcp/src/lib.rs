@@ -39,7 +39,9 @@
 //! One task per connection and little else while idle: its read buffer is released whenever it
 //! holds no partial line, and the queue of in-flight requests exists only while there are some, so
 //! an idle connection costs a few hundred bytes of task state, the two futures through which it
-//! waits for shutdown (about 0.4 KiB), and the kernel's socket buffers.
+//! waits for shutdown (about 0.4 KiB), and the kernel's socket buffers. On threads of the
+//! listener's own ([`TcpConfig::threads`]) the service's bench measured about 0.25 KiB more a
+//! connection.
 //!
 //! Module map: [`config`] (limits), `frame` (line splitting and parsing, pure), `conn` (one
 //! connection), `server` (accept loop, allow-list, connection limit, drain), `lanes` (the
