@@ -18,8 +18,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use std::cell::RefCell;
+
+use argon2::password_hash::{
+    self, Output, ParamsString, PasswordHash, PasswordHasher, Salt, SaltString,
+};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 
 use crate::error::ApiError;
 
@@ -52,6 +56,73 @@ type Job = Box<dyn FnOnce() + Send>;
 fn argon2() -> Argon2<'static> {
     let params = Params::new(M_COST_KIB, T_COST, P_COST, None).expect("valid Argon2 parameters");
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+thread_local! {
+    /// A hashing thread's Argon2 memory (19 MiB), kept from one hash to the next. Allocated for
+    /// each hash, it went back to the allocator after it, and jemalloc returns memory that large
+    /// to the kernel within seconds: the next hash faulted all of it in again, which cost a third
+    /// of the registrations per second (BENCHMARKS.md, "Session 10"). A hash writes every block
+    /// before it reads it (Argon2's first pass overwrites), so what the last one left is never
+    /// read.
+    static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `password` hashed as `params` say with `salt`, as the PHC string's parts, in this thread's
+/// kept memory ([`MEMORY`]) when it is no larger than the service's own parameters need (a
+/// stored hash made with more is hashed in memory of its own, not kept).
+fn phc<'a>(
+    algorithm: Algorithm,
+    version: Version,
+    params: Params,
+    password: &[u8],
+    salt: Salt<'a>,
+) -> password_hash::Result<PasswordHash<'a>> {
+    let mut salt_bytes = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_bytes)?;
+    let len = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
+    let blocks = params.block_count();
+    let argon = Argon2::new(algorithm, version, params.clone());
+    let hash = Output::init_with(len, |out| {
+        let mut into = |memory: &mut [Block]| {
+            argon
+                .hash_password_into_with_memory(password, salt_bytes, out, memory)
+                .map_err(password_hash::Error::from)
+        };
+        if blocks > argon2().params().block_count() {
+            return into(&mut vec![Block::default(); blocks]);
+        }
+        MEMORY.with_borrow_mut(|memory| {
+            if memory.len() < blocks {
+                memory.resize(blocks, Block::default());
+            }
+            into(memory)
+        })
+    })?;
+    Ok(PasswordHash {
+        algorithm: algorithm.ident(),
+        version: Some(version.into()),
+        params: ParamsString::try_from(&params)?,
+        salt: Some(salt),
+        hash: Some(hash),
+    })
+}
+
+/// Whether `password` matches `stored`, hashed with the stored hash's own algorithm, version,
+/// parameters and salt ([`phc`]); the outputs compared in constant time (`Output`'s `==`).
+fn password_matches(password: &[u8], stored: &PasswordHash<'_>) -> password_hash::Result<bool> {
+    let (Some(salt), Some(expected)) = (stored.salt, stored.hash) else {
+        return Ok(false);
+    };
+    let algorithm = Algorithm::try_from(stored.algorithm)?;
+    let version = stored
+        .version
+        .map(Version::try_from)
+        .transpose()?
+        .unwrap_or_default();
+    let params = Params::try_from(stored)?;
+    let computed = phc(algorithm, version, params, password, salt)?;
+    Ok(computed.hash == Some(expected))
 }
 
 /// The calling thread at the lowest priority (nice 19). On Linux, `setpriority` on a thread id
@@ -165,10 +236,17 @@ impl Hasher {
     pub async fn hash(&self, password: String) -> Result<String, ApiError> {
         self.run(move || {
             let salt = SaltString::generate(&mut rand::rngs::OsRng);
-            argon2()
-                .hash_password(password.as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .map_err(|e| ApiError::Unknown(format!("hashing: {e}")))
+            let params = argon2().params().clone();
+            let salt = Salt::from(&salt);
+            phc(
+                Algorithm::Argon2id,
+                Version::V0x13,
+                params,
+                password.as_bytes(),
+                salt,
+            )
+            .map(|h| h.to_string())
+            .map_err(|e| ApiError::Unknown(format!("hashing: {e}")))
         })
         .await
     }
@@ -189,9 +267,7 @@ impl Hasher {
         self.run_with(permit, move || {
             let parsed = PasswordHash::new(&phc)
                 .map_err(|e| ApiError::Unknown(format!("stored hash: {e}")))?;
-            Ok(argon2()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok())
+            Ok(password_matches(password.as_bytes(), &parsed).unwrap_or(false))
         })
         .await
     }
@@ -225,6 +301,47 @@ mod tests {
             h.verify("x".into(), "not a PHC string".into()).await,
             Err(ApiError::Unknown(_))
         ));
+    }
+
+    /// Hashes made in the thread's kept memory, one after another, are those the argon2 crate
+    /// makes in fresh zeroed memory; stored hashes with other parameters verify too, and one
+    /// needing more memory than the service's own does not grow what the thread keeps.
+    #[test]
+    fn hashes_in_kept_memory_are_those_of_fresh_memory() {
+        let ours = argon2().params().clone();
+        let salts = ["c2FsdHNhbHRzYWx0", "b3RoZXJzYWx0c2FsdA", "dGhpcmRzYWx0eHg"];
+        for (i, salt) in salts.into_iter().enumerate() {
+            let salt = SaltString::from_b64(salt).unwrap();
+            let password = format!("password {i}");
+            let kept = phc(
+                Algorithm::Argon2id,
+                Version::V0x13,
+                ours.clone(),
+                password.as_bytes(),
+                Salt::from(&salt),
+            )
+            .unwrap()
+            .to_string();
+            let fresh = argon2().hash_password(password.as_bytes(), &salt).unwrap();
+            assert_eq!(kept, fresh.to_string());
+            let stored = PasswordHash::new(&kept).unwrap();
+            assert!(password_matches(password.as_bytes(), &stored).unwrap());
+            assert!(!password_matches(b"password x", &stored).unwrap());
+        }
+        assert_eq!(MEMORY.with_borrow(|m| m.len()), ours.block_count());
+
+        let salt = SaltString::from_b64("c2FsdHNhbHRzYWx0").unwrap();
+        for (m, t, v) in [
+            (8 * 1024, 1, Version::V0x10),
+            (24 * 1024, 1, Version::V0x13),
+        ] {
+            let params = Params::new(m, t, 1, None).unwrap();
+            let argon = Argon2::new(Algorithm::Argon2i, v, params);
+            let stored = argon.hash_password(b"older", &salt).unwrap();
+            assert!(password_matches(b"older", &stored).unwrap(), "m={m}");
+            assert!(!password_matches(b"newer", &stored).unwrap(), "m={m}");
+        }
+        assert_eq!(MEMORY.with_borrow(|m| m.len()), ours.block_count());
     }
 
     #[tokio::test]
