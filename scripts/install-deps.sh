@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what register's quick start needs from Debian, when missing: Prosody with its
-# community modules (mod_privilege), openssl for certificates, curl and netcat for the README.
+# community modules (mod_privilege), openssl for certificates, make and a C compiler for the
+# allocator, curl and netcat for the README.
 # With --tests, also what the test suite needs: ejabberd (interop tests), promtool (alert rules).
 set -euo pipefail
 tests=false
@@ -10,6 +11,10 @@ command -v prosody >/dev/null 2>&1 || need+=(prosody)
 [ -d /usr/lib/prosody/modules/mod_privilege ] || need+=(prosody-modules)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if $tests && ! [ -x /usr/sbin/ejabberdctl ]; then need+=(ejabberd); fi
+# The release binary's allocator (jemalloc, built from C by tikv-jemalloc-sys) needs make and a
+# C compiler; a Rust toolchain has the compiler already as its linker.
+command -v make >/dev/null 2>&1 || need+=(make)
+command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
 if [ ${#need[@]} -gt 0 ]; then

@@ -8,6 +8,12 @@ use register::service::server::{signal, Server};
 
 const START_ERROR: i32 = 7;
 
+/// jemalloc, not glibc's malloc: the HTTPS path's allocations, made on one worker and freed on
+/// another, waited on glibc's arena locks (two `futex` calls a request); with jemalloc HTTPS
+/// `/get_users` and TCP token checks each answer more per second (BENCHMARKS.md, "Session 10").
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     let args = Cli::parse();
     let cfg = match Config::load(args.config.as_deref(), std::env::vars(), &args.set) {

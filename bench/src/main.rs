@@ -17,6 +17,11 @@ mod tcp;
 mod util;
 mod xmppb;
 
+/// The same allocator as the service's (`src/main.rs`), so that the reference servers this binary
+/// runs are the same stack.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::rc::Rc;
