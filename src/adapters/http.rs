@@ -130,7 +130,7 @@ impl http_api::Handler for Api {
         }
         let (code, body) = cmd::reply::signed_body(&app.secrets.sign_key, outcome, &call);
         app.metrics.request(route, code, started.elapsed());
-        Reply::JsonText(body.into())
+        Reply::JsonText(body)
     }
 
     fn error_body(&self, status: u16) -> Value {

@@ -11,7 +11,7 @@ use super::reply::Reply;
 use crate::app::{App, Call};
 use crate::error::ApiError;
 use crate::lifecycle::pair;
-use crate::store::{Account, AccountState};
+use crate::store::{Account, AccountState, KeptReply};
 use crate::types::{user_name_list, UserName};
 
 /// Most names one request may ask for.
@@ -19,7 +19,16 @@ pub const MAX_NAMES: usize = 100;
 
 pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
     let (me, _) = app.token_owner(call).await?;
-    let names = user_name_list(call.required("user_name_ls")?, MAX_NAMES)?;
+    let list = call.required("user_name_ls")?;
+    // Over HTTPS, a request naming no nonce gets the same bytes as the last time it asked the
+    // same list while nothing it showed changed (see `KeptReply`).
+    let keeps = !call.via_tcp && call.signed.get().is_none();
+    if keeps {
+        if let Some(body) = me.memo.kept_reply(list) {
+            return Ok(Reply::signed_already(body));
+        }
+    }
+    let names = user_name_list(list, MAX_NAMES)?;
     // The caller's own account came with its token: only the other names are looked up.
     let asks_others = names.iter().any(|n| n.as_str() != me.user_name);
     // Over HTTPS only the caller and its peers are shown, so the caller's pairs come first (from
@@ -33,18 +42,20 @@ pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
     } else {
         None
     };
-    let found: Arc<[Arc<Account>]> = match peers {
-        _ if !asks_others => Arc::new([]),
-        Some([]) => Arc::new([]),
+    // What the reply is made from besides the caller: nobody, or the remembered peers (a reply
+    // made from them may be kept), or accounts looked up now (it may not).
+    let (found, made_from): (Arc<[Arc<Account>]>, Option<Option<_>>) = match peers {
+        _ if !asks_others => (Arc::new([]), Some(None)),
+        Some([]) => (Arc::new([]), Some(None)),
         Some(ids) => match me.memo.kept_peers() {
-            Some(remembered) => remembered,
+            Some(remembered) => (remembered.clone(), Some(Some(remembered))),
             None => {
                 let found = look_up_others(app, &names, &me).await?;
                 remember_peers(&me, ids, &found);
-                found.into()
+                (found.into(), None)
             }
         },
-        None => look_up_others(app, &names, &me).await?.into(),
+        None => (look_up_others(app, &names, &me).await?.into(), None),
     };
     let shown = |a: &Account| {
         a.state == AccountState::Active && peers.is_none_or(|p| a.id == me.id || p.contains(&a.id))
@@ -69,7 +80,19 @@ pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
     }
     out.push(b']');
     let text = String::from_utf8(out).expect("JSON text is UTF-8");
-    Ok(Reply::ok_text("user_info_ls", text))
+    let reply = Reply::ok_text("user_info_ls", text);
+    match made_from {
+        Some(peers) if keeps => {
+            let body = reply.signed(&app.secrets.sign_key, None);
+            me.memo.keep_reply(KeptReply {
+                list: list.into(),
+                peers,
+                body: body.clone(),
+            });
+            Ok(Reply::signed_already(body))
+        }
+        _ => Ok(reply),
+    }
 }
 
 /// The accounts named in `names` but for the caller's own.
@@ -256,6 +279,87 @@ mod tests {
             device_copy.upgrade().is_none(),
             "the device's copy is freed"
         );
+    }
+
+    /// An app asking the same list again gets the bytes it was given the last time, until
+    /// something the reply showed changes: a peer, a pair, or the caller's own account.
+    #[tokio::test]
+    async fn the_same_question_gets_the_kept_reply_until_what_it_showed_changes() {
+        let (k, (p, tp), (d, _)) = Kit::with_bound_pair().await;
+        let list = r#"["d","p","nobody"]"#;
+        let c = k.call(&[("access_token", &tp), ("user_name_ls", list)]);
+        let (app, key) = (&k.app, &k.app.secrets.sign_key);
+        let ask = |c: crate::app::Call| async move {
+            let reply = run(app, &c).await.unwrap();
+            let v = reply.clone().into_json();
+            let names: Vec<String> = v["user_info_ls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["user_name"].as_str().unwrap().to_owned())
+                .collect();
+            (reply.signed(key, c.signed.get()), names, v)
+        };
+        let me = || async {
+            let hash = crate::auth::crypto::token_hash(&tp);
+            let found = k.app.store.token_account(hash, k.app.now()).await;
+            found.unwrap().unwrap().0
+        };
+
+        let (looked_up, names, _) = ask(c.clone()).await;
+        assert_eq!(names, ["d", "p"]);
+        assert!(
+            me().await.memo.kept_reply(list).is_none(),
+            "made from a lookup"
+        );
+        let (made, _, _) = ask(c.clone()).await;
+        assert_eq!(made, looked_up, "the same bytes, from the remembered peer");
+        assert_eq!(me().await.memo.kept_reply(list), Some(made.clone()));
+        let (kept, _, _) = ask(c.clone()).await;
+        assert_eq!(kept.as_ptr(), made.as_ptr(), "the kept bytes themselves");
+
+        // Another list, a signed request (its reply names its nonce) and a TCP lookup (no
+        // `jid_pwd`) are each answered anew.
+        let other = k.call(&[("access_token", &tp), ("user_name_ls", r#"["p"]"#)]);
+        let (alone, names, _) = ask(other).await;
+        assert_eq!(names, ["p"]);
+        assert_eq!(me().await.memo.kept_reply(list), None, "one reply is kept");
+        assert_ne!(alone, made);
+        ask(c.clone()).await;
+        let signed = k.signed(&[("access_token", &tp), ("user_name_ls", list)]);
+        let (named, _, v) = ask(signed.clone()).await;
+        assert!(v.get("nonce").is_none(), "unsigned JSON");
+        let nonce = signed.get("nonce").unwrap();
+        assert!(String::from_utf8_lossy(&named).contains(&format!(r#""nonce":"{nonce}""#)));
+        let mut by_tcp = c.clone();
+        by_tcp.via_tcp = true;
+        let (_, _, v) = ask(by_tcp).await;
+        assert!(v["user_info_ls"][1].get("jid_pwd").is_none());
+        assert_eq!(me().await.memo.kept_reply(list), Some(made.clone()));
+
+        // The peer changes (its tokens revoked): the reply is made again.
+        k.app.store.revoke_tokens(d.id).await.unwrap();
+        assert_eq!(me().await.memo.kept_reply(list), None);
+        let (again, names, _) = ask(c.clone()).await;
+        assert_eq!(names, ["d", "p"]);
+        assert_eq!(again, made, "nothing it shows changed");
+
+        // The caller's own `jid_pwd` is renewed: the reply shows the new one.
+        let renew = k.signed(&[("access_token", &tp), ("user_name", "p")]);
+        let renewed = crate::cmd::renew_jid_pwd::run(&k.app, &renew).await;
+        let new_pwd = renewed.unwrap().into_json()["jid_pwd"].clone();
+        let (_, _, v) = ask(c.clone()).await;
+        assert_eq!(v["user_info_ls"][1]["jid_pwd"], new_pwd);
+        ask(c.clone()).await;
+        assert!(me().await.memo.kept_reply(list).is_some());
+
+        // The pair is unbound: the peer is no longer shown.
+        let (p, d) = (k.named(&p.user_name).await, k.named(&d.user_name).await);
+        crate::lifecycle::pair::unbind(&k.app, &p.unwrap(), &d.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(ask(c.clone()).await.1, ["p"]);
+        assert_eq!(ask(c).await.1, ["p"]);
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@
 //! JSON (`a_signed_body_is_the_signed_value_as_serde_json_writes_it`); neither reads `result`
 //! back out of JSON.
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -23,6 +24,9 @@ pub struct Reply {
     /// Sorted by name, names unique; each value as its canonical JSON text, so that the reply is
     /// signed and sent without being built as a `serde_json::Value` (see [`signed_body`]).
     members: Vec<(String, String)>,
+    /// The reply signed already, for a request that names no nonce (a kept `/get_users` reply,
+    /// see [`Reply::signed_already`]); `members` is then empty.
+    signed: Option<Bytes>,
 }
 
 /// The members of a reply with nothing beside `result`.
@@ -51,7 +55,11 @@ impl Reply {
             _ => return Reply::bug(),
         };
         members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Reply { code, members }
+        Reply {
+            code,
+            members,
+            signed: None,
+        }
     }
 
     /// Success with one member, `name`, whose value is `text`, canonical JSON text (checked in
@@ -62,6 +70,17 @@ impl Reply {
         Reply {
             code: 0,
             members: vec![(name.to_owned(), text)],
+            signed: None,
+        }
+    }
+
+    /// A success signed already: `body` is what [`Reply::signed`] made of a reply with code 0
+    /// for a request naming no nonce, with this service's key.
+    pub fn signed_already(body: Bytes) -> Reply {
+        Reply {
+            code: 0,
+            members: Vec::new(),
+            signed: Some(body),
         }
     }
 
@@ -69,7 +88,25 @@ impl Reply {
         Reply {
             code: ApiError::Unknown(String::new()).code(),
             members: Vec::new(),
+            signed: None,
         }
+    }
+
+    /// The members, read back from the signed bytes for a reply [signed already](Self::signed_already)
+    /// (which is sent as it is, unless it must name a request or be rendered unsigned).
+    fn members(&self) -> std::borrow::Cow<'_, [(String, String)]> {
+        let Some(body) = &self.signed else {
+            return std::borrow::Cow::Borrowed(&self.members);
+        };
+        let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(body) else {
+            unreachable!("a reply signed here is a JSON object");
+        };
+        std::borrow::Cow::Owned(
+            m.into_iter()
+                .filter(|(n, _)| n != "result" && n != "sign")
+                .map(|(n, v)| (n, crypto::canonical_json(&v)))
+                .collect(),
+        )
     }
 
     pub fn code(&self) -> i64 {
@@ -78,7 +115,11 @@ impl Reply {
 
     /// This reply signed with `key`, as bytes (see [`signed_body`]), naming `request` when the
     /// request's version 2 signature held (see [`with_nonce`]).
-    pub fn signed(&self, key: &ReplyKey, request: Option<&crate::app::SignedRequest>) -> Vec<u8> {
+    pub fn signed(&self, key: &ReplyKey, request: Option<&crate::app::SignedRequest>) -> Bytes {
+        if let (Some(body), None) = (&self.signed, request) {
+            return body.clone();
+        }
+        let members = self.members();
         let result = self.code.to_string();
         let named = request.map(|req| {
             (
@@ -90,7 +131,7 @@ impl Reply {
         let replaced = |n: &str| n == "result" || (named.is_some() && NAMING.contains(&n));
         let mut all: Vec<(&str, &str)> = Vec::with_capacity(self.members.len() + 3);
         all.extend(
-            self.members
+            members
                 .iter()
                 .filter(|(n, _)| !replaced(n))
                 .map(|(n, v)| (n.as_str(), v.as_str())),
@@ -101,13 +142,13 @@ impl Reply {
             all.push(("request_sha256", sha));
         }
         all.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        key.sign_members(&all)
+        key.sign_members(&all).into()
     }
 
     /// The JSON object, unsigned: `result` and the members.
     pub fn into_json(self) -> Value {
         let mut m = Map::new();
-        for (name, text) in self.members {
+        for (name, text) in self.members().into_owned() {
             let v = serde_json::from_str(&text).expect("a member is JSON text");
             m.insert(name, v);
         }
@@ -181,12 +222,13 @@ pub fn signed_body(
     key: &ReplyKey,
     r: Result<Reply, ApiError>,
     call: &crate::app::Call,
-) -> (i64, Vec<u8>) {
+) -> (i64, Bytes) {
     let reply = r.unwrap_or_else(|e| {
         log_error(&e);
         Reply {
             code: e.code(),
             members: Vec::new(),
+            signed: None,
         }
     });
     (reply.code, reply.signed(key, call.signed.get()))
@@ -293,6 +335,11 @@ mod tests {
                     "user_info_ls",
                     r#"[{"a":1,"b":"x"}]"#.into(),
                 )),
+                // Signed once already: sent as it is, or read back when it must name a request.
+                Ok(Reply::signed_already(
+                    Reply::ok_text("user_info_ls", r#"[{"a":1,"b":"é\""}]"#.into())
+                        .signed(&key, None),
+                )),
                 Err(ApiError::NotInRoster),
             ]
         };
@@ -303,7 +350,7 @@ mod tests {
                 let by_value = serde_json::to_vec(&key.sign(with_nonce(v, call))).unwrap();
                 assert_eq!(code, c);
                 assert_eq!(
-                    String::from_utf8(body).unwrap(),
+                    String::from_utf8(body.to_vec()).unwrap(),
                     String::from_utf8(by_value).unwrap()
                 );
             }

@@ -101,7 +101,7 @@ pub fn plain_request_token(json: &str) -> Option<Cow<'_, str>> {
 /// The signed reply for a valid token of account `a` as bytes: compact JSON, the bytes [`run`]'s
 /// reply serializes to.
 pub fn valid_reply_bytes(app: &App, a: &Account, expires_at: i64) -> Vec<u8> {
-    valid(app, a, expires_at).signed(&app.secrets.sign_key, None)
+    Vec::from(valid(app, a, expires_at).signed(&app.secrets.sign_key, None))
 }
 
 #[cfg(test)]

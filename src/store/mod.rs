@@ -100,8 +100,8 @@ pub struct Account {
 }
 
 /// What the service works out from an account row on its hot paths, worked out at most once per
-/// copy of the row: the opened `jid_pwd`, the JID, the ids of the accounts bound to it, and the
-/// copies of those accounts.
+/// copy of the row: the opened `jid_pwd`, the JID, the ids of the accounts bound to it, the
+/// copies of those accounts, and its last `/get_users` reply.
 ///
 /// A copy read from the database starts empty, and so does a clone. The token cache shares one
 /// copy of an account among its entries (the account's tokens and its name), marks it
@@ -120,7 +120,29 @@ pub struct Memo {
     pub bound: std::sync::OnceLock<Box<[i64]>>,
     /// The cache's copies of the accounts in `bound`, replaced when one of them is forgotten.
     peers: std::sync::Mutex<Option<Arc<[Arc<Account>]>>>,
+    /// The account's last `/get_users` reply over HTTPS, signed (see [`KeptReply`]).
+    reply: std::sync::Mutex<Option<KeptReply>>,
     kept: std::sync::atomic::AtomicBool,
+}
+
+/// A signed `/get_users` reply an account was given, kept to answer the same question again
+/// (an app polling its devices asks the same list over and over): it holds while the account's
+/// copy is kept and, if it showed peers, while each of their copies is kept, so it is exactly the
+/// reply the request would be made again.
+pub struct KeptReply {
+    /// The `user_name_ls` parameter it answered, byte for byte.
+    pub list: Box<str>,
+    /// The peers' copies it was made from, if it showed any other account.
+    pub peers: Option<Arc<[Arc<Account>]>>,
+    /// The signed reply.
+    pub body: bytes::Bytes,
+}
+
+impl KeptReply {
+    /// Most bytes of a kept reply and of its list: a few names, the common case, are kept; a
+    /// long list is answered each time, so an account holds at most this much.
+    pub const MAX_BODY: usize = 4096;
+    pub const MAX_LIST: usize = 512;
 }
 
 impl Memo {
@@ -140,8 +162,35 @@ impl Memo {
     /// other alive once the cache let them go.
     pub(crate) fn let_go(&self) {
         let mut peers = self.peers();
+        let mut reply = self.reply();
         self.kept.store(false, std::sync::atomic::Ordering::Release);
         peers.take();
+        reply.take();
+    }
+
+    fn reply(&self) -> std::sync::MutexGuard<'_, Option<KeptReply>> {
+        self.reply.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The kept reply to `list`, if there is one and it still holds (this copy and the peers'
+    /// copies it was made from are all kept).
+    pub fn kept_reply(&self, list: &str) -> Option<bytes::Bytes> {
+        let reply = self.reply();
+        let r = reply.as_ref().filter(|r| &*r.list == list)?;
+        let holds = self.kept() && r.peers.iter().flat_map(|p| p.iter()).all(|p| p.memo.kept());
+        holds.then(|| r.body.clone())
+    }
+
+    /// Keep `reply` (in place of the last one) if this copy is still kept and it is within the
+    /// sizes of [`KeptReply`] (checked under the lock that [`let_go`](Self::let_go) takes).
+    pub fn keep_reply(&self, reply: KeptReply) {
+        if reply.list.len() > KeptReply::MAX_LIST || reply.body.len() > KeptReply::MAX_BODY {
+            return;
+        }
+        let mut kept = self.reply();
+        if self.kept() {
+            *kept = Some(reply);
+        }
     }
 
     fn peers(&self) -> std::sync::MutexGuard<'_, Option<Arc<[Arc<Account>]>>> {

@@ -143,6 +143,62 @@ async fn register_login_get_users_cancel() {
     assert_eq!(env.register("13800138000", "password3", 1).await, 0);
 }
 
+/// An app polling `/get_users` for the same list gets the same signed bytes while nothing it
+/// shows changes (a reply kept in memory), and each change in the very next reply: the caller's
+/// own `jid_pwd` renewed, the device unbound.
+#[tokio::test]
+async fn a_polled_get_users_shows_each_change_at_once() {
+    let env = Env::start(Opts::default()).await;
+    let (token, _, jid_pwd) = env.account("13800138009", 1).await;
+    let (dtok, _, _) = env.account("dev-9", 2).await;
+    let p = signed(
+        "/get_bind_token",
+        &[("access_token", &dtok), ("user_name", "dev-9")],
+    );
+    let bt = env.post("/get_bind_token", &owned(&p)).await;
+    let bind = [
+        ("access_token", token.as_str()),
+        ("user_name", "13800138009"),
+        ("bind_token", bt["bind_token"].as_str().unwrap()),
+    ];
+    assert_eq!(env.post("/set_user_banding", &bind).await["result"], 0);
+    let list = r#"["dev-9","ghost","13800138009"]"#;
+    let ask = [("access_token", token.as_str()), ("user_name_ls", list)];
+    let poll = || env.post("/get_users", &ask);
+    let names = |v: &Value| -> Vec<String> {
+        let ls = v["user_info_ls"].as_array().unwrap();
+        ls.iter()
+            .map(|u| u["user_name"].as_str().unwrap().into())
+            .collect()
+    };
+    let first = poll().await;
+    assert_eq!(names(&first), ["dev-9", "13800138009"]);
+    assert_eq!(first["user_info_ls"][1]["jid_pwd"], jid_pwd.as_str());
+    for _ in 0..3 {
+        assert_eq!(poll().await, first, "nothing changed");
+    }
+
+    let renew = [
+        ("access_token", token.as_str()),
+        ("user_name", "13800138009"),
+    ];
+    let v = env.post("/renew_jid_pwd", &renew).await;
+    assert_eq!(v["result"], 0, "{v}");
+    let renewed = poll().await;
+    assert_ne!(v["jid_pwd"], jid_pwd.as_str());
+    assert_eq!(renewed["user_info_ls"][1]["jid_pwd"], v["jid_pwd"]);
+    assert_eq!(poll().await, renewed);
+
+    let unbind = [
+        ("access_token", token.as_str()),
+        ("user_name", "13800138009"),
+        ("user_name_ls", r#"["dev-9"]"#),
+    ];
+    assert_eq!(env.post("/set_user_unbanding", &unbind).await["result"], 0);
+    assert_eq!(names(&poll().await), ["13800138009"]);
+    assert_eq!(names(&poll().await), ["13800138009"]);
+}
+
 #[tokio::test]
 async fn captcha_rules() {
     let env = Env::start(Opts::default()).await;
