@@ -51,8 +51,10 @@ pub async fn run(app: &App, call: &Call) -> Result<Reply, ApiError> {
             Some(remembered) => (remembered.clone(), Some(Some(remembered))),
             None => {
                 let found = look_up_others(app, &names, &me).await?;
-                remember_peers(&me, ids, &found);
-                (found.into(), None)
+                // Once the peers are remembered, this reply is the one they would make (each
+                // shown peer is the very copy remembered), so it may be kept as well.
+                let remembered = remember_peers(&me, ids, &found);
+                (found.into(), remembered.map(Some))
             }
         },
         None => (look_up_others(app, &names, &me).await?.into(), None),
@@ -110,8 +112,12 @@ async fn look_up_others(
 }
 
 /// When `found` holds a kept, active copy of every peer in `ids`, `me` remembers them, so that
-/// its next `/get_users` looks nobody up (until one of them changes).
-fn remember_peers(me: &Account, ids: &[i64], found: &[Arc<Account>]) {
+/// its next `/get_users` looks nobody up (until one of them changes); the copies remembered.
+fn remember_peers(
+    me: &Account,
+    ids: &[i64],
+    found: &[Arc<Account>],
+) -> Option<Arc<[Arc<Account>]>> {
     let peers: Option<Vec<Arc<Account>>> = ids
         .iter()
         .map(|id| {
@@ -121,9 +127,8 @@ fn remember_peers(me: &Account, ids: &[i64], found: &[Arc<Account>]) {
                 .cloned()
         })
         .collect();
-    if let Some(peers) = peers {
-        me.memo.remember_peers(peers.into());
-    }
+    let peers: Arc<[Arc<Account>]> = peers?.into();
+    me.memo.remember_peers(peers.clone()).then_some(peers)
 }
 
 #[cfg(test)]
@@ -306,15 +311,13 @@ mod tests {
             found.unwrap().unwrap().0
         };
 
-        let (looked_up, names, _) = ask(c.clone()).await;
+        let (made, names, _) = ask(c.clone()).await;
         assert_eq!(names, ["d", "p"]);
-        assert!(
-            me().await.memo.kept_reply(list).is_none(),
-            "made from a lookup"
+        assert_eq!(
+            me().await.memo.kept_reply(list),
+            Some(made.clone()),
+            "made from a lookup that remembered the peer"
         );
-        let (made, _, _) = ask(c.clone()).await;
-        assert_eq!(made, looked_up, "the same bytes, from the remembered peer");
-        assert_eq!(me().await.memo.kept_reply(list), Some(made.clone()));
         let (kept, _, _) = ask(c.clone()).await;
         assert_eq!(kept.as_ptr(), made.as_ptr(), "the kept bytes themselves");
 
@@ -343,6 +346,11 @@ mod tests {
         let (again, names, _) = ask(c.clone()).await;
         assert_eq!(names, ["d", "p"]);
         assert_eq!(again, made, "nothing it shows changed");
+        assert_eq!(
+            me().await.memo.kept_reply(list),
+            Some(again),
+            "kept again at once"
+        );
 
         // The caller's own `jid_pwd` is renewed: the reply shows the new one.
         let renew = k.signed(&[("access_token", &tp), ("user_name", "p")]);

@@ -204,12 +204,14 @@ impl Memo {
     }
 
     /// Remember `peers` (kept copies of every account in `bound`), if this copy is still kept
-    /// (checked under the lock that [`let_go`](Self::let_go) takes them under).
-    pub fn remember_peers(&self, peers: Arc<[Arc<Account>]>) {
+    /// (checked under the lock that [`let_go`](Self::let_go) takes them under); whether it did.
+    pub fn remember_peers(&self, peers: Arc<[Arc<Account>]>) -> bool {
         let mut remembered = self.peers();
-        if self.kept() {
+        let kept = self.kept();
+        if kept {
             *remembered = Some(peers);
         }
+        kept
     }
 }
 
