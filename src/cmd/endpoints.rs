@@ -198,9 +198,15 @@ pub static HTTPS_PATHS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
 
 /// The endpoint at `path` offered over HTTPS.
 pub fn https_endpoint(path: &str) -> Option<&'static Endpoint> {
+    https_endpoint_at(path).map(|(_, e)| e)
+}
+
+/// The endpoint at `path` offered over HTTPS, with its index in [`ENDPOINTS`].
+pub fn https_endpoint_at(path: &str) -> Option<(usize, &'static Endpoint)> {
     ENDPOINTS
         .iter()
-        .find(|e| e.path == path && e.transports.https())
+        .enumerate()
+        .find(|(_, e)| e.path == path && e.transports.https())
 }
 
 /// The endpoint at `path` offered over TCP.

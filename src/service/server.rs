@@ -239,7 +239,7 @@ impl Server {
         let mut tasks = JoinSet::new();
         let drain = Duration::from_secs(10);
         let (a, s) = (
-            Arc::new(crate::adapters::http::Api(app.clone())),
+            Arc::new(crate::adapters::http::Api::new(app.clone())),
             shutdown.clone(),
         );
         tasks.spawn(async move { ("http", http_api::serve(http_l, http_cfg, a, s, drain).await) });

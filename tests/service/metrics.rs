@@ -4,7 +4,7 @@
 use prometheus_parse::{Sample, Scrape, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
-use crate::harness::{tcp_verify, Env, Opts};
+use crate::harness::{signed, tcp_verify, Env, Opts};
 
 fn find<'a>(s: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> Option<&'a Sample> {
     s.samples
@@ -52,6 +52,17 @@ async fn metrics_parse_with_cumulative_histograms_and_every_series() {
     // Again: from the token cache's memory (SQLite).
     assert_eq!(tcp_verify(tcp, &token).await["result"], 0);
     assert_eq!(tcp_verify(tcp, "no-such-token").await["result"], 4);
+    // Two HTTPS successes of one endpoint: its series is resolved at the first and counted by both.
+    for _ in 0..2 {
+        let params = [
+            ("access_token", token.as_str()),
+            ("user_name_ls", "[\"met-dev\"]"),
+        ];
+        let p = signed("/get_users", &params);
+        let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let v = env.post("/get_users", &p).await;
+        assert_eq!(v["result"], 0, "{v}");
+    }
     // One backend connection kept open while scraping.
     let mut held = tokio::io::BufReader::new(tokio::net::TcpStream::connect(tcp).await.unwrap());
     held.get_mut()
@@ -67,6 +78,16 @@ async fn metrics_parse_with_cumulative_histograms_and_every_series() {
     let reg = [("endpoint", "/register"), ("result", "0")];
     assert_eq!(scalar(&s, "register_requests_total", &reg), 1.0, "{text}");
     assert_eq!(check_histogram(&s, "register_request_seconds", &reg), 1.0);
+    let listed = [("endpoint", "/get_users"), ("result", "0")];
+    assert_eq!(
+        scalar(&s, "register_requests_total", &listed),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        check_histogram(&s, "register_request_seconds", &listed),
+        2.0
+    );
     let bad_login = [("endpoint", "/login"), ("result", "102")];
     assert_eq!(
         check_histogram(&s, "register_request_seconds", &bad_login),
