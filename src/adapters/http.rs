@@ -1,6 +1,6 @@
 //! The HTTPS API: turns an `http_api::Request` into a command call and signs the reply.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use http_api::{Reply, Request};
@@ -17,27 +17,29 @@ use crate::service::metrics::RequestMetric;
 /// Name of the captcha cookie and parameter.
 pub const CAPTCHA_COOKIE: &str = "verify_code_id";
 
-pub struct Api(pub Arc<App>, Successes);
-
-/// Each endpoint's request metrics for result 0, resolved at its first success (by its index in
-/// `ENDPOINTS`): a success, the common case, then skips the two label lookups of
-/// `Metrics::request`. A series appears in `/metrics` when first used, as with `request`.
-struct Successes(Box<[std::sync::OnceLock<RequestMetric>]>);
+pub struct Api(
+    pub Arc<App>,
+    /// Each endpoint's request metrics for result 0, by its index in `ENDPOINTS`, resolved at its
+    /// first success: a success, the common case, then skips the two label lookups of
+    /// `Metrics::request`. A series appears in `/metrics` when first used, as with `request`.
+    Box<[OnceLock<RequestMetric>]>,
+);
 
 impl Api {
     pub fn new(app: Arc<App>) -> Api {
-        let ok = endpoints::ENDPOINTS.iter().map(|_| Default::default());
-        Api(app, Successes(ok.collect()))
+        let successes = endpoints::ENDPOINTS.iter().map(|_| OnceLock::new());
+        Api(app, successes.collect())
     }
 
-    /// Counts a request to endpoint `at` (index and metric label) answered `code`.
-    fn count(&self, (at, route): (usize, &'static str), code: i64, started: Instant) {
-        let elapsed = started.elapsed();
-        match self.1 .0.get(at) {
-            Some(ok) if code == 0 => ok
+    /// Counts a request to the endpoint at index `at` of `ENDPOINTS` answered `code`.
+    fn count(&self, at: usize, code: i64, started: Instant) {
+        let (route, elapsed) = (endpoints::ENDPOINTS[at].metric, started.elapsed());
+        if code == 0 {
+            self.1[at]
                 .get_or_init(|| self.0.metrics.request_metric(route, 0))
-                .record(elapsed),
-            _ => self.0.metrics.request(route, code, elapsed),
+                .record(elapsed);
+        } else {
+            self.0.metrics.request(route, code, elapsed);
         }
     }
 
@@ -95,7 +97,7 @@ impl http_api::Handler for Api {
         let app = &self.0;
         let _in_flight = app.metrics.in_flight();
         // The transport only routes paths from HTTPS_PATHS here.
-        let Some((at, ep)) = endpoints::https_endpoint_at(&req.path) else {
+        let Some((at, ep)) = endpoints::https_endpoint(&req.path) else {
             return Reply::Json(app.sign(cmd::reply::error_json(&ApiError::Params(format!(
                 "no such endpoint {}",
                 req.path
@@ -110,8 +112,7 @@ impl http_api::Handler for Api {
             Kind::Json(command) => command,
             Kind::Captcha => {
                 let outcome = cmd::verify_code::run(app).await;
-                app.metrics
-                    .request(route, endpoints::code_of(&outcome), started.elapsed());
+                self.count(at, endpoints::code_of(&outcome), started);
                 return match outcome {
                     Ok(c) => self.captcha_reply(c),
                     Err(e) => Reply::Json(app.sign(cmd::reply::error_json(&e))),
@@ -151,7 +152,7 @@ impl http_api::Handler for Api {
             _ => {}
         }
         let (code, body) = cmd::reply::signed_body(&app.secrets.sign_key, outcome, &call);
-        self.count((at, route), code, started);
+        self.count(at, code, started);
         Reply::JsonText(body)
     }
 

@@ -196,13 +196,8 @@ pub static HTTPS_PATHS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
         .collect()
 });
 
-/// The endpoint at `path` offered over HTTPS.
-pub fn https_endpoint(path: &str) -> Option<&'static Endpoint> {
-    https_endpoint_at(path).map(|(_, e)| e)
-}
-
 /// The endpoint at `path` offered over HTTPS, with its index in [`ENDPOINTS`].
-pub fn https_endpoint_at(path: &str) -> Option<(usize, &'static Endpoint)> {
+pub fn https_endpoint(path: &str) -> Option<(usize, &'static Endpoint)> {
     ENDPOINTS
         .iter()
         .enumerate()
@@ -253,8 +248,11 @@ mod tests {
         assert!(tcp_endpoint("/get_users").is_some());
         assert!(tcp_endpoint("/login").is_none());
         assert!(https_endpoint("/verify_access_token").is_none());
-        assert_eq!(https_endpoint("/register").unwrap().budget, Budget::Costly);
-        assert_eq!(https_endpoint("/get_users").unwrap().budget, Budget::Api);
+        assert_eq!(
+            https_endpoint("/register").unwrap().1.budget,
+            Budget::Costly
+        );
+        assert_eq!(https_endpoint("/get_users").unwrap().1.budget, Budget::Api);
     }
 
     #[test]
