@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::service::striped_metrics::{StripedCounter, StripedHistogram};
 use crate::store::cache::CacheProbe;
 
 /// The `Content-Type` of [`Metrics::render`]'s text.
@@ -29,6 +30,10 @@ const BUCKETS: [f64; 16] = [
 
 fn histogram() -> Histogram {
     Histogram::new(BUCKETS)
+}
+
+fn striped_histogram() -> StripedHistogram {
+    StripedHistogram::new(&BUCKETS)
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,14 +74,14 @@ fn timed<L: Clone + std::hash::Hash + Eq>(
 /// One endpoint's and result's request metrics (see [`Metrics::request_metric`]): the same
 /// series as [`Metrics::request`] updates.
 pub struct RequestMetric {
-    count: Counter,
-    seconds: Histogram,
+    count: StripedCounter,
+    seconds: StripedHistogram,
 }
 
 impl RequestMetric {
     pub fn record(&self, elapsed: Duration) {
         self.count.inc();
-        self.seconds.observe(elapsed.as_secs_f64());
+        self.seconds.observe(elapsed);
     }
 }
 
@@ -94,8 +99,9 @@ pub struct Scrape {
 /// The service's metrics.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    request_seconds: Hist<RequestLabels>,
+    /// Striped (see `striped_metrics`): every answer updates them, from every worker.
+    requests: Family<RequestLabels, StripedCounter>,
+    request_seconds: Family<RequestLabels, StripedHistogram, fn() -> StripedHistogram>,
     xmpp_ops: Family<OpLabels, Counter>,
     xmpp_op_seconds: Hist<OpLabels>,
     in_flight: Gauge,
@@ -140,7 +146,7 @@ impl Metrics {
         let mut m = Metrics {
             registry: Registry::default(),
             requests: Family::default(),
-            request_seconds: Family::new_with_constructor(histogram),
+            request_seconds: Family::new_with_constructor(striped_histogram),
             xmpp_ops: Family::default(),
             xmpp_op_seconds: Family::new_with_constructor(histogram),
             in_flight: Gauge::default(),
@@ -271,7 +277,8 @@ impl Metrics {
     /// counting allocates nothing after a series' first use.
     pub fn request(&self, endpoint: &'static str, result: i64, elapsed: Duration) {
         let l = RequestLabels { endpoint, result };
-        timed(&self.requests, &self.request_seconds, &l, elapsed);
+        self.requests.get_or_create(&l).inc();
+        self.request_seconds.get_or_create(&l).observe(elapsed);
     }
 
     /// [`request`](Self::request)'s metrics for one endpoint and result, looked up once: for a

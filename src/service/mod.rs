@@ -8,3 +8,4 @@ pub mod logwriter;
 pub mod metrics;
 pub mod secrets;
 pub mod server;
+pub mod striped_metrics;

@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Slots per counter: threads beyond this share slots (still correct, a little slower).
-const SLOTS: usize = 16;
+pub const SLOTS: usize = 16;
 
 /// One slot on a cache line of its own (128 bytes: adjacent lines are fetched in pairs).
 #[repr(align(128))]
@@ -24,10 +24,14 @@ thread_local! {
     static MINE: Cell<usize> = Cell::new(NEXT.fetch_add(1, Ordering::Relaxed) % SLOTS);
 }
 
+/// The calling thread's slot, in `0..SLOTS`: the same for every striped value it adds to.
+pub fn slot() -> usize {
+    MINE.with(Cell::get)
+}
+
 impl Striped {
     pub fn add(&self, n: u64) {
-        let i = MINE.with(Cell::get);
-        self.0[i].0.fetch_add(n, Ordering::Relaxed);
+        self.0[slot()].0.fetch_add(n, Ordering::Relaxed);
     }
 
     /// The sum of every thread's adds so far.
