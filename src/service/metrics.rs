@@ -58,19 +58,6 @@ struct EndpointLabel {
     endpoint: &'static str,
 }
 
-type Hist<L> = Family<L, Histogram, fn() -> Histogram>;
-
-/// Counts one event labelled `l` in `count` and its latency in `seconds`.
-fn timed<L: Clone + std::hash::Hash + Eq>(
-    count: &Family<L, Counter>,
-    seconds: &Hist<L>,
-    l: &L,
-    elapsed: Duration,
-) {
-    count.get_or_create(l).inc();
-    seconds.get_or_create(l).observe(elapsed.as_secs_f64());
-}
-
 /// One endpoint's and result's request metrics (see [`Metrics::request_metric`]): the same
 /// series as [`Metrics::request`] updates.
 pub struct RequestMetric {
@@ -103,7 +90,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, StripedCounter>,
     request_seconds: Family<RequestLabels, StripedHistogram, fn() -> StripedHistogram>,
     xmpp_ops: Family<OpLabels, Counter>,
-    xmpp_op_seconds: Hist<OpLabels>,
+    xmpp_op_seconds: Family<OpLabels, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
     tcp_connections: Gauge,
     hash_queue: Gauge,
@@ -295,7 +282,10 @@ impl Metrics {
     /// Count an operation on the XMPP server and its latency.
     pub fn xmpp_op(&self, op: &'static str, elapsed: Duration, ok: bool) {
         let l = OpLabels { op, ok };
-        timed(&self.xmpp_ops, &self.xmpp_op_seconds, &l, elapsed);
+        self.xmpp_ops.get_or_create(&l).inc();
+        self.xmpp_op_seconds
+            .get_or_create(&l)
+            .observe(elapsed.as_secs_f64());
     }
 
     /// A request refused with 429 (`busy == false`) or 503 (the hashing queue is full).

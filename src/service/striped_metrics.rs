@@ -56,20 +56,12 @@ pub const MAX_BOUNDS: usize = 16;
 
 /// One thread's observations, on cache lines of its own.
 #[repr(align(128))]
+#[derive(Default)]
 struct HistSlot {
     /// Observations per bucket (not cumulative); the last one is `+Inf`.
     buckets: [AtomicU64; MAX_BOUNDS + 1],
     /// The sum of the observations, in nanoseconds.
     sum_nanos: AtomicU64,
-}
-
-impl Default for HistSlot {
-    fn default() -> Self {
-        HistSlot {
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            sum_nanos: AtomicU64::new(0),
-        }
-    }
 }
 
 /// A histogram of durations, in seconds, with fixed upper bounds.
